@@ -1,0 +1,37 @@
+/**
+ * The one error type model reading and writing throws for bad input. `code` says what is wrong and the
+ * optional `weight` / `file` / `layer` say where, so the HTTP layer can answer 422 with the culprit named
+ * and the CLI can print one line.
+ */
+
+export type ModelErrorCode =
+  | 'malformed-json'
+  | 'missing-file'
+  | 'byte-length'
+  | 'non-finite'
+  | 'unknown-dtype'
+  | 'duplicate-weight'
+  | 'unknown-layer'
+  | 'bad-topology';
+
+export interface ModelErrorLocation {
+  weight?: string;
+  file?: string;
+  layer?: string;
+}
+
+export class ModelError extends Error {
+  override readonly name = 'ModelError';
+  readonly code: ModelErrorCode;
+  readonly weight?: string;
+  readonly file?: string;
+  readonly layer?: string;
+
+  constructor(code: ModelErrorCode, message: string, where: ModelErrorLocation = {}) {
+    super(message);
+    this.code = code;
+    if (where.weight !== undefined) this.weight = where.weight;
+    if (where.file !== undefined) this.file = where.file;
+    if (where.layer !== undefined) this.layer = where.layer;
+  }
+}

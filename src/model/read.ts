@@ -1,0 +1,300 @@
+/**
+ * Reads a TF.js model (model.json + the shards its weightsManifest lists) into a LoadedModel, validating it
+ * on the way. Weights are decoded the way tfjs-core's `decodeWeights` does: each manifest group is the
+ * concatenation of its shards in path order, weights follow each other in manifest order (a weight may span
+ * a shard boundary), and quantized entries are expanded on read — uint8/uint16: value = v·scale + min
+ * (float64 arithmetic, stored as float32; int32 weights rounded), float16: the half's exact value.
+ */
+import { readFile, realpath } from 'node:fs/promises';
+import path from 'node:path';
+import * as tf from '@tensorflow/tfjs';
+import { halfToFloat } from '../quant/packed/decode-tensor.js';
+import { ModelError } from './errors.js';
+import { CONTAINER_CLASSES, detectFormat, flattenLayers, isObject, readLayersTopology } from './topology.js';
+import type { FileSet, LoadedModel, Weight, WeightDtype } from './types.js';
+
+const VALUE_BYTES: Record<WeightDtype | 'uint8' | 'uint16' | 'float16', number> = {
+  float32: 4,
+  int32: 4,
+  bool: 1,
+  uint8: 1,
+  uint16: 2,
+  float16: 2,
+};
+
+type Quantization = { dtype: 'uint8' | 'uint16'; min: number; scale: number } | { dtype: 'float16' };
+
+interface WeightSpec {
+  name: string;
+  shape: number[];
+  dtype: WeightDtype;
+  quantization?: Quantization;
+}
+
+/**
+ * A manifest path as a FileSet key: `./group1-shard1of2.bin` → `group1-shard1of2.bin`. Undefined for paths
+ * that leave the model's directory (absolute, `..`, URLs), which are never read.
+ */
+export function normalizeManifestPath(manifestPath: string): string | undefined {
+  if (/^[a-z][a-z0-9+.-]*:/i.test(manifestPath) || manifestPath.includes('\\')) return undefined;
+  const normalized = path.posix.normalize(manifestPath);
+  if (path.posix.isAbsolute(normalized) || normalized === '..' || normalized.startsWith('../')) return undefined;
+  if (normalized === '.' || normalized.endsWith('/')) return undefined;
+  return normalized;
+}
+
+function parseModelJson(bytes: Uint8Array): Record<string, unknown> {
+  let parsed: unknown;
+  try {
+    parsed = JSON.parse(new TextDecoder('utf-8', { fatal: true }).decode(bytes));
+  } catch (err) {
+    throw new ModelError('malformed-json', `model.json is not valid JSON: ${(err as Error).message}`, {
+      file: 'model.json',
+    });
+  }
+  if (!isObject(parsed)) throw new ModelError('malformed-json', 'model.json is not a JSON object', { file: 'model.json' });
+  return parsed;
+}
+
+function manifestGroups(modelJson: Record<string, unknown>): { paths: string[]; weights: unknown[] }[] {
+  const manifest = modelJson.weightsManifest ?? [];
+  if (!Array.isArray(manifest)) throw new ModelError('bad-topology', 'weightsManifest is not a list of groups');
+  return manifest.map((group, g) => {
+    const paths = isObject(group) ? group.paths : undefined;
+    const weights = isObject(group) ? group.weights : undefined;
+    if (!Array.isArray(paths) || !paths.every((p) => typeof p === 'string') || !Array.isArray(weights)) {
+      throw new ModelError('bad-topology', `weightsManifest group ${g + 1} needs a paths list and a weights list`);
+    }
+    return { paths: paths as string[], weights };
+  });
+}
+
+function parseSpec(entry: unknown, where: string): WeightSpec {
+  if (!isObject(entry) || typeof entry.name !== 'string') {
+    throw new ModelError('bad-topology', `${where}: weight entry has no name`);
+  }
+  const name = entry.name;
+  const { shape, dtype, quantization } = entry;
+  if (!Array.isArray(shape) || !shape.every((d) => Number.isSafeInteger(d) && (d as number) >= 0)) {
+    throw new ModelError('bad-topology', `weight ${name}: shape ${JSON.stringify(shape)} is not a list of sizes`, {
+      weight: name,
+    });
+  }
+  if (dtype !== 'float32' && dtype !== 'int32' && dtype !== 'bool') {
+    throw new ModelError('unknown-dtype', `weight ${name}: dtype ${JSON.stringify(dtype)} is not float32, int32 or bool`, {
+      weight: name,
+    });
+  }
+  const spec: WeightSpec = { name, shape: shape as number[], dtype };
+  if (quantization === undefined) return spec;
+  const qDtype = isObject(quantization) ? quantization.dtype : undefined;
+  if (qDtype === 'uint8' || qDtype === 'uint16') {
+    const { min, scale } = quantization as Record<string, unknown>;
+    if (typeof min !== 'number' || typeof scale !== 'number' || !Number.isFinite(min) || !Number.isFinite(scale)) {
+      throw new ModelError('bad-topology', `weight ${name}: ${qDtype} quantization needs a finite number min and scale`, {
+        weight: name,
+      });
+    }
+    if (dtype === 'bool') {
+      throw new ModelError('unknown-dtype', `weight ${name}: bool weights cannot carry ${qDtype} quantization`, { weight: name });
+    }
+    spec.quantization = { dtype: qDtype, min, scale };
+  } else if (qDtype === 'float16') {
+    if (dtype !== 'float32') {
+      throw new ModelError('unknown-dtype', `weight ${name}: float16 quantization is only for float32 weights, not ${dtype}`, {
+        weight: name,
+      });
+    }
+    spec.quantization = { dtype: 'float16' };
+  } else {
+    throw new ModelError(
+      'unknown-dtype',
+      `weight ${name}: quantization dtype ${JSON.stringify(qDtype)} is not uint8, uint16 or float16`,
+      { weight: name },
+    );
+  }
+  return spec;
+}
+
+/** The shards of one group read as one byte stream, without concatenating them. */
+class GroupBytes {
+  readonly length: number;
+  constructor(private readonly shards: Uint8Array[]) {
+    this.length = shards.reduce((sum, shard) => sum + shard.byteLength, 0);
+  }
+
+  /** A fresh, aligned copy of bytes [offset, offset + length). */
+  copy(offset: number, length: number): Uint8Array {
+    const out = new Uint8Array(length);
+    let written = 0;
+    let shardStart = 0;
+    for (const shard of this.shards) {
+      const shardEnd = shardStart + shard.byteLength;
+      if (written < length && offset + written < shardEnd) {
+        const from = offset + written - shardStart;
+        const take = Math.min(length - written, shard.byteLength - from);
+        out.set(shard.subarray(from, from + take), written);
+        written += take;
+      }
+      shardStart = shardEnd;
+      if (written === length) break;
+    }
+    return out;
+  }
+}
+
+function decodeValues(spec: WeightSpec, bytes: Uint8Array): Weight['values'] {
+  const q = spec.quantization;
+  if (q === undefined) {
+    if (spec.dtype === 'float32') return new Float32Array(bytes.buffer);
+    if (spec.dtype === 'int32') return new Int32Array(bytes.buffer);
+    return bytes;
+  }
+  if (q.dtype === 'float16') {
+    const halves = new Uint16Array(bytes.buffer);
+    const values = new Float32Array(halves.length);
+    for (let i = 0; i < halves.length; i++) values[i] = halfToFloat(halves[i]);
+    return values;
+  }
+  const codes = q.dtype === 'uint8' ? bytes : new Uint16Array(bytes.buffer);
+  const { min, scale } = q;
+  if (spec.dtype === 'int32') {
+    const values = new Int32Array(codes.length);
+    for (let i = 0; i < codes.length; i++) values[i] = Math.round(codes[i] * scale + min);
+    return values;
+  }
+  const values = new Float32Array(codes.length);
+  for (let i = 0; i < codes.length; i++) values[i] = codes[i] * scale + min;
+  return values;
+}
+
+function checkFinite(name: string, values: Float32Array): void {
+  for (let i = 0; i < values.length; i++) {
+    const v = values[i];
+    if (!Number.isFinite(v)) {
+      throw new ModelError('non-finite', `weight ${name}: value ${v} at index ${i}`, { weight: name });
+    }
+  }
+}
+
+/** Layer classes tfjs-layers can deserialize; read after '@tensorflow/tfjs' registered them on import. */
+function registeredClasses(): Record<string, unknown> {
+  return tf.serialization.SerializationMap.getMap().classNameMap;
+}
+
+function checkLayerClasses(modelTopology: Record<string, unknown>): void {
+  const known = registeredClasses();
+  for (const layer of flattenLayers(readLayersTopology(modelTopology))) {
+    if (CONTAINER_CLASSES.has(layer.className) || layer.className === 'InputLayer') continue;
+    if (!Object.hasOwn(known, layer.className)) {
+      throw new ModelError('unknown-layer', `layer ${layer.name}: class ${layer.className} is not a tf.layers class`, {
+        layer: layer.name,
+      });
+    }
+  }
+}
+
+/** Decodes and validates a model held in memory. Throws ModelError naming the weight, file or layer at fault. */
+export function readModel(files: FileSet): LoadedModel {
+  const byPath = new Map<string, Uint8Array>();
+  for (const [key, bytes] of files) {
+    const normalized = normalizeManifestPath(key);
+    if (normalized !== undefined) byPath.set(normalized, bytes);
+  }
+  const modelJsonBytes = byPath.get('model.json');
+  if (modelJsonBytes === undefined) throw new ModelError('missing-file', 'model.json is missing', { file: 'model.json' });
+  const json = parseModelJson(modelJsonBytes);
+  const format = detectFormat(json);
+  const groups = manifestGroups(json);
+  if (format === 'layers-model') checkLayerClasses(json.modelTopology as Record<string, unknown>);
+
+  const seen = new Set<string>();
+  const weights: Weight[] = [];
+  groups.forEach((group, g) => {
+    const specs = group.weights.map((entry, i) => parseSpec(entry, `weightsManifest group ${g + 1} entry ${i}`));
+    for (const spec of specs) {
+      if (seen.has(spec.name)) {
+        throw new ModelError('duplicate-weight', `weight ${spec.name} appears twice in weightsManifest`, { weight: spec.name });
+      }
+      seen.add(spec.name);
+    }
+    const shards = group.paths.map((manifestPath) => {
+      const normalized = normalizeManifestPath(manifestPath);
+      const bytes = normalized === undefined ? undefined : byPath.get(normalized);
+      if (bytes === undefined) {
+        const why = normalized === undefined ? 'points outside the model directory' : 'is missing';
+        throw new ModelError('missing-file', `weight file ${manifestPath} of group ${g + 1} ${why}`, { file: manifestPath });
+      }
+      return bytes;
+    });
+    const bytes = new GroupBytes(shards);
+    let offset = 0;
+    for (const spec of specs) {
+      const size = spec.shape.reduce((a, b) => a * b, 1);
+      const need = size * VALUE_BYTES[spec.quantization?.dtype ?? spec.dtype];
+      if (offset + need > bytes.length) {
+        throw new ModelError(
+          'byte-length',
+          `weight ${spec.name}: manifest shape [${spec.shape.join(',')}] needs ${need} bytes, ` +
+            `group ${g + 1} has ${bytes.length - offset} left`,
+          { weight: spec.name, file: group.paths[group.paths.length - 1] },
+        );
+      }
+      const values = decodeValues(spec, bytes.copy(offset, need));
+      offset += need;
+      if (values instanceof Float32Array) checkFinite(spec.name, values);
+      const weight: Weight = { name: spec.name, shape: spec.shape, dtype: spec.dtype, values };
+      if (spec.quantization !== undefined) weight.sourceQuantization = { dtype: spec.quantization.dtype };
+      weights.push(weight);
+    }
+    if (offset !== bytes.length) {
+      const last = specs[specs.length - 1];
+      throw new ModelError(
+        'byte-length',
+        `group ${g + 1} holds ${bytes.length} bytes but its weights${last ? ` (the last is ${last.name})` : ''} need ${offset}`,
+        { ...(last && { weight: last.name }), ...(group.paths.length > 0 && { file: group.paths[group.paths.length - 1] }) },
+      );
+    }
+  });
+
+  const modelJson = { ...json };
+  delete modelJson.weightsManifest;
+  return { format, modelJson, weights };
+}
+
+/**
+ * Reads model.json and exactly the files its manifest names from `dir` into a FileSet keyed by normalised
+ * path. Paths that leave `dir` (lexically or through a symlink) are refused, never read.
+ */
+export async function readFileSetFromDir(dir: string): Promise<FileSet> {
+  const root = await realpath(dir);
+  const outside = (label: string): ModelError =>
+    new ModelError('missing-file', `weight file ${label} points outside the model directory`, { file: label });
+  const read = async (relative: string, label: string): Promise<Uint8Array> => {
+    let full: string;
+    try {
+      full = await realpath(path.join(root, relative));
+    } catch (err) {
+      throw new ModelError('missing-file', `${label} cannot be read: ${(err as Error).message}`, { file: label });
+    }
+    if (!full.startsWith(root + path.sep)) throw outside(label);
+    const buffer = await readFile(full);
+    return new Uint8Array(buffer.buffer, buffer.byteOffset, buffer.byteLength);
+  };
+  const files: FileSet = new Map();
+  const modelJsonBytes = await read('model.json', 'model.json');
+  files.set('model.json', modelJsonBytes);
+  for (const group of manifestGroups(parseModelJson(modelJsonBytes))) {
+    for (const manifestPath of group.paths) {
+      const key = normalizeManifestPath(manifestPath);
+      if (key === undefined) throw outside(manifestPath);
+      if (!files.has(key)) files.set(key, await read(key, manifestPath));
+    }
+  }
+  return files;
+}
+
+/** readModel over a directory on disk. */
+export async function readModelDir(dir: string): Promise<LoadedModel> {
+  return readModel(await readFileSetFromDir(dir));
+}
