@@ -10,8 +10,9 @@ export type Codes = Uint8Array | Uint16Array | Uint32Array;
 
 /**
  * How codes become values. `channels` is 1 for per-tensor side information, otherwise the size of the last
- * axis: element i of the row-major tensor belongs to channel i % channels (tfjs kernels keep the output
- * channel last).
+ * axis of the shape the method was given: element i of the row-major tensor belongs to channel
+ * i % channels (tfjs kernels keep the output channel last; a depthwise kernel's in × multiplier output
+ * channels are its last two axes, which the caller merges into one).
  */
 export type Encoding =
   /** value = fround(code * scales[c] + mins[c]), evaluated in float64 like tfjs's own dequantization. */

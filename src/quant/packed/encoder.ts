@@ -64,7 +64,9 @@ function checkQuantized(weight: Weight, tensor: QuantizedTensor): void {
     case 'affine':
     case 'codebook': {
       const { channels } = encoding;
-      if (channels !== 1 && channels !== columns) fail(`channels ${channels} is neither 1 nor the last axis ${columns}`);
+      if (!isTrailingAxesProduct(weight.shape, channels)) {
+        fail(`channels ${channels} is neither 1 nor the product of the last axes of [${weight.shape}]`);
+      }
       const expected = encoding.kind === 'affine' ? channels : channels * levels;
       for (const side of sideInfoOf(encoding)) {
         if (side.length !== expected) fail(`${encoding.kind} side information has ${side.length} values, expected ${expected}`);
@@ -201,4 +203,14 @@ export function packModel(input: PackInput, quantized: Map<string, QuantizedTens
     [PACKED_MANIFEST_PATH, new TextEncoder().encode(JSON.stringify(manifest))],
     [PACKED_WEIGHTS_PATH, bin],
   ]);
+}
+
+/**
+ * Channels run over the last axis, or over the last axes taken together: a depthwise kernel
+ * [h, w, in, multiplier] has in × multiplier output channels, contiguous in row-major order.
+ */
+function isTrailingAxesProduct(shape: readonly number[], channels: number): boolean {
+  let product = 1;
+  for (let axis = shape.length - 1; axis >= 0 && product < channels; axis--) product *= shape[axis];
+  return channels === 1 || product === channels;
 }

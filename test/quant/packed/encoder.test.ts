@@ -110,12 +110,26 @@ describe('packModel', () => {
       { kind: 'affine', bits: 4, channels: 5, scales: new Float32Array(5), mins: new Float32Array(5) }, [6, 5], rng,
     );
     expect(() => packModel({ format: 'layers-model', modelJson, weights }, new Map([['affine_pc/kernel', wrongChannels]])))
-      .toThrow(/"affine_pc\/kernel": channels 5 is neither 1 nor the last axis 6/);
+      .toThrow(/"affine_pc\/kernel": channels 5 is neither 1 nor the product of the last axes of \[[0-9,]+\]/);
     const shortCodes = quantizedTensor({ kind: 'float16' }, [29], rng);
     expect(() => packModel({ format: 'layers-model', modelJson, weights }, new Map([['affine_pc/kernel', shortCodes]])))
       .toThrow(/"affine_pc\/kernel": 29 codes, expected 30/);
     expect(() => packModel({ format: 'layers-model', modelJson, weights }, new Map([['nope', shortCodes]])))
       .toThrow(/"nope" is not a weight/);
+  });
+
+  it('accepts channels over the last two axes of a depthwise kernel', () => {
+    const { weights } = mixedModel();
+    const kernel = weights.find((w) => w.name === 'affine_pc/kernel')!;
+    const depthwise = { ...kernel, name: 'depthwise/depthwise_kernel', shape: [kernel.shape[0], kernel.shape[1] / 2, 2] };
+    const channels = depthwise.shape[1] * depthwise.shape[2];
+    const tensor = quantizedTensor(
+      { kind: 'affine', bits: 4, channels, scales: new Float32Array(channels).fill(0.5), mins: new Float32Array(channels) },
+      [kernel.shape[0], channels],
+      createRng(2),
+    );
+    const files = packModel({ format: 'layers-model', modelJson, weights: [depthwise] }, new Map([[depthwise.name, tensor]]));
+    expect(files.get('packed/weights.bin')!.byteLength).toBe(channels * 8 + Math.ceil((kernel.values.length * 4) / 8));
   });
 });
 

@@ -1,0 +1,221 @@
+#!/usr/bin/env node
+/**
+ * `qaas` command line: `serve` (API + embedded workers), `worker` (workers only) and `quantize` (the
+ * engine on local files, no Redis — the offline path). Bad input ends with exit code 2 and one line.
+ */
+import { readFile } from 'node:fs/promises';
+import { resolve } from 'node:path';
+import { parseArgs } from 'node:util';
+import cliProgress from 'cli-progress';
+import { loadConfig } from './config.js';
+import { parseJobSpec, SpecError } from './jobs/spec.js';
+import { selectBackend } from './model/backend.js';
+import { ModelError } from './model/errors.js';
+import { readModelDir } from './model/read.js';
+import { runPtq, type PtqReport } from './pipeline/ptq.js';
+import { methodNames } from './quant/methods/index.js';
+import { writeTreeAtomically } from './storage/tree.js';
+import { packageVersion } from './version.js';
+
+const usage = `qaas ${packageVersion} — quantization as a service
+
+Usage:
+  qaas serve                      API + embedded workers (env: PORT, HOST, REDIS_URL, DATA_DIR, QAAS_WORKERS, ...)
+  qaas worker                     workers only, on the same REDIS_URL and DATA_DIR
+  qaas quantize <modelDir> --out <outDir> [options]
+
+quantize options (override the --spec file's fields):
+  --spec <file>              job spec JSON (its method, layers and output fields)
+  --method <name>            ${methodNames.join(' | ')}
+  --bits <n>                 bits per code
+  --symmetric / --asymmetric affine zero point
+  --granularity <g>          per-tensor | per-channel
+  --rounding <r>             nearest | stochastic
+  --range <r>                affine clipping range: minmax | percentile | mse
+  --percentile <p>           with --range percentile
+  --init <i>                 kmeans init: linear | density | kmeans++
+  --subvector-length <d>     pq sub-vector length
+  --stochastic               stochastic binarization
+  --seed <n>                 seed of every random choice
+  --skip <glob>              leave matching weights in float32 (repeatable)
+  --shard-size <bytes>       model/ shard size (default 4 MiB)
+  --quiet                    no progress bar or table
+`;
+
+class UsageError extends Error {}
+
+async function main(argv: string[]): Promise<number> {
+  const [command, ...rest] = argv;
+  switch (command) {
+    case 'quantize':
+      return quantize(rest);
+    case 'serve':
+    case 'worker': {
+      const { serve, runWorkers } = await import('./service.js');
+      await (command === 'serve' ? serve(loadConfig()) : runWorkers(loadConfig()));
+      return 0;
+    }
+    case undefined:
+    case '-h':
+    case '--help':
+    case 'help':
+      process.stdout.write(usage);
+      return 0;
+    case '--version':
+      process.stdout.write(`${packageVersion}\n`);
+      return 0;
+    default:
+      throw new UsageError(`unknown command "${command}"; run qaas --help`);
+  }
+}
+
+async function quantize(args: string[]): Promise<number> {
+  const { values, positionals } = parseArgs({
+    args,
+    allowPositionals: true,
+    options: {
+      out: { type: 'string', short: 'o' },
+      spec: { type: 'string' },
+      method: { type: 'string', short: 'm' },
+      bits: { type: 'string', short: 'b' },
+      symmetric: { type: 'boolean' },
+      asymmetric: { type: 'boolean' },
+      granularity: { type: 'string' },
+      rounding: { type: 'string' },
+      range: { type: 'string' },
+      percentile: { type: 'string' },
+      init: { type: 'string' },
+      'subvector-length': { type: 'string' },
+      stochastic: { type: 'boolean' },
+      seed: { type: 'string' },
+      skip: { type: 'string', multiple: true },
+      'shard-size': { type: 'string' },
+      quiet: { type: 'boolean', short: 'q' },
+    },
+  });
+  if (positionals.length !== 1) throw new UsageError('quantize takes one model directory; run qaas --help');
+  if (!values.out) throw new UsageError('quantize needs --out <outDir>');
+
+  const fileSpec = values.spec ? await readSpecFile(values.spec) : {};
+  const flags: Record<string, unknown> = {
+    bits: numberFlag('bits', values.bits),
+    symmetric: values.symmetric ? true : values.asymmetric ? false : undefined,
+    granularity: values.granularity,
+    rounding: values.rounding,
+    range: values.range,
+    percentile: numberFlag('percentile', values.percentile),
+    init: values.init,
+    subvectorLength: numberFlag('subvector-length', values['subvector-length']),
+    stochastic: values.stochastic,
+    seed: numberFlag('seed', values.seed),
+  };
+  const baseMethod = (fileSpec.method ?? {}) as Record<string, unknown>;
+  const methodName = values.method ?? (baseMethod.name as string | undefined) ?? 'affine';
+  const method = {
+    ...(methodName === baseMethod.name ? baseMethod : {}),
+    name: methodName,
+    ...Object.fromEntries(Object.entries(flags).filter(([, v]) => v !== undefined)),
+  };
+  const layers = (fileSpec.layers ?? {}) as { skip?: string[] };
+  const spec = parseJobSpec({
+    ...fileSpec,
+    method,
+    layers: { ...layers, skip: [...(layers.skip ?? []), ...(values.skip ?? [])] },
+    output: { ...(fileSpec.output as object), ...(values['shard-size'] ? { shardSizeBytes: numberFlag('shard-size', values['shard-size']) } : {}) },
+  });
+
+  const backend = await selectBackend(loadConfig().tfBackend);
+  const model = await readModelDir(resolve(positionals[0]));
+  const bar =
+    process.stderr.isTTY && !values.quiet
+      ? new cliProgress.SingleBar(
+          { format: '{bar} {percentage}% | {stage}: {message}', hideCursor: true, stream: process.stderr },
+          cliProgress.Presets.shades_classic,
+        )
+      : undefined;
+  bar?.start(100, 0, { stage: 'load', message: '' });
+  const { files, report } = await runPtq(model, spec, {
+    backend,
+    onProgress: (p) => bar?.update(p.progress, { stage: p.stage, message: p.message }),
+  }).finally(() => bar?.stop());
+  const outDir = resolve(values.out);
+  await writeTreeAtomically(outDir, files);
+  if (!values.quiet) process.stdout.write(`${formatSummary(report)}\nwrote ${outDir}/{model,packed,report.json}\n`);
+  return 0;
+}
+
+async function readSpecFile(path: string): Promise<Record<string, unknown>> {
+  let text: string;
+  try {
+    text = await readFile(path, 'utf8');
+  } catch (error) {
+    throw new UsageError(`cannot read spec file ${path}: ${(error as Error).message}`);
+  }
+  try {
+    return JSON.parse(text) as Record<string, unknown>;
+  } catch (error) {
+    throw new UsageError(`spec file ${path} is not JSON: ${(error as Error).message}`);
+  }
+}
+
+function numberFlag(name: string, raw: string | undefined): number | undefined {
+  if (raw === undefined) return undefined;
+  const value = Number(raw);
+  if (!Number.isFinite(value)) throw new UsageError(`--${name} must be a number, got "${raw}"`);
+  return value;
+}
+
+/** The per-tensor table and the totals, as fixed-width text. */
+function formatSummary(report: PtqReport): string {
+  const header = ['tensor', 'shape', 'method', 'bits/w', 'stored', 'SQNR dB', 'cosine'];
+  const rows = report.tensors.map((t) => [
+    t.name,
+    `[${t.shape.join(',')}]`,
+    t.method,
+    t.bitsPerWeight.toFixed(2),
+    t.storedAs,
+    t.sqnrDb === null ? 'exact' : t.sqnrDb.toFixed(1),
+    t.cosine.toFixed(4),
+  ]);
+  const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i].length)));
+  const line = (cells: string[]): string => cells.map((c, i) => c.padEnd(widths[i])).join('  ').trimEnd();
+  const m = report.model;
+  return [
+    line(header),
+    ...rows.map(line),
+    '',
+    `${report.tensors.length} tensors quantized, ${report.skipped.length} skipped; ` +
+      `weights ${m.bytesBefore} B → model/ ${m.bytesAfter} B (${m.stockCompressionRatio.toFixed(2)}×), ` +
+      `packed ${m.packedBytes} B (${m.compressionRatio.toFixed(2)}×, ${m.bitsPerWeight.toFixed(2)} bits/weight); backend ${m.backend}`,
+  ].join('\n');
+}
+
+main(process.argv.slice(2)).then(
+  (code) => {
+    process.exitCode = code;
+  },
+  (error: unknown) => {
+    process.stderr.write(`qaas: ${describeFailure(error)}\n`);
+    process.exitCode = isBadInput(error) ? 2 : 1;
+  },
+);
+
+function isBadInput(error: unknown): boolean {
+  const code = (error as NodeJS.ErrnoException | undefined)?.code ?? '';
+  return (
+    error instanceof UsageError ||
+    error instanceof SpecError ||
+    error instanceof ModelError ||
+    code === 'ENOENT' ||
+    code.startsWith('ERR_PARSE_ARGS')
+  );
+}
+
+function describeFailure(error: unknown): string {
+  if (error instanceof SpecError) return `invalid spec: ${error.message}`;
+  if (error instanceof Error) {
+    if ((error as NodeJS.ErrnoException).code === 'ENOENT') return `not found: ${(error as NodeJS.ErrnoException).path}`;
+    return error.message;
+  }
+  return String(error);
+}

@@ -1,0 +1,348 @@
+/**
+ * Post-training quantization of a whole model: pick the weights the spec asks for, run each through its
+ * method, and produce the three artifacts of DESIGN.md §5 (stock-loadable `model/`, bit-packed `packed/`,
+ * `report.json`) as an in-memory file set. The CLI writes it to a directory, the worker to storage.
+ *
+ * Memory: the source model is one float copy; per tensor only codes and side information are kept after its
+ * error is measured, and the writer re-derives values from them one tensor at a time, so no second float
+ * copy of the whole model exists.
+ */
+import { readFile } from 'node:fs/promises';
+import { constants as zlibConstants, createGzip } from 'node:zlib';
+import picomatch from 'picomatch';
+import type { JobSpec } from '../jobs/spec.js';
+import { mergeOverride } from '../jobs/spec.js';
+import { PACKED_DECODER_FILES, packModel } from '../quant/packed/encoder.js';
+import { decodeTensor } from '../quant/packed/decode-tensor.js';
+import { tensorError, type TensorError } from '../quant/metrics.js';
+import { getMethod, parseMethodParams, type MethodParams } from '../quant/methods/index.js';
+import { createRng } from '../quant/rng.js';
+import type { QuantizedTensor, TfjsEncoding } from '../quant/types.js';
+import { quantizableWeights } from '../model/select.js';
+import type { FileSet, LoadedModel, Weight } from '../model/types.js';
+import { writeModel } from '../model/write.js';
+import { packageVersion } from '../version.js';
+
+export interface PipelineProgress {
+  stage: 'quantize' | 'write' | 'pack' | 'report';
+  /** 0–100 over the whole run. */
+  progress: number;
+  message: string;
+}
+
+export interface PipelineOptions {
+  /** The tfjs backend in use, for the report. */
+  backend: string;
+  onProgress?: (progress: PipelineProgress) => void | Promise<void>;
+  /** Checked between tensors: an aborted run throws an AbortError and produces nothing. */
+  signal?: AbortSignal;
+}
+
+export interface TensorReport extends TensorError {
+  name: string;
+  shape: number[];
+  role: string;
+  layerType: string;
+  method: string;
+  bits: number;
+  bitsPerWeight: number;
+  /** What `model/` stores the tensor as. */
+  storedAs: 'uint8' | 'uint16' | 'float16' | 'float32';
+  bytesBefore: number;
+  /** Bytes of the tensor in the packed form (codes + side information). */
+  bytesAfter: number;
+}
+
+export interface ModelReport {
+  format: string;
+  params: number;
+  quantizedParams: number;
+  /** Weight bytes of the source model as it was stored. */
+  bytesBefore: number;
+  /** Weight bytes of the stock-loadable `model/`. */
+  bytesAfter: number;
+  /** Bytes of `packed/weights.bin` + `packed/manifest.json`. */
+  packedBytes: number;
+  gzipBytesBefore: number;
+  gzipBytesAfter: number;
+  /** bytesBefore ÷ packedBytes. */
+  compressionRatio: number;
+  /** bytesBefore ÷ bytesAfter: what a stock TF.js deployment saves. */
+  stockCompressionRatio: number;
+  /** Packed bits per quantized weight, side information included. */
+  bitsPerWeight: number;
+  backend: string;
+}
+
+export interface PtqReport {
+  version: 1;
+  generatedBy: string;
+  kind: 'ptq';
+  spec: JobSpec;
+  model: ModelReport;
+  tensors: TensorReport[];
+  skipped: { name: string; reason: string }[];
+  timings: { quantizeMs: number; writeMs: number; packMs: number; reportMs: number; totalMs: number };
+}
+
+export interface PtqResult {
+  files: FileSet;
+  report: PtqReport;
+}
+
+export async function runPtq(model: LoadedModel, spec: JobSpec, options: PipelineOptions): Promise<PtqResult> {
+  const started = performance.now();
+  const progress = async (stage: PipelineProgress['stage'], percent: number, message: string): Promise<void> => {
+    await options.onProgress?.({ stage, progress: Math.round(percent * 10) / 10, message });
+  };
+  const checkAborted = (): void => {
+    if (options.signal?.aborted) {
+      const error = new Error('job cancelled');
+      error.name = 'AbortError';
+      throw error;
+    }
+  };
+
+  const plan = planTensors(model, spec);
+  const weightsByName = new Map(model.weights.map((w) => [w.name, w]));
+  const totalWork = plan.selected.reduce((sum, t) => sum + weightsByName.get(t.name)!.values.length, 0) || 1;
+  const quantized = new Map<string, QuantizedTensor>();
+  const tensors: TensorReport[] = [];
+  let done = 0;
+
+  for (const target of plan.selected) {
+    checkAborted();
+    const weight = weightsByName.get(target.name)!;
+    const values = weight.values as Float32Array;
+    await progress('quantize', (90 * done) / totalWork, `quantizing ${weight.name} (${target.params.name})`);
+    const method = getMethod(target.params.name);
+    const shape = quantizationShape(weight.shape, target.role, target.params.name);
+    const seed = tensorSeed('seed' in target.params ? target.params.seed : 0, weight.name);
+    const result = method.quantize(values, shape, target.params, createRng(seed));
+    tensors.push({
+      name: weight.name,
+      shape: weight.shape,
+      role: target.role,
+      layerType: target.layerType,
+      method: target.params.name,
+      bits: 'bits' in result.encoding ? result.encoding.bits : 16,
+      bitsPerWeight: result.bitsPerWeight,
+      storedAs: 'float32',
+      bytesBefore: storedBytes(weight),
+      bytesAfter: Math.ceil((result.bitsPerWeight * values.length) / 8),
+      ...tensorError(values, result.dequantized),
+    });
+    quantized.set(weight.name, withoutValues(result, shape));
+    done += values.length;
+    // Yield so a cancel flag or a lock renewal can be seen between tensors.
+    await new Promise((resolve) => setImmediate(resolve));
+  }
+  const quantizeMs = performance.now() - started;
+
+  checkAborted();
+  await progress('write', 90, 'writing the stock TF.js model');
+  const writeStarted = performance.now();
+  const modelFiles = writeModel(model, quantized, { shardSizeBytes: spec.output.shardSizeBytes });
+  const storedAs = manifestDtypes(modelFiles.get('model.json')!);
+  for (const tensor of tensors) tensor.storedAs = storedAs.get(tensor.name) ?? 'float32';
+  const writeMs = performance.now() - writeStarted;
+
+  checkAborted();
+  await progress('pack', 94, 'bit-packing codes');
+  const packStarted = performance.now();
+  const packedFiles = packModel({ format: model.format, modelJson: model.modelJson, weights: model.weights }, quantized);
+  for (const name of PACKED_DECODER_FILES) packedFiles.set(`packed/${name}`, await readDecoderFile(name));
+  // Node treats the .js files as ES modules only under a package.json that says so; browsers ignore it.
+  packedFiles.set('packed/package.json', new TextEncoder().encode('{ "type": "module" }\n'));
+  const packMs = performance.now() - packStarted;
+
+  await progress('report', 97, 'measuring sizes');
+  const reportStarted = performance.now();
+  const files: FileSet = new Map();
+  for (const [path, bytes] of modelFiles) files.set(`model/${path}`, bytes);
+  for (const [path, bytes] of packedFiles) files.set(path, bytes);
+
+  const shardBytes = [...modelFiles].filter(([path]) => path.endsWith('.bin')).map(([, bytes]) => bytes);
+  const bytesBefore = model.weights.reduce((sum, w) => sum + storedBytes(w), 0);
+  const bytesAfter = shardBytes.reduce((sum, b) => sum + b.byteLength, 0);
+  const packedBytes = packedFiles.get('packed/weights.bin')!.byteLength + packedFiles.get('packed/manifest.json')!.byteLength;
+  const quantizedParams = tensors.reduce((sum, t) => sum + t.shape.reduce((a, b) => a * b, 1), 0);
+  const params = model.weights.reduce((sum, w) => sum + w.values.length, 0);
+  const modelReport: ModelReport = {
+    format: model.format,
+    params,
+    quantizedParams,
+    bytesBefore,
+    bytesAfter,
+    packedBytes,
+    gzipBytesBefore: await gzipSize(model.weights.map(storedView)),
+    gzipBytesAfter: await gzipSize(shardBytes),
+    compressionRatio: bytesBefore / packedBytes,
+    stockCompressionRatio: bytesBefore / bytesAfter,
+    bitsPerWeight:
+      quantizedParams === 0
+        ? 32
+        : tensors.reduce((sum, t) => sum + t.bitsPerWeight * t.shape.reduce((a, b) => a * b, 1), 0) / quantizedParams,
+    backend: options.backend,
+  };
+  const reportMs = performance.now() - reportStarted;
+  const report: PtqReport = {
+    version: 1,
+    generatedBy: `qaas ${packageVersion}`,
+    kind: 'ptq',
+    spec,
+    model: modelReport,
+    tensors,
+    skipped: plan.skipped,
+    timings: {
+      quantizeMs: round(quantizeMs),
+      writeMs: round(writeMs),
+      packMs: round(packMs),
+      reportMs: round(reportMs),
+      totalMs: round(performance.now() - started),
+    },
+  };
+  files.set('report.json', new TextEncoder().encode(`${JSON.stringify(report, null, 2)}\n`));
+  await progress('report', 100, 'done');
+  return { files, report };
+}
+
+interface PlannedTensor {
+  name: string;
+  role: string;
+  layerType: string;
+  params: MethodParams;
+}
+
+/**
+ * Which weights get which method: the quantizable ones (kernels, embeddings, graph MatMul/Conv constants),
+ * minus `layers.skip`, with the first matching `layers.overrides` glob merged over `method`.
+ */
+export function planTensors(
+  model: LoadedModel,
+  spec: JobSpec,
+): { selected: PlannedTensor[]; skipped: { name: string; reason: string }[] } {
+  const skip = spec.layers.skip.map((glob) => ({ glob, match: picomatch(glob) }));
+  const overrides = Object.entries(spec.layers.overrides).map(([glob, override]) => ({
+    glob,
+    match: picomatch(glob),
+    params: parseMethodParams(mergeOverride(spec.method, override), `/layers/overrides/${glob}`),
+  }));
+  const selected: PlannedTensor[] = [];
+  const skipped: { name: string; reason: string }[] = [];
+  for (const candidate of quantizableWeights(model)) {
+    const skippedBy = skip.find((s) => s.match(candidate.name));
+    if (skippedBy) {
+      skipped.push({ name: candidate.name, reason: `layers.skip "${skippedBy.glob}"` });
+      continue;
+    }
+    const override = overrides.find((o) => o.match(candidate.name));
+    selected.push({ ...candidate, params: override ? override.params : spec.method });
+  }
+  return { selected, skipped };
+}
+
+/**
+ * Drops the float copy: the writer decodes values again from codes when it needs them, one tensor at a
+ * time (decodeTensor is bit-exact with the method's own dequantized values).
+ */
+function withoutValues(result: QuantizedTensor, shape: readonly number[]): QuantizedTensor {
+  const { codes, encoding, bitsPerWeight, tfjsEncoding } = result;
+  return {
+    codes,
+    encoding,
+    bitsPerWeight,
+    tfjsEncoding,
+    get dequantized() {
+      return decodeTensor(encoding, codes, shape);
+    },
+  };
+}
+
+/**
+ * The shape a method sees. Per-channel side information runs over the last axis; a depthwise kernel
+ * [h, w, in, multiplier] has in × multiplier output channels, so its last two axes are merged (the data is
+ * the same row-major array). pq splits columns into sub-vectors and keeps the stored shape, which its
+ * decoder reads.
+ */
+function quantizationShape(shape: number[], role: string, method: string): number[] {
+  if (role !== 'depthwise_kernel' || shape.length < 2 || method === 'pq') return shape;
+  return [...shape.slice(0, -2), shape[shape.length - 2] * shape[shape.length - 1]];
+}
+
+/** A per-tensor seed, so a tensor's random choices don't depend on which other tensors the job includes. */
+function tensorSeed(seed: number, name: string): number {
+  let hash = 0x811c9dc5;
+  for (let i = 0; i < name.length; i++) hash = Math.imul(hash ^ name.charCodeAt(i), 0x01000193);
+  return (hash ^ seed) >>> 0;
+}
+
+function storedBytes(weight: Weight): number {
+  const perValue: Record<string, number> = { uint8: 1, uint16: 2, float16: 2 };
+  const bytes = weight.sourceQuantization ? perValue[weight.sourceQuantization.dtype] : weight.dtype === 'bool' ? 1 : 4;
+  return weight.values.length * bytes;
+}
+
+/**
+ * The source weight's values as bytes. For a source that was itself manifest-quantized these are its
+ * dequantized float32 values, so gzipBytesBefore then measures the float model it stands for.
+ */
+function storedView(weight: Weight): Uint8Array {
+  return new Uint8Array(weight.values.buffer, weight.values.byteOffset, weight.values.byteLength);
+}
+
+function manifestDtypes(modelJsonBytes: Uint8Array): Map<string, TensorReport['storedAs']> {
+  const modelJson = JSON.parse(new TextDecoder().decode(modelJsonBytes)) as {
+    weightsManifest: { weights: { name: string; dtype: string; quantization?: TfjsEncoding }[] }[];
+  };
+  const dtypes = new Map<string, TensorReport['storedAs']>();
+  for (const group of modelJson.weightsManifest) {
+    for (const entry of group.weights) {
+      dtypes.set(entry.name, entry.quantization?.dtype ?? 'float32');
+    }
+  }
+  return dtypes;
+}
+
+async function gzipSize(chunks: Uint8Array[]): Promise<number> {
+  const gzip = createGzip({ level: zlibConstants.Z_DEFAULT_COMPRESSION });
+  let size = 0;
+  gzip.on('data', (chunk: Buffer) => {
+    size += chunk.byteLength;
+  });
+  const finished = new Promise<void>((resolve, reject) => {
+    gzip.on('end', resolve);
+    gzip.on('error', reject);
+  });
+  for (const chunk of chunks) {
+    if (!gzip.write(chunk)) await new Promise((resolve) => gzip.once('drain', resolve));
+  }
+  gzip.end();
+  await finished;
+  return size;
+}
+
+/**
+ * The decoder ships as compiled JavaScript. From dist/ it sits beside this module's output; when this
+ * module runs from source (tests), the compiled copy under dist/ is used.
+ */
+async function readDecoderFile(name: string): Promise<Uint8Array> {
+  const candidates = [
+    new URL(`../quant/packed/${name}`, import.meta.url),
+    new URL(`../../dist/src/quant/packed/${name}`, import.meta.url),
+  ];
+  for (const url of candidates) {
+    try {
+      // The source map the compiler points at is not shipped.
+      const source = (await readFile(url, 'utf8')).replace(/\n\/\/# sourceMappingURL=.*\n?$/, '\n');
+      return new TextEncoder().encode(source);
+    } catch (error) {
+      if ((error as NodeJS.ErrnoException).code !== 'ENOENT') throw error;
+    }
+  }
+  throw new Error(`packed decoder file ${name} not found: run \`npm run build\` first`);
+}
+
+function round(ms: number): number {
+  return Math.round(ms * 10) / 10;
+}

@@ -1,0 +1,66 @@
+/**
+ * The method registry: name → module. The job spec names a method; its params are validated by that
+ * method's own schema, with its defaults filled in, before any work starts.
+ */
+import type { Static, TSchema } from '@sinclair/typebox';
+import { Value } from '@sinclair/typebox/value';
+import type { QuantMethod } from '../types.js';
+import { affine } from './affine.js';
+import { binary } from './binary.js';
+import { float16 } from './float16.js';
+import { kmeans } from './kmeans.js';
+import { pow2 } from './pow2.js';
+import { pq } from './pq.js';
+import { ternary } from './ternary.js';
+
+export const methods = { affine, float16, binary, ternary, pow2, kmeans, pq } as const;
+
+export type MethodName = keyof typeof methods;
+
+export const methodNames = Object.keys(methods) as MethodName[];
+
+/** Params of any method, defaults filled in; `name` tells which. */
+export type MethodParams = { [K in MethodName]: Static<(typeof methods)[K]['params']> }[MethodName];
+
+export class MethodParamsError extends Error {
+  constructor(readonly problems: { path: string; message: string }[]) {
+    super(problems.map((p) => `${p.path}: ${p.message}`).join('; '));
+    this.name = 'MethodParamsError';
+  }
+}
+
+export function getMethod(name: string): QuantMethod<TSchema> {
+  const method = (methods as Record<string, QuantMethod<TSchema>>)[name];
+  if (!method) throw new Error(`unknown method "${name}"; allowed: ${methodNames.join(', ')}`);
+  return method;
+}
+
+/**
+ * Validates `input` against its method's schema and fills defaults. Problems carry JSON paths under
+ * `at` so an API error can point at the field.
+ */
+export function parseMethodParams(input: unknown, at = ''): MethodParams {
+  const name = (input as { name?: unknown } | null)?.name;
+  if (typeof name !== 'string' || !(name in methods)) {
+    throw new MethodParamsError([
+      { path: `${at}/name`, message: `unknown method ${JSON.stringify(name)}; allowed: ${methodNames.join(', ')}` },
+    ]);
+  }
+  const schema = getMethod(name).params;
+  const params = Value.Default(schema, structuredClone(input));
+  const problems = [...Value.Errors(schema, params)].map((e) => ({
+    path: `${at}${e.path}`,
+    message: describeProblem(e.message, e.schema),
+  }));
+  if (problems.length > 0) throw new MethodParamsError(problems);
+  return params as MethodParams;
+}
+
+function describeProblem(message: string, schema: TSchema): string {
+  const allowed = schema.anyOf?.map((s: TSchema) => s.const).filter((v: unknown) => v !== undefined);
+  if (allowed?.length) return `${message}; allowed: ${allowed.join(', ')}`;
+  if (schema.minimum !== undefined || schema.maximum !== undefined) {
+    return `${message} (allowed range ${schema.minimum ?? '-∞'}..${schema.maximum ?? '∞'})`;
+  }
+  return message;
+}

@@ -1,0 +1,81 @@
+import { execFile } from 'node:child_process';
+import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { promisify } from 'node:util';
+import * as tf from '@tensorflow/tfjs';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { readFileSetFromDir } from '../src/model/read.js';
+import { writeTreeAtomically } from '../src/storage/tree.js';
+import { buildLayersModel, LAYERS_QUANTIZABLE, layersInput, loadStockLayers } from './fixtures/models.js';
+
+const run = promisify(execFile);
+const cli = new URL('../dist/src/cli.js', import.meta.url).pathname;
+
+async function qaas(...args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
+  try {
+    const { stdout, stderr } = await run(process.execPath, [cli, ...args], { env: { ...process.env, QAAS_TF_BACKEND: 'wasm' } });
+    return { code: 0, stdout, stderr };
+  } catch (error) {
+    const failed = error as { code: number; stdout: string; stderr: string };
+    return { code: failed.code, stdout: failed.stdout, stderr: failed.stderr };
+  }
+}
+
+let dir: string;
+
+beforeAll(async () => {
+  await tf.setBackend('cpu');
+  dir = await mkdtemp(join(tmpdir(), 'qaas-cli-'));
+  await writeTreeAtomically(join(dir, 'model'), await buildLayersModel());
+});
+
+afterAll(async () => {
+  await rm(dir, { recursive: true, force: true });
+});
+
+describe('qaas quantize', () => {
+  it('writes model/, packed/ and report.json from flags and a spec file, and prints the per-tensor table', async () => {
+    const specPath = join(dir, 'spec.json');
+    await writeFile(specPath, JSON.stringify({ method: { name: 'affine', bits: 8 }, layers: { skip: ['lstm/**'] } }));
+    const out = join(dir, 'out');
+    const result = await qaas('quantize', join(dir, 'model'), '--out', out, '--spec', specPath, '--bits', '4', '--granularity', 'per-channel');
+    expect(result.stderr).toBe('');
+    expect(result.code).toBe(0);
+    const quantized = LAYERS_QUANTIZABLE.filter((name) => !name.startsWith('lstm/'));
+    for (const name of quantized) expect(result.stdout).toContain(name);
+    expect(result.stdout).toContain(`${quantized.length} tensors quantized, 2 skipped`);
+
+    const report = JSON.parse(await readFile(join(out, 'report.json'), 'utf8'));
+    expect(report.spec.method).toMatchObject({ name: 'affine', bits: 4, granularity: 'per-channel' });
+    expect(report.tensors.every((t: { bits: number }) => t.bits === 4)).toBe(true);
+    expect(report.model.backend).toBe('wasm');
+
+    const stock = await loadStockLayers(await readFileSetFromDir(join(out, 'model')));
+    const input = layersInput(4);
+    const output = stock.predict(input) as tf.Tensor;
+    expect(output.shape).toEqual([4, 4]);
+    // Softmax rows: the quantized model still computes a distribution.
+    for (const row of (await output.array()) as number[][]) expect(row.reduce((a, b) => a + b, 0)).toBeCloseTo(1, 5);
+    tf.dispose([input, output]);
+    stock.dispose();
+    const packed = await readFile(join(out, 'packed', 'weights.bin'));
+    expect(packed.byteLength).toBeGreaterThan(0);
+  });
+
+  it('exits 2 with one line naming the allowed values on a bad method', async () => {
+    const result = await qaas('quantize', join(dir, 'model'), '--out', join(dir, 'bad'), '--method', 'int3');
+    expect(result.code).toBe(2);
+    expect(result.stderr.trim().split('\n')).toHaveLength(1);
+    expect(result.stderr).toContain('allowed: affine, float16, binary, ternary, pow2, kmeans, pq');
+  });
+
+  it('exits 2 with one line on a missing model directory and on an out-of-range flag', async () => {
+    const missing = await qaas('quantize', join(dir, 'nope'), '--out', join(dir, 'x'));
+    expect(missing.code).toBe(2);
+    expect(missing.stderr).toMatch(/^qaas: .*nope.*\n$/);
+    const badBits = await qaas('quantize', join(dir, 'model'), '--out', join(dir, 'x'), '--bits', '40');
+    expect(badBits.code).toBe(2);
+    expect(badBits.stderr).toContain('/method/bits');
+  });
+});
