@@ -7,6 +7,8 @@ export interface Rng {
   next(): number;
   /** Uniform integer in [0, n). */
   int(n: number): number;
+  /** Standard normal (Box–Muller). */
+  normal(): number;
 }
 
 function splitmix32(state: number): () => number {
@@ -36,8 +38,10 @@ export function createRng(seed = 0): Rng {
     return t;
   };
   for (let i = 0; i < 12; i++) u32();
+  const next = (): number => u32() / 4294967296;
   return {
-    next: () => u32() / 4294967296,
-    int: (n: number) => Math.floor((u32() / 4294967296) * n),
+    next,
+    int: (n: number) => Math.floor(next() * n),
+    normal: () => Math.sqrt(-2 * Math.log(1 - next())) * Math.cos(2 * Math.PI * next()),
   };
 }

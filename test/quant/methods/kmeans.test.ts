@@ -18,7 +18,7 @@ function normal(size: number, seed: number): Float32Array {
   const rng = createRng(seed);
   const out = new Float32Array(size);
   for (let i = 0; i < size; i++) {
-    out[i] = Math.sqrt(-2 * Math.log(1 - rng.next())) * Math.cos(2 * Math.PI * rng.next());
+    out[i] = rng.normal();
   }
   return out;
 }
