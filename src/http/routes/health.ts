@@ -1,0 +1,45 @@
+/** Liveness, readiness (Redis answers, DATA_DIR writable) and the Prometheus scrape endpoint. */
+import { randomUUID } from 'node:crypto';
+import { mkdir, rm, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { Type } from '@sinclair/typebox';
+import type { FastifyInstance } from 'fastify';
+
+const Health = Type.Object({ status: Type.String(), checks: Type.Optional(Type.Record(Type.String(), Type.String())) });
+
+export async function healthRoutes(app: FastifyInstance): Promise<void> {
+  const { redis, config } = app.services;
+
+  app.get('/healthz', { schema: { summary: 'Liveness', response: { 200: Health } } }, async () => ({ status: 'ok' }));
+
+  app.get(
+    '/readyz',
+    { schema: { summary: 'Readiness', response: { 200: Health, 503: Health } } },
+    async (_request, reply) => {
+      const checks: Record<string, string> = {};
+      try {
+        await redis.ping();
+        checks.redis = 'ok';
+      } catch (error) {
+        checks.redis = `unreachable: ${(error as Error).message}`;
+      }
+      try {
+        const dir = join(config.dataDir, 'tmp');
+        await mkdir(dir, { recursive: true });
+        const probe = join(dir, `ready-${randomUUID()}`);
+        await writeFile(probe, '');
+        await rm(probe);
+        checks.storage = 'ok';
+      } catch (error) {
+        checks.storage = `not writable: ${(error as Error).message}`;
+      }
+      const ok = Object.values(checks).every((v) => v === 'ok');
+      return reply.code(ok ? 200 : 503).send({ status: ok ? 'ok' : 'unavailable', checks });
+    },
+  );
+
+  app.get('/metrics', { schema: { summary: 'Prometheus metrics', hide: true } }, async (_request, reply) => {
+    const body = await app.metrics.registry.metrics();
+    return reply.type(app.metrics.registry.contentType).send(body);
+  });
+}

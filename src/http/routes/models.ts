@@ -1,0 +1,126 @@
+/**
+ * /v1/models: upload (multipart files or one archive, validated by the model reader before any record
+ * exists), list, show, delete (refused while a job still needs the model).
+ */
+import { createHash } from 'node:crypto';
+import { posix } from 'node:path';
+import { Type } from '@sinclair/typebox';
+import type { FastifyInstance } from 'fastify';
+import { modelJobsKey } from '../../jobs/lifecycle.js';
+import { readModel } from '../../model/read.js';
+import type { FileSet } from '../../model/types.js';
+import { isId, newId } from '../../storage/records.js';
+import type { ModelRecord, StoredFile } from '../../storage/types.js';
+import { ApiProblem } from '../errors.js';
+import { IdParams, ListQuery, Model, pageOf, Problem, problemResponses } from '../schemas.js';
+import { receiveUpload, type UploadedFile } from '../upload.js';
+
+function modelIdentity(files: StoredFile[]): string {
+  const lines = [...files].sort((a, b) => a.path.localeCompare(b.path)).map((f) => `${f.path}\0${f.sha256}\n`);
+  return createHash('sha256').update(lines.join('')).digest('hex');
+}
+
+/** The model's files relative to the directory that holds model.json (archives often wrap it in a folder). */
+function rootAtModelJson(files: UploadedFile[]): { root: string; files: UploadedFile[] } {
+  const manifests = files.filter((file) => posix.basename(file.path) === 'model.json');
+  if (manifests.length === 0) {
+    throw new ApiProblem('invalid-upload', 'no model.json among the uploaded files', { file: 'model.json' });
+  }
+  if (manifests.length > 1) {
+    throw new ApiProblem('invalid-upload', `more than one model.json: ${manifests.map((m) => m.path).join(', ')}`);
+  }
+  const root = posix.dirname(manifests[0].path);
+  const prefix = root === '.' ? '' : `${root}/`;
+  return {
+    root,
+    files: files
+      .filter((file) => file.path.startsWith(prefix))
+      .map((file) => ({ ...file, path: file.path.slice(prefix.length) })),
+  };
+}
+
+export async function modelRoutes(app: FastifyInstance): Promise<void> {
+  const { records, blobs, config, redis } = app.services;
+
+  app.post(
+    '/v1/models',
+    {
+      schema: {
+        summary: 'Upload a TF.js model',
+        consumes: ['multipart/form-data'],
+        response: { 201: Model, 413: Problem, 415: Problem, 422: Problem, ...problemResponses },
+      },
+    },
+    async (request, reply) => {
+      const upload = await receiveUpload(request, blobs, config.upload);
+      app.metrics.bytesUploaded.inc(upload.totalBytes);
+      try {
+        const { files } = rootAtModelJson(upload.files);
+        const fileSet: FileSet = new Map();
+        for (const file of files) fileSet.set(file.path, new Uint8Array(await upload.contents(file)));
+        const model = readModel(fileSet);
+        await upload.commit(files);
+        const storedFiles: StoredFile[] = files.map(({ path, sha256, bytes }) => ({ path, sha256, bytes }));
+        const record: ModelRecord = {
+          id: newId('models'),
+          tenant: request.tenant,
+          format: model.format,
+          params: model.weights.reduce((sum, w) => sum + w.shape.reduce((a, b) => a * b, 1), 0),
+          bytes: storedFiles.reduce((sum, f) => sum + f.bytes, 0),
+          sha256: modelIdentity(storedFiles),
+          tensors: model.weights.map((w) => ({ name: w.name, shape: w.shape, dtype: w.dtype })),
+          files: storedFiles,
+          createdAt: new Date().toISOString(),
+        };
+        await records.create('models', record);
+        request.log.info({ modelId: record.id, bytes: record.bytes }, 'model stored');
+        return reply.code(201).header('location', `/v1/models/${record.id}`).send(record);
+      } finally {
+        await upload.discard();
+      }
+    },
+  );
+
+  app.get(
+    '/v1/models',
+    { schema: { summary: 'List models', querystring: ListQuery, response: { 200: pageOf(Model), ...problemResponses } } },
+    async (request) => {
+      const query = request.query as { cursor?: string; limit: number };
+      return records.list('models', request.tenant, query);
+    },
+  );
+
+  app.get(
+    '/v1/models/:id',
+    { schema: { summary: 'Show a model', params: IdParams, response: { 200: Model, ...problemResponses } } },
+    async (request) => {
+      const { id } = request.params as { id: string };
+      const record = isId('models', id) ? await records.get('models', request.tenant, id) : null;
+      if (!record) throw new ApiProblem('not-found', `no model ${id}`);
+      return record;
+    },
+  );
+
+  app.delete(
+    '/v1/models/:id',
+    {
+      schema: {
+        summary: 'Delete a model',
+        params: IdParams,
+        response: { 204: Type.Null(), 409: Problem, ...problemResponses },
+      },
+    },
+    async (request, reply) => {
+      const { id } = request.params as { id: string };
+      const record = isId('models', id) ? await records.get('models', request.tenant, id) : null;
+      if (!record) throw new ApiProblem('not-found', `no model ${id}`);
+      const activeJobs = await redis.smembers(modelJobsKey(config.redisPrefix, request.tenant, id));
+      if (activeJobs.length > 0) {
+        throw new ApiProblem('conflict', `model ${id} is used by unfinished jobs: ${activeJobs.join(', ')}`, { jobs: activeJobs });
+      }
+      // Blobs are shared by content; they are left for a sweep rather than counted per reference here.
+      await records.delete('models', request.tenant, id);
+      return reply.code(204).send();
+    },
+  );
+}

@@ -1,0 +1,88 @@
+/**
+ * The shared services every route uses, as one named plugin: the API's fail-fast Redis connection, the
+ * record and blob stores, the BullMQ queues and one QueueEvents reader (for SSE and metrics). Closed in
+ * onClose, in reverse order of opening.
+ */
+import { QueueEvents } from 'bullmq';
+import type { FastifyInstance } from 'fastify';
+import fp from 'fastify-plugin';
+import type { Redis } from 'ioredis';
+import type { Config } from '../config.js';
+import { apiRedis, closeQueues, createQueues, workerConnection, type Queues } from '../jobs/queue.js';
+import { BlobStore } from '../storage/blobs.js';
+import { RecordStore } from '../storage/records.js';
+
+export interface Services {
+  config: Config;
+  redis: Redis;
+  records: RecordStore;
+  blobs: BlobStore;
+  queues: Queues;
+  /** Created on first use: only SSE and metrics need a blocking reader. */
+  queueEvents(): QueueEvents;
+}
+
+declare module 'fastify' {
+  interface FastifyInstance {
+    services: Services;
+  }
+}
+
+async function waitForReady(redis: Redis, timeoutMs: number): Promise<void> {
+  if (redis.status === 'ready') return;
+  await new Promise<void>((resolve) => {
+    const timer = setTimeout(done, timeoutMs);
+    function done() {
+      clearTimeout(timer);
+      redis.off('ready', done);
+      resolve();
+    }
+    redis.once('ready', done);
+  });
+}
+
+export const servicesPlugin = fp(
+  async (app: FastifyInstance, { config }: { config: Config }) => {
+    const redis = apiRedis(config.redisUrl);
+    // ioredis reports every failed reconnect; one warning per outage is enough.
+    let down = false;
+    redis.on('error', (error) => {
+      if (!down) app.log.warn({ err: error }, 'redis unavailable');
+      down = true;
+    });
+    redis.on('ready', () => {
+      if (down) app.log.info('redis reachable again');
+      down = false;
+    });
+    const queues = createQueues(redis, config.redisPrefix);
+    for (const queue of Object.values(queues)) queue.on('error', () => undefined);
+    let events: QueueEvents | null = null;
+    app.decorate('services', {
+      config,
+      redis,
+      records: new RecordStore(redis, config.redisPrefix),
+      blobs: new BlobStore(config.dataDir),
+      queues,
+      queueEvents() {
+        if (!events) {
+          events = new QueueEvents('quantize', {
+            connection: workerConnection(config.redisUrl),
+            prefix: `${config.redisPrefix}:bull`,
+          });
+          events.on('error', () => undefined);
+          events.setMaxListeners(0);
+        }
+        return events;
+      },
+    } satisfies Services);
+    // With the offline queue off, commands sent before the first connect would fail; give it a moment.
+    app.addHook('onReady', () => waitForReady(redis, 3000));
+    app.addHook('onClose', async () => {
+      const opened = events as QueueEvents | null;
+      if (opened) await opened.close().catch(() => undefined);
+      await closeQueues(queues);
+      redis.disconnect();
+    });
+  },
+  { name: 'qaas-services' },
+);

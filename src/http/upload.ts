@@ -1,0 +1,258 @@
+/**
+ * Reading multipart uploads into a validated file set without buffering a part in memory on the way in:
+ * plain parts stream to a staged file in DATA_DIR/tmp (hashed while they stream); `.zip` (yauzl) and
+ * `.tar.gz` (tar) parts stream to disk too and are then expanded entry by entry under the upload limits
+ * (per-file and total bytes, file count, expansion ratio), refusing entries that point outside the archive.
+ * Nothing reaches the blob store until the caller has validated the contents and calls `commit`.
+ */
+import { createHash } from 'node:crypto';
+import { createReadStream, createWriteStream } from 'node:fs';
+import { readFile, rename, rm, mkdir } from 'node:fs/promises';
+import { dirname, posix } from 'node:path';
+import { Readable, Transform, Writable } from 'node:stream';
+import { pipeline } from 'node:stream/promises';
+import { createGunzip } from 'node:zlib';
+import type { MultipartFile } from '@fastify/multipart';
+import type { FastifyRequest } from 'fastify';
+import { Parser as TarParser, type ReadEntry } from 'tar';
+import yauzl from 'yauzl';
+import type { Config } from '../config.js';
+import type { BlobStore } from '../storage/blobs.js';
+import { isSafeRelativePath } from '../storage/tree.js';
+import { ApiProblem } from './errors.js';
+
+type Limits = Config['upload'];
+
+/** One uploaded file: either staged on disk or (archive entries) in memory. */
+export interface UploadedFile {
+  /** Path inside the upload (archive entry path or the part's file name). */
+  path: string;
+  /** Multipart field name (`x`, `y` for datasets). */
+  field: string;
+  sha256: string;
+  bytes: number;
+  stagedPath?: string;
+  data?: Buffer;
+}
+
+export class Upload {
+  readonly files: UploadedFile[] = [];
+  totalBytes = 0;
+  private readonly staged: string[] = [];
+
+  constructor(
+    private readonly blobs: BlobStore,
+    private readonly limits: Limits,
+  ) {}
+
+  async contents(file: UploadedFile): Promise<Buffer> {
+    return file.data ?? readFile(file.stagedPath!);
+  }
+
+  /** Moves `files` (by default all) into the blob store; `discard` then removes whatever is left staged. */
+  async commit(files: UploadedFile[] = this.files): Promise<void> {
+    const done = new Set<string>();
+    for (const file of files) {
+      if (done.has(file.sha256)) continue;
+      done.add(file.sha256);
+      if (file.stagedPath) {
+        const target = this.blobs.pathOf(file.sha256);
+        await mkdir(dirname(target), { recursive: true });
+        await rename(file.stagedPath, target);
+      } else {
+        await this.blobs.putBytes(file.data!);
+      }
+    }
+  }
+
+  async discard(): Promise<void> {
+    await Promise.allSettled(this.staged.map((path) => rm(path, { force: true })));
+  }
+
+  /** Streams one multipart file part to a staged file, counting it against the limits. */
+  async stagePart(part: MultipartFile): Promise<{ stagedPath: string; sha256: string; bytes: number }> {
+    const path = await this.blobs.tempPath();
+    this.staged.push(path);
+    const hash = createHash('sha256');
+    let bytes = 0;
+    const limits = this.limits;
+    const countTotal = (n: number) => (this.totalBytes += n);
+    const meter = new Transform({
+      transform(chunk: Buffer, _encoding, done) {
+        bytes += chunk.length;
+        if (countTotal(chunk.length) > limits.maxTotalBytes) {
+          done(new ApiProblem('upload-too-large', `the upload exceeds ${limits.maxTotalBytes} bytes in total`));
+          return;
+        }
+        hash.update(chunk);
+        done(null, chunk);
+      },
+    });
+    await pipeline(part.file, meter, createWriteStream(path));
+    if (part.file.truncated) {
+      throw new ApiProblem('upload-too-large', `${part.filename} exceeds the ${limits.maxFileBytes}-byte file limit`);
+    }
+    return { stagedPath: path, sha256: hash.digest('hex'), bytes };
+  }
+
+  async addPart(part: MultipartFile): Promise<void> {
+    const name = part.filename || part.fieldname;
+    const staged = await this.stagePart(part);
+    if (/\.zip$/i.test(name)) {
+      await this.expand(name, staged.bytes, (onEntry) => readZip(staged.stagedPath, onEntry));
+    } else if (/\.(tar\.gz|tgz)$/i.test(name)) {
+      await this.expand(name, staged.bytes, (onEntry) => readTarGz(staged.stagedPath, onEntry));
+    } else {
+      this.addFile({ path: posix.basename(name), field: part.fieldname, ...staged });
+    }
+  }
+
+  private addFile(file: UploadedFile): void {
+    if (this.files.length >= this.limits.maxFiles) {
+      throw new ApiProblem('upload-too-large', `more than ${this.limits.maxFiles} files`);
+    }
+    this.files.push(file);
+  }
+
+  private async expand(
+    archiveName: string,
+    archiveBytes: number,
+    read: (onEntry: (path: string, declaredBytes: number, stream: Readable) => Promise<void>) => Promise<void>,
+  ): Promise<void> {
+    const maxExpanded = Math.min(this.limits.maxTotalBytes, archiveBytes * this.limits.maxExpansionRatio);
+    let expanded = 0;
+    await read(async (path, declaredBytes, stream) => {
+      if (!isSafeRelativePath(path)) {
+        stream.resume();
+        throw new ApiProblem('unsafe-archive-entry', `${archiveName}: entry "${path}" is absolute or leaves the archive`);
+      }
+      const tooBig = () =>
+        new ApiProblem(
+          'upload-too-large',
+          `${archiveName} expands beyond ${maxExpanded} bytes (limit: ${this.limits.maxExpansionRatio}× its size, ${this.limits.maxTotalBytes} in total)`,
+        );
+      if (declaredBytes > this.limits.maxFileBytes || expanded + declaredBytes > maxExpanded) throw tooBig();
+      const chunks: Buffer[] = [];
+      let bytes = 0;
+      const limits = this.limits;
+      await pipeline(
+        stream,
+        new Writable({
+          write(chunk: Buffer, _encoding, done) {
+            bytes += chunk.length;
+            expanded += chunk.length;
+            // Declared sizes can lie; the bytes actually produced are what count.
+            if (bytes > limits.maxFileBytes || expanded > maxExpanded) return done(tooBig());
+            chunks.push(chunk);
+            done();
+          },
+        }),
+      );
+      const data = Buffer.concat(chunks);
+      this.addFile({
+        path,
+        field: 'archive',
+        sha256: createHash('sha256').update(data).digest('hex'),
+        bytes: data.length,
+        data,
+      });
+    });
+  }
+}
+
+function readZip(
+  file: string,
+  onEntry: (path: string, declaredBytes: number, stream: Readable) => Promise<void>,
+): Promise<void> {
+  return new Promise((resolve, reject) => {
+    yauzl.open(file, { lazyEntries: true, decodeStrings: true, validateEntrySizes: true, strictFileNames: false }, (openError, zip) => {
+      if (openError || !zip) {
+        reject(new ApiProblem('invalid-upload', `not a readable zip archive: ${openError?.message ?? 'unknown'}`));
+        return;
+      }
+      const fail = (error: unknown) => {
+        zip.close();
+        const message = (error as Error).message;
+        // yauzl refuses `..` and absolute names itself, before we see the entry.
+        if (/invalid relative path|absolute path/i.test(message)) {
+          reject(new ApiProblem('unsafe-archive-entry', `zip entry refused: ${message}`));
+          return;
+        }
+        reject(error instanceof ApiProblem ? error : new ApiProblem('invalid-upload', `bad zip archive: ${message}`));
+      };
+      zip.on('error', fail);
+      zip.on('end', () => resolve());
+      zip.on('entry', (entry: yauzl.Entry) => {
+        if (entry.fileName.endsWith('/')) {
+          zip.readEntry();
+          return;
+        }
+        if (/(^|\/)\.\.(\/|$)/.test(entry.fileName) || entry.fileName.startsWith('/')) {
+          fail(new ApiProblem('unsafe-archive-entry', `zip entry "${entry.fileName}" is absolute or leaves the archive`));
+          return;
+        }
+        zip.openReadStream(entry, (streamError, stream) => {
+          if (streamError || !stream) return fail(streamError);
+          onEntry(entry.fileName, entry.uncompressedSize, stream).then(() => zip.readEntry(), fail);
+        });
+      });
+      zip.readEntry();
+    });
+  });
+}
+
+async function readTarGz(
+  file: string,
+  onEntry: (path: string, declaredBytes: number, stream: Readable) => Promise<void>,
+): Promise<void> {
+  const parser = new TarParser({ strict: true });
+  let failure: unknown = null;
+  const pending: Promise<void>[] = [];
+  parser.on('entry', (entry: ReadEntry) => {
+    if (failure !== null || entry.type === 'Directory') return entry.resume();
+    if (entry.type !== 'File' && entry.type !== 'OldFile' && entry.type !== 'ContiguousFile') {
+      failure = new ApiProblem('unsafe-archive-entry', `tar entry "${entry.path}" is a ${entry.type}, only files are allowed`);
+      return entry.resume();
+    }
+    // ReadEntry is a minipass stream; a node Readable over it lets onEntry treat both archive kinds alike.
+    const stream = Readable.from(entry as AsyncIterable<Buffer>);
+    pending.push(
+      onEntry(entry.path.replace(/^\.\//, ''), entry.size ?? 0, stream).catch((error) => {
+        failure ??= error;
+        entry.resume();
+      }),
+    );
+  });
+  const done = new Promise<void>((resolve, reject) => {
+    parser.on('end', () => resolve());
+    parser.on('error', reject);
+    parser.on('abort', reject);
+  });
+  const source = createReadStream(file).pipe(createGunzip());
+  source.on('error', (error) => parser.emit('error', error));
+  source.pipe(parser as unknown as Writable);
+  try {
+    await done;
+  } catch (error) {
+    throw failure ?? new ApiProblem('invalid-upload', `not a readable .tar.gz archive: ${(error as Error).message}`);
+  }
+  await Promise.all(pending);
+  if (failure !== null) throw failure;
+}
+
+/** Collects every file part of a multipart request into an Upload; any failure discards what was staged. */
+export async function receiveUpload(request: FastifyRequest, blobs: BlobStore, limits: Limits): Promise<Upload> {
+  if (!request.isMultipart()) {
+    throw new ApiProblem('unsupported-media-type', 'send multipart/form-data with the files as parts');
+  }
+  const upload = new Upload(blobs, limits);
+  try {
+    for await (const part of request.parts()) {
+      if (part.type === 'file') await upload.addPart(part);
+    }
+    return upload;
+  } catch (error) {
+    await upload.discard();
+    throw error;
+  }
+}

@@ -1,0 +1,85 @@
+/**
+ * The job record's state machine, shared by the API and the workers (no Fastify, no BullMQ worker types):
+ * queued → running → succeeded | failed | cancelled, with queued → cancelled directly. Terminal states are
+ * final: every transition is a compare-and-set that leaves a terminal record alone, so a worker finishing
+ * late cannot overwrite a cancel, and a retried attempt cannot resurrect a failed job.
+ */
+import type { Redis } from 'ioredis';
+import type { RecordStore } from '../storage/records.js';
+import { terminalStatuses, type JobRecord, type JobSummary } from '../storage/types.js';
+import { cancelKey } from './queue.js';
+
+export function modelJobsKey(prefix: string, tenant: string, modelId: string): string {
+  return `${prefix}:model-jobs:${tenant}:${modelId}`;
+}
+
+export function isTerminal(job: Pick<JobRecord, 'status'>): boolean {
+  return terminalStatuses.includes(job.status);
+}
+
+export class JobLifecycle {
+  constructor(
+    private readonly records: RecordStore,
+    private readonly redis: Redis,
+    private readonly prefix: string,
+  ) {}
+
+  private change(tenant: string, id: string, patch: (job: JobRecord) => Partial<JobRecord> | null): Promise<JobRecord | null> {
+    return this.records.update('jobs', tenant, id, (job) => {
+      if (isTerminal(job)) return null;
+      const changes = patch(job);
+      return changes === null ? null : { ...job, ...changes };
+    });
+  }
+
+  async create(job: JobRecord): Promise<void> {
+    await this.records.create('jobs', job);
+    await this.redis.sadd(modelJobsKey(this.prefix, job.tenant, job.modelId), job.id);
+  }
+
+  start(tenant: string, id: string, attempt: number): Promise<JobRecord | null> {
+    return this.change(tenant, id, (job) => ({
+      status: 'running',
+      stage: 'load',
+      progress: 0,
+      attempts: attempt,
+      startedAt: job.startedAt ?? new Date().toISOString(),
+      error: null,
+    }));
+  }
+
+  progress(tenant: string, id: string, stage: string, progress: number): Promise<JobRecord | null> {
+    return this.change(tenant, id, (job) =>
+      job.stage === stage && job.progress === progress ? null : { stage, progress: Math.max(0, Math.min(100, progress)) },
+    );
+  }
+
+  /** Records a failed attempt that will be retried: still running as far as the user is concerned. */
+  retrying(tenant: string, id: string, message: string): Promise<JobRecord | null> {
+    return this.change(tenant, id, () => ({ stage: 'retrying', error: { message } }));
+  }
+
+  async succeed(tenant: string, id: string, summary: JobSummary, artifacts: string[]): Promise<JobRecord | null> {
+    return this.finish(tenant, id, () => ({ status: 'succeeded', stage: 'done', progress: 100, summary, artifacts, error: null }));
+  }
+
+  async fail(tenant: string, id: string, error: { message: string; type?: string }): Promise<JobRecord | null> {
+    return this.finish(tenant, id, () => ({ status: 'failed', stage: 'failed', error }));
+  }
+
+  /** Marks the record cancelled and raises the flag a running worker polls. */
+  async cancel(tenant: string, id: string): Promise<JobRecord | null> {
+    await this.redis.set(cancelKey(this.prefix, id), '1', 'EX', 7 * 24 * 3600);
+    return this.finish(tenant, id, () => ({ status: 'cancelled', stage: 'cancelled' }));
+  }
+
+  async isCancelRequested(id: string): Promise<boolean> {
+    return (await this.redis.exists(cancelKey(this.prefix, id))) === 1;
+  }
+
+  private async finish(tenant: string, id: string, patch: (job: JobRecord) => Partial<JobRecord>): Promise<JobRecord | null> {
+    const job = await this.change(tenant, id, (current) => ({ ...patch(current), finishedAt: new Date().toISOString() }));
+    if (job && isTerminal(job)) await this.redis.srem(modelJobsKey(this.prefix, tenant, job.modelId), id);
+    return job;
+  }
+}

@@ -1,0 +1,171 @@
+/**
+ * Records in Redis: `{prefix}:rec:{kind}:{tenant}:{id}` holds the JSON; `{prefix}:idx:{kind}:{tenant}` is a
+ * sorted set of ids (all score 0, ordered lexicographically — ids start with their creation time, so that is
+ * creation order) that cursor pagination walks; jobs also sit in one index per status, and a hash counts
+ * records per status for the metrics. Every write is a compare-and-set of the whole document in one Lua
+ * script, so the record and its indexes never disagree and a late writer cannot undo a cancel.
+ */
+import { randomBytes } from 'node:crypto';
+import type { Redis } from 'ioredis';
+import type { RecordKind, RecordOf } from './types.js';
+
+const idPrefixes: Record<RecordKind, string> = { models: 'mdl', datasets: 'ds', jobs: 'job' };
+
+/** `mdl_` + creation time (ms, base36, fixed width) + 64 random bits: sortable and unguessable. */
+export function newId(kind: RecordKind, now = Date.now()): string {
+  return `${idPrefixes[kind]}_${now.toString(36).padStart(9, '0')}${randomBytes(8).toString('hex')}`;
+}
+
+const idPattern = /^(mdl|ds|job)_[0-9a-z]{25}$/;
+export function isId(kind: RecordKind, id: string): boolean {
+  return idPattern.test(id) && id.startsWith(`${idPrefixes[kind]}_`);
+}
+
+// KEYS: record, index, old status index, new status index, counts hash.
+// ARGV: expected current JSON ('' = must not exist), new JSON ('' = delete), id, old status, new status.
+const compareAndSet = `
+local current = redis.call('GET', KEYS[1])
+if ARGV[1] == '' then
+  if current then return 0 end
+elseif current ~= ARGV[1] then
+  return 0
+end
+if ARGV[2] == '' then
+  redis.call('DEL', KEYS[1])
+  redis.call('ZREM', KEYS[2], ARGV[3])
+else
+  redis.call('SET', KEYS[1], ARGV[2])
+  redis.call('ZADD', KEYS[2], 0, ARGV[3])
+end
+if ARGV[4] ~= ARGV[5] or ARGV[1] == '' or ARGV[2] == '' then
+  if ARGV[4] ~= '' and ARGV[1] ~= '' then
+    redis.call('ZREM', KEYS[3], ARGV[3])
+    redis.call('HINCRBY', KEYS[5], ARGV[4], -1)
+  end
+  if ARGV[5] ~= '' and ARGV[2] ~= '' then
+    redis.call('ZADD', KEYS[4], 0, ARGV[3])
+    redis.call('HINCRBY', KEYS[5], ARGV[5], 1)
+  end
+end
+return 1
+`;
+
+export interface Page<T> {
+  items: T[];
+  nextCursor: string | null;
+}
+
+export class RecordStore {
+  constructor(
+    private readonly redis: Redis,
+    private readonly prefix: string,
+  ) {}
+
+  private recordKey(kind: RecordKind, tenant: string, id: string): string {
+    return `${this.prefix}:rec:${kind}:${tenant}:${id}`;
+  }
+
+  private indexKey(kind: RecordKind, tenant: string, status?: string): string {
+    return status ? `${this.prefix}:idx:${kind}:${tenant}:status:${status}` : `${this.prefix}:idx:${kind}:${tenant}`;
+  }
+
+  countsKey(kind: RecordKind): string {
+    return `${this.prefix}:counts:${kind}`;
+  }
+
+  async get<K extends RecordKind>(kind: K, tenant: string, id: string): Promise<RecordOf[K] | null> {
+    const json = await this.redis.get(this.recordKey(kind, tenant, id));
+    return json === null ? null : (JSON.parse(json) as RecordOf[K]);
+  }
+
+  async create<K extends RecordKind>(kind: K, record: RecordOf[K]): Promise<void> {
+    const ok = await this.write(kind, record.tenant, record.id, null, record);
+    if (!ok) throw new Error(`${kind} record ${record.id} already exists`);
+  }
+
+  /**
+   * Applies `change` to the current record and stores the result if nobody wrote in between (else retries
+   * with the newer record). `change` returns null to leave the record as it is. Null when there is no record.
+   */
+  async update<K extends RecordKind>(
+    kind: K,
+    tenant: string,
+    id: string,
+    change: (current: RecordOf[K]) => RecordOf[K] | null,
+  ): Promise<RecordOf[K] | null> {
+    for (;;) {
+      const json = await this.redis.get(this.recordKey(kind, tenant, id));
+      if (json === null) return null;
+      const current = JSON.parse(json) as RecordOf[K];
+      const next = change(structuredClone(current));
+      if (next === null) return current;
+      if (await this.write(kind, tenant, id, json, next)) return next;
+    }
+  }
+
+  async delete(kind: RecordKind, tenant: string, id: string): Promise<boolean> {
+    for (;;) {
+      const json = await this.redis.get(this.recordKey(kind, tenant, id));
+      if (json === null) return false;
+      if (await this.write(kind, tenant, id, json, null)) return true;
+    }
+  }
+
+  /** Newest first; `cursor` is the last id of the previous page. */
+  async list<K extends RecordKind>(
+    kind: K,
+    tenant: string,
+    options: { cursor?: string; limit: number; status?: string },
+  ): Promise<Page<RecordOf[K]>> {
+    const start = options.cursor ? `(${options.cursor}` : '+';
+    const ids = await this.redis.zrevrangebylex(
+      this.indexKey(kind, tenant, options.status),
+      start,
+      '-',
+      'LIMIT',
+      0,
+      options.limit + 1,
+    );
+    const pageIds = ids.slice(0, options.limit);
+    const jsons = pageIds.length > 0 ? await this.redis.mget(pageIds.map((id) => this.recordKey(kind, tenant, id))) : [];
+    const items = jsons.filter((json): json is string => json !== null).map((json) => JSON.parse(json) as RecordOf[K]);
+    return { items, nextCursor: ids.length > options.limit ? pageIds[pageIds.length - 1] : null };
+  }
+
+  /** Record counts per status (jobs), across tenants. */
+  async countByStatus(kind: RecordKind): Promise<Record<string, number>> {
+    const counts = await this.redis.hgetall(this.countsKey(kind));
+    return Object.fromEntries(Object.entries(counts).map(([status, n]) => [status, Number(n)]));
+  }
+
+  private async write(
+    kind: RecordKind,
+    tenant: string,
+    id: string,
+    currentJson: string | null,
+    next: RecordOf[RecordKind] | null,
+  ): Promise<boolean> {
+    const oldStatus = currentJson ? statusOf(JSON.parse(currentJson)) : '';
+    const newStatus = next ? statusOf(next) : '';
+    const result = await this.redis.eval(
+      compareAndSet,
+      5,
+      this.recordKey(kind, tenant, id),
+      this.indexKey(kind, tenant),
+      this.indexKey(kind, tenant, oldStatus || 'none'),
+      this.indexKey(kind, tenant, newStatus || 'none'),
+      this.countsKey(kind),
+      currentJson ?? '',
+      next ? JSON.stringify(next) : '',
+      id,
+      oldStatus,
+      newStatus,
+    );
+    return result === 1;
+  }
+}
+
+function statusOf(record: unknown): string {
+  const status = (record as { status?: unknown }).status;
+  return typeof status === 'string' ? status : '';
+}

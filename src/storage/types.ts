@@ -1,0 +1,86 @@
+/**
+ * The records the service keeps in Redis, one JSON document each, always owned by one tenant. What the API
+ * returns is a projection of these (response schemas drop the internal fields).
+ */
+import type { ModelFormat } from '../model/types.js';
+
+export interface StoredFile {
+  path: string;
+  sha256: string;
+  bytes: number;
+}
+
+export interface ModelRecord {
+  id: string;
+  tenant: string;
+  format: ModelFormat;
+  params: number;
+  bytes: number;
+  /** sha256 over the sorted `path\0sha256\n` lines of its files: the model's identity. */
+  sha256: string;
+  tensors: { name: string; shape: number[]; dtype: string }[];
+  files: StoredFile[];
+  createdAt: string;
+}
+
+export interface ArrayInfo {
+  dtype: string;
+  shape: number[];
+  sha256: string;
+  bytes: number;
+  /** `npy` blobs hold a whole .npy file; `json` blobs the uploaded JSON document. */
+  encoding: 'npy' | 'json';
+}
+
+export interface DatasetRecord {
+  id: string;
+  tenant: string;
+  samples: number;
+  x: ArrayInfo;
+  y: ArrayInfo | null;
+  bytes: number;
+  createdAt: string;
+}
+
+export const jobStatuses = ['queued', 'running', 'succeeded', 'failed', 'cancelled'] as const;
+export type JobStatus = (typeof jobStatuses)[number];
+export const terminalStatuses: readonly JobStatus[] = ['succeeded', 'failed', 'cancelled'];
+
+export interface JobSummary {
+  params: number;
+  quantizedParams: number;
+  bytesBefore: number;
+  bytesAfter: number;
+  packedBytes: number;
+  compressionRatio: number;
+  bitsPerWeight: number;
+  backend: string;
+}
+
+export interface JobRecord {
+  id: string;
+  tenant: string;
+  status: JobStatus;
+  stage: string;
+  progress: number;
+  kind: string;
+  modelId: string;
+  method: string;
+  /** The validated spec without `webhook` (its secret lives in its own key, never in a record or job data). */
+  spec: Record<string, unknown>;
+  webhookUrl: string | null;
+  attempts: number;
+  createdAt: string;
+  startedAt: string | null;
+  finishedAt: string | null;
+  error: { message: string; type?: string } | null;
+  summary: JobSummary | null;
+  artifacts: string[];
+}
+
+export type RecordKind = 'models' | 'datasets' | 'jobs';
+export interface RecordOf {
+  models: ModelRecord;
+  datasets: DatasetRecord;
+  jobs: JobRecord;
+}

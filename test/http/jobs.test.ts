@@ -1,0 +1,161 @@
+/**
+ * The job API without workers: submission and validation, idempotency, cancel of a queued job (it leaves
+ * the queue), tenant isolation, deleting a model an unfinished job needs, datasets.
+ */
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import type { FastifyInstance } from 'fastify';
+import type { Config } from '../../src/config.js';
+import { buildApp } from '../../src/http/app.js';
+import { npy } from '../storage/npy-fixture.js';
+import { cleanup, filesAsParts, multipart, testConfig, tinyModel } from './helpers.js';
+
+let config: Config;
+let app: FastifyInstance;
+let modelId: string;
+const alice = { authorization: 'Bearer alice-key' };
+const bob = { authorization: 'Bearer bob-key' };
+
+beforeAll(async () => {
+  config = await testConfig({ QAAS_API_KEYS: 'alice:alice-key,bob:bob-key', QAAS_RATE_LIMIT_MAX: '1000' });
+  app = await buildApp(config, { logger: false });
+  const body = multipart(filesAsParts(await tinyModel()));
+  const res = await app.inject({ method: 'POST', url: '/v1/models', payload: body.payload, headers: { ...body.headers, ...alice } });
+  expect(res.statusCode).toBe(201);
+  modelId = res.json().id;
+});
+
+afterAll(async () => {
+  await app?.close();
+  await cleanup(config);
+});
+
+function submit(spec: unknown, headers: Record<string, string> = alice) {
+  return app.inject({ method: 'POST', url: '/v1/jobs', payload: spec as object, headers });
+}
+
+describe('auth', () => {
+  it('answers 401 without a known key, keeps health open', async () => {
+    const res = await app.inject({ url: '/v1/jobs' });
+    expect(res.statusCode).toBe(401);
+    expect(res.json().type).toBe('urn:qaas:problem:unauthorized');
+    expect(res.headers['www-authenticate']).toBe('Bearer realm="qaas"');
+    expect((await app.inject({ url: '/v1/jobs', headers: { authorization: 'Bearer nope' } })).statusCode).toBe(401);
+    expect((await app.inject({ url: '/healthz' })).statusCode).toBe(200);
+  });
+});
+
+describe('POST /v1/jobs', () => {
+  it('queues a job and returns its record with defaults filled in', async () => {
+    const res = await submit({ modelId, method: { name: 'affine', bits: 8 } });
+    expect(res.statusCode).toBe(202);
+    const job = res.json();
+    expect(job).toMatchObject({ status: 'queued', stage: 'queued', progress: 0, modelId, method: 'affine', startedAt: null, finishedAt: null, error: null, summary: null });
+    expect(job.spec.output.shardSizeBytes).toBe(4 * 1024 * 1024);
+    const queued = await app.services.queues.quantize.getJob(job.id);
+    expect(queued?.data).toEqual({ tenant: 'alice', jobId: job.id });
+  });
+
+  it('answers 400 naming the allowed methods for an unknown one', async () => {
+    const res = await submit({ modelId, method: { name: 'int3' } });
+    expect(res.statusCode).toBe(400);
+    const body = res.json();
+    expect(body.type).toBe('urn:qaas:problem:invalid-job-spec');
+    expect(body.problems[0].path).toBe('/method/name');
+    expect(body.problems[0].message).toContain('affine');
+    expect(body.problems[0].message).toContain('kmeans');
+  });
+
+  it('answers 400 for a missing or unknown model', async () => {
+    expect((await submit({ method: { name: 'affine' } })).json().problems[0].path).toBe('/modelId');
+    expect((await submit({ modelId, method: { name: 'affine' } }, bob)).statusCode).toBe(400);
+  });
+
+  it('keeps the webhook secret out of the record', async () => {
+    const res = await submit({ modelId, method: { name: 'float16' }, webhook: { url: 'http://127.0.0.1:9/hook', secret: 's3cret-value' } });
+    expect(res.statusCode).toBe(202);
+    expect(res.body).not.toContain('s3cret-value');
+    expect(res.json().webhookUrl).toBe('http://127.0.0.1:9/hook');
+  });
+});
+
+describe('idempotency', () => {
+  it('returns the same job for the same key and body, 409 for another body', async () => {
+    const key = { ...alice, 'idempotency-key': 'abc-123' };
+    const first = await submit({ modelId, method: { name: 'affine', bits: 4 } }, key);
+    // Same body, keys in another order.
+    const again = await submit({ method: { bits: 4, name: 'affine' }, modelId }, key);
+    expect(first.statusCode).toBe(202);
+    expect(again.statusCode).toBe(202);
+    expect(again.json().id).toBe(first.json().id);
+    expect(again.headers['idempotent-replayed']).toBe('true');
+    const other = await submit({ modelId, method: { name: 'affine', bits: 2 } }, key);
+    expect(other.statusCode).toBe(409);
+    expect(other.json().type).toBe('urn:qaas:problem:idempotency-key-reused');
+    // Keys are per tenant: bob may use the same key.
+    expect((await submit({ modelId: 'mdl_0000000000000000000000000', method: { name: 'affine' } }, { ...bob, 'idempotency-key': 'abc-123' })).statusCode).toBe(400);
+  });
+});
+
+describe('cancel, isolation, list', () => {
+  it('cancels a queued job: record cancelled, BullMQ job removed, second cancel 409', async () => {
+    const job = (await submit({ modelId, method: { name: 'affine' } })).json();
+    const res = await app.inject({ method: 'POST', url: `/v1/jobs/${job.id}/cancel`, headers: alice });
+    expect(res.statusCode).toBe(200);
+    expect(res.json().status).toBe('cancelled');
+    expect(res.json().finishedAt).not.toBeNull();
+    expect(await app.services.queues.quantize.getJob(job.id)).toBeUndefined();
+    expect((await app.inject({ method: 'POST', url: `/v1/jobs/${job.id}/cancel`, headers: alice })).statusCode).toBe(409);
+    const report = await app.inject({ url: `/v1/jobs/${job.id}/report`, headers: alice });
+    expect(report.statusCode).toBe(409);
+  });
+
+  it('hides one tenant from another with 404', async () => {
+    const job = (await submit({ modelId, method: { name: 'affine' } })).json();
+    for (const url of [`/v1/jobs/${job.id}`, `/v1/models/${modelId}`, `/v1/jobs/${job.id}/report`, `/v1/jobs/${job.id}/artifacts/report.json`]) {
+      const res = await app.inject({ url, headers: bob });
+      expect(res.statusCode, url).toBe(404);
+    }
+    expect((await app.inject({ method: 'POST', url: `/v1/jobs/${job.id}/cancel`, headers: bob })).statusCode).toBe(404);
+    expect((await app.inject({ url: '/v1/jobs', headers: bob })).json().items).toEqual([]);
+  });
+
+  it('filters by status', async () => {
+    const cancelled = (await app.inject({ url: '/v1/jobs?status=cancelled', headers: alice })).json();
+    expect(cancelled.items.length).toBeGreaterThan(0);
+    expect(cancelled.items.every((j: { status: string }) => j.status === 'cancelled')).toBe(true);
+    expect((await app.inject({ url: '/v1/jobs?status=bogus', headers: alice })).statusCode).toBe(400);
+  });
+
+  it('refuses to delete a model while an unfinished job uses it', async () => {
+    const res = await app.inject({ method: 'DELETE', url: `/v1/models/${modelId}`, headers: alice });
+    expect(res.statusCode).toBe(409);
+    expect(res.json().jobs.length).toBeGreaterThan(0);
+  });
+});
+
+describe('POST /v1/datasets', () => {
+  it('stores x.npy + y.npy and checks the sample count', async () => {
+    const x = npy('<f4', [3, 4], new Uint8Array(48));
+    const y = npy('<i4', [3], new Uint8Array(12));
+    const body = multipart([{ field: 'x', filename: 'x.npy', data: x }, { field: 'y', filename: 'y.npy', data: y }]);
+    const res = await app.inject({ method: 'POST', url: '/v1/datasets', payload: body.payload, headers: { ...body.headers, ...alice } });
+    expect(res.statusCode).toBe(201);
+    expect(res.json()).toMatchObject({ samples: 3, x: { dtype: '<f4', shape: [3, 4] }, y: { dtype: '<i4', shape: [3] } });
+
+    const short = multipart([{ field: 'x', filename: 'x.npy', data: x }, { field: 'y', filename: 'y.npy', data: npy('<i4', [2], new Uint8Array(8)) }]);
+    const bad = await app.inject({ method: 'POST', url: '/v1/datasets', payload: short.payload, headers: { ...short.headers, ...alice } });
+    expect(bad.statusCode).toBe(422);
+    expect(bad.json().detail).toBe('x has 3 samples but y has 2');
+  });
+
+  it('stores a JSON {x, y} and rejects a ragged one', async () => {
+    const good = multipart([{ filename: 'data.json', data: JSON.stringify({ x: [[1, 2], [3, 4]], y: [0, 1] }) }]);
+    const res = await app.inject({ method: 'POST', url: '/v1/datasets', payload: good.payload, headers: { ...good.headers, ...alice } });
+    expect(res.statusCode).toBe(201);
+    expect(res.json().x.shape).toEqual([2, 2]);
+    const ragged = multipart([{ filename: 'data.json', data: JSON.stringify({ x: [[1, 2], [3]] }) }]);
+    const bad = await app.inject({ method: 'POST', url: '/v1/datasets', payload: ragged.payload, headers: { ...ragged.headers, ...alice } });
+    expect(bad.statusCode).toBe(422);
+    expect(bad.json().detail).toContain('/x/1');
+  });
+});

@@ -1,0 +1,151 @@
+import { mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import * as tar from 'tar';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import type { FastifyInstance } from 'fastify';
+import { buildApp } from '../../src/http/app.js';
+import type { Config } from '../../src/config.js';
+import type { FileSet } from '../../src/model/types.js';
+import { cleanup, filesAsParts, multipart, patchBytes, testConfig, tinyModel, zipOf } from './helpers.js';
+
+let config: Config;
+let app: FastifyInstance;
+let model: FileSet;
+
+beforeAll(async () => {
+  config = await testConfig({ QAAS_MAX_UPLOAD_BYTES: String(64 * 1024) });
+  app = await buildApp(config, { logger: false });
+  model = await tinyModel();
+});
+
+afterAll(async () => {
+  await app?.close();
+  await cleanup(config);
+});
+
+function upload(parts: ReturnType<typeof multipart>) {
+  return app.inject({ method: 'POST', url: '/v1/models', ...parts });
+}
+
+describe('POST /v1/models', () => {
+  it('stores model.json + shard parts and describes every tensor', async () => {
+    const res = await upload(multipart(filesAsParts(model)));
+    expect(res.statusCode).toBe(201);
+    const body = res.json();
+    expect(body.id).toMatch(/^mdl_[0-9a-z]{25}$/);
+    expect(body.format).toBe('layers-model');
+    // 4*3 + 3 + 3*2 + 2
+    expect(body.params).toBe(23);
+    expect(body.bytes).toBe(model.get('model.json')!.byteLength + 23 * 4);
+    expect(body.tensors).toEqual([
+      { name: 'dense_1/kernel', shape: [4, 3], dtype: 'float32' },
+      { name: 'dense_1/bias', shape: [3], dtype: 'float32' },
+      { name: 'dense_2/kernel', shape: [3, 2], dtype: 'float32' },
+      { name: 'dense_2/bias', shape: [2], dtype: 'float32' },
+    ]);
+    expect(res.headers.location).toBe(`/v1/models/${body.id}`);
+
+    const shown = await app.inject({ url: `/v1/models/${body.id}` });
+    expect(shown.statusCode).toBe(200);
+    expect(shown.json().sha256).toBe(body.sha256);
+    expect(shown.json().tenant).toBeUndefined();
+  });
+
+  it('accepts a zip with the model inside a folder, same identity as the loose files', async () => {
+    const loose = (await upload(multipart(filesAsParts(model)))).json();
+    const zip = await zipOf([...model].map(([name, data]) => [`my-model/${name}`, data]));
+    const res = await upload(multipart([{ filename: 'model.zip', data: zip }]));
+    expect(res.statusCode).toBe(201);
+    expect(res.json().sha256).toBe(loose.sha256);
+  });
+
+  it('refuses a zip entry that climbs out of the archive with 400', async () => {
+    const zip = patchBytes(await zipOf([...model].map(([name, data]) => [`aa/${name}`, data])), 'aa/', '../');
+    const res = await upload(multipart([{ filename: 'model.zip', data: zip }]));
+    expect(res.statusCode).toBe(400);
+    expect(res.headers['content-type']).toContain('application/problem+json');
+    expect(res.json()).toMatchObject({ type: 'urn:qaas:problem:unsafe-archive-entry', status: 400 });
+    expect(res.json().detail).toContain('../model.json');
+  });
+
+  it('accepts a .tar.gz and refuses one whose entry climbs out with 400', async () => {
+    const dir = await mkdtemp(join(tmpdir(), 'qaas-tar-'));
+    try {
+      await mkdir(join(dir, 'inner', 'm'), { recursive: true });
+      for (const [name, data] of model) await writeFile(join(dir, 'inner', 'm', name), data);
+      const good = join(dir, 'good.tar.gz');
+      await tar.c({ gzip: true, file: good, cwd: join(dir, 'inner') }, ['m']);
+      const res = await upload(multipart([{ filename: 'model.tar.gz', data: await readFile(good) }]));
+      expect(res.statusCode).toBe(201);
+      expect(res.json().params).toBe(23);
+
+      const evil = join(dir, 'evil.tgz');
+      await tar.c({ gzip: true, file: evil, cwd: join(dir, 'inner', 'm'), preservePaths: true }, ['../m/model.json']);
+      const refused = await upload(multipart([{ filename: 'model.tgz', data: await readFile(evil) }]));
+      expect(refused.statusCode).toBe(400);
+      expect(refused.json().type).toBe('urn:qaas:problem:unsafe-archive-entry');
+    } finally {
+      await rm(dir, { recursive: true, force: true });
+    }
+  });
+
+  it('answers 413 for a file over the per-file limit and for a zip bomb', async () => {
+    const big = new Uint8Array(65 * 1024);
+    const tooBig = await upload(multipart([{ filename: 'group1-shard1of1.bin', data: big }]));
+    expect(tooBig.statusCode).toBe(413);
+    expect(tooBig.json().type).toBe('urn:qaas:problem:upload-too-large');
+
+    // 60 KiB of zeros deflates to well under 1 KiB: more than 100× expansion.
+    const bomb = await zipOf([['model.json', new Uint8Array(60 * 1024)]]);
+    expect(bomb.length).toBeLessThan(1024);
+    const res = await upload(multipart([{ filename: 'bomb.zip', data: bomb }]));
+    expect(res.statusCode).toBe(413);
+    expect(res.json().detail).toContain('expands beyond');
+  });
+
+  it('answers 422 naming the weight whose bytes do not match its shape', async () => {
+    const shard = model.get('group1-shard1of1.bin')!;
+    const broken = new Map(model);
+    broken.set('group1-shard1of1.bin', shard.slice(0, shard.byteLength - 8));
+    const res = await upload(multipart(filesAsParts(broken)));
+    expect(res.statusCode).toBe(422);
+    const body = res.json();
+    expect(body.type).toBe('urn:qaas:problem:invalid-model');
+    expect(body.weight).toBe('dense_2/bias');
+    expect(body.detail).toContain('dense_2/bias');
+    expect(body.requestId).toBe(res.headers['x-request-id']);
+  });
+
+  it('answers 422 naming the weight holding NaN', async () => {
+    const shard = new Float32Array(model.get('group1-shard1of1.bin')!.slice().buffer);
+    shard[13] = Number.NaN; // dense_1/bias[1]: after the 12 kernel values
+    const broken = new Map(model);
+    broken.set('group1-shard1of1.bin', new Uint8Array(shard.buffer));
+    const res = await upload(multipart(filesAsParts(broken)));
+    expect(res.statusCode).toBe(422);
+    expect(res.json().weight).toBe('dense_1/bias');
+  });
+
+  it('lists with a cursor, newest first, and deletes', async () => {
+    const ids: string[] = [];
+    for (let i = 0; i < 3; i++) ids.push((await upload(multipart(filesAsParts(model)))).json().id);
+    const first = (await app.inject({ url: '/v1/models?limit=2' })).json();
+    expect(first.items).toHaveLength(2);
+    expect(first.items[0].id).toBe(ids[2]);
+    expect(first.items[1].id).toBe(ids[1]);
+    const second = (await app.inject({ url: `/v1/models?limit=2&cursor=${first.nextCursor}` })).json();
+    expect(second.items[0].id).toBe(ids[0]);
+
+    expect((await app.inject({ method: 'DELETE', url: `/v1/models/${ids[0]}` })).statusCode).toBe(204);
+    expect((await app.inject({ url: `/v1/models/${ids[0]}` })).statusCode).toBe(404);
+  });
+
+  it('answers 404 problem for an unknown id and 415 for a JSON body', async () => {
+    const missing = await app.inject({ url: '/v1/models/mdl_0000000000000000000000000' });
+    expect(missing.statusCode).toBe(404);
+    expect(missing.json().type).toBe('urn:qaas:problem:not-found');
+    const json = await app.inject({ method: 'POST', url: '/v1/models', payload: { a: 1 } });
+    expect(json.statusCode).toBe(415);
+  });
+});

@@ -1,0 +1,89 @@
+import { randomUUID } from 'node:crypto';
+import { Redis } from 'ioredis';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { JobLifecycle } from '../../src/jobs/lifecycle.js';
+import { RecordStore, isId, newId } from '../../src/storage/records.js';
+import type { JobRecord } from '../../src/storage/types.js';
+
+const prefix = `test-${randomUUID()}`;
+let redis: Redis;
+let records: RecordStore;
+
+beforeAll(() => {
+  redis = new Redis(process.env.REDIS_URL ?? 'redis://127.0.0.1:6379');
+  records = new RecordStore(redis, prefix);
+});
+
+afterAll(async () => {
+  const keys = await redis.keys(`${prefix}:*`);
+  if (keys.length > 0) await redis.del(...keys);
+  redis.disconnect();
+});
+
+function job(tenant: string, id = newId('jobs')): JobRecord {
+  return {
+    id, tenant, status: 'queued', stage: 'queued', progress: 0, kind: 'ptq', modelId: 'mdl_x', method: 'affine',
+    spec: {}, webhookUrl: null, attempts: 0, createdAt: new Date().toISOString(), startedAt: null, finishedAt: null,
+    error: null, summary: null, artifacts: [],
+  };
+}
+
+describe('ids', () => {
+  it('sort by creation time and are recognised per kind', () => {
+    const early = newId('jobs', 1_000);
+    const late = newId('jobs', 2_000);
+    expect(early < late).toBe(true);
+    expect(isId('jobs', early)).toBe(true);
+    expect(isId('models', early)).toBe(false);
+    expect(isId('jobs', 'job_../../etc')).toBe(false);
+  });
+});
+
+describe('RecordStore', () => {
+  it('pages newest first with a cursor and filters by status', async () => {
+    const ids = [1, 2, 3, 4, 5].map((t) => newId('jobs', 1_700_000_000_000 + t));
+    for (const id of ids) await records.create('jobs', job('a', id));
+    const page1 = await records.list('jobs', 'a', { limit: 2 });
+    expect(page1.items.map((j) => j.id)).toEqual([ids[4], ids[3]]);
+    const page2 = await records.list('jobs', 'a', { limit: 2, cursor: page1.nextCursor! });
+    expect(page2.items.map((j) => j.id)).toEqual([ids[2], ids[1]]);
+    const page3 = await records.list('jobs', 'a', { limit: 2, cursor: page2.nextCursor! });
+    expect(page3.items.map((j) => j.id)).toEqual([ids[0]]);
+    expect(page3.nextCursor).toBeNull();
+
+    await records.update('jobs', 'a', ids[1], (j) => ({ ...j, status: 'running' }));
+    const running = await records.list('jobs', 'a', { limit: 10, status: 'running' });
+    expect(running.items.map((j) => j.id)).toEqual([ids[1]]);
+    expect((await records.list('jobs', 'a', { limit: 10, status: 'queued' })).items).toHaveLength(4);
+    expect(await records.countByStatus('jobs')).toEqual({ queued: 4, running: 1 });
+  });
+
+  it('keeps tenants apart', async () => {
+    const mine = job('t1');
+    await records.create('jobs', mine);
+    expect(await records.get('jobs', 't2', mine.id)).toBeNull();
+    expect((await records.list('jobs', 't2', { limit: 10 })).items).toHaveLength(0);
+  });
+
+  it('never lets a late writer undo a terminal state', async () => {
+    const lifecycle = new JobLifecycle(records, redis, prefix);
+    const record = job('t3');
+    await lifecycle.create(record);
+    await lifecycle.start('t3', record.id, 1);
+    const cancelled = await lifecycle.cancel('t3', record.id);
+    expect(cancelled?.status).toBe('cancelled');
+    expect(await lifecycle.isCancelRequested(record.id)).toBe(true);
+    const after = await lifecycle.succeed('t3', record.id, {} as never, []);
+    expect(after?.status).toBe('cancelled');
+    expect((await records.get('jobs', 't3', record.id))?.status).toBe('cancelled');
+  });
+
+  it('serialises concurrent updates without losing one', async () => {
+    const record = job('t4');
+    await records.create('jobs', record);
+    await Promise.all(
+      Array.from({ length: 20 }, () => records.update('jobs', 't4', record.id, (j) => ({ ...j, attempts: j.attempts + 1 }))),
+    );
+    expect((await records.get('jobs', 't4', record.id))?.attempts).toBe(20);
+  });
+});

@@ -1,0 +1,161 @@
+/**
+ * The BullMQ sandboxed processor for `quantize` jobs: it runs in its own child process, so tfjs work can
+ * neither block the worker's lock renewal nor take the worker down. Per job: mark the record running, load
+ * the model from the blob store, run the engine with progress relayed through `job.updateProgress`, stop at
+ * the next checkpoint when the cancel flag appears, write the artifacts in one atomic rename (a retry
+ * replaces them once), mark the record, queue the webhook. Bad input fails once (`UnrecoverableError`);
+ * anything else is retried with backoff by BullMQ.
+ */
+import { UnrecoverableError, type SandboxedJob } from 'bullmq';
+import { pino } from 'pino';
+import { loadConfig, type Config } from '../src/config.js';
+import { JobLifecycle, isTerminal } from '../src/jobs/lifecycle.js';
+import { createQueues, enqueue, workerRedis, type JobProgressEvent, type QuantizePayload, type Queues } from '../src/jobs/queue.js';
+import { parseJobSpec, SpecError } from '../src/jobs/spec.js';
+import { selectBackend } from '../src/model/backend.js';
+import { ModelError } from '../src/model/errors.js';
+import { readModel } from '../src/model/read.js';
+import type { FileSet } from '../src/model/types.js';
+import { runPtq } from '../src/pipeline/ptq.js';
+import { artifactDir } from '../src/storage/artifacts.js';
+import { BlobStore } from '../src/storage/blobs.js';
+import { RecordStore } from '../src/storage/records.js';
+import { writeTreeAtomically } from '../src/storage/tree.js';
+import type { JobSummary } from '../src/storage/types.js';
+
+interface Context {
+  config: Config;
+  records: RecordStore;
+  blobs: BlobStore;
+  lifecycle: JobLifecycle;
+  queues: Queues;
+  backend: string;
+  log: pino.Logger;
+}
+
+let context: Promise<Context> | null = null;
+
+// A sandbox whose worker died must not finish the job behind the back of the worker that takes it over.
+process.on('disconnect', () => process.exit(1));
+
+/** One Redis connection, store and tfjs backend per child process, reused by every job it runs. */
+function getContext(): Promise<Context> {
+  context ??= (async () => {
+    const config = loadConfig(process.env);
+    const redis = workerRedis(config.redisUrl);
+    const records = new RecordStore(redis, config.redisPrefix);
+    const log = pino({ level: config.logLevel, base: { pid: process.pid, role: 'worker' } });
+    return {
+      config,
+      records,
+      blobs: new BlobStore(config.dataDir),
+      lifecycle: new JobLifecycle(records, redis, config.redisPrefix),
+      queues: createQueues(redis, config.redisPrefix),
+      backend: await selectBackend(config.tfBackend),
+      log,
+    };
+  })();
+  return context;
+}
+
+function isAbort(error: unknown): boolean {
+  return error instanceof Error && error.name === 'AbortError';
+}
+
+/** Record updates are throttled; the queue event for SSE is not. */
+const recordEveryMs = 500;
+
+export default async function quantize(job: SandboxedJob<QuantizePayload>): Promise<{ status: string }> {
+  const ctx = await getContext();
+  const { tenant, jobId } = job.data;
+  const log = ctx.log.child({ job: { id: jobId, attempt: job.attemptsMade + 1 }, tenant });
+  const record = await ctx.lifecycle.start(tenant, jobId, job.attemptsMade + 1);
+  if (!record) throw new UnrecoverableError(`job record ${jobId} is missing`);
+  if (isTerminal(record)) {
+    log.info({ status: record.status }, 'job already ended; nothing to do');
+    return { status: record.status };
+  }
+  log.info({ method: record.method, modelId: record.modelId }, 'job started');
+
+  const controller = new AbortController();
+  const checkCancel = async () => {
+    if (!controller.signal.aborted && (await ctx.lifecycle.isCancelRequested(jobId))) controller.abort();
+  };
+  const cancelPoll = setInterval(() => void checkCancel().catch(() => undefined), 500);
+  let lastRecorded = 0;
+  const report = async (progress: JobProgressEvent) => {
+    await job.updateProgress(progress as unknown as object);
+    const now = Date.now();
+    if (now - lastRecorded >= recordEveryMs) {
+      lastRecorded = now;
+      await ctx.lifecycle.progress(tenant, jobId, progress.stage, progress.progress);
+    }
+    await checkCancel();
+  };
+
+  try {
+    await report({ stage: 'load', progress: 0, message: `loading model ${record.modelId}` });
+    const model = await ctx.records.get('models', tenant, record.modelId);
+    if (!model) throw new UnrecoverableError(`model ${record.modelId} no longer exists`);
+    const files: FileSet = new Map();
+    for (const file of model.files) files.set(file.path, new Uint8Array(await ctx.blobs.read(file.sha256)));
+    const spec = parseJobSpec(record.spec);
+    const loaded = readModel(files);
+    const result = await runPtq(loaded, spec, {
+      backend: ctx.backend,
+      signal: controller.signal,
+      // The engine's 0–100 becomes 2–95 here: loading comes before it, storing the artifacts after.
+      onProgress: (progress) => report({ ...progress, progress: Math.round((2 + progress.progress * 0.93) * 10) / 10 }),
+    });
+    await checkCancel();
+    if (controller.signal.aborted) throw Object.assign(new Error('cancelled'), { name: 'AbortError' });
+    await report({ stage: 'store', progress: 97, message: 'writing artifacts' });
+    await writeTreeAtomically(artifactDir(ctx.config.dataDir, tenant, jobId), result.files);
+    const m = result.report.model;
+    const summary: JobSummary = {
+      params: m.params,
+      quantizedParams: m.quantizedParams,
+      bytesBefore: m.bytesBefore,
+      bytesAfter: m.bytesAfter,
+      packedBytes: m.packedBytes,
+      compressionRatio: m.compressionRatio,
+      bitsPerWeight: m.bitsPerWeight,
+      backend: m.backend,
+    };
+    const done = await ctx.lifecycle.succeed(tenant, jobId, summary, [...result.files.keys()].sort());
+    log.info({ status: done?.status, compressionRatio: summary.compressionRatio }, 'job ended');
+    await queueWebhook(ctx, tenant, jobId, done?.webhookUrl ?? null);
+    return { status: done?.status ?? 'succeeded' };
+  } catch (error) {
+    if (isAbort(error) || controller.signal.aborted) {
+      // The API already marked the record cancelled; this attempt ends without error so it is not retried.
+      const cancelled = await ctx.lifecycle.cancel(tenant, jobId);
+      log.info('job cancelled at a checkpoint');
+      await queueWebhook(ctx, tenant, jobId, cancelled?.webhookUrl ?? null);
+      return { status: 'cancelled' };
+    }
+    const badInput = error instanceof ModelError || error instanceof SpecError || error instanceof UnrecoverableError;
+    const message = error instanceof Error ? error.message : String(error);
+    const lastAttempt = badInput || job.attemptsMade + 1 >= (job.opts.attempts ?? 1);
+    if (lastAttempt) {
+      const failed = await ctx.lifecycle.fail(tenant, jobId, {
+        message,
+        type: error instanceof ModelError ? 'invalid-model' : badInput ? 'invalid-input' : 'internal',
+      });
+      log.error({ err: error }, 'job failed');
+      await queueWebhook(ctx, tenant, jobId, failed?.webhookUrl ?? null);
+    } else {
+      await ctx.lifecycle.retrying(tenant, jobId, message);
+      log.warn({ err: error }, 'job attempt failed; will retry');
+    }
+    throw badInput && !(error instanceof UnrecoverableError) ? new UnrecoverableError(message) : error;
+  } finally {
+    clearInterval(cancelPoll);
+  }
+}
+
+async function queueWebhook(ctx: Context, tenant: string, jobId: string, url: string | null): Promise<void> {
+  if (!url) return;
+  // jobId as the BullMQ id: a retried or duplicated end notifies once.
+  await enqueue(ctx.queues, 'webhooks', 'deliver', { tenant, jobId }, { jobId: `webhook-${jobId}` });
+}
