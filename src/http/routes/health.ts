@@ -4,13 +4,26 @@ import { mkdir, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { Type } from '@sinclair/typebox';
 import type { FastifyInstance } from 'fastify';
+import { selectBackend } from '../../model/backend.js';
+import { packageVersion } from '../../version.js';
 
-const Health = Type.Object({ status: Type.String(), checks: Type.Optional(Type.Record(Type.String(), Type.String())) });
+const Health = Type.Object({
+  status: Type.String(),
+  version: Type.Optional(Type.String()),
+  backend: Type.Optional(Type.String()),
+  checks: Type.Optional(Type.Record(Type.String(), Type.String())),
+});
 
 export async function healthRoutes(app: FastifyInstance): Promise<void> {
   const { redis, config } = app.services;
 
-  app.get('/healthz', { schema: { summary: 'Liveness', response: { 200: Health } } }, async () => ({ status: 'ok' }));
+  // Workers run the same backend choice with the same config on the same image, so the API's answer is theirs.
+  const backend = await selectBackend(config.tfBackend);
+  app.get('/healthz', { schema: { summary: 'Liveness', response: { 200: Health } } }, async () => ({
+    status: 'ok',
+    version: packageVersion,
+    backend,
+  }));
 
   app.get(
     '/readyz',
