@@ -15,6 +15,7 @@ import { mergeOverride } from '../jobs/spec.js';
 import { PACKED_DECODER_FILES, packModel } from '../quant/packed/encoder.js';
 import { decodeTensor } from '../quant/packed/decode-tensor.js';
 import { tensorError, type TensorError } from '../quant/metrics.js';
+import { quantizationShape } from '../quant/methods/common.js';
 import { getMethod, parseMethodParams, type MethodParams } from '../quant/methods/index.js';
 import { createRng } from '../quant/rng.js';
 import type { QuantizedTensor, TfjsEncoding } from '../quant/types.js';
@@ -257,17 +258,6 @@ function withoutValues(result: QuantizedTensor, shape: readonly number[]): Quant
       return decodeTensor(encoding, codes, shape);
     },
   };
-}
-
-/**
- * The shape a method sees. Per-channel side information runs over the last axis; a depthwise kernel
- * [h, w, in, multiplier] has in × multiplier output channels, so its last two axes are merged (the data is
- * the same row-major array). pq splits columns into sub-vectors and keeps the stored shape, which its
- * decoder reads.
- */
-function quantizationShape(shape: number[], role: string, method: string): number[] {
-  if (role !== 'depthwise_kernel' || shape.length < 2 || method === 'pq') return shape;
-  return [...shape.slice(0, -2), shape[shape.length - 2] * shape[shape.length - 1]];
 }
 
 /** A per-tensor seed, so a tensor's random choices don't depend on which other tensors the job includes. */

@@ -1,0 +1,567 @@
+/**
+ * Quantization-aware training (DESIGN.md §4 "Training"), BinaryConnect-style (Courbariaux et al. 2015):
+ * the model's variables keep float "shadow" weights W; each step
+ *   1. puts Q(W) into the planned kernels' variables, Q being the very method module PTQ runs (so the weights
+ *      trained against are exactly the ones PTQ of the final shadow weights writes),
+ *   2. computes the loss and its gradient g = ∂L/∂Ŵ at Ŵ = Q(W) (tf.variableGrads),
+ *   3. puts W back and updates it with the straight-through estimator's gradient: g itself ("identity"), or
+ *      g·1[lo ≤ w ≤ hi] ("clipped", the quantizer's range per method: see ./ste.ts).
+ * Nothing is rewritten in the model's graph, so every layer type trains (Dense, Conv2D, DepthwiseConv2D,
+ * SeparableConv2D, Embedding, ...); quantizing is one dataSync and one typed-array pass per kernel per step.
+ * BatchNormalization statistics are updated in the forward pass at Q(W), i.e. for the quantized network.
+ *
+ * After training the variables hold the float shadow weights; exporting them through PTQ with the same plan
+ * writes exactly Q(W_final). Cancellation is checked between batches, progress is reported per batch and per
+ * epoch, and each epoch ends with a checkpoint (weights, optimizer slots, history) to resume from.
+ */
+import * as tf from '@tensorflow/tfjs';
+import { getMethod, type MethodParams } from '../methods/index.js';
+import { createRng } from '../rng.js';
+import type { QuantMethod } from '../types.js';
+import { ShadowOptimizer, type OptimizerName, type OptimizerState } from './optimizer.js';
+import { clipRange, steMask, type SteMode } from './ste.js';
+
+/** How one weight (named as in model.json: the variable's originalName) is quantized. */
+export interface QatPlanEntry {
+  params: MethodParams;
+  /** Defaults to getMethod(params.name). */
+  method?: QuantMethod;
+  /** The shape the method sees (PTQ's: a depthwise kernel's last two axes merged); defaults to the weight's. */
+  shape?: readonly number[];
+}
+
+export type QatPlan = Map<string, QatPlanEntry>;
+
+export interface Batch {
+  x: tf.Tensor;
+  y: tf.Tensor;
+}
+
+/**
+ * Batches iterated once per epoch. The source owns its tensors (it may dispose a batch once the next one is
+ * asked for) and decides order and batch size.
+ */
+export type BatchSource = Iterable<Batch> | AsyncIterable<Batch>;
+
+/** Whole tensors (shuffled, batched and split by the trainer) or a batch source. */
+export type TrainingData = Batch | BatchSource;
+
+/**
+ * `crossentropy` (on probabilities when the model ends in softmax, else on logits; y as integer labels or
+ * one-hot, metric top-1 accuracy) or `mse` (metric mean absolute error). `auto`: crossentropy when the model
+ * ends in softmax or y holds int32 labels, mse otherwise.
+ */
+export type LossName = 'auto' | 'crossentropy' | 'mse';
+
+export interface QatStepOptions {
+  plan: QatPlan;
+  /** Default adam. */
+  optimizer?: OptimizerName;
+  /** Default 1e-3. */
+  learningRate?: number;
+  /** sgd's momentum μ; default 0.9. */
+  momentum?: number;
+  /** Default identity. */
+  ste?: SteMode;
+  /** Default auto. */
+  loss?: LossName;
+  /** Seeds shuffling and stochastic quantizers; default 0. */
+  seed?: number;
+}
+
+export interface BatchMetrics {
+  /** 1-based. */
+  epoch: number;
+  /** 1-based within the epoch. */
+  batch: number;
+  /** Known when the trainer batches whole tensors itself. */
+  batches?: number;
+  loss: number;
+  metric: number;
+  metricName: MetricName;
+}
+
+export interface EpochMetrics {
+  /** 1-based. */
+  epoch: number;
+  /** Sample-weighted means over the epoch's training batches (at Q(W), in training mode). */
+  loss: number;
+  metric: number;
+  metricName: MetricName;
+  /** On the validation data, at Q(W), in inference mode. */
+  valLoss?: number;
+  valMetric?: number;
+  learningRate: number;
+  batches: number;
+  ms: number;
+}
+
+export type MetricName = 'accuracy' | 'mae';
+
+/** Plain data (JSON-able apart from the Float32Arrays): enough to resume after epoch `epoch`. */
+export interface QatCheckpoint {
+  /** Epochs completed. */
+  epoch: number;
+  /** Every float32 weight of the model (the shadow weights and BN statistics), by originalName. */
+  weights: { name: string; shape: number[]; values: Float32Array }[];
+  optimizer: OptimizerState;
+  history: EpochMetrics[];
+}
+
+export interface QatOptions extends QatStepOptions {
+  epochs: number;
+  /** Tensor data only; default 32. */
+  batchSize?: number;
+  /** Inverse-time decay per epoch: epoch e (0-based) trains with learningRate / (1 + decay·e). Default 0. */
+  learningRateDecay?: number;
+  /** Tensor data only: the last fraction of the samples (before shuffling) is held out, as in Keras. */
+  validationSplit?: number;
+  validationData?: TrainingData;
+  /** Checked before every batch: an aborted run throws an AbortError, the variables holding shadow weights. */
+  signal?: AbortSignal;
+  onBatch?: (metrics: BatchMetrics) => void | Promise<void>;
+  onEpoch?: (metrics: EpochMetrics) => void | Promise<void>;
+  /** Called after every epoch with the state to resume from. */
+  onCheckpoint?: (checkpoint: QatCheckpoint) => void | Promise<void>;
+  /** Called after every epoch (after onEpoch); true ends training. */
+  earlyStop?: (metrics: EpochMetrics) => boolean;
+  /** Resume after checkpoint.epoch epochs: weights, optimizer state and history are restored. */
+  resumeFrom?: QatCheckpoint;
+}
+
+export interface QatResult {
+  history: EpochMetrics[];
+  /** The state after the last epoch run. */
+  checkpoint: QatCheckpoint;
+  stoppedEarly: boolean;
+}
+
+export interface StepMetrics {
+  loss: number;
+  metric: number;
+}
+
+/** One QAT step at a time, for callers that drive their own loop (and for the benchmark). */
+export interface QatStep {
+  step(x: tf.Tensor, y: tf.Tensor): StepMetrics;
+  dispose(): void;
+}
+
+interface Kernel {
+  name: string;
+  variable: tf.Variable;
+  method: QuantMethod;
+  params: MethodParams;
+  shape: readonly number[];
+  seed: number;
+}
+
+interface ResolvedLoss {
+  metricName: MetricName;
+  loss(y: tf.Tensor, prediction: tf.Tensor): tf.Scalar;
+  metric(y: tf.Tensor, prediction: tf.Tensor): tf.Scalar;
+}
+
+function abortError(): Error {
+  const error = new Error('job cancelled');
+  error.name = 'AbortError';
+  return error;
+}
+
+/** A 32-bit hash of (seed, name): each kernel's stochastic choices are its own. */
+function kernelSeed(seed: number, name: string): number {
+  let hash = 0x811c9dc5;
+  for (let i = 0; i < name.length; i++) hash = Math.imul(hash ^ name.charCodeAt(i), 0x01000193);
+  return (hash ^ seed) >>> 0;
+}
+
+function mixSeed(seed: number, counter: number): number {
+  let z = (seed + Math.imul(counter + 1, 0x9e3779b9)) >>> 0;
+  z = Math.imul(z ^ (z >>> 16), 0x85ebca6b);
+  z = Math.imul(z ^ (z >>> 13), 0xc2b2ae35);
+  return (z ^ (z >>> 16)) >>> 0;
+}
+
+function endsInSoftmax(model: tf.LayersModel): boolean {
+  const last = model.layers[model.layers.length - 1];
+  return (last.getConfig() as { activation?: unknown }).activation === 'softmax';
+}
+
+/** Integer labels (rank 1, or a trailing axis of 1 when the model has several outputs) → one-hot float. */
+function targetsFor(y: tf.Tensor, prediction: tf.Tensor): tf.Tensor {
+  const classes = prediction.shape[prediction.rank - 1];
+  const isLabels = y.rank === prediction.rank - 1 || (y.rank === prediction.rank && y.shape[y.rank - 1] === 1 && classes > 1);
+  if (!isLabels) return y.dtype === 'float32' ? y : tf.cast(y, 'float32');
+  return tf.oneHot(tf.cast(tf.reshape(y, [-1]), 'int32'), classes).toFloat();
+}
+
+function resolveLoss(name: LossName, model: tf.LayersModel, y: tf.Tensor): ResolvedLoss {
+  const softmaxOutput = endsInSoftmax(model);
+  const kind = name !== 'auto' ? name : softmaxOutput || y.dtype === 'int32' ? 'crossentropy' : 'mse';
+  if (kind === 'mse') {
+    return {
+      metricName: 'mae',
+      loss: (target, prediction) => tf.losses.meanSquaredError(tf.cast(target, 'float32'), prediction) as tf.Scalar,
+      metric: (target, prediction) => tf.mean(tf.abs(tf.sub(tf.cast(target, 'float32'), prediction))) as tf.Scalar,
+    };
+  }
+  const epsilon = 1e-7;
+  return {
+    metricName: 'accuracy',
+    loss: (target, prediction) => {
+      const oneHot = targetsFor(target, prediction);
+      if (!softmaxOutput) return tf.losses.softmaxCrossEntropy(oneHot, prediction) as tf.Scalar;
+      const logProbabilities = tf.log(tf.clipByValue(prediction, epsilon, 1 - epsilon));
+      return tf.neg(tf.mean(tf.sum(tf.mul(oneHot, logProbabilities), -1))) as tf.Scalar;
+    },
+    metric: (target, prediction) => {
+      const oneHot = targetsFor(target, prediction);
+      return tf.mean(tf.cast(tf.equal(tf.argMax(prediction, -1), tf.argMax(oneHot, -1)), 'float32')) as tf.Scalar;
+    },
+  };
+}
+
+class QatSession implements QatStep {
+  readonly optimizer: ShadowOptimizer;
+  private readonly kernels: Kernel[];
+  private readonly trainableVariables: tf.Variable[];
+  private readonly ste: SteMode;
+  private resolved: ResolvedLoss | undefined;
+
+  constructor(
+    private readonly model: tf.LayersModel,
+    private readonly options: QatStepOptions,
+  ) {
+    if (model.outputs.length !== 1) throw new Error(`QAT trains single-output models; this one has ${model.outputs.length}`);
+    this.ste = options.ste ?? 'identity';
+    const byName = new Map(model.weights.map((w) => [w.originalName, w]));
+    this.kernels = [...options.plan].map(([name, entry]) => {
+      const weight = byName.get(name);
+      if (weight === undefined) throw new Error(`QAT plan names "${name}", which is not a weight of the model`);
+      if (weight.dtype !== 'float32') throw new Error(`QAT plan names "${name}", a ${weight.dtype} weight`);
+      const shape = entry.shape ?? (weight.shape as number[]);
+      const size = weight.shape.reduce((a: number, b) => a * (b ?? 1), 1);
+      if (shape.reduce((a, b) => a * b, 1) !== size) {
+        throw new Error(`QAT plan shape [${shape.join(', ')}] does not fit "${name}" of shape [${weight.shape.join(', ')}]`);
+      }
+      const seed = 'seed' in entry.params ? entry.params.seed : 0;
+      return {
+        name,
+        variable: weight.read() as tf.Variable,
+        method: entry.method ?? getMethod(entry.params.name),
+        params: entry.params,
+        shape,
+        seed: kernelSeed(mixSeed(seed, options.seed ?? 0), name),
+      };
+    });
+    const trainable = model.trainableWeights;
+    this.trainableVariables = trainable.map((w) => w.read() as tf.Variable);
+    this.optimizer = new ShadowOptimizer(
+      { name: options.optimizer ?? 'adam', learningRate: options.learningRate ?? 1e-3, momentum: options.momentum ?? 0.9 },
+      this.trainableVariables,
+      trainable.map((w) => w.originalName),
+    );
+  }
+
+  get metricName(): MetricName | undefined {
+    return this.resolved?.metricName;
+  }
+
+  private lossFor(y: tf.Tensor): ResolvedLoss {
+    this.resolved ??= resolveLoss(this.options.loss ?? 'auto', this.model, y);
+    return this.resolved;
+  }
+
+  /**
+   * Puts Q(W) into every planned kernel and returns the shadow tensors (and, for the clipped STE, the
+   * gradient masks). The draw of a stochastic quantizer depends on the kernel and the optimizer's step.
+   */
+  private quantizeKernels(withMasks: boolean): { shadows: tf.Tensor[]; masks: (Float32Array | undefined)[] } {
+    const shadows: tf.Tensor[] = [];
+    const masks: (Float32Array | undefined)[] = [];
+    try {
+      for (const kernel of this.kernels) {
+        const values = kernel.variable.dataSync() as Float32Array;
+        const rng = createRng(mixSeed(kernel.seed, this.optimizer.step));
+        const quantized = kernel.method.quantize(values, kernel.shape, kernel.params, rng);
+        const symmetric = 'symmetric' in kernel.params && kernel.params.symmetric;
+        masks.push(withMasks && this.ste === 'clipped' ? steMask(values, clipRange(quantized, symmetric)) : undefined);
+        shadows.push(tf.clone(kernel.variable));
+        const fakeQuantized = tf.tensor(quantized.dequantized, kernel.variable.shape, 'float32');
+        kernel.variable.assign(fakeQuantized);
+        fakeQuantized.dispose();
+      }
+    } catch (error) {
+      this.restoreKernels(shadows);
+      throw error;
+    }
+    return { shadows, masks };
+  }
+
+  private restoreKernels(shadows: tf.Tensor[]): void {
+    shadows.forEach((shadow, i) => {
+      this.kernels[i].variable.assign(shadow);
+      shadow.dispose();
+    });
+  }
+
+  step(x: tf.Tensor, y: tf.Tensor): StepMetrics {
+    const { loss, metric } = this.lossFor(y);
+    const { shadows, masks } = this.quantizeKernels(true);
+    let prediction: tf.Tensor | undefined;
+    let computed: { value: tf.Scalar; grads: tf.NamedTensorMap };
+    try {
+      computed = tf.variableGrads(() => {
+        const output = this.model.apply(x, { training: true }) as tf.Tensor;
+        prediction = tf.keep(output);
+        return loss(y, output);
+      }, this.trainableVariables);
+    } catch (error) {
+      prediction?.dispose();
+      throw error;
+    } finally {
+      this.restoreKernels(shadows);
+    }
+    const { value, grads } = computed;
+    const masked = new Map<tf.Variable, Float32Array>();
+    this.kernels.forEach((kernel, i) => {
+      const mask = masks[i];
+      if (mask !== undefined) masked.set(kernel.variable, mask);
+    });
+    const gradients = this.trainableVariables.map((variable) => {
+      const gradient = grads[variable.name];
+      const mask = masked.get(variable);
+      if (gradient === undefined || mask === undefined) return gradient;
+      return tf.tidy(() => tf.mul(gradient, tf.tensor(mask, gradient.shape, 'float32')));
+    });
+    const metricTensor = tf.tidy(() => metric(y, prediction!));
+    try {
+      this.optimizer.apply(gradients);
+      return { loss: value.dataSync()[0], metric: metricTensor.dataSync()[0] };
+    } finally {
+      tf.dispose([value, metricTensor, prediction!, ...Object.values(grads)]);
+      tf.dispose(gradients.filter((g): g is tf.Tensor => g !== undefined));
+    }
+  }
+
+  /** Runs `body` with Q(W) in the kernels (inference at the quantized weights), then puts W back. */
+  async withQuantizedWeights<T>(body: () => Promise<T>): Promise<T> {
+    const { shadows } = this.quantizeKernels(false);
+    try {
+      return await body();
+    } finally {
+      this.restoreKernels(shadows);
+    }
+  }
+
+  /** Loss and metric of one batch in inference mode, with whatever the variables hold. */
+  evaluate(x: tf.Tensor, y: tf.Tensor): StepMetrics {
+    const { loss, metric } = this.lossFor(y);
+    const [lossValue, metricValue] = tf.tidy(() => {
+      const prediction = this.model.apply(x, { training: false }) as tf.Tensor;
+      return [loss(y, prediction), metric(y, prediction)];
+    });
+    try {
+      return { loss: lossValue.dataSync()[0], metric: metricValue.dataSync()[0] };
+    } finally {
+      tf.dispose([lossValue, metricValue]);
+    }
+  }
+
+  checkpoint(epoch: number, history: EpochMetrics[]): QatCheckpoint {
+    const weights = this.model.weights
+      .filter((w) => w.dtype === 'float32')
+      .map((w) => ({
+        name: w.originalName,
+        shape: w.shape as number[],
+        values: Float32Array.from(w.read().dataSync() as Float32Array),
+      }));
+    return { epoch, weights, optimizer: this.optimizer.getState(), history: structuredClone(history) };
+  }
+
+  restore(checkpoint: QatCheckpoint): void {
+    const byName = new Map(this.model.weights.map((w) => [w.originalName, w]));
+    for (const saved of checkpoint.weights) {
+      const weight = byName.get(saved.name);
+      if (weight === undefined || weight.shape.reduce((a: number, b) => a * (b ?? 1), 1) !== saved.values.length) {
+        throw new Error(`checkpoint weight "${saved.name}" does not fit the model`);
+      }
+      const value = tf.tensor(saved.values, weight.shape as number[], 'float32');
+      (weight.read() as tf.Variable).assign(value);
+      value.dispose();
+    }
+    this.optimizer.setState(checkpoint.optimizer);
+  }
+
+  dispose(): void {
+    this.optimizer.dispose();
+  }
+}
+
+/** A QAT step bound to a model: the loop of trainQuantizationAware without data handling or callbacks. */
+export function createQatStep(model: tf.LayersModel, options: QatStepOptions): QatStep {
+  return new QatSession(model, options);
+}
+
+function isBatch(data: TrainingData): data is Batch {
+  return (data as Batch).x instanceof tf.Tensor && (data as Batch).y instanceof tf.Tensor;
+}
+
+/** Batches of whole tensors over `indices`; each batch is disposed when the next one is asked for. */
+function* gatheredBatches(data: Batch, indices: Int32Array, batchSize: number): Generator<Batch> {
+  for (let start = 0; start < indices.length; start += batchSize) {
+    const batch = tf.tidy(() => {
+      const rows = tf.tensor1d(indices.subarray(start, start + batchSize), 'int32');
+      return { x: tf.gather(data.x, rows), y: tf.gather(data.y, rows) };
+    });
+    try {
+      yield batch;
+    } finally {
+      tf.dispose([batch.x, batch.y]);
+    }
+  }
+}
+
+function shuffled(count: number, seed: number): Int32Array {
+  const order = Int32Array.from({ length: count }, (_, i) => i);
+  const rng = createRng(seed);
+  for (let i = count - 1; i > 0; i--) {
+    const j = rng.int(i + 1);
+    [order[i], order[j]] = [order[j], order[i]];
+  }
+  return order;
+}
+
+interface EpochData {
+  train(epoch: number): BatchSource;
+  validation?: BatchSource;
+  batchesPerEpoch?: number;
+}
+
+function prepareData(data: TrainingData, options: QatOptions): EpochData {
+  const batchSize = options.batchSize ?? 32;
+  const split = options.validationSplit ?? 0;
+  if (!Number.isInteger(batchSize) || batchSize < 1) throw new RangeError(`batchSize must be a positive integer, got ${batchSize}`);
+  if (!(split >= 0 && split < 1)) throw new RangeError(`validationSplit must be in [0, 1), got ${split}`);
+  let validation: BatchSource | undefined;
+  if (options.validationData !== undefined) {
+    const held = options.validationData;
+    validation = isBatch(held)
+      ? { [Symbol.iterator]: () => gatheredBatches(held, Int32Array.from({ length: held.x.shape[0] }, (_, i) => i), batchSize) }
+      : held;
+  }
+  if (!isBatch(data)) {
+    if (split > 0) throw new RangeError('validationSplit needs tensor data; pass validationData with a batch source');
+    return { train: () => data, validation };
+  }
+  const samples = data.x.shape[0];
+  if (data.y.shape[0] !== samples) throw new RangeError(`x has ${samples} samples, y has ${data.y.shape[0]}`);
+  const held = Math.floor(samples * split);
+  const trainCount = samples - held;
+  if (trainCount < 1) throw new RangeError(`no training samples left after validationSplit ${split} of ${samples}`);
+  if (held > 0 && validation === undefined) {
+    const heldIndices = Int32Array.from({ length: held }, (_, i) => trainCount + i);
+    validation = { [Symbol.iterator]: () => gatheredBatches(data, heldIndices, batchSize) };
+  }
+  const seed = options.seed ?? 0;
+  return {
+    train: (epoch) => ({ [Symbol.iterator]: () => gatheredBatches(data, shuffled(trainCount, mixSeed(seed, epoch)), batchSize) }),
+    validation,
+    batchesPerEpoch: Math.ceil(trainCount / batchSize),
+  };
+}
+
+/**
+ * Trains `model` in place (see the module comment) and returns the per-epoch history and the final
+ * checkpoint. tf.memory().numTensors is the same before and after, whether it returns or throws.
+ */
+export async function trainQuantizationAware(
+  model: tf.LayersModel,
+  data: TrainingData,
+  options: QatOptions,
+): Promise<QatResult> {
+  const { epochs, signal } = options;
+  const learningRate = options.learningRate ?? 1e-3;
+  const decay = options.learningRateDecay ?? 0;
+  if (!Number.isInteger(epochs) || epochs < 0) throw new RangeError(`epochs must be a non-negative integer, got ${epochs}`);
+  if (!(learningRate > 0)) throw new RangeError(`learningRate must be positive, got ${learningRate}`);
+  if (!(decay >= 0)) throw new RangeError(`learningRateDecay must be ≥ 0, got ${decay}`);
+  const epochData = prepareData(data, options);
+  const session = new QatSession(model, options);
+  try {
+    let history: EpochMetrics[] = [];
+    let epoch = 0;
+    if (options.resumeFrom !== undefined) {
+      session.restore(options.resumeFrom);
+      history = structuredClone(options.resumeFrom.history);
+      epoch = options.resumeFrom.epoch;
+    }
+    let stoppedEarly = false;
+    for (; epoch < epochs; epoch++) {
+      if (signal?.aborted) throw abortError();
+      const started = performance.now();
+      session.optimizer.learningRate = learningRate / (1 + decay * epoch);
+      let lossSum = 0;
+      let metricSum = 0;
+      let samples = 0;
+      let batch = 0;
+      for await (const { x, y } of epochData.train(epoch)) {
+        if (signal?.aborted) throw abortError();
+        const { loss, metric } = session.step(x, y);
+        const size = x.shape[0];
+        lossSum += loss * size;
+        metricSum += metric * size;
+        samples += size;
+        batch++;
+        await options.onBatch?.({
+          epoch: epoch + 1,
+          batch,
+          batches: epochData.batchesPerEpoch,
+          loss,
+          metric,
+          metricName: session.metricName!,
+        });
+      }
+      if (batch === 0) throw new RangeError('the training data yielded no batches');
+      const metrics: EpochMetrics = {
+        epoch: epoch + 1,
+        loss: lossSum / samples,
+        metric: metricSum / samples,
+        metricName: session.metricName!,
+        learningRate: session.optimizer.learningRate,
+        batches: batch,
+        ms: 0,
+      };
+      if (epochData.validation !== undefined) {
+        const source = epochData.validation;
+        const validation = await session.withQuantizedWeights(async () => {
+          let valLoss = 0;
+          let valMetric = 0;
+          let count = 0;
+          for await (const held of source) {
+            if (signal?.aborted) throw abortError();
+            const result = session.evaluate(held.x, held.y);
+            const size = held.x.shape[0];
+            valLoss += result.loss * size;
+            valMetric += result.metric * size;
+            count += size;
+          }
+          return count > 0 ? { valLoss: valLoss / count, valMetric: valMetric / count } : {};
+        });
+        Object.assign(metrics, validation);
+      }
+      metrics.ms = Math.round(performance.now() - started);
+      history.push(metrics);
+      await options.onEpoch?.(metrics);
+      if (options.onCheckpoint) await options.onCheckpoint(session.checkpoint(epoch + 1, history));
+      if (options.earlyStop?.(metrics)) {
+        stoppedEarly = true;
+        epoch++;
+        break;
+      }
+    }
+    return { history, checkpoint: session.checkpoint(epoch, history), stoppedEarly };
+  } finally {
+    session.dispose();
+  }
+}
