@@ -6,8 +6,9 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { FastifyInstance } from 'fastify';
 import type { Config } from '../../src/config.js';
 import { buildApp } from '../../src/http/app.js';
-import { npy } from '../storage/npy-fixture.js';
+import { npy } from '../model/dataset/npy-fixture.js';
 import { cleanup, filesAsParts, multipart, testConfig, tinyModel } from './helpers.js';
+import { expectMatchesSpec } from './spec-validator.js';
 
 let config: Config;
 let app: FastifyInstance;
@@ -51,6 +52,7 @@ describe('POST /v1/jobs', () => {
   it('queues a job and returns its record with defaults filled in', async () => {
     const res = await submit({ modelId, method: { name: 'affine', bits: 8 } });
     expect(res.statusCode).toBe(202);
+    expectMatchesSpec('POST', '/v1/jobs', res);
     const job = res.json();
     expect(job).toMatchObject({ status: 'queued', stage: 'queued', progress: 0, modelId, method: 'affine', startedAt: null, finishedAt: null, error: null, summary: null });
     expect(job.spec.output.shardSizeBytes).toBe(4 * 1024 * 1024);
@@ -61,6 +63,7 @@ describe('POST /v1/jobs', () => {
   it('answers 400 naming the allowed methods for an unknown one', async () => {
     const res = await submit({ modelId, method: { name: 'int3' } });
     expect(res.statusCode).toBe(400);
+    expectMatchesSpec('POST', '/v1/jobs', res);
     const body = res.json();
     expect(body.type).toBe('urn:qaas:problem:invalid-job-spec');
     expect(body.problems[0].path).toBe('/method/name');
@@ -93,6 +96,7 @@ describe('idempotency', () => {
     expect(again.headers['idempotent-replayed']).toBe('true');
     const other = await submit({ modelId, method: { name: 'affine', bits: 2 } }, key);
     expect(other.statusCode).toBe(409);
+    expectMatchesSpec('POST', '/v1/jobs', other);
     expect(other.json().type).toBe('urn:qaas:problem:idempotency-key-reused');
     // Keys are per tenant: bob may use the same key.
     expect((await submit({ modelId: 'mdl_0000000000000000000000000', method: { name: 'affine' } }, { ...bob, 'idempotency-key': 'abc-123' })).statusCode).toBe(400);
@@ -104,12 +108,16 @@ describe('cancel, isolation, list', () => {
     const job = (await submit({ modelId, method: { name: 'affine' } })).json();
     const res = await app.inject({ method: 'POST', url: `/v1/jobs/${job.id}/cancel`, headers: alice });
     expect(res.statusCode).toBe(200);
+    expectMatchesSpec('POST', `/v1/jobs/${job.id}/cancel`, res);
     expect(res.json().status).toBe('cancelled');
     expect(res.json().finishedAt).not.toBeNull();
     expect(await app.services.queues.quantize.getJob(job.id)).toBeUndefined();
     expect((await app.inject({ method: 'POST', url: `/v1/jobs/${job.id}/cancel`, headers: alice })).statusCode).toBe(409);
     const report = await app.inject({ url: `/v1/jobs/${job.id}/report`, headers: alice });
     expect(report.statusCode).toBe(409);
+    expectMatchesSpec('GET', `/v1/jobs/${job.id}/report`, report);
+    const shown = await app.inject({ url: `/v1/jobs/${job.id}`, headers: alice });
+    expectMatchesSpec('GET', `/v1/jobs/${job.id}`, shown);
   });
 
   it('hides one tenant from another with 404', async () => {
@@ -117,13 +125,16 @@ describe('cancel, isolation, list', () => {
     for (const url of [`/v1/jobs/${job.id}`, `/v1/models/${modelId}`, `/v1/jobs/${job.id}/report`, `/v1/jobs/${job.id}/artifacts/report.json`]) {
       const res = await app.inject({ url, headers: bob });
       expect(res.statusCode, url).toBe(404);
+      expectMatchesSpec('GET', url, res);
     }
     expect((await app.inject({ method: 'POST', url: `/v1/jobs/${job.id}/cancel`, headers: bob })).statusCode).toBe(404);
     expect((await app.inject({ url: '/v1/jobs', headers: bob })).json().items).toEqual([]);
   });
 
   it('filters by status', async () => {
-    const cancelled = (await app.inject({ url: '/v1/jobs?status=cancelled', headers: alice })).json();
+    const page = await app.inject({ url: '/v1/jobs?status=cancelled', headers: alice });
+    expectMatchesSpec('GET', '/v1/jobs?status=cancelled', page);
+    const cancelled = page.json();
     expect(cancelled.items.length).toBeGreaterThan(0);
     expect(cancelled.items.every((j: { status: string }) => j.status === 'cancelled')).toBe(true);
     expect((await app.inject({ url: '/v1/jobs?status=bogus', headers: alice })).statusCode).toBe(400);

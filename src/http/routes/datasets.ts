@@ -1,28 +1,118 @@
 /**
- * /v1/datasets: part `x` (a .npy) with an optional part `y`, or one JSON file `{x, y}` of nested arrays.
- * Shapes and dtypes are checked here (x and y must agree on the sample count) before anything is stored.
+ * /v1/datasets: upload (part `x` as a .npy with an optional part `y`, one `.npz` holding x and y, or one JSON
+ * file `{x, y}` of nested arrays), list, show, delete (refused while an unfinished job names the dataset).
+ * Uploads are checked from the .npy headers alone (dtype, C order, shape against the file size, x and y
+ * agreeing on the sample count); only JSON, which is capped and small, is parsed whole.
  */
+import { Type } from '@sinclair/typebox';
 import type { FastifyInstance } from 'fastify';
-import { newId } from '../../storage/records.js';
-import { NpyError, nestedShape, parseNpyHeader } from '../../storage/npy.js';
-import type { ArrayInfo, DatasetRecord } from '../../storage/types.js';
+import { DatasetError, JSON_DATASET_MAX_BYTES, checkDatasetShapes, parseJsonDataset } from '../../model/dataset/index.js';
+import { NpyError, readNpyHeader } from '../../model/dataset/npy.js';
+import { NpzFile } from '../../model/dataset/npz.js';
+import { checkDatasetFitsModel, modelInputs, modelOutputs } from '../../model/signature.js';
+import type { BlobStore } from '../../storage/blobs.js';
+import type { RecordStore } from '../../storage/records.js';
+import { isId, newId } from '../../storage/records.js';
+import type { ArrayInfo, DatasetRecord, ModelRecord } from '../../storage/types.js';
 import { ApiProblem } from '../errors.js';
-import { Dataset, problemResponses, Problem } from '../schemas.js';
+import { Dataset, IdParams, ListQuery, pageOf, Problem, problemResponses } from '../schemas.js';
 import { receiveUpload, type Upload, type UploadedFile } from '../upload.js';
 
-function invalid(error: unknown): never {
-  if (error instanceof NpyError) throw new ApiProblem('invalid-dataset', error.message);
-  throw error;
+/** Parse errors become 422s naming the part they came from. */
+async function checked<T>(label: string, work: () => Promise<T>): Promise<T> {
+  try {
+    return await work();
+  } catch (error) {
+    if (error instanceof NpyError || error instanceof DatasetError) {
+      throw new ApiProblem('invalid-dataset', label ? `${label}: ${error.message}` : error.message);
+    }
+    throw error;
+  }
 }
 
-async function fromNpy(upload: Upload, file: UploadedFile, label: string): Promise<ArrayInfo> {
-  try {
-    const header = parseNpyHeader(new Uint8Array(await upload.contents(file)));
-    if (header.shape.length === 0) throw new NpyError(`${label}: a scalar is not a dataset`);
-    return { dtype: header.dtype, shape: header.shape, sha256: file.sha256, bytes: file.bytes, encoding: 'npy' };
-  } catch (error) {
-    if (error instanceof NpyError) throw new NpyError(`${label}: ${error.message.replace(`${label}: `, '')}`);
-    throw error;
+async function fromNpy(file: UploadedFile, label: string): Promise<ArrayInfo> {
+  const header = await checked(label, () => readNpyHeader(file.stagedPath));
+  return { dtype: header.descr, shape: header.shape, sha256: file.sha256, bytes: file.bytes, encoding: 'npy' };
+}
+
+async function fromNpz(file: UploadedFile): Promise<{ x: ArrayInfo; y: ArrayInfo | null }> {
+  const npz = await checked(file.path, () => NpzFile.open(file.stagedPath));
+  npz.close();
+  const info = (header: { descr: string; shape: number[] }): ArrayInfo => ({
+    dtype: header.descr,
+    shape: header.shape,
+    sha256: file.sha256,
+    bytes: file.bytes,
+    encoding: 'npz',
+  });
+  return { x: info(npz.x.header), y: npz.y ? info(npz.y.header) : null };
+}
+
+async function fromJson(upload: Upload, file: UploadedFile): Promise<{ x: ArrayInfo; y: ArrayInfo | null }> {
+  if (file.bytes > JSON_DATASET_MAX_BYTES) {
+    throw new ApiProblem(
+      'invalid-dataset',
+      `${file.path} is ${file.bytes} bytes; JSON datasets are parsed whole and capped at ${JSON_DATASET_MAX_BYTES} bytes — send .npy or .npz instead`,
+    );
+  }
+  const dataset = await checked('', async () => parseJsonDataset((await upload.contents(file)).toString('utf8'), file.path));
+  await dataset.close();
+  const info = (sampleShape: number[]): ArrayInfo => ({
+    dtype: dataset.x.dtype,
+    shape: [dataset.samples, ...sampleShape],
+    sha256: file.sha256,
+    bytes: file.bytes,
+    encoding: 'json',
+  });
+  return { x: info(dataset.x.sampleShape), y: dataset.y ? info(dataset.y.sampleShape) : null };
+}
+
+/** Ids of the tenant's queued or running jobs whose spec names `datasetId` in `data`. */
+async function jobsUsing(records: RecordStore, tenant: string, datasetId: string): Promise<string[]> {
+  const users: string[] = [];
+  for (const status of ['queued', 'running']) {
+    let cursor: string | undefined;
+    do {
+      const page = await records.list('jobs', tenant, { status, cursor, limit: 100 });
+      for (const job of page.items) {
+        const data = (job.spec.data ?? {}) as Record<string, unknown>;
+        if (Object.values(data).includes(datasetId)) users.push(job.id);
+      }
+      cursor = page.nextCursor ?? undefined;
+    } while (cursor);
+  }
+  return users;
+}
+
+/**
+ * Job submission's check of `spec.data`: every named dataset must be the tenant's (404) and fit the model —
+ * x the model's input, y (evaluation and training; calibration needs no labels) its output (422 naming the
+ * mismatch). The model's shapes come from its stored model.json.
+ */
+export async function checkJobDatasets(
+  services: { records: RecordStore; blobs: BlobStore },
+  tenant: string,
+  model: ModelRecord,
+  data: Partial<Record<'calibration' | 'evaluation' | 'training', string>>,
+): Promise<void> {
+  const named = Object.entries(data).filter((entry): entry is [string, string] => typeof entry[1] === 'string');
+  if (named.length === 0) return;
+  const modelJsonFile = model.files.find((f) => f.path === 'model.json');
+  const modelJson = modelJsonFile ? (JSON.parse((await services.blobs.read(modelJsonFile.sha256)).toString('utf8')) as Record<string, unknown>) : {};
+  const inputs = modelInputs(modelJson);
+  const outputs = modelOutputs(modelJson);
+  for (const [role, id] of named) {
+    const record = isId('datasets', id) ? await services.records.get('datasets', tenant, id) : null;
+    if (!record) throw new ApiProblem('not-found', `no dataset ${id} (data.${role})`, { dataset: id, role });
+    const problem = checkDatasetFitsModel(
+      {
+        x: { sampleShape: record.x.shape.slice(1) },
+        y: role === 'calibration' || !record.y ? null : { sampleShape: record.y.shape.slice(1) },
+      },
+      inputs,
+      outputs,
+    );
+    if (problem) throw new ApiProblem('invalid-dataset', `data.${role} (${id}): ${problem}`, { dataset: id, role });
   }
 }
 
@@ -42,38 +132,23 @@ export async function datasetRoutes(app: FastifyInstance): Promise<void> {
       const upload = await receiveUpload(request, blobs, config.upload);
       app.metrics.bytesUploaded.inc(upload.totalBytes);
       try {
-        const pick = (name: string) =>
-          upload.files.find((f) => f.field === name || f.path === `${name}.npy`);
+        const pick = (name: string) => upload.files.find((f) => f.field === name || f.path === `${name}.npy`);
         const xFile = pick('x');
+        const npz = upload.files.find((f) => f.path.toLowerCase().endsWith('.npz'));
         const json = upload.files.find((f) => f.path.toLowerCase().endsWith('.json'));
-        let x: ArrayInfo;
-        let y: ArrayInfo | null = null;
-        if (xFile) {
-          x = await fromNpy(upload, xFile, 'x').catch(invalid);
+        let arrays: { x: ArrayInfo; y: ArrayInfo | null };
+        if (xFile && !xFile.path.toLowerCase().endsWith('.npz')) {
           const yFile = pick('y');
-          if (yFile) y = await fromNpy(upload, yFile, 'y').catch(invalid);
+          arrays = { x: await fromNpy(xFile, 'x'), y: yFile ? await fromNpy(yFile, 'y') : null };
+        } else if (npz) {
+          arrays = await fromNpz(npz);
         } else if (json) {
-          let body: { x?: unknown; y?: unknown };
-          try {
-            body = JSON.parse((await upload.contents(json)).toString('utf8'));
-          } catch (error) {
-            throw new ApiProblem('invalid-dataset', `${json.path} is not JSON: ${(error as Error).message}`);
-          }
-          const info = (value: unknown, label: string): ArrayInfo => {
-            try {
-              return { dtype: 'float32', shape: nestedShape(value, `/${label}`), sha256: json.sha256, bytes: json.bytes, encoding: 'json' };
-            } catch (error) {
-              return invalid(error);
-            }
-          };
-          x = info(body?.x, 'x');
-          if (body.y !== undefined && body.y !== null) y = info(body.y, 'y');
+          arrays = await fromJson(upload, json);
         } else {
-          throw new ApiProblem('invalid-upload', 'send part x (a .npy) [+ part y], or one JSON file {x, y}');
+          throw new ApiProblem('invalid-upload', 'send part x (a .npy) [+ part y], one .npz, or one JSON file {x, y}');
         }
-        if (y && y.shape[0] !== x.shape[0]) {
-          throw new ApiProblem('invalid-dataset', `x has ${x.shape[0]} samples but y has ${y.shape[0]}`);
-        }
+        const { x, y } = arrays;
+        await checked('', async () => checkDatasetShapes(x.shape, y?.shape));
         const used = upload.files.filter((f) => f.sha256 === x.sha256 || f.sha256 === y?.sha256);
         await upload.commit(used);
         const record: DatasetRecord = {
@@ -82,14 +157,58 @@ export async function datasetRoutes(app: FastifyInstance): Promise<void> {
           samples: x.shape[0],
           x,
           y,
-          bytes: used.reduce((sum, f) => sum + f.bytes, 0),
+          bytes: [...new Map(used.map((f) => [f.sha256, f.bytes])).values()].reduce((sum, bytes) => sum + bytes, 0),
           createdAt: new Date().toISOString(),
         };
         await records.create('datasets', record);
+        request.log.info({ datasetId: record.id, samples: record.samples }, 'dataset stored');
         return reply.code(201).header('location', `/v1/datasets/${record.id}`).send(record);
       } finally {
         await upload.discard();
       }
+    },
+  );
+
+  app.get(
+    '/v1/datasets',
+    { schema: { summary: 'List datasets', querystring: ListQuery, response: { 200: pageOf(Dataset), ...problemResponses } } },
+    async (request) => {
+      const query = request.query as { cursor?: string; limit: number };
+      return records.list('datasets', request.tenant, query);
+    },
+  );
+
+  app.get(
+    '/v1/datasets/:id',
+    { schema: { summary: 'Show a dataset', params: IdParams, response: { 200: Dataset, ...problemResponses } } },
+    async (request) => {
+      const { id } = request.params as { id: string };
+      const record = isId('datasets', id) ? await records.get('datasets', request.tenant, id) : null;
+      if (!record) throw new ApiProblem('not-found', `no dataset ${id}`);
+      return record;
+    },
+  );
+
+  app.delete(
+    '/v1/datasets/:id',
+    {
+      schema: {
+        summary: 'Delete a dataset',
+        params: IdParams,
+        response: { 204: Type.Null(), 409: Problem, ...problemResponses },
+      },
+    },
+    async (request, reply) => {
+      const { id } = request.params as { id: string };
+      const record = isId('datasets', id) ? await records.get('datasets', request.tenant, id) : null;
+      if (!record) throw new ApiProblem('not-found', `no dataset ${id}`);
+      const activeJobs = await jobsUsing(records, request.tenant, id);
+      if (activeJobs.length > 0) {
+        throw new ApiProblem('conflict', `dataset ${id} is used by unfinished jobs: ${activeJobs.join(', ')}`, { jobs: activeJobs });
+      }
+      // Blobs are shared by content; they are left for a sweep rather than counted per reference here.
+      await records.delete('datasets', request.tenant, id);
+      return reply.code(204).send();
     },
   );
 }

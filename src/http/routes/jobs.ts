@@ -17,6 +17,7 @@ import { listTree } from '../../storage/tree.js';
 import type { JobRecord } from '../../storage/types.js';
 import { ApiProblem } from '../errors.js';
 import { IdParams, Job, JobStatus, ListQuery, pageOf, Problem, problemResponses } from '../schemas.js';
+import { checkJobDatasets } from './datasets.js';
 
 const idempotencyTtlSeconds = 24 * 3600;
 
@@ -55,7 +56,7 @@ export async function jobRoutes(app: FastifyInstance): Promise<void> {
         summary: 'Submit a job',
         headers: Type.Object({ 'idempotency-key': Type.Optional(Type.String({ minLength: 1, maxLength: 255 })) }),
         body: Type.Object({}, { additionalProperties: true }),
-        response: { 202: Job, 409: Problem, ...problemResponses },
+        response: { 202: Job, 409: Problem, 422: Problem, ...problemResponses },
       },
     },
     async (request, reply) => {
@@ -63,6 +64,7 @@ export async function jobRoutes(app: FastifyInstance): Promise<void> {
       if (!spec.modelId) throw new SpecError([{ path: '/modelId', message: 'required: the id of an uploaded model' }]);
       const model = isId('models', spec.modelId) ? await records.get('models', request.tenant, spec.modelId) : null;
       if (!model) throw new SpecError([{ path: '/modelId', message: `no model ${spec.modelId}` }]);
+      await checkJobDatasets(app.services, request.tenant, model, spec.data);
 
       const id = newId('jobs');
       const idempotencyKey = request.headers['idempotency-key'] as string | undefined;

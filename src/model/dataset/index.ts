@@ -1,0 +1,377 @@
+/**
+ * Datasets the engine streams in batches: `x` (model inputs) and optional `y` (labels or targets), from a
+ * pair of `.npy` files, one `.npz`, or a small JSON `{x, y}` of nested arrays.
+ *
+ * Nothing but JSON is loaded whole: a `.npy` batch is one positional read of exactly its rows, an `.npz`
+ * entry is streamed (see npz.ts), and element types are converted per batch — big endian swapped,
+ * float64/int64 narrowed — so an evaluation set larger than memory is fine. Opening a dataset reads the
+ * headers and one pass over `y` (to tell class indices from one-hot rows from regression targets).
+ *
+ * Batches hold `x` as float32 with `preprocess` applied (x·scale + offset, e.g. scale 1/255 for raw uint8
+ * pixels), or as int32 when the model's input is (token ids); `y` as int32 class indices or float32.
+ */
+import { open, readFile, stat, type FileHandle } from 'node:fs/promises';
+import {
+  NpyError,
+  decodeNpyValues,
+  nestedShape,
+  readFully,
+  readNpyHeader,
+  sampleSize,
+  type NpyDtype,
+  type NpyHeader,
+  type NumericArray,
+} from './npy.js';
+import { NpzFile, type NpzArray } from './npz.js';
+
+export { NpyError } from './npy.js';
+
+/** What a dataset is read from (CLI: file paths; service: blob paths, see openStoredDataset). */
+export type DatasetFiles = { x: string; y?: string } | { npz: string } | { json: string };
+
+/**
+ * `index`: one integer class id ≥ 0 per sample (y of shape [n] or [n, 1]); `onehot`: rows of k ≥ 2
+ * zeros with a single 1; `values`: anything else (regression targets, soft labels).
+ */
+export type LabelKind = 'index' | 'onehot' | 'values';
+
+export interface Preprocess {
+  scale: number;
+  offset: number;
+}
+
+export interface BatchOptions {
+  /** Applied to float x only: x · scale + offset. */
+  preprocess?: Preprocess;
+  /** First sample (inclusive; default 0). */
+  start?: number;
+  /** Last sample (exclusive; default `samples`). */
+  end?: number;
+  /** `int32` for models whose input is int (token ids); values must then be integers in int32 range. */
+  xDtype?: 'float32' | 'int32';
+}
+
+export interface DatasetBatch {
+  /** `count` samples of `x.sampleShape`, row-major. */
+  x: Float32Array | Int32Array;
+  /** Int32Array of `count` class ids for `index` labels, Float32Array of `count` rows of `y.sampleShape` else. */
+  y?: Float32Array | Int32Array;
+  count: number;
+}
+
+export interface Dataset {
+  samples: number;
+  /** `dtype` is the stored element type (`uint8`, `float64`, ...), not the batch's. */
+  x: { dtype: string; sampleShape: number[] };
+  y?: { dtype: string; sampleShape: number[]; labels: LabelKind };
+  batches(batchSize: number, options?: BatchOptions): AsyncIterable<DatasetBatch>;
+  close(): Promise<void>;
+}
+
+export class DatasetError extends Error {
+  override readonly name = 'DatasetError';
+}
+
+/** JSON datasets are parsed whole (a nested array costs ~10× its file size in memory): above this, use .npy. */
+export const JSON_DATASET_MAX_BYTES = 32 * 1024 * 1024;
+
+/** One array of a dataset: its element type and shape, and its rows a slice at a time. */
+interface ArraySource {
+  dtype: NpyDtype;
+  shape: number[];
+  /** Rows [start, end) in slices of at most `rows` rows, each as the stored element type. */
+  slices(start: number, end: number, rows: number): AsyncGenerator<NumericArray>;
+}
+
+function npyFileSource(handle: FileHandle, header: NpyHeader): ArraySource {
+  const rowBytes = sampleSize(header.shape) * header.itemBytes;
+  return {
+    dtype: header.dtype,
+    shape: header.shape,
+    async *slices(start, end, rows) {
+      for (let at = start; at < end; at += rows) {
+        const bytes = new Uint8Array(Math.min(rows, end - at) * rowBytes);
+        await readFully(handle, bytes, header.dataOffset + at * rowBytes);
+        yield decodeNpyValues(bytes, header);
+      }
+    },
+  };
+}
+
+function npzSource(npz: NpzFile, array: NpzArray): ArraySource {
+  const { header } = array;
+  const rowBytes = sampleSize(header.shape) * header.itemBytes;
+  return {
+    dtype: header.dtype,
+    shape: header.shape,
+    async *slices(start, end, rows) {
+      if (start >= end) return;
+      const reader = await npz.dataReader(array, start * rowBytes);
+      try {
+        for (let at = start; at < end; at += rows) {
+          yield decodeNpyValues(await reader.read(Math.min(rows, end - at) * rowBytes), header);
+        }
+      } finally {
+        await reader.close();
+      }
+    },
+  };
+}
+
+function memorySource(values: Float64Array, shape: number[]): ArraySource {
+  const rowSize = sampleSize(shape);
+  return {
+    dtype: 'float64',
+    shape,
+    async *slices(start, end, rows) {
+      for (let at = start; at < end; at += rows) yield values.subarray(at * rowSize, Math.min(end, at + rows) * rowSize);
+    },
+  };
+}
+
+function toNumber(value: number | bigint): number {
+  return typeof value === 'bigint' ? Number(value) : value;
+}
+
+/** One pass over y: the label kind of its values (see LabelKind). */
+async function detectLabels(y: ArraySource): Promise<LabelKind> {
+  const sampleShape = y.shape.slice(1);
+  const scalar = sampleShape.length === 0 || (sampleShape.length === 1 && sampleShape[0] === 1);
+  const width = sampleSize(y.shape);
+  if (!scalar && (sampleShape.length !== 1 || width < 2)) return 'values';
+  let index = scalar;
+  let onehot = !scalar;
+  for await (const values of y.slices(0, y.shape[0], Math.max(1, Math.floor(65536 / width)))) {
+    if (index) {
+      for (let i = 0; i < values.length; i++) {
+        const v = toNumber(values[i]);
+        if (!Number.isInteger(v) || v < 0 || v > 0x7fffffff) {
+          index = false;
+          break;
+        }
+      }
+    }
+    if (onehot) {
+      for (let row = 0; row < values.length && onehot; row += width) {
+        let ones = 0;
+        for (let k = 0; k < width; k++) {
+          const v = toNumber(values[row + k]);
+          if (v === 1) ones++;
+          else if (v !== 0) ones = 2;
+        }
+        onehot = ones === 1;
+      }
+    }
+    if (!index && !onehot) return 'values';
+  }
+  return index ? 'index' : onehot ? 'onehot' : 'values';
+}
+
+/** Converts a slice to float32 (then x·scale + offset unless identity). */
+function toFloat32(values: NumericArray, preprocess?: Preprocess): Float32Array {
+  const out = new Float32Array(values.length);
+  if (values instanceof BigInt64Array || values instanceof BigUint64Array) {
+    for (let i = 0; i < values.length; i++) out[i] = Number(values[i]);
+  } else {
+    out.set(values);
+  }
+  if (preprocess && (preprocess.scale !== 1 || preprocess.offset !== 0)) {
+    const { scale, offset } = preprocess;
+    for (let i = 0; i < out.length; i++) out[i] = out[i] * scale + offset;
+  }
+  return out;
+}
+
+/** Converts a slice to int32, refusing values an int32 cannot hold exactly; `first` is the slice's first sample. */
+function toInt32(values: NumericArray, rowSize: number, first: number, what: string): Int32Array {
+  if (values instanceof Int32Array) return values.slice();
+  const out = new Int32Array(values.length);
+  for (let i = 0; i < values.length; i++) {
+    const v = toNumber(values[i]);
+    if (!Number.isInteger(v) || v < -0x80000000 || v > 0x7fffffff) {
+      throw new DatasetError(`${what} of sample ${first + Math.floor(i / rowSize)} is ${v}, not an int32`);
+    }
+    out[i] = v;
+  }
+  return out;
+}
+
+class StreamedDataset implements Dataset {
+  readonly samples: number;
+  readonly x: Dataset['x'];
+  readonly y?: Dataset['y'];
+  private closed: Promise<void> | undefined;
+
+  constructor(
+    private readonly xSource: ArraySource,
+    private readonly ySource: ArraySource | undefined,
+    labels: LabelKind | undefined,
+    private readonly release: () => Promise<void>,
+  ) {
+    this.samples = xSource.shape[0];
+    this.x = { dtype: xSource.dtype, sampleShape: xSource.shape.slice(1) };
+    if (ySource && labels) this.y = { dtype: ySource.dtype, sampleShape: ySource.shape.slice(1), labels };
+  }
+
+  async *batches(batchSize: number, options: BatchOptions = {}): AsyncGenerator<DatasetBatch> {
+    const start = options.start ?? 0;
+    const end = options.end ?? this.samples;
+    if (!Number.isInteger(batchSize) || batchSize < 1) throw new DatasetError(`batch size ${batchSize} is not a positive integer`);
+    if (!Number.isInteger(start) || !Number.isInteger(end) || start < 0 || end > this.samples || start > end) {
+      throw new DatasetError(`sample range [${start}, ${end}) is outside [0, ${this.samples})`);
+    }
+    const xDtype = options.xDtype ?? 'float32';
+    const { preprocess } = options;
+    if (xDtype === 'int32' && preprocess && (preprocess.scale !== 1 || preprocess.offset !== 0)) {
+      throw new DatasetError('preprocess (scale, offset) applies to float inputs; this model takes int32 inputs');
+    }
+    const xRowSize = sampleSize(this.xSource.shape);
+    const xSlices = this.xSource.slices(start, end, batchSize);
+    const ySlices = this.ySource?.slices(start, end, batchSize);
+    const labels = this.y?.labels;
+    try {
+      for (let at = start; at < end; at += batchSize) {
+        const xNext = await xSlices.next();
+        if (xNext.done) break;
+        const count = xNext.value.length / xRowSize;
+        const batch: DatasetBatch = {
+          x: xDtype === 'int32' ? toInt32(xNext.value, xRowSize, at, 'x') : toFloat32(xNext.value, preprocess),
+          count,
+        };
+        if (ySlices) {
+          const yNext = await ySlices.next();
+          if (yNext.done) throw new DatasetError('y ended before x');
+          batch.y = labels === 'index' ? toInt32(yNext.value, 1, at, 'y') : toFloat32(yNext.value);
+        }
+        yield batch;
+      }
+    } finally {
+      await xSlices.return(undefined);
+      await ySlices?.return(undefined);
+    }
+  }
+
+  /** Idempotent: one dataset may serve several roles of a job, and each role's owner may close it. */
+  close(): Promise<void> {
+    this.closed ??= this.release();
+    return this.closed;
+  }
+}
+
+/** Shape checks every dataset passes (also run by the upload route on headers alone). */
+export function checkDatasetShapes(x: number[], y?: number[]): void {
+  if (x.length === 0) throw new DatasetError('x is a scalar, not an array of samples');
+  if (x[0] === 0) throw new DatasetError('x has no samples');
+  if (x.slice(1).includes(0)) throw new DatasetError(`x samples of shape [${x.slice(1).join(', ')}] are empty`);
+  if (!y) return;
+  if (y.length === 0) throw new DatasetError('y is a scalar, not an array of labels');
+  if (y.slice(1).includes(0)) throw new DatasetError(`y samples of shape [${y.slice(1).join(', ')}] are empty`);
+  if (y[0] !== x[0]) throw new DatasetError(`x has ${x[0]} samples but y has ${y[0]}`);
+}
+
+async function make(x: ArraySource, y: ArraySource | undefined, release: () => Promise<void>): Promise<Dataset> {
+  try {
+    checkDatasetShapes(x.shape, y?.shape);
+    const labels = y ? await detectLabels(y) : undefined;
+    return new StreamedDataset(x, y, labels, release);
+  } catch (error) {
+    await release();
+    throw error;
+  }
+}
+
+/** Prefixes a parse error with the file it came from. */
+function named<T>(what: string, work: Promise<T>): Promise<T> {
+  return work.catch((error: unknown) => {
+    if (error instanceof NpyError || error instanceof DatasetError) throw new DatasetError(`${what}: ${error.message}`);
+    throw error;
+  });
+}
+
+async function openNpy(path: string, what: string): Promise<{ handle: FileHandle; source: ArraySource }> {
+  const handle = await open(path, 'r');
+  try {
+    const header = await named(what, readNpyHeader(handle));
+    return { handle, source: npyFileSource(handle, header) };
+  } catch (error) {
+    await handle.close();
+    throw error;
+  }
+}
+
+/** Flattens a rectangular nested array (shape from nestedShape) into float64 values. */
+function flatten(value: unknown, size: number): Float64Array {
+  const out = new Float64Array(size);
+  let at = 0;
+  const walk = (v: unknown): void => {
+    if (typeof v === 'number') out[at++] = v;
+    else for (const item of v as unknown[]) walk(item);
+  };
+  walk(value);
+  return out;
+}
+
+/** A dataset from a JSON document `{x, y?}` of nested arrays (see JSON_DATASET_MAX_BYTES). */
+export async function parseJsonDataset(text: string, what = 'JSON dataset'): Promise<Dataset> {
+  let body: { x?: unknown; y?: unknown };
+  try {
+    body = JSON.parse(text);
+  } catch (error) {
+    throw new DatasetError(`${what} is not JSON: ${(error as Error).message}`);
+  }
+  if (body === null || typeof body !== 'object' || Array.isArray(body)) throw new DatasetError(`${what} must be an object {x, y}`);
+  const source = (value: unknown, label: string): ArraySource => {
+    try {
+      const shape = nestedShape(value, `/${label}`);
+      return memorySource(flatten(value, shape.reduce((a, b) => a * b, 1)), shape);
+    } catch (error) {
+      if (error instanceof NpyError) throw new DatasetError(`${what}: ${error.message}`);
+      throw error;
+    }
+  };
+  const x = source(body.x, 'x');
+  const y = body.y === undefined || body.y === null ? undefined : source(body.y, 'y');
+  return make(x, y, async () => undefined);
+}
+
+/** Opens a dataset for streaming: headers are read and checked, y is scanned once for its label kind. */
+export async function openDataset(files: DatasetFiles): Promise<Dataset> {
+  if ('json' in files) {
+    const size = (await stat(files.json)).size;
+    if (size > JSON_DATASET_MAX_BYTES) {
+      throw new DatasetError(
+        `JSON dataset is ${size} bytes; JSON datasets are parsed whole and capped at ${JSON_DATASET_MAX_BYTES} bytes — send .npy or .npz instead`,
+      );
+    }
+    return parseJsonDataset(await readFile(files.json, 'utf8'));
+  }
+  if ('npz' in files) {
+    const npz = await named('npz', NpzFile.open(files.npz));
+    return make(npzSource(npz, npz.x), npz.y ? npzSource(npz, npz.y) : undefined, async () => npz.close());
+  }
+  const x = await openNpy(files.x, 'x');
+  let y: Awaited<ReturnType<typeof openNpy>> | undefined;
+  try {
+    y = files.y === undefined ? undefined : await openNpy(files.y, 'y');
+  } catch (error) {
+    await x.handle.close();
+    throw error;
+  }
+  return make(x.source, y?.source, async () => {
+    await Promise.all([x.handle.close(), y?.handle.close()]);
+  });
+}
+
+/**
+ * A CLI dataset reference → files: `data.npz`, `data.json`, `x.npy`, or `x.npy,y.npy` (x and labels).
+ */
+export function datasetFiles(ref: string): DatasetFiles {
+  const lower = ref.toLowerCase();
+  if (lower.endsWith('.npz')) return { npz: ref };
+  if (lower.endsWith('.json')) return { json: ref };
+  const [x, y, ...rest] = ref.split(',');
+  if (rest.length > 0 || !x.toLowerCase().endsWith('.npy') || (y !== undefined && !y.toLowerCase().endsWith('.npy'))) {
+    throw new DatasetError(`dataset "${ref}": give a .npz, a .json {x, y}, x.npy, or x.npy,y.npy`);
+  }
+  return y === undefined ? { x } : { x, y };
+}

@@ -1,0 +1,172 @@
+/**
+ * /v1/datasets (upload of .npy pairs, .npz and JSON checked from headers; list, show, delete) and the
+ * dataset checks at job submission: 404 for a dataset that is not the tenant's, 422 naming the mismatch
+ * with the model's input or output.
+ */
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import type { FastifyInstance } from 'fastify';
+import type { Config } from '../../src/config.js';
+import { buildApp } from '../../src/http/app.js';
+import { openStoredDataset } from '../../src/storage/datasets.js';
+import { npyOf } from '../model/dataset/npy-fixture.js';
+import { cleanup, filesAsParts, multipart, testConfig, tinyModel, zipOf, type Part } from './helpers.js';
+import { expectMatchesSpec } from './spec-validator.js';
+
+let config: Config;
+let app: FastifyInstance;
+/** tinyModel: input 'dense_1_input' [null, 4] → output 'dense_2' [null, 2]. */
+let modelId: string;
+const alice = { authorization: 'Bearer alice-key' };
+const bob = { authorization: 'Bearer bob-key' };
+
+beforeAll(async () => {
+  config = await testConfig({ QAAS_API_KEYS: 'alice:alice-key,bob:bob-key', QAAS_RATE_LIMIT_MAX: '1000' });
+  app = await buildApp(config, { logger: false });
+  const body = multipart(filesAsParts(await tinyModel()));
+  const res = await app.inject({ method: 'POST', url: '/v1/models', payload: body.payload, headers: { ...body.headers, ...alice } });
+  expect(res.statusCode).toBe(201);
+  modelId = res.json().id;
+});
+
+afterAll(async () => {
+  await app?.close();
+  await cleanup(config);
+});
+
+function upload(parts: Part[], headers: Record<string, string> = alice) {
+  const body = multipart(parts);
+  return app.inject({ method: 'POST', url: '/v1/datasets', payload: body.payload, headers: { ...body.headers, ...headers } });
+}
+
+async function uploaded(parts: Part[], headers: Record<string, string> = alice): Promise<string> {
+  const res = await upload(parts, headers);
+  expect(res.statusCode, res.body).toBe(201);
+  return res.json().id;
+}
+
+const range = (n: number) => Array.from({ length: n }, (_, i) => i);
+const xOf = (features: number, samples = 3) => npyOf('<f4', [samples, features], range(samples * features));
+
+function submit(data: Record<string, string>, headers: Record<string, string> = alice) {
+  return app.inject({ method: 'POST', url: '/v1/jobs', payload: { modelId, method: { name: 'affine', bits: 8 }, data }, headers });
+}
+
+describe('POST /v1/datasets', () => {
+  it('stores an .npz (x and y in one archive) and opens it for the worker', async () => {
+    const npz = await zipOf([
+      ['x.npy', npyOf('>f8', [3, 4], range(12))],
+      ['y.npy', npyOf('|u1', [3], [1, 0, 1])],
+    ]);
+    const res = await upload([{ field: 'data', filename: 'data.npz', data: npz }]);
+    expect(res.statusCode).toBe(201);
+    expectMatchesSpec('POST', '/v1/datasets', res);
+    expect(res.json()).toMatchObject({ samples: 3, x: { dtype: '>f8', shape: [3, 4] }, y: { dtype: '|u1', shape: [3] }, bytes: npz.length });
+    const record = await app.services.records.get('datasets', 'alice', res.json().id);
+    const dataset = await openStoredDataset(record!, app.services.blobs);
+    expect(dataset.y?.labels).toBe('index');
+    const batches = [];
+    for await (const batch of dataset.batches(2, { start: 1 })) batches.push(batch);
+    expect(Array.from(batches[0].x.subarray(0, 4))).toEqual([4, 5, 6, 7]);
+    expect(batches.map((b) => Array.from(b.y!))).toEqual([[0, 1]]);
+    await dataset.close();
+  });
+
+  it('opens stored .npy pairs and JSON documents for the worker', async () => {
+    const pairId = await uploaded([
+      { field: 'x', filename: 'x.npy', data: xOf(4) },
+      { field: 'y', filename: 'y.npy', data: npyOf('<f4', [3, 2], [1, 0, 0, 1, 1, 0]) },
+    ]);
+    const pair = await openStoredDataset((await app.services.records.get('datasets', 'alice', pairId))!, app.services.blobs);
+    expect(pair.y).toEqual({ dtype: 'float32', sampleShape: [2], labels: 'onehot' });
+    await pair.close();
+    const jsonId = await uploaded([{ filename: 'd.json', data: JSON.stringify({ x: [[1, 2, 3, 4]], y: [0.5] }) }]);
+    const record = (await app.services.records.get('datasets', 'alice', jsonId))!;
+    expect(record.x).toMatchObject({ dtype: 'float64', shape: [1, 4], encoding: 'json' });
+    const json = await openStoredDataset(record, app.services.blobs);
+    expect(json.y?.labels).toBe('values');
+    await json.close();
+  });
+
+  it('answers 422 naming the part for Fortran order, truncated data and a bad archive', async () => {
+    const fortran = await upload([{ field: 'x', filename: 'x.npy', data: npyOf('<f4', [2, 2], [1, 2, 3, 4], { fortran: true }) }]);
+    expect(fortran.statusCode).toBe(422);
+    expect(fortran.json()).toMatchObject({ type: 'urn:qaas:problem:invalid-dataset' });
+    expectMatchesSpec('POST', '/v1/datasets', fortran);
+    expect(fortran.json().detail).toMatch(/^x: Fortran-ordered \.npy arrays are not supported; save in C order/);
+    const short = await upload([{ field: 'x', filename: 'x.npy', data: xOf(4) }, { field: 'y', filename: 'y.npy', data: xOf(1).slice(0, -4) }]);
+    expect(short.json().detail).toBe('y: .npy data holds 8 bytes, shape (3, 1) of <f4 needs 12');
+    const notZip = await upload([{ filename: 'data.npz', data: 'nope' }]);
+    expect(notZip.statusCode).toBe(422);
+    expect(notZip.json().detail).toContain('data.npz: not a readable .npz');
+    const none = await upload([{ filename: 'readme.txt', data: 'hello' }]);
+    expect(none.statusCode).toBe(400);
+  });
+});
+
+describe('GET and DELETE /v1/datasets', () => {
+  it('lists with a cursor, shows, hides other tenants and deletes', async () => {
+    const ids = [await uploaded([{ field: 'x', filename: 'x.npy', data: xOf(2) }], bob), await uploaded([{ field: 'x', filename: 'x.npy', data: xOf(3) }], bob)];
+    const first = await app.inject({ url: '/v1/datasets?limit=1', headers: bob });
+    expect(first.statusCode).toBe(200);
+    expectMatchesSpec('GET', '/v1/datasets', first);
+    expect(first.json().items.map((d: { id: string }) => d.id)).toEqual([ids[1]]);
+    const second = await app.inject({ url: `/v1/datasets?limit=1&cursor=${first.json().nextCursor}`, headers: bob });
+    expect(second.json()).toEqual({ items: [expect.objectContaining({ id: ids[0], samples: 3 })], nextCursor: null });
+    const shown = await app.inject({ url: `/v1/datasets/${ids[0]}`, headers: bob });
+    expect(shown.json()).toMatchObject({ id: ids[0], x: { shape: [3, 2] }, y: null });
+    expectMatchesSpec('GET', `/v1/datasets/${ids[0]}`, shown);
+    expect(shown.json().tenant).toBeUndefined();
+    expect((await app.inject({ url: `/v1/datasets/${ids[0]}`, headers: alice })).statusCode).toBe(404);
+    expect((await app.inject({ method: 'DELETE', url: `/v1/datasets/${ids[0]}`, headers: alice })).statusCode).toBe(404);
+    expect((await app.inject({ method: 'DELETE', url: `/v1/datasets/${ids[0]}`, headers: bob })).statusCode).toBe(204);
+    expect((await app.inject({ url: `/v1/datasets/${ids[0]}`, headers: bob })).statusCode).toBe(404);
+    expect((await app.inject({ url: '/v1/datasets/nonsense', headers: bob })).statusCode).toBe(404);
+  });
+
+  it('refuses to delete a dataset a queued job names', async () => {
+    const id = await uploaded([{ field: 'x', filename: 'x.npy', data: xOf(4) }]);
+    expect((await submit({ calibration: id })).statusCode).toBe(202);
+    const res = await app.inject({ method: 'DELETE', url: `/v1/datasets/${id}`, headers: alice });
+    expect(res.statusCode).toBe(409);
+    expectMatchesSpec('DELETE', `/v1/datasets/${id}`, res);
+    expect(res.json().detail).toMatch(new RegExp(`^dataset ${id} is used by unfinished jobs: job_`));
+  });
+});
+
+describe('POST /v1/jobs with data', () => {
+  it('accepts datasets that fit the model', async () => {
+    const classIds = await uploaded([{ field: 'x', filename: 'x.npy', data: xOf(4) }, { field: 'y', filename: 'y.npy', data: npyOf('<i8', [3], [0, 1, 1]) }]);
+    const oneHot = await uploaded([{ field: 'x', filename: 'x.npy', data: xOf(4) }, { field: 'y', filename: 'y.npy', data: npyOf('<f4', [3, 2], [1, 0, 0, 1, 0, 1]) }]);
+    const res = await submit({ calibration: classIds, evaluation: oneHot, training: classIds });
+    expect(res.statusCode, res.body).toBe(202);
+    expect(res.json().spec.data).toEqual({ calibration: classIds, evaluation: oneHot, training: classIds });
+  });
+
+  it("answers 404 for a dataset that is not the tenant's", async () => {
+    const bobs = await uploaded([{ field: 'x', filename: 'x.npy', data: xOf(4) }], bob);
+    const res = await submit({ evaluation: bobs });
+    expect(res.statusCode).toBe(404);
+    expectMatchesSpec('POST', '/v1/jobs', res);
+    expect(res.json()).toMatchObject({ type: 'urn:qaas:problem:not-found', detail: `no dataset ${bobs} (data.evaluation)`, dataset: bobs, role: 'evaluation' });
+    expect((await submit({ training: 'ds_missing' })).statusCode).toBe(404);
+  });
+
+  it('answers 422 naming the mismatch with the input or the output', async () => {
+    const wide = await uploaded([{ field: 'x', filename: 'x.npy', data: xOf(5) }]);
+    const badX = await submit({ calibration: wide });
+    expect(badX.statusCode).toBe(422);
+    expectMatchesSpec('POST', '/v1/jobs', badX);
+    expect(badX.json()).toMatchObject({
+      type: 'urn:qaas:problem:invalid-dataset',
+      detail: `data.calibration (${wide}): dataset x samples are [5] but input 'dense_1_input' expects [4]`,
+      dataset: wide,
+      role: 'calibration',
+    });
+    const threeClasses = await uploaded([{ field: 'x', filename: 'x.npy', data: xOf(4) }, { field: 'y', filename: 'y.npy', data: npyOf('<f4', [3, 3], [1, 0, 0, 0, 1, 0, 0, 0, 1]) }]);
+    const badY = await submit({ evaluation: threeClasses });
+    expect(badY.statusCode).toBe(422);
+    expect(badY.json().detail).toBe(`data.evaluation (${threeClasses}): dataset y samples are [3] but output 'dense_2' gives [2]`);
+    // Calibration reads x only: the same dataset's labels are not held against it there.
+    expect((await submit({ calibration: threeClasses })).statusCode).toBe(202);
+  });
+});
