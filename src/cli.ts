@@ -8,11 +8,12 @@ import { resolve } from 'node:path';
 import { parseArgs } from 'node:util';
 import cliProgress from 'cli-progress';
 import { loadConfig } from './config.js';
-import { parseJobSpec, SpecError } from './jobs/spec.js';
+import { parseJobSpec, SpecError, type JobSpec } from './jobs/spec.js';
 import { selectBackend } from './model/backend.js';
 import { ModelError } from './model/errors.js';
 import { readModelDir } from './model/read.js';
-import { runPtq, type PtqReport } from './pipeline/ptq.js';
+import { datasetFiles, DatasetError, openDataset, type Dataset } from './model/dataset/index.js';
+import { runJob, type JobDatasets, type JobReport } from './pipeline/job.js';
 import { methodNames } from './quant/methods/index.js';
 import { writeTreeAtomically } from './storage/tree.js';
 import { packageVersion } from './version.js';
@@ -38,6 +39,14 @@ quantize options (override the --spec file's fields):
   --stochastic               stochastic binarization
   --seed <n>                 seed of every random choice
   --skip <glob>              leave matching weights in float32 (repeatable)
+  --kind <k>                 ptq (default) | qat (needs --train; epochs etc. from the spec's qat block)
+  --data <ref>               one dataset for calibration, evaluation and training (unless given below)
+  --calibration <ref>        activation ranges; a ref is data.npz, data.json {x, y}, x.npy or x.npy,y.npy
+  --eval <ref>               metrics of the float and the exported model (accuracy, agreement, ...)
+  --train <ref>              quantization-aware training
+  --activation-bits <n>      simulate n-bit integer activations (needs calibration data)
+  --activation-calibration <c>  minmax | percentile | mse | kl
+  --scale <s> --offset <o>   preprocess: x * scale + offset (e.g. --scale 0.00392156862 for raw pixels)
   --shard-size <bytes>       model/ shard size (default 4 MiB)
   --quiet                    no progress bar or table
 `;
@@ -90,6 +99,15 @@ async function quantize(args: string[]): Promise<number> {
       seed: { type: 'string' },
       skip: { type: 'string', multiple: true },
       'shard-size': { type: 'string' },
+      kind: { type: 'string' },
+      data: { type: 'string' },
+      calibration: { type: 'string' },
+      eval: { type: 'string' },
+      train: { type: 'string' },
+      'activation-bits': { type: 'string' },
+      'activation-calibration': { type: 'string' },
+      scale: { type: 'string' },
+      offset: { type: 'string' },
       quiet: { type: 'boolean', short: 'q' },
     },
   });
@@ -111,21 +129,37 @@ async function quantize(args: string[]): Promise<number> {
   };
   const baseMethod = (fileSpec.method ?? {}) as Record<string, unknown>;
   const methodName = values.method ?? (baseMethod.name as string | undefined) ?? 'affine';
-  const method = {
-    ...(methodName === baseMethod.name ? baseMethod : {}),
-    name: methodName,
-    ...Object.fromEntries(Object.entries(flags).filter(([, v]) => v !== undefined)),
-  };
+  const method = { ...(methodName === baseMethod.name ? baseMethod : {}), name: methodName, ...definedOnly(flags) };
   const layers = (fileSpec.layers ?? {}) as { skip?: string[] };
+  const data = {
+    ...(fileSpec.data as object),
+    ...definedOnly({
+      calibration: values.calibration ?? values.data,
+      evaluation: values.eval ?? values.data,
+      training: values.train ?? values.data,
+    }),
+  };
+  const activationFlags = definedOnly({
+    bits: numberFlag('activation-bits', values['activation-bits']),
+    calibration: values['activation-calibration'],
+  });
   const spec = parseJobSpec({
     ...fileSpec,
+    ...definedOnly({ kind: values.kind }),
     method,
     layers: { ...layers, skip: [...(layers.skip ?? []), ...(values.skip ?? [])] },
-    output: { ...(fileSpec.output as object), ...(values['shard-size'] ? { shardSizeBytes: numberFlag('shard-size', values['shard-size']) } : {}) },
+    data,
+    ...(Object.keys(activationFlags).length > 0 ? { activations: { ...(fileSpec.activations as object), ...activationFlags } } : {}),
+    preprocess: {
+      ...(fileSpec.preprocess as object),
+      ...definedOnly({ scale: numberFlag('scale', values.scale), offset: numberFlag('offset', values.offset) }),
+    },
+    output: { ...(fileSpec.output as object), ...definedOnly({ shardSizeBytes: numberFlag('shard-size', values['shard-size']) }) },
   });
 
   const backend = await selectBackend(loadConfig().tfBackend);
   const model = await readModelDir(resolve(positionals[0]));
+  const datasets = await openDatasets(spec);
   const bar =
     process.stderr.isTTY && !values.quiet
       ? new cliProgress.SingleBar(
@@ -134,10 +168,13 @@ async function quantize(args: string[]): Promise<number> {
         )
       : undefined;
   bar?.start(100, 0, { stage: 'load', message: '' });
-  const { files, report } = await runPtq(model, spec, {
+  const { files, report } = await runJob(model, spec, datasets, {
     backend,
     onProgress: (p) => bar?.update(p.progress, { stage: p.stage, message: p.message }),
-  }).finally(() => bar?.stop());
+  }).finally(async () => {
+    bar?.stop();
+    await Promise.all(Object.values(datasets).map((d) => d.close()));
+  });
   const outDir = resolve(values.out);
   await writeTreeAtomically(outDir, files);
   if (!values.quiet) process.stdout.write(`${formatSummary(report)}\nwrote ${outDir}/{model,packed,report.json}\n`);
@@ -158,6 +195,33 @@ async function readSpecFile(path: string): Promise<Record<string, unknown>> {
   }
 }
 
+/** The datasets a spec names, opened once each (one file may serve several roles). */
+async function openDatasets(spec: JobSpec): Promise<JobDatasets> {
+  const opened = new Map<string, Promise<Dataset>>();
+  const open = (ref: string | undefined) => {
+    if (ref === undefined) return undefined;
+    if (!opened.has(ref)) opened.set(ref, openDataset(datasetFiles(resolveDatasetRef(ref))));
+    return opened.get(ref);
+  };
+  const [calibration, evaluation, training] = await Promise.all([
+    open(spec.data.calibration),
+    open(spec.data.evaluation),
+    open(spec.data.training),
+  ]);
+  return definedOnly({ calibration, evaluation, training });
+}
+
+function resolveDatasetRef(ref: string): string {
+  return ref
+    .split(',')
+    .map((path) => resolve(path))
+    .join(',');
+}
+
+function definedOnly<T extends Record<string, unknown>>(fields: T): Partial<T> {
+  return Object.fromEntries(Object.entries(fields).filter(([, v]) => v !== undefined)) as Partial<T>;
+}
+
 function numberFlag(name: string, raw: string | undefined): number | undefined {
   if (raw === undefined) return undefined;
   const value = Number(raw);
@@ -166,7 +230,7 @@ function numberFlag(name: string, raw: string | undefined): number | undefined {
 }
 
 /** The per-tensor table and the totals, as fixed-width text. */
-function formatSummary(report: PtqReport): string {
+function formatSummary(report: JobReport): string {
   const header = ['tensor', 'shape', 'method', 'bits/w', 'stored', 'SQNR dB', 'cosine'];
   const rows = report.tensors.map((t) => [
     t.name,
@@ -187,6 +251,13 @@ function formatSummary(report: PtqReport): string {
     `${report.tensors.length} tensors quantized, ${report.skipped.length} skipped; ` +
       `weights ${m.bytesBefore} B → model/ ${m.bytesAfter} B (${m.stockCompressionRatio.toFixed(2)}×), ` +
       `packed ${m.packedBytes} B (${m.compressionRatio.toFixed(2)}×, ${m.bitsPerWeight.toFixed(2)} bits/weight); backend ${m.backend}`,
+    ...Object.entries(m.metrics).map(
+      ([stage, metrics]) =>
+        `${stage}: ` +
+        Object.entries(metrics)
+          .map(([name, value]) => `${name} ${typeof value === 'number' && !Number.isInteger(value) ? value.toFixed(4) : value}`)
+          .join(', '),
+    ),
   ].join('\n');
 }
 
@@ -206,6 +277,7 @@ function isBadInput(error: unknown): boolean {
     error instanceof UsageError ||
     error instanceof SpecError ||
     error instanceof ModelError ||
+    error instanceof DatasetError ||
     code === 'ENOENT' ||
     code.startsWith('ERR_PARSE_ARGS')
   );

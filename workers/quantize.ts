@@ -11,12 +11,17 @@ import { pino } from 'pino';
 import { loadConfig, type Config } from '../src/config.js';
 import { JobLifecycle, isTerminal } from '../src/jobs/lifecycle.js';
 import { createQueues, enqueue, workerRedis, type JobProgressEvent, type QuantizePayload, type Queues } from '../src/jobs/queue.js';
-import { parseJobSpec, SpecError } from '../src/jobs/spec.js';
+import { parseJobSpec, SpecError, type JobSpec } from '../src/jobs/spec.js';
 import { selectBackend } from '../src/model/backend.js';
 import { ModelError } from '../src/model/errors.js';
 import { readModel } from '../src/model/read.js';
 import type { FileSet } from '../src/model/types.js';
-import { runPtq } from '../src/pipeline/ptq.js';
+import type { Dataset } from '../src/model/dataset/index.js';
+import { DatasetError } from '../src/model/dataset/index.js';
+import { runJob, type JobDatasets } from '../src/pipeline/job.js';
+import type { QatCheckpoint } from '../src/quant/qat/train.js';
+import { CheckpointStore } from '../src/storage/checkpoints.js';
+import { openStoredDataset } from '../src/storage/datasets.js';
 import { artifactDir } from '../src/storage/artifacts.js';
 import { BlobStore } from '../src/storage/blobs.js';
 import { RecordStore } from '../src/storage/records.js';
@@ -29,6 +34,7 @@ interface Context {
   blobs: BlobStore;
   lifecycle: JobLifecycle;
   queues: Queues;
+  checkpoints: CheckpointStore<QatCheckpoint>;
   backend: string;
   log: pino.Logger;
 }
@@ -51,6 +57,7 @@ function getContext(): Promise<Context> {
       blobs: new BlobStore(config.dataDir),
       lifecycle: new JobLifecycle(records, redis, config.redisPrefix),
       queues: createQueues(redis, config.redisPrefix),
+      checkpoints: new CheckpointStore<QatCheckpoint>(config.dataDir),
       backend: await selectBackend(config.tfBackend),
       log,
     };
@@ -78,6 +85,7 @@ export default async function quantize(job: SandboxedJob<QuantizePayload>): Prom
   log.info({ method: record.method, modelId: record.modelId }, 'job started');
 
   const controller = new AbortController();
+  let datasets: JobDatasets = {};
   const checkCancel = async () => {
     if (!controller.signal.aborted && (await ctx.lifecycle.isCancelRequested(jobId))) controller.abort();
   };
@@ -101,9 +109,14 @@ export default async function quantize(job: SandboxedJob<QuantizePayload>): Prom
     for (const file of model.files) files.set(file.path, new Uint8Array(await ctx.blobs.read(file.sha256)));
     const spec = parseJobSpec(record.spec);
     const loaded = readModel(files);
-    const result = await runPtq(loaded, spec, {
+    datasets = await openJobDatasets(ctx, tenant, spec);
+    const resumeFrom = await ctx.checkpoints.load(tenant, jobId);
+    if (resumeFrom) log.info({ epoch: resumeFrom.epoch }, 'resuming training from the last checkpoint');
+    const result = await runJob(loaded, spec, datasets, {
       backend: ctx.backend,
       signal: controller.signal,
+      resumeFrom,
+      onCheckpoint: (checkpoint) => ctx.checkpoints.save(tenant, jobId, checkpoint),
       // The engine's 0–100 becomes 2–95 here: loading comes before it, storing the artifacts after.
       onProgress: (progress) => report({ ...progress, progress: Math.round((2 + progress.progress * 0.93) * 10) / 10 }),
     });
@@ -121,8 +134,10 @@ export default async function quantize(job: SandboxedJob<QuantizePayload>): Prom
       compressionRatio: m.compressionRatio,
       bitsPerWeight: m.bitsPerWeight,
       backend: m.backend,
+      metrics: m.metrics,
     };
     const done = await ctx.lifecycle.succeed(tenant, jobId, summary, [...result.files.keys()].sort());
+    await ctx.checkpoints.remove(tenant, jobId);
     log.info({ status: done?.status, compressionRatio: summary.compressionRatio }, 'job ended');
     await queueWebhook(ctx, tenant, jobId, done?.webhookUrl ?? null);
     return { status: done?.status ?? 'succeeded' };
@@ -134,7 +149,8 @@ export default async function quantize(job: SandboxedJob<QuantizePayload>): Prom
       await queueWebhook(ctx, tenant, jobId, cancelled?.webhookUrl ?? null);
       return { status: 'cancelled' };
     }
-    const badInput = error instanceof ModelError || error instanceof SpecError || error instanceof UnrecoverableError;
+    const badInput =
+      error instanceof ModelError || error instanceof SpecError || error instanceof DatasetError || error instanceof UnrecoverableError;
     const message = error instanceof Error ? error.message : String(error);
     const lastAttempt = badInput || job.attemptsMade + 1 >= (job.opts.attempts ?? 1);
     if (lastAttempt) {
@@ -151,7 +167,27 @@ export default async function quantize(job: SandboxedJob<QuantizePayload>): Prom
     throw badInput && !(error instanceof UnrecoverableError) ? new UnrecoverableError(message) : error;
   } finally {
     clearInterval(cancelPoll);
+    await Promise.all(Object.values(datasets).map((dataset) => dataset.close()));
   }
+}
+
+/** The spec's dataset ids, opened from the tenant's records (one dataset may serve several roles). */
+async function openJobDatasets(ctx: Context, tenant: string, spec: JobSpec): Promise<JobDatasets> {
+  const datasets: JobDatasets = {};
+  const opened = new Map<string, Dataset>();
+  for (const role of ['calibration', 'evaluation', 'training'] as const) {
+    const id = spec.data[role];
+    if (id === undefined) continue;
+    let dataset = opened.get(id);
+    if (!dataset) {
+      const record = await ctx.records.get('datasets', tenant, id);
+      if (!record) throw new UnrecoverableError(`dataset ${id} (data.${role}) no longer exists`);
+      dataset = await openStoredDataset(record, ctx.blobs);
+      opened.set(id, dataset);
+    }
+    datasets[role] = dataset;
+  }
+  return datasets;
 }
 
 async function queueWebhook(ctx: Context, tenant: string, jobId: string, url: string | null): Promise<void> {

@@ -45,12 +45,80 @@ export const WebhookSpec = Type.Object(
   { additionalProperties: false },
 );
 
+const DatasetRef = Type.String({ minLength: 1, description: 'a dataset id (API) or a file path (CLI)' });
+
+export const DataSpec = Type.Object(
+  {
+    calibration: Type.Optional(DatasetRef),
+    evaluation: Type.Optional(DatasetRef),
+    training: Type.Optional(DatasetRef),
+  },
+  { additionalProperties: false, default: {} },
+);
+
+export const PreprocessSpec = Type.Object(
+  {
+    scale: Type.Number({ default: 1, description: 'x is fed to the model as x * scale + offset (e.g. 1/255 for raw pixels)' }),
+    offset: Type.Number({ default: 0 }),
+  },
+  { additionalProperties: false, default: {} },
+);
+
+export const ActivationsSpec = Type.Object(
+  {
+    bits: Type.Integer({ minimum: 2, maximum: 16, default: 8 }),
+    calibration: Type.Union(
+      [Type.Literal('minmax'), Type.Literal('percentile'), Type.Literal('mse'), Type.Literal('kl')],
+      { default: 'minmax' },
+    ),
+    percentile: Type.Number({ exclusiveMinimum: 50, maximum: 100, default: 99.99 }),
+  },
+  { additionalProperties: false, description: 'simulate integer activations (fake-quant after each layer)' },
+);
+
+export const QatSpec = Type.Object(
+  {
+    epochs: Type.Integer({ minimum: 1, maximum: 1000, default: 3 }),
+    batchSize: Type.Integer({ minimum: 1, maximum: 65536, default: 32 }),
+    learningRate: Type.Number({ exclusiveMinimum: 0, maximum: 10, default: 1e-3 }),
+    optimizer: Type.Union([Type.Literal('adam'), Type.Literal('sgd')], { default: 'adam' }),
+    momentum: Type.Number({ minimum: 0, maximum: 1, default: 0.9, description: 'sgd only' }),
+    learningRateDecay: Type.Number({ minimum: 0, maximum: 1, default: 0, description: 'per epoch: lr × (1 − decay)' }),
+    validationSplit: Type.Number({ minimum: 0, maximum: 0.5, default: 0 }),
+    ste: Type.Union([Type.Literal('identity'), Type.Literal('clipped')], { default: 'clipped' }),
+  },
+  { additionalProperties: false, default: {} },
+);
+
+export const TargetSpec = Type.Object(
+  {
+    metric: Type.Union(
+      [Type.Literal('accuracy'), Type.Literal('top5'), Type.Literal('agreement'), Type.Literal('mse'), Type.Literal('mae')],
+      { default: 'accuracy' },
+    ),
+    maxDrop: Type.Optional(Type.Number({ minimum: 0, description: 'largest acceptable drop of the metric vs float' })),
+    maxBytes: Type.Optional(Type.Integer({ minimum: 1 })),
+  },
+  { additionalProperties: false },
+);
+
 export const JobSpecSchema = Type.Object(
   {
     modelId: Type.Optional(Type.String({ minLength: 1 })),
-    kind: Type.Union([Type.Literal('ptq')], { default: 'ptq', description: 'ptq (qat, auto, analyze: planned)' }),
+    kind: Type.Union([Type.Literal('ptq'), Type.Literal('qat')], {
+      default: 'ptq',
+      description: 'ptq: post-training; qat: quantization-aware training (needs data.training)',
+    }),
     method: MethodSpec,
     layers: LayersSpec,
+    data: DataSpec,
+    preprocess: PreprocessSpec,
+    foldBatchNorm: Type.Optional(
+      Type.Boolean({ description: 'fold BatchNormalization into the preceding Conv/Dense (default: true for ptq)' }),
+    ),
+    activations: Type.Optional(ActivationsSpec),
+    qat: QatSpec,
+    target: Type.Optional(TargetSpec),
     output: OutputSpec,
     webhook: Type.Optional(WebhookSpec),
   },
@@ -82,6 +150,8 @@ export function parseJobSpec(input: unknown): JobSpec {
   const problems = [...Value.Errors(JobSpecSchema, withDefaults)].map((e) => ({ path: e.path, message: e.message }));
   if (problems.length > 0) throw new SpecError(problems);
   const raw = withDefaults as RawJobSpec;
+  const combinations = combinationProblems(raw);
+  if (combinations.length > 0) throw new SpecError(combinations);
   try {
     const method = parseMethodParams(raw.method, '/method');
     for (const [glob, override] of Object.entries(raw.layers.overrides)) {
@@ -101,4 +171,19 @@ export function parseJobSpec(input: unknown): JobSpec {
 export function mergeOverride(base: { name: string }, override: Record<string, unknown>): Record<string, unknown> {
   if (typeof override.name === 'string' && override.name !== base.name) return override;
   return { ...base, ...override };
+}
+
+/** Fields that are each valid but need another: said before any work starts. */
+function combinationProblems(spec: RawJobSpec): SpecProblem[] {
+  const problems: SpecProblem[] = [];
+  if (spec.kind === 'qat' && !spec.data.training) {
+    problems.push({ path: '/data/training', message: 'kind "qat" needs a training dataset' });
+  }
+  if (spec.activations && !spec.data.calibration) {
+    problems.push({ path: '/data/calibration', message: 'activations need a calibration dataset to take ranges from' });
+  }
+  if (spec.target?.maxDrop !== undefined && !spec.data.evaluation) {
+    problems.push({ path: '/data/evaluation', message: 'target.maxDrop needs an evaluation dataset to measure the drop on' });
+  }
+  return problems;
 }

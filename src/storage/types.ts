@@ -2,6 +2,7 @@
  * The records the service keeps in Redis, one JSON document each, always owned by one tenant. What the API
  * returns is a projection of these (response schemas drop the internal fields).
  */
+import type { Metrics } from '../quant/evaluate.js';
 import type { ModelFormat } from '../model/types.js';
 
 export interface StoredFile {
@@ -28,8 +29,8 @@ export interface ArrayInfo {
   shape: number[];
   sha256: string;
   bytes: number;
-  /** `npy` blobs hold a whole .npy file; `json` blobs the uploaded JSON document. */
-  encoding: 'npy' | 'json';
+  /** `npy` blobs hold a whole .npy file; `json` blobs the uploaded JSON document; `npz` the archive (x and y share it). */
+  encoding: 'npy' | 'json' | 'npz';
 }
 
 export interface DatasetRecord {
@@ -55,6 +56,8 @@ export interface JobSummary {
   compressionRatio: number;
   bitsPerWeight: number;
   backend: string;
+  /** Metrics by stage (float, ptq, qat, integer) when the job named an evaluation dataset. */
+  metrics?: Partial<Record<string, Metrics>>;
 }
 
 export interface JobRecord {

@@ -1,0 +1,283 @@
+/**
+ * A whole job (DESIGN.md §3–§5): optional BatchNorm folding, the float model's metrics, quantization-aware
+ * training (kind `qat`), PTQ export, the exported model's metrics measured on the artifact itself (loaded
+ * with the stock tfjs loaders), and simulated integer activations. runPtq does the quantizing and writing;
+ * this adds what needs data. Every tfjs model and tensor it creates is disposed before it returns.
+ */
+import * as tf from '@tensorflow/tfjs';
+import type { JobSpec } from '../jobs/spec.js';
+import type { Dataset } from '../model/dataset/index.js';
+import { foldBatchNorm, type FoldResult } from '../model/fold-batchnorm.js';
+import { loadRunnable, type RunnableModel } from '../model/load.js';
+import type { FileSet, LoadedModel } from '../model/types.js';
+import { writeModel } from '../model/write.js';
+import { calibrateActivations, withFakeQuantActivations, type ActivationRange } from '../quant/activations.js';
+import { evaluate, type Batch, type Metrics } from '../quant/evaluate.js';
+import { qatPlan } from '../quant/qat/plan.js';
+import { trainQuantizationAware, type EpochMetrics, type QatCheckpoint } from '../quant/qat/train.js';
+import { planTensors, runPtq, type PipelineOptions, type PipelineProgress, type PtqReport } from './ptq.js';
+
+export interface JobDatasets {
+  calibration?: Dataset;
+  evaluation?: Dataset;
+  training?: Dataset;
+}
+
+export interface JobOptions extends Omit<PipelineOptions, 'onProgress'> {
+  onProgress?: (progress: JobProgress) => void | Promise<void>;
+  /** QAT resumes after this checkpoint's epoch (a retried job). */
+  resumeFrom?: QatCheckpoint;
+  /** Called after every QAT epoch with the state to resume from. */
+  onCheckpoint?: (checkpoint: QatCheckpoint) => void | Promise<void>;
+  /** Evaluation and calibration batch size; default 64. */
+  batchSize?: number;
+}
+
+export interface JobProgress {
+  stage: 'fold' | 'evaluate' | 'train' | PipelineProgress['stage'] | 'calibrate';
+  progress: number;
+  message: string;
+  /** QAT batch and epoch numbers, for live charts. */
+  training?: { epoch: number; batch?: number; loss: number; metric: number; valMetric?: number };
+}
+
+/**
+ * Metrics by stage: `float` (the source model), `ptq` or `qat` (the exported model/ artifact), and
+ * `integer` (the exported weights with activations fake-quantized to `activations.bits`).
+ */
+export type StageMetrics = Partial<Record<'float' | 'ptq' | 'qat' | 'integer', Metrics>>;
+
+export interface JobReport extends Omit<PtqReport, 'kind'> {
+  kind: JobSpec['kind'];
+  model: PtqReport['model'] & { metrics: StageMetrics };
+  batchNorm?: { folded: string[]; skipped: FoldResult['skipped'] };
+  activations?: ActivationRange[];
+  training?: { history: EpochMetrics[]; stoppedEarly: boolean };
+  timings: PtqReport['timings'] & Record<string, number>;
+}
+
+export interface JobResult {
+  files: FileSet;
+  report: JobReport;
+}
+
+/** Stage boundaries on the 0–100 progress scale. */
+const span = { fold: [0, 2], float: [2, 8], train: [8, 60], ptq: [60, 85], evaluate: [85, 93], calibrate: [93, 100] } as const;
+
+export async function runJob(source: LoadedModel, spec: JobSpec, data: JobDatasets, options: JobOptions): Promise<JobResult> {
+  const started = performance.now();
+  const timings: Record<string, number> = {};
+  const timed = async <T>(name: string, work: () => Promise<T>): Promise<T> => {
+    const at = performance.now();
+    try {
+      return await work();
+    } finally {
+      timings[name] = Math.round((performance.now() - at) * 10) / 10;
+    }
+  };
+  const report = (stage: JobProgress['stage'], [from, to]: readonly [number, number], fraction: number, message: string, extra?: Partial<JobProgress>) =>
+    options.onProgress?.({ stage, progress: Math.round((from + (to - from) * fraction) * 10) / 10, message, ...extra });
+  const batchSize = options.batchSize ?? 64;
+  const metrics: StageMetrics = {};
+  const owned: RunnableModel[] = [];
+
+  try {
+    let model = source;
+    let batchNorm: JobReport['batchNorm'];
+    if (spec.foldBatchNorm ?? spec.kind === 'ptq') {
+      await report('fold', span.fold, 0, 'folding BatchNormalization into the preceding layers');
+      const folded = foldBatchNorm(model);
+      model = folded.model;
+      batchNorm = { folded: folded.folded, skipped: folded.skipped };
+    }
+
+    const needsFloat = data.evaluation !== undefined || spec.kind === 'qat';
+    const floatModel = needsFloat ? await loadTfModel(source, owned) : undefined;
+    const inputDtype = floatModel ? inputDtypeOf(floatModel) : 'float32';
+    const batchesOf = (dataset: Dataset, range: { start?: number; end?: number } = {}) =>
+      tensorBatches(dataset, batchSize, spec, inputDtype, range);
+
+    if (data.evaluation && floatModel) {
+      await report('evaluate', span.float, 0, 'evaluating the float model');
+      metrics.float = await timed('evaluateFloatMs', () => evaluate(floatModel, batchesOf(data.evaluation!), { signal: options.signal }));
+    }
+
+    let training: JobReport['training'];
+    if (spec.kind === 'qat') {
+      const trained = await timed('trainMs', () => train(model, spec, data, options, metrics.float, owned, (fraction, message, extra) =>
+        report('train', span.train, fraction, message, extra)));
+      model = trained.model;
+      training = trained.training;
+    }
+
+    const ptq = await timed('ptqMs', () =>
+      runPtq(model, spec, {
+        backend: options.backend,
+        signal: options.signal,
+        onProgress: (p) => report(p.stage, span.ptq, p.progress / 100, p.message),
+      }),
+    );
+    const files = ptq.files;
+
+    const exportedStage = spec.kind === 'qat' ? 'qat' : 'ptq';
+    let exported: RunnableModel | undefined;
+    if (data.evaluation && floatModel) {
+      await report('evaluate', span.evaluate, 0, `evaluating the exported model (${exportedStage})`);
+      exported = await loadArtifact(files, owned);
+      metrics[exportedStage] = await timed('evaluateExportedMs', () =>
+        evaluate(exported!, batchesOf(data.evaluation!), { reference: floatModel, signal: options.signal }),
+      );
+    }
+
+    let activations: ActivationRange[] | undefined;
+    if (spec.activations && data.calibration) {
+      await report('calibrate', span.calibrate, 0, `calibrating ${spec.activations.bits}-bit activations (${spec.activations.calibration})`);
+      exported ??= await loadArtifact(files, owned);
+      if (!(exported instanceof tf.LayersModel)) {
+        throw new Error('activation simulation needs a layers model; this is a graph model');
+      }
+      const layersModel = exported;
+      activations = await timed('calibrateMs', () =>
+        calibrateActivations(layersModel, batchesOf(data.calibration!), { ...spec.activations!, signal: options.signal }),
+      );
+      if (data.evaluation && floatModel) {
+        const simulated = await withFakeQuantActivations(layersModel, activations);
+        owned.push(simulated);
+        metrics.integer = await timed('evaluateIntegerMs', () =>
+          evaluate(simulated, batchesOf(data.evaluation!), { reference: floatModel, signal: options.signal }),
+        );
+      }
+    }
+
+    const jobReport: JobReport = {
+      ...ptq.report,
+      kind: spec.kind,
+      model: { ...ptq.report.model, metrics },
+      ...(batchNorm ? { batchNorm } : {}),
+      ...(activations ? { activations } : {}),
+      ...(training ? { training } : {}),
+      timings: { ...ptq.report.timings, ...timings, totalMs: Math.round((performance.now() - started) * 10) / 10 },
+    };
+    files.set('report.json', new TextEncoder().encode(`${JSON.stringify(jobReport, null, 2)}\n`));
+    await report('calibrate', span.calibrate, 1, 'done');
+    return { files, report: jobReport };
+  } finally {
+    for (const runnable of owned) runnable.dispose();
+  }
+}
+
+async function train(
+  model: LoadedModel,
+  spec: JobSpec,
+  data: JobDatasets,
+  options: JobOptions,
+  floatMetrics: Metrics | undefined,
+  owned: RunnableModel[],
+  progress: (fraction: number, message: string, extra?: Partial<JobProgress>) => Promise<void> | void,
+): Promise<{ model: LoadedModel; training: JobReport['training'] }> {
+  const dataset = data.training!;
+  if (!dataset.y) throw new Error('kind "qat" needs labels (y) in the training dataset');
+  const trainable = await loadTfModel(model, owned);
+  if (!(trainable instanceof tf.LayersModel)) throw new Error('kind "qat" needs a layers model; this is a graph model');
+  const { epochs, batchSize, learningRate, optimizer, momentum, learningRateDecay, validationSplit, ste } = spec.qat;
+  const trainEnd = Math.floor(dataset.samples * (1 - validationSplit));
+  const inputDtype = inputDtypeOf(trainable);
+  const batches = (range: { start?: number; end?: number }) => ({
+    [Symbol.asyncIterator]: () => tensorBatches(dataset, batchSize, spec, inputDtype, range)[Symbol.asyncIterator](),
+  });
+  const plan = qatPlan(
+    planTensors(model, spec).selected.map((t) => ({
+      name: t.name,
+      role: t.role,
+      params: t.params,
+      shape: model.weights.find((w) => w.name === t.name)!.shape,
+    })),
+  );
+  const batchesPerEpoch = Math.ceil(trainEnd / batchSize);
+  const maxDrop = spec.target?.maxDrop;
+  const floatAccuracy = floatMetrics?.accuracy;
+  const result = await trainQuantizationAware(
+    trainable as tf.LayersModel,
+    batches({ end: trainEnd }) as AsyncIterable<Required<Batch>>,
+    {
+      plan,
+      epochs,
+      learningRate,
+      optimizer,
+      momentum,
+      learningRateDecay,
+      ste,
+      seed: 'seed' in spec.method ? spec.method.seed : 0,
+      validationData: validationSplit > 0 ? (batches({ start: trainEnd }) as AsyncIterable<Required<Batch>>) : undefined,
+      signal: options.signal,
+      resumeFrom: options.resumeFrom,
+      onCheckpoint: options.onCheckpoint,
+      onBatch: (m) =>
+        progress(((m.epoch - 1) * batchesPerEpoch + m.batch) / (epochs * batchesPerEpoch), `epoch ${m.epoch}/${epochs} batch ${m.batch}`, {
+          training: { epoch: m.epoch, batch: m.batch, loss: m.loss, metric: m.metric },
+        }),
+      onEpoch: (m) =>
+        progress(m.epoch / epochs, `epoch ${m.epoch}/${epochs}: loss ${m.loss.toFixed(4)}`, {
+          training: { epoch: m.epoch, loss: m.loss, metric: m.metric, valMetric: m.valMetric },
+        }),
+      // Early stop once the held-out accuracy at Q(w) is within the allowed drop of the float model's.
+      earlyStop:
+        maxDrop !== undefined && floatAccuracy !== undefined
+          ? (m) => m.valMetric !== undefined && m.metricName === 'accuracy' && floatAccuracy - m.valMetric <= maxDrop
+          : undefined,
+    },
+  );
+  const trainedValues = new Map(trainable.weights.map((w) => [w.originalName, w.read().dataSync() as Float32Array]));
+  const weights = model.weights.map((w) =>
+    trainedValues.has(w.name) && w.dtype === 'float32' ? { ...w, values: Float32Array.from(trainedValues.get(w.name)!) } : w,
+  );
+  return { model: { ...model, weights }, training: { history: result.history, stoppedEarly: result.stoppedEarly } };
+}
+
+async function loadTfModel(model: LoadedModel, owned: RunnableModel[]): Promise<RunnableModel> {
+  const runnable = await loadRunnable(writeModel(model, new Map()));
+  owned.push(runnable);
+  return runnable;
+}
+
+async function loadArtifact(files: FileSet, owned: RunnableModel[]): Promise<RunnableModel> {
+  const modelFiles: FileSet = new Map();
+  for (const [path, bytes] of files) if (path.startsWith('model/')) modelFiles.set(path.slice('model/'.length), bytes);
+  const runnable = await loadRunnable(modelFiles);
+  owned.push(runnable);
+  return runnable;
+}
+
+function inputDtypeOf(model: RunnableModel): 'float32' | 'int32' {
+  const dtype = model.inputs[0]?.dtype;
+  return dtype === 'int32' ? 'int32' : 'float32';
+}
+
+/**
+ * Dataset rows as tensors, one batch at a time: each batch is disposed when the next is asked for (or the
+ * loop ends), so a consumer that keeps no references holds one batch in memory.
+ */
+async function* tensorBatches(
+  dataset: Dataset,
+  batchSize: number,
+  spec: JobSpec,
+  xDtype: 'float32' | 'int32',
+  range: { start?: number; end?: number },
+): AsyncGenerator<Batch> {
+  for await (const batch of dataset.batches(batchSize, { preprocess: spec.preprocess, xDtype, ...range })) {
+    const x = tf.tensor(batch.x, [batch.count, ...dataset.x.sampleShape], xDtype);
+    const labels = dataset.y;
+    const y =
+      batch.y && labels
+        ? labels.labels === 'index'
+          ? tf.tensor1d(batch.y, 'int32')
+          : tf.tensor(batch.y, [batch.count, ...labels.sampleShape], 'float32')
+        : undefined;
+    try {
+      yield y ? { x, y } : { x };
+    } finally {
+      x.dispose();
+      y?.dispose();
+    }
+  }
+}

@@ -1,0 +1,111 @@
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import * as tf from '@tensorflow/tfjs';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { parseJobSpec } from '../../src/jobs/spec.js';
+import { selectBackend } from '../../src/model/backend.js';
+import { openDataset, type Dataset } from '../../src/model/dataset/index.js';
+import { readModel } from '../../src/model/read.js';
+import type { LoadedModel } from '../../src/model/types.js';
+import { runJob } from '../../src/pipeline/job.js';
+import { saveLayersModel } from '../fixtures/models.js';
+import { makeClassificationTask, sliceTask, trainSmallCnn } from '../fixtures/tasks.js';
+import { npy } from '../model/dataset/npy-fixture.js';
+
+let dir: string;
+let model: LoadedModel;
+let evaluation: Dataset;
+let calibration: Dataset;
+let training: Dataset;
+
+async function writeNpyPair(name: string, x: Float32Array, shape: number[], y: Int32Array): Promise<Dataset> {
+  const xPath = join(dir, `${name}-x.npy`);
+  const yPath = join(dir, `${name}-y.npy`);
+  await writeFile(xPath, npy('<f4', shape, new Uint8Array(x.buffer, x.byteOffset, x.byteLength)));
+  await writeFile(yPath, npy('<i4', [y.length], new Uint8Array(y.buffer, y.byteOffset, y.byteLength)));
+  return openDataset({ x: xPath, y: yPath });
+}
+
+beforeAll(async () => {
+  await selectBackend('wasm');
+  dir = await mkdtemp(join(tmpdir(), 'qaas-job-'));
+  const task = makeClassificationTask({ seed: 3, samples: 2000 });
+  const trained = await trainSmallCnn(sliceTask(task, 0, 1600), { seed: 3, epochs: 4 });
+  model = readModel(await saveLayersModel(trained));
+  trained.dispose();
+  const part = (start: number, end: number) => {
+    const slice = sliceTask(task, start, end);
+    return writeNpyPair(`rows-${start}`, slice.x, [end - start, ...task.inputShape], slice.y);
+  };
+  training = await part(0, 1600);
+  calibration = await part(1600, 1800);
+  evaluation = await part(1800, 2000);
+});
+
+afterAll(async () => {
+  await Promise.all([training, calibration, evaluation].map((d) => d?.close()));
+  await rm(dir, { recursive: true, force: true });
+});
+
+describe('runJob', () => {
+  it('measures float, exported and integer-simulated metrics on the artifact, and leaks no tensor', async () => {
+    const spec = parseJobSpec({
+      method: { name: 'affine', bits: 8, granularity: 'per-channel' },
+      data: { calibration: 'c', evaluation: 'e' },
+      activations: { bits: 8, calibration: 'percentile' },
+    });
+    const tensorsBefore = tf.memory().numTensors;
+    const stages: string[] = [];
+    const { files, report } = await runJob(model, spec, { calibration, evaluation }, {
+      backend: 'wasm',
+      onProgress: (p) => void (stages.at(-1) !== p.stage && stages.push(p.stage)),
+    });
+    expect(tf.memory().numTensors).toBe(tensorsBefore);
+
+    const { float, ptq, integer } = report.model.metrics;
+    console.log(`job: float ${float!.accuracy} → ptq ${ptq!.accuracy} → W8A8 ${integer!.accuracy}`);
+    expect(float!.samples).toBe(200);
+    expect(float!.accuracy).toBeGreaterThan(0.8);
+    // 8-bit per-channel weights barely move a classifier: the artifact agrees with the float model.
+    expect(ptq!.agreement).toBeGreaterThanOrEqual(0.97);
+    expect(Math.abs(ptq!.accuracy! - float!.accuracy!)).toBeLessThanOrEqual(0.03);
+    expect(integer!.agreement).toBeGreaterThanOrEqual(0.9);
+    expect(report.activations!.length).toBeGreaterThan(0);
+    for (const range of report.activations!) {
+      expect(range.bits).toBe(8);
+      expect(range.min).toBeLessThanOrEqual(0);
+      expect(range.max).toBeGreaterThanOrEqual(0);
+      expect(range.scale).toBeCloseTo((range.max - range.min) / 255, 6);
+    }
+    // The conv2d → BN pair of the small CNN is folded before quantization.
+    expect(report.batchNorm!.folded.length).toBeGreaterThan(0);
+    expect(stages).toEqual(['fold', 'evaluate', 'quantize', 'write', 'pack', 'report', 'evaluate', 'calibrate']);
+    const written = JSON.parse(new TextDecoder().decode(files.get('report.json')));
+    expect(written.model.metrics.ptq.accuracy).toBe(ptq!.accuracy);
+  });
+
+  it('trains quantization-aware for kind qat, reports the history, and exports weights that beat binary PTQ', async () => {
+    const method = { name: 'binary', granularity: 'per-channel' };
+    const ptqJob = await runJob(model, parseJobSpec({ method, data: { evaluation: 'e' } }), { evaluation }, { backend: 'wasm' });
+    const qatSpec = parseJobSpec({
+      kind: 'qat',
+      method,
+      data: { training: 't', evaluation: 'e' },
+      qat: { epochs: 3, batchSize: 32, learningRate: 5e-3, learningRateDecay: 0.5, validationSplit: 0.1 },
+    });
+    const epochs: number[] = [];
+    const { report } = await runJob(model, qatSpec, { training, evaluation }, {
+      backend: 'wasm',
+      onCheckpoint: (checkpoint) => void epochs.push(checkpoint.epoch),
+    });
+    expect(epochs).toEqual([1, 2, 3]);
+    expect(report.training!.history).toHaveLength(3);
+    expect(report.training!.history[2].valMetric).toBeDefined();
+    const ptqAccuracy = ptqJob.report.model.metrics.ptq!.accuracy!;
+    const qatAccuracy = report.model.metrics.qat!.accuracy!;
+    console.log(`job: binary PTQ ${ptqAccuracy} → binary QAT (3 epochs) ${qatAccuracy}`);
+    expect(qatAccuracy).toBeGreaterThan(ptqAccuracy);
+    expect(report.batchNorm).toBeUndefined();
+  });
+});
