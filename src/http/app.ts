@@ -1,7 +1,7 @@
 /**
  * `buildApp(config)`: the whole HTTP composition on one screen, in a fixed order — error handling, shared
- * services, auth, rate limit, multipart limits, API docs, metrics, routes. It never listens: `serve` does,
- * tests use `app.inject()`. Closing the app closes everything it opened.
+ * services, auth, rate limit, multipart limits, API docs, metrics, routes, the dashboard. It never listens:
+ * `serve` does, tests use `app.inject()`. Closing the app closes everything it opened.
  */
 import { readFile } from 'node:fs/promises';
 import { fileURLToPath } from 'node:url';
@@ -13,6 +13,8 @@ import Fastify, { type FastifyInstance, type FastifyServerOptions, type RouteOpt
 import { parse as parseYaml } from 'yaml';
 import type { Config } from '../config.js';
 import { authPlugin } from './auth.js';
+import { dashboardApiRoutes } from './dashboard/api.js';
+import { dashboardStatic } from './dashboard/static.js';
 import { registerErrorHandling } from './errors.js';
 import { metricsPlugin } from './metrics.js';
 import { datasetRoutes } from './routes/datasets.js';
@@ -80,5 +82,7 @@ export async function buildApp(config: Config, deps: AppDeps = {}): Promise<Fast
   await app.register(modelRoutes);
   await app.register(datasetRoutes);
   await app.register(jobRoutes);
+  await app.register(dashboardApiRoutes);
+  await app.register(dashboardStatic);
   return app;
 }

@@ -1,0 +1,134 @@
+/**
+ * The jobs page: newest first, filtered by status, one live progress bar per unfinished job. Up to
+ * `maxStreams` unfinished jobs follow their SSE stream (a browser allows only a few connections per host);
+ * the list is polled only for the jobs beyond that.
+ */
+import { api, el, errorBox, followJob, formatDate, formatDuration, isTerminal, jobDuration, progressBar, statusBadge } from './lib.js';
+
+const statuses = ['queued', 'running', 'succeeded', 'failed', 'cancelled'];
+const maxStreams = 4;
+
+export function renderJobs(view) {
+  const streams = new Map();
+  let pollTimer = null;
+  let cursor = null;
+  const rows = new Map();
+
+  const filter = el('select', { id: 'status-filter', onchange: () => load(true) },
+    el('option', { value: '' }, 'All statuses'), statuses.map((s) => el('option', { value: s }, s)));
+  filter.value = new URLSearchParams(location.hash.split('?')[1] ?? '').get('status') ?? '';
+  const body = el('tbody');
+  const table = el('table', { class: 'jobs-table' },
+    el('caption', { class: 'visually-hidden' }, 'Jobs, newest first'),
+    el('thead', {}, el('tr', {},
+      el('th', { scope: 'col' }, 'Job'), el('th', { scope: 'col' }, 'Status'), el('th', { scope: 'col', class: 'opt' }, 'Kind'),
+      el('th', { scope: 'col' }, 'Method'), el('th', { scope: 'col', class: 'opt' }, 'Model'), el('th', { scope: 'col', class: 'opt' }, 'Created'),
+      el('th', { scope: 'col', class: 'num opt' }, 'Duration'), el('th', { scope: 'col' }, 'Progress'))),
+    body);
+  const more = el('button', { type: 'button', class: 'secondary', hidden: true, onclick: () => load(false) }, 'Load more');
+  const message = el('div');
+  view.append(
+    el('div', { class: 'toolbar' },
+      el('h1', {}, 'Jobs'), el('span', { class: 'spacer' }),
+      el('div', {}, el('label', { for: 'status-filter' }, 'Status'), filter),
+      el('a', { class: 'button', href: '#/new' }, 'New job')),
+    message,
+    el('div', { class: 'panel table-wrap' }, table, more),
+  );
+
+  function updateRow(job, source) {
+    const row = rows.get(job.id);
+    if (!row) return;
+    Object.assign(row.job, job);
+    row.status.replaceChildren(statusBadge(row.job.status));
+    row.duration.textContent = formatDuration(jobDuration(row.job));
+    row.progress.set(row.job, source);
+    if (isTerminal(row.job)) streams.get(job.id)?.();
+  }
+
+  function rowFor(job) {
+    const progress = progressBar(`Progress of job ${job.id}`);
+    progress.set(job);
+    const status = el('td', {}, statusBadge(job.status));
+    const duration = el('td', { class: 'num opt' }, formatDuration(jobDuration(job)));
+    const tr = el('tr', { dataset: { job: job.id } },
+      el('td', {}, el('a', { href: `#/jobs/${job.id}`, class: 'mono' }, job.id)),
+      status, el('td', { class: 'opt' }, job.kind), el('td', {}, job.method),
+      el('td', { class: 'opt mono' }, job.modelId), el('td', { class: 'opt' }, formatDate(job.createdAt)), duration,
+      el('td', {}, progress.root));
+    rows.set(job.id, { job: { ...job }, status, duration, progress });
+    return tr;
+  }
+
+  function follow(job) {
+    if (isTerminal(job) || streams.has(job.id) || streams.size >= maxStreams) return;
+    let source = 'sse';
+    const stop = followJob(job.id, {
+      source: (s) => (source = s),
+      state: (j) => updateRow(j, source),
+      progress: (p) => updateRow({ id: job.id, status: 'running', progress: p.progress }, source),
+      final: (j) => {
+        updateRow(j, source);
+        stop();
+        streams.delete(job.id);
+        schedule();
+      },
+    });
+    streams.set(job.id, () => {
+      stop();
+      streams.delete(job.id);
+    });
+  }
+
+  /** Polls the list only while some unfinished job has no stream of its own. */
+  function schedule() {
+    clearTimeout(pollTimer);
+    const unwatched = [...rows.values()].some(({ job }) => !isTerminal(job) && !streams.has(job.id));
+    if (!unwatched) return;
+    pollTimer = setTimeout(async () => {
+      try {
+        const page = await api(`/v1/jobs?limit=100${filter.value ? `&status=${filter.value}` : ''}`);
+        for (const job of page.items) if (!streams.has(job.id)) updateRow(job, 'poll');
+        for (const job of page.items) follow(job);
+      } catch {
+        // The next round retries; the table keeps the last known state.
+      }
+      schedule();
+    }, 3000);
+  }
+
+  async function load(reset) {
+    if (reset) {
+      for (const stop of [...streams.values()]) stop();
+      rows.clear();
+      body.replaceChildren();
+      cursor = null;
+      history.replaceState(null, '', `#/jobs${filter.value ? `?status=${filter.value}` : ''}`);
+    }
+    message.replaceChildren();
+    try {
+      const query = new URLSearchParams({ limit: '25' });
+      if (filter.value) query.set('status', filter.value);
+      if (cursor) query.set('cursor', cursor);
+      const page = await api(`/v1/jobs?${query}`);
+      const jobs = [...page.items].sort((a, b) => b.createdAt.localeCompare(a.createdAt));
+      for (const job of jobs) body.append(rowFor(job));
+      for (const job of jobs) follow(job);
+      cursor = page.nextCursor;
+      more.hidden = !cursor;
+      if (rows.size === 0) {
+        body.append(el('tr', {}, el('td', { colspan: 8, class: 'empty' },
+          filter.value ? `No ${filter.value} jobs.` : 'No jobs yet. ', filter.value ? null : el('a', { href: '#/new' }, 'Upload a model and create one.'))));
+      }
+      schedule();
+    } catch (error) {
+      message.replaceChildren(errorBox(error, () => load(true)));
+    }
+  }
+
+  load(true);
+  return () => {
+    clearTimeout(pollTimer);
+    for (const stop of [...streams.values()]) stop();
+  };
+}

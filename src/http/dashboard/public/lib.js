@@ -1,0 +1,237 @@
+/**
+ * What every view shares: the API client (API key from localStorage as a Bearer header, problem+json
+ * errors as ApiError), job event streams (SSE; a polling loop only when the stream fails), a tiny DOM
+ * builder and number/time formatting.
+ */
+
+const keyStorage = 'qaas.apiKey';
+
+export function apiKey() {
+  return localStorage.getItem(keyStorage) ?? '';
+}
+
+export function setApiKey(key) {
+  if (key) localStorage.setItem(keyStorage, key);
+  else localStorage.removeItem(keyStorage);
+}
+
+export function authHeaders() {
+  const key = apiKey();
+  return key ? { authorization: `Bearer ${key}` } : {};
+}
+
+/** A problem+json answer (RFC 9457): `problem.problems` lists spec errors with their JSON paths. */
+export class ApiError extends Error {
+  constructor(status, problem) {
+    super(problem?.detail || problem?.title || `HTTP ${status}`);
+    this.status = status;
+    this.problem = problem ?? {};
+  }
+}
+
+/** Fired when the server answers 401, so the shell can ask for a key. */
+export const events = new EventTarget();
+
+export async function api(path, options = {}) {
+  const headers = { ...authHeaders(), ...(options.headers ?? {}) };
+  let body = options.body;
+  if (body !== undefined && !(body instanceof FormData) && typeof body !== 'string') {
+    headers['content-type'] = 'application/json';
+    body = JSON.stringify(body);
+  }
+  let response;
+  try {
+    response = await fetch(path, { ...options, headers, body });
+  } catch (error) {
+    throw new ApiError(0, { title: 'The server did not answer', detail: `The server did not answer (${error.message}).` });
+  }
+  if (response.status === 401) events.dispatchEvent(new Event('unauthorized'));
+  if (!response.ok) {
+    const problem = await response.json().catch(() => ({ title: response.statusText }));
+    throw new ApiError(response.status, problem);
+  }
+  if (response.status === 204) return null;
+  const type = response.headers.get('content-type') ?? '';
+  return type.includes('json') ? response.json() : response;
+}
+
+/** Saves a file the API serves (through fetch, so the key is sent) under its own name. */
+export async function download(path, filename) {
+  const response = await api(path);
+  const url = URL.createObjectURL(await response.blob());
+  const link = el('a', { href: url, download: filename });
+  document.body.append(link);
+  link.click();
+  link.remove();
+  setTimeout(() => URL.revokeObjectURL(url), 10_000);
+}
+
+function parseSse(text, onEvent) {
+  for (const block of text.split('\n\n')) {
+    let event = 'message';
+    const data = [];
+    for (const line of block.split('\n')) {
+      if (line.startsWith('event:')) event = line.slice(6).trim();
+      else if (line.startsWith('data:')) data.push(line.slice(5).trimStart());
+    }
+    if (data.length > 0) onEvent(event, JSON.parse(data.join('\n')));
+  }
+}
+
+const terminal = new Set(['succeeded', 'failed', 'cancelled']);
+export const isTerminal = (job) => terminal.has(job.status);
+
+/**
+ * Follows one job: `handlers.state(job)` for a whole record, `progress({stage, progress})`, `stage({stage})`,
+ * `log({message})`, `final(job)`, and `source('sse' | 'poll')` saying where updates come from. EventSource
+ * cannot send an Authorization header, so with a key the same stream is read through fetch. When the stream
+ * breaks before the end, the job record is polled instead. Returns a function that stops following.
+ */
+export function followJob(id, handlers) {
+  const url = `/v1/jobs/${encodeURIComponent(id)}/events`;
+  let stopped = false;
+  let ended = false;
+  let cleanup = () => {};
+  const dispatch = (event, data) => {
+    if (stopped) return;
+    if (event === 'final') ended = true;
+    handlers[event]?.(data);
+  };
+  const fallback = () => {
+    if (stopped || ended) return;
+    handlers.source?.('poll');
+    const timer = setInterval(async () => {
+      try {
+        const job = await api(`/v1/jobs/${encodeURIComponent(id)}`);
+        handlers.state?.(job);
+        if (isTerminal(job)) {
+          clearInterval(timer);
+          dispatch('final', job);
+        }
+      } catch {
+        // Keep polling through transient errors; the view shows the last known state.
+      }
+    }, 2000);
+    cleanup = () => clearInterval(timer);
+  };
+
+  if (!apiKey() && 'EventSource' in window) {
+    const source = new EventSource(url);
+    handlers.source?.('sse');
+    for (const name of ['state', 'progress', 'stage', 'log', 'final']) {
+      source.addEventListener(name, (message) => dispatch(name, JSON.parse(message.data)));
+    }
+    source.addEventListener('final', () => source.close());
+    source.onerror = () => {
+      source.close();
+      fallback();
+    };
+    cleanup = () => source.close();
+  } else {
+    const controller = new AbortController();
+    cleanup = () => controller.abort();
+    handlers.source?.('sse');
+    (async () => {
+      const response = await fetch(url, { headers: authHeaders(), signal: controller.signal });
+      if (!response.ok || !response.body) throw new Error(`HTTP ${response.status}`);
+      const reader = response.body.pipeThrough(new TextDecoderStream()).getReader();
+      let buffered = '';
+      for (;;) {
+        const { value, done } = await reader.read();
+        if (done) break;
+        buffered += value;
+        const end = buffered.lastIndexOf('\n\n');
+        if (end >= 0) {
+          parseSse(buffered.slice(0, end), dispatch);
+          buffered = buffered.slice(end + 2);
+        }
+      }
+    })().then(
+      () => !ended && fallback(),
+      () => !controller.signal.aborted && fallback(),
+    );
+  }
+  return () => {
+    stopped = true;
+    cleanup();
+  };
+}
+
+/** `el('a', { href, class: 'x', onclick }, 'text', child)`: attributes, listeners (on*), children. */
+export function el(tag, attributes = {}, ...children) {
+  const node = document.createElement(tag);
+  for (const [name, value] of Object.entries(attributes)) {
+    if (value === undefined || value === null || value === false) continue;
+    if (name.startsWith('on') && typeof value === 'function') node.addEventListener(name.slice(2), value);
+    else if (name === 'dataset') Object.assign(node.dataset, Object.fromEntries(Object.entries(value).filter(([, v]) => v !== undefined && v !== null)));
+    else node.setAttribute(name, value === true ? '' : String(value));
+  }
+  for (const child of children.flat()) if (child !== null && child !== undefined && child !== false) node.append(child);
+  return node;
+}
+
+export function formatBytes(bytes) {
+  if (!Number.isFinite(bytes)) return '–';
+  const units = ['B', 'KiB', 'MiB', 'GiB'];
+  let value = bytes;
+  let unit = 0;
+  while (Math.abs(value) >= 1024 && unit < units.length - 1) {
+    value /= 1024;
+    unit++;
+  }
+  return `${unit === 0 ? value : value.toFixed(value < 10 ? 2 : 1)} ${units[unit]}`;
+}
+
+export function formatDuration(ms) {
+  if (!Number.isFinite(ms) || ms < 0) return '–';
+  if (ms < 1000) return `${Math.round(ms)} ms`;
+  if (ms < 60_000) return `${(ms / 1000).toFixed(1)} s`;
+  const minutes = Math.floor(ms / 60_000);
+  return `${minutes} min ${Math.round((ms % 60_000) / 1000)} s`;
+}
+
+export function formatDate(iso) {
+  return iso ? new Date(iso).toLocaleString(undefined, { dateStyle: 'short', timeStyle: 'medium' }) : '–';
+}
+
+/** How long a job ran (or has been running). */
+export function jobDuration(job) {
+  if (!job.startedAt) return NaN;
+  const end = job.finishedAt ? Date.parse(job.finishedAt) : Date.now();
+  return end - Date.parse(job.startedAt);
+}
+
+export function statusBadge(status) {
+  return el('span', { class: `badge ${status}` }, status);
+}
+
+/** A labelled progress bar; `set(job-like)` updates it. */
+export function progressBar(label) {
+  const fill = el('span', { style: 'width:0%' });
+  const bar = el('div', { class: 'bar', role: 'progressbar', 'aria-label': label, 'aria-valuemin': 0, 'aria-valuemax': 100, 'aria-valuenow': 0 }, fill);
+  const pct = el('span', { class: 'pct' }, '0%');
+  const root = el('div', { class: 'progress-cell' }, bar, pct);
+  return {
+    root,
+    bar,
+    set({ progress, status }, source) {
+      const value = Math.max(0, Math.min(100, Number(progress) || 0));
+      fill.style.width = `${value}%`;
+      bar.setAttribute('aria-valuenow', String(value));
+      pct.textContent = `${Math.round(value)}%`;
+      bar.classList.toggle('done', status === 'succeeded');
+      bar.classList.toggle('failed', status === 'failed' || status === 'cancelled');
+      if (source) bar.dataset.source = source;
+    },
+  };
+}
+
+export function errorBox(error, retry) {
+  const detail = error instanceof ApiError ? error.message : String(error?.message ?? error);
+  return el('div', { class: 'error-box', role: 'alert' }, detail, retry ? el('button', { type: 'button', class: 'secondary', onclick: retry }, 'Retry') : null);
+}
+
+export function announce(text) {
+  const line = document.getElementById('status-line');
+  if (line) line.textContent = text;
+}

@@ -1,0 +1,325 @@
+/**
+ * Upload a model (drop model.json + shards or one archive, or pick them) and a dataset, then create a job
+ * from a form generated from `GET /v1/schema/job-spec`, the schemas the server validates with. The form
+ * does no validation of its own: the server's problem+json `problems` are shown next to the fields their
+ * JSON paths name.
+ */
+import { ApiError, api, el, errorBox, formatBytes } from './lib.js';
+
+export function renderNew(view) {
+  const jobSection = el('section', { class: 'panel', 'aria-labelledby': 'job-title' }, el('h2', { id: 'job-title' }, 'New job'), el('p', { class: 'muted' }, 'Loading the job spec schema…'));
+  const modelsChanged = [];
+  const datasetsChanged = [];
+  view.append(el('h1', {}, 'Upload & new job'),
+    el('div', { class: 'grid' },
+      modelUpload((model) => modelsChanged.forEach((f) => f(model))),
+      datasetUpload((dataset) => datasetsChanged.forEach((f) => f(dataset)))),
+    jobSection);
+  jobForm(jobSection, modelsChanged, datasetsChanged);
+}
+
+function filesField(id, label, accept) {
+  const input = el('input', { type: 'file', id, multiple: true, accept });
+  return [el('div', { class: 'field' }, el('label', { for: id }, label), input), input];
+}
+
+function modelUpload(onUploaded) {
+  const [field, input] = filesField('model-files', 'Or choose files', '.json,.bin,.zip,.tar.gz,.tgz');
+  const list = el('ul', { class: 'file-list', 'aria-label': 'Chosen files' });
+  const result = el('div', { id: 'model-result', role: 'status' });
+  const button = el('button', { type: 'submit', id: 'model-upload', disabled: true }, 'Upload model');
+  let files = [];
+  const choose = (chosen) => {
+    files = [...chosen];
+    list.replaceChildren(...files.map((f) => el('li', {}, `${f.name} (${formatBytes(f.size)})`)));
+    button.disabled = files.length === 0;
+  };
+  const zone = el('div', { class: 'dropzone', id: 'model-drop', tabindex: 0, role: 'button', 'aria-label': 'Drop model.json and its weight shards, or one zip, here; Enter to choose files' },
+    el('strong', {}, 'Drop model.json + weight shards, or one .zip / .tar.gz'), el('br'), el('span', { class: 'muted' }, 'or press Enter to choose files'));
+  zone.addEventListener('dragover', (event) => {
+    event.preventDefault();
+    zone.classList.add('over');
+  });
+  zone.addEventListener('dragleave', () => zone.classList.remove('over'));
+  zone.addEventListener('drop', (event) => {
+    event.preventDefault();
+    zone.classList.remove('over');
+    choose(event.dataTransfer.files);
+  });
+  zone.addEventListener('keydown', (event) => {
+    if (event.key === 'Enter' || event.key === ' ') {
+      event.preventDefault();
+      input.click();
+    }
+  });
+  input.addEventListener('change', () => choose(input.files));
+  const form = el('form', { class: 'panel', 'aria-labelledby': 'upload-model-title' }, el('h2', { id: 'upload-model-title' }, 'Upload a model'), zone, list, field, button, result);
+  form.addEventListener('submit', async (event) => {
+    event.preventDefault();
+    const body = new FormData();
+    for (const file of files) body.append('file', file, file.name);
+    button.disabled = true;
+    result.replaceChildren(el('p', { class: 'muted' }, 'Uploading…'));
+    try {
+      const model = await api('/v1/models', { method: 'POST', body });
+      result.replaceChildren(el('p', {}, 'Stored ', el('span', { class: 'mono', id: 'model-id' }, model.id), `: ${model.format}, ${model.params} params, ${formatBytes(model.bytes)}.`));
+      onUploaded(model);
+    } catch (error) {
+      const where = error instanceof ApiError ? ['weight', 'file', 'layer'].filter((k) => error.problem[k]).map((k) => ` (${k} ${error.problem[k]})`).join('') : '';
+      result.replaceChildren(errorBox(`${error.message}${where}`));
+    } finally {
+      button.disabled = files.length === 0;
+    }
+  });
+  return form;
+}
+
+function datasetUpload(onUploaded) {
+  const x = el('input', { type: 'file', id: 'dataset-x', accept: '.npy' });
+  const y = el('input', { type: 'file', id: 'dataset-y', accept: '.npy' });
+  const json = el('input', { type: 'file', id: 'dataset-json', accept: '.json' });
+  const result = el('div', { id: 'dataset-result', role: 'status' });
+  const form = el('form', { class: 'panel', 'aria-labelledby': 'upload-dataset-title' },
+    el('h2', { id: 'upload-dataset-title' }, 'Upload a dataset'),
+    el('p', { class: 'muted' }, 'For calibration, evaluation or fine-tuning: x (and optionally y) as .npy, or one JSON file {"x": [...], "y": [...]}.'),
+    el('div', { class: 'form-grid' },
+      el('div', { class: 'field' }, el('label', { for: 'dataset-x' }, 'x (.npy)'), x),
+      el('div', { class: 'field' }, el('label', { for: 'dataset-y' }, 'y (.npy, optional)'), y)),
+    el('div', { class: 'field' }, el('label', { for: 'dataset-json' }, 'Or one JSON file'), json),
+    el('button', { type: 'submit' }, 'Upload dataset'), result);
+  form.addEventListener('submit', async (event) => {
+    event.preventDefault();
+    const body = new FormData();
+    if (json.files[0]) body.append('file', json.files[0], json.files[0].name);
+    else {
+      if (x.files[0]) body.append('x', x.files[0], 'x.npy');
+      if (y.files[0]) body.append('y', y.files[0], 'y.npy');
+    }
+    try {
+      const dataset = await api('/v1/datasets', { method: 'POST', body });
+      result.replaceChildren(el('p', {}, 'Stored ', el('span', { class: 'mono', id: 'dataset-id' }, dataset.id), `: ${dataset.samples} samples, x ${dataset.x.shape.join('×')}.`));
+      onUploaded(dataset);
+    } catch (error) {
+      result.replaceChildren(errorBox(error));
+    }
+  });
+  return form;
+}
+
+/* ---- the job form, generated from JSON schema ---- */
+
+const fieldId = (path) => `field${path.replace(/[^\w]+/g, '-')}`;
+
+function literals(schema) {
+  const options = schema.anyOf ?? (schema.const !== undefined ? [schema] : null);
+  return options && options.every((s) => s.const !== undefined) ? options.map((s) => s.const) : null;
+}
+
+/** One control for a leaf schema, tagged with its JSON path and kind so values can be read back. */
+function control(given, path, label) {
+  // A nullable field (`anyOf: [{type}, {type: 'null'}]`) is edited as its non-null type; empty means unset.
+  const member = literals(given) ? null : given.anyOf?.find((s) => s.type && s.type !== 'null');
+  const schema = member ? { ...member, description: given.description ?? member.description, default: given.default ?? member.default } : given;
+  const id = fieldId(path);
+  const hintId = `${id}-hint`;
+  const errorId = `${id}-error`;
+  const described = `${schema.description ? hintId : ''} ${errorId}`.trim();
+  const options = literals(schema);
+  let input;
+  let kind;
+  if (options) {
+    input = el('select', { id, 'aria-describedby': described }, options.map((o) => el('option', { value: String(o) }, String(o))));
+    if (schema.default !== undefined) input.value = String(schema.default);
+    kind = typeof options[0] === 'number' ? 'number' : 'string';
+  } else if (schema.type === 'integer' || schema.type === 'number') {
+    input = el('input', { type: 'number', id, step: schema.type === 'integer' ? 1 : 'any', value: schema.default, 'aria-describedby': described });
+    kind = 'number';
+  } else if (schema.type === 'boolean' && schema.default === undefined) {
+    // No default: leaving it unset lets the server decide, which a checkbox cannot say.
+    input = el('select', { id, 'aria-describedby': described }, el('option', { value: '' }, '(server default)'), el('option', { value: 'true' }, 'true'), el('option', { value: 'false' }, 'false'));
+    kind = 'optional-boolean';
+  } else if (schema.type === 'boolean') {
+    input = el('input', { type: 'checkbox', id, checked: schema.default === true, 'aria-describedby': described });
+    kind = 'boolean';
+  } else if (schema.type === 'array') {
+    input = el('input', { type: 'text', id, value: (schema.default ?? []).join(', '), placeholder: 'comma separated', 'aria-describedby': described });
+    kind = 'list';
+  } else if (schema.type === 'object') {
+    input = el('textarea', { id, rows: 2, placeholder: '{}', 'aria-describedby': described });
+    kind = 'json';
+  } else {
+    input = el('input', { type: schema.format === 'uri' ? 'url' : 'text', id, value: schema.default, 'aria-describedby': described });
+    kind = 'string';
+  }
+  input.dataset.path = path;
+  input.dataset.kind = kind;
+  const wrapper = el('div', { class: `field${kind === 'boolean' ? ' check' : ''}`, dataset: { fieldPath: path } },
+    kind === 'boolean' ? [input, el('label', { for: id }, label)] : [el('label', { for: id }, label), input],
+    schema.description ? el('p', { class: 'hint', id: hintId }, schema.description) : null,
+    el('p', { class: 'field-error', id: errorId, hidden: true }));
+  return wrapper;
+}
+
+/** An optional group is sent only when its checkbox (in the legend, so never disabled with it) is on. */
+function includeToggle(path, name) {
+  const id = `${fieldId(path)}-include`;
+  const box = el('input', { type: 'checkbox', id, onchange: () => (box.closest('fieldset').disabled = !box.checked) });
+  return el('span', {}, box, el('label', { for: id, style: 'display:inline;margin-left:6px' }, `${name} (optional)`));
+}
+
+/** An object schema as a fieldset of its properties (nested objects with properties recurse). */
+function objectFields(schema, path, skip = []) {
+  return Object.entries(schema.properties ?? {})
+    .filter(([name]) => !skip.includes(name))
+    .map(([name, property]) => {
+      const childPath = `${path}/${name}`;
+      if (property.type === 'object' && property.properties) {
+        const optional = !(schema.required ?? []).includes(name);
+        const fieldset = el('fieldset', { dataset: { fieldPath: childPath }, disabled: optional },
+          el('legend', {}, optional ? includeToggle(childPath, name) : name),
+          property.description ? el('p', { class: 'hint' }, property.description) : null,
+          el('div', { class: 'form-grid' }, objectFields(property, childPath)));
+        return fieldset;
+      }
+      return control(property, childPath, name);
+    });
+}
+
+function readValue(input) {
+  switch (input.dataset.kind) {
+    case 'boolean':
+      return input.checked;
+    case 'optional-boolean':
+      return input.value === '' ? undefined : input.value === 'true';
+    case 'number':
+      return input.value === '' ? undefined : Number(input.value);
+    case 'list':
+      return input.value.split(',').map((s) => s.trim()).filter(Boolean);
+    case 'json':
+      if (input.value.trim() === '') return undefined;
+      try {
+        return JSON.parse(input.value);
+      } catch {
+        return input.value;
+      }
+    default:
+      return input.value === '' ? undefined : input.value;
+  }
+}
+
+function setAt(target, path, value) {
+  const keys = path.split('/').slice(1);
+  let node = target;
+  for (const key of keys.slice(0, -1)) node = node[key] ??= {};
+  node[keys[keys.length - 1]] = value;
+}
+
+/** The spec the form describes: every enabled field with a value; empty fields take the server's defaults. */
+function collect(form) {
+  const spec = {};
+  for (const input of form.querySelectorAll('[data-path]')) {
+    const value = readValue(input);
+    if (value !== undefined && !input.matches(':disabled')) setAt(spec, input.dataset.path, value);
+  }
+  return spec;
+}
+
+function showProblems(form, problems, general) {
+  for (const wrapper of form.querySelectorAll('.field.invalid')) wrapper.classList.remove('invalid');
+  for (const slot of form.querySelectorAll('.field-error')) {
+    slot.hidden = true;
+    slot.textContent = '';
+  }
+  const unplaced = [];
+  let first = null;
+  for (const problem of problems) {
+    // The deepest field whose path is a prefix of the problem's (`/layers/overrides/x` → the overrides box).
+    const inputs = [...form.querySelectorAll('[data-path]')].filter((i) => problem.path === i.dataset.path || problem.path.startsWith(`${i.dataset.path}/`));
+    const input = inputs.sort((a, b) => b.dataset.path.length - a.dataset.path.length)[0];
+    if (!input) {
+      unplaced.push(problem);
+      continue;
+    }
+    const slot = document.getElementById(`${input.id}-error`);
+    slot.hidden = false;
+    slot.textContent = slot.textContent ? `${slot.textContent}; ${problem.message}` : problem.message;
+    input.closest('.field').classList.add('invalid');
+    input.setAttribute('aria-invalid', 'true');
+    first ??= input;
+  }
+  general.replaceChildren(...unplaced.map((p) => el('div', { class: 'error-box', role: 'alert' }, `${p.path || '/'}: ${p.message}`)));
+  first?.focus();
+}
+
+async function jobForm(section, modelsChanged, datasetsChanged) {
+  let schemas;
+  let models;
+  let datasets;
+  try {
+    [schemas, models, datasets] = await Promise.all([api('/v1/schema/job-spec'), api('/v1/models?limit=100'), api('/v1/datasets?limit=100')]);
+  } catch (error) {
+    section.replaceChildren(el('h2', { id: 'job-title' }, 'New job'), errorBox(error, () => jobForm(section, modelsChanged, datasetsChanged)));
+    return;
+  }
+  const spec = schemas.spec;
+  const modelSelect = el('select', { id: fieldId('/modelId'), 'aria-describedby': `${fieldId('/modelId')}-error` });
+  modelSelect.dataset.path = '/modelId';
+  modelSelect.dataset.kind = 'string';
+  const fillModels = (selected) => {
+    modelSelect.replaceChildren(
+      el('option', { value: '' }, models.items.length ? 'Choose a model' : 'No models yet: upload one above'),
+      ...models.items.map((m) => el('option', { value: m.id }, `${m.id} (${m.format}, ${m.params} params)`)));
+    if (selected) modelSelect.value = selected;
+  };
+  fillModels(models.items[0]?.id);
+  modelsChanged.push((model) => {
+    models.items.unshift(model);
+    fillModels(model.id);
+  });
+
+  const methodNames = Object.keys(schemas.methods);
+  const methodSelect = el('select', { id: fieldId('/method/name') }, methodNames.map((n) => el('option', { value: n }, n)));
+  methodSelect.dataset.path = '/method/name';
+  methodSelect.dataset.kind = 'string';
+  const methodParams = el('div', { class: 'form-grid', id: 'method-params' });
+  const drawMethod = () => methodParams.replaceChildren(...objectFields(schemas.methods[methodSelect.value], '/method', ['name']));
+  methodSelect.addEventListener('change', drawMethod);
+  drawMethod();
+
+  const groups = Object.entries(spec.properties).filter(([name, p]) => name !== 'method' && p.type === 'object' && p.properties).map(([name]) => name);
+  const datasetList = el('datalist', { id: 'dataset-ids' }, datasets.items.map((d) => el('option', { value: d.id }, `${d.samples} samples`)));
+  datasetsChanged.push((dataset) => datasetList.prepend(el('option', { value: dataset.id }, `${dataset.samples} samples`)));
+  const general = el('div', { id: 'form-problems' });
+  const result = el('div', { id: 'job-result', role: 'status' });
+  const submit = el('button', { type: 'submit', id: 'job-submit' }, 'Create job');
+  const errorSlot = (path) => el('p', { class: 'field-error', id: `${fieldId(path)}-error`, hidden: true });
+  const form = el('form', { id: 'job-form', novalidate: true },
+    el('div', { class: 'form-grid' },
+      el('div', { class: 'field', dataset: { fieldPath: '/modelId' } }, el('label', { for: modelSelect.id }, 'Model'), modelSelect, errorSlot('/modelId')),
+      el('div', { class: 'field', dataset: { fieldPath: '/method/name' } }, el('label', { for: methodSelect.id }, 'Method'), methodSelect, errorSlot('/method/name')),
+      ...objectFields(spec, '', ['modelId', 'method', ...groups])),
+    el('fieldset', {}, el('legend', {}, 'Method parameters'), methodParams),
+    ...objectFields(spec, '', Object.keys(spec.properties).filter((n) => !groups.includes(n))),
+    datasetList, general, submit, result);
+  // Dataset ids are offered wherever the spec asks for one.
+  for (const input of form.querySelectorAll('[data-path^="/data/"]')) input.setAttribute('list', 'dataset-ids');
+  form.addEventListener('submit', async (event) => {
+    event.preventDefault();
+    submit.disabled = true;
+    result.replaceChildren();
+    try {
+      const job = await api('/v1/jobs', { method: 'POST', body: collect(form) });
+      showProblems(form, [], general);
+      result.replaceChildren(el('p', {}, 'Job ', el('a', { href: `#/jobs/${job.id}`, id: 'new-job-link' }, job.id), ' queued. ',
+        el('a', { href: '#/jobs' }, 'Watch it on the jobs page.')));
+    } catch (error) {
+      const problems = error instanceof ApiError ? error.problem.problems : null;
+      if (problems?.length) showProblems(form, problems, general);
+      else general.replaceChildren(errorBox(error));
+    } finally {
+      submit.disabled = false;
+    }
+  });
+  section.replaceChildren(el('h2', { id: 'job-title' }, 'New job'),
+    el('p', { class: 'muted' }, 'Generated from the server’s job spec schema; the server checks every field and its errors appear next to them.'), form);
+}

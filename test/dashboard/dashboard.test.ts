@@ -1,0 +1,348 @@
+/**
+ * The dashboard in a real browser (Debian's chromium driven by playwright-core) against a real server with
+ * a sandboxed worker: upload the layers fixture through the UI, get a server validation error shown next to
+ * its field, create a job from the generated form, watch its progress bar reach 100% from SSE (no polling),
+ * read the report's charts, and run "try it" — its printed outputs must match stock tfjs in Node within
+ * 1e-5. Screenshots land in test/artifacts/. Also: the dashboard's own API routes, and the key prompt.
+ */
+import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import * as tf from '@tensorflow/tfjs';
+import '@tensorflow/tfjs-backend-cpu';
+import type { FastifyInstance } from 'fastify';
+import { chromium, type Browser, type Page } from 'playwright-core';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import type { Config } from '../../src/config.js';
+import { sharedHistogram } from '../../src/http/dashboard/api.js';
+import { buildApp } from '../../src/http/app.js';
+import type { FileSet } from '../../src/model/types.js';
+import { startWorkers, type Closable } from '../../src/service.js';
+import { buildLayersModel, LAYERS_QUANTIZABLE, loadStockLayers } from '../fixtures/models.js';
+import { cleanup, filesAsParts, multipart, testConfig, tinyModel, zipOf } from '../http/helpers.js';
+
+const artifacts = new URL('../artifacts/', import.meta.url).pathname;
+let config: Config;
+let app: FastifyInstance;
+let workers: Closable & { quantize: { pause(): Promise<void>; resume(): void } };
+let baseUrl: string;
+let browser: Browser;
+let modelDir: string;
+let source: FileSet;
+
+beforeAll(async () => {
+  await tf.setBackend('cpu');
+  config = await testConfig({ QAAS_RATE_LIMIT_MAX: '100000' });
+  app = await buildApp(config, { logger: false });
+  baseUrl = await app.listen({ port: 0, host: '127.0.0.1' });
+  workers = startWorkers(config, { concurrency: 1 });
+  source = await buildLayersModel();
+  modelDir = await mkdtemp(join(tmpdir(), 'qaas-dashboard-model-'));
+  for (const [path, bytes] of source) await writeFile(join(modelDir, path), bytes);
+  await mkdir(artifacts, { recursive: true });
+  browser = await chromium.launch({
+    executablePath: '/usr/bin/chromium',
+    args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking', '--disable-component-update'],
+  });
+});
+
+afterAll(async () => {
+  await browser?.close();
+  await workers?.close();
+  await app?.close();
+  if (config) await cleanup(config);
+  if (modelDir) await rm(modelDir, { recursive: true, force: true });
+});
+
+/** Pixels of a canvas that are drawn (alpha > 0) and how many distinct colours they use. */
+async function inked(page: Page, selector: string): Promise<{ drawn: number; colours: number }> {
+  return page.$eval(selector, (canvas) => {
+    const c = canvas as HTMLCanvasElement;
+    const data = c.getContext('2d')!.getImageData(0, 0, c.width, c.height).data;
+    let drawn = 0;
+    const colours = new Set<number>();
+    for (let i = 0; i < data.length; i += 4) {
+      if (data[i + 3] === 0) continue;
+      drawn++;
+      colours.add((data[i] << 16) | (data[i + 1] << 8) | data[i + 2]);
+    }
+    return { drawn, colours: colours.size };
+  });
+}
+
+function numbers(text: string): number[] {
+  return text.split(',').map((s) => Number(s.trim()));
+}
+
+describe('sharedHistogram', () => {
+  it('counts both sets over the same equal-width bins, the top edge in the last bin', () => {
+    const before = new Float32Array([-1, -0.5, 0, 0.25, 1]);
+    const after = new Float32Array([-1, -0.5, 0, 0, 1]);
+    const h = sharedHistogram(before, after, 4);
+    expect(h.edges).toEqual([-1, -0.5, 0, 0.5, 1]);
+    expect(h.before).toEqual([1, 1, 2, 1]);
+    expect(h.after).toEqual([1, 1, 2, 1]);
+    const shifted = sharedHistogram(new Float32Array([0, 0.1, 0.2]), new Float32Array([0.4]), 2);
+    expect(shifted.edges.map((e) => Number(e.toFixed(6)))).toEqual([0, 0.2, 0.4]);
+    expect(shifted.before).toEqual([2, 1]);
+    expect(shifted.after).toEqual([0, 1]);
+    expect(sharedHistogram(new Float32Array([3, 3]), new Float32Array([3]), 2)).toEqual({ edges: [2.5, 3, 3.5], before: [0, 2], after: [0, 1] });
+  });
+});
+
+describe('dashboard routes', () => {
+  it('serves the page, its modules and the two libraries from node_modules, nothing else', async () => {
+    const page = await app.inject({ url: '/' });
+    expect(page.statusCode).toBe(200);
+    expect(page.headers['content-type']).toContain('text/html');
+    expect(page.body).toContain('/dashboard/app.js');
+    const chart = await app.inject({ url: '/dashboard/vendor/chart.umd.js' });
+    expect(chart.statusCode).toBe(200);
+    expect(chart.body).toContain('Chart');
+    const tfjs = await app.inject({ url: '/dashboard/vendor/tf.min.js' });
+    expect(tfjs.statusCode).toBe(200);
+    expect(tfjs.body.length).toBeGreaterThan(500_000);
+    expect((await app.inject({ url: '/dashboard/app.js' })).headers['content-type']).toContain('javascript');
+    for (const url of ['/dashboard/../../package.json', '/dashboard/vendor/other.js', '/dashboard/index.ts', '/dashboard/nope.js']) {
+      const res = await app.inject({ url });
+      expect(res.statusCode, url).toBe(404);
+    }
+  });
+
+  it('serves an uploaded model’s own files, byte for byte', async () => {
+    const files = await tinyModel();
+    const upload = multipart(filesAsParts(files));
+    const model = (await app.inject({ method: 'POST', url: '/v1/models', ...upload })).json();
+    for (const [path, bytes] of files) {
+      const res = await app.inject({ url: `/v1/models/${model.id}/files/${path}` });
+      expect(res.statusCode, path).toBe(200);
+      expect(new Uint8Array(res.rawPayload)).toEqual(bytes);
+    }
+    expect((await app.inject({ url: `/v1/models/${model.id}/files/model.json` })).headers['content-type']).toContain('application/json');
+    expect((await app.inject({ url: `/v1/models/${model.id}/files/other.bin` })).statusCode).toBe(404);
+    expect((await app.inject({ url: '/v1/models/mdl_nope/files/model.json' })).statusCode).toBe(404);
+    expect((await app.inject({ url: '/v1/jobs/job_nope/tensors/x/histogram' })).statusCode).toBe(404);
+  });
+
+  it('exposes the job spec schema with every method’s params schema', async () => {
+    const res = await app.inject({ url: '/v1/schema/job-spec' });
+    expect(res.statusCode).toBe(200);
+    const { spec, methods } = res.json();
+    expect(spec.properties.method.properties.name).toBeDefined();
+    expect(Object.keys(methods)).toEqual(expect.arrayContaining(['affine', 'float16', 'binary', 'ternary', 'pow2', 'kmeans', 'pq']));
+    expect(methods.affine.properties.bits).toMatchObject({ type: 'integer', minimum: 2, maximum: 16, default: 8 });
+  });
+});
+
+describe('the dashboard in chromium', () => {
+  it('uploads, validates, creates a job, follows it by SSE, draws the report and runs the model', async () => {
+    const context = await browser.newContext({ viewport: { width: 1280, height: 800 } });
+    const page = await context.newPage();
+    const pageErrors: string[] = [];
+    page.on('pageerror', (error) => pageErrors.push(error.message));
+    const requests: string[] = [];
+    page.on('request', (request) => requests.push(new URL(request.url()).pathname + new URL(request.url()).search));
+
+    await page.goto(`${baseUrl}/`);
+    await page.getByText('No jobs yet.').waitFor();
+
+    // Upload through the UI.
+    await page.getByRole('link', { name: 'Upload & new job' }).click();
+    await page.setInputFiles('#model-files', [...source.keys()].map((path) => join(modelDir, path)));
+    await page.click('#model-upload');
+    const modelId = (await page.locator('#model-id').textContent())!;
+    expect(modelId).toMatch(/^mdl_/);
+    await expect.poll(() => page.locator('#field-modelId').inputValue()).toBe(modelId);
+
+    // The same model dropped on the drop zone as one zip is a second upload.
+    const zip = (await zipOf([...source])).toString('base64');
+    const dropped = await page.evaluateHandle((base64) => {
+      const transfer = new DataTransfer();
+      const bytes = Uint8Array.from(atob(base64), (c) => c.charCodeAt(0));
+      transfer.items.add(new File([bytes], 'model.zip', { type: 'application/zip' }));
+      return transfer;
+    }, zip);
+    await page.dispatchEvent('#model-drop', 'drop', { dataTransfer: dropped });
+    expect(await page.locator('.file-list li').allTextContents()).toEqual([expect.stringMatching(/^model\.zip /)]);
+    await page.click('#model-upload');
+    await expect.poll(() => page.locator('#model-id').textContent()).not.toBe(modelId);
+    const zippedId = (await page.locator('#model-id').textContent())!;
+    expect(zippedId).toMatch(/^mdl_/);
+    await expect.poll(() => page.locator('#field-modelId').inputValue()).toBe(zippedId);
+
+    // A value only the server rejects shows up next to its field.
+    await page.selectOption('#field-method-name', 'affine');
+    await page.fill('#field-method-bits', '40');
+    await page.click('#job-submit');
+    const bitsError = page.locator('#field-method-bits-error');
+    await bitsError.waitFor();
+    expect(await bitsError.textContent()).toMatch(/16/);
+    expect(await page.getAttribute('#field-method-bits', 'aria-invalid')).toBe('true');
+    await page.screenshot({ path: join(artifacts, 'dashboard-new-job.png'), fullPage: true, animations: 'disabled' });
+
+    // Hold the worker so the jobs page is open before any progress happens.
+    await workers.quantize.pause();
+    await page.fill('#field-method-bits', '8');
+    await page.click('#job-submit');
+    const jobId = (await page.locator('#new-job-link').textContent())!;
+    expect(jobId).toMatch(/^job_/);
+    expect(await bitsError.isHidden()).toBe(true);
+
+    await page.getByRole('link', { name: 'Watch it on the jobs page.' }).click();
+    const bar = page.locator(`tr[data-job="${jobId}"] [role=progressbar]`);
+    await expect.poll(() => bar.getAttribute('data-source')).toBe('sse');
+    const listRequests = requests.filter((r) => r.startsWith('/v1/jobs?')).length;
+    await bar.evaluate((node) => {
+      const seen: number[] = [];
+      (window as unknown as { seenProgress: number[] }).seenProgress = seen;
+      new MutationObserver(() => seen.push(Number(node.getAttribute('aria-valuenow')))).observe(node, { attributeFilter: ['aria-valuenow'] });
+    });
+    workers.quantize.resume();
+    await expect.poll(() => bar.getAttribute('aria-valuenow'), { timeout: 30_000 }).toBe('100');
+    const seen = await page.evaluate(() => (window as unknown as { seenProgress: number[] }).seenProgress);
+    expect(seen.some((v) => v > 0 && v < 100)).toBe(true);
+    expect(await bar.getAttribute('data-source')).toBe('sse');
+    // Live updates came from the stream: the list was fetched once, never polled, and no job was polled.
+    expect(requests.filter((r) => r.startsWith('/v1/jobs?')).length).toBe(listRequests);
+    expect(requests.filter((r) => r === `/v1/jobs/${jobId}`)).toEqual([]);
+    expect(requests).toContain(`/v1/jobs/${jobId}/events`);
+    await page.locator(`tr[data-job="${jobId}"] .badge.succeeded`).waitFor();
+    await page.screenshot({ path: join(artifacts, 'dashboard-jobs.png'), animations: 'disabled' });
+
+    // The report as pictures.
+    await page.click(`a[href="#/jobs/${jobId}"]`);
+    await page.locator('#chart-histogram[data-tensor]').waitFor();
+    const report = (await app.inject({ url: `/v1/jobs/${jobId}/report` })).json();
+    expect(report.tensors.map((t: { name: string }) => t.name)).toEqual(LAYERS_QUANTIZABLE);
+    expect(await page.locator('#tensor-table tbody tr').count()).toBe(LAYERS_QUANTIZABLE.length);
+    for (const id of ['chart-sqnr', 'chart-bytes', 'chart-totals', 'chart-histogram']) {
+      const { drawn, colours } = await inked(page, `#${id}`);
+      expect(drawn, id).toBeGreaterThan(2000);
+      expect(colours, id).toBeGreaterThan(3);
+    }
+    await page.selectOption('#histogram-tensor', 'dense/kernel');
+    await expect.poll(() => page.getAttribute('#chart-histogram', 'data-tensor')).toBe('dense/kernel');
+    // dense/kernel is 6×10; 8-bit affine leaves at most 256 distinct values.
+    const levels = Number(/^6×10 weights; (\d+) distinct values/.exec((await page.locator('#histogram-note').textContent())!)?.[1]);
+    expect(levels).toBeGreaterThan(1);
+    expect(levels).toBeLessThanOrEqual(256);
+    const histogram = (await app.inject({ url: `/v1/jobs/${jobId}/tensors/${encodeURIComponent('dense/kernel')}/histogram?bins=16` })).json();
+    expect(histogram.edges).toHaveLength(17);
+    const total = (counts: number[]) => counts.reduce((a, b) => a + b, 0);
+    expect([total(histogram.before), total(histogram.after)]).toEqual([60, 60]);
+    expect(histogram.levelsAfter).toBe(levels);
+    expect((await app.inject({ url: `/v1/jobs/${jobId}/tensors/nope/histogram` })).statusCode).toBe(404);
+    const downloads = await page.locator('.downloads a').evaluateAll((links) => links.map((a) => a.getAttribute('href')));
+    expect(downloads).toContain(`/v1/jobs/${jobId}/artifacts.zip`);
+    expect(downloads).toContain(`/v1/jobs/${jobId}/artifacts/model/model.json`);
+
+    // Try it: stock TF.js in the page against stock tfjs in Node.
+    await page.click('#tryit-load');
+    await page.locator('#tryit-status[data-ready]').waitFor({ timeout: 30_000 });
+    await page.click('#tryit-run');
+    await page.locator('#tryit-run[data-runs="1"]').waitFor();
+    const sample = JSON.parse(await page.inputValue('#tryit-sample')) as number[];
+    const inBrowser = {
+      float: numbers((await page.locator('#tryit-float').textContent())!),
+      quantized: numbers((await page.locator('#tryit-quantized').textContent())!),
+    };
+    const artifactFiles: FileSet = new Map();
+    for (const path of report.spec ? ['model.json', 'group1-shard1of1.bin'] : []) {
+      const res = await app.inject({ url: `/v1/jobs/${jobId}/artifacts/model/${path}` });
+      expect(res.statusCode).toBe(200);
+      artifactFiles.set(path, new Uint8Array(res.rawPayload));
+    }
+    const [floatModel, quantizedModel] = await Promise.all([loadStockLayers(source), loadStockLayers(artifactFiles)]);
+    const x = tf.tensor2d(sample, [1, sample.length]);
+    const inNode = {
+      float: Array.from((floatModel.predict(x) as tf.Tensor).dataSync()),
+      quantized: Array.from((quantizedModel.predict(x) as tf.Tensor).dataSync()),
+    };
+    x.dispose();
+    for (const which of ['float', 'quantized'] as const) {
+      expect(inBrowser[which]).toHaveLength(4);
+      inBrowser[which].forEach((v, i) => expect(Math.abs(v - inNode[which][i]), which).toBeLessThan(1e-5));
+    }
+    // Quantized weights change the output a little, not completely.
+    expect(inBrowser.quantized).not.toEqual(inBrowser.float);
+    await page.screenshot({ path: join(artifacts, 'dashboard-job.png'), fullPage: true, animations: 'disabled' });
+
+    // A job page opened before its job runs: timeline, log lines and then the report, all from the stream.
+    await workers.quantize.pause();
+    const second = (await app.inject({ method: 'POST', url: '/v1/jobs', payload: { modelId, method: { name: 'ternary' } } })).json();
+    await page.goto(`${baseUrl}/#/jobs/${second.id}`);
+    await expect.poll(() => page.locator('.timeline [aria-current=step]').textContent()).toBe('queued');
+    await expect.poll(() => page.getAttribute('[role=progressbar]', 'data-source')).toBe('sse');
+    workers.quantize.resume();
+    await page.locator('#chart-sqnr').waitFor({ timeout: 30_000 });
+    expect(await page.locator('.log li').count()).toBeGreaterThan(2);
+    expect(await page.locator('.log li').allTextContents()).toContainEqual(expect.stringMatching(/quantizing dense\/kernel \(ternary\)/));
+    expect(await page.locator('.timeline li.done').count()).toBe(await page.locator('.timeline li').count());
+    expect((await inked(page, '#chart-sqnr')).drawn).toBeGreaterThan(2000);
+    expect(requests.filter((r) => r === `/v1/jobs/${second.id}`)).toHaveLength(1);
+
+    // Sections for reports the accuracy and auto work will produce: metrics per stage, frontier, sensitivity.
+    await page.route(`**/v1/jobs/${second.id}/report`, async (route) => {
+      const real = await (await route.fetch()).json();
+      real.model.metrics = { float: { accuracy: 0.91, top5: 1 }, ptq: { accuracy: 0.88, top5: 0.99 }, qat: { accuracy: 0.9, top5: 1 } };
+      real.frontier = [{ bytes: 3000, metrics: { accuracy: 0.91 } }, { bytes: 1200, metrics: { accuracy: 0.9 }, chosen: true }, { bytes: 700, metrics: { accuracy: 0.7 } }];
+      real.sensitivity = [{ name: 'dense/kernel', bits: 4, drop: 0.012 }, { name: 'logits/kernel', bits: 4, drop: 0.08 }];
+      await route.fulfill({ json: real });
+    });
+    await page.reload();
+    await page.locator('#chart-frontier').waitFor();
+    for (const id of ['chart-metrics', 'chart-frontier']) expect((await inked(page, `#${id}`)).drawn, id).toBeGreaterThan(1000);
+    expect(await page.getByRole('row', { name: /logits\/kernel 4 0\.08/ }).count()).toBe(1);
+    await page.unroute(`**/v1/jobs/${second.id}/report`);
+
+    // Phone width: the page reflows instead of scrolling sideways.
+    await page.setViewportSize({ width: 390, height: 844 });
+    await page.goto(`${baseUrl}/#/jobs`);
+    await page.locator(`tr[data-job="${jobId}"]`).waitFor();
+    expect(await page.evaluate(() => document.documentElement.scrollWidth)).toBeLessThanOrEqual(390);
+    await page.screenshot({ path: join(artifacts, 'dashboard-jobs-phone.png'), animations: 'disabled' });
+    await page.goto(`${baseUrl}/#/jobs/${jobId}`);
+    await page.locator('#chart-histogram[data-tensor]').waitFor();
+    expect(await page.evaluate(() => document.documentElement.scrollWidth)).toBeLessThanOrEqual(390);
+    await page.screenshot({ path: join(artifacts, 'dashboard-job-phone.png'), fullPage: true, animations: 'disabled' });
+    expect(pageErrors).toEqual([]);
+    await context.close();
+  });
+
+  it('asks for the API key when the server has keys, keeps it, and sends it', async () => {
+    const keyed = await testConfig({ QAAS_API_KEYS: 'ui:ui-secret-key' });
+    const keyedApp = await buildApp(keyed, { logger: false });
+    try {
+      const url = await keyedApp.listen({ port: 0, host: '127.0.0.1' });
+      const context = await browser.newContext();
+      const page = await context.newPage();
+      await page.goto(`${url}/`);
+      await page.locator('#key-dialog[open]').waitFor();
+      await page.getByRole('textbox', { name: 'Key' }).fill('ui-secret-key');
+      await page.getByRole('button', { name: 'Save' }).click();
+      await page.getByText('No jobs yet.').waitFor();
+      expect(await page.evaluate(() => localStorage.getItem('qaas.apiKey'))).toBe('ui-secret-key');
+
+      // With a key, EventSource (which cannot send headers) gives way to a fetch-read stream that can.
+      const auth = { authorization: 'Bearer ui-secret-key' };
+      const upload = multipart(filesAsParts(await tinyModel()));
+      const modelId = (await keyedApp.inject({ method: 'POST', url: '/v1/models', payload: upload.payload, headers: { ...upload.headers, ...auth } })).json().id;
+      // No worker serves this server's queue: the job stays queued until it is cancelled.
+      const job = (await keyedApp.inject({ method: 'POST', url: '/v1/jobs', payload: { modelId, method: { name: 'float16' } }, headers: auth })).json();
+      const requests: string[] = [];
+      page.on('request', (request) => requests.push(new URL(request.url()).pathname));
+      await page.reload();
+      expect(await page.locator('#key-dialog[open]').count()).toBe(0);
+      const row = page.locator(`tr[data-job="${job.id}"]`);
+      await expect.poll(() => row.locator('[role=progressbar]').getAttribute('data-source')).toBe('sse');
+      expect((await keyedApp.inject({ method: 'POST', url: `/v1/jobs/${job.id}/cancel`, headers: auth })).statusCode).toBe(200);
+      await row.locator('.badge.cancelled').waitFor();
+      expect(requests).toContain(`/v1/jobs/${job.id}/events`);
+      expect(requests).not.toContain(`/v1/jobs/${job.id}`);
+      await context.close();
+    } finally {
+      await keyedApp.close();
+      await cleanup(keyed);
+    }
+  });
+});
