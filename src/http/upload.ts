@@ -1,9 +1,10 @@
 /**
- * Reading multipart uploads into a validated file set without buffering a part in memory on the way in:
- * plain parts stream to a staged file in DATA_DIR/tmp (hashed while they stream); `.zip` (yauzl) and
- * `.tar.gz` (tar) parts stream to disk too and are then expanded entry by entry under the upload limits
- * (per-file and total bytes, file count, expansion ratio), refusing entries that point outside the archive.
- * Nothing reaches the blob store until the caller has validated the contents and calls `commit`.
+ * Reading multipart uploads into a validated file set without buffering a file in memory: plain parts
+ * stream to a staged file in DATA_DIR/tmp (hashed while they stream); `.zip` (yauzl) and `.tar.gz` (tar)
+ * parts stream to disk too and are then expanded entry by entry, each entry streamed to its own staged
+ * file, under the upload limits (per-file and total bytes, file count, expansion ratio), refusing entries
+ * that point outside the archive. Nothing reaches the blob store until the caller has validated the staged
+ * files and calls `commit`.
  */
 import { createHash } from 'node:crypto';
 import { createReadStream, createWriteStream } from 'node:fs';
@@ -23,7 +24,7 @@ import { ApiProblem } from './errors.js';
 
 type Limits = Config['upload'];
 
-/** One uploaded file: either staged on disk or (archive entries) in memory. */
+/** One uploaded file, staged on disk. */
 export interface UploadedFile {
   /** Path inside the upload (archive entry path or the part's file name). */
   path: string;
@@ -31,8 +32,7 @@ export interface UploadedFile {
   field: string;
   sha256: string;
   bytes: number;
-  stagedPath?: string;
-  data?: Buffer;
+  stagedPath: string;
 }
 
 export class Upload {
@@ -45,8 +45,9 @@ export class Upload {
     private readonly limits: Limits,
   ) {}
 
+  /** The whole file in memory: for small documents (dataset JSON, .npy headers), never for model shards. */
   async contents(file: UploadedFile): Promise<Buffer> {
-    return file.data ?? readFile(file.stagedPath!);
+    return readFile(file.stagedPath);
   }
 
   /** Moves `files` (by default all) into the blob store; `discard` then removes whatever is left staged. */
@@ -55,13 +56,9 @@ export class Upload {
     for (const file of files) {
       if (done.has(file.sha256)) continue;
       done.add(file.sha256);
-      if (file.stagedPath) {
-        const target = this.blobs.pathOf(file.sha256);
-        await mkdir(dirname(target), { recursive: true });
-        await rename(file.stagedPath, target);
-      } else {
-        await this.blobs.putBytes(file.data!);
-      }
+      const target = this.blobs.pathOf(file.sha256);
+      await mkdir(dirname(target), { recursive: true });
+      await rename(file.stagedPath, target);
     }
   }
 
@@ -71,27 +68,44 @@ export class Upload {
 
   /** Streams one multipart file part to a staged file, counting it against the limits. */
   async stagePart(part: MultipartFile): Promise<{ stagedPath: string; sha256: string; bytes: number }> {
+    const limits = this.limits;
+    const staged = await this.stage(part.file, (chunkBytes) => {
+      this.totalBytes += chunkBytes;
+      return this.totalBytes > limits.maxTotalBytes
+        ? new ApiProblem('upload-too-large', `the upload exceeds ${limits.maxTotalBytes} bytes in total`)
+        : null;
+    });
+    if (part.file.truncated) {
+      throw new ApiProblem('upload-too-large', `${part.filename} exceeds the ${limits.maxFileBytes}-byte file limit`);
+    }
+    return staged;
+  }
+
+  /**
+   * Streams `source` to a new staged file, hashing it; `overLimit(chunk's bytes, file's bytes so far)`
+   * sees every chunk and returns the problem to abort with once a limit is passed.
+   */
+  private async stage(
+    source: Readable,
+    overLimit: (chunkBytes: number, bytes: number) => ApiProblem | null,
+  ): Promise<{ stagedPath: string; sha256: string; bytes: number }> {
     const path = await this.blobs.tempPath();
     this.staged.push(path);
     const hash = createHash('sha256');
     let bytes = 0;
-    const limits = this.limits;
-    const countTotal = (n: number) => (this.totalBytes += n);
     const meter = new Transform({
       transform(chunk: Buffer, _encoding, done) {
         bytes += chunk.length;
-        if (countTotal(chunk.length) > limits.maxTotalBytes) {
-          done(new ApiProblem('upload-too-large', `the upload exceeds ${limits.maxTotalBytes} bytes in total`));
+        const problem = overLimit(chunk.length, bytes);
+        if (problem) {
+          done(problem);
           return;
         }
         hash.update(chunk);
         done(null, chunk);
       },
     });
-    await pipeline(part.file, meter, createWriteStream(path));
-    if (part.file.truncated) {
-      throw new ApiProblem('upload-too-large', `${part.filename} exceeds the ${limits.maxFileBytes}-byte file limit`);
-    }
+    await pipeline(source, meter, createWriteStream(path));
     return { stagedPath: path, sha256: hash.digest('hex'), bytes };
   }
 
@@ -132,30 +146,12 @@ export class Upload {
           `${archiveName} expands beyond ${maxExpanded} bytes (limit: ${this.limits.maxExpansionRatio}× its size, ${this.limits.maxTotalBytes} in total)`,
         );
       if (declaredBytes > this.limits.maxFileBytes || expanded + declaredBytes > maxExpanded) throw tooBig();
-      const chunks: Buffer[] = [];
-      let bytes = 0;
-      const limits = this.limits;
-      await pipeline(
-        stream,
-        new Writable({
-          write(chunk: Buffer, _encoding, done) {
-            bytes += chunk.length;
-            expanded += chunk.length;
-            // Declared sizes can lie; the bytes actually produced are what count.
-            if (bytes > limits.maxFileBytes || expanded > maxExpanded) return done(tooBig());
-            chunks.push(chunk);
-            done();
-          },
-        }),
-      );
-      const data = Buffer.concat(chunks);
-      this.addFile({
-        path,
-        field: 'archive',
-        sha256: createHash('sha256').update(data).digest('hex'),
-        bytes: data.length,
-        data,
+      const staged = await this.stage(stream, (chunkBytes, bytes) => {
+        // Declared sizes can lie; the bytes actually produced are what count.
+        expanded += chunkBytes;
+        return bytes > this.limits.maxFileBytes || expanded > maxExpanded ? tooBig() : null;
       });
+      this.addFile({ path, field: 'archive', ...staged });
     });
   }
 }

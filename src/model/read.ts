@@ -4,6 +4,8 @@
  * concatenation of its shards in path order, weights follow each other in manifest order (a weight may span
  * a shard boundary), and quantized entries are expanded on read — uint8/uint16: value = v·scale + min
  * (float64 arithmetic, stored as float32; int32 weights rounded), float16: the half's exact value.
+ * The checks that need only model.json and the shards' sizes (`readManifest`, `weightSlots`) are shared with
+ * `validateModelFiles` (validate-stream.ts), which checks the values from disk without holding them.
  */
 import { readFile, realpath } from 'node:fs/promises';
 import path from 'node:path';
@@ -13,7 +15,7 @@ import { ModelError } from './errors.js';
 import { CONTAINER_CLASSES, detectFormat, flattenLayers, isObject, readLayersTopology } from './topology.js';
 import type { FileSet, LoadedModel, Weight, WeightDtype } from './types.js';
 
-const VALUE_BYTES: Record<WeightDtype | 'uint8' | 'uint16' | 'float16', number> = {
+export const VALUE_BYTES: Record<WeightDtype | 'uint8' | 'uint16' | 'float16', number> = {
   float32: 4,
   int32: 4,
   bool: 1,
@@ -24,7 +26,7 @@ const VALUE_BYTES: Record<WeightDtype | 'uint8' | 'uint16' | 'float16', number> 
 
 type Quantization = { dtype: 'uint8' | 'uint16'; min: number; scale: number } | { dtype: 'float16' };
 
-interface WeightSpec {
+export interface WeightSpec {
   name: string;
   shape: number[];
   dtype: WeightDtype;
@@ -116,34 +118,8 @@ function parseSpec(entry: unknown, where: string): WeightSpec {
   return spec;
 }
 
-/** The shards of one group read as one byte stream, without concatenating them. */
-class GroupBytes {
-  readonly length: number;
-  constructor(private readonly shards: Uint8Array[]) {
-    this.length = shards.reduce((sum, shard) => sum + shard.byteLength, 0);
-  }
-
-  /** A fresh, aligned copy of bytes [offset, offset + length). */
-  copy(offset: number, length: number): Uint8Array {
-    const out = new Uint8Array(length);
-    let written = 0;
-    let shardStart = 0;
-    for (const shard of this.shards) {
-      const shardEnd = shardStart + shard.byteLength;
-      if (written < length && offset + written < shardEnd) {
-        const from = offset + written - shardStart;
-        const take = Math.min(length - written, shard.byteLength - from);
-        out.set(shard.subarray(from, from + take), written);
-        written += take;
-      }
-      shardStart = shardEnd;
-      if (written === length) break;
-    }
-    return out;
-  }
-}
-
-function decodeValues(spec: WeightSpec, bytes: Uint8Array): Weight['values'] {
+/** Decodes whole elements of one weight; `bytes` must be a fresh, aligned copy (its buffer is viewed whole). */
+export function decodeValues(spec: WeightSpec, bytes: Uint8Array): Weight['values'] {
   const q = spec.quantization;
   if (q === undefined) {
     if (spec.dtype === 'float32') return new Float32Array(bytes.buffer);
@@ -168,11 +144,12 @@ function decodeValues(spec: WeightSpec, bytes: Uint8Array): Weight['values'] {
   return values;
 }
 
-function checkFinite(name: string, values: Float32Array): void {
+/** Throws for the first NaN/±Inf; `firstIndex` is the element index of `values[0]` within the weight. */
+export function checkFinite(name: string, values: Float32Array, firstIndex = 0): void {
   for (let i = 0; i < values.length; i++) {
     const v = values[i];
     if (!Number.isFinite(v)) {
-      throw new ModelError('non-finite', `weight ${name}: value ${v} at index ${i}`, { weight: name });
+      throw new ModelError('non-finite', `weight ${name}: value ${v} at index ${firstIndex + i}`, { weight: name });
     }
   }
 }
@@ -194,6 +171,113 @@ function checkLayerClasses(modelTopology: Record<string, unknown>): void {
   }
 }
 
+/** model.json parsed and checked: format, layer classes, manifest groups (weights not yet looked at). */
+export interface Manifest {
+  json: Record<string, unknown>;
+  format: LoadedModel['format'];
+  groups: { paths: string[]; weights: unknown[] }[];
+}
+
+export function readManifest(modelJsonBytes: Uint8Array): Manifest {
+  const json = parseModelJson(modelJsonBytes);
+  const format = detectFormat(json);
+  const groups = manifestGroups(json);
+  if (format === 'layers-model') checkLayerClasses(json.modelTopology as Record<string, unknown>);
+  return { json, format, groups };
+}
+
+/** Where one weight's bytes are: `byteLength` bytes at `offset` of its group (the concatenation of `shards`). */
+export interface WeightSlot {
+  spec: WeightSpec;
+  group: number;
+  /** The group's shard files as FileSet keys, in manifest order. */
+  shards: string[];
+  offset: number;
+  byteLength: number;
+}
+
+/**
+ * Walks the manifest weight by weight, checking everything that needs only the shards' sizes: entry
+ * shapes and dtypes, duplicate names, missing shard files, and that each group's bytes match its weights.
+ * Lazy, so a consumer that checks the values of each slot before taking the next reports faults in the
+ * same order whether the bytes are in memory (readModel) or on disk (validateModelFiles).
+ */
+export function* weightSlots(manifest: Manifest, sizeOf: (key: string) => number | undefined): Generator<WeightSlot> {
+  const seen = new Set<string>();
+  for (const [g, group] of manifest.groups.entries()) {
+    const specs = group.weights.map((entry, i) => parseSpec(entry, `weightsManifest group ${g + 1} entry ${i}`));
+    for (const spec of specs) {
+      if (seen.has(spec.name)) {
+        throw new ModelError('duplicate-weight', `weight ${spec.name} appears twice in weightsManifest`, { weight: spec.name });
+      }
+      seen.add(spec.name);
+    }
+    let length = 0;
+    const shards = group.paths.map((manifestPath) => {
+      const normalized = normalizeManifestPath(manifestPath);
+      const size = normalized === undefined ? undefined : sizeOf(normalized);
+      if (normalized === undefined || size === undefined) {
+        const why = normalized === undefined ? 'points outside the model directory' : 'is missing';
+        throw new ModelError('missing-file', `weight file ${manifestPath} of group ${g + 1} ${why}`, { file: manifestPath });
+      }
+      length += size;
+      return normalized;
+    });
+    let offset = 0;
+    for (const spec of specs) {
+      const need = elementCount(spec.shape) * VALUE_BYTES[spec.quantization?.dtype ?? spec.dtype];
+      if (offset + need > length) {
+        throw new ModelError(
+          'byte-length',
+          `weight ${spec.name}: manifest shape [${spec.shape.join(',')}] needs ${need} bytes, ` +
+            `group ${g + 1} has ${length - offset} left`,
+          { weight: spec.name, file: group.paths[group.paths.length - 1] },
+        );
+      }
+      yield { spec, group: g, shards, offset, byteLength: need };
+      offset += need;
+    }
+    if (offset !== length) {
+      const last = specs[specs.length - 1];
+      throw new ModelError(
+        'byte-length',
+        `group ${g + 1} holds ${length} bytes but its weights${last ? ` (the last is ${last.name})` : ''} need ${offset}`,
+        { ...(last && { weight: last.name }), ...(group.paths.length > 0 && { file: group.paths[group.paths.length - 1] }) },
+      );
+    }
+  }
+}
+
+export function elementCount(shape: number[]): number {
+  return shape.reduce((a, b) => a * b, 1);
+}
+
+/** The weight's name, shape and dtype as the manifest declares them (what a model record lists). */
+export function describeWeight(spec: WeightSpec): Omit<Weight, 'values'> {
+  const weight: Omit<Weight, 'values'> = { name: spec.name, shape: spec.shape, dtype: spec.dtype };
+  if (spec.quantization !== undefined) weight.sourceQuantization = { dtype: spec.quantization.dtype };
+  return weight;
+}
+
+/** A fresh, aligned copy of bytes [offset, offset + length) of the concatenation of `shards`. */
+function copyFromShards(shards: Uint8Array[], offset: number, length: number): Uint8Array {
+  const out = new Uint8Array(length);
+  let written = 0;
+  let shardStart = 0;
+  for (const shard of shards) {
+    const shardEnd = shardStart + shard.byteLength;
+    if (written < length && offset + written < shardEnd) {
+      const from = offset + written - shardStart;
+      const take = Math.min(length - written, shard.byteLength - from);
+      out.set(shard.subarray(from, from + take), written);
+      written += take;
+    }
+    shardStart = shardEnd;
+    if (written === length) break;
+  }
+  return out;
+}
+
 /** Decodes and validates a model held in memory. Throws ModelError naming the weight, file or layer at fault. */
 export function readModel(files: FileSet): LoadedModel {
   const byPath = new Map<string, Uint8Array>();
@@ -203,63 +287,19 @@ export function readModel(files: FileSet): LoadedModel {
   }
   const modelJsonBytes = byPath.get('model.json');
   if (modelJsonBytes === undefined) throw new ModelError('missing-file', 'model.json is missing', { file: 'model.json' });
-  const json = parseModelJson(modelJsonBytes);
-  const format = detectFormat(json);
-  const groups = manifestGroups(json);
-  if (format === 'layers-model') checkLayerClasses(json.modelTopology as Record<string, unknown>);
+  const manifest = readManifest(modelJsonBytes);
 
-  const seen = new Set<string>();
   const weights: Weight[] = [];
-  groups.forEach((group, g) => {
-    const specs = group.weights.map((entry, i) => parseSpec(entry, `weightsManifest group ${g + 1} entry ${i}`));
-    for (const spec of specs) {
-      if (seen.has(spec.name)) {
-        throw new ModelError('duplicate-weight', `weight ${spec.name} appears twice in weightsManifest`, { weight: spec.name });
-      }
-      seen.add(spec.name);
-    }
-    const shards = group.paths.map((manifestPath) => {
-      const normalized = normalizeManifestPath(manifestPath);
-      const bytes = normalized === undefined ? undefined : byPath.get(normalized);
-      if (bytes === undefined) {
-        const why = normalized === undefined ? 'points outside the model directory' : 'is missing';
-        throw new ModelError('missing-file', `weight file ${manifestPath} of group ${g + 1} ${why}`, { file: manifestPath });
-      }
-      return bytes;
-    });
-    const bytes = new GroupBytes(shards);
-    let offset = 0;
-    for (const spec of specs) {
-      const size = spec.shape.reduce((a, b) => a * b, 1);
-      const need = size * VALUE_BYTES[spec.quantization?.dtype ?? spec.dtype];
-      if (offset + need > bytes.length) {
-        throw new ModelError(
-          'byte-length',
-          `weight ${spec.name}: manifest shape [${spec.shape.join(',')}] needs ${need} bytes, ` +
-            `group ${g + 1} has ${bytes.length - offset} left`,
-          { weight: spec.name, file: group.paths[group.paths.length - 1] },
-        );
-      }
-      const values = decodeValues(spec, bytes.copy(offset, need));
-      offset += need;
-      if (values instanceof Float32Array) checkFinite(spec.name, values);
-      const weight: Weight = { name: spec.name, shape: spec.shape, dtype: spec.dtype, values };
-      if (spec.quantization !== undefined) weight.sourceQuantization = { dtype: spec.quantization.dtype };
-      weights.push(weight);
-    }
-    if (offset !== bytes.length) {
-      const last = specs[specs.length - 1];
-      throw new ModelError(
-        'byte-length',
-        `group ${g + 1} holds ${bytes.length} bytes but its weights${last ? ` (the last is ${last.name})` : ''} need ${offset}`,
-        { ...(last && { weight: last.name }), ...(group.paths.length > 0 && { file: group.paths[group.paths.length - 1] }) },
-      );
-    }
-  });
+  for (const slot of weightSlots(manifest, (key) => byPath.get(key)?.byteLength)) {
+    const shards = slot.shards.map((key) => byPath.get(key)!);
+    const values = decodeValues(slot.spec, copyFromShards(shards, slot.offset, slot.byteLength));
+    if (values instanceof Float32Array) checkFinite(slot.spec.name, values);
+    weights.push({ ...describeWeight(slot.spec), values });
+  }
 
-  const modelJson = { ...json };
+  const modelJson = { ...manifest.json };
   delete modelJson.weightsManifest;
-  return { format, modelJson, weights };
+  return { format: manifest.format, modelJson, weights };
 }
 
 /**

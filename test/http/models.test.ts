@@ -1,4 +1,4 @@
-import { mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { mkdir, mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import * as tar from 'tar';
@@ -8,6 +8,7 @@ import { buildApp } from '../../src/http/app.js';
 import type { Config } from '../../src/config.js';
 import type { FileSet } from '../../src/model/types.js';
 import { cleanup, filesAsParts, multipart, patchBytes, testConfig, tinyModel, zipOf } from './helpers.js';
+import { expectMatchesSpec } from './spec-validator.js';
 
 let config: Config;
 let app: FastifyInstance;
@@ -32,6 +33,7 @@ describe('POST /v1/models', () => {
   it('stores model.json + shard parts and describes every tensor', async () => {
     const res = await upload(multipart(filesAsParts(model)));
     expect(res.statusCode).toBe(201);
+    expectMatchesSpec('POST', '/v1/models', res);
     const body = res.json();
     expect(body.id).toMatch(/^mdl_[0-9a-z]{25}$/);
     expect(body.format).toBe('layers-model');
@@ -48,6 +50,7 @@ describe('POST /v1/models', () => {
 
     const shown = await app.inject({ url: `/v1/models/${body.id}` });
     expect(shown.statusCode).toBe(200);
+    expectMatchesSpec('GET', `/v1/models/${body.id}`, shown);
     expect(shown.json().sha256).toBe(body.sha256);
     expect(shown.json().tenant).toBeUndefined();
   });
@@ -66,6 +69,7 @@ describe('POST /v1/models', () => {
     expect(res.statusCode).toBe(400);
     expect(res.headers['content-type']).toContain('application/problem+json');
     expect(res.json()).toMatchObject({ type: 'urn:qaas:problem:unsafe-archive-entry', status: 400 });
+    expectMatchesSpec('POST', '/v1/models', res);
     expect(res.json().detail).toContain('../model.json');
   });
 
@@ -95,6 +99,7 @@ describe('POST /v1/models', () => {
     const tooBig = await upload(multipart([{ filename: 'group1-shard1of1.bin', data: big }]));
     expect(tooBig.statusCode).toBe(413);
     expect(tooBig.json().type).toBe('urn:qaas:problem:upload-too-large');
+    expectMatchesSpec('POST', '/v1/models', tooBig);
 
     // 60 KiB of zeros deflates to well under 1 KiB: more than 100× expansion.
     const bomb = await zipOf([['model.json', new Uint8Array(60 * 1024)]]);
@@ -110,6 +115,7 @@ describe('POST /v1/models', () => {
     broken.set('group1-shard1of1.bin', shard.slice(0, shard.byteLength - 8));
     const res = await upload(multipart(filesAsParts(broken)));
     expect(res.statusCode).toBe(422);
+    expectMatchesSpec('POST', '/v1/models', res);
     const body = res.json();
     expect(body.type).toBe('urn:qaas:problem:invalid-model');
     expect(body.weight).toBe('dense_2/bias');
@@ -127,10 +133,32 @@ describe('POST /v1/models', () => {
     expect(res.json().weight).toBe('dense_1/bias');
   });
 
+  it('answers 422 naming the weight when the NaN is in the second of two shards', async () => {
+    const json = JSON.parse(new TextDecoder().decode(model.get('model.json')));
+    json.weightsManifest[0].paths = ['group1-shard1of2.bin', 'group1-shard2of2.bin'];
+    const values = new Float32Array(model.get('group1-shard1of1.bin')!.slice().buffer);
+    values[17] = Number.NaN; // dense_2/kernel[2]: after 12 + 3 values of dense_1 and two of dense_2/kernel
+    const data = new Uint8Array(values.buffer);
+    // Cut inside dense_1/bias (bytes 48–60), so a weight also spans the two shards.
+    const res = await upload(
+      multipart([
+        { filename: 'model.json', data: JSON.stringify(json) },
+        { filename: 'group1-shard1of2.bin', data: data.slice(0, 52) },
+        { filename: 'group1-shard2of2.bin', data: data.slice(52) },
+      ]),
+    );
+    expect(res.statusCode).toBe(422);
+    expectMatchesSpec('POST', '/v1/models', res);
+    expect(res.json()).toMatchObject({ code: 'non-finite', weight: 'dense_2/kernel', detail: 'weight dense_2/kernel: value NaN at index 2' });
+    expect(await readdir(join(config.dataDir, 'tmp'))).toEqual([]);
+  });
+
   it('lists with a cursor, newest first, and deletes', async () => {
     const ids: string[] = [];
     for (let i = 0; i < 3; i++) ids.push((await upload(multipart(filesAsParts(model)))).json().id);
-    const first = (await app.inject({ url: '/v1/models?limit=2' })).json();
+    const firstPage = await app.inject({ url: '/v1/models?limit=2' });
+    expectMatchesSpec('GET', '/v1/models?limit=2', firstPage);
+    const first = firstPage.json();
     expect(first.items).toHaveLength(2);
     expect(first.items[0].id).toBe(ids[2]);
     expect(first.items[1].id).toBe(ids[1]);
@@ -145,7 +173,9 @@ describe('POST /v1/models', () => {
     const missing = await app.inject({ url: '/v1/models/mdl_0000000000000000000000000' });
     expect(missing.statusCode).toBe(404);
     expect(missing.json().type).toBe('urn:qaas:problem:not-found');
+    expectMatchesSpec('GET', '/v1/models/mdl_0000000000000000000000000', missing);
     const json = await app.inject({ method: 'POST', url: '/v1/models', payload: { a: 1 } });
     expect(json.statusCode).toBe(415);
+    expectMatchesSpec('POST', '/v1/models', json);
   });
 });

@@ -49,6 +49,7 @@ afterAll(async () => {
   await cleanup(config);
 });
 
+// eslint-disable-next-line @typescript-eslint/no-explicit-any -- a job record as JSON, read field by field
 async function runToEnd(spec: Record<string, unknown>): Promise<Record<string, any>> {
   const submitted = await app.inject({ method: 'POST', url: '/v1/jobs', payload: { modelId, ...spec } });
   expect(submitted.statusCode, submitted.body).toBe(202);

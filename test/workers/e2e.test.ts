@@ -12,6 +12,7 @@ import { buildApp } from '../../src/http/app.js';
 import type { FileSet } from '../../src/model/types.js';
 import { startWorkers, type Closable } from '../../src/service.js';
 import { cleanup, denseModel, filesAsParts, multipart, testConfig, tinyModel } from '../http/helpers.js';
+import { expectMatchesSpec } from '../http/spec-validator.js';
 import { artifactDir } from '../../src/storage/artifacts.js';
 import { existsSync } from 'node:fs';
 import { createHmac } from 'node:crypto';
@@ -75,6 +76,7 @@ describe('a job through a sandboxed worker', () => {
   it('succeeds, streams state first and a final event, and yields artifacts stock tfjs loads', async () => {
     const submitted = await app.inject({ method: 'POST', url: '/v1/jobs', payload: { modelId, method: { name: 'affine', bits: 8, symmetric: false } } });
     expect(submitted.statusCode).toBe(202);
+    expectMatchesSpec('POST', '/v1/jobs', submitted);
     const id = submitted.json().id;
     const events = await readEvents(`${baseUrl}/v1/jobs/${id}/events`);
     expect(events[0].event).toBe('state');
@@ -96,7 +98,11 @@ describe('a job through a sandboxed worker', () => {
     expect(job.artifacts).toContain('model/model.json');
     expect(job.artifacts).toContain('report.json');
 
-    const report = (await app.inject({ url: `/v1/jobs/${id}/report` })).json();
+    const shown = await app.inject({ url: `/v1/jobs/${id}` });
+    expectMatchesSpec('GET', `/v1/jobs/${id}`, shown);
+    const reportResponse = await app.inject({ url: `/v1/jobs/${id}/report` });
+    expectMatchesSpec('GET', `/v1/jobs/${id}/report`, reportResponse);
+    const report = reportResponse.json();
     expect(report.model.params).toBe(23);
     expect(report.tensors.map((t: { name: string }) => t.name).sort()).toEqual(['dense_1/kernel', 'dense_2/kernel']);
 
@@ -140,6 +146,7 @@ describe('a job through a sandboxed worker', () => {
 
     const escape = await app.inject({ url: `/v1/jobs/${id}/artifacts/..%2F..%2Fblobs` });
     expect(escape.statusCode).toBe(404);
+    expectMatchesSpec('GET', `/v1/jobs/${id}/artifacts/..%2F..%2Fblobs`, escape);
     let metrics = '';
     for (let i = 0; i < 50 && !metrics.includes('qaas_job_duration_seconds_count{method="affine",status="succeeded"} 1'); i++) {
       await new Promise((resolve) => setTimeout(resolve, 100));

@@ -1,14 +1,14 @@
 /**
- * /v1/models: upload (multipart files or one archive, validated by the model reader before any record
- * exists), list, show, delete (refused while a job still needs the model).
+ * /v1/models: upload (multipart files or one archive, streamed to staged files and validated from disk by
+ * `validateModelFiles` before any record exists, so a model's size never becomes the server's memory), list,
+ * show, delete (refused while a job still needs the model).
  */
 import { createHash } from 'node:crypto';
 import { posix } from 'node:path';
 import { Type } from '@sinclair/typebox';
 import type { FastifyInstance } from 'fastify';
 import { modelJobsKey } from '../../jobs/lifecycle.js';
-import { readModel } from '../../model/read.js';
-import type { FileSet } from '../../model/types.js';
+import { validateModelFiles, type DiskFileSet } from '../../model/validate-stream.js';
 import { isId, newId } from '../../storage/records.js';
 import type { ModelRecord, StoredFile } from '../../storage/types.js';
 import { ApiProblem } from '../errors.js';
@@ -56,9 +56,8 @@ export async function modelRoutes(app: FastifyInstance): Promise<void> {
       app.metrics.bytesUploaded.inc(upload.totalBytes);
       try {
         const { files } = rootAtModelJson(upload.files);
-        const fileSet: FileSet = new Map();
-        for (const file of files) fileSet.set(file.path, new Uint8Array(await upload.contents(file)));
-        const model = readModel(fileSet);
+        const staged: DiskFileSet = new Map(files.map((file) => [file.path, file.stagedPath]));
+        const model = await validateModelFiles(staged);
         await upload.commit(files);
         const storedFiles: StoredFile[] = files.map(({ path, sha256, bytes }) => ({ path, sha256, bytes }));
         const record: ModelRecord = {
