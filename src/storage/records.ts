@@ -55,11 +55,20 @@ export interface Page<T> {
   nextCursor: string | null;
 }
 
+/** The compare-and-set script as an ioredis command: sent once, then run by its SHA (EVALSHA). */
+type CompareAndSet = (...keysThenArgs: string[]) => Promise<number>;
+
 export class RecordStore {
+  private readonly compareAndSet: CompareAndSet;
+
   constructor(
     private readonly redis: Redis,
     private readonly prefix: string,
-  ) {}
+  ) {
+    if (!('qaasCompareAndSet' in redis)) redis.defineCommand('qaasCompareAndSet', { numberOfKeys: 5, lua: compareAndSet });
+    const command = (redis as unknown as { qaasCompareAndSet: CompareAndSet }).qaasCompareAndSet;
+    this.compareAndSet = command.bind(redis);
+  }
 
   private recordKey(kind: RecordKind, tenant: string, id: string): string {
     return `${this.prefix}:rec:${kind}:${tenant}:${id}`;
@@ -147,9 +156,7 @@ export class RecordStore {
   ): Promise<boolean> {
     const oldStatus = currentJson ? statusOf(JSON.parse(currentJson)) : '';
     const newStatus = next ? statusOf(next) : '';
-    const result = await this.redis.eval(
-      compareAndSet,
-      5,
+    const result = await this.compareAndSet(
       this.recordKey(kind, tenant, id),
       this.indexKey(kind, tenant),
       this.indexKey(kind, tenant, oldStatus || 'none'),
