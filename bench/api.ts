@@ -23,7 +23,6 @@ import { request } from 'node:http';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import * as tf from '@tensorflow/tfjs';
 import autocannon from 'autocannon';
 import { Redis } from 'ioredis';
 import { loadConfig, type Config } from '../src/config.js';
@@ -35,6 +34,7 @@ import type { FileSet } from '../src/model/types.js';
 import { runPtq } from '../src/pipeline/ptq.js';
 import { startWorkers } from '../src/service.js';
 import { writeTreeAtomically } from '../src/storage/tree.js';
+import { denseModel } from '../test/http/helpers.js';
 
 const RUNS = 3;
 const LOAD_SECONDS = 4;
@@ -102,34 +102,6 @@ async function redisAnswers(): Promise<boolean> {
 }
 
 /** A stack of Dense layers saved by stock tfjs, as model.json + one shard. */
-async function denseModel(widths: number[]): Promise<FileSet> {
-  await tf.setBackend('cpu');
-  const model = tf.sequential({
-    layers: widths.slice(1).map((units, i) =>
-      tf.layers.dense({ ...(i === 0 ? { inputShape: [widths[0]] } : {}), units, activation: i < widths.length - 2 ? 'relu' : 'linear' }),
-    ),
-  });
-  let files: FileSet = new Map();
-  await model.save(
-    tf.io.withSaveHandler(async (artifacts) => {
-      const modelJson = {
-        modelTopology: artifacts.modelTopology,
-        format: 'layers-model',
-        generatedBy: 'bench',
-        convertedBy: null,
-        weightsManifest: [{ paths: ['group1-shard1of1.bin'], weights: artifacts.weightSpecs }],
-      };
-      files = new Map([
-        ['model.json', new TextEncoder().encode(JSON.stringify(modelJson))],
-        ['group1-shard1of1.bin', new Uint8Array(artifacts.weightData as ArrayBuffer)],
-      ]);
-      return { modelArtifactsInfo: { dateSaved: new Date(), modelTopologyType: 'JSON' } };
-    }),
-  );
-  model.dispose();
-  return files;
-}
-
 async function writeDir(dir: string, files: FileSet): Promise<void> {
   await mkdir(dir, { recursive: true });
   for (const [name, data] of files) await writeFile(join(dir, name), data);

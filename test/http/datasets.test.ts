@@ -6,26 +6,18 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { FastifyInstance } from 'fastify';
 import type { Config } from '../../src/config.js';
-import { buildApp } from '../../src/http/app.js';
 import { openStoredDataset } from '../../src/storage/datasets.js';
 import { npyOf } from '../model/dataset/npy-fixture.js';
-import { cleanup, filesAsParts, multipart, testConfig, tinyModel, zipOf, type Part } from './helpers.js';
+import { alice, bob, cleanup, multipart, twoTenantApp, zipOf, type Part } from './helpers.js';
 import { expectMatchesSpec } from './spec-validator.js';
 
 let config: Config;
 let app: FastifyInstance;
 /** tinyModel: input 'dense_1_input' [null, 4] → output 'dense_2' [null, 2]. */
 let modelId: string;
-const alice = { authorization: 'Bearer alice-key' };
-const bob = { authorization: 'Bearer bob-key' };
 
 beforeAll(async () => {
-  config = await testConfig({ QAAS_API_KEYS: 'alice:alice-key,bob:bob-key', QAAS_RATE_LIMIT_MAX: '1000' });
-  app = await buildApp(config, { logger: false });
-  const body = multipart(filesAsParts(await tinyModel()));
-  const res = await app.inject({ method: 'POST', url: '/v1/models', payload: body.payload, headers: { ...body.headers, ...alice } });
-  expect(res.statusCode).toBe(201);
-  modelId = res.json().id;
+  ({ config, app, modelId } = await twoTenantApp());
 });
 
 afterAll(async () => {

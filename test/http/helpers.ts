@@ -10,7 +10,9 @@ import * as tf from '@tensorflow/tfjs';
 import '@tensorflow/tfjs-backend-cpu';
 import { Redis } from 'ioredis';
 import yazl from 'yazl';
+import type { FastifyInstance } from 'fastify';
 import { loadConfig, type Config } from '../../src/config.js';
+import { buildApp } from '../../src/http/app.js';
 import type { FileSet } from '../../src/model/types.js';
 
 export const redisUrl = process.env.REDIS_URL ?? 'redis://127.0.0.1:6379';
@@ -127,4 +129,17 @@ export function patchBytes(buffer: Buffer, from: string, to: string): Buffer {
     at = out.indexOf(from, at + 1);
   }
   return out;
+}
+
+export const alice = { authorization: 'Bearer alice-key' };
+export const bob = { authorization: 'Bearer bob-key' };
+
+/** An app with two tenants (alice, bob) and tinyModel uploaded by alice. */
+export async function twoTenantApp(): Promise<{ config: Config; app: FastifyInstance; modelId: string }> {
+  const config = await testConfig({ QAAS_API_KEYS: 'alice:alice-key,bob:bob-key', QAAS_RATE_LIMIT_MAX: '1000' });
+  const app = await buildApp(config, { logger: false });
+  const body = multipart(filesAsParts(await tinyModel()));
+  const res = await app.inject({ method: 'POST', url: '/v1/models', payload: body.payload, headers: { ...body.headers, ...alice } });
+  if (res.statusCode !== 201) throw new Error(`upload failed: ${res.statusCode} ${res.body}`);
+  return { config, app, modelId: res.json().id };
 }

@@ -5,24 +5,16 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { FastifyInstance } from 'fastify';
 import type { Config } from '../../src/config.js';
-import { buildApp } from '../../src/http/app.js';
 import { npy } from '../model/dataset/npy-fixture.js';
-import { cleanup, filesAsParts, multipart, testConfig, tinyModel } from './helpers.js';
+import { alice, bob, cleanup, multipart, twoTenantApp } from './helpers.js';
 import { expectMatchesSpec } from './spec-validator.js';
 
 let config: Config;
 let app: FastifyInstance;
 let modelId: string;
-const alice = { authorization: 'Bearer alice-key' };
-const bob = { authorization: 'Bearer bob-key' };
 
 beforeAll(async () => {
-  config = await testConfig({ QAAS_API_KEYS: 'alice:alice-key,bob:bob-key', QAAS_RATE_LIMIT_MAX: '1000' });
-  app = await buildApp(config, { logger: false });
-  const body = multipart(filesAsParts(await tinyModel()));
-  const res = await app.inject({ method: 'POST', url: '/v1/models', payload: body.payload, headers: { ...body.headers, ...alice } });
-  expect(res.statusCode).toBe(201);
-  modelId = res.json().id;
+  ({ config, app, modelId } = await twoTenantApp());
 });
 
 afterAll(async () => {
