@@ -1,5 +1,11 @@
 /**
- * `node dist/bench/qat.js`: the cost of quantization-aware training (issue 4, "Performance"): one QAT step
+ * `node dist/bench/accuracy.js`, issue 4's "Performance" ratios, measured in one run:
+ *
+ * Evaluation throughput of the quantized model ÷ the float model (target ≥ 0.9): the same small CNN,
+ * float and through PTQ (affine 8-bit per-channel) loaded from its stock `model/` artifact, evaluated on
+ * the same batches by the engine's evaluate(), interleaved.
+ *
+ * The cost of quantization-aware training: one QAT step
  * (binary per-channel on every kernel, identity and clipped STE) ÷ one plain training step of the same
  * model on the same backend, target ≤ 1.5. The plain step is the same trainer with an empty plan (the
  * fair baseline: same loss, optimizer and read-back of loss and metric) and, for information, stock
@@ -7,10 +13,16 @@
  * batch 32 on 12×12×1 inputs. Every time is the median of several steps after warm-up steps.
  */
 import * as tf from '@tensorflow/tfjs';
+import { parseJobSpec } from '../src/jobs/spec.js';
 import { selectBackend, type BackendPreference } from '../src/model/backend.js';
+import { loadRunnable, type RunnableModel } from '../src/model/load.js';
+import { readModel } from '../src/model/read.js';
+import { runPtq } from '../src/pipeline/ptq.js';
+import { evaluate, type Batch } from '../src/quant/evaluate.js';
 import { parseMethodParams } from '../src/quant/methods/index.js';
 import { createQatStep, type QatPlan } from '../src/quant/qat/train.js';
 import { createRng } from '../src/quant/rng.js';
+import { saveLayersModel } from '../test/fixtures/models.js';
 
 const WARMUP = 5;
 const STEPS = 31;
@@ -64,9 +76,45 @@ async function stockMedianMs(model: tf.LayersModel, x: tf.Tensor, y: tf.Tensor):
   return median(times);
 }
 
+/** Samples per second of evaluate() over `batches`, the median of interleaved rounds for both models. */
+async function evaluationThroughputs(models: RunnableModel[], batches: Batch[]): Promise<number[]> {
+  const samples = batches.reduce((n, b) => n + b.x.shape[0], 0);
+  for (const model of models) await evaluate(model, batches);
+  const times = models.map(() => [] as number[]);
+  for (let round = 0; round < 7; round++) {
+    for (const [k, model] of models.entries()) {
+      const start = performance.now();
+      await evaluate(model, batches);
+      times[k].push(performance.now() - start);
+    }
+  }
+  return times.map((t) => samples / (median(t) / 1000));
+}
+
+async function evaluationRatio(): Promise<{ float: number; quantized: number }> {
+  const float = buildModel();
+  const source = readModel(await saveLayersModel(float));
+  const { files } = await runPtq(source, parseJobSpec({ method: { name: 'affine', bits: 8, granularity: 'per-channel' } }), {
+    backend: tf.getBackend(),
+  });
+  const exported = new Map([...files].filter(([p]) => p.startsWith('model/')).map(([p, b]) => [p.slice('model/'.length), b]));
+  const quantized = await loadRunnable(exported);
+  const rng = createRng(2);
+  const batches = Array.from({ length: 16 }, () => ({
+    x: tf.tensor4d(Float32Array.from({ length: 64 * 144 }, () => rng.next()), [64, 12, 12, 1]),
+    y: tf.tensor1d(Int32Array.from({ length: 64 }, () => rng.int(CLASSES)), 'int32'),
+  }));
+  const [floatRate, quantizedRate] = await evaluationThroughputs([float, quantized], batches);
+  batches.forEach((b) => tf.dispose([b.x, b.y]));
+  float.dispose();
+  quantized.dispose();
+  return { float: floatRate, quantized: quantizedRate };
+}
+
 async function main(): Promise<void> {
   tf.enableProdMode();
   const backend = await selectBackend((process.env.QAAS_TF_BACKEND as BackendPreference | undefined) ?? 'auto');
+  const throughput = await evaluationRatio();
   const rng = createRng(1);
   const x = tf.tensor4d(Float32Array.from({ length: BATCH * 144 }, () => rng.next()), [BATCH, 12, 12, 1]);
   const y = tf.tensor1d(Int32Array.from({ length: BATCH }, () => rng.int(CLASSES)), 'int32');
@@ -100,7 +148,9 @@ async function main(): Promise<void> {
   const ms = (value: number) => `${value.toFixed(2)} ms`;
   console.log(`backend ${backend}; batch ${BATCH}; median of ${STEPS} steps after ${WARMUP} warm-up steps`);
   console.log(`plain step (same trainer, empty plan): ${ms(plain)}; stock trainOnBatch: ${ms(stockMs)}`);
+  console.log(`evaluation: float ${throughput.float.toFixed(0)} samples/s, quantized ${throughput.quantized.toFixed(0)} samples/s`);
   const rows: [string, number, string][] = [
+    ['evaluation throughput, quantized ÷ float model', throughput.quantized / throughput.float, '≥ 0.9'],
     ['QAT step, binary per-channel, identity STE ÷ plain step', identity / plain, '≤ 1.5'],
     ['QAT step, binary per-channel, clipped STE ÷ plain step', clipped / plain, '≤ 1.5'],
     ['QAT step, identity STE ÷ stock trainOnBatch', identity / stockMs, 'info'],
