@@ -40,6 +40,9 @@ quantize options (override the --spec file's fields):
   --seed <n>                 seed of every random choice
   --skip <glob>              leave matching weights in float32 (repeatable)
   --kind <k>                 ptq (default) | qat (needs --train; epochs etc. from the spec's qat block)
+                             | analyze (per-tensor sensitivity, needs --eval) | auto (needs --eval and a target)
+  --max-drop <d>             target for auto: the largest metric drop allowed (e.g. 0.01)
+  --max-bytes <n>            target for auto: the largest packed size
   --data <ref>               one dataset for calibration, evaluation and training (unless given below)
   --calibration <ref>        activation ranges; a ref is data.npz, data.json {x, y}, x.npy or x.npy,y.npy
   --eval <ref>               metrics of the float and the exported model (accuracy, agreement, ...)
@@ -100,6 +103,8 @@ async function quantize(args: string[]): Promise<number> {
       skip: { type: 'string', multiple: true },
       'shard-size': { type: 'string' },
       kind: { type: 'string' },
+      'max-drop': { type: 'string' },
+      'max-bytes': { type: 'string' },
       data: { type: 'string' },
       calibration: { type: 'string' },
       eval: { type: 'string' },
@@ -143,9 +148,14 @@ async function quantize(args: string[]): Promise<number> {
     bits: numberFlag('activation-bits', values['activation-bits']),
     calibration: values['activation-calibration'],
   });
+  const targetFlags = definedOnly({
+    maxDrop: numberFlag('max-drop', values['max-drop']),
+    maxBytes: numberFlag('max-bytes', values['max-bytes']),
+  });
   const spec = parseJobSpec({
     ...fileSpec,
     ...definedOnly({ kind: values.kind }),
+    ...(Object.keys(targetFlags).length > 0 ? { target: { ...(fileSpec.target as object), ...targetFlags } } : {}),
     method,
     layers: { ...layers, skip: [...(layers.skip ?? []), ...(values.skip ?? [])] },
     data,
