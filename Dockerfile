@@ -25,6 +25,8 @@ ENV NODE_ENV=production \
 WORKDIR /app
 COPY --from=build /app/node_modules ./node_modules
 COPY --from=build /app/dist ./dist
+# The dashboard's static files are served from the source tree (no build step copies them into dist/).
+COPY --from=build /app/src/http/dashboard/public ./src/http/dashboard/public
 COPY package.json openapi.yaml ./
 RUN mkdir -p /data && chown node:node /data
 USER node
