@@ -13,7 +13,7 @@ RUN npm ci --include=optional --no-audit --no-fund \
 COPY tsconfig.json ./
 COPY src ./src
 COPY workers ./workers
-COPY bench ./bench
+# bench/ is left out: it imports test fixtures, and the image runs the service, not benchmarks.
 RUN npm run build && npm prune --omit=dev --include=optional
 
 FROM node:20-bookworm-slim
