@@ -7,9 +7,14 @@ import { Type, type Static } from '@sinclair/typebox';
 import { FormatRegistry } from '@sinclair/typebox';
 import { Value } from '@sinclair/typebox/value';
 import { MethodParamsError, methodNames, parseMethodParams, type MethodParams } from '../quant/methods/index.js';
+import { isTrainingMethodName, parseAnyMethodParams, trainingMethodNames, type AnyMethodParams } from '../quant/qat/methods.js';
 
 const MethodSpec = Type.Object(
-  { name: Type.String({ description: `one of: ${methodNames.join(', ')}` }) },
+  {
+    name: Type.String({
+      description: `one of: ${methodNames.join(', ')}; with kind "qat" also the training methods ${trainingMethodNames.join(', ')}`,
+    }),
+  },
   { additionalProperties: true, description: 'a method name and its params (see the method catalogue)' },
 );
 
@@ -72,6 +77,20 @@ export const ActivationsSpec = Type.Object(
       { default: 'minmax' },
     ),
     percentile: Type.Number({ exclusiveMinimum: 50, maximum: 100, default: 99.99 }),
+    quantizer: Type.Union([Type.Literal('calibrated'), Type.Literal('dorefa'), Type.Literal('pact')], {
+      default: 'calibrated',
+      description:
+        'calibrated: ranges from the calibration set; dorefa (k-bit on [0, 1]) and pact (learned clipping α): ' +
+        'trained with kind "qat", after every ReLU output',
+    }),
+    gradientBits: Type.Integer({
+      minimum: 2,
+      maximum: 32,
+      default: 32,
+      description: 'dorefa/pact: k-bit stochastic quantization of the gradients flowing back through them; 32 = float',
+    }),
+    alpha: Type.Number({ exclusiveMinimum: 0, maximum: 1e4, default: 6, description: 'pact: the clipping level α before training' }),
+    alphaDecay: Type.Number({ minimum: 0, maximum: 10, default: 1e-4, description: 'pact: λ of the L2 penalty λ·α² on each α' }),
   },
   { additionalProperties: false, description: 'simulate integer activations (fake-quant after each layer)' },
 );
@@ -97,17 +116,44 @@ export const TargetSpec = Type.Object(
       { default: 'accuracy' },
     ),
     maxDrop: Type.Optional(Type.Number({ minimum: 0, description: 'largest acceptable drop of the metric vs float' })),
-    maxBytes: Type.Optional(Type.Integer({ minimum: 1 })),
+    relative: Type.Boolean({
+      default: false,
+      description: 'maxDrop is a fraction of the float metric (0.01 = 1% of it) instead of an absolute difference',
+    }),
+    maxBytes: Type.Optional(Type.Integer({ minimum: 1, description: 'largest acceptable packed size (auto)' })),
   },
   { additionalProperties: false },
+);
+
+export const SearchSpec = Type.Object(
+  {
+    candidates: Type.Optional(
+      Type.Array(MethodSpec, {
+        minItems: 1,
+        maxItems: 32,
+        description:
+          'method params tried per tensor (default: affine 8/4/2-bit per-channel, ternary, binary, kmeans 4-bit)',
+      }),
+    ),
+    maxTrials: Type.Integer({ minimum: 1, maximum: 1000, default: 24, description: 'auto: configs verified through the export' }),
+    timeBudgetSeconds: Type.Number({ minimum: 1, maximum: 7 * 24 * 3600, default: 600, description: 'auto: no new trial starts after this' }),
+    analysisSamples: Type.Integer({
+      minimum: 1,
+      default: 1024,
+      description: 'evaluation samples the per-tensor sensitivity is measured on (verification uses them all)',
+    }),
+  },
+  { additionalProperties: false, default: {}, description: 'kind analyze and auto' },
 );
 
 export const JobSpecSchema = Type.Object(
   {
     modelId: Type.Optional(Type.String({ minLength: 1 })),
-    kind: Type.Union([Type.Literal('ptq'), Type.Literal('qat')], {
+    kind: Type.Union([Type.Literal('ptq'), Type.Literal('qat'), Type.Literal('analyze'), Type.Literal('auto')], {
       default: 'ptq',
-      description: 'ptq: post-training; qat: quantization-aware training (needs data.training)',
+      description:
+        'ptq: post-training; qat: quantization-aware training (needs data.training); analyze: per-tensor sensitivity; ' +
+        'auto: search per-tensor configs that meet `target` (analyze and auto need data.evaluation)',
     }),
     method: MethodSpec,
     layers: LayersSpec,
@@ -119,6 +165,7 @@ export const JobSpecSchema = Type.Object(
     activations: Type.Optional(ActivationsSpec),
     qat: QatSpec,
     target: Type.Optional(TargetSpec),
+    search: SearchSpec,
     output: OutputSpec,
     webhook: Type.Optional(WebhookSpec),
   },
@@ -127,9 +174,13 @@ export const JobSpecSchema = Type.Object(
 
 export type RawJobSpec = Static<typeof JobSpecSchema>;
 
-/** A validated spec with every default filled in and `method` parsed by its own schema. */
-export interface JobSpec extends Omit<RawJobSpec, 'method'> {
-  method: MethodParams;
+/**
+ * A validated spec with every default filled in and `method` parsed by its own schema: a PTQ method, or with
+ * kind "qat" a training method (../quant/qat/methods.ts; exportParams gives its PTQ quantizer).
+ */
+export interface JobSpec extends Omit<RawJobSpec, 'method' | 'search'> {
+  method: AnyMethodParams;
+  search: Omit<RawJobSpec['search'], 'candidates'> & { candidates?: MethodParams[] };
 }
 
 export interface SpecProblem {
@@ -153,11 +204,14 @@ export function parseJobSpec(input: unknown): JobSpec {
   const combinations = combinationProblems(raw);
   if (combinations.length > 0) throw new SpecError(combinations);
   try {
-    const method = parseMethodParams(raw.method, '/method');
+    const training = raw.kind === 'qat';
+    const method = parseAnyMethodParams(raw.method, '/method', training);
     for (const [glob, override] of Object.entries(raw.layers.overrides)) {
-      parseMethodParams(mergeOverride(raw.method, override), `/layers/overrides/${glob}`);
+      parseAnyMethodParams(mergeOverride(raw.method, override), `/layers/overrides/${glob}`, training);
     }
-    return { ...raw, method };
+    const { candidates: rawCandidates, ...search } = raw.search;
+    const candidates = rawCandidates?.map((c, i) => parseMethodParams(c, `/search/candidates/${i}`));
+    return { ...raw, method, search: { ...search, ...(candidates ? { candidates } : {}) } };
   } catch (error) {
     if (error instanceof MethodParamsError) throw new SpecError(error.problems);
     throw error;
@@ -179,10 +233,33 @@ function combinationProblems(spec: RawJobSpec): SpecProblem[] {
   if (spec.kind === 'qat' && !spec.data.training) {
     problems.push({ path: '/data/training', message: 'kind "qat" needs a training dataset' });
   }
-  if (spec.activations && !spec.data.calibration) {
+  if (spec.kind === 'auto' && spec.target?.maxDrop === undefined && spec.target?.maxBytes === undefined) {
+    problems.push({ path: '/target', message: 'kind "auto" needs target.maxDrop or target.maxBytes' });
+  }
+  const trainingNames = [
+    { path: '/method/name', name: spec.method.name },
+    ...Object.entries(spec.layers.overrides).map(([glob, o]) => ({ path: `/layers/overrides/${glob}/name`, name: (o as { name?: unknown }).name })),
+  ].filter((m) => isTrainingMethodName(m.name));
+  for (const { path, name } of trainingNames) {
+    if (spec.kind !== 'qat') {
+      problems.push({ path, message: `"${name}" is a training method: it needs kind "qat" (PTQ methods: ${methodNames.join(', ')})` });
+    } else if (name === 'lab' && spec.qat.optimizer !== 'adam') {
+      problems.push({ path: '/qat/optimizer', message: 'lab takes its curvature from Adam’s second moment: optimizer must be "adam"' });
+    }
+  }
+  const trainedActivations = spec.activations !== undefined && spec.activations.quantizer !== 'calibrated';
+  if (trainedActivations && spec.kind !== 'qat') {
+    problems.push({
+      path: '/activations/quantizer',
+      message: `"${spec.activations!.quantizer}" activations are trained: they need kind "qat" (otherwise use "calibrated")`,
+    });
+  }
+  if (spec.activations && !trainedActivations && !spec.data.calibration) {
     problems.push({ path: '/data/calibration', message: 'activations need a calibration dataset to take ranges from' });
   }
-  if (spec.target?.maxDrop !== undefined && !spec.data.evaluation) {
+  if ((spec.kind === 'analyze' || spec.kind === 'auto') && !spec.data.evaluation) {
+    problems.push({ path: '/data/evaluation', message: `kind "${spec.kind}" needs an evaluation dataset to measure drops on` });
+  } else if (spec.target?.maxDrop !== undefined && !spec.data.evaluation) {
     problems.push({ path: '/data/evaluation', message: 'target.maxDrop needs an evaluation dataset to measure the drop on' });
   }
   return problems;

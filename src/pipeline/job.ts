@@ -13,8 +13,16 @@ import type { FileSet, LoadedModel } from '../model/types.js';
 import { writeModel } from '../model/write.js';
 import { calibrateActivations, withFakeQuantActivations, type ActivationRange } from '../quant/activations.js';
 import { evaluate, type Batch, type Metrics } from '../quant/evaluate.js';
+import {
+  learnedActivationRanges,
+  withTrainedActivationQuantizers,
+  type LearnedActivationRange,
+  type TrainedActivations,
+} from '../quant/qat/activation-layers.js';
 import { qatPlan } from '../quant/qat/plan.js';
+import type { QuantizedTensor } from '../quant/types.js';
 import { trainQuantizationAware, type EpochMetrics, type QatCheckpoint } from '../quant/qat/train.js';
+import { runAutoJob } from './auto.js';
 import { planTensors, runPtq, type PipelineOptions, type PipelineProgress, type PtqReport } from './ptq.js';
 
 export interface JobDatasets {
@@ -34,7 +42,7 @@ export interface JobOptions extends Omit<PipelineOptions, 'onProgress'> {
 }
 
 export interface JobProgress {
-  stage: 'fold' | 'evaluate' | 'train' | PipelineProgress['stage'] | 'calibrate';
+  stage: 'fold' | 'evaluate' | 'train' | PipelineProgress['stage'] | 'calibrate' | 'analyze' | 'search';
   progress: number;
   message: string;
   /** QAT batch and epoch numbers, for live charts. */
@@ -51,7 +59,8 @@ export interface JobReport extends Omit<PtqReport, 'kind'> {
   kind: JobSpec['kind'];
   model: PtqReport['model'] & { metrics: StageMetrics };
   batchNorm?: { folded: string[]; skipped: FoldResult['skipped'] };
-  activations?: ActivationRange[];
+  /** Calibrated ranges, or the DoReFa/PACT quantizers QAT trained (learned α per layer). */
+  activations?: (ActivationRange | LearnedActivationRange)[];
   training?: { history: EpochMetrics[]; stoppedEarly: boolean };
   timings: PtqReport['timings'] & Record<string, number>;
 }
@@ -65,6 +74,7 @@ export interface JobResult {
 const span = { fold: [0, 2], float: [2, 8], train: [8, 60], ptq: [60, 85], evaluate: [85, 93], calibrate: [93, 100] } as const;
 
 export async function runJob(source: LoadedModel, spec: JobSpec, data: JobDatasets, options: JobOptions): Promise<JobResult> {
+  if (spec.kind === 'analyze' || spec.kind === 'auto') return runAutoJob(source, spec, data, options);
   const started = performance.now();
   const timings: Record<string, number> = {};
   const timed = async <T>(name: string, work: () => Promise<T>): Promise<T> => {
@@ -103,17 +113,22 @@ export async function runJob(source: LoadedModel, spec: JobSpec, data: JobDatase
     }
 
     let training: JobReport['training'];
+    let precomputed: Map<string, QuantizedTensor> | undefined;
+    let learnedActivations: LearnedActivationRange[] | undefined;
     if (spec.kind === 'qat') {
       const trained = await timed('trainMs', () => train(model, spec, data, options, metrics.float, owned, (fraction, message, extra) =>
         report('train', span.train, fraction, message, extra)));
       model = trained.model;
       training = trained.training;
+      precomputed = trained.precomputed;
+      learnedActivations = trained.activations;
     }
 
     const ptq = await timed('ptqMs', () =>
       runPtq(model, spec, {
         backend: options.backend,
         signal: options.signal,
+        precomputed,
         onProgress: (p) => report(p.stage, span.ptq, p.progress / 100, p.message),
       }),
     );
@@ -129,19 +144,34 @@ export async function runJob(source: LoadedModel, spec: JobSpec, data: JobDatase
       );
     }
 
-    let activations: ActivationRange[] | undefined;
-    if (spec.activations && data.calibration) {
+    let activations: JobReport['activations'];
+    if (learnedActivations) {
+      activations = learnedActivations;
+      if (data.evaluation && floatModel) {
+        exported ??= await loadArtifact(files, owned);
+        if (!(exported instanceof tf.LayersModel)) throw new Error('trained activations need a layers model; this is a graph model');
+        // FakeQuant reads only layer, bits, scale and zeroPoint: the learned grid [0, α] is one of its affine grids.
+        const grids = learnedActivations.map(({ layer, bits, min, max, scale, zeroPoint }) =>
+          ({ layer, bits, calibration: 'minmax' as const, min, max, scale, zeroPoint }));
+        const simulated = await withFakeQuantActivations(exported, grids);
+        owned.push(simulated);
+        metrics.integer = await timed('evaluateIntegerMs', () =>
+          evaluate(simulated, batchesOf(data.evaluation!), { reference: floatModel, signal: options.signal }),
+        );
+      }
+    } else if (spec.activations && data.calibration) {
       await report('calibrate', span.calibrate, 0, `calibrating ${spec.activations.bits}-bit activations (${spec.activations.calibration})`);
       exported ??= await loadArtifact(files, owned);
       if (!(exported instanceof tf.LayersModel)) {
         throw new Error('activation simulation needs a layers model; this is a graph model');
       }
       const layersModel = exported;
-      activations = await timed('calibrateMs', () =>
+      const calibrated = await timed('calibrateMs', () =>
         calibrateActivations(layersModel, batchesOf(data.calibration!), { ...spec.activations!, signal: options.signal }),
       );
+      activations = calibrated;
       if (data.evaluation && floatModel) {
-        const simulated = await withFakeQuantActivations(layersModel, activations);
+        const simulated = await withFakeQuantActivations(layersModel, calibrated);
         owned.push(simulated);
         metrics.integer = await timed('evaluateIntegerMs', () =>
           evaluate(simulated, batchesOf(data.evaluation!), { reference: floatModel, signal: options.signal }),
@@ -174,11 +204,23 @@ async function train(
   floatMetrics: Metrics | undefined,
   owned: RunnableModel[],
   progress: (fraction: number, message: string, extra?: Partial<JobProgress>) => Promise<void> | void,
-): Promise<{ model: LoadedModel; training: JobReport['training'] }> {
+): Promise<{
+  model: LoadedModel;
+  training: JobReport['training'];
+  precomputed: Map<string, QuantizedTensor>;
+  activations?: LearnedActivationRange[];
+}> {
   const dataset = data.training!;
   if (!dataset.y) throw new Error('kind "qat" needs labels (y) in the training dataset');
-  const trainable = await loadTfModel(model, owned);
-  if (!(trainable instanceof tf.LayersModel)) throw new Error('kind "qat" needs a layers model; this is a graph model');
+  const loaded = await loadTfModel(model, owned);
+  if (!(loaded instanceof tf.LayersModel)) throw new Error('kind "qat" needs a layers model; this is a graph model');
+  let quantizers: TrainedActivations | undefined;
+  if (spec.activations && spec.activations.quantizer !== 'calibrated') {
+    const { quantizer, bits, gradientBits, alpha, alphaDecay } = spec.activations;
+    quantizers = await withTrainedActivationQuantizers(loaded, { quantizer, bits, gradientBits, alpha, alphaDecay, seed: 'seed' in spec.method ? spec.method.seed : 0 });
+    owned.push(quantizers.model);
+  }
+  const trainable = quantizers?.model ?? loaded;
   const { epochs, batchSize, learningRate, optimizer, momentum, learningRateDecay, validationSplit, ste } = spec.qat;
   const trainEnd = Math.floor(dataset.samples * (1 - validationSplit));
   const inputDtype = inputDtypeOf(trainable);
@@ -190,6 +232,7 @@ async function train(
       name: t.name,
       role: t.role,
       params: t.params,
+      training: t.training,
       shape: model.weights.find((w) => w.name === t.name)!.shape,
     })),
   );
@@ -208,6 +251,7 @@ async function train(
       learningRateDecay,
       ste,
       seed: 'seed' in spec.method ? spec.method.seed : 0,
+      regularizer: quantizers?.regularizer,
       validationData: validationSplit > 0 ? (batches({ start: trainEnd }) as AsyncIterable<Required<Batch>>) : undefined,
       signal: options.signal,
       resumeFrom: options.resumeFrom,
@@ -231,16 +275,21 @@ async function train(
   const weights = model.weights.map((w) =>
     trainedValues.has(w.name) && w.dtype === 'float32' ? { ...w, values: Float32Array.from(trainedValues.get(w.name)!) } : w,
   );
-  return { model: { ...model, weights }, training: { history: result.history, stoppedEarly: result.stoppedEarly } };
+  return {
+    model: { ...model, weights },
+    training: { history: result.history, stoppedEarly: result.stoppedEarly },
+    precomputed: result.quantized,
+    activations: quantizers ? learnedActivationRanges(quantizers) : undefined,
+  };
 }
 
-async function loadTfModel(model: LoadedModel, owned: RunnableModel[]): Promise<RunnableModel> {
+export async function loadTfModel(model: LoadedModel, owned: RunnableModel[]): Promise<RunnableModel> {
   const runnable = await loadRunnable(writeModel(model, new Map()));
   owned.push(runnable);
   return runnable;
 }
 
-async function loadArtifact(files: FileSet, owned: RunnableModel[]): Promise<RunnableModel> {
+export async function loadArtifact(files: FileSet, owned: RunnableModel[]): Promise<RunnableModel> {
   const modelFiles: FileSet = new Map();
   for (const [path, bytes] of files) if (path.startsWith('model/')) modelFiles.set(path.slice('model/'.length), bytes);
   const runnable = await loadRunnable(modelFiles);
@@ -248,7 +297,7 @@ async function loadArtifact(files: FileSet, owned: RunnableModel[]): Promise<Run
   return runnable;
 }
 
-function inputDtypeOf(model: RunnableModel): 'float32' | 'int32' {
+export function inputDtypeOf(model: RunnableModel): 'float32' | 'int32' {
   const dtype = model.inputs[0]?.dtype;
   return dtype === 'int32' ? 'int32' : 'float32';
 }
@@ -257,7 +306,7 @@ function inputDtypeOf(model: RunnableModel): 'float32' | 'int32' {
  * Dataset rows as tensors, one batch at a time: each batch is disposed when the next is asked for (or the
  * loop ends), so a consumer that keeps no references holds one batch in memory.
  */
-async function* tensorBatches(
+export async function* tensorBatches(
   dataset: Dataset,
   batchSize: number,
   spec: JobSpec,

@@ -16,7 +16,8 @@ import { PACKED_DECODER_FILES, packModel } from '../quant/packed/encoder.js';
 import { decodeTensor } from '../quant/packed/decode-tensor.js';
 import { tensorError, type TensorError } from '../quant/metrics.js';
 import { quantizationShape } from '../quant/methods/common.js';
-import { getMethod, parseMethodParams, type MethodParams } from '../quant/methods/index.js';
+import { getMethod, type MethodParams } from '../quant/methods/index.js';
+import { exportParams, isTrainingParams, parseAnyMethodParams, type TrainingMethodParams } from '../quant/qat/methods.js';
 import { createRng } from '../quant/rng.js';
 import type { QuantizedTensor, TfjsEncoding } from '../quant/types.js';
 import { quantizableWeights } from '../model/select.js';
@@ -37,6 +38,11 @@ export interface PipelineOptions {
   onProgress?: (progress: PipelineProgress) => void | Promise<void>;
   /** Checked between tensors: an aborted run throws an AbortError and produces nothing. */
   signal?: AbortSignal;
+  /**
+   * Tensors a training method already quantized with its own learned scales (QatResult.quantized), by
+   * weight name: written as given instead of being quantized again.
+   */
+  precomputed?: Map<string, QuantizedTensor>;
 }
 
 export interface TensorReport extends TensorError {
@@ -119,13 +125,17 @@ export async function runPtq(model: LoadedModel, spec: JobSpec, options: Pipelin
     const method = getMethod(target.params.name);
     const shape = quantizationShape(weight.shape, target.role, target.params.name);
     const seed = tensorSeed('seed' in target.params ? target.params.seed : 0, weight.name);
-    const result = method.quantize(values, shape, target.params, createRng(seed));
+    const given = options.precomputed?.get(weight.name);
+    if (given !== undefined && given.codes.length !== values.length) {
+      throw new Error(`precomputed ${weight.name} has ${given.codes.length} codes for ${values.length} weights`);
+    }
+    const result = given ?? method.quantize(values, shape, target.params, createRng(seed));
     tensors.push({
       name: weight.name,
       shape: weight.shape,
       role: target.role,
       layerType: target.layerType,
-      method: target.params.name,
+      method: given !== undefined && target.training ? target.training.name : target.params.name,
       bits: 'bits' in result.encoding ? result.encoding.bits : 16,
       bitsPerWeight: result.bitsPerWeight,
       storedAs: 'float32',
@@ -208,11 +218,14 @@ export async function runPtq(model: LoadedModel, spec: JobSpec, options: Pipelin
   return { files, report };
 }
 
-interface PlannedTensor {
+export interface PlannedTensor {
   name: string;
   role: string;
   layerType: string;
+  /** The PTQ params (a training method's export quantizer). */
   params: MethodParams;
+  /** Set when the tensor trains with a training method (kind qat): its params. */
+  training?: TrainingMethodParams;
 }
 
 /**
@@ -227,7 +240,7 @@ export function planTensors(
   const overrides = Object.entries(spec.layers.overrides).map(([glob, override]) => ({
     glob,
     match: picomatch(glob),
-    params: parseMethodParams(mergeOverride(spec.method, override), `/layers/overrides/${glob}`),
+    params: parseAnyMethodParams(mergeOverride(spec.method, override), `/layers/overrides/${glob}`),
   }));
   const selected: PlannedTensor[] = [];
   const skipped: { name: string; reason: string }[] = [];
@@ -238,7 +251,8 @@ export function planTensors(
       continue;
     }
     const override = overrides.find((o) => o.match(candidate.name));
-    selected.push({ ...candidate, params: override ? override.params : spec.method });
+    const params = override ? override.params : spec.method;
+    selected.push({ ...candidate, params: exportParams(params), ...(isTrainingParams(params) ? { training: params } : {}) });
   }
   return { selected, skipped };
 }
@@ -261,7 +275,7 @@ function withoutValues(result: QuantizedTensor, shape: readonly number[]): Quant
 }
 
 /** A per-tensor seed, so a tensor's random choices don't depend on which other tensors the job includes. */
-function tensorSeed(seed: number, name: string): number {
+export function tensorSeed(seed: number, name: string): number {
   let hash = 0x811c9dc5;
   for (let i = 0; i < name.length; i++) hash = Math.imul(hash ^ name.charCodeAt(i), 0x01000193);
   return (hash ^ seed) >>> 0;

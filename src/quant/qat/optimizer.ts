@@ -85,6 +85,16 @@ export class ShadowOptimizer {
     });
   }
 
+  /**
+   * Adam's bias-corrected second moment v̂ = v/(1 − β2^t) of variables[index] (LAB's curvature); undefined
+   * under sgd or before the first update.
+   */
+  secondMoment(index: number): Float32Array | undefined {
+    if (this.config.name !== 'adam' || this.step === 0) return undefined;
+    const correction = 1 - this.beta2 ** this.step;
+    return Float32Array.from(this.slots[index][1].dataSync() as Float32Array, (v) => v / correction);
+  }
+
   getState(): OptimizerState {
     const slots = this.slots.flatMap((variableSlots, i) =>
       variableSlots.map((slot, s) => ({

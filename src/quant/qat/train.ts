@@ -10,20 +10,31 @@
  * SeparableConv2D, Embedding, ...); quantizing is one dataSync and one typed-array pass per kernel per step.
  * BatchNormalization statistics are updated in the forward pass at Q(W), i.e. for the quantized network.
  *
+ * Training methods (lab, admm, inq, ttq; ./methods.ts) plug in per kernel through the KernelTrainer contract
+ * of ./kernel.ts: their own Ŵ (LAB's curvature-weighted α, TTQ's learned scales, INQ's frozen powers of two,
+ * ADMM's float W with the penalty gradient), epoch schedules and learned state, all in plain typed arrays;
+ * the plain PTQ methods run as the STE kernel above. `regularizer` adds a term to the loss (PACT's penalty).
+ *
  * After training the variables hold the float shadow weights; exporting them through PTQ with the same plan
- * writes exactly Q(W_final). Cancellation is checked between batches, progress is reported per batch and per
+ * writes exactly Q(W_final) for a PTQ method. A training method's final tensor (learned scales included) is
+ * in the result's `quantized`, for the export to write as given. Cancellation is checked between batches, progress is reported per batch and per
  * epoch, and each epoch ends with a checkpoint (weights, optimizer slots, history) to resume from.
  */
 import * as tf from '@tensorflow/tfjs';
-import { getMethod, type MethodParams } from '../methods/index.js';
+import type { MethodParams } from '../methods/index.js';
 import { createRng } from '../rng.js';
-import type { QuantMethod } from '../types.js';
+import type { QuantMethod, QuantizedTensor } from '../types.js';
+import { createKernelTrainer, type KernelState, type KernelTrainer, type StepContext } from './kernel.js';
+import type { TrainingMethodParams } from './methods.js';
 import { ShadowOptimizer, type OptimizerName, type OptimizerState } from './optimizer.js';
-import { clipRange, steMask, type SteMode } from './ste.js';
+import type { SteMode } from './ste.js';
 
 /** How one weight (named as in model.json: the variable's originalName) is quantized. */
 export interface QatPlanEntry {
+  /** The PTQ method (a training method's export quantizer when `training` is set). */
   params: MethodParams;
+  /** A training method (lab, admm, inq, ttq) the kernel trains with instead of the STE over `params`. */
+  training?: TrainingMethodParams;
   /** Defaults to getMethod(params.name). */
   method?: QuantMethod;
   /** The shape the method sees (PTQ's: a depthwise kernel's last two axes merged); defaults to the weight's. */
@@ -67,6 +78,8 @@ export interface QatStepOptions {
   loss?: LossName;
   /** Seeds shuffling and stochastic quantizers; default 0. */
   seed?: number;
+  /** Added to the loss inside the gradient tape (e.g. PACT's L2 penalty on its clipping levels). */
+  regularizer?: () => tf.Scalar;
 }
 
 export interface BatchMetrics {
@@ -106,6 +119,8 @@ export interface QatCheckpoint {
   weights: { name: string; shape: number[]; values: Float32Array }[];
   optimizer: OptimizerState;
   history: EpochMetrics[];
+  /** Each kernel's method state besides its weights (learned scales, frozen sets, ADMM's G and λ). */
+  kernels?: { name: string; state: KernelState }[];
 }
 
 export interface QatOptions extends QatStepOptions {
@@ -134,6 +149,11 @@ export interface QatResult {
   /** The state after the last epoch run. */
   checkpoint: QatCheckpoint;
   stoppedEarly: boolean;
+  /**
+   * The final tensors of the kernels a training method exported itself (lab, admm, inq, ttq: not PTQ of the
+   * shadow weights), by weight name: what the export must write as given.
+   */
+  quantized: Map<string, QuantizedTensor>;
 }
 
 export interface StepMetrics {
@@ -150,9 +170,9 @@ export interface QatStep {
 interface Kernel {
   name: string;
   variable: tf.Variable;
-  method: QuantMethod;
-  params: MethodParams;
-  shape: readonly number[];
+  /** Its position among the trainable variables (the optimizer's order). */
+  index: number;
+  trainer: KernelTrainer;
   seed: number;
 }
 
@@ -235,6 +255,8 @@ class QatSession implements QatStep {
     if (model.outputs.length !== 1) throw new Error(`QAT trains single-output models; this one has ${model.outputs.length}`);
     this.ste = options.ste ?? 'identity';
     const byName = new Map(model.weights.map((w) => [w.originalName, w]));
+    const trainable = model.trainableWeights;
+    this.trainableVariables = trainable.map((w) => w.read() as tf.Variable);
     this.kernels = [...options.plan].map(([name, entry]) => {
       const weight = byName.get(name);
       if (weight === undefined) throw new Error(`QAT plan names "${name}", which is not a weight of the model`);
@@ -244,18 +266,17 @@ class QatSession implements QatStep {
       if (shape.reduce((a, b) => a * b, 1) !== size) {
         throw new Error(`QAT plan shape [${shape.join(', ')}] does not fit "${name}" of shape [${weight.shape.join(', ')}]`);
       }
-      const seed = 'seed' in entry.params ? entry.params.seed : 0;
+      const seedOf = entry.training ?? entry.params;
+      const seed = 'seed' in seedOf ? seedOf.seed : 0;
+      const variable = weight.read() as tf.Variable;
       return {
         name,
-        variable: weight.read() as tf.Variable,
-        method: entry.method ?? getMethod(entry.params.name),
-        params: entry.params,
-        shape,
+        variable,
+        index: this.trainableVariables.indexOf(variable),
+        trainer: createKernelTrainer(entry.params, entry.training, { shape, ste: this.ste }, entry.method),
         seed: kernelSeed(mixSeed(seed, options.seed ?? 0), name),
       };
     });
-    const trainable = model.trainableWeights;
-    this.trainableVariables = trainable.map((w) => w.read() as tf.Variable);
     this.optimizer = new ShadowOptimizer(
       { name: options.optimizer ?? 'adam', learningRate: options.learningRate ?? 1e-3, momentum: options.momentum ?? 0.9 },
       this.trainableVariables,
@@ -272,30 +293,52 @@ class QatSession implements QatStep {
     return this.resolved;
   }
 
+  /** The trainer's view of the run for `kernel` now: the step's seeded draws, Adam's moment on demand. */
+  private context(kernel: Kernel): StepContext {
+    const step = this.optimizer.step;
+    return {
+      step,
+      learningRate: this.optimizer.learningRate,
+      rng: createRng(mixSeed(kernel.seed, step)),
+      secondMoment: () => (kernel.index < 0 ? undefined : this.optimizer.secondMoment(kernel.index)),
+    };
+  }
+
   /**
-   * Puts Q(W) into every planned kernel and returns the shadow tensors (and, for the clipped STE, the
-   * gradient masks). The draw of a stochastic quantizer depends on the kernel and the optimizer's step.
+   * Puts Ŵ (the trainer's forward weights, or its inference weights) into every planned kernel and returns
+   * the shadow tensors, the shadow values and the gradient masks.
    */
-  private quantizeKernels(withMasks: boolean): { shadows: tf.Tensor[]; masks: (Float32Array | undefined)[] } {
+  private quantizeKernels(mode: 'train' | 'inference'): { shadows: tf.Tensor[]; values: Float32Array[]; masks: (Float32Array | undefined)[] } {
     const shadows: tf.Tensor[] = [];
+    const values: Float32Array[] = [];
     const masks: (Float32Array | undefined)[] = [];
     try {
       for (const kernel of this.kernels) {
-        const values = kernel.variable.dataSync() as Float32Array;
-        const rng = createRng(mixSeed(kernel.seed, this.optimizer.step));
-        const quantized = kernel.method.quantize(values, kernel.shape, kernel.params, rng);
-        const symmetric = 'symmetric' in kernel.params && kernel.params.symmetric;
-        masks.push(withMasks && this.ste === 'clipped' ? steMask(values, clipRange(quantized, symmetric)) : undefined);
+        const shadow = kernel.variable.dataSync() as Float32Array;
+        const context = this.context(kernel);
+        let weights: Float32Array;
+        if (mode === 'train') {
+          const forward = kernel.trainer.forward(shadow, context);
+          weights = forward.weights;
+          masks.push(forward.gradientMask);
+        } else {
+          weights = kernel.trainer.inference?.(shadow, context) ?? kernel.trainer.forward(shadow, context).weights;
+        }
+        values.push(shadow);
         shadows.push(tf.clone(kernel.variable));
-        const fakeQuantized = tf.tensor(quantized.dequantized, kernel.variable.shape, 'float32');
-        kernel.variable.assign(fakeQuantized);
-        fakeQuantized.dispose();
+        this.assign(kernel, weights);
       }
     } catch (error) {
       this.restoreKernels(shadows);
       throw error;
     }
-    return { shadows, masks };
+    return { shadows, values, masks };
+  }
+
+  private assign(kernel: Kernel, values: Float32Array): void {
+    const tensor = tf.tensor(values, kernel.variable.shape, 'float32');
+    kernel.variable.assign(tensor);
+    tensor.dispose();
   }
 
   private restoreKernels(shadows: tf.Tensor[]): void {
@@ -307,14 +350,15 @@ class QatSession implements QatStep {
 
   step(x: tf.Tensor, y: tf.Tensor): StepMetrics {
     const { loss, metric } = this.lossFor(y);
-    const { shadows, masks } = this.quantizeKernels(true);
+    const { shadows, values, masks } = this.quantizeKernels('train');
     let prediction: tf.Tensor | undefined;
     let computed: { value: tf.Scalar; grads: tf.NamedTensorMap };
     try {
       computed = tf.variableGrads(() => {
         const output = this.model.apply(x, { training: true }) as tf.Tensor;
         prediction = tf.keep(output);
-        return loss(y, output);
+        const value = loss(y, output);
+        return this.options.regularizer ? tf.add(value, this.options.regularizer()) : value;
       }, this.trainableVariables);
     } catch (error) {
       prediction?.dispose();
@@ -323,30 +367,70 @@ class QatSession implements QatStep {
       this.restoreKernels(shadows);
     }
     const { value, grads } = computed;
-    const masked = new Map<tf.Variable, Float32Array>();
+    const replaced = new Map<tf.Variable, () => tf.Tensor>();
     this.kernels.forEach((kernel, i) => {
+      const gradient = grads[kernel.variable.name];
+      if (gradient === undefined) return;
+      const { backward } = kernel.trainer;
       const mask = masks[i];
-      if (mask !== undefined) masked.set(kernel.variable, mask);
+      if (backward !== undefined) {
+        replaced.set(kernel.variable, () => {
+          const g = Float32Array.from(gradient.dataSync() as Float32Array);
+          if (mask !== undefined) for (let j = 0; j < g.length; j++) g[j] *= mask[j];
+          return tf.tensor(backward.call(kernel.trainer, g, values[i], this.context(kernel)), gradient.shape, 'float32');
+        });
+      } else if (mask !== undefined) {
+        replaced.set(kernel.variable, () => tf.tidy(() => tf.mul(gradient, tf.tensor(mask, gradient.shape, 'float32'))));
+      }
     });
     const gradients = this.trainableVariables.map((variable) => {
       const gradient = grads[variable.name];
-      const mask = masked.get(variable);
-      if (gradient === undefined || mask === undefined) return gradient;
-      return tf.tidy(() => tf.mul(gradient, tf.tensor(mask, gradient.shape, 'float32')));
+      const replace = replaced.get(variable);
+      return gradient === undefined || replace === undefined ? gradient : replace();
     });
     const metricTensor = tf.tidy(() => metric(y, prediction!));
     try {
       this.optimizer.apply(gradients);
+      for (const kernel of this.kernels) {
+        kernel.trainer.afterStep?.(kernel.variable.dataSync() as Float32Array, this.context(kernel));
+      }
       return { loss: value.dataSync()[0], metric: metricTensor.dataSync()[0] };
     } finally {
-      tf.dispose([value, metricTensor, prediction!, ...Object.values(grads)]);
-      tf.dispose(gradients.filter((g): g is tf.Tensor => g !== undefined));
+      const originals = new Set(Object.values(grads));
+      tf.dispose([value, metricTensor, prediction!, ...originals]);
+      tf.dispose(gradients.filter((g): g is tf.Tensor => g !== undefined && !originals.has(g)));
     }
+  }
+
+  /** Epoch `epoch` (0-based) of `epochs` begins: the trainers' schedules (INQ's partition). */
+  beginEpoch(epoch: number, epochs: number): void {
+    for (const kernel of this.kernels) {
+      const updated = kernel.trainer.beginEpoch?.(epoch, epochs, kernel.variable.dataSync() as Float32Array, this.context(kernel));
+      if (updated) this.assign(kernel, updated);
+    }
+  }
+
+  /** Epoch `epoch` (0-based) ended (ADMM's G- and λ-steps, its ρ schedule). */
+  endEpoch(epoch: number): void {
+    for (const kernel of this.kernels) kernel.trainer.endEpoch?.(epoch, kernel.variable.dataSync() as Float32Array, this.context(kernel));
+  }
+
+  /** Training is over: the trainers' last schedule step, then the tensors the training methods export. */
+  finish(): Map<string, QuantizedTensor> {
+    const quantized = new Map<string, QuantizedTensor>();
+    for (const kernel of this.kernels) {
+      const updated = kernel.trainer.finish?.(kernel.variable.dataSync() as Float32Array, this.context(kernel));
+      if (updated) this.assign(kernel, updated);
+      if (kernel.trainer.exportsOwnTensor) {
+        quantized.set(kernel.name, kernel.trainer.result(kernel.variable.dataSync() as Float32Array, this.context(kernel)));
+      }
+    }
+    return quantized;
   }
 
   /** Runs `body` with Q(W) in the kernels (inference at the quantized weights), then puts W back. */
   async withQuantizedWeights<T>(body: () => Promise<T>): Promise<T> {
-    const { shadows } = this.quantizeKernels(false);
+    const { shadows } = this.quantizeKernels('inference');
     try {
       return await body();
     } finally {
@@ -376,7 +460,11 @@ class QatSession implements QatStep {
         shape: w.shape as number[],
         values: Float32Array.from(w.read().dataSync() as Float32Array),
       }));
-    return { epoch, weights, optimizer: this.optimizer.getState(), history: structuredClone(history) };
+    const kernels = this.kernels.flatMap((kernel) => {
+      const state = kernel.trainer.getState?.();
+      return state === undefined ? [] : [{ name: kernel.name, state }];
+    });
+    return { epoch, weights, optimizer: this.optimizer.getState(), history: structuredClone(history), kernels };
   }
 
   restore(checkpoint: QatCheckpoint): void {
@@ -391,6 +479,11 @@ class QatSession implements QatStep {
       value.dispose();
     }
     this.optimizer.setState(checkpoint.optimizer);
+    const states = new Map((checkpoint.kernels ?? []).map((k) => [k.name, k.state]));
+    for (const kernel of this.kernels) {
+      const state = states.get(kernel.name);
+      if (state !== undefined) kernel.trainer.setState?.(state);
+    }
   }
 
   dispose(): void {
@@ -501,6 +594,7 @@ export async function trainQuantizationAware(
       if (signal?.aborted) throw abortError();
       const started = performance.now();
       session.optimizer.learningRate = learningRate / (1 + decay * epoch);
+      session.beginEpoch(epoch, epochs);
       let lossSum = 0;
       let metricSum = 0;
       let samples = 0;
@@ -523,6 +617,7 @@ export async function trainQuantizationAware(
         });
       }
       if (batch === 0) throw new RangeError('the training data yielded no batches');
+      session.endEpoch(epoch);
       const metrics: EpochMetrics = {
         epoch: epoch + 1,
         loss: lossSum / samples,
@@ -560,7 +655,8 @@ export async function trainQuantizationAware(
         break;
       }
     }
-    return { history, checkpoint: session.checkpoint(epoch, history), stoppedEarly };
+    const quantized = session.finish();
+    return { history, checkpoint: session.checkpoint(epoch, history), stoppedEarly, quantized };
   } finally {
     session.dispose();
   }

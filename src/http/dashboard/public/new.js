@@ -141,11 +141,12 @@ function control(given, path, label) {
   } else if (schema.type === 'boolean') {
     input = el('input', { type: 'checkbox', id, checked: schema.default === true, 'aria-describedby': described });
     kind = 'boolean';
-  } else if (schema.type === 'array') {
+  } else if (schema.type === 'array' && schema.items?.type !== 'object') {
     input = el('input', { type: 'text', id, value: (schema.default ?? []).join(', '), placeholder: 'comma separated', 'aria-describedby': described });
     kind = 'list';
-  } else if (schema.type === 'object') {
-    input = el('textarea', { id, rows: 2, placeholder: '{}', 'aria-describedby': described });
+  } else if (schema.type === 'object' || schema.type === 'array') {
+    // Objects, and lists of objects (e.g. search candidates), are edited as JSON.
+    input = el('textarea', { id, rows: 2, placeholder: schema.type === 'array' ? '[]' : '{}', 'aria-describedby': described });
     kind = 'json';
   } else {
     input = el('input', { type: schema.format === 'uri' ? 'url' : 'text', id, value: schema.default, 'aria-describedby': described });
@@ -193,8 +194,11 @@ function readValue(input) {
       return input.value === '' ? undefined : input.value === 'true';
     case 'number':
       return input.value === '' ? undefined : Number(input.value);
-    case 'list':
-      return input.value.split(',').map((s) => s.trim()).filter(Boolean);
+    case 'list': {
+      // Empty means unset: the server fills its default (and a list with a minimum length is not sent empty).
+      const items = input.value.split(',').map((s) => s.trim()).filter(Boolean);
+      return items.length > 0 ? items : undefined;
+    }
     case 'json':
       if (input.value.trim() === '') return undefined;
       try {

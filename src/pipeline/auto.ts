@@ -1,0 +1,316 @@
+/**
+ * Jobs of kind `analyze` and `auto` (DESIGN.md §4 `auto`, issue 5).
+ *
+ * - analyze: the float model's metrics, the per-tensor sensitivity table (src/quant/sensitivity.ts: each
+ *   quantizable weight × each candidate config, alone, on the first `search.analysisSamples` evaluation
+ *   samples) as `report.sensitivity`, and the spec's own method exported and measured as a ptq job would be,
+ *   so the report and artifacts have their usual shape.
+ * - auto: the same table, then src/quant/search.ts picks per-tensor configs; every candidate is verified
+ *   through the real export — runPtq with one `layers.overrides` entry per tensor (float tensors in
+ *   `layers.skip`), the `model/` artifact loaded with the stock loader, evaluated on the WHOLE evaluation
+ *   set against the float model. The report gets `frontier` (every trial: packed bytes, metrics, chosen),
+ *   `chosenSpec` (a plain ptq spec that reproduces the chosen trial) and `search`; the artifacts are the
+ *   chosen trial's files. No QAT pass is attempted when PTQ cannot meet the target: `search.targetMet` says.
+ *
+ * The weight being analysed is put into the float model in place: a layers model's variable is assigned and
+ * restored (layersWeightSwap); a graph model is rebuilt from the weights with that one tensor replaced and
+ * disposed after its evaluation (a GraphModel's weight map is not meant to be mutated from outside).
+ * BatchNorm is folded (unless `foldBatchNorm: false`) before any of this, exactly as the ptq job that
+ * re-runs `chosenSpec` will fold it.
+ */
+import * as tf from '@tensorflow/tfjs';
+import type { JobSpec } from '../jobs/spec.js';
+import type { Dataset } from '../model/dataset/index.js';
+import { foldBatchNorm } from '../model/fold-batchnorm.js';
+import { loadRunnable, type RunnableModel } from '../model/load.js';
+import type { LoadedModel } from '../model/types.js';
+import { writeModel } from '../model/write.js';
+import { evaluate, type Batch, type Metrics } from '../quant/evaluate.js';
+import { quantizationShape } from '../quant/methods/common.js';
+import { getMethod, parseMethodParams, type MethodParams } from '../quant/methods/index.js';
+import { createRng } from '../quant/rng.js';
+import { FLOAT, dropOf, searchConfigs, type Assignment, type GoalMetric, type MetricGoal, type SearchTensor } from '../quant/search.js';
+import {
+  DEFAULT_CANDIDATES,
+  analyzeSensitivity,
+  cacheBatches,
+  disposeBatches,
+  labelCandidates,
+  layersWeightSwap,
+  metricValue,
+  type SensitivityRow,
+  type WithWeight,
+} from '../quant/sensitivity.js';
+import {
+  inputDtypeOf,
+  loadArtifact,
+  loadTfModel,
+  tensorBatches,
+  type JobDatasets,
+  type JobOptions,
+  type JobProgress,
+  type JobReport,
+  type JobResult,
+} from './job.js';
+import { planTensors, runPtq, tensorSeed, type PtqResult } from './ptq.js';
+
+export interface FrontierEntry {
+  trial: number;
+  /** Packed bytes of the trial's export. */
+  bytes: number;
+  /** Measured on the whole evaluation set, on the stock-loaded artifact. */
+  metrics: Metrics;
+  /** Drop of the target metric vs the float model (relative when target.relative). */
+  drop: number;
+  estimatedBytes: number;
+  estimatedDrop: number;
+  feasible: boolean;
+  chosen: boolean;
+  /** Tensor name → config label (`float`: left unquantized). */
+  overrides: Assignment;
+}
+
+export interface SearchSummary {
+  metric: GoalMetric;
+  relative: boolean;
+  maxDrop?: number;
+  maxBytes?: number;
+  /** The float model's value of the metric on the whole evaluation set. */
+  floatValue: number;
+  /** Samples the sensitivity was measured on. */
+  analysisSamples: number;
+  candidates: { label: string; params: MethodParams }[];
+  trials?: number;
+  maxTrials?: number;
+  stoppedBy?: 'converged' | 'maxTrials' | 'time';
+  targetMet?: boolean;
+  chosenTrial?: number;
+}
+
+export interface AutoReport extends JobReport {
+  sensitivity: SensitivityRow[];
+  search: SearchSummary;
+  frontier?: FrontierEntry[];
+  /** A ptq job spec (`layers.overrides` per tensor) that reproduces the chosen trial. */
+  chosenSpec?: Record<string, unknown>;
+}
+
+const span = { fold: [0, 2], float: [2, 6], analyzeOnly: [6, 85], analyze: [6, 40], export: [85, 100], search: [40, 100] } as const;
+
+export async function runAutoJob(source: LoadedModel, spec: JobSpec, data: JobDatasets, options: JobOptions): Promise<JobResult> {
+  const evaluation = data.evaluation;
+  if (!evaluation) throw new Error(`kind "${spec.kind}" needs an evaluation dataset`);
+  const started = performance.now();
+  const timings: Record<string, number> = {};
+  const timed = async <T>(name: string, work: () => Promise<T>): Promise<T> => {
+    const at = performance.now();
+    try {
+      return await work();
+    } finally {
+      timings[name] = Math.round((performance.now() - at) * 10) / 10;
+    }
+  };
+  const report = (stage: JobProgress['stage'], [from, to]: readonly [number, number], fraction: number, message: string) =>
+    options.onProgress?.({ stage, progress: Math.round((from + (to - from) * fraction) * 10) / 10, message });
+  const batchSize = options.batchSize ?? 64;
+  const owned: RunnableModel[] = [];
+  let cached: Batch[] = [];
+
+  try {
+    const foldBn = spec.foldBatchNorm ?? true;
+    await report('fold', span.fold, 0, foldBn ? 'folding BatchNormalization into the preceding layers' : 'loading the model');
+    const folding = foldBn ? foldBatchNorm(source) : { model: source, folded: [], skipped: [] };
+    const model = folding.model;
+    const floatModel = await loadTfModel(source, owned);
+    // The folded model computes the same function; it is the one whose weights get quantized.
+    const perturbable = folding.folded.length > 0 ? await loadTfModel(model, owned) : floatModel;
+    const inputDtype = inputDtypeOf(floatModel);
+    const batchesOf = (range: { end?: number } = {}) => tensorBatches(evaluation, batchSize, spec, inputDtype, range);
+
+    await report('evaluate', span.float, 0, 'evaluating the float model');
+    const floatMetrics = await timed('evaluateFloatMs', () => evaluate(floatModel, batchesOf(), { signal: options.signal }));
+    const goal = goalOf(spec, evaluation);
+    const floatValue = goal.metric === 'agreement' ? 1 : metricValue(floatMetrics, goal.metric);
+
+    const candidates = labelCandidates(spec.search.candidates ?? DEFAULT_CANDIDATES.map((c, i) => parseMethodParams(c, `/search/candidates/${i}`)));
+    const planned = planTensors(model, spec).selected;
+    const weights = new Map(model.weights.map((w) => [w.name, w]));
+    const quantize = (name: string, params: MethodParams) => {
+      const weight = weights.get(name)!;
+      const role = planned.find((t) => t.name === name)!.role;
+      const shape = quantizationShape(weight.shape, role, params.name);
+      return getMethod(params.name).quantize(weight.values as Float32Array, shape, params, createRng(tensorSeed('seed' in params ? params.seed : 0, name)));
+    };
+    const analysisSamples = Math.min(evaluation.samples, spec.search.analysisSamples);
+    cached = await cacheBatches(batchesOf({ end: analysisSamples }), analysisSamples);
+    const analyzeSpan = spec.kind === 'auto' ? span.analyze : span.analyzeOnly;
+    const sensitivity = await timed('analyzeMs', () =>
+      analyzeSensitivity({
+        model: perturbable,
+        tensors: planned.map((t) => ({ name: t.name, size: weights.get(t.name)!.values.length })),
+        candidates,
+        quantize,
+        withWeight: perturbable instanceof tf.LayersModel ? layersWeightSwap(perturbable) : rebuildingWeightSwap(model),
+        batches: cached,
+        goal,
+        signal: options.signal,
+        onProgress: (done, total, message) => report('analyze', analyzeSpan, done / total, message),
+      }),
+    );
+    disposeBatches(cached);
+    cached = [];
+
+    const measure = async (trialSpec: JobSpec): Promise<{ ptq: PtqResult; metrics: Metrics }> => {
+      const ptq = await runPtq(model, trialSpec, { backend: options.backend, signal: options.signal });
+      const artifactOwner: RunnableModel[] = [];
+      try {
+        const artifact = await loadArtifact(ptq.files, artifactOwner);
+        return { ptq, metrics: await evaluate(artifact, batchesOf(), { reference: floatModel, signal: options.signal }) };
+      } finally {
+        for (const runnable of artifactOwner) runnable.dispose();
+      }
+    };
+    const summary: SearchSummary = {
+      metric: goal.metric,
+      relative: goal.relative,
+      ...(spec.target?.maxDrop !== undefined ? { maxDrop: spec.target.maxDrop } : {}),
+      ...(spec.target?.maxBytes !== undefined ? { maxBytes: spec.target.maxBytes } : {}),
+      floatValue,
+      analysisSamples,
+      candidates,
+    };
+
+    let chosen: { ptq: PtqResult; metrics: Metrics };
+    let extra: Pick<AutoReport, 'frontier' | 'chosenSpec'> = {};
+    if (spec.kind === 'analyze') {
+      await report('quantize', span.export, 0, `exporting the spec's own method (${spec.method.name})`);
+      chosen = await timed('exportMs', () => measure({ ...spec, kind: 'ptq', foldBatchNorm: foldBn }));
+    } else {
+      const paramsOf = new Map(candidates.map((c) => [c.label, c.params]));
+      const specFor = (assignment: Assignment): JobSpec => {
+        const names = Object.keys(assignment);
+        return {
+          ...spec,
+          kind: 'ptq',
+          foldBatchNorm: foldBn,
+          layers: {
+            skip: [...spec.layers.skip, ...names.filter((n) => assignment[n] === FLOAT).map(escapeGlob)],
+            overrides: Object.fromEntries(
+              names.filter((n) => assignment[n] !== FLOAT).map((n) => [escapeGlob(n), paramsOf.get(assignment[n])!]),
+            ),
+          },
+        };
+      };
+      const results = new Map<number, { metrics: Metrics }>();
+      let pending: { ptq: PtqResult; metrics: Metrics } | undefined;
+      let best: { ptq: PtqResult; metrics: Metrics } | undefined;
+      const { maxTrials, timeBudgetSeconds } = spec.search;
+      const searchTensors = searchTensorsOf(sensitivity.rows, planned.map((t) => ({ name: t.name, size: weights.get(t.name)!.values.length })));
+      const searched = await timed('searchMs', () =>
+        searchConfigs({
+          tensors: searchTensors,
+          budget: { maxDrop: spec.target?.maxDrop, maxBytes: spec.target?.maxBytes },
+          maxTrials,
+          outOfTime: () => performance.now() - started > timeBudgetSeconds * 1000,
+          measure: async (assignment, trial) => {
+            await report('search', span.search, (trial - 1) / maxTrials, `trial ${trial} of ${maxTrials}: exporting and evaluating`);
+            pending = await measure(specFor(assignment));
+            results.set(trial, { metrics: pending.metrics });
+            return { bytes: pending.ptq.report.model.packedBytes, drop: dropOf(goal, floatValue, metricValue(pending.metrics, goal.metric)) };
+          },
+          onTrial: (trial, bestTrial) => {
+            // The best only ever changes to the trial just measured, so only its files need keeping.
+            if (bestTrial.trial === trial.trial) best = pending;
+            pending = undefined;
+            return report(
+              'search',
+              span.search,
+              trial.trial / maxTrials,
+              `trial ${trial.trial} of ${maxTrials}: ${trial.bytes} bytes, drop ${trial.drop.toFixed(4)}; ` +
+                `best so far: trial ${bestTrial.trial}, ${bestTrial.bytes} bytes, drop ${bestTrial.drop.toFixed(4)}`,
+            );
+          },
+        }),
+      );
+      chosen = best!;
+      const frontier = searched.trials.map(
+        (t): FrontierEntry => ({
+          trial: t.trial,
+          bytes: t.bytes,
+          metrics: results.get(t.trial)!.metrics,
+          drop: t.drop,
+          estimatedBytes: t.estimatedBytes,
+          estimatedDrop: t.estimatedDrop,
+          feasible: t.feasible,
+          chosen: t.trial === searched.best.trial,
+          overrides: t.assignment,
+        }),
+      );
+      // A spec to reuse carries no webhook: its secret must not reach the report.
+      const { webhook, ...chosenSpec } = specFor(searched.best.assignment);
+      extra = { frontier, chosenSpec };
+      Object.assign(summary, {
+        trials: searched.trials.length,
+        maxTrials,
+        stoppedBy: searched.stoppedBy,
+        targetMet: searched.targetMet,
+        chosenTrial: searched.best.trial,
+      });
+    }
+
+    const { ptq, metrics } = chosen;
+    const files = ptq.files;
+    const jobReport: AutoReport = {
+      ...ptq.report,
+      kind: spec.kind,
+      spec,
+      model: { ...ptq.report.model, metrics: { float: floatMetrics, ptq: metrics } },
+      ...(folding.folded.length > 0 || folding.skipped.length > 0 ? { batchNorm: { folded: folding.folded, skipped: folding.skipped } } : {}),
+      sensitivity: sensitivity.rows,
+      search: summary,
+      ...extra,
+      timings: { ...ptq.report.timings, ...timings, totalMs: Math.round((performance.now() - started) * 10) / 10 },
+    };
+    files.set('report.json', new TextEncoder().encode(`${JSON.stringify(jobReport, null, 2)}\n`));
+    await report(spec.kind === 'auto' ? 'search' : 'report', spec.kind === 'auto' ? span.search : span.export, 1, 'done');
+    return { files, report: jobReport };
+  } finally {
+    disposeBatches(cached);
+    for (const runnable of owned) runnable.dispose();
+  }
+}
+
+/**
+ * The metric the drop is measured in: `target.metric` (default accuracy) when the evaluation set has labels,
+ * else agreement with the float model (the only one that needs none).
+ */
+function goalOf(spec: JobSpec, evaluation: Dataset): MetricGoal {
+  const wanted = spec.target?.metric ?? 'accuracy';
+  return { metric: evaluation.y ? wanted : 'agreement', relative: spec.target?.relative ?? false };
+}
+
+/** The sensitivity rows regrouped per tensor as the search's options. */
+function searchTensorsOf(rows: SensitivityRow[], tensors: { name: string; size: number }[]): SearchTensor[] {
+  return tensors.map((t) => ({
+    name: t.name,
+    floatBytes: 4 * t.size,
+    options: rows.filter((r) => r.name === t.name).map((r) => ({ config: r.config, drop: r.drop, bytes: r.bytes })),
+  }));
+}
+
+/** A weight name as a glob that matches exactly it (layers.skip and layers.overrides are picomatch globs). */
+export function escapeGlob(name: string): string {
+  return name.replace(/[\\*?[\]{}()!+@|]/g, '\\$&');
+}
+
+/** withWeight for a graph model: the model is rebuilt with the one weight replaced, and disposed after. */
+function rebuildingWeightSwap(model: LoadedModel): WithWeight {
+  return async (name, values, run) => {
+    const runnable = await loadRunnable(writeModel(model, new Map([[name, { dequantized: values }]])));
+    try {
+      return await run(runnable);
+    } finally {
+      runnable.dispose();
+    }
+  };
+}

@@ -1,0 +1,254 @@
+/**
+ * The `auto` search (DESIGN.md §4, issue 5): per-tensor configs chosen from the sensitivity table, each
+ * candidate verified by the caller's `measure` (the real export and evaluation), backing off where the
+ * measured drop breaks the budget.
+ *
+ * Every tensor starts in float. A move turns one tensor into a smaller config; moves are taken greedily by
+ * estimated drop added per byte saved (sensitivity drops, clamped at 0, assumed additive across tensors),
+ * which is the classic greedy for the fractional knapsack. With `maxDrop` (minimise bytes):
+ *   1. from the last verified state, take the longest greedy prefix of moves whose estimated drop (the
+ *      state's measured drop + the moves' added drops) stays within maxDrop;
+ *   2. verify it; if the measured drop is within budget it becomes the state, else halve the prefix and
+ *      try again; a single move that fails is banned (with every smaller, no less sensitive config of that
+ *      tensor), and the search goes on with the others;
+ *   3. stop when no move fits the estimate, or at maxTrials, or when the time budget is spent.
+ * With only `maxBytes` (maximise the metric): walk the same greedy path from float to the shortest prefix
+ * whose estimated packed size fits, verify, and step further while the measured size does not fit; the
+ * prefix one shorter is tried too when the corrected estimate says it might fit.
+ *
+ * Packed size = Σ tensor bytes + a fixed part (unquantized tensors, manifest), the latter learnt from each
+ * measured trial. Pure: no tfjs, no files; `measure` does the work.
+ */
+
+export type GoalMetric = 'accuracy' | 'top5' | 'agreement' | 'mse' | 'mae';
+
+export interface MetricGoal {
+  metric: GoalMetric;
+  /** Drops are fractions of the float metric instead of differences. */
+  relative: boolean;
+}
+
+export function higherIsBetter(metric: GoalMetric): boolean {
+  return metric !== 'mse' && metric !== 'mae';
+}
+
+/** How much worse `value` is than `baseline` (negative when better); relative to |baseline| when asked. */
+export function dropOf(goal: MetricGoal, baseline: number, value: number): number {
+  const drop = higherIsBetter(goal.metric) ? baseline - value : value - baseline;
+  if (!goal.relative) return drop;
+  if (baseline === 0) return drop === 0 ? 0 : drop > 0 ? Infinity : -Infinity;
+  return drop / Math.abs(baseline);
+}
+
+/** The config a tensor keeps when it is not quantized (the chosen spec lists it in layers.skip). */
+export const FLOAT = 'float';
+
+export interface TensorOption {
+  config: string;
+  /** Estimated drop with this tensor alone in this config. */
+  drop: number;
+  /** Packed bytes of the tensor in this config. */
+  bytes: number;
+}
+
+export interface SearchTensor {
+  name: string;
+  /** Bytes of the tensor left in float32. */
+  floatBytes: number;
+  options: TensorOption[];
+}
+
+/** Tensor name → config label (or FLOAT). */
+export type Assignment = Record<string, string>;
+
+export interface Measurement {
+  /** Packed bytes of the whole model. */
+  bytes: number;
+  drop: number;
+}
+
+export interface Trial extends Measurement {
+  trial: number;
+  assignment: Assignment;
+  estimatedBytes: number;
+  estimatedDrop: number;
+  /** Meets every limit of the budget. */
+  feasible: boolean;
+}
+
+export interface SearchBudget {
+  maxDrop?: number;
+  maxBytes?: number;
+}
+
+export interface SearchOptions {
+  tensors: SearchTensor[];
+  budget: SearchBudget;
+  maxTrials: number;
+  /** True once no new trial may start (time budget); the first trial always runs. */
+  outOfTime?: () => boolean;
+  measure: (assignment: Assignment, trial: number) => Promise<Measurement>;
+  /** After every trial, with the best so far. */
+  onTrial?: (trial: Trial, best: Trial) => void | Promise<void>;
+}
+
+export interface SearchResult {
+  trials: Trial[];
+  best: Trial;
+  /** Whether `best` meets the budget. */
+  targetMet: boolean;
+  stoppedBy: 'converged' | 'maxTrials' | 'time';
+}
+
+interface Move {
+  name: string;
+  to: TensorOption;
+  addedDrop: number;
+  savedBytes: number;
+}
+
+export async function searchConfigs(options: SearchOptions): Promise<SearchResult> {
+  const { tensors, budget } = options;
+  if (budget.maxDrop === undefined && budget.maxBytes === undefined) throw new Error('the search needs maxDrop or maxBytes');
+  if (tensors.length === 0) throw new Error('there is no quantizable tensor to search configs for');
+  const optionsOf = new Map(
+    tensors.map((t) => [t.name, [{ config: FLOAT, drop: 0, bytes: t.floatBytes }, ...t.options.filter((o) => o.config !== FLOAT)]]),
+  );
+  const option = (name: string, config: string): TensorOption => optionsOf.get(name)!.find((o) => o.config === config)!;
+  const tensorBytes = (assignment: Assignment): number =>
+    tensors.reduce((sum, t) => sum + option(t.name, assignment[t.name]).bytes, 0);
+  const feasible = (m: Measurement): boolean =>
+    (budget.maxDrop === undefined || m.drop <= budget.maxDrop) && (budget.maxBytes === undefined || m.bytes <= budget.maxBytes);
+
+  const banned = new Set<string>();
+  const trials: Trial[] = [];
+  let fixedBytes = 0;
+  let stoppedBy: SearchResult['stoppedBy'] = 'converged';
+
+  /** The greedy sequence of moves from `start`, each chosen by least added drop per byte saved. */
+  const greedyPath = (start: Assignment): Move[] => {
+    const state = { ...start };
+    const path: Move[] = [];
+    for (;;) {
+      let best: Move | undefined;
+      for (const t of tensors) {
+        const from = option(t.name, state[t.name]);
+        for (const to of optionsOf.get(t.name)!) {
+          if (to.bytes >= from.bytes || banned.has(`${t.name}\u0000${to.config}`)) continue;
+          const move = { name: t.name, to, addedDrop: Math.max(0, to.drop) - Math.max(0, from.drop), savedBytes: from.bytes - to.bytes };
+          const ratio = move.addedDrop / move.savedBytes;
+          const bestRatio = best ? best.addedDrop / best.savedBytes : Infinity;
+          if (!best || ratio < bestRatio || (ratio === bestRatio && move.savedBytes > best.savedBytes)) best = move;
+        }
+      }
+      if (!best) return path;
+      path.push(best);
+      state[best.name] = best.to.config;
+    }
+  };
+  const apply = (start: Assignment, moves: Move[]): Assignment => {
+    const next = { ...start };
+    for (const move of moves) next[move.name] = move.to.config;
+    return next;
+  };
+  const ban = (move: Move): void => {
+    for (const o of optionsOf.get(move.name)!) {
+      if (o.config === FLOAT) continue;
+      if (o === move.to || (o.bytes <= move.to.bytes && o.drop >= move.to.drop)) banned.add(`${move.name}\u0000${o.config}`);
+    }
+  };
+  const bestOf = (): Trial => {
+    const ok = trials.filter((t) => t.feasible);
+    const pool = ok.length > 0 ? ok : trials;
+    const byBytes = (a: Trial, b: Trial) => a.bytes - b.bytes || a.drop - b.drop;
+    const byDrop = (a: Trial, b: Trial) => a.drop - b.drop || a.bytes - b.bytes;
+    // Minimise bytes under maxDrop; maximise the metric under maxBytes alone. Nothing feasible: the closest.
+    const minimiseBytes = ok.length > 0 ? budget.maxDrop !== undefined : budget.maxBytes !== undefined;
+    return [...pool].sort(minimiseBytes ? byBytes : byDrop)[0];
+  };
+  const canStart = (): boolean => {
+    if (trials.length >= options.maxTrials) {
+      stoppedBy = 'maxTrials';
+      return false;
+    }
+    if (trials.length > 0 && options.outOfTime?.()) {
+      stoppedBy = 'time';
+      return false;
+    }
+    return true;
+  };
+  const measuredBefore = new Map<string, Trial>();
+  /** A trial, or the earlier one of the same assignment (backing off can lead back to it), which costs nothing. */
+  const run = async (assignment: Assignment, estimatedDrop: number): Promise<Trial> => {
+    const key = JSON.stringify(tensors.map((t) => assignment[t.name]));
+    const earlier = measuredBefore.get(key);
+    if (earlier) return earlier;
+    const estimatedBytes = tensorBytes(assignment) + fixedBytes;
+    const measured = await options.measure(assignment, trials.length + 1);
+    fixedBytes = measured.bytes - tensorBytes(assignment);
+    const trial: Trial = { trial: trials.length + 1, assignment, estimatedBytes, estimatedDrop, ...measured, feasible: feasible(measured) };
+    trials.push(trial);
+    measuredBefore.set(key, trial);
+    await options.onTrial?.(trial, bestOf());
+    return trial;
+  };
+
+  const start: Assignment = Object.fromEntries(tensors.map((t) => [t.name, FLOAT]));
+  if (budget.maxDrop !== undefined) {
+    const maxDrop = budget.maxDrop;
+    let state = start;
+    let stateDrop = 0;
+    let stepLimit = Infinity;
+    while (canStart()) {
+      const path = greedyPath(state);
+      let steps = 0;
+      let estimate = stateDrop;
+      while (steps < path.length && steps < stepLimit && estimate + path[steps].addedDrop <= maxDrop) estimate += path[steps++].addedDrop;
+      // Nothing is estimated to fit: verify the first move anyway when there is no result yet.
+      if (steps === 0 && trials.length === 0 && path.length > 0) estimate += path[steps++].addedDrop;
+      if (steps === 0) {
+        stoppedBy = 'converged';
+        break;
+      }
+      const trial = await run(apply(state, path.slice(0, steps)), estimate);
+      // Moves only shrink the model, so a state over maxBytes but within maxDrop is still a place to go on from.
+      if (trial.drop <= maxDrop) {
+        state = trial.assignment;
+        stateDrop = trial.drop;
+        stepLimit = Infinity;
+      } else if (steps > 1) {
+        stepLimit = Math.floor(steps / 2);
+      } else {
+        ban(path[0]);
+        stepLimit = Infinity;
+      }
+    }
+  } else {
+    const maxBytes = budget.maxBytes!;
+    const path = greedyPath(start);
+    const bytesAfter = (steps: number): number => tensorBytes(apply(start, path.slice(0, steps))) + fixedBytes;
+    const dropAfter = (steps: number): number => path.slice(0, steps).reduce((sum, m) => sum + m.addedDrop, 0);
+    const fitting = (): number => {
+      let steps = 0;
+      while (steps < path.length && bytesAfter(steps) > maxBytes) steps++;
+      return steps;
+    };
+    const tried = new Set<number>();
+    let steps = fitting();
+    while (canStart() && !tried.has(steps)) {
+      tried.add(steps);
+      const trial = await run(apply(start, path.slice(0, steps)), dropAfter(steps));
+      if (!trial.feasible) {
+        if (steps === path.length) break;
+        steps = Math.max(steps + 1, fitting());
+      } else if (steps > 0 && !tried.has(steps - 1) && bytesAfter(steps - 1) <= maxBytes) {
+        steps -= 1;
+      } else {
+        stoppedBy = 'converged';
+        break;
+      }
+    }
+  }
+  const best = bestOf();
+  return { trials, best, targetMet: best.feasible, stoppedBy };
+}
