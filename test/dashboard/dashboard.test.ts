@@ -127,9 +127,10 @@ describe('dashboard routes', () => {
   it('exposes the job spec schema with every method’s params schema', async () => {
     const res = await app.inject({ url: '/v1/schema/job-spec' });
     expect(res.statusCode).toBe(200);
-    const { spec, methods } = res.json();
+    const { spec, methods, trainingMethods } = res.json();
     expect(spec.properties.method.properties.name).toBeDefined();
-    expect(Object.keys(methods)).toEqual(expect.arrayContaining(['affine', 'float16', 'binary', 'ternary', 'pow2', 'kmeans', 'pq']));
+    expect(Object.keys(methods)).toEqual(['affine', 'float16', 'binary', 'ternary', 'pow2', 'kmeans', 'pq', 'lab', 'admm', 'inq', 'ttq']);
+    expect(trainingMethods).toEqual(['lab', 'admm', 'inq', 'ttq']);
     expect(methods.affine.properties.bits).toMatchObject({ type: 'integer', minimum: 2, maximum: 16, default: 8 });
   });
 });

@@ -14,6 +14,7 @@ import { JobSpecSchema } from '../../jobs/spec.js';
 import { readFileSetFromDir, readModel } from '../../model/read.js';
 import type { FileSet, Weight } from '../../model/types.js';
 import { methods } from '../../quant/methods/index.js';
+import { trainingMethodNames, trainingMethods } from '../../quant/qat/methods.js';
 import { artifactDir } from '../../storage/artifacts.js';
 import { isId } from '../../storage/records.js';
 import type { JobRecord, ModelRecord } from '../../storage/types.js';
@@ -91,13 +92,23 @@ export async function dashboardApiRoutes(app: FastifyInstance): Promise<void> {
           200: Type.Object({
             spec: Type.Object({}, { additionalProperties: true }),
             methods: Type.Record(Type.String(), Type.Object({}, { additionalProperties: true })),
+            trainingMethods: Type.Array(Type.String()),
           }),
           ...problemResponses,
         },
       },
     },
     // TypeBox schemas are JSON schemas; the round trip drops its symbol-keyed bookkeeping.
-    () => JSON.parse(JSON.stringify({ spec: JobSpecSchema, methods: Object.fromEntries(Object.entries(methods).map(([name, m]) => [name, m.params])) })),
+    () =>
+      JSON.parse(
+        JSON.stringify({
+          spec: JobSpecSchema,
+          methods: Object.fromEntries(
+            [...Object.values(methods), ...Object.values(trainingMethods)].map((m) => [m.name, m.params]),
+          ),
+          trainingMethods: trainingMethodNames,
+        }),
+      ),
   );
 
   app.get(
