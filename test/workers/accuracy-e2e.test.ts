@@ -95,4 +95,29 @@ describe('jobs with datasets', () => {
     expect(job.summary.metrics.qat.samples).toBe(96);
     expect(existsSync(join(config.dataDir, 'checkpoints', 'local', `${job.id}.v8`))).toBe(false);
   });
+
+  it('runs analyze and auto jobs: a sensitivity table, then a chosen config within the drop budget', async () => {
+    const analyze = await runToEnd({ kind: 'analyze', method: { name: 'affine', bits: 8 }, data: { evaluation: datasetId } });
+    expect(analyze.status, JSON.stringify(analyze.error)).toBe('succeeded');
+    const analyzed = (await app.inject({ url: `/v1/jobs/${analyze.id}/report` })).json();
+    // 2 kernels × 6 default candidate configs, most sensitive first.
+    expect(analyzed.sensitivity).toHaveLength(12);
+    const drops = analyzed.sensitivity.map((row: { drop: number }) => row.drop);
+    expect(drops).toEqual([...drops].sort((a, b) => b - a));
+
+    const auto = await runToEnd({
+      kind: 'auto',
+      method: { name: 'affine', bits: 8 },
+      data: { evaluation: datasetId },
+      target: { metric: 'accuracy', maxDrop: 0.02 },
+      search: { maxTrials: 6 },
+    });
+    expect(auto.status, JSON.stringify(auto.error)).toBe('succeeded');
+    const report = (await app.inject({ url: `/v1/jobs/${auto.id}/report` })).json();
+    const chosen = report.frontier.filter((entry: { chosen: boolean }) => entry.chosen);
+    expect(chosen).toHaveLength(1);
+    expect(report.frontier.length).toBeLessThanOrEqual(6);
+    expect(report.model.metrics.float.accuracy - chosen[0].metrics.accuracy).toBeLessThanOrEqual(0.02);
+    expect(report.chosenSpec.kind).toBe('ptq');
+  });
 });
