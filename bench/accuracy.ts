@@ -23,27 +23,16 @@ import { parseMethodParams } from '../src/quant/methods/index.js';
 import { createQatStep, type QatPlan } from '../src/quant/qat/train.js';
 import { createRng } from '../src/quant/rng.js';
 import { saveLayersModel } from '../test/fixtures/models.js';
+import { buildSmallCnn } from '../test/fixtures/tasks.js';
 
 const WARMUP = 5;
 const STEPS = 31;
 const BATCH = 32;
 const CLASSES = 10;
 
+/** The small CNN of the accuracy tests (Conv2D → BN → depthwise → 1×1 Conv2D → Dense) on 12×12×1 inputs. */
 function buildModel(): tf.LayersModel {
-  const glorot = (seed: number) => tf.initializers.glorotUniform({ seed });
-  return tf.sequential({
-    layers: [
-      tf.layers.conv2d({ inputShape: [12, 12, 1], filters: 12, kernelSize: 3, padding: 'same', useBias: false, kernelInitializer: glorot(1), name: 'conv1' }),
-      tf.layers.batchNormalization({ name: 'bn1' }),
-      tf.layers.activation({ activation: 'relu', name: 'relu1' }),
-      tf.layers.maxPooling2d({ poolSize: 2, name: 'pool1' }),
-      tf.layers.depthwiseConv2d({ kernelSize: 3, padding: 'same', activation: 'relu', depthwiseInitializer: glorot(2), name: 'depthwise' }),
-      tf.layers.conv2d({ filters: 16, kernelSize: 1, activation: 'relu', kernelInitializer: glorot(3), name: 'pointwise' }),
-      tf.layers.maxPooling2d({ poolSize: 2, name: 'pool2' }),
-      tf.layers.flatten({ name: 'flatten' }),
-      tf.layers.dense({ units: CLASSES, activation: 'softmax', kernelInitializer: glorot(4), name: 'logits' }),
-    ],
-  });
+  return buildSmallCnn([12, 12, 1], CLASSES, 1);
 }
 
 function median(times: number[]): number {

@@ -48,11 +48,11 @@ import {
   tensorBatches,
   type JobDatasets,
   type JobOptions,
-  type JobProgress,
   type JobReport,
   type JobResult,
 } from './job.js';
 import { planTensors, runPtq, tensorSeed, type PtqResult } from './ptq.js';
+import { stageClock, stageReporter } from './stages.js';
 
 export interface FrontierEntry {
   trial: number;
@@ -101,17 +101,8 @@ export async function runAutoJob(source: LoadedModel, spec: JobSpec, data: JobDa
   const evaluation = data.evaluation;
   if (!evaluation) throw new Error(`kind "${spec.kind}" needs an evaluation dataset`);
   const started = performance.now();
-  const timings: Record<string, number> = {};
-  const timed = async <T>(name: string, work: () => Promise<T>): Promise<T> => {
-    const at = performance.now();
-    try {
-      return await work();
-    } finally {
-      timings[name] = Math.round((performance.now() - at) * 10) / 10;
-    }
-  };
-  const report = (stage: JobProgress['stage'], [from, to]: readonly [number, number], fraction: number, message: string) =>
-    options.onProgress?.({ stage, progress: Math.round((from + (to - from) * fraction) * 10) / 10, message });
+  const { timings, timed } = stageClock();
+  const report = stageReporter(options.onProgress);
   const batchSize = options.batchSize ?? 64;
   const owned: RunnableModel[] = [];
   let cached: Batch[] = [];

@@ -24,6 +24,7 @@ import type { QuantizedTensor } from '../quant/types.js';
 import { trainQuantizationAware, type EpochMetrics, type QatCheckpoint } from '../quant/qat/train.js';
 import { runAutoJob } from './auto.js';
 import { planTensors, runPtq, type PipelineOptions, type PipelineProgress, type PtqReport } from './ptq.js';
+import { stageClock, stageReporter } from './stages.js';
 
 export interface JobDatasets {
   calibration?: Dataset;
@@ -76,17 +77,8 @@ const span = { fold: [0, 2], float: [2, 8], train: [8, 60], ptq: [60, 85], evalu
 export async function runJob(source: LoadedModel, spec: JobSpec, data: JobDatasets, options: JobOptions): Promise<JobResult> {
   if (spec.kind === 'analyze' || spec.kind === 'auto') return runAutoJob(source, spec, data, options);
   const started = performance.now();
-  const timings: Record<string, number> = {};
-  const timed = async <T>(name: string, work: () => Promise<T>): Promise<T> => {
-    const at = performance.now();
-    try {
-      return await work();
-    } finally {
-      timings[name] = Math.round((performance.now() - at) * 10) / 10;
-    }
-  };
-  const report = (stage: JobProgress['stage'], [from, to]: readonly [number, number], fraction: number, message: string, extra?: Partial<JobProgress>) =>
-    options.onProgress?.({ stage, progress: Math.round((from + (to - from) * fraction) * 10) / 10, message, ...extra });
+  const { timings, timed } = stageClock();
+  const report = stageReporter(options.onProgress);
   const batchSize = options.batchSize ?? 64;
   const metrics: StageMetrics = {};
   const owned: RunnableModel[] = [];
