@@ -33,8 +33,11 @@ export class JobLifecycle {
   }
 
   async create(job: JobRecord): Promise<void> {
-    await this.records.create('jobs', job);
-    await this.redis.sadd(modelJobsKey(this.prefix, job.tenant, job.modelId), job.id);
+    // Sent together (one round trip): the model→jobs index only matters once the job can run.
+    await Promise.all([
+      this.records.create('jobs', job),
+      this.redis.sadd(modelJobsKey(this.prefix, job.tenant, job.modelId), job.id),
+    ]);
   }
 
   start(tenant: string, id: string, attempt: number): Promise<JobRecord | null> {
