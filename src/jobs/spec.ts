@@ -5,7 +5,7 @@
  */
 import { Type, type Static } from '@sinclair/typebox';
 import { FormatRegistry } from '@sinclair/typebox';
-import { Value } from '@sinclair/typebox/value';
+import { withDefaults } from '../quant/schema.js';
 import { MethodParamsError, methodNames, parseMethodParams, type MethodParams } from '../quant/methods/index.js';
 import { isTrainingMethodName, parseAnyMethodParams, trainingMethodNames, type AnyMethodParams } from '../quant/qat/methods.js';
 
@@ -197,10 +197,8 @@ export class SpecError extends Error {
 
 /** Validates and defaults a spec; throws SpecError listing every problem with its JSON path. */
 export function parseJobSpec(input: unknown): JobSpec {
-  const withDefaults = Value.Default(JobSpecSchema, structuredClone(input ?? {}));
-  const problems = [...Value.Errors(JobSpecSchema, withDefaults)].map((e) => ({ path: e.path, message: e.message }));
+  const { value: raw, problems } = withDefaults(JobSpecSchema, input);
   if (problems.length > 0) throw new SpecError(problems);
-  const raw = withDefaults as RawJobSpec;
   const combinations = combinationProblems(raw);
   if (combinations.length > 0) throw new SpecError(combinations);
   try {

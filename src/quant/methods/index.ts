@@ -3,7 +3,7 @@
  * method's own schema, with its defaults filled in, before any work starts.
  */
 import type { Static, TSchema } from '@sinclair/typebox';
-import { Value } from '@sinclair/typebox/value';
+import { withDefaults } from '../schema.js';
 import type { QuantMethod } from '../types.js';
 import { affine } from './affine.js';
 import { binary } from './binary.js';
@@ -46,21 +46,7 @@ export function parseMethodParams(input: unknown, at = ''): MethodParams {
       { path: `${at}/name`, message: `unknown method ${JSON.stringify(name)}; allowed: ${methodNames.join(', ')}` },
     ]);
   }
-  const schema = getMethod(name).params;
-  const params = Value.Default(schema, structuredClone(input));
-  const problems = [...Value.Errors(schema, params)].map((e) => ({
-    path: `${at}${e.path}`,
-    message: describeProblem(e.message, e.schema),
-  }));
+  const { value, problems } = withDefaults(getMethod(name).params, input, at);
   if (problems.length > 0) throw new MethodParamsError(problems);
-  return params as MethodParams;
-}
-
-function describeProblem(message: string, schema: TSchema): string {
-  const allowed = schema.anyOf?.map((s: TSchema) => s.const).filter((v: unknown) => v !== undefined);
-  if (allowed?.length) return `${message}; allowed: ${allowed.join(', ')}`;
-  if (schema.minimum !== undefined || schema.maximum !== undefined) {
-    return `${message} (allowed range ${schema.minimum ?? '-∞'}..${schema.maximum ?? '∞'})`;
-  }
-  return message;
+  return value as MethodParams;
 }

@@ -11,9 +11,9 @@
  * specs without loading the engine; the algorithms are in ./lab.ts, ./admm.ts, ./inq.ts and ./ttq.ts.
  */
 import { Type, type Static, type TSchema } from '@sinclair/typebox';
-import { Value } from '@sinclair/typebox/value';
 import { Granularity, seedField } from '../methods/common.js';
 import { MethodParamsError, methodNames, parseMethodParams, type MethodParams } from '../methods/index.js';
+import { withDefaults } from '../schema.js';
 
 export const LabParams = Type.Object(
   {
@@ -170,11 +170,9 @@ export function parseAnyMethodParams(input: unknown, at = '', trainingAllowed = 
       },
     ]);
   }
-  const schema = trainingMethods[name].params;
-  const params = Value.Default(schema, structuredClone(input));
-  const problems = [...Value.Errors(schema, params)].map((e) => ({ path: `${at}${e.path}`, message: describe(e.message, e.schema) }));
+  const { value, problems } = withDefaults(trainingMethods[name].params, input, at);
   if (problems.length > 0) throw new MethodParamsError(problems);
-  const parsed = params as TrainingMethodParams;
+  const parsed = value as TrainingMethodParams;
   if (parsed.name === 'inq') {
     const { steps } = parsed;
     const increasing = steps.every((s, i) => i === 0 || s > steps[i - 1]);
@@ -195,11 +193,3 @@ export function parseAnyMethodParams(input: unknown, at = '', trainingAllowed = 
   return parsed;
 }
 
-function describe(message: string, schema: TSchema): string {
-  const allowed = schema.anyOf?.map((s: TSchema) => s.const).filter((v: unknown) => v !== undefined);
-  if (allowed?.length) return `${message}; allowed: ${allowed.join(', ')}`;
-  if (schema.minimum !== undefined || schema.maximum !== undefined) {
-    return `${message} (allowed range ${schema.minimum ?? '-∞'}..${schema.maximum ?? '∞'})`;
-  }
-  return message;
-}
