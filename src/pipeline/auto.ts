@@ -10,7 +10,11 @@
  *   `layers.skip`), the `model/` artifact loaded with the stock loader, evaluated on the WHOLE evaluation
  *   set against the float model. The report gets `frontier` (every trial: packed bytes, metrics, chosen),
  *   `chosenSpec` (a plain ptq spec that reproduces the chosen trial) and `search`; the artifacts are the
- *   chosen trial's files. No QAT pass is attempted when PTQ cannot meet the target: `search.targetMet` says.
+ *   chosen trial's files. When no trial meets `target.maxDrop` and the job has a training set and a layers
+ *   model, the best trial's per-tensor config is trained quantization-aware (job.ts trainQat with `spec.qat`, stage `train`),
+ *   exported and measured like the trials, and added to the frontier as one more entry (`qat: true`, its
+ *   estimates those of the trial it started from); it is chosen when its drop is below the best trial's, and
+ *   `chosenSpec` is then a `kind: "qat"` spec with the same overrides. `search.targetMet` covers both.
  *
  * The weight being analysed is put into the float model in place: a layers model's variable is assigned and
  * restored (layersWeightSwap); a graph model is rebuilt from the weights with that one tensor replaced and
@@ -46,8 +50,11 @@ import {
   loadArtifact,
   loadTfModel,
   tensorBatches,
+  trainQat,
   type JobDatasets,
+  type TrainedQat,
   type JobOptions,
+  type JobProgress,
   type JobReport,
   type JobResult,
 } from './job.js';
@@ -68,6 +75,8 @@ export interface FrontierEntry {
   chosen: boolean;
   /** Tensor name → config label (`float`: left unquantized). */
   overrides: Assignment;
+  /** The QAT fallback: the best PTQ trial's config, trained quantization-aware. */
+  qat?: true;
 }
 
 export interface SearchSummary {
@@ -85,6 +94,8 @@ export interface SearchSummary {
   stoppedBy?: 'converged' | 'maxTrials' | 'time';
   targetMet?: boolean;
   chosenTrial?: number;
+  /** The frontier entry of the QAT fallback, when it ran. */
+  qatTrial?: number;
 }
 
 export interface AutoReport extends JobReport {
@@ -95,7 +106,7 @@ export interface AutoReport extends JobReport {
   chosenSpec?: Record<string, unknown>;
 }
 
-const span = { fold: [0, 2], float: [2, 6], analyzeOnly: [6, 85], analyze: [6, 40], export: [85, 100], search: [40, 100] } as const;
+const span = { fold: [0, 2], float: [2, 6], analyzeOnly: [6, 85], analyze: [6, 40], export: [85, 100], search: [40, 100], qat: [80, 100] } as const;
 
 export async function runAutoJob(source: LoadedModel, spec: JobSpec, data: JobDatasets, options: JobOptions): Promise<JobResult> {
   const evaluation = data.evaluation;
@@ -151,8 +162,8 @@ export async function runAutoJob(source: LoadedModel, spec: JobSpec, data: JobDa
     disposeBatches(cached);
     cached = [];
 
-    const measure = async (trialSpec: JobSpec): Promise<{ ptq: PtqResult; metrics: Metrics }> => {
-      const ptq = await runPtq(model, trialSpec, { backend: options.backend, signal: options.signal });
+    const measure = async (trialSpec: JobSpec, trained?: TrainedQat): Promise<{ ptq: PtqResult; metrics: Metrics }> => {
+      const ptq = await runPtq(trained?.model ?? model, trialSpec, { backend: options.backend, signal: options.signal, precomputed: trained?.precomputed });
       const artifactOwner: RunnableModel[] = [];
       try {
         const artifact = await loadArtifact(ptq.files, artifactOwner);
@@ -172,7 +183,7 @@ export async function runAutoJob(source: LoadedModel, spec: JobSpec, data: JobDa
     };
 
     let chosen: { ptq: PtqResult; metrics: Metrics };
-    let extra: Pick<AutoReport, 'frontier' | 'chosenSpec'> = {};
+    let extra: Pick<AutoReport, 'frontier' | 'chosenSpec' | 'training'> = {};
     if (spec.kind === 'analyze') {
       await report('quantize', span.export, 0, `exporting the spec's own method (${spec.method.name})`);
       chosen = await timed('exportMs', () => measure({ ...spec, kind: 'ptq', foldBatchNorm: foldBn }));
@@ -196,6 +207,10 @@ export async function runAutoJob(source: LoadedModel, spec: JobSpec, data: JobDa
       let pending: { ptq: PtqResult; metrics: Metrics } | undefined;
       let best: { ptq: PtqResult; metrics: Metrics } | undefined;
       const { maxTrials, timeBudgetSeconds } = spec.search;
+      // The QAT fallback may follow the search: it gets the last part of the progress scale.
+      // QAT trains a layers model only: a graph model keeps the PTQ result.
+      const canTrain = data.training !== undefined && spec.target?.maxDrop !== undefined && floatModel instanceof tf.LayersModel;
+      const searchSpan = canTrain ? ([span.search[0], span.qat[0]] as const) : span.search;
       const searchTensors = searchTensorsOf(sensitivity.rows, planned.map((t) => ({ name: t.name, size: weights.get(t.name)!.values.length })));
       const searched = await timed('searchMs', () =>
         searchConfigs({
@@ -204,7 +219,7 @@ export async function runAutoJob(source: LoadedModel, spec: JobSpec, data: JobDa
           maxTrials,
           outOfTime: () => performance.now() - started > timeBudgetSeconds * 1000,
           measure: async (assignment, trial) => {
-            await report('search', span.search, (trial - 1) / maxTrials, `trial ${trial} of ${maxTrials}: exporting and evaluating`);
+            await report('search', searchSpan, (trial - 1) / maxTrials, `trial ${trial} of ${maxTrials}: exporting and evaluating`);
             pending = await measure(specFor(assignment));
             results.set(trial, { metrics: pending.metrics });
             return { bytes: pending.ptq.report.model.packedBytes, drop: dropOf(goal, floatValue, metricValue(pending.metrics, goal.metric)) };
@@ -215,7 +230,7 @@ export async function runAutoJob(source: LoadedModel, spec: JobSpec, data: JobDa
             pending = undefined;
             return report(
               'search',
-              span.search,
+              searchSpan,
               trial.trial / maxTrials,
               `trial ${trial.trial} of ${maxTrials}: ${trial.bytes} bytes, drop ${trial.drop.toFixed(4)}; ` +
                 `best so far: trial ${bestTrial.trial}, ${bestTrial.bytes} bytes, drop ${bestTrial.drop.toFixed(4)}`,
@@ -237,15 +252,56 @@ export async function runAutoJob(source: LoadedModel, spec: JobSpec, data: JobDa
           overrides: t.assignment,
         }),
       );
+      let chosenSpecFull = specFor(searched.best.assignment);
+      let chosenTrial = searched.best.trial;
+      let targetMet = searched.targetMet;
+      const maxDrop = spec.target?.maxDrop;
+      if (canTrain && !searched.targetMet && maxDrop !== undefined && searched.best.drop > maxDrop) {
+        const base = searched.best;
+        const qatSpec: JobSpec = { ...specFor(base.assignment), kind: 'qat' };
+        const trainProgress = (fraction: number, message: string, extra?: Partial<JobProgress>) =>
+          report('train', span.qat, fraction * 0.9, `QAT of trial ${base.trial}'s config: ${message}`, extra);
+        // The fallback is not a resumable QAT job: no checkpoint goes in or out.
+        const trained = await timed('trainMs', () =>
+          trainQat(model, qatSpec, data, { ...options, resumeFrom: undefined, onCheckpoint: undefined }, floatMetrics, owned, trainProgress),
+        );
+        await report('train', span.qat, 0.9, 'exporting and evaluating the QAT model');
+        const { ptq, metrics } = await measure(qatSpec, trained);
+        const bytes = ptq.report.model.packedBytes;
+        const drop = dropOf(goal, floatValue, metricValue(metrics, goal.metric));
+        const feasible = drop <= maxDrop && (spec.target?.maxBytes === undefined || bytes <= spec.target.maxBytes);
+        const entry: FrontierEntry = {
+          trial: searched.trials.length + 1,
+          bytes,
+          metrics,
+          drop,
+          estimatedBytes: base.estimatedBytes,
+          estimatedDrop: base.estimatedDrop,
+          feasible,
+          chosen: drop < base.drop,
+          overrides: base.assignment,
+          qat: true,
+        };
+        frontier.push(entry);
+        summary.qatTrial = entry.trial;
+        if (entry.chosen) {
+          for (const other of frontier) if (other !== entry) other.chosen = false;
+          chosen = { ptq, metrics };
+          chosenSpecFull = qatSpec;
+          chosenTrial = entry.trial;
+          targetMet = feasible;
+          extra.training = trained.training;
+        }
+      }
       // A spec to reuse carries no webhook: its secret must not reach the report.
-      const { webhook, ...chosenSpec } = specFor(searched.best.assignment);
-      extra = { frontier, chosenSpec };
+      const { webhook, ...chosenSpec } = chosenSpecFull;
+      extra = { ...extra, frontier, chosenSpec };
       Object.assign(summary, {
         trials: searched.trials.length,
         maxTrials,
         stoppedBy: searched.stoppedBy,
-        targetMet: searched.targetMet,
-        chosenTrial: searched.best.trial,
+        targetMet,
+        chosenTrial,
       });
     }
 
@@ -255,7 +311,7 @@ export async function runAutoJob(source: LoadedModel, spec: JobSpec, data: JobDa
       ...ptq.report,
       kind: spec.kind,
       spec,
-      model: { ...ptq.report.model, metrics: { float: floatMetrics, ptq: metrics } },
+      model: { ...ptq.report.model, metrics: { float: floatMetrics, [extra.training ? 'qat' : 'ptq']: metrics } },
       ...(folding.folded.length > 0 || folding.skipped.length > 0 ? { batchNorm: { folded: folding.folded, skipped: folding.skipped } } : {}),
       sensitivity: sensitivity.rows,
       search: summary,

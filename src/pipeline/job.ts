@@ -66,6 +66,13 @@ export interface JobReport extends Omit<PtqReport, 'kind'> {
   timings: PtqReport['timings'] & Record<string, number>;
 }
 
+export interface TrainedQat {
+  model: LoadedModel;
+  training: JobReport['training'];
+  precomputed: Map<string, QuantizedTensor>;
+  activations?: LearnedActivationRange[];
+}
+
 export interface JobResult {
   files: FileSet;
   report: JobReport;
@@ -108,7 +115,7 @@ export async function runJob(source: LoadedModel, spec: JobSpec, data: JobDatase
     let precomputed: Map<string, QuantizedTensor> | undefined;
     let learnedActivations: LearnedActivationRange[] | undefined;
     if (spec.kind === 'qat') {
-      const trained = await timed('trainMs', () => train(model, spec, data, options, metrics.float, owned, (fraction, message, extra) =>
+      const trained = await timed('trainMs', () => trainQat(model, spec, data, options, metrics.float, owned, (fraction, message, extra) =>
         report('train', span.train, fraction, message, extra)));
       model = trained.model;
       training = trained.training;
@@ -188,7 +195,12 @@ export async function runJob(source: LoadedModel, spec: JobSpec, data: JobDatase
   }
 }
 
-async function train(
+/**
+ * QAT of `model` with `spec.qat` on `data.training`, every weight that planTensors selects trained at its
+ * planned config (`layers.overrides` included). Returns the model with the trained float weights and the
+ * quantized tensors for runPtq's `precomputed`. Used by kind `qat` and by auto's QAT fallback.
+ */
+export async function trainQat(
   model: LoadedModel,
   spec: JobSpec,
   data: JobDatasets,
@@ -196,12 +208,7 @@ async function train(
   floatMetrics: Metrics | undefined,
   owned: RunnableModel[],
   progress: (fraction: number, message: string, extra?: Partial<JobProgress>) => Promise<void> | void,
-): Promise<{
-  model: LoadedModel;
-  training: JobReport['training'];
-  precomputed: Map<string, QuantizedTensor>;
-  activations?: LearnedActivationRange[];
-}> {
+): Promise<TrainedQat> {
   const dataset = data.training!;
   if (!dataset.y) throw new Error('kind "qat" needs labels (y) in the training dataset');
   const loaded = await loadTfModel(model, owned);

@@ -1,0 +1,107 @@
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import * as tf from '@tensorflow/tfjs';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { parseJobSpec } from '../../src/jobs/spec.js';
+import { selectBackend } from '../../src/model/backend.js';
+import { openDataset, type Dataset } from '../../src/model/dataset/index.js';
+import { readModel } from '../../src/model/read.js';
+import type { LoadedModel } from '../../src/model/types.js';
+import type { AutoReport } from '../../src/pipeline/auto.js';
+import { runJob } from '../../src/pipeline/job.js';
+import { saveLayersModel } from '../fixtures/models.js';
+import { makeClassificationTask, sliceTask, trainSmallCnn } from '../fixtures/tasks.js';
+import { npy } from '../model/dataset/npy-fixture.js';
+
+let dir: string;
+let model: LoadedModel;
+let training: Dataset;
+let evaluation: Dataset;
+
+async function writeNpyPair(name: string, x: Float32Array, shape: number[], y: Int32Array): Promise<Dataset> {
+  const xPath = join(dir, `${name}-x.npy`);
+  const yPath = join(dir, `${name}-y.npy`);
+  await writeFile(xPath, npy('<f4', shape, new Uint8Array(x.buffer, x.byteOffset, x.byteLength)));
+  await writeFile(yPath, npy('<i4', [y.length], new Uint8Array(y.buffer, y.byteOffset, y.byteLength)));
+  return openDataset({ x: xPath, y: yPath });
+}
+
+beforeAll(async () => {
+  await selectBackend('wasm');
+  dir = await mkdtemp(join(tmpdir(), 'qaas-auto-qat-'));
+  const task = makeClassificationTask({ seed: 3, samples: 1800 });
+  const trained = await trainSmallCnn(sliceTask(task, 0, 1600), { seed: 3, epochs: 4 });
+  model = readModel(await saveLayersModel(trained));
+  trained.dispose();
+  const part = (start: number, end: number) => {
+    const slice = sliceTask(task, start, end);
+    return writeNpyPair(`rows-${start}`, slice.x, [end - start, ...task.inputShape], slice.y);
+  };
+  training = await part(0, 1600);
+  evaluation = await part(1600, 1800);
+});
+
+afterAll(async () => {
+  await Promise.all([training, evaluation].map((d) => d?.close()));
+  await rm(dir, { recursive: true, force: true });
+});
+
+describe('auto with a QAT fallback', () => {
+  it('trains the best PTQ config quantization-aware when binary PTQ misses maxDrop, and chooses it when it is better', async () => {
+    const spec = parseJobSpec({
+      kind: 'auto',
+      method: { name: 'binary', granularity: 'per-channel' },
+      data: { training: 't', evaluation: 'e' },
+      target: { metric: 'accuracy', maxDrop: 0.005 },
+      search: { candidates: [{ name: 'binary', granularity: 'per-channel' }], maxTrials: 4, analysisSamples: 200 },
+      qat: { epochs: 3, batchSize: 32, learningRate: 5e-3, learningRateDecay: 0.5 },
+    });
+    const tensorsBefore = tf.memory().numTensors;
+    const stages: string[] = [];
+    const { files, report: result } = await runJob(model, spec, { training, evaluation }, {
+      backend: 'wasm',
+      onProgress: (p) => void (stages.at(-1) !== p.stage && stages.push(p.stage)),
+    });
+    expect(tf.memory().numTensors).toBe(tensorsBefore);
+    const report = result as AutoReport;
+    const frontier = report.frontier!;
+    const ptqTrials = frontier.filter((t) => !t.qat);
+    const qatEntry = frontier.at(-1)!;
+    const bestPtq = ptqTrials.reduce((a, b) => (b.drop < a.drop ? b : a));
+    console.log(
+      `auto-qat: float ${report.model.metrics.float!.accuracy}, PTQ trials ${ptqTrials.map((t) => t.metrics.accuracy).join(', ')}, ` +
+        `QAT ${qatEntry.metrics.accuracy} (drop ${qatEntry.drop.toFixed(4)})`,
+    );
+
+    // PTQ alone missed the budget: every trial's measured drop is above it.
+    expect(ptqTrials.length).toBeGreaterThan(0);
+    for (const trial of ptqTrials) expect(trial.drop).toBeGreaterThan(0.005);
+    expect(stages).toContain('train');
+
+    // The fallback is one more frontier entry, on the best trial's config, measured on the whole evaluation set.
+    expect(frontier.filter((t) => t.qat)).toHaveLength(1);
+    expect(qatEntry.qat).toBe(true);
+    expect(qatEntry.trial).toBe(ptqTrials.length + 1);
+    expect(report.search.qatTrial).toBe(qatEntry.trial);
+    expect(qatEntry.overrides).toEqual(bestPtq.overrides);
+    expect(qatEntry.metrics.samples).toBe(200);
+    expect(qatEntry.metrics.accuracy!).toBeGreaterThan(bestPtq.metrics.accuracy!);
+    expect(qatEntry.drop).toBeCloseTo(report.model.metrics.float!.accuracy! - qatEntry.metrics.accuracy!, 10);
+
+    // Better than every PTQ trial, so it is the one chosen, and the reusable spec is a qat spec with the same overrides.
+    expect(frontier.filter((t) => t.chosen)).toEqual([qatEntry]);
+    expect(report.search.chosenTrial).toBe(qatEntry.trial);
+    expect(report.search.targetMet).toBe(qatEntry.drop <= 0.005);
+    expect(report.model.metrics.qat).toEqual(qatEntry.metrics);
+    expect(report.training!.history).toHaveLength(3);
+    const chosenSpec = report.chosenSpec as { kind: string; layers: { overrides: Record<string, unknown>; skip: string[] }; qat: unknown };
+    expect(chosenSpec.kind).toBe('qat');
+    expect(chosenSpec.qat).toEqual(spec.qat);
+    const quantized = Object.entries(qatEntry.overrides).filter(([, config]) => config !== 'float').length;
+    expect(Object.keys(chosenSpec.layers.overrides)).toHaveLength(quantized);
+    expect(report.model.packedBytes).toBe(qatEntry.bytes);
+    const written = JSON.parse(new TextDecoder().decode(files.get('report.json'))) as AutoReport;
+    expect(written.search.chosenTrial).toBe(qatEntry.trial);
+  }, 60_000);
+});
