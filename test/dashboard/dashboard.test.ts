@@ -20,6 +20,7 @@ import type { FileSet } from '../../src/model/types.js';
 import { startWorkers, type Closable } from '../../src/service.js';
 import { buildLayersModel, LAYERS_QUANTIZABLE, loadStockLayers } from '../fixtures/models.js';
 import { cleanup, filesAsParts, multipart, testConfig, tinyModel, zipOf } from '../http/helpers.js';
+import { npy } from '../model/dataset/npy-fixture.js';
 
 const artifacts = new URL('../artifacts/', import.meta.url).pathname;
 let config: Config;
@@ -266,6 +267,24 @@ describe('the dashboard in chromium', () => {
     }
     // Quantized weights change the output a little, not completely.
     expect(inBrowser.quantized).not.toEqual(inBrowser.float);
+
+    // A row of a local .npy dataset as the sample: the page parses the file and takes row 2 itself.
+    const rows = Float32Array.from({ length: 3 * 12 }, (_, i) => (i * 7) % 16);
+    const datasetDir = await mkdtemp(join(tmpdir(), 'qaas-tryit-'));
+    const npyPath = join(datasetDir, 'rows.npy');
+    await writeFile(npyPath, npy('<f4', [3, 12], new Uint8Array(rows.buffer)));
+    await page.fill('#tryit-row', '2');
+    await page.setInputFiles('#tryit-dataset', npyPath);
+    const row = Array.from(rows.slice(24, 36));
+    await expect.poll(async () => JSON.parse(await page.inputValue('#tryit-sample'))).toEqual(row);
+    await page.click('#tryit-run');
+    await page.locator('#tryit-run[data-runs="2"]').waitFor();
+    const rowInBrowser = numbers((await page.locator('#tryit-quantized').textContent())!);
+    const rowTensor = tf.tensor2d(row, [1, 12]);
+    const rowInNode = Array.from((quantizedModel.predict(rowTensor) as tf.Tensor).dataSync());
+    rowTensor.dispose();
+    rowInBrowser.forEach((v, i) => expect(Math.abs(v - rowInNode[i])).toBeLessThan(1e-5));
+    await rm(datasetDir, { recursive: true, force: true });
     await page.screenshot({ path: join(artifacts, 'dashboard-job.png'), fullPage: true, animations: 'disabled' });
 
     // A job page opened before its job runs: timeline, log lines and then the report, all from the stream.
