@@ -7,12 +7,10 @@
  * fan-in 1, so any per-channel method represents it exactly. The bottleneck is also the smallest tensor:
  * a good search keeps it precise and squeezes the others.
  */
-import { writeFile } from 'node:fs/promises';
-import { join } from 'node:path';
 import * as tf from '@tensorflow/tfjs';
-import { openDataset, type Dataset } from '../../src/model/dataset/index.js';
-import { npy } from '../model/dataset/npy-fixture.js';
 import { makeClassificationTask, sliceTask, type ClassificationTask } from '../fixtures/tasks.js';
+
+export { taskDataset } from '../fixtures/tasks.js';
 
 export const BOTTLENECK = 'bottleneck/kernel';
 
@@ -53,14 +51,4 @@ export async function trainBottleneckMlp(options: { seed: number; trainSamples: 
     y.dispose();
   }
   return { model, train, evaluation };
-}
-
-/** A task slice as a pair of .npy files in `dir`, opened as a streamed Dataset (as the worker opens one). */
-export async function taskDataset(dir: string, name: string, task: ClassificationTask): Promise<Dataset> {
-  const xPath = join(dir, `${name}-x.npy`);
-  const yPath = join(dir, `${name}-y.npy`);
-  const { x, y } = task;
-  await writeFile(xPath, npy('<f4', [y.length, ...task.inputShape], new Uint8Array(x.buffer, x.byteOffset, x.byteLength)));
-  await writeFile(yPath, npy('<i4', [y.length], new Uint8Array(y.buffer, y.byteOffset, y.byteLength)));
-  return openDataset({ x: xPath, y: yPath });
 }

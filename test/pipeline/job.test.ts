@@ -1,31 +1,22 @@
-import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import * as tf from '@tensorflow/tfjs';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { parseJobSpec } from '../../src/jobs/spec.js';
 import { selectBackend } from '../../src/model/backend.js';
-import { openDataset, type Dataset } from '../../src/model/dataset/index.js';
+import type { Dataset } from '../../src/model/dataset/index.js';
 import { readModel } from '../../src/model/read.js';
 import type { LoadedModel } from '../../src/model/types.js';
 import { runJob } from '../../src/pipeline/job.js';
 import { saveLayersModel } from '../fixtures/models.js';
-import { makeClassificationTask, sliceTask, trainSmallCnn } from '../fixtures/tasks.js';
-import { npy } from '../model/dataset/npy-fixture.js';
+import { makeClassificationTask, sliceTask, taskDataset, trainSmallCnn } from '../fixtures/tasks.js';
 
 let dir: string;
 let model: LoadedModel;
 let evaluation: Dataset;
 let calibration: Dataset;
 let training: Dataset;
-
-async function writeNpyPair(name: string, x: Float32Array, shape: number[], y: Int32Array): Promise<Dataset> {
-  const xPath = join(dir, `${name}-x.npy`);
-  const yPath = join(dir, `${name}-y.npy`);
-  await writeFile(xPath, npy('<f4', shape, new Uint8Array(x.buffer, x.byteOffset, x.byteLength)));
-  await writeFile(yPath, npy('<i4', [y.length], new Uint8Array(y.buffer, y.byteOffset, y.byteLength)));
-  return openDataset({ x: xPath, y: yPath });
-}
 
 beforeAll(async () => {
   await selectBackend('wasm');
@@ -34,10 +25,7 @@ beforeAll(async () => {
   const trained = await trainSmallCnn(sliceTask(task, 0, 1600), { seed: 3, epochs: 4 });
   model = readModel(await saveLayersModel(trained));
   trained.dispose();
-  const part = (start: number, end: number) => {
-    const slice = sliceTask(task, start, end);
-    return writeNpyPair(`rows-${start}`, slice.x, [end - start, ...task.inputShape], slice.y);
-  };
+  const part = (start: number, end: number) => taskDataset(dir, `rows-${start}`, sliceTask(task, start, end));
   training = await part(0, 1600);
   calibration = await part(1600, 1800);
   evaluation = await part(1800, 2000);
