@@ -212,9 +212,19 @@ async function main(): Promise<void> {
   const smallShape = [1024, 1024];
   const small = normalTensor(1024 * 1024, 3);
   const smallCopy = medianMs(() => small.slice(), 7);
-  const pqParams: PqParams = { name: 'pq', bits: 8, subvectorLength: 4, maxIterations: 25, seed: 0 };
+  const pqParams: PqParams = {
+    name: 'pq',
+    bits: 8,
+    subvectorLength: 4,
+    maxIterations: 25,
+    codebooks: 'per-block',
+    trainingSample: 65536,
+    seed: 0,
+  };
   const pqTime = timeMethod(pq, small, smallShape, pqParams, 1);
   rows.push({ what: 'pq 8-bit d=4 ÷ copy, 1M weights', ratio: pqTime / smallCopy, note: ms(pqTime) });
+  const pqSharedTime = timeMethod(pq, small, smallShape, { ...pqParams, codebooks: 'shared' }, 1);
+  rows.push({ what: 'pq shared 8-bit d=4 ÷ copy, 1M weights', ratio: pqSharedTime / smallCopy, note: ms(pqSharedTime) });
 
   console.log(`fastest tfjs backend: ${backend}\n`);
   printTable(rows);

@@ -24,7 +24,8 @@ export type Encoding =
   /**
    * Product quantization. The tensor is viewed as [R, C] (C = last axis). Sub-vector (j, c) holds rows
    * j*d .. min(R, (j+1)*d) - 1 of column c; block j is sub-space j with its own codebook of 2^bits
-   * centroids of length d, laid out [subspaces][2^bits][d]. codes are ordered [j][c].
+   * centroids of length d, laid out [subspaces][2^bits][d]. codes are ordered [j][c]. subspaces = 1 with
+   * ⌈R/d⌉ > 1 blocks means one codebook shared by every block.
    */
   | { kind: 'pq'; bits: number; subvectorLength: number; subspaces: number; codebook: Float32Array };
 

@@ -31,6 +31,7 @@ const configs: { method: Record<string, unknown>; storedAs: string }[] = [
   { method: { name: 'pow2', bits: 4 }, storedAs: 'float16' },
   { method: { name: 'kmeans', bits: 3, init: 'kmeans++' }, storedAs: 'float32' },
   { method: { name: 'pq', bits: 3, subvectorLength: 2 }, storedAs: 'float32' },
+  { method: { name: 'pq', bits: 3, subvectorLength: 2, codebooks: 'shared' }, storedAs: 'float32' },
 ];
 
 function subtree(files: FileSet, prefix: string): FileSet {

@@ -7,8 +7,16 @@
  * (src/quant/types.ts), decoded by decodeTensor. A short last block (R not a multiple of d) clusters only the
  * rows it has; its codebook keeps length-d entries whose missing rows are 0 and never read.
  *
- * Storage: b bits per sub-vector plus 32 bits per codebook float, i.e. about b/d bits per weight for a large
- * kernel. k-means per block: k-means++ seeding (seeded), Lloyd until no assignment changes or maxIterations.
+ * `codebooks: 'shared'` instead trains ONE codebook of 2^b centroids on the sub-vectors of all blocks, as in
+ * Gong et al.'s compression setting where a few codebooks serve many sub-vectors; it is stored as `subspaces: 1`
+ * and every block decodes through it. Training uses at most `trainingSample` full-length sub-vectors (a seeded
+ * subsample without replacement); afterwards every sub-vector is assigned exactly to its nearest float32
+ * centroid (a short last block compares only the rows it has).
+ *
+ * Storage: b bits per sub-vector plus 32 bits per codebook float: per-block ≈ b/d + 32·2^b/C bits per weight
+ * (C = columns; 10 at b = 8, d = 4, C = 1024 — worse than int8), shared ≈ b/d + 32·2^b·d/n (n = elements;
+ * 2.03 on a [1024, 1024] kernel). k-means: k-means++ seeding (seeded), Lloyd until no assignment changes or
+ * maxIterations. The default stays 'per-block' so existing job specs quantize exactly as before.
  */
 import { Type, type Static } from '@sinclair/typebox';
 import { decodeTensor } from '../packed/decode-tensor.js';
@@ -27,6 +35,16 @@ export const PqParams = Type.Object(
       description: 'd: rows of one column that share a code',
     }),
     maxIterations: Type.Integer({ minimum: 1, maximum: 1000, default: 25, description: 'Lloyd iterations at most' }),
+    codebooks: Type.Union([Type.Literal('per-block'), Type.Literal('shared')], {
+      default: 'per-block',
+      description: 'per-block: one codebook per block of d rows; shared: one codebook for all sub-vectors',
+    }),
+    trainingSample: Type.Integer({
+      minimum: 256,
+      maximum: 16777216,
+      default: 65536,
+      description: 'shared: at most this many sub-vectors (seeded subsample) train the codebook',
+    }),
     ...seedField,
   },
   { additionalProperties: false },
@@ -210,6 +228,82 @@ function seedPlusPlus(
   }
 }
 
+type PqEncoding = Extract<QuantizedTensor['encoding'], { kind: 'pq' }>;
+
+/**
+ * k-means on the full-length sub-vectors of all blocks (sub-vector (j, c) = rows j·d .. j·d+d−1 of column c),
+ * or on a seeded subsample of `trainingSample` of them (partial Fisher–Yates, so without replacement).
+ * Returns the float32 codebook [2^bits][d].
+ */
+function trainSharedCodebook(
+  weights: Float32Array,
+  rows: number,
+  columns: number,
+  d: number,
+  levels: number,
+  params: PqParams,
+  rng: Rng,
+): Float32Array {
+  const total = Math.floor(rows / d) * columns;
+  const count = Math.min(total, params.trainingSample);
+  const order = new Int32Array(total);
+  for (let i = 0; i < total; i++) order[i] = i;
+  if (count < total) {
+    for (let i = 0; i < count; i++) {
+      const pick = i + rng.int(total - i);
+      const swap = order[i];
+      order[i] = order[pick];
+      order[pick] = swap;
+    }
+  }
+  const points = new Float64Array(count * d);
+  for (let p = 0; p < count; p++) {
+    const block = Math.floor(order[p] / columns);
+    const c = order[p] - block * columns;
+    for (let o = 0; o < d; o++) points[p * d + o] = weights[(block * d + o) * columns + c];
+  }
+  const centroids = new Float64Array(levels * d);
+  clusterBlock(points, count, d, levels, params.maxIterations, rng, centroids, new Int32Array(count));
+  return Float32Array.from(centroids);
+}
+
+/**
+ * Codes every sub-vector with its nearest centroid of the stored (float32) codebook, so the code is optimal
+ * for what the decoder reads even for sub-vectors the subsample left out. A short last block measures
+ * distance over the rows it has.
+ */
+function assignShared(
+  weights: Float32Array,
+  rows: number,
+  columns: number,
+  d: number,
+  levels: number,
+  codebook: Float32Array,
+  codes: Codes,
+): void {
+  const point = new Float64Array(d);
+  for (let block = 0; block * d < rows; block++) {
+    const dim = Math.min(d, rows - block * d);
+    for (let c = 0; c < columns; c++) {
+      for (let o = 0; o < dim; o++) point[o] = weights[(block * d + o) * columns + c];
+      let best = 0;
+      let nearest = Infinity;
+      for (let cluster = 0; cluster < levels; cluster++) {
+        let distance = 0;
+        for (let o = 0; o < dim; o++) {
+          const delta = point[o] - codebook[cluster * d + o];
+          distance += delta * delta;
+        }
+        if (distance < nearest) {
+          nearest = distance;
+          best = cluster;
+        }
+      }
+      codes[block * columns + c] = best;
+    }
+  }
+}
+
 function quantize(weights: Float32Array, shape: readonly number[], params: PqParams, rng: Rng): QuantizedTensor {
   const { bits, subvectorLength: d } = params;
   const levels = 2 ** bits;
@@ -219,17 +313,23 @@ function quantize(weights: Float32Array, shape: readonly number[], params: PqPar
   }
   const columns = shape.length > 1 ? shape[shape.length - 1] : 1;
   const rows = columns > 0 ? size / columns : 0;
-  const subspaces = Math.ceil(rows / d);
-  const codebook = new Float32Array(subspaces * levels * d);
-  const codes: Codes = codeArray(subspaces * columns, bits);
-  const points = new Float64Array(columns * d);
-  const centroids = new Float64Array(levels * d);
-  const assignment = new Int32Array(columns);
+  const blocks = Math.ceil(rows / d);
+  const codes: Codes = codeArray(blocks * columns, bits);
   for (let w = 0; w < size; w++) {
     if (!Number.isFinite(weights[w])) throw new RangeError('pq: weights must be finite');
   }
 
-  for (let block = 0; block < subspaces; block++) {
+  if (params.codebooks === 'shared' && blocks > 1) {
+    const codebook = trainSharedCodebook(weights, rows, columns, d, levels, params, rng);
+    assignShared(weights, rows, columns, d, levels, codebook, codes);
+    return result({ kind: 'pq', bits, subvectorLength: d, subspaces: 1, codebook }, codes, shape, size);
+  }
+
+  const codebook = new Float32Array(blocks * levels * d);
+  const points = new Float64Array(columns * d);
+  const centroids = new Float64Array(levels * d);
+  const assignment = new Int32Array(columns);
+  for (let block = 0; block < blocks; block++) {
     const firstRow = block * d;
     const dim = Math.min(d, rows - firstRow);
     for (let c = 0; c < columns; c++) {
@@ -243,18 +343,21 @@ function quantize(weights: Float32Array, shape: readonly number[], params: PqPar
     for (let c = 0; c < columns; c++) codes[block * columns + c] = assignment[c];
   }
 
-  const encoding = { kind: 'pq' as const, bits, subvectorLength: d, subspaces, codebook };
+  return result({ kind: 'pq', bits, subvectorLength: d, subspaces: blocks, codebook }, codes, shape, size);
+}
+
+function result(encoding: PqEncoding, codes: Codes, shape: readonly number[], size: number): QuantizedTensor {
   return {
     dequantized: decodeTensor(encoding, codes, shape),
     codes,
     encoding,
-    bitsPerWeight: size === 0 ? 0 : (codes.length * bits + codebook.length * 32) / size,
+    bitsPerWeight: size === 0 ? 0 : (codes.length * encoding.bits + encoding.codebook.length * 32) / size,
   };
 }
-
 export const pq: QuantMethod<typeof PqParams> = {
   name: 'pq',
-  summary: 'product quantization (Jégou 2011, Gong 2014): k-means per sub-space of d rows, 2^bits centroids each',
+  summary:
+    'product quantization (Jégou 2011, Gong 2014): k-means on sub-vectors of d rows, 2^bits centroids per block or shared',
   params: PqParams,
   quantize,
 };

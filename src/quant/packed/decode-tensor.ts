@@ -68,9 +68,11 @@ export function decodeTensor(
       for (let r = 0; r < rows; r++) {
         const block = Math.floor(r / d);
         const offset = r - block * d;
+        // subspaces = 1 with several blocks: one codebook shared by every block.
+        const subspace = encoding.subspaces === 1 ? 0 : block;
         for (let c = 0; c < columns; c++) {
           const code = codes[block * columns + c];
-          out[r * columns + c] = encoding.codebook[(block * levels + code) * d + offset];
+          out[r * columns + c] = encoding.codebook[(subspace * levels + code) * d + offset];
         }
       }
       return out;

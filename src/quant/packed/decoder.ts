@@ -95,10 +95,15 @@ function decodableEncoding(encoding: PackedEncoding, bytes: Uint8Array, name: st
   }
 }
 
+/** ⌈R / d⌉ blocks × C columns of the [R, C] view (C = 1 for rank ≤ 1), whether codebooks are shared or not. */
+function pqCodeCount(shape: readonly number[], subvectorLength: number): number {
+  const columns = shape.length > 1 ? shape[shape.length - 1] : 1;
+  return columns === 0 ? 0 : Math.ceil(sizeOf(shape) / columns / subvectorLength) * columns;
+}
+
 function decodeQuantized(weight: PackedQuantizedWeight, bytes: Uint8Array): Float32Array {
   const { name, shape, encoding, codesOffset, codesBytes, count } = weight;
-  const columns = shape.length > 0 ? shape[shape.length - 1] : 1;
-  const expected = encoding.kind === 'pq' ? encoding.subspaces * columns : sizeOf(shape);
+  const expected = encoding.kind === 'pq' ? pqCodeCount(shape, encoding.subvectorLength) : sizeOf(shape);
   if (count !== expected) fail(`weight "${name}": ${count} codes, expected ${expected}`);
   if (codesOffset < 0 || codesOffset + codesBytes > bytes.length) {
     fail(`weight "${name}": codes at bytes ${codesOffset}..${codesOffset + codesBytes} fall outside weights.bin`);

@@ -75,13 +75,16 @@ function checkQuantized(weight: Weight, tensor: QuantizedTensor): void {
     }
     case 'pq': {
       const { subvectorLength, subspaces } = encoding;
-      const rows = size / columns;
-      if (subspaces !== Math.ceil(rows / subvectorLength)) {
-        fail(`pq subspaces ${subspaces} is not ⌈${rows} rows / ${subvectorLength}⌉`);
+      // pq views rank ≤ 1 as one column (decodeTensor).
+      const pqColumns = weight.shape.length > 1 ? columns : 1;
+      const rows = pqColumns === 0 ? 0 : size / pqColumns;
+      const blocks = Math.ceil(rows / subvectorLength);
+      if (subspaces !== blocks && subspaces !== 1) {
+        fail(`pq subspaces ${subspaces} is neither 1 (shared) nor ⌈${rows} rows / ${subvectorLength}⌉`);
       }
       const expected = subspaces * levels * subvectorLength;
       if (encoding.codebook.length !== expected) fail(`pq codebook has ${encoding.codebook.length} values, expected ${expected}`);
-      codeCount = subspaces * columns;
+      codeCount = blocks * pqColumns;
       break;
     }
     case 'float16':

@@ -12,7 +12,7 @@ export type PackedEncoding =
   | { kind: 'codebook'; bits: number; channels: number; codebookOffset: number }
   /** codes are binary16 patterns, always 16 bits; no side information. */
   | { kind: 'float16'; bits: 16 }
-  /** codebook: subspaces · 2^bits · subvectorLength float32, laid out [subspace][centroid][d]. */
+  /** codebook: subspaces · 2^bits · subvectorLength float32, laid out [subspace][centroid][d]; subspaces 1 = shared. */
   | { kind: 'pq'; bits: number; subvectorLength: number; subspaces: number; codebookOffset: number };
 
 interface PackedWeightBase {

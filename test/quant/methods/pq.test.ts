@@ -4,7 +4,16 @@ import { decodeTensor } from '../../../src/quant/packed/decode-tensor.js';
 import { createRng } from '../../../src/quant/rng.js';
 
 function params(overrides: Partial<PqParams> = {}): PqParams {
-  return { name: 'pq', bits: 8, subvectorLength: 4, maxIterations: 25, seed: 0, ...overrides };
+  return {
+    name: 'pq',
+    bits: 8,
+    subvectorLength: 4,
+    maxIterations: 25,
+    codebooks: 'per-block',
+    trainingSample: 65536,
+    seed: 0,
+    ...overrides,
+  };
 }
 
 function run(weights: Float32Array, shape: number[], overrides: Partial<PqParams> = {}) {
@@ -165,5 +174,92 @@ describe('pq', () => {
     expect(() => run(new Float32Array([0, 1, 2]), [2, 2])).toThrow(/shape/);
     for (const schema of Object.values(pq.params.properties)) expect(schema).toHaveProperty('default');
     expect(pq.params.additionalProperties).toBe(false);
+  });
+});
+
+describe('pq with a shared codebook', () => {
+  it('clusters the sub-vectors of all blocks of a [4, 2] kernel into one codebook', () => {
+    // Sub-vectors (d = 2): block 0 → (1,3), (2,4); block 1 → (5,7), (6,8). Two centroids: (1.5,3.5), (5.5,7.5).
+    const weights = new Float32Array([1, 2, 3, 4, 5, 6, 7, 8]);
+    for (let seed = 0; seed < 8; seed++) {
+      const result = run(weights, [4, 2], { bits: 1, subvectorLength: 2, codebooks: 'shared', seed });
+      const codes = Array.from(result.codes);
+      const low = codes[0];
+      expect(codes).toEqual([low, low, 1 - low, 1 - low]);
+      const codebook = codebookOf(result);
+      expect(result.encoding).toMatchObject({ kind: 'pq', bits: 1, subvectorLength: 2, subspaces: 1 });
+      expect(Array.from(codebook.subarray(low * 2, low * 2 + 2))).toEqual([1.5, 3.5]);
+      expect(Array.from(codebook.subarray((1 - low) * 2, (1 - low) * 2 + 2))).toEqual([5.5, 7.5]);
+      expect(Array.from(result.dequantized)).toEqual([1.5, 1.5, 3.5, 3.5, 5.5, 5.5, 7.5, 7.5]);
+      // 4 codes · 1 bit + 4 floats · 32 bits over 8 weights.
+      expect(result.bitsPerWeight).toBe((4 * 1 + 4 * 32) / 8);
+    }
+  });
+
+  it('trains on full sub-vectors and assigns a short last block by the rows it has', () => {
+    // [5, 3], d = 2: full sub-vectors (1,4) (2,5) (3,6) | (7,10) (8,11) (9,12) → centroids (2,5), (8,11);
+    // the last row's scalars 100, 101, 300 are all nearest to 8 in the first coordinate.
+    const weights = new Float32Array([1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 100, 101, 300]);
+    const result = run(weights, [5, 3], { bits: 1, subvectorLength: 2, codebooks: 'shared' });
+    const codebook = codebookOf(result);
+    expect(codebook.length).toBe(2 * 2);
+    const high = result.codes[3];
+    expect(Array.from(codebook.subarray(high * 2, high * 2 + 2))).toEqual([8, 11]);
+    expect(Array.from(codebook.subarray((1 - high) * 2, (1 - high) * 2 + 2))).toEqual([2, 5]);
+    expect(Array.from(result.codes)).toEqual([1 - high, 1 - high, 1 - high, high, high, high, high, high, high]);
+    expect(Array.from(result.dequantized)).toEqual([2, 2, 2, 5, 5, 5, 8, 8, 8, 11, 11, 11, 8, 8, 8]);
+    expect(result.dequantized).toEqual(decodeTensor(result.encoding, result.codes, [5, 3]));
+  });
+
+  it('decodes bit-exactly and gives every sub-vector its nearest centroid, also when training on a subsample', () => {
+    const rows = 30;
+    const columns = 100;
+    const weights = normal(rows * columns, 21);
+    for (const trainingSample of [256, 65536]) {
+      const result = run(weights, [rows, columns], { bits: 5, subvectorLength: 4, codebooks: 'shared', trainingSample });
+      expect(result.dequantized).toEqual(decodeTensor(result.encoding, result.codes, [rows, columns]));
+      expect(result.codes.length).toBe(8 * columns);
+      const codebook = codebookOf(result);
+      expect(codebook.length).toBe(32 * 4);
+      for (let block = 0; block < 8; block++) {
+        const dim = Math.min(4, rows - block * 4);
+        for (let c = 0; c < columns; c++) {
+          const distances = Array.from({ length: 32 }, (_, k) => {
+            let sum = 0;
+            for (let o = 0; o < dim; o++) sum += (weights[(block * 4 + o) * columns + c] - codebook[k * 4 + o]) ** 2;
+            return sum;
+          });
+          expect(distances[result.codes[block * columns + c]]).toBe(Math.min(...distances));
+        }
+      }
+    }
+  });
+
+  it('costs < 2.5 bits per weight on a [1024, 1024] kernel at 8 bits, d = 4 (per-block: 10)', () => {
+    const weights = normal(1024 * 1024, 5);
+    const result = run(weights, [1024, 1024], { bits: 8, subvectorLength: 4, codebooks: 'shared', maxIterations: 3, trainingSample: 4096 });
+    // 256·1024 codes · 8 bits + 256 · 4 floats · 32 bits over 2^20 weights.
+    expect(result.bitsPerWeight).toBe((256 * 1024 * 8 + 256 * 4 * 32) / 2 ** 20);
+    expect(result.bitsPerWeight).toBeLessThan(2.5);
+    expect((256 * 1024 * 8 + 256 * 256 * 4 * 32) / 2 ** 20).toBe(10);
+  });
+
+  it('is reproducible with the same seed and samples differently with another', () => {
+    const weights = normal(64 * 80, 8);
+    const shared = { bits: 4, codebooks: 'shared', trainingSample: 512 } as const;
+    const a = run(weights, [64, 80], { ...shared, seed: 17 });
+    const b = run(weights, [64, 80], { ...shared, seed: 17 });
+    const c = run(weights, [64, 80], { ...shared, seed: 18 });
+    expect(b.codes).toEqual(a.codes);
+    expect(b.encoding).toEqual(a.encoding);
+    expect(codebookOf(c)).not.toEqual(codebookOf(a));
+  });
+
+  it('equals per-block when there is only one block', () => {
+    const weights = normal(3 * 50, 2);
+    const perBlock = run(weights, [3, 50], { bits: 3, subvectorLength: 4 });
+    const shared = run(weights, [3, 50], { bits: 3, subvectorLength: 4, codebooks: 'shared' });
+    expect(shared.encoding).toEqual(perBlock.encoding);
+    expect(shared.codes).toEqual(perBlock.codes);
   });
 });

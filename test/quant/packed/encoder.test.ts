@@ -3,7 +3,7 @@ import { decodePacked } from '../../../src/quant/packed/decoder.js';
 import { packModel } from '../../../src/quant/packed/encoder.js';
 import type { PackedManifest, PackedQuantizedWeight } from '../../../src/quant/packed/manifest.js';
 import { createRng } from '../../../src/quant/rng.js';
-import { mixedModel, quantizedTensor } from './fixtures.js';
+import { mixedModel, quantizedTensor, randomFloats } from './fixtures.js';
 
 const modelJson = {
   modelTopology: { class_name: 'Sequential', config: { name: 'm' } },
@@ -116,6 +116,24 @@ describe('packModel', () => {
       .toThrow(/"affine_pc\/kernel": 29 codes, expected 30/);
     expect(() => packModel({ format: 'layers-model', modelJson, weights }, new Map([['nope', shortCodes]])))
       .toThrow(/"nope" is not a weight/);
+  });
+
+  it('packs a pq kernel with one shared codebook (subspaces 1) and rejects any other subspace count', () => {
+    const { weights } = mixedModel();
+    const rng = createRng(2);
+    // pq/kernel is [7, 4] with d = 3: 3 blocks × 4 columns = 12 codes, all read through one codebook.
+    const shared = quantizedTensor({ kind: 'pq', bits: 2, subvectorLength: 3, subspaces: 1, codebook: randomFloats(rng, 4 * 3) }, [7, 4], rng);
+    expect(shared.codes.length).toBe(12);
+    const files = packModel({ format: 'layers-model', modelJson, weights }, new Map([['pq/kernel', shared]]));
+    const manifest = JSON.parse(new TextDecoder().decode(files.get('packed/manifest.json'))) as PackedManifest;
+    expect(manifest.weights.find((w) => w.name === 'pq/kernel')).toMatchObject({ count: 12, codesBytes: 3, encoding: { subspaces: 1 } });
+    const artifacts = decodePacked(manifest, files.get('packed/weights.bin')!);
+    const index = artifacts.weightSpecs.findIndex((s) => s.name === 'pq/kernel');
+    expect(weightBytes(artifacts.weightSpecs, artifacts.weightData, index)).toEqual(new Uint8Array(shared.dequantized.buffer));
+
+    const twoOfThree = quantizedTensor({ kind: 'pq', bits: 2, subvectorLength: 3, subspaces: 2, codebook: randomFloats(rng, 2 * 4 * 3) }, [7, 4], rng);
+    expect(() => packModel({ format: 'layers-model', modelJson, weights }, new Map([['pq/kernel', twoOfThree]])))
+      .toThrow(/"pq\/kernel": pq subspaces 2 is neither 1 \(shared\) nor ⌈7 rows \/ 3⌉/);
   });
 
   it('accepts channels over the last two axes of a depthwise kernel', () => {

@@ -16,7 +16,7 @@ export function randomFloats(rng: Rng, n: number): Float32Array {
 export function quantizedTensor(encoding: Encoding, shape: number[], rng: Rng): QuantizedTensor {
   const size = shape.reduce((a, b) => a * b, 1);
   const columns = shape.length > 0 ? shape[shape.length - 1] : 1;
-  const count = encoding.kind === 'pq' ? encoding.subspaces * columns : size;
+  const count = encoding.kind === 'pq' ? Math.ceil(size / columns / encoding.subvectorLength) * columns : size;
   const bits = encoding.kind === 'float16' ? 16 : encoding.bits;
   const codes = new Uint16Array(count);
   for (let i = 0; i < count; i++) codes[i] = rng.int(2 ** bits);
