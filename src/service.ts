@@ -11,6 +11,7 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { Worker } from 'bullmq';
 import { Redis } from 'ioredis';
+import { pino } from 'pino';
 import type { Config } from './config.js';
 import { buildApp } from './http/app.js';
 import { workerConnection, workerRedis, type QuantizePayload, type WebhookPayload } from './jobs/queue.js';
@@ -73,7 +74,9 @@ export function startWorkers(config: Config, options: WorkerOptions = {}): Closa
     webhookProcessor({ records: new RecordStore(redis, config.redisPrefix), redis, prefix: config.redisPrefix }),
     { connection: workerConnection(config.redisUrl), prefix, concurrency: 4 },
   );
-  for (const worker of [quantize, webhooks]) worker.on('error', () => undefined);
+  // A worker's connection errors are retried by ioredis; they are logged, not fatal.
+  const log = pino({ level: config.logLevel, base: { pid: process.pid, role: 'worker-supervisor' } });
+  for (const worker of [quantize, webhooks]) worker.on('error', (error) => log.warn({ err: error, queue: worker.name }, 'worker error'));
   let closing: Promise<void> | null = null;
   return {
     quantize,
