@@ -1,7 +1,7 @@
 /**
- * The shared services every route uses, as one named plugin: the API's fail-fast Redis connection, the
- * record and blob stores, the BullMQ queues and one QueueEvents reader (for SSE and metrics). Closed in
- * onClose, in reverse order of opening.
+ * The shared services every route uses, as one named plugin: the API's fail-fast Redis connections (an
+ * auto-pipelined one for commands, a plain one for BullMQ), the record and blob stores, the BullMQ queues
+ * and one QueueEvents reader (for SSE and metrics). Closed in onClose, in reverse order of opening.
  */
 import { QueueEvents } from 'bullmq';
 import type { FastifyInstance } from 'fastify';
@@ -43,7 +43,9 @@ async function waitForReady(redis: Redis, timeoutMs: number): Promise<void> {
 
 export const servicesPlugin = fp(
   async (app: FastifyInstance, { config }: { config: Config }) => {
-    const redis = apiRedis(config.redisUrl);
+    // Records, idempotency keys and flags go over an auto-pipelined connection; BullMQ gets its own plain one.
+    const redis = apiRedis(config.redisUrl, { autoPipelining: true });
+    const queueRedis = apiRedis(config.redisUrl);
     // ioredis reports every failed reconnect; one warning per outage is enough.
     let down = false;
     redis.on('error', (error) => {
@@ -54,7 +56,8 @@ export const servicesPlugin = fp(
       if (down) app.log.info('redis reachable again');
       down = false;
     });
-    const queues = createQueues(redis, config.redisPrefix);
+    queueRedis.on('error', () => undefined);
+    const queues = createQueues(queueRedis, config.redisPrefix);
     for (const queue of Object.values(queues)) queue.on('error', () => undefined);
     let events: QueueEvents | null = null;
     app.decorate('services', {
@@ -76,11 +79,12 @@ export const servicesPlugin = fp(
       },
     } satisfies Services);
     // With the offline queue off, commands sent before the first connect would fail; give it a moment.
-    app.addHook('onReady', () => waitForReady(redis, 3000));
+    app.addHook('onReady', () => Promise.all([waitForReady(redis, 3000), waitForReady(queueRedis, 3000)]).then(() => undefined));
     app.addHook('onClose', async () => {
       const opened = events as QueueEvents | null;
       if (opened) await opened.close().catch(() => undefined);
       await closeQueues(queues);
+      queueRedis.disconnect();
       redis.disconnect();
     });
   },

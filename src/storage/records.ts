@@ -11,9 +11,22 @@ import type { RecordKind, RecordOf } from './types.js';
 
 const idPrefixes: Record<RecordKind, string> = { models: 'mdl', datasets: 'ds', jobs: 'job' };
 
+/** CSPRNG output drawn 4 KiB at a time: one call per 512 ids instead of one per id (a job submission's cost). */
+let randomPool = Buffer.alloc(0);
+let randomOffset = 0;
+
+function random64Hex(): string {
+  if (randomOffset + 8 > randomPool.length) {
+    randomPool = randomBytes(4096);
+    randomOffset = 0;
+  }
+  randomOffset += 8;
+  return randomPool.toString('hex', randomOffset - 8, randomOffset);
+}
+
 /** `mdl_` + creation time (ms, base36, fixed width) + 64 random bits: sortable and unguessable. */
 export function newId(kind: RecordKind, now = Date.now()): string {
-  return `${idPrefixes[kind]}_${now.toString(36).padStart(9, '0')}${randomBytes(8).toString('hex')}`;
+  return `${idPrefixes[kind]}_${now.toString(36).padStart(9, '0')}${random64Hex()}`;
 }
 
 const idPattern = /^(mdl|ds|job)_[0-9a-z]{25}$/;

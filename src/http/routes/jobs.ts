@@ -85,6 +85,7 @@ export async function jobRoutes(app: FastifyInstance): Promise<void> {
         }
         claimedKey = key;
       }
+      let created = false;
       try {
         const { webhook, ...rest } = spec;
         if (webhook?.secret) await redis.set(webhookSecretKey(config.redisPrefix, request.tenant, id), webhook.secret);
@@ -108,10 +109,15 @@ export async function jobRoutes(app: FastifyInstance): Promise<void> {
           artifacts: [],
         };
         await lifecycle.create(job);
+        created = true;
         await enqueue(queues, 'quantize', 'ptq', { tenant: request.tenant, jobId: id }, { jobId: id });
         request.log.info({ jobId: id, method: job.method }, 'job queued');
         return reply.code(202).header('location', `/v1/jobs/${id}`).send(job);
       } catch (error) {
+        // A record whose job never reached the queue would stay "queued" forever: it ends failed instead.
+        if (created) {
+          await lifecycle.fail(request.tenant, id, { message: 'the job could not be queued', type: 'internal' }).catch(() => undefined);
+        }
         // A key whose job was never created must not block a retry for a day.
         if (claimedKey) await redis.del(claimedKey).catch(() => undefined);
         throw error;
