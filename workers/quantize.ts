@@ -93,6 +93,9 @@ export default async function quantize(job: SandboxedJob<QuantizePayload>): Prom
   let lastRecorded = 0;
   const report = async (progress: JobProgressEvent) => {
     await job.updateProgress(progress as unknown as object);
+    if (progress.message) {
+      await ctx.lifecycle.appendLog(jobId, { at: new Date().toISOString(), stage: progress.stage, message: progress.message });
+    }
     const now = Date.now();
     if (now - lastRecorded >= recordEveryMs) {
       lastRecorded = now;

@@ -13,6 +13,17 @@ export function modelJobsKey(prefix: string, tenant: string, modelId: string): s
   return `${prefix}:model-jobs:${tenant}:${modelId}`;
 }
 
+/** One line of a job's log: what the worker reported, with when and in which stage. */
+export interface JobLogLine {
+  at: string;
+  stage: string;
+  message: string;
+}
+
+/** The last lines of a job's log kept for a job page opened later, and how long they are kept. */
+const logLines = 500;
+const logTtlSeconds = 14 * 24 * 3600;
+
 export function isTerminal(job: Pick<JobRecord, 'status'>): boolean {
   return terminalStatuses.includes(job.status);
 }
@@ -74,6 +85,16 @@ export class JobLifecycle {
   async cancel(tenant: string, id: string): Promise<JobRecord | null> {
     await this.redis.set(cancelKey(this.prefix, id), '1', 'EX', 7 * 24 * 3600);
     return this.finish(tenant, id, () => ({ status: 'cancelled', stage: 'cancelled' }));
+  }
+
+  async appendLog(id: string, line: JobLogLine): Promise<void> {
+    const key = `${this.prefix}:job-log:${id}`;
+    await this.redis.multi().rpush(key, JSON.stringify(line)).ltrim(key, -logLines, -1).expire(key, logTtlSeconds).exec();
+  }
+
+  async log(id: string): Promise<JobLogLine[]> {
+    const lines = await this.redis.lrange(`${this.prefix}:job-log:${id}`, 0, -1);
+    return lines.map((line) => JSON.parse(line) as JobLogLine);
   }
 
   async isCancelRequested(id: string): Promise<boolean> {

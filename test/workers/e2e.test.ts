@@ -98,6 +98,17 @@ describe('a job through a sandboxed worker', () => {
     expect(job.artifacts).toContain('model/model.json');
     expect(job.artifacts).toContain('report.json');
 
+    // The log is kept: a client that comes back later reads it, and a late SSE client gets it replayed.
+    const logResponse = await app.inject({ url: `/v1/jobs/${id}/log` });
+    expectMatchesSpec('GET', `/v1/jobs/${id}/log`, logResponse);
+    const lines = logResponse.json().lines as { stage: string; message: string }[];
+    expect(lines.map((l) => l.message)).toEqual(
+      expect.arrayContaining(['quantizing dense_1/kernel (affine)', 'quantizing dense_2/kernel (affine)']),
+    );
+    const replay = await readEvents(`${baseUrl}/v1/jobs/${id}/events`);
+    expect(replay.map((e) => e.event)).toEqual(['state', ...lines.map(() => 'log'), 'final']);
+    expect(replay.slice(1, -1).map((e) => e.data.message)).toEqual(lines.map((l) => l.message));
+
     const shown = await app.inject({ url: `/v1/jobs/${id}` });
     expectMatchesSpec('GET', `/v1/jobs/${id}`, shown);
     const reportResponse = await app.inject({ url: `/v1/jobs/${id}/report` });

@@ -224,6 +224,26 @@ export async function jobRoutes(app: FastifyInstance): Promise<void> {
   );
 
   app.get(
+    '/v1/jobs/:id/log',
+    {
+      schema: {
+        summary: "A job's log lines (the last 500, kept 14 days)",
+        params: IdParams,
+        response: {
+          200: Type.Object({
+            lines: Type.Array(Type.Object({ at: Type.String(), stage: Type.String(), message: Type.String() })),
+          }),
+          ...problemResponses,
+        },
+      },
+    },
+    async (request) => {
+      const job = await findJob(request);
+      return { lines: await lifecycle.log(job.id) };
+    },
+  );
+
+  app.get(
     '/v1/jobs/:id/events',
     { schema: { summary: 'Live job events (SSE)', params: IdParams, response: problemResponses } },
     async (request, reply) => {
@@ -287,6 +307,8 @@ export async function jobRoutes(app: FastifyInstance): Promise<void> {
       const current = (await records.get('jobs', request.tenant, first.id).catch(() => null)) ?? first;
       stage = current.stage;
       send('state', current);
+      // A client that connects late gets the log so far (a line reported in this instant may come twice).
+      for (const line of await lifecycle.log(first.id).catch(() => [])) send('log', line);
       if (isTerminal(current)) {
         send('final', current);
         close();

@@ -68,10 +68,10 @@ export function renderJob(view, id) {
     }
   }
 
-  function addLog(message) {
+  function addLog(message, at) {
     logEmpty.hidden = true;
     log.hidden = false;
-    log.append(el('li', {}, `${new Date().toLocaleTimeString()}  ${message}`));
+    log.append(el('li', {}, `${(at ? new Date(at) : new Date()).toLocaleTimeString()}  ${message}`));
     log.scrollTop = log.scrollHeight;
   }
 
@@ -94,7 +94,13 @@ export function renderJob(view, id) {
       return;
     }
     if (isTerminal(job)) {
-      logEmpty.textContent = 'Log lines are streamed while a job runs; they are not kept afterwards.';
+      try {
+        const { lines } = await api(`/v1/jobs/${encodeURIComponent(id)}/log`);
+        for (const line of lines) addLog(line.message, line.at);
+        if (lines.length === 0) logEmpty.textContent = 'This job logged nothing.';
+      } catch (error) {
+        failure.replaceChildren(errorBox(error));
+      }
       return finished();
     }
     let source = 'sse';
@@ -103,7 +109,7 @@ export function renderJob(view, id) {
       state: (j) => showJob(j, source),
       stage: ({ stage }) => showJob({ stage, status: 'running' }, source),
       progress: (p) => showJob({ status: 'running', stage: p.stage, progress: p.progress }, source),
-      log: ({ message }) => addLog(message),
+      log: ({ message, at }) => addLog(message, at),
       final: (j) => {
         showJob(j, source);
         addLog(`job ${j.status}`);
