@@ -255,7 +255,13 @@ export function elementCount(shape: number[]): number {
 /** The weight's name, shape and dtype as the manifest declares them (what a model record lists). */
 export function describeWeight(spec: WeightSpec): Omit<Weight, 'values'> {
   const weight: Omit<Weight, 'values'> = { name: spec.name, shape: spec.shape, dtype: spec.dtype };
-  if (spec.quantization !== undefined) weight.sourceQuantization = { dtype: spec.quantization.dtype };
+  const quantization = spec.quantization;
+  if (quantization !== undefined) {
+    weight.sourceQuantization =
+      quantization.dtype === 'float16'
+        ? { dtype: 'float16' }
+        : { dtype: quantization.dtype, min: quantization.min, scale: quantization.scale };
+  }
   return weight;
 }
 

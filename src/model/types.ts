@@ -16,8 +16,11 @@ export interface Weight {
   dtype: WeightDtype;
   /** float32 for float weights (dequantized when the manifest was quantized), Int32Array / Uint8Array else. */
   values: Float32Array | Int32Array | Uint8Array;
-  /** The manifest quantization the source file used, kept for the report. */
-  sourceQuantization?: { dtype: 'uint8' | 'uint16' | 'float16' };
+  /**
+   * The manifest quantization the source file used: kept for the report, and so a weight left as it was
+   * goes back out in the same bytes (min and scale are set for uint8/uint16).
+   */
+  sourceQuantization?: { dtype: 'uint8' | 'uint16' | 'float16'; min?: number; scale?: number };
 }
 
 export interface LoadedModel {

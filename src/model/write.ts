@@ -76,6 +76,13 @@ function halfCodes(name: string, replacement: WeightReplacement): Uint16Array {
   return stored;
 }
 
+/** round((v − min) / scale) for each value: the codes values decoded from a uint8/uint16 grid came from. */
+function gridCodesOf(values: Float32Array, min: number, scale: number): Uint32Array {
+  const codes = new Uint32Array(values.length);
+  for (let i = 0; i < values.length; i++) codes[i] = Math.max(0, Math.round((values[i] - min) / scale));
+  return codes;
+}
+
 /** Half patterns of `values` when every value is exactly a half, else undefined. */
 function exactHalves(values: Float32Array): Uint16Array | undefined {
   const halves = encodeFloat16(values);
@@ -94,9 +101,15 @@ function floatEntry(entry: ManifestEntry, values: Float32Array): [ManifestEntry,
 function encodeWeight(weight: Weight, replacement: WeightReplacement | undefined): [ManifestEntry, Uint8Array] {
   const entry: ManifestEntry = { name: weight.name, shape: weight.shape, dtype: weight.dtype };
   if (replacement === undefined) {
-    // A weight that arrived as float16 goes back as float16: the same values in half the bytes.
-    if (weight.values instanceof Float32Array && weight.sourceQuantization?.dtype === 'float16') {
-      return floatEntry(entry, weight.values);
+    // A weight left as it arrived goes back in the same encoding: float16 as float16, and uint8/uint16
+    // with the same min and scale, whose codes its values (decoded from them) give back exactly.
+    const source = weight.sourceQuantization;
+    if (weight.values instanceof Float32Array && source?.dtype === 'float16') return floatEntry(entry, weight.values);
+    if (weight.values instanceof Float32Array && source && source.dtype !== 'float16' && source.min !== undefined && source.scale) {
+      const codes = gridCodesOf(weight.values, source.min, source.scale);
+      const encoding = { dtype: source.dtype, min: source.min, scale: source.scale };
+      const stored = gridCodes(weight.name, { dequantized: weight.values, codes }, encoding);
+      return [{ ...entry, quantization: { ...encoding, original_dtype: 'float32' as const } }, bytesOf(stored)];
     }
     return [entry, bytesOf(weight.values)];
   }

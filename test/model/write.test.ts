@@ -120,6 +120,15 @@ describe('writeModel without replacements', () => {
     expect(Array.from(new Uint16Array(written.get('group1-shard1of1.bin')!.slice().buffer))).toEqual([0x3c00, 0xc000, 0x3800]);
     expect(manifestOf(written).generatedBy).toBe(`qaas ${version}`);
   });
+
+  it('writes weights that arrived as uint8 back with the same min, scale and codes', async () => {
+    const { codes, dequantized, min, scale } = affine(floatWeight(layers, 'dense/kernel'), 256);
+    const quantized = writeModel(layers, new Map([['dense/kernel', { dequantized, codes, tfjsEncoding: { dtype: 'uint8', min, scale } }]]));
+    const rewritten = writeModel(readModel(quantized), new Map());
+    expect(entryOf(rewritten, 'dense/kernel').quantization).toEqual({ dtype: 'uint8', min, scale, original_dtype: 'float32' });
+    expect(rewritten.get('group1-shard1of1.bin')).toEqual(quantized.get('group1-shard1of1.bin'));
+    expect(bits(await stockWeight(rewritten, 'dense/kernel'))).toEqual(bits(dequantized));
+  });
 });
 
 describe('replaced weights', () => {
