@@ -18,10 +18,16 @@ import { kmeans, type KmeansParams } from '../src/quant/methods/kmeans.js';
 import { pow2, type Pow2Params } from '../src/quant/methods/pow2.js';
 import { pq, type PqParams } from '../src/quant/methods/pq.js';
 import { ternary, type TernaryParams } from '../src/quant/methods/ternary.js';
+import { parseMethodParams } from '../src/quant/methods/index.js';
 import { createRng } from '../src/quant/rng.js';
 import type { QuantMethod } from '../src/quant/types.js';
 
 const RUNS = 3;
+
+/** A method's params with every default the registry fills in (what a job spec would run). */
+function withDefaults<P>(input: { name: string } & Record<string, unknown>): P {
+  return parseMethodParams(input) as P;
+}
 
 function normalTensor(size: number, seed: number): Float32Array {
   const rng = createRng(seed);
@@ -115,47 +121,28 @@ async function main(): Promise<void> {
   const copy = medianMs(() => big.slice(), 7);
   console.log(`tensor [${bigShape.join(', ')}] float32 (${big.length} weights): copy ${ms(copy)} (the memory floor)`);
 
-  const int8: AffineParams = {
-    name: 'affine',
-    bits: 8,
-    symmetric: false,
-    granularity: 'per-tensor',
-    rounding: 'nearest',
-    range: 'minmax',
-    percentile: 99.99,
-    seed: 0,
-  };
+  const int8 = withDefaults<AffineParams>({ name: 'affine', bits: 8 });
   const int8PerChannel: AffineParams = { ...int8, granularity: 'per-channel' };
   const perChannel = timeMethod(affine, big, bigShape, int8PerChannel);
   const cases: { what: string; time: () => number; target?: Row['target'] }[] = [
     { what: 'affine int8 per-tensor', time: () => timeMethod(affine, big, bigShape, int8) },
     { what: 'affine int8 per-channel', time: () => perChannel, target: atMost(3) },
     { what: 'affine 4-bit per-channel', time: () => timeMethod(affine, big, bigShape, { ...int8PerChannel, bits: 4 }) },
-    { what: 'float16', time: () => timeMethod(float16, big, bigShape, { name: 'float16' } satisfies Float16Params) },
+    { what: 'float16', time: () => timeMethod(float16, big, bigShape, withDefaults<Float16Params>({ name: 'float16' })) },
     {
       what: 'binary per-tensor',
       time: () =>
-        timeMethod(binary, big, bigShape, {
-          name: 'binary',
-          granularity: 'per-tensor',
-          stochastic: false,
-          seed: 0,
-        } satisfies BinaryParams),
+        timeMethod(binary, big, bigShape, withDefaults<BinaryParams>({ name: 'binary' })),
     },
     {
       what: 'ternary per-tensor',
       time: () =>
-        timeMethod(ternary, big, bigShape, {
-          name: 'ternary',
-          granularity: 'per-tensor',
-          thresholdFactor: 0.7,
-          seed: 0,
-        } satisfies TernaryParams),
+        timeMethod(ternary, big, bigShape, withDefaults<TernaryParams>({ name: 'ternary' })),
     },
     {
       what: 'pow2 4-bit',
       time: () =>
-        timeMethod(pow2, big, bigShape, { name: 'pow2', bits: 4, rounding: 'nearest', seed: 0 } satisfies Pow2Params),
+        timeMethod(pow2, big, bigShape, withDefaults<Pow2Params>({ name: 'pow2', bits: 4 })),
     },
     {
       what: 'kmeans 4-bit',
@@ -164,7 +151,7 @@ async function main(): Promise<void> {
           kmeans,
           big,
           bigShape,
-          { name: 'kmeans', bits: 4, init: 'linear', maxIterations: 50, seed: 0 } satisfies KmeansParams,
+          withDefaults<KmeansParams>({ name: 'kmeans', bits: 4 }),
           3,
         ),
     },
@@ -195,13 +182,7 @@ async function main(): Promise<void> {
   const midShape = [2048, 2048];
   const mid = normalTensor(2048 * 2048, 2);
   const affineMid = timeMethod(affine, mid, midShape, int8);
-  const kmeans256 = timeMethod(kmeans, mid, midShape, {
-    name: 'kmeans',
-    bits: 8,
-    init: 'linear',
-    maxIterations: 50,
-    seed: 0,
-  } satisfies KmeansParams);
+  const kmeans256 = timeMethod(kmeans, mid, midShape, withDefaults<KmeansParams>({ name: 'kmeans', bits: 8 }));
   rows.push({
     what: 'kmeans 256 clusters ÷ affine int8, 4M weights',
     ratio: kmeans256 / affineMid,
@@ -212,15 +193,7 @@ async function main(): Promise<void> {
   const smallShape = [1024, 1024];
   const small = normalTensor(1024 * 1024, 3);
   const smallCopy = medianMs(() => small.slice(), 7);
-  const pqParams: PqParams = {
-    name: 'pq',
-    bits: 8,
-    subvectorLength: 4,
-    maxIterations: 25,
-    codebooks: 'per-block',
-    trainingSample: 65536,
-    seed: 0,
-  };
+  const pqParams = withDefaults<PqParams>({ name: 'pq', bits: 8, subvectorLength: 4 });
   const pqTime = timeMethod(pq, small, smallShape, pqParams, 1);
   rows.push({ what: 'pq 8-bit d=4 ÷ copy, 1M weights', ratio: pqTime / smallCopy, note: ms(pqTime) });
   const pqSharedTime = timeMethod(pq, small, smallShape, { ...pqParams, codebooks: 'shared' }, 1);
