@@ -12,9 +12,12 @@
  *      try again; a single move that fails is banned (with every smaller, no less sensitive config of that
  *      tensor), and the search goes on with the others;
  *   3. stop when no move fits the estimate, or at maxTrials, or when the time budget is spent.
- * With only `maxBytes` (maximise the metric): walk the same greedy path from float to the shortest prefix
- * whose estimated packed size fits, verify, and step further while the measured size does not fit; the
- * prefix one shorter is tried too when the corrected estimate says it might fit.
+ * With only `maxBytes` (maximise the metric) a greedy prefix can overshoot the budget by a whole move, so
+ * each candidate is instead the exact answer to the multiple-choice knapsack over the sensitivity table:
+ * every tensor takes one option (float or a config), minimising Σ estimated drop with Σ bytes ≤ the room
+ * (maxBytes less the fixed part), by dynamic programming over bytes in at most KNAPSACK_BUCKETS buckets.
+ * Each candidate is verified; when its measured size overshoots, the room shrinks below its estimated bytes
+ * by the overshoot and the knapsack is solved again, until it returns an assignment already measured.
  *
  * Packed size = Σ tensor bytes + a fixed part (unquantized tensors, manifest), the latter learnt from each
  * measured trial. Pure: no tfjs, no files; `measure` does the work.
@@ -100,6 +103,9 @@ export interface SearchResult {
   stoppedBy: 'converged' | 'maxTrials' | 'time';
 }
 
+/** Buckets the knapsack's byte axis is cut into: bounds its time and memory at tensors × options × this. */
+export const KNAPSACK_BUCKETS = 4096;
+
 interface Move {
   name: string;
   to: TensorOption;
@@ -178,9 +184,10 @@ export async function searchConfigs(options: SearchOptions): Promise<SearchResul
     return true;
   };
   const measuredBefore = new Map<string, Trial>();
+  const keyOf = (assignment: Assignment): string => JSON.stringify(tensors.map((t) => assignment[t.name]));
   /** A trial, or the earlier one of the same assignment (backing off can lead back to it), which costs nothing. */
   const run = async (assignment: Assignment, estimatedDrop: number): Promise<Trial> => {
-    const key = JSON.stringify(tensors.map((t) => assignment[t.name]));
+    const key = keyOf(assignment);
     const earlier = measuredBefore.get(key);
     if (earlier) return earlier;
     const estimatedBytes = tensorBytes(assignment) + fixedBytes;
@@ -191,6 +198,53 @@ export async function searchConfigs(options: SearchOptions): Promise<SearchResul
     measuredBefore.set(key, trial);
     await options.onTrial?.(trial, bestOf());
     return trial;
+  };
+
+  const estimatedDropOf = (assignment: Assignment): number =>
+    tensors.reduce((sum, t) => sum + Math.max(0, option(t.name, assignment[t.name]).drop), 0);
+  /**
+   * The multiple-choice knapsack: one option per tensor, least Σ estimated drop with Σ bytes ≤ room; equal
+   * drops go to the larger model, whose near-zero estimates hide the smaller real drops. Option bytes round
+   * up to whole buckets, so the answer never exceeds room. Undefined when not even the smallest fits.
+   */
+  const knapsack = (room: number): Assignment | undefined => {
+    if (room < 0) return undefined;
+    const unit = Math.max(1, Math.ceil(room / KNAPSACK_BUCKETS));
+    const capacity = Math.floor(room / unit);
+    // Over the tensors so far, for each c: the least drop within c buckets and the bytes of that choice.
+    let drop = new Float64Array(capacity + 1);
+    let bytes = new Float64Array(capacity + 1);
+    const picks = tensors.map((t) => {
+      const pick = new Int32Array(capacity + 1).fill(-1);
+      const nextDrop = new Float64Array(capacity + 1).fill(Infinity);
+      const nextBytes = new Float64Array(capacity + 1);
+      optionsOf.get(t.name)!.forEach((o, k) => {
+        const cost = Math.ceil(o.bytes / unit);
+        const optionDrop = Math.max(0, o.drop);
+        for (let c = cost; c <= capacity; c++) {
+          const candidateDrop = drop[c - cost] + optionDrop;
+          const candidateBytes = bytes[c - cost] + o.bytes;
+          if (candidateDrop === Infinity) continue;
+          if (candidateDrop < nextDrop[c] || (candidateDrop === nextDrop[c] && candidateBytes > nextBytes[c])) {
+            nextDrop[c] = candidateDrop;
+            nextBytes[c] = candidateBytes;
+            pick[c] = k;
+          }
+        }
+      });
+      drop = nextDrop;
+      bytes = nextBytes;
+      return pick;
+    });
+    if (drop[capacity] === Infinity) return undefined;
+    const configs: string[] = [];
+    let c = capacity;
+    for (let i = tensors.length - 1; i >= 0; i--) {
+      const chosen = optionsOf.get(tensors[i].name)![picks[i][c]];
+      configs[i] = chosen.config;
+      c -= Math.ceil(chosen.bytes / unit);
+    }
+    return Object.fromEntries(tensors.map((t, i) => [t.name, configs[i]]));
   };
 
   const start: Assignment = Object.fromEntries(tensors.map((t) => [t.name, FLOAT]));
@@ -225,28 +279,20 @@ export async function searchConfigs(options: SearchOptions): Promise<SearchResul
     }
   } else {
     const maxBytes = budget.maxBytes!;
-    const path = greedyPath(start);
-    const bytesAfter = (steps: number): number => tensorBytes(apply(start, path.slice(0, steps))) + fixedBytes;
-    const dropAfter = (steps: number): number => path.slice(0, steps).reduce((sum, m) => sum + m.addedDrop, 0);
-    const fitting = (): number => {
-      let steps = 0;
-      while (steps < path.length && bytesAfter(steps) > maxBytes) steps++;
-      return steps;
-    };
-    const tried = new Set<number>();
-    let steps = fitting();
-    while (canStart() && !tried.has(steps)) {
-      tried.add(steps);
-      const trial = await run(apply(start, path.slice(0, steps)), dropAfter(steps));
-      if (!trial.feasible) {
-        if (steps === path.length) break;
-        steps = Math.max(steps + 1, fitting());
-      } else if (steps > 0 && !tried.has(steps - 1) && bytesAfter(steps - 1) <= maxBytes) {
-        steps -= 1;
-      } else {
-        stoppedBy = 'converged';
-        break;
-      }
+    const smallest: Assignment = Object.fromEntries(
+      tensors.map((t) => [
+        t.name,
+        optionsOf.get(t.name)!.reduce((a, b) => (b.bytes < a.bytes || (b.bytes === a.bytes && b.drop < a.drop) ? b : a)).config,
+      ]),
+    );
+    // Every assignment measured too large lies above the ceiling, so none is proposed twice.
+    let ceiling = Infinity;
+    for (;;) {
+      // Nothing fits the estimate: the smallest model is the closest to the budget.
+      const assignment = knapsack(Math.min(maxBytes - fixedBytes, ceiling)) ?? smallest;
+      if (measuredBefore.has(keyOf(assignment)) || !canStart()) break;
+      const trial = await run(assignment, estimatedDropOf(assignment));
+      if (trial.bytes > maxBytes) ceiling = Math.min(ceiling, tensorBytes(assignment) - (trial.bytes - maxBytes));
     }
   }
   const best = bestOf();

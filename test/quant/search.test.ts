@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { dropOf, FLOAT, searchConfigs, type Assignment, type SearchTensor } from '../../src/quant/search.js';
+import { dropOf, FLOAT, KNAPSACK_BUCKETS, searchConfigs, type Assignment, type SearchTensor } from '../../src/quant/search.js';
 
 /*
  * Two tensors: A (400 float bytes) and B (40). Greedy from float by added drop per byte saved:
@@ -62,11 +62,11 @@ describe('searchConfigs', () => {
     expect(result.targetMet).toBe(true);
   });
 
-  it('with maxBytes walks the greedy path to the first prefix that fits, learning the fixed bytes from each trial', async () => {
+  it('with maxBytes solves the knapsack again after each overshoot, learning the fixed bytes from each trial', async () => {
     const { measured, measure } = fakeExport({ a2: 0.001, b2: 0.05 });
     const result = await searchConfigs({ tensors, budget: { maxBytes: 150 }, maxTrials: 10, measure });
-    // Before any trial the fixed part is taken as 0: one move (140) seems to fit; measured 240.
-    // Then fixed = 100: three moves (35 + 100 = 135) fit; two (210) don't, so it stops there.
+    // Before any trial the fixed part is taken as 0: {a8, float} (140, drop 0) seems to fit; measured 240.
+    // Then the room is 150 − 100 = 50: {a2, b8} (35, drop 0.001); solving again gives it back, so it stops.
     expect(measured).toEqual([
       { A: 'a8', B: FLOAT },
       { A: 'a2', B: 'b8' },
@@ -91,5 +91,88 @@ describe('searchConfigs', () => {
     expect(outOfTime.trials).toHaveLength(1);
     expect(outOfTime.stoppedBy).toBe('time');
     expect(outOfTime.targetMet).toBe(false);
+  });
+
+  /*
+   * Three tensors (the fake export adds `fixed` bytes to Σ tensor bytes; drops add up exactly):
+   *   A: float 1000 | a8 500, drop 0.007 | a4 200, drop 0.010
+   *   B: float  500 | b4 100, drop 0.006
+   *   C: float  300 | c4  50, drop 0.003
+   * Greedy by drop per byte saved takes C→c4 (1.2e-5), then A→a4 (1.25e-5; a8 1.4e-5, b4 1.5e-5): within 1300
+   * tensor bytes its shortest fitting prefix is {a4, float, c4}, 750 bytes, drop 0.013. The knapsack's best
+   * within 1300: A float needs B + C ≤ 300 → {b4, c4}, 0.009; A a8 leaves 800 → {float, float}, 0.007;
+   * A a4 → {float, float}, 0.010. So {a8, float, float}: 1300 bytes, drop 0.007.
+   */
+  const table: SearchTensor[] = [
+    { name: 'A', floatBytes: 1000, options: [{ config: 'a8', drop: 0.007, bytes: 500 }, { config: 'a4', drop: 0.01, bytes: 200 }] },
+    { name: 'B', floatBytes: 500, options: [{ config: 'b4', drop: 0.006, bytes: 100 }] },
+    { name: 'C', floatBytes: 300, options: [{ config: 'c4', drop: 0.003, bytes: 50 }] },
+  ];
+  function tableExport(search: SearchTensor[], fixed: number) {
+    const measured: Assignment[] = [];
+    const measure = async (assignment: Assignment) => {
+      measured.push(assignment);
+      let bytes = fixed;
+      let drop = 0;
+      for (const t of search) {
+        const o = t.options.find((option) => option.config === assignment[t.name]);
+        bytes += o ? o.bytes : t.floatBytes;
+        drop += o ? o.drop : 0;
+      }
+      return { bytes, drop };
+    };
+    return { measured, measure };
+  }
+
+  it('with maxBytes picks the knapsack optimum, a mid config the greedy prefix jumps over, filling the budget exactly', async () => {
+    const { measured, measure } = tableExport(table, 0);
+    const result = await searchConfigs({ tensors: table, budget: { maxBytes: 1300 }, maxTrials: 10, measure });
+    expect(measured).toEqual([{ A: 'a8', B: FLOAT, C: FLOAT }]);
+    expect(result.best).toMatchObject({ trial: 1, bytes: 1300, estimatedBytes: 1300, feasible: true });
+    expect(result.best.estimatedDrop).toBeCloseTo(0.007, 12);
+    expect(result.targetMet).toBe(true);
+    expect(result.stoppedBy).toBe('converged');
+  });
+
+  it('with maxBytes shrinks the room by the measured overshoot and re-solves: not a prefix of the first answer', async () => {
+    // Fixed part 100, unknown before the first trial. Room 1400: {float, b4, float} (1400, 0.006) beats
+    // {a8, float, float} (1300, 0.007); measured 1500, 100 over, so the room becomes 1300 → {a8, float, float}.
+    const { measured, measure } = tableExport(table, 100);
+    const result = await searchConfigs({ tensors: table, budget: { maxBytes: 1400 }, maxTrials: 10, measure });
+    expect(measured).toEqual([
+      { A: FLOAT, B: 'b4', C: FLOAT },
+      { A: 'a8', B: FLOAT, C: FLOAT },
+    ]);
+    expect(result.trials.map((t) => [t.bytes, t.feasible])).toEqual([
+      [1500, false],
+      [1400, true],
+    ]);
+    expect(result.best.trial).toBe(2);
+    expect(result.best.estimatedDrop).toBeCloseTo(0.007, 12);
+    expect(result.best.estimatedBytes).toBe(1400);
+    expect(result.stoppedBy).toBe('converged');
+
+    // One trial allowed: the overshooting first answer is all there is, reported unmet.
+    const capped = await searchConfigs({ tensors: table, budget: { maxBytes: 1400 }, maxTrials: 1, measure: tableExport(table, 100).measure });
+    expect(capped.trials).toHaveLength(1);
+    expect(capped.best).toMatchObject({ bytes: 1500, feasible: false });
+    expect(capped.targetMet).toBe(false);
+    expect(capped.stoppedBy).toBe('maxTrials');
+  });
+
+  it('rounds bytes up to whole buckets, so a budget above KNAPSACK_BUCKETS bytes is never exceeded by the estimate', async () => {
+    // maxBytes 8191 → buckets of 2 bytes, 4095 of them. X float 4095 → 2048 buckets, Y float 4097 → 2049: 4097 > 4095,
+    // rightly, as 8192 bytes > 8191 (rounding down, 2047 + 2048 would seem to fit). So one tensor is quantized,
+    // the least sensitive: {x4, float}, 1000 + 4097 = 5097 bytes, drop 0.01.
+    expect(Math.ceil(8191 / KNAPSACK_BUCKETS)).toBe(2);
+    const wide: SearchTensor[] = [
+      { name: 'X', floatBytes: 4095, options: [{ config: 'x4', drop: 0.01, bytes: 1000 }] },
+      { name: 'Y', floatBytes: 4097, options: [{ config: 'y4', drop: 0.02, bytes: 1000 }] },
+    ];
+    const { measured, measure } = tableExport(wide, 0);
+    const result = await searchConfigs({ tensors: wide, budget: { maxBytes: 8191 }, maxTrials: 10, measure });
+    expect(measured).toEqual([{ X: 'x4', Y: FLOAT }]);
+    expect(result.best).toMatchObject({ bytes: 5097, estimatedBytes: 5097, feasible: true });
+    expect(result.best.estimatedDrop).toBeCloseTo(0.01, 12);
   });
 });
