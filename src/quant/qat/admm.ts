@@ -11,11 +11,13 @@
  *
  * G starts as Proj(W) with λ = 0. The G- and λ-steps run every `interval` optimizer steps, or at the end of
  * every epoch when interval is 0; ρ ← ρ·rhoGrowth after every epoch (a growing penalty pulls W onto G),
- * with λ ← λ/rhoGrowth so the unscaled multiplier ρλ carries over.
+ * with λ ← λ/rhoGrowth so the unscaled multiplier ρλ carries over. A stochastic projection draws from a seed
+ * taken from the step's rng and checkpointed with W + λ, so a restored G is the same draw, not a new one.
  * Validation runs at G, and the export is the last G (projected once more when training ends between two
  * G-steps), in the projection's own encoding.
  */
 import { getMethod, type MethodParams } from '../methods/index.js';
+import { createRng } from '../rng.js';
 import type { QuantMethod, QuantizedTensor } from '../types.js';
 import type { ForwardWeights, KernelSetup, KernelState, KernelTrainer, StepContext } from './kernel.js';
 import { projectionParams, type AdmmParams } from './methods.js';
@@ -36,8 +38,9 @@ export class AdmmKernel implements KernelTrainer {
   rho: number;
   private g: QuantizedTensor | undefined;
   private lambda = new Float32Array(0);
-  /** W + λ of the last G-step: G is rebuilt from it after a restore. */
+  /** W + λ of the last G-step and the seed of its draws: G is rebuilt from them after a restore. */
   private projected: Float32Array | undefined;
+  private projectionSeed = 0;
   /** Optimizer steps since the last G-step. */
   private stepsSinceProjection = 0;
 
@@ -53,8 +56,11 @@ export class AdmmKernel implements KernelTrainer {
   /** G and λ after the last G- and λ-steps (initialised from W on first use). */
   state(shadow: Float32Array, context: StepContext): { g: QuantizedTensor; lambda: Float32Array } {
     if (this.g === undefined) {
-      this.projected ??= Float32Array.from(shadow);
-      this.g = this.method.quantize(this.projected, this.shape, this.projection, context.rng);
+      if (this.projected === undefined) {
+        this.projected = Float32Array.from(shadow);
+        this.projectionSeed = context.rng.int(2 ** 32);
+      }
+      this.g = this.method.quantize(this.projected, this.shape, this.projection, createRng(this.projectionSeed));
       if (this.lambda.length !== shadow.length) this.lambda = new Float32Array(shadow.length);
     }
     return { g: this.g, lambda: this.lambda };
@@ -64,8 +70,10 @@ export class AdmmKernel implements KernelTrainer {
   project(shadow: Float32Array, context: StepContext): void {
     const { lambda } = this.state(shadow, context);
     const target = Float32Array.from(shadow, (w, i) => w + lambda[i]);
-    const g = this.method.quantize(target, this.shape, this.projection, context.rng);
+    const seed = context.rng.int(2 ** 32);
+    const g = this.method.quantize(target, this.shape, this.projection, createRng(seed));
     this.projected = target;
+    this.projectionSeed = seed;
     const dequantized = g.dequantized;
     for (let i = 0; i < lambda.length; i++) lambda[i] += shadow[i] - dequantized[i];
     this.g = g;
@@ -111,7 +119,8 @@ export class AdmmKernel implements KernelTrainer {
     return {
       projected: Float32Array.from(this.projected),
       lambda: Float32Array.from(this.lambda),
-      rho: Float32Array.of(this.rho),
+      projectionSeed: Float64Array.of(this.projectionSeed),
+      rho: Float64Array.of(this.rho),
       stepsSinceProjection: Float32Array.of(this.stepsSinceProjection),
     };
   }
@@ -120,9 +129,10 @@ export class AdmmKernel implements KernelTrainer {
     if (state.projected === undefined) return;
     this.projected = Float32Array.from(state.projected);
     this.lambda = Float32Array.from(state.lambda);
+    this.projectionSeed = state.projectionSeed?.[0] ?? 0;
     this.rho = state.rho[0];
     this.stepsSinceProjection = state.stepsSinceProjection[0];
-    // Rebuilt on first use (a stochastic projection draws again).
+    // Rebuilt on first use, with the same draws.
     this.g = undefined;
   }
 }

@@ -40,7 +40,11 @@ export interface ForwardWeights {
   gradientMask?: Float32Array;
 }
 
-export type KernelState = Record<string, Float32Array>;
+/**
+ * Typed arrays only (v8-serialized as they are). Float64 values (learned scales, Adam moments, ρ) are kept as
+ * Float64Arrays: rounded to float32 they would resume onto a different trajectory than an unbroken run.
+ */
+export type KernelState = Record<string, Float32Array | Float64Array>;
 
 export interface KernelTrainer {
   /** Ŵ for this step's forward and backward pass. */
@@ -149,7 +153,7 @@ export class ScalarAdam {
   }
 
   getState(): KernelState {
-    return { m: Float32Array.from(this.m), v: Float32Array.from(this.v), t: Float32Array.of(this.t) };
+    return { m: Float64Array.from(this.m), v: Float64Array.from(this.v), t: Float64Array.of(this.t) };
   }
 
   setState(state: KernelState): void {

@@ -111,7 +111,7 @@ export interface EpochMetrics {
 
 export type MetricName = 'accuracy' | 'mae';
 
-/** Plain data (JSON-able apart from the Float32Arrays): enough to resume after epoch `epoch`. */
+/** Plain data (JSON-able apart from the typed arrays; node:v8 keeps those): enough to resume after epoch `epoch`. */
 export interface QatCheckpoint {
   /** Epochs completed. */
   epoch: number;

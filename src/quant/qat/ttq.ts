@@ -126,7 +126,7 @@ export class TtqKernel implements KernelTrainer {
 
   getState(): KernelState {
     const { m, v, t } = this.optimizer.getState();
-    return { scales: Float32Array.from(this.scales), m, v, t };
+    return { scales: Float64Array.from(this.scales), m, v, t };
   }
 
   setState(state: KernelState): void {
