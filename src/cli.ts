@@ -36,6 +36,7 @@ quantize options (override the --spec file's fields):
   --percentile <p>           with --range percentile
   --init <i>                 kmeans init: linear | density | kmeans++
   --subvector-length <d>     pq sub-vector length
+  --codebooks <c>            pq: per-block | shared (one codebook for the whole tensor: ~bits/d bits per weight)
   --stochastic               stochastic binarization
   --seed <n>                 seed of every random choice
   --skip <glob>              leave matching weights in float32 (repeatable)
@@ -98,6 +99,7 @@ async function quantize(args: string[]): Promise<number> {
       percentile: { type: 'string' },
       init: { type: 'string' },
       'subvector-length': { type: 'string' },
+      codebooks: { type: 'string' },
       stochastic: { type: 'boolean' },
       seed: { type: 'string' },
       skip: { type: 'string', multiple: true },
@@ -129,6 +131,7 @@ async function quantize(args: string[]): Promise<number> {
     percentile: numberFlag('percentile', values.percentile),
     init: values.init,
     subvectorLength: numberFlag('subvector-length', values['subvector-length']),
+    codebooks: values.codebooks,
     stochastic: values.stochastic,
     seed: numberFlag('seed', values.seed),
   };

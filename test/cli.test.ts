@@ -63,6 +63,17 @@ describe('qaas quantize', () => {
     expect(packed.byteLength).toBeGreaterThan(0);
   });
 
+  it('takes pq with a shared codebook from flags', async () => {
+    const out = join(dir, 'pq');
+    const result = await qaas('quantize', join(dir, 'model'), '--out', out, '--method', 'pq', '--bits', '4', '--subvector-length', '2', '--codebooks', 'shared', '--quiet');
+    expect(result.stderr).toBe('');
+    const report = JSON.parse(await readFile(join(out, 'report.json'), 'utf8'));
+    expect(report.spec.method).toMatchObject({ name: 'pq', bits: 4, subvectorLength: 2, codebooks: 'shared' });
+    const manifest = JSON.parse(await readFile(join(out, 'packed', 'manifest.json'), 'utf8'));
+    const dense = manifest.weights.find((w: { name: string }) => w.name === 'dense/kernel');
+    expect(dense.encoding.subspaces).toBe(1);
+  });
+
   it('exits 2 with one line naming the allowed values on a bad method', async () => {
     const result = await qaas('quantize', join(dir, 'model'), '--out', join(dir, 'bad'), '--method', 'int3');
     expect(result.code).toBe(2);
