@@ -25,7 +25,6 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import autocannon from 'autocannon';
-import { Redis } from 'ioredis';
 import { loadConfig, type Config } from '../src/config.js';
 import { buildApp } from '../src/http/app.js';
 import { parseJobSpec } from '../src/jobs/spec.js';
@@ -33,9 +32,9 @@ import { selectBackend } from '../src/model/backend.js';
 import { readModelDir } from '../src/model/read.js';
 import type { FileSet } from '../src/model/types.js';
 import { runPtq } from '../src/pipeline/ptq.js';
-import { startWorkers } from '../src/service.js';
+import { redisAnswers, startWorkers } from '../src/service.js';
 import { writeTreeAtomically } from '../src/storage/tree.js';
-import { denseModel } from '../test/http/helpers.js';
+import { cleanup, denseModel } from '../test/http/helpers.js';
 
 const RUNS = 3;
 const LOAD_SECONDS = 4;
@@ -71,41 +70,9 @@ async function benchConfig(scratch: Scratch, env: Record<string, string> = {}): 
   return config;
 }
 
-async function cleanup(scratch: Scratch): Promise<void> {
-  const redis = new Redis(redisUrl, { maxRetriesPerRequest: 1, retryStrategy: () => null });
-  redis.on('error', () => undefined);
-  try {
-    for (const config of scratch.configs) {
-      let cursor = '0';
-      do {
-        const [next, keys] = await redis.scan(cursor, 'MATCH', `${config.redisPrefix}:*`, 'COUNT', 1000);
-        cursor = next;
-        if (keys.length > 0) await redis.del(...keys);
-      } while (cursor !== '0');
-    }
-  } finally {
-    redis.disconnect();
-  }
-  for (const dir of [...scratch.configs.map((c) => c.dataDir), ...scratch.dirs]) await rm(dir, { recursive: true, force: true });
-}
-
-async function redisAnswers(): Promise<boolean> {
-  const probe = new Redis(redisUrl, { lazyConnect: true, maxRetriesPerRequest: 0, retryStrategy: () => null, connectTimeout: 1000 });
-  probe.on('error', () => undefined);
-  try {
-    await probe.connect();
-    return (await probe.ping()) === 'PONG';
-  } catch {
-    return false;
-  } finally {
-    probe.disconnect();
-  }
-}
-
-/** A stack of Dense layers saved by stock tfjs, as model.json + one shard. */
-async function writeDir(dir: string, files: FileSet): Promise<void> {
-  await mkdir(dir, { recursive: true });
-  for (const [name, data] of files) await writeFile(join(dir, name), data);
+async function cleanupScratch(scratch: Scratch): Promise<void> {
+  for (const config of scratch.configs) await cleanup(config);
+  for (const dir of scratch.dirs) await rm(dir, { recursive: true, force: true });
 }
 
 /**
@@ -356,7 +323,7 @@ async function finalStatus(baseUrl: string, jobId: string): Promise<string> {
 async function endToEnd(scratch: Scratch, small: FileSet) {
   const config = await benchConfig(scratch, { QAAS_WORKERS: '1' });
   const modelDir = join(config.dataDir, 'source-model');
-  await writeDir(modelDir, small);
+  await writeTreeAtomically(modelDir, small);
   const app = await buildApp(config, { logger: false });
   const baseUrl = await app.listen({ port: 0, host: '127.0.0.1' });
   const workers = startWorkers(config, { concurrency: 1 });
@@ -418,7 +385,7 @@ async function main(): Promise<number> {
     loadClient();
     return 0;
   }
-  if (!(await redisAnswers())) {
+  if (!(await redisAnswers(redisUrl))) {
     process.stderr.write(`bench:api: nothing answers on ${redisUrl}; start redis-server or set REDIS_URL\n`);
     return 1;
   }
@@ -450,7 +417,7 @@ async function main(): Promise<number> {
     const ok = throughputRatio >= 0.3 && rss.growth < 64 * MiB && ratio <= 1.5;
     return ok ? 0 : 1;
   } finally {
-    await cleanup(scratch);
+    await cleanupScratch(scratch);
   }
 }
 

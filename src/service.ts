@@ -90,7 +90,8 @@ export function startWorkers(config: Config, options: WorkerOptions = {}): Closa
   };
 }
 
-async function redisAnswers(url: string): Promise<boolean> {
+/** True when a Redis answers PING on `url` within a second. */
+export async function redisAnswers(url: string): Promise<boolean> {
   const probe = new Redis(url, { lazyConnect: true, enableOfflineQueue: false, maxRetriesPerRequest: 0, retryStrategy: () => null, connectTimeout: 1000 });
   probe.on('error', () => undefined);
   try {

@@ -108,9 +108,9 @@ export function filesAsParts(files: FileSet): Part[] {
   return [...files].map(([filename, data]) => ({ filename, data }));
 }
 
-export function zipOf(entries: [string, Uint8Array][]): Promise<Buffer> {
+export function zipOf(entries: [string, Uint8Array][], { compress = true }: { compress?: boolean } = {}): Promise<Buffer> {
   const zip = new yazl.ZipFile();
-  for (const [name, data] of entries) zip.addBuffer(Buffer.from(data), name);
+  for (const [name, data] of entries) zip.addBuffer(Buffer.from(data), name, { compress });
   zip.end();
   return new Promise((resolve, reject) => {
     const chunks: Buffer[] = [];

@@ -2,7 +2,6 @@ import { mkdtemp, open, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import yazl from 'yazl';
 import {
   DatasetError,
   JSON_DATASET_MAX_BYTES,
@@ -12,6 +11,7 @@ import {
   type Dataset,
   type DatasetBatch,
 } from '../../../src/model/dataset/index.js';
+import { zipOf } from '../../http/helpers.js';
 import { npy, npyOf } from './npy-fixture.js';
 
 let dir: string;
@@ -35,17 +35,6 @@ async function collect(dataset: Dataset, batchSize: number, options?: BatchOptio
   return out;
 }
 
-function npzOf(entries: [string, Uint8Array][], compress: boolean): Promise<Buffer> {
-  const zip = new yazl.ZipFile();
-  for (const [name, data] of entries) zip.addBuffer(Buffer.from(data), name, { compress });
-  zip.end();
-  return new Promise((resolve, reject) => {
-    const chunks: Buffer[] = [];
-    zip.outputStream.on('data', (chunk: Buffer) => chunks.push(chunk));
-    zip.outputStream.on('end', () => resolve(Buffer.concat(chunks)));
-    zip.outputStream.on('error', reject);
-  });
-}
 
 const range = (n: number, f: (i: number) => number = (i) => i) => Array.from({ length: n }, (_, i) => f(i));
 
@@ -155,7 +144,7 @@ describe('openDataset: .npz', () => {
 
   for (const compress of [false, true]) {
     it(`streams x.npy and y.npy from a ${compress ? 'deflated' : 'stored'} archive`, async () => {
-      const path = await file(await npzOf([['y.npy', y], ['x.npy', x], ['meta.npy', npyOf('<f4', [1], [0])]], compress), '.npz');
+      const path = await file(await zipOf([['y.npy', y], ['x.npy', x], ['meta.npy', npyOf('<f4', [1], [0])]], { compress }), '.npz');
       const dataset = await openDataset({ npz: path });
       expect(dataset.samples).toBe(6);
       expect(dataset.x).toEqual({ dtype: 'float32', sampleShape: [2] });
@@ -178,14 +167,14 @@ describe('openDataset: .npz', () => {
   }
 
   it('takes the first two arrays of an archive without x.npy, and refuses three', async () => {
-    const path = await file(await npzOf([['arr_0.npy', x], ['arr_1.npy', y]], true), '.npz');
+    const path = await file(await zipOf([['arr_0.npy', x], ['arr_1.npy', y]]), '.npz');
     const dataset = await openDataset({ npz: path });
     expect(dataset.y?.labels).toBe('index');
     expect((await collect(dataset, 6))[0].y).toEqual(new Int32Array([0, 1, 2, 0, 1, 2]));
     await dataset.close();
-    const three = await file(await npzOf([['a.npy', x], ['b.npy', y], ['c.npy', y]], false), '.npz');
+    const three = await file(await zipOf([['a.npy', x], ['b.npy', y], ['c.npy', y]], { compress: false }), '.npz');
     await expect(openDataset({ npz: three })).rejects.toThrow('holds 3 arrays (a.npy, b.npy, c.npy) and none is named x');
-    const fortran = await file(await npzOf([['x.npy', npyOf('<f4', [2, 2], [1, 2, 3, 4], { fortran: true })]], true), '.npz');
+    const fortran = await file(await zipOf([['x.npy', npyOf('<f4', [2, 2], [1, 2, 3, 4], { fortran: true })]]), '.npz');
     await expect(openDataset({ npz: fortran })).rejects.toThrow('x.npy: Fortran-ordered');
     await expect(openDataset({ npz: await file('not a zip', '.npz') })).rejects.toThrow('not a readable .npz');
   });

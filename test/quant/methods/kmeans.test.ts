@@ -2,6 +2,7 @@ import { describe, expect, it } from 'vitest';
 import { kmeans, type KmeansParams } from '../../../src/quant/methods/kmeans.js';
 import { decodeTensor } from '../../../src/quant/packed/decode-tensor.js';
 import { createRng } from '../../../src/quant/rng.js';
+import { normalValues } from './uniform-checks.js';
 
 const inits = ['linear', 'density', 'kmeans++'] as const;
 
@@ -12,15 +13,6 @@ function params(overrides: Partial<KmeansParams> = {}): KmeansParams {
 function run(weights: Float32Array, overrides: Partial<KmeansParams> = {}, shape = [weights.length]) {
   const p = params(overrides);
   return kmeans.quantize(weights, shape, p, createRng(p.seed));
-}
-
-function normal(size: number, seed: number): Float32Array {
-  const rng = createRng(seed);
-  const out = new Float32Array(size);
-  for (let i = 0; i < size; i++) {
-    out[i] = rng.normal();
-  }
-  return out;
 }
 
 function sumSquaredError(a: Float32Array, b: ArrayLike<number>): number {
@@ -120,7 +112,7 @@ describe('kmeans', () => {
     [80_000, 3],
     [80_000, 8],
   ])('on %i normal weights with %i bits: decodes bit-exactly, codes < 2^bits, Lloyd lowers the error', (size, bits) => {
-    const weights = normal(size, size + bits);
+    const weights = normalValues(size, size + bits);
     const shape = [size / 100, 100];
     let min = Infinity;
     let max = -Infinity;
@@ -146,7 +138,7 @@ describe('kmeans', () => {
   });
 
   it('on the histogram path ends at (nearly) a fixed point of exact Lloyd', () => {
-    const weights = normal(80_000, 11);
+    const weights = normalValues(80_000, 11);
     const result = run(weights, { bits: 4, maxIterations: 2000 });
     const codebook = result.encoding.kind === 'codebook' ? result.encoding.codebook : new Float32Array();
     const sums = new Float64Array(16);
@@ -163,7 +155,7 @@ describe('kmeans', () => {
   });
 
   it('is reproducible with the same seed', () => {
-    const weights = normal(5000, 5);
+    const weights = normalValues(5000, 5);
     const a = run(weights, { bits: 5, init: 'kmeans++', seed: 42 });
     const b = run(weights, { bits: 5, init: 'kmeans++', seed: 42 });
     expect(b.codes).toEqual(a.codes);

@@ -2,6 +2,7 @@ import { describe, expect, it } from 'vitest';
 import { pq, type PqParams } from '../../../src/quant/methods/pq.js';
 import { decodeTensor } from '../../../src/quant/packed/decode-tensor.js';
 import { createRng } from '../../../src/quant/rng.js';
+import { normalValues } from './uniform-checks.js';
 
 function params(overrides: Partial<PqParams> = {}): PqParams {
   return {
@@ -24,15 +25,6 @@ function run(weights: Float32Array, shape: number[], overrides: Partial<PqParams
 function codebookOf(result: ReturnType<typeof run>): Float32Array {
   if (result.encoding.kind !== 'pq') throw new Error('expected a pq encoding');
   return result.encoding.codebook;
-}
-
-function normal(size: number, seed: number): Float32Array {
-  const rng = createRng(seed);
-  const out = new Float32Array(size);
-  for (let i = 0; i < size; i++) {
-    out[i] = rng.normal();
-  }
-  return out;
 }
 
 function sumSquaredError(a: Float32Array, b: Float32Array): number {
@@ -113,7 +105,7 @@ describe('pq', () => {
   });
 
   it('treats a rank-1 tensor as one column: every sub-vector is its own centroid', () => {
-    const weights = normal(10, 3);
+    const weights = normalValues(10, 3);
     const result = run(weights, [10], { bits: 2, subvectorLength: 4 });
     expect(result.dequantized).toEqual(weights);
     expect(result.encoding.kind === 'pq' && result.encoding.subspaces).toBe(3);
@@ -126,7 +118,7 @@ describe('pq', () => {
     [40, 300, 6, 4],
     [33, 200, 10, 2],
   ])('on a normal [%i, %i] tensor with %i bits, d = %i: decodes bit-exactly, Lloyd lowers the error', (rows, columns, bits, d) => {
-    const weights = normal(rows * columns, rows + columns);
+    const weights = normalValues(rows * columns, rows + columns);
     const shape = [rows, columns];
     const result = run(weights, shape, { bits, subvectorLength: d });
     expect(result.dequantized).toEqual(decodeTensor(result.encoding, result.codes, shape));
@@ -146,7 +138,7 @@ describe('pq', () => {
   it('assigns every sub-vector to its nearest centroid once converged', () => {
     const rows = 16;
     const columns = 120;
-    const weights = normal(rows * columns, 4);
+    const weights = normalValues(rows * columns, 4);
     const result = run(weights, [rows, columns], { bits: 4, subvectorLength: 4, maxIterations: 500 });
     const codebook = codebookOf(result);
     for (let block = 0; block < 4; block++) {
@@ -162,7 +154,7 @@ describe('pq', () => {
   });
 
   it('is reproducible with the same seed', () => {
-    const weights = normal(32 * 80, 8);
+    const weights = normalValues(32 * 80, 8);
     const a = run(weights, [32, 80], { bits: 5, seed: 17 });
     const b = run(weights, [32, 80], { bits: 5, seed: 17 });
     expect(b.codes).toEqual(a.codes);
@@ -214,7 +206,7 @@ describe('pq with a shared codebook', () => {
   it('decodes bit-exactly and gives every sub-vector its nearest centroid, also when training on a subsample', () => {
     const rows = 30;
     const columns = 100;
-    const weights = normal(rows * columns, 21);
+    const weights = normalValues(rows * columns, 21);
     for (const trainingSample of [256, 65536]) {
       const result = run(weights, [rows, columns], { bits: 5, subvectorLength: 4, codebooks: 'shared', trainingSample });
       expect(result.dequantized).toEqual(decodeTensor(result.encoding, result.codes, [rows, columns]));
@@ -236,7 +228,7 @@ describe('pq with a shared codebook', () => {
   });
 
   it('costs < 2.5 bits per weight on a [1024, 1024] kernel at 8 bits, d = 4 (per-block: 10)', () => {
-    const weights = normal(1024 * 1024, 5);
+    const weights = normalValues(1024 * 1024, 5);
     const result = run(weights, [1024, 1024], { bits: 8, subvectorLength: 4, codebooks: 'shared', maxIterations: 3, trainingSample: 4096 });
     // 256·1024 codes · 8 bits + 256 · 4 floats · 32 bits over 2^20 weights.
     expect(result.bitsPerWeight).toBe((256 * 1024 * 8 + 256 * 4 * 32) / 2 ** 20);
@@ -245,7 +237,7 @@ describe('pq with a shared codebook', () => {
   });
 
   it('is reproducible with the same seed and samples differently with another', () => {
-    const weights = normal(64 * 80, 8);
+    const weights = normalValues(64 * 80, 8);
     const shared = { bits: 4, codebooks: 'shared', trainingSample: 512 } as const;
     const a = run(weights, [64, 80], { ...shared, seed: 17 });
     const b = run(weights, [64, 80], { ...shared, seed: 17 });
@@ -256,7 +248,7 @@ describe('pq with a shared codebook', () => {
   });
 
   it('equals per-block when there is only one block', () => {
-    const weights = normal(3 * 50, 2);
+    const weights = normalValues(3 * 50, 2);
     const perBlock = run(weights, [3, 50], { bits: 3, subvectorLength: 4 });
     const shared = run(weights, [3, 50], { bits: 3, subvectorLength: 4, codebooks: 'shared' });
     expect(shared.encoding).toEqual(perBlock.encoding);

@@ -1,7 +1,7 @@
 /** Checks shared by the uniform/deterministic method tests: the exactness promises of src/quant/types.ts. */
 import { expect } from 'vitest';
 import { decodeTensor } from '../../../src/quant/packed/decode-tensor.js';
-import type { Rng } from '../../../src/quant/rng.js';
+import { createRng, type Rng } from '../../../src/quant/rng.js';
 import type { QuantizedTensor } from '../../../src/quant/types.js';
 
 /** Roughly Gaussian values (sum of uniforms) times `scale`, with a few exact zeros. */
@@ -13,6 +13,12 @@ export function randomTensor(rng: Rng, size: number, scale = 1): Float32Array {
 }
 
 /** Element-wise bit equality, reporting the first mismatch instead of two huge arrays. */
+/** `size` standard normal values from a seeded Rng. */
+export function normalValues(size: number, seed: number): Float32Array {
+  const rng = createRng(seed);
+  return Float32Array.from({ length: size }, () => rng.normal());
+}
+
 export function expectSameValues(actual: ArrayLike<number>, expected: ArrayLike<number>): void {
   expect(actual.length).toBe(expected.length);
   for (let i = 0; i < actual.length; i++) {

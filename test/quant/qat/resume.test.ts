@@ -10,29 +10,11 @@ import { beforeAll, describe, expect, it } from 'vitest';
 import { selectBackend } from '../../../src/model/backend.js';
 import { exportParams, parseAnyMethodParams, type TrainingMethodParams } from '../../../src/quant/qat/methods.js';
 import { trainQuantizationAware, type QatCheckpoint, type QatOptions, type QatPlan } from '../../../src/quant/qat/train.js';
-import { createRng } from '../../../src/quant/rng.js';
+import { classifier, weightMap } from './classifier.js';
 
 beforeAll(async () => {
   await selectBackend('cpu');
 });
-
-/** Dense 6 → 8 → 3 on 40 seeded samples (30 train = 4 batches of 8, 10 validation). */
-function classifier(seed: number): { model: tf.LayersModel; x: tf.Tensor; y: tf.Tensor } {
-  const model = tf.sequential({
-    layers: [
-      tf.layers.dense({ inputShape: [6], units: 8, activation: 'relu', name: 'hidden', kernelInitializer: tf.initializers.glorotUniform({ seed }) }),
-      tf.layers.dense({ units: 3, activation: 'softmax', name: 'out', kernelInitializer: tf.initializers.glorotUniform({ seed: seed + 1 }) }),
-    ],
-  });
-  const rng = createRng(seed);
-  const xs = Float32Array.from({ length: 40 * 6 }, () => rng.next() * 2 - 1);
-  const ys = Int32Array.from({ length: 40 }, (_, i) => (xs[i * 6] > 0 ? 1 : 0) + (xs[i * 6 + 1] > 0.5 ? 1 : 0));
-  return { model, x: tf.tensor2d(xs, [40, 6]), y: tf.tensor1d(ys, 'int32') };
-}
-
-function weightMap(model: tf.LayersModel): Map<string, number[]> {
-  return new Map(model.weights.map((w) => [w.originalName, Array.from(w.read().dataSync())]));
-}
 
 function planOf(method: Record<string, unknown>): QatPlan {
   const training = parseAnyMethodParams(method) as TrainingMethodParams;

@@ -14,6 +14,7 @@ import {
 import { createRng } from '../../../src/quant/rng.js';
 import type { QuantizedTensor } from '../../../src/quant/types.js';
 import { buildLayersModel, LAYERS_QUANTIZABLE, layersInput, loadStockLayers } from '../../fixtures/models.js';
+import { classifier, weightMap } from './classifier.js';
 
 const BINARY = parseMethodParams({ name: 'binary' });
 
@@ -30,24 +31,6 @@ function kernelValues(model: tf.LayersModel, name: string): number[] {
   const weight = model.weights.find((w) => w.originalName === name);
   if (weight === undefined) throw new Error(`no weight ${name}`);
   return Array.from(weight.read().dataSync());
-}
-
-function weightMap(model: tf.LayersModel): Map<string, Float32Array> {
-  return new Map(model.weights.map((w) => [w.originalName, Float32Array.from(w.read().dataSync())]));
-}
-
-/** A small Dense classifier on seeded data, for the loop tests. */
-function classifier(seed: number): { model: tf.LayersModel; x: tf.Tensor; y: tf.Tensor } {
-  const model = tf.sequential({
-    layers: [
-      tf.layers.dense({ inputShape: [6], units: 8, activation: 'relu', name: 'hidden', kernelInitializer: tf.initializers.glorotUniform({ seed }) }),
-      tf.layers.dense({ units: 3, activation: 'softmax', name: 'out', kernelInitializer: tf.initializers.glorotUniform({ seed: seed + 1 }) }),
-    ],
-  });
-  const rng = createRng(seed);
-  const xs = Float32Array.from({ length: 40 * 6 }, () => rng.next() * 2 - 1);
-  const ys = Int32Array.from({ length: 40 }, (_, i) => (xs[i * 6] > 0 ? 1 : 0) + (xs[i * 6 + 1] > 0.5 ? 1 : 0));
-  return { model, x: tf.tensor2d(xs, [40, 6]), y: tf.tensor1d(ys, 'int32') };
 }
 
 const classifierPlan = (): QatPlan =>
