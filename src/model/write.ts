@@ -98,7 +98,9 @@ function floatEntry(entry: ManifestEntry, values: Float32Array): [ManifestEntry,
   return [{ ...entry, quantization: { dtype: 'float16' } }, bytesOf(halves)];
 }
 
-function encodeWeight(weight: Weight, replacement: WeightReplacement | undefined): [ManifestEntry, Uint8Array] {
+function encodeWeight(weight: Weight, given: WeightReplacement | undefined): [ManifestEntry, Uint8Array] {
+  // Read `dequantized` once: a caller may derive it on access (the PTQ pipeline decodes it from codes).
+  const replacement = given && { ...given, dequantized: given.dequantized };
   const entry: ManifestEntry = { name: weight.name, shape: weight.shape, dtype: weight.dtype };
   if (replacement === undefined) {
     // A weight left as it arrived goes back in the same encoding: float16 as float16, and uint8/uint16
