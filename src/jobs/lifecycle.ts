@@ -35,20 +35,31 @@ export class JobLifecycle {
     private readonly prefix: string,
   ) {}
 
+  /** A job leaves its model's set of unfinished jobs in the same write that ends it. */
   private change(tenant: string, id: string, patch: (job: JobRecord) => Partial<JobRecord> | null): Promise<JobRecord | null> {
-    return this.records.update('jobs', tenant, id, (job) => {
-      if (isTerminal(job)) return null;
-      const changes = patch(job);
-      return changes === null ? null : { ...job, ...changes };
-    });
+    return this.records.update(
+      'jobs',
+      tenant,
+      id,
+      (job) => {
+        if (isTerminal(job)) return null;
+        const changes = patch(job);
+        return changes === null ? null : { ...job, ...changes };
+      },
+      (next) => (isTerminal(next) ? { membership: { key: modelJobsKey(this.prefix, tenant, next.modelId), op: 'remove' } } : {}),
+    );
   }
 
-  async create(job: JobRecord): Promise<void> {
-    // Sent together (one round trip): the model→jobs index only matters once the job can run.
-    await Promise.all([
-      this.records.create('jobs', job),
-      this.redis.sadd(modelJobsKey(this.prefix, job.tenant, job.modelId), job.id),
-    ]);
+  /**
+   * Stores a queued job and adds it to its model's set of unfinished jobs, in one atomic step that happens
+   * only while the model exists: false (nothing stored) when it does not, so a model deleted meanwhile never
+   * gets a job, and a model with a job is never deleted (models.ts guards on the same set).
+   */
+  create(job: JobRecord): Promise<boolean> {
+    return this.records.create('jobs', job, {
+      guard: { key: this.records.recordKey('models', job.tenant, job.modelId), expect: 'exists' },
+      membership: { key: modelJobsKey(this.prefix, job.tenant, job.modelId), op: 'add' },
+    });
   }
 
   start(tenant: string, id: string, attempt: number): Promise<JobRecord | null> {
@@ -101,9 +112,7 @@ export class JobLifecycle {
     return (await this.redis.exists(cancelKey(this.prefix, id))) === 1;
   }
 
-  private async finish(tenant: string, id: string, patch: (job: JobRecord) => Partial<JobRecord>): Promise<JobRecord | null> {
-    const job = await this.change(tenant, id, (current) => ({ ...patch(current), finishedAt: new Date().toISOString() }));
-    if (job && isTerminal(job)) await this.redis.srem(modelJobsKey(this.prefix, tenant, job.modelId), id);
-    return job;
+  private finish(tenant: string, id: string, patch: (job: JobRecord) => Partial<JobRecord>): Promise<JobRecord | null> {
+    return this.change(tenant, id, (current) => ({ ...patch(current), finishedAt: new Date().toISOString() }));
   }
 }

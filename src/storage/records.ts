@@ -34,9 +34,13 @@ export function isId(kind: RecordKind, id: string): boolean {
   return idPattern.test(id) && id.startsWith(`${idPrefixes[kind]}_`);
 }
 
-// KEYS: record, index, old status index, new status index, counts hash.
-// ARGV: expected current JSON ('' = must not exist), new JSON ('' = delete), id, old status, new status.
+// KEYS: record, index, old status index, new status index, counts hash, [guard key], [membership set].
+// ARGV: expected current JSON ('' = must not exist), new JSON ('' = delete), id, old status, new status,
+//       guard ('' | 'exists' | 'absent'), membership ('' | 'add' | 'remove').
+// Returns 1 written, 0 the record was not as expected, -1 the guard failed.
 const compareAndSet = `
+if ARGV[6] == 'exists' and redis.call('EXISTS', KEYS[6]) == 0 then return -1 end
+if ARGV[6] == 'absent' and redis.call('EXISTS', KEYS[6]) == 1 then return -1 end
 local current = redis.call('GET', KEYS[1])
 if ARGV[1] == '' then
   if current then return 0 end
@@ -60,8 +64,20 @@ if ARGV[4] ~= ARGV[5] or ARGV[1] == '' or ARGV[2] == '' then
     redis.call('HINCRBY', KEYS[5], ARGV[5], 1)
   end
 end
+if ARGV[7] == 'add' then redis.call('SADD', KEYS[7], ARGV[3]) end
+if ARGV[7] == 'remove' then redis.call('SREM', KEYS[7], ARGV[3]) end
 return 1
 `;
+
+/**
+ * What else a write checks or changes in the same atomic step: `guard` makes it conditional on another key
+ * existing (a job's model) or being absent (a model's set of unfinished jobs); `membership` adds the
+ * record's id to a set or removes it.
+ */
+export interface WriteEffects {
+  guard?: { key: string; expect: 'exists' | 'absent' };
+  membership?: { key: string; op: 'add' | 'remove' };
+}
 
 export interface Page<T> {
   items: T[];
@@ -69,7 +85,7 @@ export interface Page<T> {
 }
 
 /** The compare-and-set script as an ioredis command: sent once, then run by its SHA (EVALSHA). */
-type CompareAndSet = (...keysThenArgs: string[]) => Promise<number>;
+type CompareAndSet = (keyCount: number, ...keysThenArgs: string[]) => Promise<number>;
 
 export class RecordStore {
   private readonly compareAndSet: CompareAndSet;
@@ -78,12 +94,12 @@ export class RecordStore {
     private readonly redis: Redis,
     private readonly prefix: string,
   ) {
-    if (!('qaasCompareAndSet' in redis)) redis.defineCommand('qaasCompareAndSet', { numberOfKeys: 5, lua: compareAndSet });
+    if (!('qaasCompareAndSet' in redis)) redis.defineCommand('qaasCompareAndSet', { lua: compareAndSet });
     const command = (redis as unknown as { qaasCompareAndSet: CompareAndSet }).qaasCompareAndSet;
     this.compareAndSet = command.bind(redis);
   }
 
-  private recordKey(kind: RecordKind, tenant: string, id: string): string {
+  recordKey(kind: RecordKind, tenant: string, id: string): string {
     return `${this.prefix}:rec:${kind}:${tenant}:${id}`;
   }
 
@@ -100,20 +116,24 @@ export class RecordStore {
     return json === null ? null : (JSON.parse(json) as RecordOf[K]);
   }
 
-  async create<K extends RecordKind>(kind: K, record: RecordOf[K]): Promise<void> {
-    const ok = await this.write(kind, record.tenant, record.id, null, record);
-    if (!ok) throw new Error(`${kind} record ${record.id} already exists`);
+  /** Stores a new record; false when `effects.guard` failed (nothing written). */
+  async create<K extends RecordKind>(kind: K, record: RecordOf[K], effects: WriteEffects = {}): Promise<boolean> {
+    const result = await this.write(kind, record.tenant, record.id, null, record, effects);
+    if (result === 0) throw new Error(`${kind} record ${record.id} already exists`);
+    return result === 1;
   }
 
   /**
    * Applies `change` to the current record and stores the result if nobody wrote in between (else retries
    * with the newer record). `change` returns null to leave the record as it is. Null when there is no record.
+   * `effects` says what else the write of a given new record does (WriteEffects); a guard must not fail here.
    */
   async update<K extends RecordKind>(
     kind: K,
     tenant: string,
     id: string,
     change: (current: RecordOf[K]) => RecordOf[K] | null,
+    effects: (next: RecordOf[K]) => WriteEffects = () => ({}),
   ): Promise<RecordOf[K] | null> {
     for (;;) {
       const json = await this.redis.get(this.recordKey(kind, tenant, id));
@@ -121,15 +141,18 @@ export class RecordStore {
       const current = JSON.parse(json) as RecordOf[K];
       const next = change(structuredClone(current));
       if (next === null) return current;
-      if (await this.write(kind, tenant, id, json, next)) return next;
+      if ((await this.write(kind, tenant, id, json, next, effects(next))) === 1) return next;
     }
   }
 
-  async delete(kind: RecordKind, tenant: string, id: string): Promise<boolean> {
+  /** 'missing' when there is no such record, 'guarded' when `effects.guard` failed (nothing deleted). */
+  async delete(kind: RecordKind, tenant: string, id: string, effects: WriteEffects = {}): Promise<'deleted' | 'missing' | 'guarded'> {
     for (;;) {
       const json = await this.redis.get(this.recordKey(kind, tenant, id));
-      if (json === null) return false;
-      if (await this.write(kind, tenant, id, json, null)) return true;
+      if (json === null) return 'missing';
+      const result = await this.write(kind, tenant, id, json, null, effects);
+      if (result === 1) return 'deleted';
+      if (result === -1) return 'guarded';
     }
   }
 
@@ -166,22 +189,29 @@ export class RecordStore {
     id: string,
     currentJson: string | null,
     next: RecordOf[RecordKind] | null,
-  ): Promise<boolean> {
+    { guard, membership }: WriteEffects = {},
+  ): Promise<number> {
     const oldStatus = currentJson ? statusOf(JSON.parse(currentJson)) : '';
     const newStatus = next ? statusOf(next) : '';
-    const result = await this.compareAndSet(
+    const keys = [
       this.recordKey(kind, tenant, id),
       this.indexKey(kind, tenant),
       this.indexKey(kind, tenant, oldStatus || 'none'),
       this.indexKey(kind, tenant, newStatus || 'none'),
       this.countsKey(kind),
+    ];
+    if (guard || membership) keys.push(guard?.key ?? keys[0], membership?.key ?? keys[0]);
+    return this.compareAndSet(
+      keys.length,
+      ...keys,
       currentJson ?? '',
       next ? JSON.stringify(next) : '',
       id,
       oldStatus,
       newStatus,
+      guard?.expect ?? '',
+      membership?.op ?? '',
     );
-    return result === 1;
   }
 }
 

@@ -1,9 +1,9 @@
 import { randomUUID } from 'node:crypto';
 import { Redis } from 'ioredis';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { JobLifecycle } from '../../src/jobs/lifecycle.js';
+import { JobLifecycle, modelJobsKey } from '../../src/jobs/lifecycle.js';
 import { RecordStore, isId, newId } from '../../src/storage/records.js';
-import type { JobRecord } from '../../src/storage/types.js';
+import type { JobRecord, ModelRecord } from '../../src/storage/types.js';
 
 const prefix = `test-${randomUUID()}`;
 let redis: Redis;
@@ -20,11 +20,18 @@ afterAll(async () => {
   redis.disconnect();
 });
 
-function job(tenant: string, id = newId('jobs')): JobRecord {
+function job(tenant: string, id = newId('jobs'), modelId = 'mdl_x'): JobRecord {
   return {
-    id, tenant, status: 'queued', stage: 'queued', progress: 0, kind: 'ptq', modelId: 'mdl_x', method: 'affine',
+    id, tenant, status: 'queued', stage: 'queued', progress: 0, kind: 'ptq', modelId, method: 'affine',
     spec: {}, webhookUrl: null, attempts: 0, createdAt: new Date().toISOString(), startedAt: null, finishedAt: null,
     error: null, summary: null, artifacts: [],
+  };
+}
+
+function model(tenant: string): ModelRecord {
+  return {
+    id: newId('models'), tenant, format: 'layers-model', params: 1, bytes: 4, sha256: 'ab', tensors: [], files: [],
+    createdAt: new Date().toISOString(),
   };
 }
 
@@ -67,8 +74,10 @@ describe('RecordStore', () => {
 
   it('never lets a late writer undo a terminal state', async () => {
     const lifecycle = new JobLifecycle(records, redis, prefix);
-    const record = job('t3');
-    await lifecycle.create(record);
+    const owner = model('t3');
+    await records.create('models', owner);
+    const record = job('t3', newId('jobs'), owner.id);
+    expect(await lifecycle.create(record)).toBe(true);
     await lifecycle.start('t3', record.id, 1);
     const cancelled = await lifecycle.cancel('t3', record.id);
     expect(cancelled?.status).toBe('cancelled');
@@ -85,5 +94,31 @@ describe('RecordStore', () => {
       Array.from({ length: 20 }, () => records.update('jobs', 't4', record.id, (j) => ({ ...j, attempts: j.attempts + 1 }))),
     );
     expect((await records.get('jobs', 't4', record.id))?.attempts).toBe(20);
+  });
+
+  it('creates a job only while its model exists, and a model is deleted only once its jobs ended', async () => {
+    const lifecycle = new JobLifecycle(records, redis, prefix);
+    const owner = model('t5');
+    expect(await lifecycle.create(job('t5', newId('jobs'), owner.id))).toBe(false);
+    expect((await records.list('jobs', 't5', { limit: 10 })).items).toHaveLength(0);
+    expect(await redis.exists(modelJobsKey(prefix, 't5', owner.id))).toBe(0);
+
+    await records.create('models', owner);
+    const [first, second] = [job('t5', newId('jobs'), owner.id), job('t5', newId('jobs'), owner.id)];
+    expect(await lifecycle.create(first)).toBe(true);
+    expect(await lifecycle.create(second)).toBe(true);
+    expect((await redis.smembers(modelJobsKey(prefix, 't5', owner.id))).sort()).toEqual([first.id, second.id].sort());
+
+    const guard = { guard: { key: modelJobsKey(prefix, 't5', owner.id), expect: 'absent' as const } };
+    await lifecycle.fail('t5', first.id, { message: 'boom' });
+    expect(await redis.smembers(modelJobsKey(prefix, 't5', owner.id))).toEqual([second.id]);
+    expect(await records.delete('models', 't5', owner.id, guard)).toBe('guarded');
+    expect(await records.get('models', 't5', owner.id)).not.toBeNull();
+
+    await lifecycle.cancel('t5', second.id);
+    expect(await redis.exists(modelJobsKey(prefix, 't5', owner.id))).toBe(0);
+    expect(await records.delete('models', 't5', owner.id, guard)).toBe('deleted');
+    expect(await records.delete('models', 't5', owner.id, guard)).toBe('missing');
+    expect(await lifecycle.create(job('t5', newId('jobs'), owner.id))).toBe(false);
   });
 });

@@ -62,9 +62,14 @@ export async function jobRoutes(app: FastifyInstance): Promise<void> {
     async (request, reply) => {
       const spec = parseJobSpec(request.body);
       if (!spec.modelId) throw new SpecError([{ path: '/modelId', message: 'required: the id of an uploaded model' }]);
-      const model = isId('models', spec.modelId) ? await records.get('models', request.tenant, spec.modelId) : null;
-      if (!model) throw new SpecError([{ path: '/modelId', message: `no model ${spec.modelId}` }]);
-      await checkJobDatasets(app.services, request.tenant, model, spec.data);
+      const noModel = () => new SpecError([{ path: '/modelId', message: `no model ${spec.modelId}` }]);
+      if (!isId('models', spec.modelId)) throw noModel();
+      // Without datasets the model's existence is all that matters, and lifecycle.create checks it atomically.
+      if (Object.values(spec.data).some((id) => typeof id === 'string')) {
+        const model = await records.get('models', request.tenant, spec.modelId);
+        if (!model) throw noModel();
+        await checkJobDatasets(app.services, request.tenant, model, spec.data);
+      }
 
       const id = newId('jobs');
       const idempotencyKey = request.headers['idempotency-key'] as string | undefined;
@@ -86,9 +91,10 @@ export async function jobRoutes(app: FastifyInstance): Promise<void> {
         claimedKey = key;
       }
       let created = false;
+      const { webhook, ...rest } = spec;
+      const secret = webhook?.secret ? { key: webhookSecretKey(config.redisPrefix, request.tenant, id), value: webhook.secret } : null;
       try {
-        const { webhook, ...rest } = spec;
-        if (webhook?.secret) await redis.set(webhookSecretKey(config.redisPrefix, request.tenant, id), webhook.secret);
+        if (secret) await redis.set(secret.key, secret.value);
         const job: JobRecord = {
           id,
           tenant: request.tenant,
@@ -96,7 +102,7 @@ export async function jobRoutes(app: FastifyInstance): Promise<void> {
           stage: 'queued',
           progress: 0,
           kind: spec.kind,
-          modelId: model.id,
+          modelId: spec.modelId,
           method: spec.method.name,
           spec: rest,
           webhookUrl: webhook?.url ?? null,
@@ -108,8 +114,8 @@ export async function jobRoutes(app: FastifyInstance): Promise<void> {
           summary: null,
           artifacts: [],
         };
-        await lifecycle.create(job);
-        created = true;
+        created = await lifecycle.create(job);
+        if (!created) throw noModel();
         await enqueue(queues, 'quantize', 'ptq', { tenant: request.tenant, jobId: id }, { jobId: id });
         request.log.info({ jobId: id, method: job.method }, 'job queued');
         return reply.code(202).header('location', `/v1/jobs/${id}`).send(job);
@@ -120,6 +126,7 @@ export async function jobRoutes(app: FastifyInstance): Promise<void> {
         }
         // A key whose job was never created must not block a retry for a day.
         if (claimedKey) await redis.del(claimedKey).catch(() => undefined);
+        if (secret && !created) await redis.del(secret.key).catch(() => undefined);
         throw error;
       }
     },

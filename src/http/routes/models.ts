@@ -111,14 +111,14 @@ export async function modelRoutes(app: FastifyInstance): Promise<void> {
     },
     async (request, reply) => {
       const { id } = request.params as { id: string };
-      const record = isId('models', id) ? await records.get('models', request.tenant, id) : null;
-      if (!record) throw new ApiProblem('not-found', `no model ${id}`);
-      const activeJobs = await redis.smembers(modelJobsKey(config.redisPrefix, request.tenant, id));
-      if (activeJobs.length > 0) {
+      const jobsKey = modelJobsKey(config.redisPrefix, request.tenant, id);
+      // Blobs are shared by content; they are left for a sweep rather than counted per reference here.
+      const outcome = isId('models', id) ? await records.delete('models', request.tenant, id, { guard: { key: jobsKey, expect: 'absent' } }) : 'missing';
+      if (outcome === 'missing') throw new ApiProblem('not-found', `no model ${id}`);
+      if (outcome === 'guarded') {
+        const activeJobs = await redis.smembers(jobsKey);
         throw new ApiProblem('conflict', `model ${id} is used by unfinished jobs: ${activeJobs.join(', ')}`, { jobs: activeJobs });
       }
-      // Blobs are shared by content; they are left for a sweep rather than counted per reference here.
-      await records.delete('models', request.tenant, id);
       return reply.code(204).send();
     },
   );
