@@ -3,6 +3,8 @@
  * against the local Redis (REDIS_URL) under fresh key prefixes and temp DATA_DIRs, loopback only, with
  * every key and directory removed at the end.
  *
+ * The servers run with `--max-semi-space-size=64`, as `npm start` and the Docker image run the API.
+ *
  * 1. Job submission: autocannon, 100 connections for a fixed time, on `POST /v1/jobs` (an uploaded small
  *    model, no worker running so nothing but the API is measured) and on `GET /healthz` of the same
  *    in-process server, alternating over LOAD_ROUNDS rounds. Throughput ratio jobs ÷ healthz (target ≥ 0.3),

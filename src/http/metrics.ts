@@ -1,16 +1,16 @@
 /**
  * Prometheus metrics on a per-app registry (so several apps in one process, as in tests, don't collide):
  * HTTP latency by route, bytes uploaded, jobs by status (from the record counts), queue depth by BullMQ
- * state, and job duration by method (observed when QueueEvents reports a job's end).
+ * state, and job duration by method and status (the histogram the job lifecycle keeps in Redis).
  */
 import type { FastifyInstance } from 'fastify';
 import fp from 'fastify-plugin';
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
-import { isTerminal } from '../jobs/lifecycle.js';
+import { JobDurations, jobDurationBuckets } from '../jobs/durations.js';
 
 declare module 'fastify' {
   interface FastifyInstance {
-    metrics: { registry: Registry; bytesUploaded: Counter; jobDuration: Histogram<'method' | 'status'> };
+    metrics: { registry: Registry; bytesUploaded: Counter };
   }
 }
 
@@ -30,13 +30,7 @@ export const metricsPlugin = fp(
       help: 'Bytes received in model and dataset uploads',
       registers: [registry],
     });
-    const jobDuration = new Histogram({
-      name: 'qaas_job_duration_seconds',
-      help: 'Job run time from start to end, by method',
-      labelNames: ['method', 'status'],
-      buckets: [0.1, 0.5, 1, 2, 5, 10, 30, 60, 120, 300, 600, 1800],
-      registers: [registry],
-    });
+    registry.registerMetric(jobDurationMetric(new JobDurations(app.services.redis, app.services.config.redisPrefix)));
     new Gauge({
       name: 'qaas_jobs',
       help: 'Jobs by status',
@@ -59,22 +53,7 @@ export const metricsPlugin = fp(
         }
       },
     });
-    app.decorate('metrics', { registry, bytesUploaded, jobDuration });
-    // Jobs end in worker processes; their end reaches every API replica through QueueEvents.
-    const observeEnd = async ({ jobId }: { jobId: string }) => {
-      const queued = await app.services.queues.quantize.getJob(jobId);
-      if (!queued) return;
-      const record = await app.services.records.get('jobs', (queued.data as { tenant: string }).tenant, jobId);
-      if (!record?.startedAt || !record.finishedAt || !isTerminal(record)) return;
-      const seconds = (Date.parse(record.finishedAt) - Date.parse(record.startedAt)) / 1000;
-      jobDuration.observe({ method: record.method, status: record.status }, seconds);
-    };
-    app.addHook('onReady', async () => {
-      const events = app.services.queueEvents();
-      const observe = (event: { jobId: string }) => void observeEnd(event).catch(() => undefined);
-      events.on('completed', observe);
-      events.on('failed', observe);
-    });
+    app.decorate('metrics', { registry, bytesUploaded });
     app.addHook('onResponse', async (request, reply) => {
       httpDuration.observe(
         { method: request.method, route: request.routeOptions.url ?? 'unmatched', status: String(reply.statusCode) },
@@ -84,3 +63,35 @@ export const metricsPlugin = fp(
   },
   { name: 'qaas-metrics', dependencies: ['qaas-services'] },
 );
+
+/**
+ * qaas_job_duration_seconds as a prom-client metric whose values are read from Redis at each scrape:
+ * prom-client's Histogram only counts observations made in this process.
+ */
+function jobDurationMetric(durations: JobDurations) {
+  const name = 'qaas_job_duration_seconds';
+  const help = 'Job run time from start to end, by method and final status';
+  const bounds = [...jobDurationBuckets.map(String), '+Inf'];
+  const metric = {
+    name,
+    help,
+    type: 'histogram',
+    aggregator: 'sum',
+    reset() {},
+    async get() {
+      const values: { metricName: string; labels: Record<string, string>; value: number }[] = [];
+      for (const { method, status, buckets, sum } of await durations.read().catch(() => [])) {
+        let count = 0;
+        for (const [i, le] of bounds.entries()) {
+          count += buckets[i];
+          values.push({ metricName: `${name}_bucket`, labels: { le, method, status }, value: count });
+        }
+        values.push({ metricName: `${name}_sum`, labels: { method, status }, value: sum });
+        values.push({ metricName: `${name}_count`, labels: { method, status }, value: count });
+      }
+      return { name, help, type: 'histogram', aggregator: 'sum', values };
+    },
+  };
+  // The registry reads only name, help, type, get() and reset(); its types admit its own metric classes only.
+  return metric as unknown as Histogram;
+}

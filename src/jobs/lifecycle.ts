@@ -7,6 +7,7 @@
 import type { Redis } from 'ioredis';
 import type { RecordStore } from '../storage/records.js';
 import { terminalStatuses, type JobRecord, type JobSummary } from '../storage/types.js';
+import { JobDurations } from './durations.js';
 import { cancelKey } from './queue.js';
 
 export function modelJobsKey(prefix: string, tenant: string, modelId: string): string {
@@ -29,25 +30,42 @@ export function isTerminal(job: Pick<JobRecord, 'status'>): boolean {
 }
 
 export class JobLifecycle {
+  readonly durations: JobDurations;
+
   constructor(
     private readonly records: RecordStore,
     private readonly redis: Redis,
     private readonly prefix: string,
-  ) {}
+  ) {
+    this.durations = new JobDurations(redis, prefix);
+  }
 
-  /** A job leaves its model's set of unfinished jobs in the same write that ends it. */
-  private change(tenant: string, id: string, patch: (job: JobRecord) => Partial<JobRecord> | null): Promise<JobRecord | null> {
-    return this.records.update(
+  private async change(tenant: string, id: string, patch: (job: JobRecord) => Partial<JobRecord> | null): Promise<JobRecord | null> {
+    return (await this.transition(tenant, id, patch)).job;
+  }
+
+  /**
+   * The record after `patch` (null: no such job) and whether this call wrote it. A job leaves its model's
+   * set of unfinished jobs in the same write that ends it.
+   */
+  private async transition(
+    tenant: string,
+    id: string,
+    patch: (job: JobRecord) => Partial<JobRecord> | null,
+  ): Promise<{ job: JobRecord | null; written: boolean }> {
+    let next: JobRecord | null = null;
+    const job = await this.records.update(
       'jobs',
       tenant,
       id,
-      (job) => {
-        if (isTerminal(job)) return null;
-        const changes = patch(job);
-        return changes === null ? null : { ...job, ...changes };
+      (current) => {
+        const changes = isTerminal(current) ? null : patch(current);
+        next = changes === null ? null : { ...current, ...changes };
+        return next;
       },
-      (next) => (isTerminal(next) ? { membership: { key: modelJobsKey(this.prefix, tenant, next.modelId), op: 'remove' } } : {}),
+      (changed) => (isTerminal(changed) ? { membership: { key: modelJobsKey(this.prefix, tenant, changed.modelId), op: 'remove' } } : {}),
     );
+    return { job, written: job !== null && job === next };
   }
 
   /**
@@ -112,7 +130,13 @@ export class JobLifecycle {
     return (await this.redis.exists(cancelKey(this.prefix, id))) === 1;
   }
 
-  private finish(tenant: string, id: string, patch: (job: JobRecord) => Partial<JobRecord>): Promise<JobRecord | null> {
-    return this.change(tenant, id, (current) => ({ ...patch(current), finishedAt: new Date().toISOString() }));
+  /** Ends the job (if it has not ended) and records its run time for /metrics, once, where it ended. */
+  private async finish(tenant: string, id: string, patch: (job: JobRecord) => Partial<JobRecord>): Promise<JobRecord | null> {
+    const { job, written } = await this.transition(tenant, id, (current) => ({ ...patch(current), finishedAt: new Date().toISOString() }));
+    if (written && job?.startedAt && job.finishedAt) {
+      const seconds = (Date.parse(job.finishedAt) - Date.parse(job.startedAt)) / 1000;
+      await this.durations.record(job.method, job.status, seconds).catch(() => undefined);
+    }
+    return job;
   }
 }

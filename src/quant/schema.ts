@@ -23,11 +23,11 @@ function checkerOf<S extends TSchema>(schema: S): TypeCheck<S> {
   return checker as TypeCheck<S>;
 }
 
-const declaresDefaultMemo = new WeakMap<TSchema, boolean>();
+const nestedDefaultMemo = new WeakMap<TSchema, boolean>();
 
-/** Whether `schema` or any schema under it has a default (Ref and This count as yes: not followed). */
-function declaresDefault(schema: TSchema): boolean {
-  let declares = declaresDefaultMemo.get(schema);
+/** Whether any schema under `schema` has a default (Ref and This count as yes: they are not followed). */
+function declaresNestedDefault(schema: TSchema): boolean {
+  let declares = nestedDefaultMemo.get(schema);
   if (declares === undefined) {
     const children: unknown[] = [
       ...Object.values((schema.properties ?? {}) as Record<string, unknown>),
@@ -38,39 +38,78 @@ function declaresDefault(schema: TSchema): boolean {
       schema.additionalProperties,
     ];
     declares =
-      'default' in schema ||
       schema[Kind] === 'Ref' ||
       schema[Kind] === 'This' ||
       children.some((child) => typeof child === 'object' && child !== null && declaresDefault(child as TSchema));
-    declaresDefaultMemo.set(schema, declares);
+    nestedDefaultMemo.set(schema, declares);
   }
   return declares;
 }
 
+function declaresDefault(schema: TSchema): boolean {
+  return 'default' in schema || declaresNestedDefault(schema);
+}
+
+/** Returns its input with the defaults of one schema filled in; see fillerOf. */
+type Filler = (value: unknown) => unknown;
+
+const fillers = new WeakMap<TSchema, Filler>();
+const unchanged: Filler = (value) => value;
+
 /**
- * Value.Default's result, without its walk of subschemas that hold no default — most of a job spec, whose
- * literal unions Value.Default would otherwise clone and check variant by variant on every submission.
- * Objects are walked here as Value.Default walks them; every other kind that holds a default goes to it.
+ * Value.Default's result for `schema`, as a function built once per schema: on the job-submission path
+ * Value.Default's walk (which clones and checks union variants one by one) cost more than the check itself.
+ * The filler never modifies its input: it copies only the objects it adds a default to, and each default
+ * it adds is a fresh copy. Objects are filled here field by field; a schema of another kind that has
+ * defaults further down (a union of objects, a record, an array) is left to Value.Default.
  */
-function fillDefaults(schema: TSchema, value: unknown): unknown {
-  if (!declaresDefault(schema)) return value;
+function fillerOf(schema: TSchema): Filler {
+  let filler = fillers.get(schema);
+  if (!filler) {
+    filler = buildFiller(schema);
+    fillers.set(schema, filler);
+  }
+  return filler;
+}
+
+function buildFiller(schema: TSchema): Filler {
+  if (!declaresDefault(schema)) return unchanged;
+  const fallback = 'default' in schema ? defaultMaker(schema.default) : null;
   const additional = schema.additionalProperties as unknown;
-  if (schema[Kind] !== 'Object' || (typeof additional === 'object' && additional !== null && 'default' in additional)) {
-    return Value.Default(schema, value);
+  const objectDefaults = typeof additional === 'object' && additional !== null && 'default' in additional;
+  if (schema[Kind] === 'Object' && !objectDefaults) {
+    const properties = schema.properties as Record<string, TSchema>;
+    const fields = Object.getOwnPropertyNames(properties)
+      .filter((key) => declaresDefault(properties[key]))
+      .map((key) => [key, fillerOf(properties[key])] as const);
+    return (value) => {
+      let filled = value;
+      if (fallback) {
+        const base = fallback();
+        if (value === undefined) filled = base;
+        else if (isObject(value) && isObject(base)) filled = Object.assign(base, value);
+      }
+      if (!isObject(filled)) return filled;
+      let out = filled;
+      for (const [key, fill] of fields) {
+        const current = out[key];
+        const next = fill(current);
+        if (next === current || next === undefined) continue;
+        // Not { ...out }: V8 turns a spread copy into a slow dictionary object on the first keyed store.
+        if (out === value) out = Object.assign({}, out);
+        out[key] = next;
+      }
+      return out;
+    };
   }
-  let filled = value;
-  if ('default' in schema) {
-    const fallback: unknown = typeof schema.default === 'function' ? schema.default() : Value.Clone(schema.default);
-    if (value === undefined) filled = fallback;
-    else if (isObject(value) && isObject(fallback)) filled = Object.assign(fallback, value);
-  }
-  if (!isObject(filled)) return filled;
-  const properties = schema.properties as Record<string, TSchema>;
-  for (const key of Object.getOwnPropertyNames(properties)) {
-    const next = fillDefaults(properties[key], filled[key]);
-    if (next !== undefined) filled[key] = next;
-  }
-  return filled;
+  if (declaresNestedDefault(schema)) return (value) => Value.Default(schema, structuredClone(value));
+  return (value) => (value === undefined ? fallback!() : value);
+}
+
+function defaultMaker(value: unknown): () => unknown {
+  if (typeof value === 'function') return value as () => unknown;
+  if (typeof value !== 'object' || value === null) return () => value;
+  return () => Value.Clone(value);
 }
 
 function isObject(value: unknown): value is Record<string, unknown> {
@@ -86,7 +125,7 @@ export function withDefaults<S extends TSchema>(
   input: unknown,
   at = '',
 ): { value: Static<S>; problems: SchemaProblem[] } {
-  const value = fillDefaults(schema, structuredClone(input ?? {})) as Static<S>;
+  const value = fillerOf(schema)(input ?? {}) as Static<S>;
   const checker = checkerOf(schema);
   if (checker.Check(value)) return { value, problems: [] };
   const problems = [...checker.Errors(value)].map((e) => ({ path: `${at}${e.path}`, message: describeProblem(e.message, e.schema) }));

@@ -18,8 +18,18 @@ const specs: unknown[] = [
 
 describe('withDefaults', () => {
   it.each(specs.map((spec) => [JSON.stringify(spec), spec]))('fills a job spec as Value.Default does: %s', (_, spec) => {
+    const before = structuredClone(spec);
     const { value } = withDefaults(JobSpecSchema, spec);
     expect(value).toEqual(Value.Default(JobSpecSchema, structuredClone(spec)));
+    expect(spec).toEqual(before);
+  });
+
+  it('gives every filled value its own copy of an object default', () => {
+    const first = withDefaults(JobSpecSchema, { method: { name: 'affine' } }).value;
+    first.layers.skip.push('dense/bias');
+    first.layers.overrides['x'] = { bits: 2 };
+    const second = withDefaults(JobSpecSchema, { method: { name: 'affine' } }).value;
+    expect(second.layers).toEqual({ skip: [], overrides: {} });
   });
 
   it('fills every method schema as Value.Default does, and leaves the input alone', () => {
