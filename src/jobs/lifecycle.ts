@@ -30,7 +30,7 @@ export function isTerminal(job: Pick<JobRecord, 'status'>): boolean {
 }
 
 export class JobLifecycle {
-  readonly durations: JobDurations;
+  private readonly durations: JobDurations;
 
   constructor(
     private readonly records: RecordStore,

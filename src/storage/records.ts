@@ -200,6 +200,7 @@ export class RecordStore {
       this.indexKey(kind, tenant, newStatus || 'none'),
       this.countsKey(kind),
     ];
+    // A slot left unused repeats the record key: the script reads a slot only when its ARGV asks for it.
     if (guard || membership) keys.push(guard?.key ?? keys[0], membership?.key ?? keys[0]);
     return this.compareAndSet(
       keys.length,
