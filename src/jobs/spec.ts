@@ -50,6 +50,9 @@ export const WebhookSpec = Type.Object(
   { additionalProperties: false },
 );
 
+/** BullMQ's largest priority (2^21 − 1). */
+export const maxPriority = 2 ** 21 - 1;
+
 const DatasetRef = Type.String({ minLength: 1, description: 'a dataset id (API) or a file path (CLI)' });
 
 export const DataSpec = Type.Object(
@@ -167,6 +170,14 @@ export const JobSpecSchema = Type.Object(
     target: Type.Optional(TargetSpec),
     search: SearchSpec,
     output: OutputSpec,
+    priority: Type.Integer({
+      minimum: 0,
+      maximum: maxPriority,
+      default: 0,
+      description:
+        'queue order, as BullMQ and Unix nice have it: 0 (the default) runs first, in submission order; a larger ' +
+        'number waits for every job with a smaller one (e.g. 10 for batch work that should yield to interactive jobs)',
+    }),
     webhook: Type.Optional(WebhookSpec),
   },
   { additionalProperties: false },

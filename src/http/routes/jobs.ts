@@ -116,7 +116,7 @@ export async function jobRoutes(app: FastifyInstance): Promise<void> {
         };
         created = await lifecycle.create(job);
         if (!created) throw noModel();
-        await enqueue(queues, 'quantize', 'ptq', { tenant: request.tenant, jobId: id }, { jobId: id });
+        await enqueue(queues, 'quantize', 'ptq', { tenant: request.tenant, jobId: id }, { jobId: id, priority: spec.priority });
         request.log.info({ jobId: id, method: job.method }, 'job queued');
         return reply.code(202).header('location', `/v1/jobs/${id}`).send(job);
       } catch (error) {
