@@ -1,20 +1,27 @@
 #!/usr/bin/env node
 /**
- * `qaas` command line: `serve` (API + embedded workers), `worker` (workers only) and `quantize` (the
- * engine on local files, no Redis — the offline path). Bad input ends with exit code 2 and one line.
+ * `qaas` command line: `serve` (API + embedded workers), `worker` (workers only), `quantize` (the engine on
+ * local files, no Redis — the offline path) and `submit` (the same job through a running service). Bad
+ * input ends with exit code 2 and one line.
  */
+import { randomUUID } from 'node:crypto';
+import { existsSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
 import { resolve } from 'node:path';
 import { parseArgs } from 'node:util';
 import cliProgress from 'cli-progress';
+import { ApiError, QaasClient, type RemoteJob } from './client/index.js';
 import { loadConfig } from './config.js';
 import { parseJobSpec, SpecError, type JobSpec } from './jobs/spec.js';
 import { selectBackend } from './model/backend.js';
 import { ModelError } from './model/errors.js';
 import { readModelDir } from './model/read.js';
+import type { FileSet } from './model/types.js';
 import { datasetFiles, DatasetError, openDataset, type Dataset } from './model/dataset/index.js';
 import { runJob, type JobDatasets, type JobReport } from './pipeline/job.js';
 import { methodNames } from './quant/methods/index.js';
+import { isId } from './storage/records.js';
+import { terminalStatuses } from './storage/types.js';
 import { writeTreeAtomically } from './storage/tree.js';
 import { packageVersion } from './version.js';
 
@@ -24,8 +31,17 @@ Usage:
   qaas serve                      API + embedded workers (env: PORT, HOST, REDIS_URL, DATA_DIR, QAAS_WORKERS, ...)
   qaas worker                     workers only, on the same REDIS_URL and DATA_DIR
   qaas quantize <modelDir> --out <outDir> [options]
+  qaas submit <modelDir | archive | modelId> [--out <outDir>] [options]
+                                  the same job through a running service: uploads the model and the local
+                                  datasets, submits, follows the job's events, downloads its artifacts
 
-quantize options (override the --spec file's fields):
+submit options:
+  --api <url>                the service (default $QAAS_API_URL, else http://127.0.0.1:8080)
+  --api-key <key>            bearer key (default $QAAS_API_KEY)
+  --priority <n>             queue order: 0 (default) first, larger numbers later
+  --detach                   print the job id once it is queued and exit
+
+options of both (override the --spec file's fields; a dataset ref for submit may also be a ds_ id):
   --spec <file>              job spec JSON (its method, layers and output fields)
   --method <name>            ${methodNames.join(' | ')}
   --bits <n>                 bits per code
@@ -62,6 +78,8 @@ async function main(argv: string[]): Promise<number> {
   switch (command) {
     case 'quantize':
       return quantize(rest);
+    case 'submit':
+      return submit(rest);
     case 'serve':
     case 'worker': {
       const { serve, runWorkers } = await import('./service.js');
@@ -82,45 +100,42 @@ async function main(argv: string[]): Promise<number> {
   }
 }
 
-async function quantize(args: string[]): Promise<number> {
-  const { values, positionals } = parseArgs({
-    args,
-    allowPositionals: true,
-    options: {
-      out: { type: 'string', short: 'o' },
-      spec: { type: 'string' },
-      method: { type: 'string', short: 'm' },
-      bits: { type: 'string', short: 'b' },
-      symmetric: { type: 'boolean' },
-      asymmetric: { type: 'boolean' },
-      granularity: { type: 'string' },
-      rounding: { type: 'string' },
-      range: { type: 'string' },
-      percentile: { type: 'string' },
-      init: { type: 'string' },
-      'subvector-length': { type: 'string' },
-      codebooks: { type: 'string' },
-      stochastic: { type: 'boolean' },
-      seed: { type: 'string' },
-      skip: { type: 'string', multiple: true },
-      'shard-size': { type: 'string' },
-      kind: { type: 'string' },
-      'max-drop': { type: 'string' },
-      'max-bytes': { type: 'string' },
-      data: { type: 'string' },
-      calibration: { type: 'string' },
-      eval: { type: 'string' },
-      train: { type: 'string' },
-      'activation-bits': { type: 'string' },
-      'activation-calibration': { type: 'string' },
-      scale: { type: 'string' },
-      offset: { type: 'string' },
-      quiet: { type: 'boolean', short: 'q' },
-    },
-  });
-  if (positionals.length !== 1) throw new UsageError('quantize takes one model directory; run qaas --help');
-  if (!values.out) throw new UsageError('quantize needs --out <outDir>');
+/** The job spec's fields as flags, shared by `quantize` and `submit`. */
+const specOptions = {
+  spec: { type: 'string' },
+  method: { type: 'string', short: 'm' },
+  bits: { type: 'string', short: 'b' },
+  symmetric: { type: 'boolean' },
+  asymmetric: { type: 'boolean' },
+  granularity: { type: 'string' },
+  rounding: { type: 'string' },
+  range: { type: 'string' },
+  percentile: { type: 'string' },
+  init: { type: 'string' },
+  'subvector-length': { type: 'string' },
+  codebooks: { type: 'string' },
+  stochastic: { type: 'boolean' },
+  seed: { type: 'string' },
+  skip: { type: 'string', multiple: true },
+  'shard-size': { type: 'string' },
+  kind: { type: 'string' },
+  'max-drop': { type: 'string' },
+  'max-bytes': { type: 'string' },
+  data: { type: 'string' },
+  calibration: { type: 'string' },
+  eval: { type: 'string' },
+  train: { type: 'string' },
+  'activation-bits': { type: 'string' },
+  'activation-calibration': { type: 'string' },
+  scale: { type: 'string' },
+  offset: { type: 'string' },
+  quiet: { type: 'boolean', short: 'q' },
+} as const;
 
+type SpecFlags = ReturnType<typeof parseArgs<{ options: typeof specOptions }>>['values'];
+
+/** The spec the flags describe, over the --spec file's fields; not yet validated (parseJobSpec does that). */
+async function specFromFlags(values: SpecFlags): Promise<Record<string, unknown>> {
   const fileSpec = values.spec ? await readSpecFile(values.spec) : {};
   const flags: Record<string, unknown> = {
     bits: numberFlag('bits', values.bits),
@@ -155,7 +170,7 @@ async function quantize(args: string[]): Promise<number> {
     maxDrop: numberFlag('max-drop', values['max-drop']),
     maxBytes: numberFlag('max-bytes', values['max-bytes']),
   });
-  const spec = parseJobSpec({
+  return {
     ...fileSpec,
     ...definedOnly({ kind: values.kind }),
     ...(Object.keys(targetFlags).length > 0 ? { target: { ...(fileSpec.target as object), ...targetFlags } } : {}),
@@ -168,18 +183,31 @@ async function quantize(args: string[]): Promise<number> {
       ...definedOnly({ scale: numberFlag('scale', values.scale), offset: numberFlag('offset', values.offset) }),
     },
     output: { ...(fileSpec.output as object), ...definedOnly({ shardSizeBytes: numberFlag('shard-size', values['shard-size']) }) },
+  };
+}
+
+function progressBar(quiet: boolean | undefined): cliProgress.SingleBar | undefined {
+  if (!process.stderr.isTTY || quiet) return undefined;
+  return new cliProgress.SingleBar(
+    { format: '{bar} {percentage}% | {stage}: {message}', hideCursor: true, stream: process.stderr },
+    cliProgress.Presets.shades_classic,
+  );
+}
+
+async function quantize(args: string[]): Promise<number> {
+  const { values, positionals } = parseArgs({
+    args,
+    allowPositionals: true,
+    options: { ...specOptions, out: { type: 'string', short: 'o' } },
   });
+  if (positionals.length !== 1) throw new UsageError('quantize takes one model directory; run qaas --help');
+  if (!values.out) throw new UsageError('quantize needs --out <outDir>');
+  const spec = parseJobSpec(await specFromFlags(values));
 
   const backend = await selectBackend(loadConfig().tfBackend);
   const model = await readModelDir(resolve(positionals[0]));
   const datasets = await openDatasets(spec);
-  const bar =
-    process.stderr.isTTY && !values.quiet
-      ? new cliProgress.SingleBar(
-          { format: '{bar} {percentage}% | {stage}: {message}', hideCursor: true, stream: process.stderr },
-          cliProgress.Presets.shades_classic,
-        )
-      : undefined;
+  const bar = progressBar(values.quiet);
   bar?.start(100, 0, { stage: 'load', message: '' });
   const { files, report } = await runJob(model, spec, datasets, {
     backend,
@@ -192,6 +220,80 @@ async function quantize(args: string[]): Promise<number> {
   await writeTreeAtomically(outDir, files);
   if (!values.quiet) process.stdout.write(`${formatSummary(report)}\nwrote ${outDir}/{model,packed,report.json}\n`);
   return 0;
+}
+
+async function submit(args: string[]): Promise<number> {
+  const { values, positionals } = parseArgs({
+    args,
+    allowPositionals: true,
+    options: {
+      ...specOptions,
+      out: { type: 'string', short: 'o' },
+      api: { type: 'string' },
+      'api-key': { type: 'string' },
+      priority: { type: 'string' },
+      detach: { type: 'boolean' },
+    },
+  });
+  if (positionals.length !== 1) throw new UsageError('submit takes one model directory, archive or model id; run qaas --help');
+  const [model] = positionals;
+  const raw = { ...(await specFromFlags(values)), ...definedOnly({ priority: numberFlag('priority', values.priority) }) };
+  // Checked here first: a bad spec ends before anything is uploaded.
+  const spec = parseJobSpec(raw);
+  const client = new QaasClient(values.api ?? process.env.QAAS_API_URL ?? 'http://127.0.0.1:8080', values['api-key'] ?? process.env.QAAS_API_KEY);
+  const say = (line: string) => values.quiet || process.stderr.write(`${line}\n`);
+
+  const modelId = isId('models', model) && !existsSync(model) ? model : (await client.uploadModel(resolve(model))).id;
+  say(`model ${modelId}`);
+  const uploaded = new Map<string, Promise<string>>();
+  const datasetId = (ref: string) => {
+    if (isId('datasets', ref)) return Promise.resolve(ref);
+    if (!uploaded.has(ref)) uploaded.set(ref, client.uploadDataset(resolveDatasetRef(ref)).then(({ id }) => id));
+    return uploaded.get(ref)!;
+  };
+  const roles = Object.entries(spec.data).filter((entry): entry is [string, string] => typeof entry[1] === 'string');
+  const data = Object.fromEntries(await Promise.all(roles.map(async ([role, ref]) => [role, await datasetId(ref)] as const)));
+  for (const [role, id] of Object.entries(data)) say(`data.${role} ${id}`);
+
+  const queued = await client.submitJob({ ...raw, modelId, data }, randomUUID());
+  say(`job ${queued.id} ${queued.status}`);
+  if (values.detach) {
+    process.stdout.write(`${queued.id}\n`);
+    return 0;
+  }
+  const job = await follow(client, queued, progressBar(values.quiet));
+  if (job.status !== 'succeeded') {
+    process.stderr.write(`qaas: job ${job.id} ${job.status}${job.error ? `: ${job.error.message}` : ''}\n`);
+    return 1;
+  }
+  const report = (await client.report(job.id)) as JobReport;
+  if (values.out) {
+    const outDir = resolve(values.out);
+    const files: FileSet = new Map();
+    for (const path of job.artifacts) files.set(path, await client.artifact(job.id, path));
+    await writeTreeAtomically(outDir, files);
+    say(`wrote ${outDir}/{model,packed,report.json}`);
+  }
+  if (!values.quiet) process.stdout.write(`${formatSummary(report)}\n`);
+  return 0;
+}
+
+/** The job's events until its `final` one (a stream that ends early is read again), as a progress bar. */
+async function follow(client: QaasClient, queued: RemoteJob, bar: cliProgress.SingleBar | undefined): Promise<RemoteJob> {
+  bar?.start(100, queued.progress, { stage: queued.stage, message: '' });
+  try {
+    for (;;) {
+      for await (const { event, data } of client.events(queued.id)) {
+        if (event === 'final') return data as unknown as RemoteJob;
+        if (event === 'progress') bar?.update(data.progress as number, { stage: data.stage });
+        if (event === 'log') bar?.update({ message: data.message });
+      }
+      const job = await client.job(queued.id);
+      if (terminalStatuses.includes(job.status)) return job;
+    }
+  } finally {
+    bar?.stop();
+  }
 }
 
 async function readSpecFile(path: string): Promise<Record<string, unknown>> {
@@ -291,6 +393,7 @@ function isBadInput(error: unknown): boolean {
     error instanceof SpecError ||
     error instanceof ModelError ||
     error instanceof DatasetError ||
+    (error instanceof ApiError && error.status < 500) ||
     code === 'ENOENT' ||
     code.startsWith('ERR_PARSE_ARGS')
   );

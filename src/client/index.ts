@@ -1,0 +1,134 @@
+/**
+ * A client of the qaas HTTP API, for `qaas submit`: uploads streamed from disk, job submission under an
+ * Idempotency-Key (resent on a network error, so a retry never makes a second job), the job's SSE stream,
+ * and artifact downloads. A 4xx/5xx answer becomes an ApiError carrying the service's problem+json.
+ */
+import { openAsBlob } from 'node:fs';
+import { readFile, stat } from 'node:fs/promises';
+import { basename, join } from 'node:path';
+
+export class ApiError extends Error {
+  constructor(
+    readonly status: number,
+    readonly problem: { type?: string; title?: string; detail?: string; [key: string]: unknown },
+  ) {
+    super(`${status} ${problem.title ?? 'error'}${problem.detail ? `: ${problem.detail}` : ''}`);
+    this.name = 'ApiError';
+  }
+}
+
+export interface RemoteJob {
+  id: string;
+  status: 'queued' | 'running' | 'succeeded' | 'failed' | 'cancelled';
+  stage: string;
+  progress: number;
+  error: { message: string; type?: string } | null;
+  artifacts: string[];
+}
+
+export interface JobEvent {
+  event: string;
+  data: Record<string, unknown>;
+}
+
+const networkRetries = 3;
+
+export class QaasClient {
+  constructor(
+    private readonly baseUrl: string,
+    private readonly apiKey?: string,
+  ) {}
+
+  /** A model directory (model.json and the shards its manifest names) or one .zip / .tar.gz holding them. */
+  async uploadModel(path: string): Promise<{ id: string }> {
+    const form = new FormData();
+    if ((await stat(path)).isDirectory()) {
+      const modelJson = JSON.parse(await readFile(join(path, 'model.json'), 'utf8')) as { weightsManifest?: { paths: string[] }[] };
+      const shards = (modelJson.weightsManifest ?? []).flatMap((group) => group.paths);
+      for (const name of ['model.json', ...shards]) form.append('file', await openAsBlob(join(path, name)), name);
+    } else {
+      form.append('file', await openAsBlob(path), basename(path));
+    }
+    return (await this.request('/v1/models', { method: 'POST', body: form })).json() as Promise<{ id: string }>;
+  }
+
+  /** `x.npy[,y.npy]`, one `.npz`, or one JSON file `{x, y}` (the forms POST /v1/datasets takes). */
+  async uploadDataset(ref: string): Promise<{ id: string }> {
+    const form = new FormData();
+    const paths = ref.split(',');
+    if (paths.length > 2) throw new Error(`a dataset is x.npy[,y.npy], one .npz or one .json; got ${ref}`);
+    for (const [i, path] of paths.entries()) {
+      const field = paths.length === 2 ? ['x', 'y'][i] : 'file';
+      form.append(field, await openAsBlob(path), basename(path));
+    }
+    return (await this.request('/v1/datasets', { method: 'POST', body: form })).json() as Promise<{ id: string }>;
+  }
+
+  async submitJob(spec: Record<string, unknown>, idempotencyKey: string): Promise<RemoteJob> {
+    const init = {
+      method: 'POST',
+      body: JSON.stringify(spec),
+      headers: { 'content-type': 'application/json', 'idempotency-key': idempotencyKey },
+    };
+    for (let attempt = 1; ; attempt++) {
+      try {
+        return (await (await this.request('/v1/jobs', init)).json()) as RemoteJob;
+      } catch (error) {
+        if (error instanceof ApiError || attempt >= networkRetries) throw error;
+        await new Promise((resolve) => setTimeout(resolve, 250 * attempt));
+      }
+    }
+  }
+
+  async job(id: string): Promise<RemoteJob> {
+    return (await this.request(`/v1/jobs/${id}`)).json() as Promise<RemoteJob>;
+  }
+
+  async report(id: string): Promise<unknown> {
+    return (await this.request(`/v1/jobs/${id}/report`)).json();
+  }
+
+  async artifact(id: string, path: string): Promise<Uint8Array> {
+    const encoded = path.split('/').map(encodeURIComponent).join('/');
+    return new Uint8Array(await (await this.request(`/v1/jobs/${id}/artifacts/${encoded}`)).arrayBuffer());
+  }
+
+  /** The job's Server-Sent Events, in order, until the service ends the stream (after `final`). */
+  async *events(id: string): AsyncGenerator<JobEvent> {
+    const response = await this.request(`/v1/jobs/${id}/events`, { headers: { accept: 'text/event-stream' } });
+    const decoder = new TextDecoder();
+    let buffered = '';
+    for await (const chunk of response.body as unknown as AsyncIterable<Uint8Array>) {
+      buffered += decoder.decode(chunk, { stream: true });
+      let end: number;
+      while ((end = buffered.indexOf('\n\n')) !== -1) {
+        const block = buffered.slice(0, end);
+        buffered = buffered.slice(end + 2);
+        const event = block.match(/^event: (.*)$/m)?.[1];
+        const data = block.match(/^data: (.*)$/m)?.[1];
+        if (event && data) yield { event, data: JSON.parse(data) as Record<string, unknown> };
+      }
+    }
+  }
+
+  private async request(path: string, init: RequestInit = {}): Promise<Response> {
+    const headers = new Headers(init.headers);
+    if (this.apiKey) headers.set('authorization', `Bearer ${this.apiKey}`);
+    let response: Response;
+    try {
+      response = await fetch(new URL(path, this.baseUrl), { ...init, headers });
+    } catch (error) {
+      const cause = (error as { cause?: { code?: string; message?: string } }).cause;
+      throw new Error(`cannot reach the service at ${this.baseUrl}: ${cause?.code ?? cause?.message ?? (error as Error).message}`);
+    }
+    if (response.ok) return response;
+    const text = await response.text();
+    let problem: ApiError['problem'];
+    try {
+      problem = JSON.parse(text) as ApiError['problem'];
+    } catch {
+      problem = { title: response.statusText, detail: text.slice(0, 200) };
+    }
+    throw new ApiError(response.status, problem);
+  }
+}

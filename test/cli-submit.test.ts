@@ -1,0 +1,135 @@
+/**
+ * `qaas submit` against a real listening service with a sandboxed worker: the model directory and local
+ * .npy datasets are uploaded, the job runs, the artifacts land in --out and load in stock tfjs; a bad spec
+ * or key ends with exit 2 before anything is stored; --detach prints the queued job's id.
+ */
+import { execFile } from 'node:child_process';
+import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { createServer, type AddressInfo } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { promisify } from 'node:util';
+import * as tf from '@tensorflow/tfjs';
+import type { FastifyInstance } from 'fastify';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import type { Config } from '../src/config.js';
+import { buildApp } from '../src/http/app.js';
+import { readFileSetFromDir } from '../src/model/read.js';
+import { startWorkers, type Closable } from '../src/service.js';
+import { writeTreeAtomically } from '../src/storage/tree.js';
+import { loadStockLayers } from './fixtures/models.js';
+import { cleanup, tinyModel, testConfig } from './http/helpers.js';
+import { elements, npy } from './model/dataset/npy-fixture.js';
+
+const run = promisify(execFile);
+const cli = new URL('../dist/src/cli.js', import.meta.url).pathname;
+const alice = { authorization: 'Bearer alice-key' };
+
+let config: Config;
+let app: FastifyInstance;
+let workers: Closable;
+let baseUrl: string;
+let dir: string;
+
+async function qaas(...args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
+  try {
+    const { stdout, stderr } = await run(process.execPath, [cli, ...args], { env: { ...process.env, QAAS_API_URL: baseUrl } });
+    return { code: 0, stdout, stderr };
+  } catch (error) {
+    const failed = error as { code: number; stdout: string; stderr: string };
+    return { code: failed.code, stdout: failed.stdout, stderr: failed.stderr };
+  }
+}
+
+async function modelCount(): Promise<number> {
+  return (await app.inject({ url: '/v1/models', headers: alice })).json().items.length;
+}
+
+beforeAll(async () => {
+  config = await testConfig({ QAAS_API_KEYS: 'alice:alice-key' });
+  app = await buildApp(config, { logger: false });
+  baseUrl = await app.listen({ port: 0, host: '127.0.0.1' });
+  workers = startWorkers(config, { concurrency: 1 });
+  dir = await mkdtemp(join(tmpdir(), 'qaas-submit-'));
+  await writeTreeAtomically(join(dir, 'model'), await tinyModel());
+  const samples = 8;
+  const x = Array.from({ length: samples * 4 }, (_, i) => Math.sin(i));
+  const y = Array.from({ length: samples }, (_, i) => (i % 2 === 0 ? [1, 0] : [0, 1])).flat();
+  await writeFile(join(dir, 'x.npy'), npy('<f4', [samples, 4], elements('<f4', x)));
+  await writeFile(join(dir, 'y.npy'), npy('<f4', [samples, 2], elements('<f4', y)));
+});
+
+afterAll(async () => {
+  await workers?.close();
+  await app?.close();
+  await cleanup(config);
+  await rm(dir, { recursive: true, force: true });
+});
+
+describe('qaas submit', () => {
+  it('uploads the model and datasets, runs the job on the service and writes its artifacts', async () => {
+    const out = join(dir, 'out');
+    const evalRef = `${join(dir, 'x.npy')},${join(dir, 'y.npy')}`;
+    const result = await qaas('submit', join(dir, 'model'), '--api-key', 'alice-key', '--out', out, '--bits', '4', '--eval', evalRef, '--priority', '3');
+    expect(result.stderr).toMatch(/^model mdl_\w+\ndata\.evaluation ds_\w+\njob job_\w+ queued\nwrote /);
+    expect(result.code).toBe(0);
+    expect(result.stdout).toContain('2 tensors quantized, 0 skipped');
+    expect(result.stdout).toMatch(/^float: samples 8, accuracy /m);
+
+    const jobId = result.stderr.match(/job (job_\w+)/)![1];
+    const job = (await app.inject({ url: `/v1/jobs/${jobId}`, headers: alice })).json();
+    expect(job.status).toBe('succeeded');
+    expect(job.spec.priority).toBe(3);
+    expect(job.spec.method).toMatchObject({ name: 'affine', bits: 4 });
+    expect(job.spec.data.evaluation).toMatch(/^ds_/);
+
+    const report = JSON.parse(await readFile(join(out, 'report.json'), 'utf8'));
+    expect(report.tensors.map((t: { bits: number }) => t.bits)).toEqual([4, 4]);
+    // Evaluated on the 8 uploaded samples: accuracies are multiples of 1/8.
+    for (const stage of ['float', 'ptq']) {
+      expect(report.model.metrics[stage].samples).toBe(8);
+      expect(report.model.metrics[stage].accuracy * 8).toBeCloseTo(Math.round(report.model.metrics[stage].accuracy * 8), 9);
+    }
+
+    await tf.setBackend('cpu');
+    const stock = await loadStockLayers(await readFileSetFromDir(join(out, 'model')));
+    const input = tf.tensor2d([[0.5, -1, 2, 0.25]]);
+    const output = stock.predict(input) as tf.Tensor;
+    expect(output.shape).toEqual([1, 2]);
+    tf.dispose([input, output, stock]);
+  });
+
+  it('ends with exit 2 on a bad spec or key, before anything is stored', async () => {
+    const before = await modelCount();
+    const badSpec = await qaas('submit', join(dir, 'model'), '--api-key', 'alice-key', '--bits', '99');
+    expect(badSpec.code).toBe(2);
+    expect(badSpec.stderr).toMatch(/^qaas: invalid spec: \/method\/bits/);
+    const badKey = await qaas('submit', join(dir, 'model'), '--api-key', 'nope');
+    expect(badKey.code).toBe(2);
+    expect(badKey.stderr).toMatch(/^qaas: 401 /);
+    const noModel = await qaas('submit', 'mdl_0000000000000000000000000', '--api-key', 'alice-key');
+    expect(noModel.code).toBe(2);
+    expect(noModel.stderr).toContain('no model mdl_0000000000000000000000000');
+    expect(await modelCount()).toBe(before);
+  });
+
+  it('--detach prints the id of the queued job', async () => {
+    const modelId = (await app.inject({ url: '/v1/models', headers: alice })).json().items[0].id;
+    const result = await qaas('submit', modelId, '--api-key', 'alice-key', '--detach', '--quiet', '--method', 'ternary');
+    expect(result.code).toBe(0);
+    const jobId = result.stdout.trim();
+    const job = (await app.inject({ url: `/v1/jobs/${jobId}`, headers: alice })).json();
+    expect(job.method).toBe('ternary');
+    expect(job.modelId).toBe(modelId);
+  });
+
+  it('says which service it cannot reach, with exit 1', async () => {
+    const closed = createServer();
+    await new Promise<void>((resolve) => closed.listen(0, '127.0.0.1', resolve));
+    const { port } = closed.address() as AddressInfo;
+    await new Promise((resolve) => closed.close(resolve));
+    const result = await qaas('submit', join(dir, 'model'), '--api', `http://127.0.0.1:${port}`, '--quiet');
+    expect(result.code).toBe(1);
+    expect(result.stderr).toBe(`qaas: cannot reach the service at http://127.0.0.1:${port}: ECONNREFUSED\n`);
+  });
+});
