@@ -16,7 +16,6 @@ import { parseJobSpec, SpecError, type JobSpec } from './jobs/spec.js';
 import { selectBackend } from './model/backend.js';
 import { ModelError } from './model/errors.js';
 import { readModelDir } from './model/read.js';
-import type { FileSet } from './model/types.js';
 import { datasetFiles, DatasetError, openDataset, type Dataset } from './model/dataset/index.js';
 import { runJob, type JobDatasets, type JobReport } from './pipeline/job.js';
 import { methodNames } from './quant/methods/index.js';
@@ -269,9 +268,7 @@ async function submit(args: string[]): Promise<number> {
   const report = (await client.report(job.id)) as JobReport;
   if (values.out) {
     const outDir = resolve(values.out);
-    const files: FileSet = new Map();
-    for (const path of job.artifacts) files.set(path, await client.artifact(job.id, path));
-    await writeTreeAtomically(outDir, files);
+    await writeTreeAtomically(outDir, new Map(job.artifacts.map((path) => [path, () => client.artifact(job.id, path)])));
     say(`wrote ${outDir}/{model,packed,report.json}`);
   }
   if (!values.quiet) process.stdout.write(`${formatSummary(report)}\n`);
@@ -290,6 +287,7 @@ async function follow(client: QaasClient, queued: RemoteJob, bar: cliProgress.Si
       }
       const job = await client.job(queued.id);
       if (terminalStatuses.includes(job.status)) return job;
+      await new Promise((resolve) => setTimeout(resolve, 500));
     }
   } finally {
     bar?.stop();

@@ -88,9 +88,10 @@ export class QaasClient {
     return (await this.request(`/v1/jobs/${id}/report`)).json();
   }
 
-  async artifact(id: string, path: string): Promise<Uint8Array> {
+  /** One artifact's bytes as they arrive (a model's shards need not fit in memory). */
+  async artifact(id: string, path: string): Promise<AsyncIterable<Uint8Array>> {
     const encoded = path.split('/').map(encodeURIComponent).join('/');
-    return new Uint8Array(await (await this.request(`/v1/jobs/${id}/artifacts/${encoded}`)).arrayBuffer());
+    return (await this.request(`/v1/jobs/${id}/artifacts/${encoded}`)).body as unknown as AsyncIterable<Uint8Array>;
   }
 
   /** The job's Server-Sent Events, in order, until the service ends the stream (after `final`). */

@@ -4,7 +4,9 @@
  * mid-write leaves only a `.tmp-*` sibling, and a retried job replaces the tree once.
  */
 import { randomUUID } from 'node:crypto';
+import { createWriteStream } from 'node:fs';
 import { mkdir, readdir, rename, rm, writeFile } from 'node:fs/promises';
+import { pipeline } from 'node:stream/promises';
 import { basename, dirname, isAbsolute, join, normalize, sep } from 'node:path';
 import type { FileSet } from '../model/types.js';
 
@@ -15,16 +17,20 @@ export function isSafeRelativePath(path: string): boolean {
   return normal !== '..' && !normal.startsWith(`..${sep}`) && !path.split('/').includes('..');
 }
 
-export async function writeTreeAtomically(dir: string, files: FileSet): Promise<void> {
+/** A file's bytes, or a function that opens a stream of them (written without holding the file in memory). */
+export type TreeFile = Uint8Array | (() => Promise<AsyncIterable<Uint8Array>>);
+
+export async function writeTreeAtomically(dir: string, files: FileSet | Map<string, TreeFile>): Promise<void> {
   const parent = dirname(dir);
   await mkdir(parent, { recursive: true });
   const temp = join(parent, `.${basename(dir)}.tmp-${randomUUID()}`);
   try {
-    for (const [path, bytes] of files) {
+    for (const [path, content] of files) {
       if (!isSafeRelativePath(path)) throw new Error(`unsafe artifact path: ${path}`);
       const target = join(temp, path);
       await mkdir(dirname(target), { recursive: true });
-      await writeFile(target, bytes);
+      if (content instanceof Uint8Array) await writeFile(target, content);
+      else await pipeline(await content(), createWriteStream(target));
     }
     await mkdir(temp, { recursive: true });
     await replaceDir(temp, dir);
