@@ -8,6 +8,7 @@ import type { FastifyInstance } from 'fastify';
 import type { Config } from '../../src/config.js';
 import { openStoredDataset } from '../../src/storage/datasets.js';
 import { npyOf } from '../model/dataset/npy-fixture.js';
+import { buildGraphModel } from '../fixtures/models.js';
 import { alice, bob, cleanup, multipart, twoTenantApp, zipOf, type Part } from './helpers.js';
 import { expectMatchesSpec } from './spec-validator.js';
 
@@ -160,5 +161,26 @@ describe('POST /v1/jobs with data', () => {
     expect(badY.json().detail).toBe(`data.evaluation (${threeClasses}): dataset y samples are [3] but output 'dense_2' gives [2]`);
     // Calibration reads x only: the same dataset's labels are not held against it there.
     expect((await submit({ calibration: threeClasses })).statusCode).toBe(202);
+  });
+
+  it('answers 400 at submission for training or activation simulation on a graph model', async () => {
+    const graph = multipart([...buildGraphModel()].map(([filename, data]) => ({ filename, data })));
+    const graphRes = await app.inject({ method: 'POST', url: '/v1/models', payload: graph.payload, headers: { ...graph.headers, ...alice } });
+    expect(graphRes.statusCode, graphRes.body).toBe(201);
+    const graphId = graphRes.json().id;
+    const data = await uploaded([{ field: 'x', filename: 'x.npy', data: xOf(4) }, { field: 'y', filename: 'y.npy', data: npyOf('<i4', [3], [0, 1, 0]) }]);
+    const qat = await app.inject({
+      method: 'POST', url: '/v1/jobs', headers: alice,
+      payload: { modelId: graphId, kind: 'qat', method: { name: 'affine', bits: 4 }, data: { training: data } },
+    });
+    expect(qat.statusCode).toBe(400);
+    expectMatchesSpec('POST', '/v1/jobs', qat);
+    expect(qat.json().problems).toEqual([{ path: '/kind', message: `kind "qat" needs a layers model; ${graphId} is a graph-model` }]);
+    const activations = await app.inject({
+      method: 'POST', url: '/v1/jobs', headers: alice,
+      payload: { modelId: graphId, method: { name: 'affine' }, activations: { bits: 8 }, data: { calibration: data } },
+    });
+    expect(activations.statusCode).toBe(400);
+    expect(activations.json().problems[0].path).toBe('/activations');
   });
 });
