@@ -13,6 +13,7 @@ import type { FileSet, LoadedModel } from '../model/types.js';
 import { writeModel } from '../model/write.js';
 import { calibrateActivations, withFakeQuantActivations, type ActivationRange } from '../quant/activations.js';
 import { evaluate, type Batch, type Metrics } from '../quant/evaluate.js';
+import { calibrateGraphActivations, withFakeQuantGraphActivations } from '../quant/graph-activations.js';
 import {
   learnedActivationRanges,
   withTrainedActivationQuantizers,
@@ -161,16 +162,24 @@ export async function runJob(source: LoadedModel, spec: JobSpec, data: JobDatase
     } else if (spec.activations && data.calibration) {
       await report('calibrate', span.calibrate, 0, `calibrating ${spec.activations.bits}-bit activations (${spec.activations.calibration})`);
       exported ??= await loadArtifact(files, owned);
-      if (!(exported instanceof tf.LayersModel)) {
-        throw new Error('activation simulation needs a layers model; this is a graph model');
+      const calibration = { ...spec.activations, signal: options.signal };
+      let calibrated: ActivationRange[];
+      let simulate: () => Promise<RunnableModel>;
+      if (exported instanceof tf.LayersModel) {
+        const layersModel = exported;
+        calibrated = await timed('calibrateMs', () => calibrateActivations(layersModel, batchesOf(data.calibration!), calibration));
+        simulate = () => withFakeQuantActivations(layersModel, calibrated);
+      } else {
+        const graphModel = exported;
+        const modelFiles = artifactModelFiles(files);
+        calibrated = await timed('calibrateMs', () =>
+          calibrateGraphActivations(graphModel, modelFiles, batchesOf(data.calibration!), calibration),
+        );
+        simulate = () => loadRunnable(withFakeQuantGraphActivations(modelFiles, calibrated));
       }
-      const layersModel = exported;
-      const calibrated = await timed('calibrateMs', () =>
-        calibrateActivations(layersModel, batchesOf(data.calibration!), { ...spec.activations!, signal: options.signal }),
-      );
       activations = calibrated;
       if (data.evaluation && floatModel) {
-        const simulated = await withFakeQuantActivations(layersModel, calibrated);
+        const simulated = await simulate();
         owned.push(simulated);
         metrics.integer = await timed('evaluateIntegerMs', () =>
           evaluate(simulated, batchesOf(data.evaluation!), { reference: floatModel, signal: options.signal }),
@@ -288,10 +297,15 @@ export async function loadTfModel(model: LoadedModel, owned: RunnableModel[]): P
   return runnable;
 }
 
-export async function loadArtifact(files: FileSet, owned: RunnableModel[]): Promise<RunnableModel> {
+/** The stock TF.js model of an artifact tree: its files under model/. */
+function artifactModelFiles(files: FileSet): FileSet {
   const modelFiles: FileSet = new Map();
   for (const [path, bytes] of files) if (path.startsWith('model/')) modelFiles.set(path.slice('model/'.length), bytes);
-  const runnable = await loadRunnable(modelFiles);
+  return modelFiles;
+}
+
+export async function loadArtifact(files: FileSet, owned: RunnableModel[]): Promise<RunnableModel> {
+  const runnable = await loadRunnable(artifactModelFiles(files));
   owned.push(runnable);
   return runnable;
 }

@@ -1,4 +1,4 @@
-import { mkdtemp, rm } from 'node:fs/promises';
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import * as tf from '@tensorflow/tfjs';
@@ -9,7 +9,10 @@ import type { Dataset } from '../../src/model/dataset/index.js';
 import { readModel } from '../../src/model/read.js';
 import type { LoadedModel } from '../../src/model/types.js';
 import { runJob } from '../../src/pipeline/job.js';
-import { saveLayersModel } from '../fixtures/models.js';
+import { openDataset } from '../../src/model/dataset/index.js';
+import { loadRunnable } from '../../src/model/load.js';
+import { buildGraphModel, graphInput, GRAPH_INPUT_SHAPE, saveLayersModel } from '../fixtures/models.js';
+import { npy } from '../model/dataset/npy-fixture.js';
 import { makeClassificationTask, sliceTask, taskDataset, trainSmallCnn } from '../fixtures/tasks.js';
 
 let dir: string;
@@ -95,5 +98,38 @@ describe('runJob', () => {
     console.log(`job: binary PTQ ${ptqAccuracy} → binary QAT (3 epochs) ${qatAccuracy}`);
     expect(qatAccuracy).toBeGreaterThan(ptqAccuracy);
     expect(report.batchNorm).toBeUndefined();
+  });
+
+  it('simulates integer activations on a graph model too: after each fused chain, close to float at 8 bits', async () => {
+    const files = buildGraphModel();
+    const graph = readModel(files);
+    // Labels are the float graph's own classes, so its accuracy is 1 and the others measure agreement.
+    const x = graphInput(64, 5);
+    const reference = await loadRunnable(files);
+    const labels = tf.tidy(() => (reference.predict(x) as tf.Tensor).argMax(-1));
+    const y = Int32Array.from(await labels.data());
+    const xValues = (await x.data()) as Float32Array;
+    tf.dispose([x, labels, reference]);
+    await writeFile(join(dir, 'graph-x.npy'), npy('<f4', [64, ...GRAPH_INPUT_SHAPE], new Uint8Array(xValues.buffer)));
+    await writeFile(join(dir, 'graph-y.npy'), npy('<i4', [64], new Uint8Array(y.buffer)));
+    const data = await openDataset({ x: join(dir, 'graph-x.npy'), y: join(dir, 'graph-y.npy') });
+    try {
+      const spec = parseJobSpec({
+        method: { name: 'affine', bits: 8, granularity: 'per-channel' },
+        data: { calibration: 'd', evaluation: 'd' },
+        activations: { bits: 8, calibration: 'minmax' },
+      });
+      const tensorsBefore = tf.memory().numTensors;
+      const { report } = await runJob(graph, spec, { calibration: data, evaluation: data }, { backend: 'wasm' });
+      expect(tf.memory().numTensors).toBe(tensorsBefore);
+      expect(report.activations!.map((range) => range.layer)).toEqual(['conv/Relu', 'dense/Relu', 'logits/BiasAdd']);
+      const { float, integer } = report.model.metrics;
+      console.log(`job (graph): float ${float!.accuracy} → W8A8 agreement ${integer!.agreement}`);
+      expect(float!.accuracy).toBe(1);
+      expect(integer!.samples).toBe(64);
+      expect(integer!.agreement).toBeGreaterThanOrEqual(0.9);
+    } finally {
+      await data.close();
+    }
   });
 });

@@ -68,10 +68,9 @@ export async function jobRoutes(app: FastifyInstance): Promise<void> {
       if (Object.values(spec.data).some((id) => typeof id === 'string')) {
         const model = await records.get('models', request.tenant, spec.modelId);
         if (!model) throw noModel();
-        // Training and activation simulation run on a tf.LayersModel; said now rather than by a failed job.
-        const layersOnly = spec.kind === 'qat' ? { path: '/kind', what: 'kind "qat"' } : spec.activations ? { path: '/activations', what: 'activation simulation' } : null;
-        if (layersOnly && model.format !== 'layers-model') {
-          throw new SpecError([{ path: layersOnly.path, message: `${layersOnly.what} needs a layers model; ${model.id} is a ${model.format}` }]);
+        // Training runs on a tf.LayersModel; said now rather than by a job that fails later.
+        if (spec.kind === 'qat' && model.format !== 'layers-model') {
+          throw new SpecError([{ path: '/kind', message: `kind "qat" needs a layers model; ${model.id} is a ${model.format}` }]);
         }
         await checkJobDatasets(app.services, request.tenant, model, spec.data);
       }
