@@ -10,6 +10,7 @@ import { readFile } from 'node:fs/promises';
 import { resolve } from 'node:path';
 import { parseArgs } from 'node:util';
 import cliProgress from 'cli-progress';
+import { Redis } from 'ioredis';
 import { ApiError, QaasClient, type RemoteJob } from './client/index.js';
 import { loadConfig } from './config.js';
 import { parseJobSpec, SpecError, type JobSpec } from './jobs/spec.js';
@@ -19,7 +20,9 @@ import { readModelDir } from './model/read.js';
 import { datasetFiles, DatasetError, openDataset, type Dataset } from './model/dataset/index.js';
 import { runJob, type JobDatasets, type JobReport } from './pipeline/job.js';
 import { methodNames } from './quant/methods/index.js';
-import { isId } from './storage/records.js';
+import { BlobStore } from './storage/blobs.js';
+import { isId, RecordStore } from './storage/records.js';
+import { sweepBlobs } from './storage/sweep.js';
 import { terminalStatuses } from './storage/types.js';
 import { writeTreeAtomically } from './storage/tree.js';
 import { packageVersion } from './version.js';
@@ -30,6 +33,9 @@ Usage:
   qaas serve                      API + embedded workers (env: PORT, HOST, REDIS_URL, DATA_DIR, QAAS_WORKERS, ...)
   qaas worker                     workers only, on the same REDIS_URL and DATA_DIR
   qaas quantize <modelDir> --out <outDir> [options]
+  qaas sweep [--grace-minutes <n>] [--dry-run]
+                                  removes the blobs no model or dataset names any more, once older than
+                                  the grace period (default 60 minutes), and dead uploads' temp files
   qaas submit <modelDir | archive | modelId> [--out <outDir>] [options]
                                   the same job through a running service: uploads the model and the local
                                   datasets, submits, follows the job's events, downloads its artifacts
@@ -79,6 +85,8 @@ async function main(argv: string[]): Promise<number> {
       return quantize(rest);
     case 'submit':
       return submit(rest);
+    case 'sweep':
+      return sweep(rest);
     case 'serve':
     case 'worker': {
       const { serve, runWorkers } = await import('./service.js');
@@ -291,6 +299,33 @@ async function follow(client: QaasClient, queued: RemoteJob, bar: cliProgress.Si
     }
   } finally {
     bar?.stop();
+  }
+}
+
+async function sweep(args: string[]): Promise<number> {
+  const { values } = parseArgs({ args, options: { 'grace-minutes': { type: 'string' }, 'dry-run': { type: 'boolean' } } });
+  const graceMinutes = numberFlag('grace-minutes', values['grace-minutes']) ?? 60;
+  if (graceMinutes < 0) throw new UsageError('--grace-minutes must be ≥ 0');
+  const config = loadConfig();
+  const redis = new Redis(config.redisUrl, { lazyConnect: true, maxRetriesPerRequest: 1, connectTimeout: 2000, retryStrategy: () => null });
+  let connectError: Error | undefined;
+  redis.on('error', (error: Error) => (connectError = error));
+  try {
+    await redis.connect().catch((error: Error) => {
+      throw new Error(`cannot reach Redis at ${config.redisUrl}: ${(connectError ?? error).message}`);
+    });
+    const result = await sweepBlobs(new RecordStore(redis, config.redisPrefix), new BlobStore(config.dataDir), {
+      graceMs: graceMinutes * 60_000,
+      dryRun: values['dry-run'],
+    });
+    process.stdout.write(
+      `${values['dry-run'] ? 'would remove' : 'removed'} ${result.removed} unreferenced blobs (${result.removedBytes} B); ` +
+        `kept ${result.referenced} referenced and ${result.young} younger than ${graceMinutes} min; ` +
+        `${result.staleTemp} stale temp files removed\n`,
+    );
+    return 0;
+  } finally {
+    redis.disconnect();
   }
 }
 

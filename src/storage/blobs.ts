@@ -5,7 +5,7 @@
  */
 import { createHash, randomUUID } from 'node:crypto';
 import { createReadStream, createWriteStream } from 'node:fs';
-import { mkdir, readFile, rename, rm, stat, writeFile } from 'node:fs/promises';
+import { mkdir, readdir, readFile, rename, rm, stat, unlink, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { Transform, type Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
@@ -70,6 +70,51 @@ export class BlobStore {
     return createReadStream(this.pathOf(sha256));
   }
 
+  /** Every blob's hash, size and last write (an identical re-upload renames a fresh copy over it). */
+  async *list(): AsyncGenerator<{ sha256: string; bytes: number; mtimeMs: number }> {
+    for (const shard of await readdirOrEmpty(this.blobDir)) {
+      for (const sha256 of await readdirOrEmpty(join(this.blobDir, shard))) {
+        if (!/^[0-9a-f]{64}$/.test(sha256)) continue;
+        const info = await stat(this.pathOf(sha256)).catch(() => null);
+        if (info?.isFile()) yield { sha256, bytes: info.size, mtimeMs: info.mtimeMs };
+      }
+    }
+  }
+
+  /**
+   * Removes the blob if it was last written before `cutoffMs`. It is first renamed aside, and put back if the
+   * file moved aside turns out to be newer: an upload that renamed a fresh copy over it just before keeps it.
+   */
+  async removeIfOlderThan(sha256: string, cutoffMs: number): Promise<boolean> {
+    const target = this.pathOf(sha256);
+    const aside = await this.tempPath('.sweep');
+    try {
+      await rename(target, aside);
+    } catch {
+      return false;
+    }
+    if ((await stat(aside)).mtimeMs < cutoffMs) {
+      await unlink(aside);
+      return true;
+    }
+    await rename(aside, target);
+    return false;
+  }
+
+  /** Removes files left in the temp dir by uploads that died, once older than `cutoffMs`. */
+  async removeStaleTemp(cutoffMs: number): Promise<number> {
+    let removed = 0;
+    for (const name of await readdirOrEmpty(this.tmpDir)) {
+      const path = join(this.tmpDir, name);
+      const info = await stat(path).catch(() => null);
+      if (info && info.mtimeMs < cutoffMs) {
+        await rm(path, { recursive: true, force: true });
+        removed++;
+      }
+    }
+    return removed;
+  }
+
   /** A fresh path in the store's temp dir (same file system as the blobs, so rename is atomic). */
   async tempPath(suffix = ''): Promise<string> {
     await mkdir(this.tmpDir, { recursive: true });
@@ -88,5 +133,14 @@ async function exists(path: string): Promise<boolean> {
     return true;
   } catch {
     return false;
+  }
+}
+
+async function readdirOrEmpty(dir: string): Promise<string[]> {
+  try {
+    return await readdir(dir);
+  } catch (error) {
+    if ((error as NodeJS.ErrnoException).code === 'ENOENT') return [];
+    throw error;
   }
 }

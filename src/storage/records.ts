@@ -177,6 +177,17 @@ export class RecordStore {
     return { items, nextCursor: ids.length > options.limit ? pageIds[pageIds.length - 1] : null };
   }
 
+  /** Every record of `kind`, across tenants, in no particular order (SCAN: it does not block Redis). */
+  async *scanAll<K extends RecordKind>(kind: K): AsyncGenerator<RecordOf[K]> {
+    let cursor = '0';
+    do {
+      const [next, keys] = await this.redis.scan(cursor, 'MATCH', `${this.prefix}:rec:${kind}:*`, 'COUNT', 1000);
+      cursor = next;
+      const jsons = keys.length > 0 ? await this.redis.mget(keys) : [];
+      for (const json of jsons) if (json !== null) yield JSON.parse(json) as RecordOf[K];
+    } while (cursor !== '0');
+  }
+
   /** Record counts per status (jobs), across tenants. */
   async countByStatus(kind: RecordKind): Promise<Record<string, number>> {
     const counts = await this.redis.hgetall(this.countsKey(kind));
