@@ -64,4 +64,11 @@ describe('job priority', () => {
     expectMatchesSpec('POST', '/v1/jobs', res);
     expect(JSON.stringify(res.json())).toContain('/priority');
   });
+
+  it('takes a cancelled prioritized job off the queue', async () => {
+    const job = await submit(7);
+    expect(await app.services.queues.quantize.getJobState(job.id)).toBe('prioritized');
+    expect((await app.inject({ method: 'POST', url: `/v1/jobs/${job.id}/cancel`, headers: alice })).statusCode).toBe(200);
+    expect(await app.services.queues.quantize.getJob(job.id)).toBeUndefined();
+  });
 });

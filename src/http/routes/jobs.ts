@@ -168,7 +168,8 @@ export async function jobRoutes(app: FastifyInstance): Promise<void> {
       const cancelled = await lifecycle.cancel(request.tenant, job.id);
       // A job no worker holds yet is simply taken off the queue; a running one stops at its next checkpoint.
       const queued = await queues.quantize.getJob(job.id);
-      if (queued && ((await queued.isWaiting()) || (await queued.isDelayed()))) await queued.remove().catch(() => undefined);
+      const waiting = ['waiting', 'prioritized', 'delayed'];
+      if (queued && waiting.includes(await queued.getState())) await queued.remove().catch(() => undefined);
       if (!cancelled || cancelled.status !== 'cancelled') {
         throw new ApiProblem('conflict', `job ${job.id} already ${cancelled?.status ?? 'gone'}`);
       }
