@@ -321,7 +321,7 @@ async function sweep(args: string[]): Promise<number> {
     process.stdout.write(
       `${values['dry-run'] ? 'would remove' : 'removed'} ${result.removed} unreferenced blobs (${result.removedBytes} B); ` +
         `kept ${result.referenced} referenced and ${result.young} younger than ${graceMinutes} min; ` +
-        `${result.staleTemp} stale temp files removed\n`,
+        `${result.staleTemp} stale temp files and ${result.artifacts} orphaned artifact directories removed\n`,
     );
     return 0;
   } finally {

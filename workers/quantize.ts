@@ -10,7 +10,7 @@ import { UnrecoverableError, type SandboxedJob } from 'bullmq';
 import { pino } from 'pino';
 import { loadConfig, type Config } from '../src/config.js';
 import { JobLifecycle, isTerminal } from '../src/jobs/lifecycle.js';
-import { createQueues, enqueue, workerRedis, type JobProgressEvent, type QuantizePayload, type Queues } from '../src/jobs/queue.js';
+import { createQueues, enqueue, webhookJobId, workerRedis, type JobProgressEvent, type QuantizePayload, type Queues } from '../src/jobs/queue.js';
 import { parseJobSpec, SpecError, type JobSpec } from '../src/jobs/spec.js';
 import { selectBackend } from '../src/model/backend.js';
 import { ModelError } from '../src/model/errors.js';
@@ -196,5 +196,5 @@ async function openJobDatasets(ctx: Context, tenant: string, spec: JobSpec): Pro
 async function queueWebhook(ctx: Context, tenant: string, jobId: string, url: string | null): Promise<void> {
   if (!url) return;
   // jobId as the BullMQ id: a retried or duplicated end notifies once.
-  await enqueue(ctx.queues, 'webhooks', 'deliver', { tenant, jobId }, { jobId: `webhook-${jobId}` });
+  await enqueue(ctx.queues, 'webhooks', 'deliver', { tenant, jobId }, { jobId: webhookJobId(jobId) });
 }

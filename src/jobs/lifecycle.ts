@@ -8,7 +8,7 @@ import type { Redis } from 'ioredis';
 import type { RecordStore } from '../storage/records.js';
 import { terminalStatuses, type JobRecord, type JobSummary } from '../storage/types.js';
 import { JobDurations } from './durations.js';
-import { cancelKey } from './queue.js';
+import { cancelKey, webhookSecretKey } from './queue.js';
 
 export function modelJobsKey(prefix: string, tenant: string, modelId: string): string {
   return `${prefix}:model-jobs:${tenant}:${modelId}`;
@@ -116,13 +116,31 @@ export class JobLifecycle {
     return this.finish(tenant, id, () => ({ status: 'cancelled', stage: 'cancelled' }));
   }
 
+  /**
+   * Deletes an ended job's record and the keys kept beside it: its log, cancel flag, webhook secret and the
+   * Idempotency-Key that created it (a retry of that request then makes a new job). False when the job is
+   * gone or has not ended; its artifacts are the caller's to remove.
+   */
+  async remove(tenant: string, id: string): Promise<boolean> {
+    const job = await this.records.get('jobs', tenant, id);
+    if (!job || !isTerminal(job)) return false;
+    if ((await this.records.delete('jobs', tenant, id)) !== 'deleted') return false;
+    const keys = [this.logKey(id), cancelKey(this.prefix, id), webhookSecretKey(this.prefix, tenant, id)];
+    await this.redis.del(...keys, ...(job.idempotencyKey ? [job.idempotencyKey] : []));
+    return true;
+  }
+
+  private logKey(id: string): string {
+    return `${this.prefix}:job-log:${id}`;
+  }
+
   async appendLog(id: string, line: JobLogLine): Promise<void> {
-    const key = `${this.prefix}:job-log:${id}`;
+    const key = this.logKey(id);
     await this.redis.multi().rpush(key, JSON.stringify(line)).ltrim(key, -logLines, -1).expire(key, logTtlSeconds).exec();
   }
 
   async log(id: string): Promise<JobLogLine[]> {
-    const lines = await this.redis.lrange(`${this.prefix}:job-log:${id}`, 0, -1);
+    const lines = await this.redis.lrange(this.logKey(id), 0, -1);
     return lines.map((line) => JSON.parse(line) as JobLogLine);
   }
 

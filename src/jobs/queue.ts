@@ -110,6 +110,11 @@ export function cancelKey(prefix: string, jobId: string): string {
   return `${prefix}:cancel:${jobId}`;
 }
 
+/** The webhooks-queue job that delivers a job's end: one per job, so a retried end is delivered once. */
+export function webhookJobId(jobId: string): string {
+  return `webhook-${jobId}`;
+}
+
 export function webhookSecretKey(prefix: string, tenant: string, jobId: string): string {
   return `${prefix}:webhook-secret:${tenant}:${jobId}`;
 }

@@ -1,7 +1,8 @@
 /**
- * Garbage collection of the blob store. Blobs are shared by content, so deleting a model or a dataset leaves
- * its blobs behind; the sweep removes the blobs that no model or dataset record names, once they are older
- * than a grace period, and the temp files of uploads that died.
+ * Garbage collection of DATA_DIR. Blobs are shared by content, so deleting a model or a dataset leaves its
+ * blobs behind; the sweep removes the blobs that no model or dataset record names, once they are older than
+ * a grace period, the temp files of uploads that died, the artifacts of jobs whose record is gone (a crash
+ * between a job's deletion and its files') and the temp trees of killed artifact writers.
  *
  * Why nothing in use is lost: every record is created right after its blobs were renamed into place (a
  * re-upload of the same bytes renames a fresh copy over the old blob), so a blob written within the grace
@@ -10,8 +11,10 @@
  * blobs stay referenced until the job ends. Sweeps in several processes at once are safe for the same
  * reasons.
  */
+import { readdir, rm, stat } from 'node:fs/promises';
+import { join } from 'node:path';
 import type { BlobStore } from './blobs.js';
-import type { RecordStore } from './records.js';
+import { isId, type RecordStore } from './records.js';
 
 export interface SweepOptions {
   /** Blobs and temp files written less than this long ago are kept. */
@@ -28,6 +31,8 @@ export interface SweepResult {
   /** Unreferenced blobs kept because they are younger than the grace period. */
   young: number;
   staleTemp: number;
+  /** Artifact directories of deleted jobs and temp trees, removed. */
+  artifacts: number;
 }
 
 /** The sha256 of every blob a model or dataset record names, across tenants. */
@@ -44,7 +49,7 @@ export async function referencedBlobs(records: RecordStore): Promise<Set<string>
 export async function sweepBlobs(records: RecordStore, blobs: BlobStore, options: SweepOptions): Promise<SweepResult> {
   const cutoffMs = (options.now ?? Date.now()) - options.graceMs;
   const referenced = await referencedBlobs(records);
-  const result: SweepResult = { referenced: referenced.size, removed: 0, removedBytes: 0, young: 0, staleTemp: 0 };
+  const result: SweepResult = { referenced: referenced.size, removed: 0, removedBytes: 0, young: 0, staleTemp: 0, artifacts: 0 };
   for await (const blob of blobs.list()) {
     if (referenced.has(blob.sha256)) continue;
     if (blob.mtimeMs >= cutoffMs) {
@@ -54,6 +59,28 @@ export async function sweepBlobs(records: RecordStore, blobs: BlobStore, options
       result.removedBytes += blob.bytes;
     }
   }
-  if (!options.dryRun) result.staleTemp = await blobs.removeStaleTemp(cutoffMs);
+  if (!options.dryRun) {
+    result.staleTemp = await blobs.removeStaleTemp(cutoffMs);
+    result.artifacts = await sweepArtifacts(records, join(blobs.dataDir, 'artifacts'), cutoffMs);
+  }
   return result;
+}
+
+/** `artifacts/{tenant}/{jobId}` of jobs that have no record, and `.…tmp-…`/`.…old-…` trees, older than the cutoff. */
+async function sweepArtifacts(records: RecordStore, root: string, cutoffMs: number): Promise<number> {
+  let removed = 0;
+  for (const tenant of await readdir(root).catch(() => [])) {
+    const tenantDir = join(root, tenant);
+    for (const entry of await readdir(tenantDir).catch(() => [])) {
+      const path = join(tenantDir, entry);
+      const info = await stat(path).catch(() => null);
+      if (!info || info.mtimeMs >= cutoffMs) continue;
+      const orphan = isId('jobs', entry) ? (await records.get('jobs', tenant, entry)) === null : entry.startsWith('.');
+      if (orphan) {
+        await rm(path, { recursive: true, force: true });
+        removed++;
+      }
+    }
+  }
+  return removed;
 }

@@ -79,6 +79,8 @@ export interface JobRecord {
   error: { message: string; type?: string } | null;
   summary: JobSummary | null;
   artifacts: string[];
+  /** The Redis key of the Idempotency-Key that created the job (internal: deleting the job frees it). */
+  idempotencyKey?: string;
 }
 
 export type RecordKind = 'models' | 'datasets' | 'jobs';

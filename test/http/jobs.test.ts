@@ -112,6 +112,33 @@ describe('cancel, isolation, list', () => {
     expectMatchesSpec('GET', `/v1/jobs/${job.id}`, shown);
   });
 
+  it('deletes an ended job (409 before it ends, 404 for another tenant) and frees its Idempotency-Key', async () => {
+    const key = { ...alice, 'idempotency-key': 'delete-me' };
+    const job = (await submit({ modelId, method: { name: 'binary' } }, key)).json();
+    const early = await app.inject({ method: 'DELETE', url: `/v1/jobs/${job.id}`, headers: alice });
+    expect(early.statusCode).toBe(409);
+    expectMatchesSpec('DELETE', `/v1/jobs/${job.id}`, early);
+    expect(early.json().detail).toBe(`job ${job.id} is queued: cancel it first`);
+    await app.inject({ method: 'POST', url: `/v1/jobs/${job.id}/cancel`, headers: alice });
+    const counts = async () => (await app.services.records.countByStatus('jobs')).cancelled ?? 0;
+    const cancelledBefore = await counts();
+    expect((await app.inject({ method: 'DELETE', url: `/v1/jobs/${job.id}`, headers: bob })).statusCode).toBe(404);
+    const deleted = await app.inject({ method: 'DELETE', url: `/v1/jobs/${job.id}`, headers: alice });
+    expect(deleted.statusCode).toBe(204);
+    expect(deleted.body).toBe('');
+    expect((await app.inject({ url: `/v1/jobs/${job.id}`, headers: alice })).statusCode).toBe(404);
+    expect((await app.inject({ method: 'DELETE', url: `/v1/jobs/${job.id}`, headers: alice })).statusCode).toBe(404);
+    expect(await counts()).toBe(cancelledBefore - 1);
+    const listed = (await app.inject({ url: '/v1/jobs?limit=100', headers: alice })).json().items.map((j: { id: string }) => j.id);
+    expect(listed).not.toContain(job.id);
+    // The same request again is a new job, not a replay of the deleted one.
+    const again = await submit({ modelId, method: { name: 'binary' } }, key);
+    expect(again.statusCode).toBe(202);
+    expect(again.headers['idempotent-replayed']).toBeUndefined();
+    expect(again.json().id).not.toBe(job.id);
+    expect(again.json()).not.toHaveProperty('idempotencyKey');
+  });
+
   it('hides one tenant from another with 404', async () => {
     const job = (await submit({ modelId, method: { name: 'affine' } })).json();
     for (const url of [`/v1/jobs/${job.id}`, `/v1/models/${modelId}`, `/v1/jobs/${job.id}/report`, `/v1/jobs/${job.id}/artifacts/report.json`]) {

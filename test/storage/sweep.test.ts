@@ -12,6 +12,7 @@ import type { FastifyInstance } from 'fastify';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Config } from '../../src/config.js';
 import { buildApp } from '../../src/http/app.js';
+import { newId } from '../../src/storage/records.js';
 import { sweepBlobs } from '../../src/storage/sweep.js';
 import { cleanup, denseModel, filesAsParts, multipart, testConfig, tinyModel } from '../http/helpers.js';
 import { npyOf } from '../model/dataset/npy-fixture.js';
@@ -64,6 +65,7 @@ describe('sweepBlobs', () => {
       removedBytes: 0,
       young: gone.files.length,
       staleTemp: 0,
+      artifacts: 0,
     });
 
     const later = Date.now() + 2 * hour;
@@ -78,19 +80,28 @@ describe('sweepBlobs', () => {
     const longAgo = new Date(Date.now() - 3 * hour);
     await utimes(deadTemp, longAgo, longAgo);
 
+    // Artifacts of a job whose record is gone, and a killed writer's temp tree, go; a live job's stay.
+    const live = (await app.inject({ method: 'POST', url: '/v1/jobs', payload: { modelId: kept.id, method: { name: 'affine' } } })).json();
+    const artifactRoot = join(config.dataDir, 'artifacts', 'local');
+    const [liveDir, orphanDir, tempTree] = [join(artifactRoot, live.id), join(artifactRoot, newId('jobs')), join(artifactRoot, '.x.tmp-1')];
+    for (const dir of [liveDir, orphanDir, tempTree]) {
+      await mkdir(dir, { recursive: true });
+      await writeFile(join(dir, 'report.json'), '{}');
+      await utimes(dir, longAgo, longAgo);
+    }
+
     const swept = await sweepBlobs(records, blobs, { graceMs: hour, now: Date.now() + hour / 2 });
     // Blobs written just now are within the grace period even at now + 30 min; the dead temp file is not.
-    expect(swept).toMatchObject({ removed: 0, staleTemp: 1 });
+    expect(swept).toMatchObject({ removed: 0, staleTemp: 1, artifacts: 2 });
     expect(existsSync(deadTemp)).toBe(false);
     expect(existsSync(liveTemp)).toBe(true);
+    expect([liveDir, orphanDir, tempTree].map((dir) => existsSync(dir))).toEqual([true, false, false]);
 
     expect(await sweepBlobs(records, blobs, { graceMs: hour, now: later })).toMatchObject({ removed: gone.files.length, removedBytes: goneBytes });
     for (const file of gone.files) expect(existsSync(blobs.pathOf(file.sha256))).toBe(false);
     for (const file of kept.files) expect(existsSync(blobs.pathOf(file.sha256))).toBe(true);
     const storedDataset = await records.get('datasets', 'local', dataset.json().id);
     expect(existsSync(blobs.pathOf(storedDataset!.x.sha256))).toBe(true);
-    // The model that remains still serves jobs: its files are all there.
-    expect((await app.inject({ method: 'POST', url: '/v1/jobs', payload: { modelId: kept.id, method: { name: 'affine' } } })).statusCode).toBe(202);
   });
 
   it('puts back a blob rewritten while it was being removed', async () => {
@@ -108,6 +119,6 @@ describe('qaas sweep', () => {
   it('prints what it would remove with --dry-run and removes nothing', async () => {
     const env = { ...process.env, REDIS_URL: config.redisUrl, DATA_DIR: config.dataDir, QAAS_REDIS_PREFIX: config.redisPrefix };
     const { stdout } = await run(process.execPath, [cli, 'sweep', '--dry-run', '--grace-minutes', '0'], { env });
-    expect(stdout).toMatch(/^would remove 0 unreferenced blobs \(0 B\); kept \d+ referenced and 0 younger than 0 min; 0 stale temp files removed\n$/);
+    expect(stdout).toMatch(/^would remove 0 unreferenced blobs \(0 B\); kept \d+ referenced and 0 younger than 0 min; 0 stale temp files and 0 orphaned artifact directories removed\n$/);
   });
 });

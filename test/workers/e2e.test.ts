@@ -15,6 +15,7 @@ import { cleanup, denseModel, filesAsParts, multipart, testConfig, tinyModel } f
 import { expectMatchesSpec } from '../http/spec-validator.js';
 import { artifactDir } from '../../src/storage/artifacts.js';
 import { existsSync } from 'node:fs';
+import { join } from 'node:path';
 import { createHmac } from 'node:crypto';
 import { createServer } from 'node:http';
 import type { AddressInfo } from 'node:net';
@@ -168,6 +169,17 @@ describe('a job through a sandboxed worker', () => {
     expect(metrics).toMatch(/qaas_queue_jobs\{queue="quantize",state="waiting"\} 0/);
     expect(metrics).toMatch(/qaas_uploaded_bytes_total [1-9]/);
     expect(metrics).toContain('qaas_http_request_duration_seconds_bucket');
+  });
+
+  it('deletes a succeeded job with its artifacts', async () => {
+    const id = (await app.inject({ method: 'POST', url: '/v1/jobs', payload: { modelId, method: { name: 'ternary' } } })).json().id;
+    await waitFor(id, ['succeeded']);
+    const dir = artifactDir(config.dataDir, 'local', id);
+    expect(existsSync(join(dir, 'report.json'))).toBe(true);
+    expect((await app.inject({ method: 'DELETE', url: `/v1/jobs/${id}` })).statusCode).toBe(204);
+    expect(existsSync(dir)).toBe(false);
+    expect(await app.services.queues.quantize.getJob(id)).toBeUndefined();
+    expect((await app.inject({ url: `/v1/jobs/${id}/artifacts/report.json` })).statusCode).toBe(404);
   });
 
   it('cancels a running job at a checkpoint: no artifacts, not retried', async () => {

@@ -4,12 +4,12 @@
  */
 import { createHash } from 'node:crypto';
 import { createReadStream } from 'node:fs';
-import { readFile, stat } from 'node:fs/promises';
+import { readFile, rm, stat } from 'node:fs/promises';
 import { Type } from '@sinclair/typebox';
 import type { FastifyInstance, FastifyRequest } from 'fastify';
 import yazl from 'yazl';
 import { JobLifecycle, isTerminal } from '../../jobs/lifecycle.js';
-import { enqueue, webhookSecretKey, type JobProgressEvent } from '../../jobs/queue.js';
+import { enqueue, webhookJobId, webhookSecretKey, type JobProgressEvent } from '../../jobs/queue.js';
 import { parseJobSpec, SpecError } from '../../jobs/spec.js';
 import { artifactDir, artifactFile } from '../../storage/artifacts.js';
 import { isId, newId } from '../../storage/records.js';
@@ -29,6 +29,11 @@ function canonicalJson(value: unknown): string {
     return `{${entries.map(([k, v]) => `${JSON.stringify(k)}:${canonicalJson(v)}`).join(',')}}`;
   }
   return JSON.stringify(value) ?? 'null';
+}
+
+/** A record as the Job schema shows it, for the SSE events that are written without Fastify's serializer. */
+function publicJob({ tenant, idempotencyKey, ...job }: JobRecord): Omit<JobRecord, 'tenant' | 'idempotencyKey'> {
+  return job;
 }
 
 const contentTypes: Record<string, string> = {
@@ -117,6 +122,7 @@ export async function jobRoutes(app: FastifyInstance): Promise<void> {
           error: null,
           summary: null,
           artifacts: [],
+          ...(claimedKey ? { idempotencyKey: claimedKey } : {}),
         };
         created = await lifecycle.create(job);
         if (!created) throw noModel();
@@ -157,6 +163,27 @@ export async function jobRoutes(app: FastifyInstance): Promise<void> {
     '/v1/jobs/:id',
     { schema: { summary: 'Show a job', params: IdParams, response: { 200: Job, ...problemResponses } } },
     (request) => findJob(request),
+  );
+
+  app.delete(
+    '/v1/jobs/:id',
+    {
+      schema: {
+        summary: 'Delete an ended job and its artifacts',
+        params: IdParams,
+        response: { 204: Type.Null(), 409: Problem, ...problemResponses },
+      },
+    },
+    async (request, reply) => {
+      const job = await findJob(request);
+      if (!isTerminal(job)) throw new ApiProblem('conflict', `job ${job.id} is ${job.status}: cancel it first`);
+      // The record goes first: a crash after it leaves only files that `qaas sweep` removes.
+      if (!(await lifecycle.remove(request.tenant, job.id))) throw new ApiProblem('not-found', `no job ${job.id}`);
+      await Promise.all([queues.quantize.remove(job.id), queues.webhooks.remove(webhookJobId(job.id))]).catch(() => undefined);
+      await rm(artifactDir(config.dataDir, request.tenant, job.id), { recursive: true, force: true });
+      request.log.info({ jobId: job.id }, 'job deleted');
+      return reply.code(204).send();
+    },
   );
 
   app.post(
@@ -280,7 +307,7 @@ export async function jobRoutes(app: FastifyInstance): Promise<void> {
         if (closed) return;
         const job = await records.get('jobs', request.tenant, first.id).catch(() => null);
         if (!job || !isTerminal(job)) return;
-        send('final', job);
+        send('final', publicJob(job));
         close();
       };
       const onProgress = ({ jobId, data }: { jobId: string; data: unknown }) => {
@@ -318,7 +345,7 @@ export async function jobRoutes(app: FastifyInstance): Promise<void> {
       // Subscribed first, then the current state: nothing that happens in between is lost.
       const current = (await records.get('jobs', request.tenant, first.id).catch(() => null)) ?? first;
       stage = current.stage;
-      send('state', current);
+      send('state', publicJob(current));
       // A client that connects late gets the log so far (a line reported in this instant may come twice).
       for (const line of await lifecycle.log(first.id).catch(() => [])) send('log', line);
       if (isTerminal(current)) {
