@@ -3,29 +3,17 @@
  * numbers in increasing order. Read the way a worker takes jobs (Worker.getNextJob), and out of range → 400.
  */
 import { Worker } from 'bullmq';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import type { FastifyInstance } from 'fastify';
-import type { Config } from '../../src/config.js';
+import { describe, expect, it } from 'vitest';
 import { workerConnection } from '../../src/jobs/queue.js';
-import { alice, cleanup, twoTenantApp } from './helpers.js';
+import { alice } from './helpers.js';
+import { useTwoTenantApp } from './suite.js';
 import { expectMatchesSpec } from './spec-validator.js';
 
-let config: Config;
-let app: FastifyInstance;
-let modelId: string;
-
-beforeAll(async () => {
-  ({ config, app, modelId } = await twoTenantApp());
-});
-
-afterAll(async () => {
-  await app?.close();
-  await cleanup(config);
-});
+const suite = useTwoTenantApp();
 
 async function submit(priority?: number): Promise<{ id: string; spec: { priority: number } }> {
-  const spec = { modelId, method: { name: 'affine' }, ...(priority === undefined ? {} : { priority }) };
-  const res = await app.inject({ method: 'POST', url: '/v1/jobs', payload: spec, headers: alice });
+  const spec = { modelId: suite.modelId, method: { name: 'affine' }, ...(priority === undefined ? {} : { priority }) };
+  const res = await suite.app.inject({ method: 'POST', url: '/v1/jobs', payload: spec, headers: alice });
   expect(res.statusCode).toBe(202);
   return res.json();
 }
@@ -41,8 +29,8 @@ describe('job priority', () => {
     expect(batch.spec.priority).toBe(10);
 
     const worker = new Worker('quantize', null, {
-      connection: workerConnection(config.redisUrl),
-      prefix: `${config.redisPrefix}:bull`,
+      connection: workerConnection(suite.config.redisUrl),
+      prefix: `${suite.config.redisPrefix}:bull`,
       autorun: false,
     });
     try {
@@ -59,7 +47,8 @@ describe('job priority', () => {
   });
 
   it('answers 400 naming the field for a priority out of range', async () => {
-    const res = await app.inject({ method: 'POST', url: '/v1/jobs', payload: { modelId, method: { name: 'affine' }, priority: 2 ** 21 }, headers: alice });
+    const payload = { modelId: suite.modelId, method: { name: 'affine' }, priority: 2 ** 21 };
+    const res = await suite.app.inject({ method: 'POST', url: '/v1/jobs', payload, headers: alice });
     expect(res.statusCode).toBe(400);
     expectMatchesSpec('POST', '/v1/jobs', res);
     expect(JSON.stringify(res.json())).toContain('/priority');
@@ -67,8 +56,9 @@ describe('job priority', () => {
 
   it('takes a cancelled prioritized job off the queue', async () => {
     const job = await submit(7);
-    expect(await app.services.queues.quantize.getJobState(job.id)).toBe('prioritized');
-    expect((await app.inject({ method: 'POST', url: `/v1/jobs/${job.id}/cancel`, headers: alice })).statusCode).toBe(200);
-    expect(await app.services.queues.quantize.getJob(job.id)).toBeUndefined();
+    const { quantize } = suite.app.services.queues;
+    expect(await quantize.getJobState(job.id)).toBe('prioritized');
+    expect((await suite.app.inject({ method: 'POST', url: `/v1/jobs/${job.id}/cancel`, headers: alice })).statusCode).toBe(200);
+    expect(await quantize.getJob(job.id)).toBeUndefined();
   });
 });
