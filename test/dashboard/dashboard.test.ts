@@ -315,6 +315,15 @@ describe('the dashboard in chromium', () => {
     expect(await page.getByRole('row', { name: /logits\/kernel 4 0\.08/ }).count()).toBe(1);
     await page.unroute(`**/v1/jobs/${second.id}/report`);
 
+    // An ended job can be deleted from its page, after a confirmation; the list no longer has it.
+    expect(await page.locator('dt:text-is("Priority") + dd').textContent()).toBe('0');
+    page.once('dialog', (dialog) => void dialog.accept());
+    await page.getByRole('button', { name: 'Delete job' }).click();
+    await page.waitForURL(/#\/jobs$/);
+    await page.locator(`tr[data-job="${jobId}"]`).waitFor();
+    expect(await page.locator(`tr[data-job="${second.id}"]`).count()).toBe(0);
+    expect((await app.inject({ url: `/v1/jobs/${second.id}` })).statusCode).toBe(404);
+
     // Phone width: the page reflows instead of scrolling sideways.
     await page.setViewportSize({ width: 390, height: 844 });
     await page.goto(`${baseUrl}/#/jobs`);

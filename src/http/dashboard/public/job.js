@@ -40,12 +40,14 @@ export function renderJob(view, id) {
     job = { ...(job ?? {}), ...next };
     header.replaceChildren(el('div', { class: 'toolbar' },
       el('h1', {}, 'Job ', el('span', { class: 'mono' }, job.id)), statusBadge(job.status), el('span', { class: 'spacer' }),
-      isTerminal(job) ? null : el('button', { type: 'button', class: 'secondary', onclick: cancel }, 'Cancel job'),
+      isTerminal(job)
+        ? el('button', { type: 'button', class: 'secondary', onclick: remove }, 'Delete job')
+        : el('button', { type: 'button', class: 'secondary', onclick: cancel }, 'Cancel job'),
       el('a', { href: '#/jobs' }, '← All jobs')));
     const rows = [
       ['Kind', job.kind], ['Method', job.method], ['Model', job.modelId], ['Created', formatDate(job.createdAt)],
       ['Started', formatDate(job.startedAt)], ['Finished', formatDate(job.finishedAt)], ['Duration', formatDuration(jobDuration(job))],
-      ['Attempts', job.attempts], ['Method params', Object.entries(job.spec?.method ?? {}).filter(([k]) => k !== 'name').map(([k, v]) => `${k} ${v}`).join(', ')],
+      ['Attempts', job.attempts], ['Priority', job.spec?.priority ?? 0], ['Method params', Object.entries(job.spec?.method ?? {}).filter(([k]) => k !== 'name').map(([k, v]) => `${k} ${v}`).join(', ')],
     ];
     meta.replaceChildren(...rows.flatMap(([k, v]) => [el('dt', {}, k), el('dd', {}, String(v ?? '–'))]));
     drawTimeline(job.stage, job.status);
@@ -78,6 +80,16 @@ export function renderJob(view, id) {
   async function cancel() {
     try {
       showJob(await api(`/v1/jobs/${id}/cancel`, { method: 'POST' }));
+    } catch (error) {
+      failure.replaceChildren(errorBox(error));
+    }
+  }
+
+  async function remove() {
+    if (!window.confirm(`Delete job ${id}, its log and its artifacts?`)) return;
+    try {
+      await api(`/v1/jobs/${encodeURIComponent(id)}`, { method: 'DELETE' });
+      location.hash = '#/jobs';
     } catch (error) {
       failure.replaceChildren(errorBox(error));
     }
