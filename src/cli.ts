@@ -33,6 +33,8 @@ Usage:
   qaas serve                      API + embedded workers (env: PORT, HOST, REDIS_URL, DATA_DIR, QAAS_WORKERS, ...)
   qaas worker                     workers only, on the same REDIS_URL and DATA_DIR
   qaas quantize <modelDir> --out <outDir> [options]
+  qaas fetch <jobId> [--out <outDir>]
+                                  waits for a job (e.g. one submitted with --detach) and downloads it
   qaas sweep [--grace-minutes <n>] [--dry-run]
                                   removes the blobs no model or dataset names any more, once older than
                                   the grace period (default 60 minutes), and dead uploads' temp files
@@ -40,7 +42,7 @@ Usage:
                                   the same job through a running service: uploads the model and the local
                                   datasets, submits, follows the job's events, downloads its artifacts
 
-submit options:
+submit and fetch options:
   --api <url>                the service (default $QAAS_API_URL, else http://127.0.0.1:8080)
   --api-key <key>            bearer key (default $QAAS_API_KEY)
   --priority <n>             queue order: 0 (default) first, larger numbers later
@@ -85,6 +87,8 @@ async function main(argv: string[]): Promise<number> {
       return quantize(rest);
     case 'submit':
       return submit(rest);
+    case 'fetch':
+      return fetchJob(rest);
     case 'sweep':
       return sweep(rest);
     case 'serve':
@@ -247,7 +251,7 @@ async function submit(args: string[]): Promise<number> {
   const raw = { ...(await specFromFlags(values)), ...definedOnly({ priority: numberFlag('priority', values.priority) }) };
   // Checked here first: a bad spec ends before anything is uploaded.
   const spec = parseJobSpec(raw);
-  const client = new QaasClient(values.api ?? process.env.QAAS_API_URL ?? 'http://127.0.0.1:8080', values['api-key'] ?? process.env.QAAS_API_KEY);
+  const client = serviceClient(values);
   const say = (line: string) => values.quiet || process.stderr.write(`${line}\n`);
 
   const modelId = isId('models', model) && !existsSync(model) ? model : (await client.uploadModel(resolve(model))).id;
@@ -268,7 +272,28 @@ async function submit(args: string[]): Promise<number> {
     process.stdout.write(`${queued.id}\n`);
     return 0;
   }
-  const job = await follow(client, queued, progressBar(values.quiet));
+  return awaitJob(client, queued, values);
+}
+
+/** `qaas fetch <jobId>`: waits for a job submitted earlier (say with --detach) and downloads it like submit. */
+async function fetchJob(args: string[]): Promise<number> {
+  const { values, positionals } = parseArgs({
+    args,
+    allowPositionals: true,
+    options: { out: { type: 'string', short: 'o' }, api: { type: 'string' }, 'api-key': { type: 'string' }, quiet: { type: 'boolean', short: 'q' } },
+  });
+  if (positionals.length !== 1 || !isId('jobs', positionals[0])) throw new UsageError('fetch takes one job id (job_…); run qaas --help');
+  const client = serviceClient(values);
+  return awaitJob(client, await client.job(positionals[0]), values);
+}
+
+function serviceClient(values: { api?: string; 'api-key'?: string }): QaasClient {
+  return new QaasClient(values.api ?? process.env.QAAS_API_URL ?? 'http://127.0.0.1:8080', values['api-key'] ?? process.env.QAAS_API_KEY);
+}
+
+/** Follows the job to its end; when it succeeded, writes its artifacts to `out` and prints the summary. */
+async function awaitJob(client: QaasClient, queued: RemoteJob, values: { out?: string; quiet?: boolean }): Promise<number> {
+  const job = terminalStatuses.includes(queued.status) ? queued : await follow(client, queued, progressBar(values.quiet));
   if (job.status !== 'succeeded') {
     process.stderr.write(`qaas: job ${job.id} ${job.status}${job.error ? `: ${job.error.message}` : ''}\n`);
     return 1;
@@ -277,7 +302,7 @@ async function submit(args: string[]): Promise<number> {
   if (values.out) {
     const outDir = resolve(values.out);
     await writeTreeAtomically(outDir, new Map(job.artifacts.map((path) => [path, () => client.artifact(job.id, path)])));
-    say(`wrote ${outDir}/{model,packed,report.json}`);
+    if (!values.quiet) process.stderr.write(`wrote ${outDir}/{model,packed,report.json}\n`);
   }
   if (!values.quiet) process.stdout.write(`${formatSummary(report)}\n`);
   return 0;

@@ -113,7 +113,7 @@ describe('qaas submit', () => {
     expect(await modelCount()).toBe(before);
   });
 
-  it('--detach prints the id of the queued job', async () => {
+  it('--detach prints the id of the queued job, and qaas fetch waits for it and downloads it', async () => {
     const modelId = (await app.inject({ url: '/v1/models', headers: alice })).json().items[0].id;
     const result = await qaas('submit', modelId, '--api-key', 'alice-key', '--detach', '--quiet', '--method', 'ternary');
     expect(result.code).toBe(0);
@@ -121,6 +121,16 @@ describe('qaas submit', () => {
     const job = (await app.inject({ url: `/v1/jobs/${jobId}`, headers: alice })).json();
     expect(job.method).toBe('ternary');
     expect(job.modelId).toBe(modelId);
+
+    const out = join(dir, 'fetched');
+    const fetched = await qaas('fetch', jobId, '--api-key', 'alice-key', '--out', out);
+    expect(fetched.code).toBe(0);
+    expect(fetched.stdout).toContain('2 tensors quantized');
+    const report = JSON.parse(await readFile(join(out, 'report.json'), 'utf8'));
+    expect(report.tensors.map((t: { method: string }) => t.method)).toEqual(['ternary', 'ternary']);
+    const badId = await qaas('fetch', 'not-a-job');
+    expect(badId.code).toBe(2);
+    expect(badId.stderr).toBe('qaas: fetch takes one job id (job_…); run qaas --help\n');
   });
 
   it('says which service it cannot reach, with exit 1', async () => {
