@@ -58,6 +58,24 @@ describe('withFakeQuantGraphActivations', () => {
     x.dispose();
   });
 
+  it('moves a signature output that is quantized to the fake-quant node', async () => {
+    // The fixture without its Identity: the signature names logits/BiasAdd itself.
+    const json = JSON.parse(new TextDecoder().decode(files.get('model.json')));
+    json.modelTopology.node = json.modelTopology.node.filter((node: { name: string }) => node.name !== 'output');
+    json.signature.outputs = { 'logits:0': { ...json.signature.outputs['output:0'], name: 'logits/BiasAdd:0' } };
+    const direct = new Map(files).set('model.json', new TextEncoder().encode(JSON.stringify(json)));
+    const range: ActivationRange = { layer: 'logits/BiasAdd', bits: 2, calibration: 'minmax', ...affineRange(-1, 1, 2) };
+    const rewritten = withFakeQuantGraphActivations(direct, [range]);
+    const signature = JSON.parse(new TextDecoder().decode(rewritten.get('model.json'))).signature;
+    expect(signature.outputs['logits:0'].name).toBe('logits/BiasAdd/fake_quant:0');
+    const x = graphInput(8);
+    // 2 bits over [-1, 1] widened to hold 0: every output is one of four grid points.
+    const levels = new Set(Array.from(await run(rewritten, x), (v) => Math.round(v / range.scale)));
+    expect(levels.size).toBeLessThanOrEqual(4);
+    expect([...levels].every((q) => q >= -range.zeroPoint && q <= 3 - range.zeroPoint)).toBe(true);
+    x.dispose();
+  });
+
   it('leaves the graph unchanged without ranges', () => {
     expect(withFakeQuantGraphActivations(files, [])).toBe(files);
   });
