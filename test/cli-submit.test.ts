@@ -99,6 +99,18 @@ describe('qaas submit', () => {
     tf.dispose([input, output, stock]);
   });
 
+  it('uploads a model whose manifest names its shards with ./', async () => {
+    const files = await tinyModel();
+    const modelJson = JSON.parse(new TextDecoder().decode(files.get('model.json')));
+    modelJson.weightsManifest[0].paths = modelJson.weightsManifest[0].paths.map((shard: string) => `./${shard}`);
+    files.set('model.json', new TextEncoder().encode(JSON.stringify(modelJson)));
+    await writeTreeAtomically(join(dir, 'dotted'), files);
+    const result = await qaas('submit', join(dir, 'dotted'), '--api-key', 'alice-key', '--detach', '--quiet');
+    expect(result.stderr).toBe('');
+    expect(result.code).toBe(0);
+    expect(result.stdout).toMatch(/^job_\w+\n$/);
+  });
+
   it('ends with exit 2 on a bad spec or key, before anything is stored', async () => {
     const before = await modelCount();
     const badSpec = await qaas('submit', join(dir, 'model'), '--api-key', 'alice-key', '--bits', '99');
