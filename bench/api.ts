@@ -8,8 +8,10 @@
  * 1. Job submission: autocannon, 100 connections for a fixed time, on `POST /v1/jobs` (an uploaded small
  *    model, no worker running so nothing but the API is measured) and on `GET /healthz` of the same
  *    in-process server, alternating over LOAD_ROUNDS rounds. Throughput ratio jobs ÷ healthz (target ≥ 0.3),
- *    and each one's worst p99. autocannon runs in a CHILD process for both endpoints alike: in this process
- *    its client work shared the server's event loop, so both numbers measured client and server together.
+ *    each one's worst p99, and the CPU the server (this process) and Redis spent per request: on a machine
+ *    whose cores the server, Redis and autocannon share, those say where a submission's time goes.
+ *    autocannon runs in a CHILD process for both endpoints alike: in this process its client work shared
+ *    the server's event loop, so both numbers measured client and server together.
  * 2. A 200 MiB model upload (model.json + 50 shards of 4 MiB, streamed from disk by the client) to a server
  *    running in a CHILD process, so its RSS is the server's alone: baseline VmRSS after a warm-up upload
  *    and a GC, then the peak (VmHWM after resetting it through /proc/<pid>/clear_refs, and VmRSS sampled
@@ -27,6 +29,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import autocannon from 'autocannon';
+import { Redis } from 'ioredis';
 import { loadConfig, type Config } from '../src/config.js';
 import { buildApp } from '../src/http/app.js';
 import { parseJobSpec } from '../src/jobs/spec.js';
@@ -172,6 +175,31 @@ interface LoadResult {
   errors: number;
 }
 
+/** A load run with the CPU the server (this process) and Redis spent on it, in µs. */
+interface Measured extends LoadResult {
+  serverMicros: number;
+  redisMicros: number;
+}
+
+/** Redis's own CPU time so far (INFO cpu), in µs. */
+async function redisCpuMicros(): Promise<number> {
+  const redis = new Redis(redisUrl, { maxRetriesPerRequest: 1 });
+  try {
+    const info = await redis.info('cpu');
+    const seconds = ['used_cpu_user', 'used_cpu_sys'].map((field) => Number(info.match(new RegExp(`^${field}:([\\d.]+)`, 'm'))?.[1] ?? 0));
+    return (seconds[0] + seconds[1]) * 1e6;
+  } finally {
+    redis.disconnect();
+  }
+}
+
+async function measured(run: () => Promise<LoadResult>): Promise<Measured> {
+  const [server, redis] = [process.cpuUsage(), await redisCpuMicros()];
+  const result = await run();
+  const used = process.cpuUsage(server);
+  return { ...result, serverMicros: used.user + used.system, redisMicros: (await redisCpuMicros()) - redis };
+}
+
 /** Runs autocannon in a `--load` child process, so the client never competes with the server's event loop. */
 function load(url: string, options: Partial<autocannon.Options> = {}): Promise<LoadResult> {
   const child = fork(selfPath, ['--load'], { stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
@@ -214,19 +242,26 @@ async function submissionThroughput(scratch: Scratch, small: FileSet) {
     // A short pass of each first: JIT, connection pools, Redis scripts loaded.
     await load(`${baseUrl}/healthz`, { duration: 1 });
     await load(`${baseUrl}/v1/jobs`, { ...jobs, duration: 1 });
-    const health: LoadResult[] = [];
-    const submit: LoadResult[] = [];
+    const health: Measured[] = [];
+    const submit: Measured[] = [];
     for (let round = 0; round < LOAD_ROUNDS; round++) {
-      health.push(await load(`${baseUrl}/healthz`));
-      submit.push(await load(`${baseUrl}/v1/jobs`, jobs));
+      health.push(await measured(() => load(`${baseUrl}/healthz`)));
+      submit.push(await measured(() => load(`${baseUrl}/v1/jobs`, jobs)));
     }
-    const summary = (name: string, results: LoadResult[]) => {
+    const summary = (name: string, results: Measured[]) => {
       for (const result of results) {
         if (result.non2xx > 0 || result.errors > 0) throw new Error(`${name}: ${result.non2xx} non-2xx answers, ${result.errors} errors`);
       }
       const requests = results.reduce((sum, r) => sum + r.total, 0);
       const seconds = results.reduce((sum, r) => sum + r.duration, 0);
-      return { perSecond: requests / seconds, requests, p99: Math.max(...results.map((r) => r.p99)) };
+      const perRequest = (field: 'serverMicros' | 'redisMicros') => results.reduce((sum, r) => sum + r[field], 0) / requests;
+      return {
+        perSecond: requests / seconds,
+        requests,
+        p99: Math.max(...results.map((r) => r.p99)),
+        serverMicros: perRequest('serverMicros'),
+        redisMicros: perRequest('redisMicros'),
+      };
     };
     return { health: summary('healthz', health), submit: summary('jobs', submit) };
   } finally {
@@ -400,8 +435,9 @@ async function main(): Promise<number> {
     const { health, submit } = await submissionThroughput(scratch, small);
     const throughputRatio = submit.perSecond / health.perSecond;
     console.log(`1. job submission vs /healthz, same server, autocannon in a child process, ${LOAD_ROUNDS} alternating rounds each`);
-    console.log(`   GET /healthz   ${health.perSecond.toFixed(0).padStart(6)} req/s   p99 ${health.p99} ms`);
-    console.log(`   POST /v1/jobs  ${submit.perSecond.toFixed(0).padStart(6)} req/s   p99 ${submit.p99} ms   (${submit.requests} jobs queued)`);
+    const cpu = (r: typeof health) => `CPU/request: server ${r.serverMicros.toFixed(0)} µs, Redis ${r.redisMicros.toFixed(0)} µs`;
+    console.log(`   GET /healthz   ${health.perSecond.toFixed(0).padStart(6)} req/s   p99 ${health.p99} ms   ${cpu(health)}`);
+    console.log(`   POST /v1/jobs  ${submit.perSecond.toFixed(0).padStart(6)} req/s   p99 ${submit.p99} ms   ${cpu(submit)}   (${submit.requests} jobs queued)`);
     console.log(`   throughput ratio jobs ÷ healthz = ${throughputRatio.toFixed(2)} (target ≥ 0.3: ${verdict(throughputRatio >= 0.3)}); p99 ratio jobs ÷ healthz = ${(submit.p99 / Math.max(1, health.p99)).toFixed(2)}\n`);
 
     const rss = await uploadRss(scratch, small);
