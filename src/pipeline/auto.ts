@@ -208,8 +208,7 @@ export async function runAutoJob(source: LoadedModel, spec: JobSpec, data: JobDa
       let best: { ptq: PtqResult; metrics: Metrics } | undefined;
       const { maxTrials, timeBudgetSeconds } = spec.search;
       // The QAT fallback may follow the search: it gets the last part of the progress scale.
-      // QAT trains a layers model only: a graph model keeps the PTQ result.
-      const canTrain = data.training !== undefined && spec.target?.maxDrop !== undefined && floatModel instanceof tf.LayersModel;
+      const canTrain = data.training !== undefined && spec.target?.maxDrop !== undefined;
       const searchSpan = canTrain ? ([span.search[0], span.qat[0]] as const) : span.search;
       const searchTensors = searchTensorsOf(sensitivity.rows, planned.map((t) => ({ name: t.name, size: weights.get(t.name)!.values.length })));
       const searched = await timed('searchMs', () =>

@@ -9,6 +9,7 @@ import type { JobSpec } from '../jobs/spec.js';
 import type { Dataset } from '../model/dataset/index.js';
 import { foldBatchNorm, type FoldResult } from '../model/fold-batchnorm.js';
 import { loadRunnable, type RunnableModel } from '../model/load.js';
+import { TrainableGraph } from '../model/trainable-graph.js';
 import type { FileSet, LoadedModel } from '../model/types.js';
 import { writeModel } from '../model/write.js';
 import { calibrateActivations, withFakeQuantActivations, type ActivationRange } from '../quant/activations.js';
@@ -22,7 +23,7 @@ import {
 } from '../quant/qat/activation-layers.js';
 import { qatPlan } from '../quant/qat/plan.js';
 import type { QuantizedTensor } from '../quant/types.js';
-import { trainQuantizationAware, type EpochMetrics, type QatCheckpoint } from '../quant/qat/train.js';
+import { trainQuantizationAware, type EpochMetrics, type QatCheckpoint, type TrainableModel } from '../quant/qat/train.js';
 import { runAutoJob } from './auto.js';
 import { planTensors, runPtq, type PipelineOptions, type PipelineProgress, type PtqReport } from './ptq.js';
 import { stageClock, stageReporter } from './stages.js';
@@ -221,74 +222,80 @@ export async function trainQat(
   const dataset = data.training!;
   if (!dataset.y) throw new Error('kind "qat" needs labels (y) in the training dataset');
   const loaded = await loadTfModel(model, owned);
-  if (!(loaded instanceof tf.LayersModel)) throw new Error('kind "qat" needs a layers model; this is a graph model');
   let quantizers: TrainedActivations | undefined;
   if (spec.activations && spec.activations.quantizer !== 'calibrated') {
     const { quantizer, bits, gradientBits, alpha, alphaDecay } = spec.activations;
+    if (!(loaded instanceof tf.LayersModel)) throw new Error(`${quantizer} activations are trained in a layers model; this is a graph model`);
     quantizers = await withTrainedActivationQuantizers(loaded, { quantizer, bits, gradientBits, alpha, alphaDecay, seed: 'seed' in spec.method ? spec.method.seed : 0 });
     owned.push(quantizers.model);
   }
-  const trainable = quantizers?.model ?? loaded;
-  const { epochs, batchSize, learningRate, optimizer, momentum, learningRateDecay, validationSplit, ste } = spec.qat;
-  const trainEnd = Math.floor(dataset.samples * (1 - validationSplit));
-  const inputDtype = inputDtypeOf(trainable);
-  const batches = (range: { start?: number; end?: number }) => ({
-    [Symbol.asyncIterator]: () => tensorBatches(dataset, batchSize, spec, inputDtype, range)[Symbol.asyncIterator](),
-  });
-  const plan = qatPlan(
-    planTensors(model, spec).selected.map((t) => ({
-      name: t.name,
-      role: t.role,
-      params: t.params,
-      training: t.training,
-      shape: model.weights.find((w) => w.name === t.name)!.shape,
-    })),
-  );
-  const batchesPerEpoch = Math.ceil(trainEnd / batchSize);
-  const maxDrop = spec.target?.maxDrop;
-  const floatAccuracy = floatMetrics?.accuracy;
-  const result = await trainQuantizationAware(
-    trainable as tf.LayersModel,
-    batches({ end: trainEnd }) as AsyncIterable<Required<Batch>>,
-    {
-      plan,
-      epochs,
-      learningRate,
-      optimizer,
-      momentum,
-      learningRateDecay,
-      ste,
-      seed: 'seed' in spec.method ? spec.method.seed : 0,
-      regularizer: quantizers?.regularizer,
-      validationData: validationSplit > 0 ? (batches({ start: trainEnd }) as AsyncIterable<Required<Batch>>) : undefined,
-      signal: options.signal,
-      resumeFrom: options.resumeFrom,
-      onCheckpoint: options.onCheckpoint,
-      onBatch: (m) =>
-        progress(((m.epoch - 1) * batchesPerEpoch + m.batch) / (epochs * batchesPerEpoch), `epoch ${m.epoch}/${epochs} batch ${m.batch}`, {
-          training: { epoch: m.epoch, batch: m.batch, loss: m.loss, metric: m.metric },
-        }),
-      onEpoch: (m) =>
-        progress(m.epoch / epochs, `epoch ${m.epoch}/${epochs}: loss ${m.loss.toFixed(4)}`, {
-          training: { epoch: m.epoch, loss: m.loss, metric: m.metric, valMetric: m.valMetric },
-        }),
-      // Early stop once the held-out accuracy at Q(w) is within the allowed drop of the float model's.
-      earlyStop:
-        maxDrop !== undefined && floatAccuracy !== undefined
-          ? (m) => m.valMetric !== undefined && m.metricName === 'accuracy' && floatAccuracy - m.valMetric <= maxDrop
-          : undefined,
-    },
-  );
-  const trainedValues = new Map(trainable.weights.map((w) => [w.originalName, w.read().dataSync() as Float32Array]));
-  const weights = model.weights.map((w) =>
-    trainedValues.has(w.name) && w.dtype === 'float32' ? { ...w, values: Float32Array.from(trainedValues.get(w.name)!) } : w,
-  );
-  return {
-    model: { ...model, weights },
-    training: { history: result.history, stoppedEarly: result.stoppedEarly },
-    precomputed: result.quantized,
-    activations: quantizers ? learnedActivationRanges(quantizers) : undefined,
-  };
+  // A graph model trains through variables put in place of its weights, given back by dispose.
+  const graph = loaded instanceof tf.GraphModel ? new TrainableGraph(loaded, model.modelJson) : undefined;
+  const trainable: TrainableModel = quantizers?.model ?? graph ?? (loaded as tf.LayersModel);
+  try {
+    const { epochs, batchSize, learningRate, optimizer, momentum, learningRateDecay, validationSplit, ste } = spec.qat;
+    const trainEnd = Math.floor(dataset.samples * (1 - validationSplit));
+    const inputDtype = inputDtypeOf(loaded);
+    const batches = (range: { start?: number; end?: number }) => ({
+      [Symbol.asyncIterator]: () => tensorBatches(dataset, batchSize, spec, inputDtype, range)[Symbol.asyncIterator](),
+    });
+    const plan = qatPlan(
+      planTensors(model, spec).selected.map((t) => ({
+        name: t.name,
+        role: t.role,
+        params: t.params,
+        training: t.training,
+        shape: model.weights.find((w) => w.name === t.name)!.shape,
+      })),
+    );
+    const batchesPerEpoch = Math.ceil(trainEnd / batchSize);
+    const maxDrop = spec.target?.maxDrop;
+    const floatAccuracy = floatMetrics?.accuracy;
+    const result = await trainQuantizationAware(
+      trainable,
+      batches({ end: trainEnd }) as AsyncIterable<Required<Batch>>,
+      {
+        plan,
+        epochs,
+        learningRate,
+        optimizer,
+        momentum,
+        learningRateDecay,
+        ste,
+        seed: 'seed' in spec.method ? spec.method.seed : 0,
+        regularizer: quantizers?.regularizer,
+        validationData: validationSplit > 0 ? (batches({ start: trainEnd }) as AsyncIterable<Required<Batch>>) : undefined,
+        signal: options.signal,
+        resumeFrom: options.resumeFrom,
+        onCheckpoint: options.onCheckpoint,
+        onBatch: (m) =>
+          progress(((m.epoch - 1) * batchesPerEpoch + m.batch) / (epochs * batchesPerEpoch), `epoch ${m.epoch}/${epochs} batch ${m.batch}`, {
+            training: { epoch: m.epoch, batch: m.batch, loss: m.loss, metric: m.metric },
+          }),
+        onEpoch: (m) =>
+          progress(m.epoch / epochs, `epoch ${m.epoch}/${epochs}: loss ${m.loss.toFixed(4)}`, {
+            training: { epoch: m.epoch, loss: m.loss, metric: m.metric, valMetric: m.valMetric },
+          }),
+        // Early stop once the held-out accuracy at Q(w) is within the allowed drop of the float model's.
+        earlyStop:
+          maxDrop !== undefined && floatAccuracy !== undefined
+            ? (m) => m.valMetric !== undefined && m.metricName === 'accuracy' && floatAccuracy - m.valMetric <= maxDrop
+            : undefined,
+      },
+    );
+    const trainedValues = new Map(trainable.weights.map((w) => [w.originalName, w.read().dataSync() as Float32Array]));
+    const weights = model.weights.map((w) =>
+      trainedValues.has(w.name) && w.dtype === 'float32' ? { ...w, values: Float32Array.from(trainedValues.get(w.name)!) } : w,
+    );
+    return {
+      model: { ...model, weights },
+      training: { history: result.history, stoppedEarly: result.stoppedEarly },
+      precomputed: result.quantized,
+      activations: quantizers ? learnedActivationRanges(quantizers) : undefined,
+    };
+  } finally {
+    graph?.dispose();
+  }
 }
 
 export async function loadTfModel(model: LoadedModel, owned: RunnableModel[]): Promise<RunnableModel> {

@@ -163,7 +163,7 @@ describe('POST /v1/jobs with data', () => {
     expect((await submit({ calibration: threeClasses })).statusCode).toBe(202);
   });
 
-  it('answers 400 at submission for training a graph model, and takes activation simulation on one', async () => {
+  it('takes training and activation simulation on a graph model, and answers 400 for trained activations on one', async () => {
     const graph = multipart([...buildGraphModel()].map(([filename, data]) => ({ filename, data })));
     const graphRes = await app.inject({ method: 'POST', url: '/v1/models', payload: graph.payload, headers: { ...graph.headers, ...alice } });
     expect(graphRes.statusCode, graphRes.body).toBe(201);
@@ -173,10 +173,23 @@ describe('POST /v1/jobs with data', () => {
       method: 'POST', url: '/v1/jobs', headers: alice,
       payload: { modelId: graphId, kind: 'qat', method: { name: 'affine', bits: 4 }, data: { training: data } },
     });
-    expect(qat.statusCode).toBe(400);
-    expectMatchesSpec('POST', '/v1/jobs', qat);
-    expect(qat.json().problems).toEqual([{ path: '/kind', message: `kind "qat" needs a layers model; ${graphId} is a graph-model` }]);
-    const images = await uploaded([{ field: 'x', filename: 'x.npy', data: npyOf('<f4', [3, 6, 6, 2], range(3 * 72)) }]);
+    expect(qat.statusCode, qat.body).toBe(422);
+    const images = await uploaded([
+      { field: 'x', filename: 'x.npy', data: npyOf('<f4', [3, 6, 6, 2], range(3 * 72)) },
+      { field: 'y', filename: 'y.npy', data: npyOf('<i4', [3], [0, 1, 2]) },
+    ]);
+    const trainable = await app.inject({
+      method: 'POST', url: '/v1/jobs', headers: alice,
+      payload: { modelId: graphId, kind: 'qat', method: { name: 'affine', bits: 4 }, data: { training: images } },
+    });
+    expect(trainable.statusCode, trainable.body).toBe(202);
+    const pact = await app.inject({
+      method: 'POST', url: '/v1/jobs', headers: alice,
+      payload: { modelId: graphId, kind: 'qat', method: { name: 'affine', bits: 4 }, activations: { quantizer: 'pact' }, data: { training: images } },
+    });
+    expect(pact.statusCode).toBe(400);
+    expectMatchesSpec('POST', '/v1/jobs', pact);
+    expect(pact.json().problems).toEqual([{ path: '/activations/quantizer', message: `pact activations need a layers model; ${graphId} is a graph-model` }]);
     const activations = await app.inject({
       method: 'POST', url: '/v1/jobs', headers: alice,
       payload: { modelId: graphId, method: { name: 'affine' }, activations: { bits: 8 }, data: { calibration: images } },

@@ -73,9 +73,10 @@ export async function jobRoutes(app: FastifyInstance): Promise<void> {
       if (Object.values(spec.data).some((id) => typeof id === 'string')) {
         const model = await records.get('models', request.tenant, spec.modelId);
         if (!model) throw noModel();
-        // Training runs on a tf.LayersModel; said now rather than by a job that fails later.
-        if (spec.kind === 'qat' && model.format !== 'layers-model') {
-          throw new SpecError([{ path: '/kind', message: `kind "qat" needs a layers model; ${model.id} is a ${model.format}` }]);
+        // DoReFa and PACT train quantizer layers inserted into a tf.LayersModel; said now, not by a failed job.
+        const trained = spec.activations && spec.activations.quantizer !== 'calibrated' ? spec.activations.quantizer : null;
+        if (trained && model.format !== 'layers-model') {
+          throw new SpecError([{ path: '/activations/quantizer', message: `${trained} activations need a layers model; ${model.id} is a ${model.format}` }]);
         }
         await checkJobDatasets(app.services, request.tenant, model, spec.data);
       }

@@ -43,6 +43,27 @@ export interface QatPlanEntry {
 
 export type QatPlan = Map<string, QatPlanEntry>;
 
+/** One weight of a TrainableModel: its model.json name and the variable that holds it. */
+export interface TrainableWeight {
+  readonly originalName: string;
+  readonly dtype: string;
+  readonly shape: readonly (number | null)[];
+  read(): tf.Tensor;
+}
+
+/**
+ * What QAT needs of a model. A tf.LayersModel is one; a graph model gets one from
+ * model/trainable-graph.ts. `outputIsSoftmax` tells a model that is not a LayersModel whether its output
+ * already is a softmax (a LayersModel's last layer says so itself).
+ */
+export interface TrainableModel {
+  readonly outputs: readonly unknown[];
+  readonly weights: readonly TrainableWeight[];
+  readonly trainableWeights: readonly TrainableWeight[];
+  readonly outputIsSoftmax?: boolean;
+  apply(x: tf.Tensor, kwargs: { training: boolean }): unknown;
+}
+
 export interface Batch {
   x: tf.Tensor;
   y: tf.Tensor;
@@ -202,7 +223,8 @@ function mixSeed(seed: number, counter: number): number {
   return (z ^ (z >>> 16)) >>> 0;
 }
 
-function endsInSoftmax(model: tf.LayersModel): boolean {
+function endsInSoftmax(model: TrainableModel): boolean {
+  if (!(model instanceof tf.LayersModel)) return model.outputIsSoftmax ?? false;
   const last = model.layers[model.layers.length - 1];
   return (last.getConfig() as { activation?: unknown }).activation === 'softmax';
 }
@@ -215,7 +237,7 @@ function targetsFor(y: tf.Tensor, prediction: tf.Tensor): tf.Tensor {
   return tf.oneHot(tf.cast(tf.reshape(y, [-1]), 'int32'), classes).toFloat();
 }
 
-function resolveLoss(name: LossName, model: tf.LayersModel, y: tf.Tensor): ResolvedLoss {
+function resolveLoss(name: LossName, model: TrainableModel, y: tf.Tensor): ResolvedLoss {
   const softmaxOutput = endsInSoftmax(model);
   const kind = name !== 'auto' ? name : softmaxOutput || y.dtype === 'int32' ? 'crossentropy' : 'mse';
   if (kind === 'mse') {
@@ -249,7 +271,7 @@ class QatSession implements QatStep {
   private resolved: ResolvedLoss | undefined;
 
   constructor(
-    private readonly model: tf.LayersModel,
+    private readonly model: TrainableModel,
     private readonly options: QatStepOptions,
   ) {
     if (model.outputs.length !== 1) throw new Error(`QAT trains single-output models; this one has ${model.outputs.length}`);
@@ -492,7 +514,7 @@ class QatSession implements QatStep {
 }
 
 /** A QAT step bound to a model: the loop of trainQuantizationAware without data handling or callbacks. */
-export function createQatStep(model: tf.LayersModel, options: QatStepOptions): QatStep {
+export function createQatStep(model: TrainableModel, options: QatStepOptions): QatStep {
   return new QatSession(model, options);
 }
 
@@ -569,7 +591,7 @@ function prepareData(data: TrainingData, options: QatOptions): EpochData {
  * checkpoint. tf.memory().numTensors is the same before and after, whether it returns or throws.
  */
 export async function trainQuantizationAware(
-  model: tf.LayersModel,
+  model: TrainableModel,
   data: TrainingData,
   options: QatOptions,
 ): Promise<QatResult> {
