@@ -77,7 +77,13 @@ export class JobLifecycle {
     return this.records.create('jobs', job, {
       guard: { key: this.records.recordKey('models', job.tenant, job.modelId), expect: 'exists' },
       membership: { key: modelJobsKey(this.prefix, job.tenant, job.modelId), op: 'add' },
+      index: { key: this.byModelKey(job), op: 'add' },
     });
+  }
+
+  /** The index of a model's jobs, ended ones included, that GET /v1/jobs?modelId= walks. */
+  private byModelKey(job: Pick<JobRecord, 'tenant' | 'modelId'>): string {
+    return this.records.fieldIndexKey('jobs', job.tenant, 'modelId', job.modelId);
   }
 
   start(tenant: string, id: string, attempt: number): Promise<JobRecord | null> {
@@ -124,7 +130,7 @@ export class JobLifecycle {
   async remove(tenant: string, id: string): Promise<boolean> {
     const job = await this.records.get('jobs', tenant, id);
     if (!job || !isTerminal(job)) return false;
-    if ((await this.records.delete('jobs', tenant, id)) !== 'deleted') return false;
+    if ((await this.records.delete('jobs', tenant, id, { index: { key: this.byModelKey(job), op: 'remove' } })) !== 'deleted') return false;
     const keys = [this.logKey(id), cancelKey(this.prefix, id), webhookSecretKey(this.prefix, tenant, id)];
     await this.redis.del(...keys, ...(job.idempotencyKey ? [job.idempotencyKey] : []));
     return true;

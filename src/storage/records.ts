@@ -34,9 +34,10 @@ export function isId(kind: RecordKind, id: string): boolean {
   return idPattern.test(id) && id.startsWith(`${idPrefixes[kind]}_`);
 }
 
-// KEYS: record, index, old status index, new status index, counts hash, [guard key], [membership set].
+// KEYS: record, index, old status index, new status index, counts hash, [guard key], [membership set],
+//       [extra index].
 // ARGV: expected current JSON ('' = must not exist), new JSON ('' = delete), id, old status, new status,
-//       guard ('' | 'exists' | 'absent'), membership ('' | 'add' | 'remove').
+//       guard ('' | 'exists' | 'absent'), membership ('' | 'add' | 'remove'), extra index ('' | 'add' | 'remove').
 // Returns 1 written, 0 the record was not as expected, -1 the guard failed.
 const compareAndSet = `
 if ARGV[6] == 'exists' and redis.call('EXISTS', KEYS[6]) == 0 then return -1 end
@@ -66,17 +67,21 @@ if ARGV[4] ~= ARGV[5] or ARGV[1] == '' or ARGV[2] == '' then
 end
 if ARGV[7] == 'add' then redis.call('SADD', KEYS[7], ARGV[3]) end
 if ARGV[7] == 'remove' then redis.call('SREM', KEYS[7], ARGV[3]) end
+if ARGV[8] == 'add' then redis.call('ZADD', KEYS[8], 0, ARGV[3]) end
+if ARGV[8] == 'remove' then redis.call('ZREM', KEYS[8], ARGV[3]) end
 return 1
 `;
 
 /**
  * What else a write checks or changes in the same atomic step: `guard` makes it conditional on another key
  * existing (a job's model) or being absent (a model's set of unfinished jobs); `membership` adds the
- * record's id to a set or removes it.
+ * record's id to a set or removes it; `index` does the same for a sorted index that `list` can walk.
  */
 export interface WriteEffects {
   guard?: { key: string; expect: 'exists' | 'absent' };
   membership?: { key: string; op: 'add' | 'remove' };
+  /** Another index the id enters or leaves (see indexKey: a record's jobs by model, listed like the others). */
+  index?: { key: string; op: 'add' | 'remove' };
 }
 
 export interface Page<T> {
@@ -104,7 +109,12 @@ export class RecordStore {
   }
 
   private indexKey(kind: RecordKind, tenant: string, status?: string): string {
-    return status ? `${this.prefix}:idx:${kind}:${tenant}:status:${status}` : `${this.prefix}:idx:${kind}:${tenant}`;
+    return status ? this.fieldIndexKey(kind, tenant, 'status', status) : `${this.prefix}:idx:${kind}:${tenant}`;
+  }
+
+  /** The index of a tenant's records whose `field` is `value`: kept here for status, by WriteEffects.index for others. */
+  fieldIndexKey(kind: RecordKind, tenant: string, field: string, value: string): string {
+    return `${this.prefix}:idx:${kind}:${tenant}:${field}:${value}`;
   }
 
   countsKey(kind: RecordKind): string {
@@ -156,15 +166,19 @@ export class RecordStore {
     }
   }
 
-  /** Newest first; `cursor` is the last id of the previous page. */
+  /**
+   * Newest first; `cursor` is the last id of the previous page. `where` walks a field index (fieldIndexKey);
+   * with `status` as well, the page keeps the records of that status, so it may hold fewer than `limit`.
+   */
   async list<K extends RecordKind>(
     kind: K,
     tenant: string,
-    options: { cursor?: string; limit: number; status?: string },
+    options: { cursor?: string; limit: number; status?: string; where?: { field: string; value: string } },
   ): Promise<Page<RecordOf[K]>> {
+    const { where, status } = options;
     const start = options.cursor ? `(${options.cursor}` : '+';
     const ids = await this.redis.zrevrangebylex(
-      this.indexKey(kind, tenant, options.status),
+      where ? this.fieldIndexKey(kind, tenant, where.field, where.value) : this.indexKey(kind, tenant, status),
       start,
       '-',
       'LIMIT',
@@ -173,7 +187,10 @@ export class RecordStore {
     );
     const pageIds = ids.slice(0, options.limit);
     const jsons = pageIds.length > 0 ? await this.redis.mget(pageIds.map((id) => this.recordKey(kind, tenant, id))) : [];
-    const items = jsons.filter((json): json is string => json !== null).map((json) => JSON.parse(json) as RecordOf[K]);
+    const items = jsons
+      .filter((json): json is string => json !== null)
+      .map((json) => JSON.parse(json) as RecordOf[K])
+      .filter((record) => !where || !status || statusOf(record) === status);
     return { items, nextCursor: ids.length > options.limit ? pageIds[pageIds.length - 1] : null };
   }
 
@@ -200,7 +217,7 @@ export class RecordStore {
     id: string,
     currentJson: string | null,
     next: RecordOf[RecordKind] | null,
-    { guard, membership }: WriteEffects = {},
+    { guard, membership, index }: WriteEffects = {},
   ): Promise<number> {
     const oldStatus = currentJson ? statusOf(JSON.parse(currentJson)) : '';
     const newStatus = next ? statusOf(next) : '';
@@ -212,7 +229,7 @@ export class RecordStore {
       this.countsKey(kind),
     ];
     // A slot left unused repeats the record key: the script reads a slot only when its ARGV asks for it.
-    if (guard || membership) keys.push(guard?.key ?? keys[0], membership?.key ?? keys[0]);
+    if (guard || membership || index) keys.push(guard?.key ?? keys[0], membership?.key ?? keys[0], index?.key ?? keys[0]);
     return this.compareAndSet(
       keys.length,
       ...keys,
@@ -223,6 +240,7 @@ export class RecordStore {
       newStatus,
       guard?.expect ?? '',
       membership?.op ?? '',
+      index?.op ?? '',
     );
   }
 }

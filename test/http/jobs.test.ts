@@ -6,7 +6,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { FastifyInstance } from 'fastify';
 import type { Config } from '../../src/config.js';
 import { npy } from '../model/dataset/npy-fixture.js';
-import { alice, bob, cleanup, multipart, twoTenantApp } from './helpers.js';
+import { alice, bob, cleanup, denseModel, filesAsParts, multipart, twoTenantApp } from './helpers.js';
 import { expectMatchesSpec } from './spec-validator.js';
 
 let config: Config;
@@ -148,6 +148,31 @@ describe('cancel, isolation, list', () => {
     }
     expect((await app.inject({ method: 'POST', url: `/v1/jobs/${job.id}/cancel`, headers: bob })).statusCode).toBe(404);
     expect((await app.inject({ url: '/v1/jobs', headers: bob })).json().items).toEqual([]);
+  });
+
+  it("lists a model's jobs, with or without a status, and forgets a deleted one", async () => {
+    const body = multipart(filesAsParts(await denseModel([4, 2])));
+    const other = await app.inject({ method: 'POST', url: '/v1/models', payload: body.payload, headers: { ...body.headers, ...alice } });
+    expect(other.statusCode, other.body).toBe(201);
+    const otherId = other.json().id;
+    const ids: string[] = [];
+    for (let i = 0; i < 3; i++) ids.push((await submit({ modelId: otherId, method: { name: 'affine' } })).json().id);
+    await submit({ modelId, method: { name: 'affine' } });
+    await app.inject({ method: 'POST', url: `/v1/jobs/${ids[1]}/cancel`, headers: alice });
+
+    const page = await app.inject({ url: `/v1/jobs?modelId=${otherId}&limit=2`, headers: alice });
+    expectMatchesSpec('GET', `/v1/jobs?modelId=${otherId}&limit=2`, page);
+    expect(page.json().items.map((j: { id: string }) => j.id)).toEqual([ids[2], ids[1]]);
+    const rest = await app.inject({ url: `/v1/jobs?modelId=${otherId}&limit=2&cursor=${page.json().nextCursor}`, headers: alice });
+    expect(rest.json()).toEqual({ items: [expect.objectContaining({ id: ids[0] })], nextCursor: null });
+    const cancelled = await app.inject({ url: `/v1/jobs?modelId=${otherId}&status=cancelled`, headers: alice });
+    expect(cancelled.json().items.map((j: { id: string }) => j.id)).toEqual([ids[1]]);
+    expect((await app.inject({ url: `/v1/jobs?modelId=${otherId}`, headers: bob })).json().items).toEqual([]);
+    expect((await app.inject({ url: '/v1/jobs?modelId=nope', headers: alice })).statusCode).toBe(400);
+
+    expect((await app.inject({ method: 'DELETE', url: `/v1/jobs/${ids[1]}`, headers: alice })).statusCode).toBe(204);
+    const after = await app.inject({ url: `/v1/jobs?modelId=${otherId}`, headers: alice });
+    expect(after.json().items.map((j: { id: string }) => j.id)).toEqual([ids[2], ids[0]]);
   });
 
   it('filters by status', async () => {

@@ -148,15 +148,16 @@ export async function jobRoutes(app: FastifyInstance): Promise<void> {
     {
       schema: {
         summary: 'List jobs',
-        querystring: Type.Composite([ListQuery, Type.Object({ status: Type.Optional(JobStatus) })], {
-          additionalProperties: false,
-        }),
+        querystring: Type.Composite(
+          [ListQuery, Type.Object({ status: Type.Optional(JobStatus), modelId: Type.Optional(Type.String({ pattern: '^mdl_[0-9a-z]{25}$' })) })],
+          { additionalProperties: false },
+        ),
         response: { 200: pageOf(Job), ...problemResponses },
       },
     },
     async (request) => {
-      const query = request.query as { cursor?: string; limit: number; status?: string };
-      return records.list('jobs', request.tenant, query);
+      const { modelId, ...query } = request.query as { cursor?: string; limit: number; status?: string; modelId?: string };
+      return records.list('jobs', request.tenant, { ...query, ...(modelId ? { where: { field: 'modelId', value: modelId } } : {}) });
     },
   );
 
