@@ -4,6 +4,9 @@
  * `model.execute(x)` reaches the weights (tfjs-converter runs a graph with tfjs-core ops, which the tape
  * records). The graph itself is unchanged: an inference graph, so batch-norm statistics stay as converted.
  *
+ * Batch-norm moving means and variances (inputs 3 and 4 of FusedBatchNorm*) stay constants: trained by
+ * gradient they could turn negative, and in Keras too they are not trainable.
+ *
  * GraphModel has no public way to substitute its weights; its executor's `weightMap` accessor (tfjs-converter
  * 4.x) is the one place they live. It is checked when the wrapper is made, and `dispose` puts the original
  * tensors back, so the GraphModel disposes what it loaded.
@@ -23,6 +26,16 @@ function executorOf(model: tf.GraphModel): { weightMap: WeightMap } {
   const executor = (model as unknown as { executor?: { weightMap?: WeightMap } }).executor;
   if (!executor?.weightMap) throw new Error('this tfjs-converter keeps no executor.weightMap: QAT of a graph model needs tfjs 4.x');
   return executor as { weightMap: WeightMap };
+}
+
+/** The constants a FusedBatchNorm reads as its moving mean and variance. */
+function batchNormStatistics(modelJson: Record<string, unknown>): Set<string> {
+  const nodes = ((modelJson.modelTopology as { node?: GraphNodeJson[] } | undefined)?.node ?? []) as GraphNodeJson[];
+  return new Set(
+    nodes
+      .filter((node) => node.op.startsWith('FusedBatchNorm'))
+      .flatMap((node) => (node.input ?? []).slice(3, 5).map((input) => input.split(':')[0])),
+  );
 }
 
 /** Whether the graph's first output is a Softmax (through any Identity nodes). */
@@ -48,9 +61,10 @@ export class TrainableGraph implements TrainableModel {
   ) {
     const executor = executorOf(model);
     const weightMap = executor.weightMap;
+    const statistics = batchNormStatistics(modelJson);
     this.weights = Object.entries(weightMap).flatMap(([name, tensors]) => {
       const [tensor] = tensors;
-      if (tensors.length !== 1 || tensor.dtype !== 'float32') return [];
+      if (tensors.length !== 1 || tensor.dtype !== 'float32' || statistics.has(name)) return [];
       const variable = tf.variable(tensor, true);
       this.originals.set(name, tensors);
       this.variables.push(variable);

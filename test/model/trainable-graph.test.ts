@@ -49,4 +49,38 @@ describe('TrainableGraph', () => {
     tf.dispose(x);
     model.dispose();
   });
+
+  it('keeps batch-norm moving statistics constant and trains its scale and offset', async () => {
+    // The fixture with a FusedBatchNormV3 between conv/BiasAdd and conv/Relu, its four vectors in a new shard.
+    const files = buildGraphModel();
+    const json = JSON.parse(new TextDecoder().decode(files.get('model.json')));
+    const vector = { dtype: 'DT_FLOAT', tensorShape: { dim: [{ size: '4' }] } };
+    const names = ['scale', 'offset', 'mean', 'variance'].map((n) => `conv/bn/${n}`);
+    json.modelTopology.node.push(
+      ...names.map((name) => ({ name, op: 'Const', attr: { value: { tensor: vector }, dtype: { type: 'DT_FLOAT' } } })),
+      {
+        name: 'conv/bn',
+        op: 'FusedBatchNormV3',
+        input: ['conv/BiasAdd', ...names],
+        attr: { T: { type: 'DT_FLOAT' }, U: { type: 'DT_FLOAT' }, epsilon: { f: 0.001 }, is_training: { b: false }, data_format: { s: Buffer.from('NHWC').toString('base64') } },
+      },
+    );
+    json.modelTopology.node.find((node: { name: string }) => node.name === 'conv/Relu').input = ['conv/bn'];
+    json.weightsManifest.push({ paths: ['bn.bin'], weights: names.map((name) => ({ name, shape: [4], dtype: 'float32' })) });
+    files.set('model.json', new TextEncoder().encode(JSON.stringify(json)));
+    files.set('bn.bin', new Uint8Array(Float32Array.from([1, 1, 1, 1, 0, 0, 0, 0, 0.1, 0.1, 0.1, 0.1, 2, 2, 2, 2]).buffer));
+    const model = (await loadRunnable(files)) as tf.GraphModel;
+    const trainable = new TrainableGraph(model, JSON.parse(new TextDecoder().decode(files.get('model.json'))));
+    const trained = trainable.weights.map((w) => w.originalName);
+    expect(trained).toContain('conv/bn/scale');
+    expect(trained).toContain('conv/bn/offset');
+    expect(trained).not.toContain('conv/bn/mean');
+    expect(trained).not.toContain('conv/bn/variance');
+    const x = graphInput(2);
+    const output = trainable.apply(x);
+    expect(output.shape).toEqual([2, 3]);
+    tf.dispose([x, output]);
+    trainable.dispose();
+    model.dispose();
+  });
 });
