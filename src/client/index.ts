@@ -6,6 +6,8 @@
 import { openAsBlob } from 'node:fs';
 import { readFile, stat } from 'node:fs/promises';
 import { basename, join } from 'node:path';
+import type { EventSourceMessage } from 'eventsource-parser';
+import { EventSourceParserStream } from 'eventsource-parser/stream';
 
 export class ApiError extends Error {
   constructor(
@@ -97,18 +99,9 @@ export class QaasClient {
   /** The job's Server-Sent Events, in order, until the service ends the stream (after `final`). */
   async *events(id: string): AsyncGenerator<JobEvent> {
     const response = await this.request(`/v1/jobs/${id}/events`, { headers: { accept: 'text/event-stream' } });
-    const decoder = new TextDecoder();
-    let buffered = '';
-    for await (const chunk of response.body as unknown as AsyncIterable<Uint8Array>) {
-      buffered += decoder.decode(chunk, { stream: true });
-      let end: number;
-      while ((end = buffered.indexOf('\n\n')) !== -1) {
-        const block = buffered.slice(0, end);
-        buffered = buffered.slice(end + 2);
-        const event = block.match(/^event: (.*)$/m)?.[1];
-        const data = block.match(/^data: (.*)$/m)?.[1];
-        if (event && data) yield { event, data: JSON.parse(data) as Record<string, unknown> };
-      }
+    const messages = response.body!.pipeThrough(new TextDecoderStream()).pipeThrough(new EventSourceParserStream());
+    for await (const message of messages as unknown as AsyncIterable<EventSourceMessage>) {
+      if (message.event) yield { event: message.event, data: JSON.parse(message.data) as Record<string, unknown> };
     }
   }
 
