@@ -27,6 +27,13 @@ export const Problem = Type.Object(
 
 const Timestamp = Type.String({ format: 'date-time' });
 
+/** A model input or output: the batch axis first; null for a size (or a whole shape) the model leaves open. */
+const Signature = Type.Object({
+  name: Type.String(),
+  shape: Nullable(Type.Array(Nullable(Type.Integer()))),
+  dtype: Type.String(),
+});
+
 export const Model = Type.Object({
   id: Type.String(),
   format: Type.String(),
@@ -34,6 +41,8 @@ export const Model = Type.Object({
   bytes: Type.Integer(),
   sha256: Type.String(),
   tensors: Type.Array(Type.Object({ name: Type.String(), shape: Type.Array(Type.Integer()), dtype: Type.String() })),
+  inputs: Type.Optional(Type.Array(Signature)),
+  outputs: Type.Optional(Type.Array(Signature)),
   files: Type.Array(Type.Object({ path: Type.String(), bytes: Type.Integer(), sha256: Type.String() })),
   createdAt: Timestamp,
 });

@@ -3,6 +3,7 @@
  * returns is a projection of these (response schemas drop the internal fields).
  */
 import type { Metrics } from '../quant/evaluate.js';
+import type { TensorSignature } from '../model/signature.js';
 import type { ModelFormat } from '../model/types.js';
 
 export interface StoredFile {
@@ -20,6 +21,9 @@ export interface ModelRecord {
   /** sha256 over the sorted `path\0sha256\n` lines of its files: the model's identity. */
   sha256: string;
   tensors: { name: string; shape: number[]; dtype: string }[];
+  /** What the model takes and gives, batch axis first (null: any size); a dataset must fit these. */
+  inputs?: TensorSignature[];
+  outputs?: TensorSignature[];
   files: StoredFile[];
   createdAt: string;
 }

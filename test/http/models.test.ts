@@ -7,6 +7,7 @@ import type { FastifyInstance } from 'fastify';
 import { buildApp } from '../../src/http/app.js';
 import type { Config } from '../../src/config.js';
 import type { FileSet } from '../../src/model/types.js';
+import { buildGraphModel } from '../fixtures/models.js';
 import { cleanup, filesAsParts, multipart, patchBytes, testConfig, tinyModel, zipOf } from './helpers.js';
 import { expectMatchesSpec } from './spec-validator.js';
 
@@ -46,6 +47,8 @@ describe('POST /v1/models', () => {
       { name: 'dense_2/kernel', shape: [3, 2], dtype: 'float32' },
       { name: 'dense_2/bias', shape: [2], dtype: 'float32' },
     ]);
+    expect(body.inputs).toEqual([{ name: 'dense_1_input', shape: [null, 4], dtype: 'float32' }]);
+    expect(body.outputs).toEqual([{ name: 'dense_2', shape: [null, 2], dtype: 'float32' }]);
     expect(res.headers.location).toBe(`/v1/models/${body.id}`);
 
     const shown = await app.inject({ url: `/v1/models/${body.id}` });
@@ -53,6 +56,14 @@ describe('POST /v1/models', () => {
     expectMatchesSpec('GET', `/v1/models/${body.id}`, shown);
     expect(shown.json().sha256).toBe(body.sha256);
     expect(shown.json().tenant).toBeUndefined();
+  });
+
+  it("describes a graph model's inputs and outputs from its signature", async () => {
+    const res = await upload(multipart(filesAsParts(buildGraphModel())));
+    expect(res.statusCode, res.body).toBe(201);
+    expectMatchesSpec('POST', '/v1/models', res);
+    expect(res.json().inputs).toEqual([{ name: 'input', shape: [null, 6, 6, 2], dtype: 'float32' }]);
+    expect(res.json().outputs).toEqual([{ name: 'output', shape: [null, 3], dtype: 'float32' }]);
   });
 
   it('accepts a zip with the model inside a folder, same identity as the loose files', async () => {

@@ -8,6 +8,7 @@ import { posix } from 'node:path';
 import { Type } from '@sinclair/typebox';
 import type { FastifyInstance } from 'fastify';
 import { modelJobsKey } from '../../jobs/lifecycle.js';
+import { modelInputs, modelOutputs } from '../../model/signature.js';
 import { validateModelFiles, type DiskFileSet } from '../../model/validate-stream.js';
 import { isId, newId } from '../../storage/records.js';
 import type { ModelRecord, StoredFile } from '../../storage/types.js';
@@ -68,6 +69,8 @@ export async function modelRoutes(app: FastifyInstance): Promise<void> {
           bytes: storedFiles.reduce((sum, f) => sum + f.bytes, 0),
           sha256: modelIdentity(storedFiles),
           tensors: model.weights.map((w) => ({ name: w.name, shape: w.shape, dtype: w.dtype })),
+          inputs: modelInputs(model.modelJson),
+          outputs: modelOutputs(model.modelJson),
           files: storedFiles,
           createdAt: new Date().toISOString(),
         };
