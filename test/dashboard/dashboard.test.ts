@@ -19,7 +19,7 @@ import { buildApp } from '../../src/http/app.js';
 import type { FileSet } from '../../src/model/types.js';
 import { startWorkers, type Closable } from '../../src/service.js';
 import { buildLayersModel, LAYERS_QUANTIZABLE, loadStockLayers } from '../fixtures/models.js';
-import { cleanup, filesAsParts, multipart, testConfig, tinyModel, zipOf } from '../http/helpers.js';
+import { cleanup, denseModel, filesAsParts, multipart, testConfig, tinyModel, zipOf } from '../http/helpers.js';
 import { npy } from '../model/dataset/npy-fixture.js';
 
 const artifacts = new URL('../artifacts/', import.meta.url).pathname;
@@ -323,6 +323,20 @@ describe('the dashboard in chromium', () => {
     await page.locator(`tr[data-job="${jobId}"]`).waitFor();
     expect(await page.locator(`tr[data-job="${second.id}"]`).count()).toBe(0);
     expect((await app.inject({ url: `/v1/jobs/${second.id}` })).statusCode).toBe(404);
+
+    // A model id in the list links to that model's jobs.
+    const other = multipart(filesAsParts(await denseModel([12, 4])));
+    const otherModel = (await app.inject({ method: 'POST', url: '/v1/models', ...other })).json().id;
+    const otherJob = (await app.inject({ method: 'POST', url: '/v1/jobs', payload: { modelId: otherModel, method: { name: 'float16' } } })).json().id;
+    await page.reload();
+    await page.locator(`tr[data-job="${otherJob}"]`).waitFor();
+    const modelLink = page.locator(`tr[data-job="${jobId}"] a[href^="#/jobs?modelId="]`);
+    const jobModel = (await modelLink.textContent())!;
+    await modelLink.click();
+    await page.locator('#model-filter').waitFor();
+    await page.locator(`tr[data-job="${jobId}"]`).waitFor();
+    expect(await page.locator(`tr[data-job="${otherJob}"]`).count()).toBe(0);
+    expect(page.url()).toContain(`#/jobs?modelId=${jobModel}`);
 
     // Phone width: the page reflows instead of scrolling sideways.
     await page.setViewportSize({ width: 390, height: 844 });

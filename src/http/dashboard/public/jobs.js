@@ -1,5 +1,6 @@
 /**
- * The jobs page: newest first, filtered by status, one live progress bar per unfinished job. Up to
+ * The jobs page: newest first, filtered by status and by model (a model id in the table links to its jobs),
+ * one live progress bar per unfinished job. Up to
  * `maxStreams` unfinished jobs follow their SSE stream (a browser allows only a few connections per host);
  * the list is polled only for the jobs beyond that.
  */
@@ -16,7 +17,16 @@ export function renderJobs(view) {
 
   const filter = el('select', { id: 'status-filter', onchange: () => load(true) },
     el('option', { value: '' }, 'All statuses'), statuses.map((s) => el('option', { value: s }, s)));
-  filter.value = new URLSearchParams(location.hash.split('?')[1] ?? '').get('status') ?? '';
+  const params = new URLSearchParams(location.hash.split('?')[1] ?? '');
+  filter.value = params.get('status') ?? '';
+  const modelId = params.get('modelId');
+  /** The list's query: the filters, without paging. */
+  const filters = () => {
+    const query = new URLSearchParams();
+    if (filter.value) query.set('status', filter.value);
+    if (modelId) query.set('modelId', modelId);
+    return query;
+  };
   const body = el('tbody');
   const table = el('table', { class: 'jobs-table' },
     el('caption', { class: 'visually-hidden' }, 'Jobs, newest first'),
@@ -30,6 +40,7 @@ export function renderJobs(view) {
   view.append(
     el('div', { class: 'toolbar' },
       el('h1', {}, 'Jobs'), el('span', { class: 'spacer' }),
+      modelId ? el('span', { id: 'model-filter' }, 'Model ', el('span', { class: 'mono' }, modelId), ' ', el('a', { href: '#/jobs' }, 'all models')) : null,
       el('div', {}, el('label', { for: 'status-filter' }, 'Status'), filter),
       el('a', { class: 'button', href: '#/new' }, 'New job')),
     message,
@@ -54,7 +65,8 @@ export function renderJobs(view) {
     const tr = el('tr', { dataset: { job: job.id } },
       el('td', {}, el('a', { href: `#/jobs/${job.id}`, class: 'mono' }, job.id)),
       status, el('td', { class: 'opt' }, job.kind), el('td', {}, job.method),
-      el('td', { class: 'opt mono' }, job.modelId), el('td', { class: 'opt' }, formatDate(job.createdAt)), duration,
+      el('td', { class: 'opt mono' }, el('a', { href: `#/jobs?modelId=${job.modelId}`, title: 'This model’s jobs' }, job.modelId)),
+      el('td', { class: 'opt' }, formatDate(job.createdAt)), duration,
       el('td', {}, progress.root));
     rows.set(job.id, { job: { ...job }, status, duration, progress });
     return tr;
@@ -87,7 +99,9 @@ export function renderJobs(view) {
     if (!unwatched) return;
     pollTimer = setTimeout(async () => {
       try {
-        const page = await api(`/v1/jobs?limit=100${filter.value ? `&status=${filter.value}` : ''}`);
+        const query = filters();
+        query.set('limit', '100');
+        const page = await api(`/v1/jobs?${query}`);
         for (const job of page.items) if (!streams.has(job.id)) updateRow(job, 'poll');
         for (const job of page.items) follow(job);
       } catch {
@@ -103,12 +117,13 @@ export function renderJobs(view) {
       rows.clear();
       body.replaceChildren();
       cursor = null;
-      history.replaceState(null, '', `#/jobs${filter.value ? `?status=${filter.value}` : ''}`);
+      const query = String(filters());
+      history.replaceState(null, '', `#/jobs${query ? `?${query}` : ''}`);
     }
     message.replaceChildren();
     try {
-      const query = new URLSearchParams({ limit: '25' });
-      if (filter.value) query.set('status', filter.value);
+      const query = filters();
+      query.set('limit', '25');
       if (cursor) query.set('cursor', cursor);
       const page = await api(`/v1/jobs?${query}`);
       const jobs = [...page.items].sort((a, b) => b.createdAt.localeCompare(a.createdAt));
@@ -118,7 +133,8 @@ export function renderJobs(view) {
       more.hidden = !cursor;
       if (rows.size === 0) {
         body.append(el('tr', {}, el('td', { colspan: 8, class: 'empty' },
-          filter.value ? `No ${filter.value} jobs.` : 'No jobs yet. ', filter.value ? null : el('a', { href: '#/new' }, 'Upload a model and create one.'))));
+          filter.value || modelId ? `No ${filter.value} jobs${modelId ? ' of this model' : ''}.` : 'No jobs yet. ',
+          filter.value || modelId ? null : el('a', { href: '#/new' }, 'Upload a model and create one.'))));
       }
       schedule();
     } catch (error) {
