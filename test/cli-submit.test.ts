@@ -145,6 +145,25 @@ describe('qaas submit', () => {
     expect(badId.stderr).toBe('qaas: fetch takes one job id (job_…); run qaas --help\n');
   });
 
+  it('waits out the rate limit (429 with Retry-After) instead of failing', async () => {
+    const strict = await buildApp({ ...config, rateLimit: { max: 3, timeWindowMs: 1000 } }, { logger: false });
+    const strictUrl = await strict.listen({ port: 0, host: '127.0.0.1' });
+    try {
+      const out = join(dir, 'strict');
+      const result = await qaas('submit', join(dir, 'model'), '--api', strictUrl, '--api-key', 'alice-key', '--out', out, '--quiet');
+      expect(result.stderr).toBe('');
+      expect(result.code).toBe(0);
+      const report = JSON.parse(await readFile(join(out, 'report.json'), 'utf8'));
+      expect(report.tensors).toHaveLength(2);
+      // Upload, submit, events, report and six artifacts are more than 3 a second: some were answered 429.
+      const metrics = (await strict.inject({ url: '/metrics' })).body;
+      const limited = [...metrics.matchAll(/^qaas_http_request_duration_seconds_count\{[^}]*status="429"\} (\d+)$/gm)];
+      expect(limited.reduce((sum, match) => sum + Number(match[1]), 0)).toBeGreaterThan(0);
+    } finally {
+      await strict.close();
+    }
+  });
+
   it('says which service it cannot reach, with exit 1', async () => {
     const closed = createServer();
     await new Promise<void>((resolve) => closed.listen(0, '127.0.0.1', resolve));

@@ -34,6 +34,8 @@ export interface JobEvent {
 }
 
 const networkRetries = 3;
+/** Tries of a request the service answered 429 or 503, waiting its Retry-After between them. */
+const busyRetries = 6;
 
 export class QaasClient {
   constructor(
@@ -105,15 +107,25 @@ export class QaasClient {
     }
   }
 
+  /**
+   * One call. A 429 (rate limit, checked before the service reads a body) or a 503 (Redis away) did nothing,
+   * so the same request is sent again after the Retry-After the service gave, a few times.
+   */
   private async request(path: string, init: RequestInit = {}): Promise<Response> {
     const headers = new Headers(init.headers);
     if (this.apiKey) headers.set('authorization', `Bearer ${this.apiKey}`);
     let response: Response;
-    try {
-      response = await fetch(new URL(path, this.baseUrl), { ...init, headers });
-    } catch (error) {
-      const cause = (error as { cause?: { code?: string; message?: string } }).cause;
-      throw new Error(`cannot reach the service at ${this.baseUrl}: ${cause?.code ?? cause?.message ?? (error as Error).message}`);
+    for (let attempt = 1; ; attempt++) {
+      try {
+        response = await fetch(new URL(path, this.baseUrl), { ...init, headers });
+      } catch (error) {
+        const cause = (error as { cause?: { code?: string; message?: string } }).cause;
+        throw new Error(`cannot reach the service at ${this.baseUrl}: ${cause?.code ?? cause?.message ?? (error as Error).message}`);
+      }
+      if ((response.status !== 429 && response.status !== 503) || attempt >= busyRetries) break;
+      await response.body?.cancel();
+      const seconds = Number(response.headers.get('retry-after'));
+      await new Promise((resolve) => setTimeout(resolve, Math.min(Number.isFinite(seconds) && seconds > 0 ? seconds : 1, 30) * 1000));
     }
     if (response.ok) return response;
     const text = await response.text();
