@@ -206,7 +206,7 @@ export async function datasetRoutes(app: FastifyInstance): Promise<void> {
       if (activeJobs.length > 0) {
         throw new ApiProblem('conflict', `dataset ${id} is used by unfinished jobs: ${activeJobs.join(', ')}`, { jobs: activeJobs });
       }
-      // Blobs are shared by content; they are left for a sweep rather than counted per reference here.
+      // Blobs are shared by content: `qaas sweep` removes those no record names any more (storage/sweep.ts).
       await records.delete('datasets', request.tenant, id);
       return reply.code(204).send();
     },

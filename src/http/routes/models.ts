@@ -115,7 +115,7 @@ export async function modelRoutes(app: FastifyInstance): Promise<void> {
     async (request, reply) => {
       const { id } = request.params as { id: string };
       const jobsKey = modelJobsKey(config.redisPrefix, request.tenant, id);
-      // Blobs are shared by content; they are left for a sweep rather than counted per reference here.
+      // Blobs are shared by content: `qaas sweep` removes those no record names any more (storage/sweep.ts).
       const outcome = isId('models', id) ? await records.delete('models', request.tenant, id, { guard: { key: jobsKey, expect: 'absent' } }) : 'missing';
       if (outcome === 'missing') throw new ApiProblem('not-found', `no model ${id}`);
       if (outcome === 'guarded') {

@@ -1,8 +1,7 @@
 /**
  * The jobs page: newest first, filtered by status and by model (a model id in the table links to its jobs),
- * one live progress bar per unfinished job. Up to
- * `maxStreams` unfinished jobs follow their SSE stream (a browser allows only a few connections per host);
- * the list is polled only for the jobs beyond that.
+ * one live progress bar per unfinished job. Up to `maxStreams` unfinished jobs follow their SSE stream (a
+ * browser allows only a few connections per host); the list is polled only for the jobs beyond that.
  */
 import { api, el, errorBox, followJob, formatDate, formatDuration, isTerminal, jobDuration, progressBar, statusBadge } from './lib.js';
 
