@@ -154,6 +154,13 @@ describe('the dashboard in chromium', () => {
     await page.click('#model-upload');
     const modelId = (await page.locator('#model-id').textContent())!;
     expect(modelId).toMatch(/^mdl_/);
+    // What a dataset must fit, from the model's own record.
+    const { inputs, outputs } = (await app.inject({ url: `/v1/models/${modelId}` })).json();
+    const shapes = (list: { name: string; shape: (number | null)[] }[]) => list.map((t) => `${t.name} [${t.shape.map((d) => d ?? 'n').join(', ')}] float32`).join('; ');
+    expect(await page.locator('#model-signature').textContent()).toBe(
+      `Inputs: ${shapes(inputs)}. Outputs: ${shapes(outputs)}. Datasets must fit these (n: any batch size).`,
+    );
+    expect(inputs[0].shape).toEqual([null, 12]);
     await expect.poll(() => page.locator('#field-modelId').inputValue()).toBe(modelId);
 
     // The same model dropped on the drop zone as one zip is a second upload.

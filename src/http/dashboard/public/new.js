@@ -62,7 +62,11 @@ function modelUpload(onUploaded) {
     result.replaceChildren(el('p', { class: 'muted' }, 'Uploading…'));
     try {
       const model = await api('/v1/models', { method: 'POST', body });
-      result.replaceChildren(el('p', {}, 'Stored ', el('span', { class: 'mono', id: 'model-id' }, model.id), `: ${model.format}, ${model.params} params, ${formatBytes(model.bytes)}.`));
+      const signature = (list) => (list ?? []).map((t) => `${t.name} [${t.shape === null ? '?' : t.shape.map((d) => d ?? 'n').join(', ')}] ${t.dtype}`).join('; ');
+      result.replaceChildren(
+        el('p', {}, 'Stored ', el('span', { class: 'mono', id: 'model-id' }, model.id), `: ${model.format}, ${model.params} params, ${formatBytes(model.bytes)}.`),
+        el('p', { class: 'muted', id: 'model-signature' }, `Inputs: ${signature(model.inputs) || '–'}. Outputs: ${signature(model.outputs) || '–'}. Datasets must fit these (n: any batch size).`),
+      );
       onUploaded(model);
     } catch (error) {
       const where = error instanceof ApiError ? ['weight', 'file', 'layer'].filter((k) => error.problem[k]).map((k) => ` (${k} ${error.problem[k]})`).join('') : '';
