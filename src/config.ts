@@ -33,6 +33,8 @@ export interface Config {
     maxExpansionRatio: number;
   };
   rateLimit: { max: number; timeWindowMs: number };
+  /** Browser origins (scheme://host[:port]) whose pages may call the API; empty: none, `*`: any. */
+  corsOrigins: string[];
   logLevel: string;
 }
 
@@ -94,6 +96,18 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
       max: integer(env, 'QAAS_RATE_LIMIT_MAX', 600, 1),
       timeWindowMs: integer(env, 'QAAS_RATE_LIMIT_WINDOW_MS', 60_000, 1),
     },
+    corsOrigins: parseOrigins(env.QAAS_CORS_ORIGINS),
     logLevel: env.LOG_LEVEL || 'info',
   };
+}
+
+function parseOrigins(raw: string | undefined): string[] {
+  if (!raw?.trim()) return [];
+  const origins = raw.split(',').map((origin) => origin.trim());
+  for (const origin of origins) {
+    if (origin !== '*' && !/^https?:\/\/[^/\s]+$/.test(origin)) {
+      throw new ConfigError(`QAAS_CORS_ORIGINS must be comma-separated origins like https://dash.example.com (or *); got "${origin}"`);
+    }
+  }
+  return origins;
 }
