@@ -52,6 +52,23 @@ describe('POST /v1/jobs', () => {
     expect(queued?.data).toEqual({ tenant: 'alice', jobId: job.id });
   });
 
+  it('checks a spec without queueing it with dryRun=true', async () => {
+    const before = (await app.inject({ url: '/v1/jobs?limit=100', headers: alice })).json().items.length;
+    const spec = { modelId, method: { name: 'pow2', bits: 4 }, webhook: { url: 'https://hooks.example.com/q', secret: 'a-long-secret' } };
+    const res = await app.inject({ method: 'POST', url: '/v1/jobs?dryRun=true', payload: spec, headers: alice });
+    expect(res.statusCode, res.body).toBe(200);
+    expectMatchesSpec('POST', '/v1/jobs?dryRun=true', res);
+    const resolved = res.json().spec;
+    expect(resolved.kind).toBe('ptq');
+    expect(resolved.method).toMatchObject({ name: 'pow2', bits: 4 });
+    expect(resolved.webhook).toEqual({ url: 'https://hooks.example.com/q' });
+    expect(res.body).not.toContain('a-long-secret');
+    const missing = await app.inject({ method: 'POST', url: '/v1/jobs?dryRun=true', payload: { ...spec, modelId: 'mdl_0000000000000000000000000' }, headers: alice });
+    expect(missing.statusCode).toBe(400);
+    expect(missing.json().problems[0].path).toBe('/modelId');
+    expect((await app.inject({ url: '/v1/jobs?limit=100', headers: alice })).json().items.length).toBe(before);
+  });
+
   it('answers 400 naming the allowed methods for an unknown one', async () => {
     const res = await submit({ modelId, method: { name: 'int3' } });
     expect(res.statusCode).toBe(400);

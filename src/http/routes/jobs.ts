@@ -60,17 +60,20 @@ export async function jobRoutes(app: FastifyInstance): Promise<void> {
       schema: {
         summary: 'Submit a job',
         headers: Type.Object({ 'idempotency-key': Type.Optional(Type.String({ minLength: 1, maxLength: 255 })) }),
+        querystring: Type.Object({ dryRun: Type.Optional(Type.Boolean()) }, { additionalProperties: false }),
         body: Type.Object({}, { additionalProperties: true }),
-        response: { 202: Job, 409: Problem, 422: Problem, ...problemResponses },
+        response: { 200: Type.Object({ spec: Type.Object({}, { additionalProperties: true }) }), 202: Job, 409: Problem, 422: Problem, ...problemResponses },
       },
     },
     async (request, reply) => {
+      const { dryRun } = request.query as { dryRun?: boolean };
       const spec = parseJobSpec(request.body);
       if (!spec.modelId) throw new SpecError([{ path: '/modelId', message: 'required: the id of an uploaded model' }]);
       const noModel = () => new SpecError([{ path: '/modelId', message: `no model ${spec.modelId}` }]);
       if (!isId('models', spec.modelId)) throw noModel();
+      const namesDatasets = Object.values(spec.data).some((id) => typeof id === 'string');
       // Without datasets the model's existence is all that matters, and lifecycle.create checks it atomically.
-      if (Object.values(spec.data).some((id) => typeof id === 'string')) {
+      if (namesDatasets || dryRun) {
         const model = await records.get('models', request.tenant, spec.modelId);
         if (!model) throw noModel();
         // DoReFa and PACT train quantizer layers inserted into a tf.LayersModel; said now, not by a failed job.
@@ -79,6 +82,11 @@ export async function jobRoutes(app: FastifyInstance): Promise<void> {
           throw new SpecError([{ path: '/activations/quantizer', message: `${trained} activations need a layers model; ${model.id} is a ${model.format}` }]);
         }
         await checkJobDatasets(app.services, request.tenant, model, spec.data);
+      }
+      if (dryRun) {
+        // Every check a submission makes has passed; nothing is stored or queued.
+        const { webhook, ...resolved } = spec;
+        return reply.code(200).send({ spec: { ...resolved, ...(webhook ? { webhook: { url: webhook.url } } : {}) } });
       }
 
       const id = newId('jobs');
