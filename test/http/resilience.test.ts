@@ -64,6 +64,7 @@ describe('Redis outage', () => {
     expect(down.statusCode).toBe(503);
     expect(down.headers['content-type']).toContain('application/problem+json');
     expect(down.json().type).toBe('urn:qaas:problem:service-unavailable');
+    expect(down.headers['retry-after']).toBe('2');
     const ready = await app.inject({ url: '/readyz' });
     expect(ready.statusCode).toBe(503);
     expect(ready.json().checks.redis).toMatch(/^unreachable/);
