@@ -1,7 +1,8 @@
 /**
  * Prometheus metrics on a per-app registry (so several apps in one process, as in tests, don't collide):
  * HTTP latency by route, bytes uploaded, jobs by status (from the record counts), queue depth by BullMQ
- * state, and job duration by method and status (the histogram the job lifecycle keeps in Redis).
+ * state, workers connected per queue, and job duration by method and status (the histogram the job
+ * lifecycle keeps in Redis).
  */
 import type { FastifyInstance } from 'fastify';
 import fp from 'fastify-plugin';
@@ -50,6 +51,18 @@ export const metricsPlugin = fp(
         for (const [name, queue] of Object.entries(app.services.queues)) {
           const counts = await queue.getJobCounts('waiting', 'prioritized', 'active', 'delayed', 'failed').catch(() => ({}));
           for (const [state, n] of Object.entries(counts)) this.set({ queue: name, state }, n);
+        }
+      },
+    });
+    new Gauge({
+      name: 'qaas_workers',
+      help: 'Workers connected to each queue (0 on the quantize queue: jobs wait for nobody)',
+      labelNames: ['queue'],
+      registers: [registry],
+      async collect() {
+        for (const [name, queue] of Object.entries(app.services.queues)) {
+          const count = await queue.getWorkersCount().catch(() => undefined);
+          if (count !== undefined) this.set({ queue: name }, count);
         }
       },
     });

@@ -167,6 +167,8 @@ describe('a job through a sandboxed worker', () => {
     expect(metrics).toContain('qaas_job_duration_seconds_count{method="affine",status="succeeded"} 1');
     expect(metrics).toMatch(/qaas_jobs\{status="succeeded"\} 1/);
     expect(metrics).toMatch(/qaas_queue_jobs\{queue="quantize",state="waiting"\} 0/);
+    // startWorkers ran one sandboxed quantize worker (and its webhook worker) for this app.
+    expect(metrics).toMatch(/^qaas_workers\{queue="quantize"\} 1$/m);
     expect(metrics).toMatch(/qaas_uploaded_bytes_total [1-9]/);
     expect(metrics).toContain('qaas_http_request_duration_seconds_bucket');
   });
