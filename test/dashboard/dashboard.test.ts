@@ -324,6 +324,9 @@ describe('the dashboard in chromium', () => {
 
     // An ended job can be deleted from its page, after a confirmation; the list no longer has it.
     expect(await page.locator('dt:text-is("Priority") + dd').textContent()).toBe('0');
+    await page.locator('#job-spec summary').click();
+    const shownSpec = JSON.parse((await page.locator('#job-spec pre').textContent())!);
+    expect(shownSpec).toMatchObject({ kind: 'ptq', method: { name: 'ternary' }, priority: 0 });
     page.once('dialog', (dialog) => void dialog.accept());
     await page.getByRole('button', { name: 'Delete job' }).click();
     await page.waitForURL(/#\/jobs$/);

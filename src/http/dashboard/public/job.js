@@ -20,6 +20,8 @@ export function renderJob(view, id) {
   let left = false;
   const header = el('div');
   const meta = el('dl', { class: 'meta' });
+  const specText = el('pre', { class: 'mono' });
+  const specView = el('details', { id: 'job-spec' }, el('summary', {}, 'Spec as it runs (defaults filled in)'), specText);
   const timeline = el('ol', { class: 'timeline', 'aria-label': 'Stages' });
   const progress = progressBar(`Progress of job ${id}`);
   const log = el('ol', { class: 'log', 'aria-live': 'polite', 'aria-label': 'Log', hidden: true });
@@ -31,7 +33,7 @@ export function renderJob(view, id) {
     el('section', { class: 'panel', 'aria-labelledby': 'progress-title' },
       el('h2', { id: 'progress-title' }, 'Progress'), timeline, progress.root, failure,
       el('h2', { style: 'margin-top:14px' }, 'Log'), logEmpty, log),
-    el('section', { class: 'panel', 'aria-label': 'Job details' }, meta),
+    el('section', { class: 'panel', 'aria-label': 'Job details' }, meta, specView),
     report,
   );
 
@@ -50,6 +52,7 @@ export function renderJob(view, id) {
       ['Attempts', job.attempts], ['Priority', job.spec?.priority ?? 0], ['Method params', Object.entries(job.spec?.method ?? {}).filter(([k]) => k !== 'name').map(([k, v]) => `${k} ${v}`).join(', ')],
     ];
     meta.replaceChildren(...rows.flatMap(([k, v]) => [el('dt', {}, k), el('dd', {}, String(v ?? '–'))]));
+    specText.textContent = JSON.stringify(job.spec ?? {}, null, 2);
     drawTimeline(job.stage, job.status);
     progress.set(job, source);
     failure.replaceChildren(job.error && job.status !== 'succeeded' ? el('div', { class: 'error-box', role: 'alert' }, `${job.status}: ${job.error.message}`) : '');
