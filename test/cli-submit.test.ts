@@ -111,6 +111,18 @@ describe('qaas submit', () => {
     expect(result.stdout).toMatch(/^job_\w+\n$/);
   });
 
+  it('uploads a lone .npy as a calibration set whatever its name', async () => {
+    await writeFile(join(dir, 'cal.npy'), await readFile(join(dir, 'x.npy')));
+    const result = await qaas('submit', join(dir, 'model'), '--api-key', 'alice-key', '--calibration', join(dir, 'cal.npy'), '--activation-bits', '8', '--detach', '--quiet');
+    expect(result.stderr).toBe('');
+    expect(result.code).toBe(0);
+    const job = (await app.inject({ url: `/v1/jobs/${result.stdout.trim()}`, headers: alice })).json();
+    expect(job.spec.data.calibration).toMatch(/^ds_/);
+    const dataset = (await app.inject({ url: `/v1/datasets/${job.spec.data.calibration}`, headers: alice })).json();
+    expect(dataset.x.shape).toEqual([8, 4]);
+    expect(dataset.y).toBeNull();
+  });
+
   it('ends with exit 2 on a bad spec or key, before anything is stored', async () => {
     const before = await modelCount();
     const badSpec = await qaas('submit', join(dir, 'model'), '--api-key', 'alice-key', '--bits', '99');

@@ -62,7 +62,8 @@ export class QaasClient {
     const paths = ref.split(',');
     if (paths.length > 2) throw new Error(`a dataset is x.npy[,y.npy], one .npz or one .json; got ${ref}`);
     for (const [i, path] of paths.entries()) {
-      const field = paths.length === 2 ? ['x', 'y'][i] : 'file';
+      // A lone .npy is x whatever its file name; .npz and .json are read by their ending.
+      const field = paths.length === 2 ? ['x', 'y'][i] : path.toLowerCase().endsWith('.npy') ? 'x' : 'file';
       form.append(field, await openAsBlob(path), basename(path));
     }
     return (await this.request('/v1/datasets', { method: 'POST', body: form })).json() as Promise<{ id: string }>;
