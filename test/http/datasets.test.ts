@@ -3,32 +3,20 @@
  * dataset checks at job submission: 404 for a dataset that is not the tenant's, 422 naming the mismatch
  * with the model's input or output.
  */
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import type { FastifyInstance } from 'fastify';
-import type { Config } from '../../src/config.js';
+import { describe, expect, it } from 'vitest';
 import { openStoredDataset } from '../../src/storage/datasets.js';
 import { npyOf } from '../model/dataset/npy-fixture.js';
 import { buildGraphModel } from '../fixtures/models.js';
-import { alice, bob, cleanup, multipart, twoTenantApp, zipOf, type Part } from './helpers.js';
+import { alice, bob, multipart, zipOf, type Part } from './helpers.js';
 import { expectMatchesSpec } from './spec-validator.js';
+import { useTwoTenantApp } from './suite.js';
 
-let config: Config;
-let app: FastifyInstance;
-/** tinyModel: input 'dense_1_input' [null, 4] → output 'dense_2' [null, 2]. */
-let modelId: string;
-
-beforeAll(async () => {
-  ({ config, app, modelId } = await twoTenantApp());
-});
-
-afterAll(async () => {
-  await app?.close();
-  await cleanup(config);
-});
+/** Alice's tinyModel: input 'dense_1_input' [null, 4] → output 'dense_2' [null, 2]. */
+const suite = useTwoTenantApp();
 
 function upload(parts: Part[], headers: Record<string, string> = alice) {
   const body = multipart(parts);
-  return app.inject({ method: 'POST', url: '/v1/datasets', payload: body.payload, headers: { ...body.headers, ...headers } });
+  return suite.app.inject({ method: 'POST', url: '/v1/datasets', payload: body.payload, headers: { ...body.headers, ...headers } });
 }
 
 async function uploaded(parts: Part[], headers: Record<string, string> = alice): Promise<string> {
@@ -41,7 +29,7 @@ const range = (n: number) => Array.from({ length: n }, (_, i) => i);
 const xOf = (features: number, samples = 3) => npyOf('<f4', [samples, features], range(samples * features));
 
 function submit(data: Record<string, string>, headers: Record<string, string> = alice) {
-  return app.inject({ method: 'POST', url: '/v1/jobs', payload: { modelId, method: { name: 'affine', bits: 8 }, data }, headers });
+  return suite.app.inject({ method: 'POST', url: '/v1/jobs', payload: { modelId: suite.modelId, method: { name: 'affine', bits: 8 }, data }, headers });
 }
 
 describe('POST /v1/datasets', () => {
@@ -54,8 +42,8 @@ describe('POST /v1/datasets', () => {
     expect(res.statusCode).toBe(201);
     expectMatchesSpec('POST', '/v1/datasets', res);
     expect(res.json()).toMatchObject({ samples: 3, x: { dtype: '>f8', shape: [3, 4] }, y: { dtype: '|u1', shape: [3] }, bytes: npz.length });
-    const record = await app.services.records.get('datasets', 'alice', res.json().id);
-    const dataset = await openStoredDataset(record!, app.services.blobs);
+    const record = await suite.app.services.records.get('datasets', 'alice', res.json().id);
+    const dataset = await openStoredDataset(record!, suite.app.services.blobs);
     expect(dataset.y?.labels).toBe('index');
     const batches = [];
     for await (const batch of dataset.batches(2, { start: 1 })) batches.push(batch);
@@ -69,13 +57,13 @@ describe('POST /v1/datasets', () => {
       { field: 'x', filename: 'x.npy', data: xOf(4) },
       { field: 'y', filename: 'y.npy', data: npyOf('<f4', [3, 2], [1, 0, 0, 1, 1, 0]) },
     ]);
-    const pair = await openStoredDataset((await app.services.records.get('datasets', 'alice', pairId))!, app.services.blobs);
+    const pair = await openStoredDataset((await suite.app.services.records.get('datasets', 'alice', pairId))!, suite.app.services.blobs);
     expect(pair.y).toEqual({ dtype: 'float32', sampleShape: [2], labels: 'onehot' });
     await pair.close();
     const jsonId = await uploaded([{ filename: 'd.json', data: JSON.stringify({ x: [[1, 2, 3, 4]], y: [0.5] }) }]);
-    const record = (await app.services.records.get('datasets', 'alice', jsonId))!;
+    const record = (await suite.app.services.records.get('datasets', 'alice', jsonId))!;
     expect(record.x).toMatchObject({ dtype: 'float64', shape: [1, 4], encoding: 'json' });
-    const json = await openStoredDataset(record, app.services.blobs);
+    const json = await openStoredDataset(record, suite.app.services.blobs);
     expect(json.y?.labels).toBe('values');
     await json.close();
   });
@@ -99,27 +87,27 @@ describe('POST /v1/datasets', () => {
 describe('GET and DELETE /v1/datasets', () => {
   it('lists with a cursor, shows, hides other tenants and deletes', async () => {
     const ids = [await uploaded([{ field: 'x', filename: 'x.npy', data: xOf(2) }], bob), await uploaded([{ field: 'x', filename: 'x.npy', data: xOf(3) }], bob)];
-    const first = await app.inject({ url: '/v1/datasets?limit=1', headers: bob });
+    const first = await suite.app.inject({ url: '/v1/datasets?limit=1', headers: bob });
     expect(first.statusCode).toBe(200);
     expectMatchesSpec('GET', '/v1/datasets', first);
     expect(first.json().items.map((d: { id: string }) => d.id)).toEqual([ids[1]]);
-    const second = await app.inject({ url: `/v1/datasets?limit=1&cursor=${first.json().nextCursor}`, headers: bob });
+    const second = await suite.app.inject({ url: `/v1/datasets?limit=1&cursor=${first.json().nextCursor}`, headers: bob });
     expect(second.json()).toEqual({ items: [expect.objectContaining({ id: ids[0], samples: 3 })], nextCursor: null });
-    const shown = await app.inject({ url: `/v1/datasets/${ids[0]}`, headers: bob });
+    const shown = await suite.app.inject({ url: `/v1/datasets/${ids[0]}`, headers: bob });
     expect(shown.json()).toMatchObject({ id: ids[0], x: { shape: [3, 2] }, y: null });
     expectMatchesSpec('GET', `/v1/datasets/${ids[0]}`, shown);
     expect(shown.json().tenant).toBeUndefined();
-    expect((await app.inject({ url: `/v1/datasets/${ids[0]}`, headers: alice })).statusCode).toBe(404);
-    expect((await app.inject({ method: 'DELETE', url: `/v1/datasets/${ids[0]}`, headers: alice })).statusCode).toBe(404);
-    expect((await app.inject({ method: 'DELETE', url: `/v1/datasets/${ids[0]}`, headers: bob })).statusCode).toBe(204);
-    expect((await app.inject({ url: `/v1/datasets/${ids[0]}`, headers: bob })).statusCode).toBe(404);
-    expect((await app.inject({ url: '/v1/datasets/nonsense', headers: bob })).statusCode).toBe(404);
+    expect((await suite.app.inject({ url: `/v1/datasets/${ids[0]}`, headers: alice })).statusCode).toBe(404);
+    expect((await suite.app.inject({ method: 'DELETE', url: `/v1/datasets/${ids[0]}`, headers: alice })).statusCode).toBe(404);
+    expect((await suite.app.inject({ method: 'DELETE', url: `/v1/datasets/${ids[0]}`, headers: bob })).statusCode).toBe(204);
+    expect((await suite.app.inject({ url: `/v1/datasets/${ids[0]}`, headers: bob })).statusCode).toBe(404);
+    expect((await suite.app.inject({ url: '/v1/datasets/nonsense', headers: bob })).statusCode).toBe(404);
   });
 
   it('refuses to delete a dataset a queued job names', async () => {
     const id = await uploaded([{ field: 'x', filename: 'x.npy', data: xOf(4) }]);
     expect((await submit({ calibration: id })).statusCode).toBe(202);
-    const res = await app.inject({ method: 'DELETE', url: `/v1/datasets/${id}`, headers: alice });
+    const res = await suite.app.inject({ method: 'DELETE', url: `/v1/datasets/${id}`, headers: alice });
     expect(res.statusCode).toBe(409);
     expectMatchesSpec('DELETE', `/v1/datasets/${id}`, res);
     expect(res.json().detail).toMatch(new RegExp(`^dataset ${id} is used by unfinished jobs: job_`));
@@ -165,11 +153,11 @@ describe('POST /v1/jobs with data', () => {
 
   it('takes training and activation simulation on a graph model, and answers 400 for trained activations on one', async () => {
     const graph = multipart([...buildGraphModel()].map(([filename, data]) => ({ filename, data })));
-    const graphRes = await app.inject({ method: 'POST', url: '/v1/models', payload: graph.payload, headers: { ...graph.headers, ...alice } });
+    const graphRes = await suite.app.inject({ method: 'POST', url: '/v1/models', payload: graph.payload, headers: { ...graph.headers, ...alice } });
     expect(graphRes.statusCode, graphRes.body).toBe(201);
     const graphId = graphRes.json().id;
     const data = await uploaded([{ field: 'x', filename: 'x.npy', data: xOf(4) }, { field: 'y', filename: 'y.npy', data: npyOf('<i4', [3], [0, 1, 0]) }]);
-    const qat = await app.inject({
+    const qat = await suite.app.inject({
       method: 'POST', url: '/v1/jobs', headers: alice,
       payload: { modelId: graphId, kind: 'qat', method: { name: 'affine', bits: 4 }, data: { training: data } },
     });
@@ -178,19 +166,19 @@ describe('POST /v1/jobs with data', () => {
       { field: 'x', filename: 'x.npy', data: npyOf('<f4', [3, 6, 6, 2], range(3 * 72)) },
       { field: 'y', filename: 'y.npy', data: npyOf('<i4', [3], [0, 1, 2]) },
     ]);
-    const trainable = await app.inject({
+    const trainable = await suite.app.inject({
       method: 'POST', url: '/v1/jobs', headers: alice,
       payload: { modelId: graphId, kind: 'qat', method: { name: 'affine', bits: 4 }, data: { training: images } },
     });
     expect(trainable.statusCode, trainable.body).toBe(202);
-    const pact = await app.inject({
+    const pact = await suite.app.inject({
       method: 'POST', url: '/v1/jobs', headers: alice,
       payload: { modelId: graphId, kind: 'qat', method: { name: 'affine', bits: 4 }, activations: { quantizer: 'pact' }, data: { training: images } },
     });
     expect(pact.statusCode).toBe(400);
     expectMatchesSpec('POST', '/v1/jobs', pact);
     expect(pact.json().problems).toEqual([{ path: '/activations/quantizer', message: `pact activations need a layers model; ${graphId} is a graph-model` }]);
-    const activations = await app.inject({
+    const activations = await suite.app.inject({
       method: 'POST', url: '/v1/jobs', headers: alice,
       payload: { modelId: graphId, method: { name: 'affine' }, activations: { bits: 8 }, data: { calibration: images } },
     });
