@@ -124,12 +124,13 @@ export class JobLifecycle {
 
   /**
    * Deletes an ended job's record and the keys kept beside it: its log, cancel flag, webhook secret and the
-   * Idempotency-Key that created it (a retry of that request then makes a new job). False when the job is
-   * gone or has not ended; its artifacts are the caller's to remove.
+   * Idempotency-Key that created it (a retry of that request then makes a new job). `job` is the record as
+   * read (an ended record no longer changes). False when it is gone or has not ended; its artifacts are the
+   * caller's to remove.
    */
-  async remove(tenant: string, id: string): Promise<boolean> {
-    const job = await this.records.get('jobs', tenant, id);
-    if (!job || !isTerminal(job)) return false;
+  async remove(job: JobRecord): Promise<boolean> {
+    if (!isTerminal(job)) return false;
+    const { tenant, id } = job;
     if ((await this.records.delete('jobs', tenant, id, { index: { key: this.byModelKey(job), op: 'remove' } })) !== 'deleted') return false;
     const keys = [this.logKey(id), cancelKey(this.prefix, id), webhookSecretKey(this.prefix, tenant, id)];
     await this.redis.del(...keys, ...(job.idempotencyKey ? [job.idempotencyKey] : []));

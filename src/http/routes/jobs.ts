@@ -188,7 +188,7 @@ export async function jobRoutes(app: FastifyInstance): Promise<void> {
       const job = await findJob(request);
       if (!isTerminal(job)) throw new ApiProblem('conflict', `job ${job.id} is ${job.status}: cancel it first`);
       // The record goes first: a crash after it leaves only files that `qaas sweep` removes.
-      if (!(await lifecycle.remove(request.tenant, job.id))) throw new ApiProblem('not-found', `no job ${job.id}`);
+      if (!(await lifecycle.remove(job))) throw new ApiProblem('not-found', `no job ${job.id}`);
       await Promise.all([queues.quantize.remove(job.id), queues.webhooks.remove(webhookJobId(job.id))]).catch(() => undefined);
       await rm(artifactDir(config.dataDir, request.tenant, job.id), { recursive: true, force: true });
       request.log.info({ jobId: job.id }, 'job deleted');
