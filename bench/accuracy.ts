@@ -83,15 +83,27 @@ async function evaluationThroughputs(models: RunnableModel[], batches: Batch[]):
 async function evaluationRatio(): Promise<{ float: number; quantized: number }> {
   const float = buildModel();
   const source = readModel(await saveLayersModel(float));
-  const { files } = await runPtq(source, parseJobSpec({ method: { name: 'affine', bits: 8, granularity: 'per-channel' } }), {
-    backend: tf.getBackend(),
-  });
-  const exported = new Map([...files].filter(([p]) => p.startsWith('model/')).map(([p, b]) => [p.slice('model/'.length), b]));
+  const { files } = await runPtq(
+    source,
+    parseJobSpec({ method: { name: 'affine', bits: 8, granularity: 'per-channel' } }),
+    {
+      backend: tf.getBackend(),
+    },
+  );
+  const exported = new Map(
+    [...files].filter(([p]) => p.startsWith('model/')).map(([p, b]) => [p.slice('model/'.length), b]),
+  );
   const quantized = await loadRunnable(exported);
   const rng = createRng(2);
   const batches = Array.from({ length: 16 }, () => ({
-    x: tf.tensor4d(Float32Array.from({ length: 64 * 144 }, () => rng.next()), [64, 12, 12, 1]),
-    y: tf.tensor1d(Int32Array.from({ length: 64 }, () => rng.int(CLASSES)), 'int32'),
+    x: tf.tensor4d(
+      Float32Array.from({ length: 64 * 144 }, () => rng.next()),
+      [64, 12, 12, 1],
+    ),
+    y: tf.tensor1d(
+      Int32Array.from({ length: 64 }, () => rng.int(CLASSES)),
+      'int32',
+    ),
   }));
   const [floatRate, quantizedRate] = await evaluationThroughputs([float, quantized], batches);
   batches.forEach((b) => tf.dispose([b.x, b.y]));
@@ -105,8 +117,14 @@ async function main(): Promise<void> {
   const backend = await selectBackend((process.env.QAAS_TF_BACKEND as BackendPreference | undefined) ?? 'auto');
   const throughput = await evaluationRatio();
   const rng = createRng(1);
-  const x = tf.tensor4d(Float32Array.from({ length: BATCH * 144 }, () => rng.next()), [BATCH, 12, 12, 1]);
-  const y = tf.tensor1d(Int32Array.from({ length: BATCH }, () => rng.int(CLASSES)), 'int32');
+  const x = tf.tensor4d(
+    Float32Array.from({ length: BATCH * 144 }, () => rng.next()),
+    [BATCH, 12, 12, 1],
+  );
+  const y = tf.tensor1d(
+    Int32Array.from({ length: BATCH }, () => rng.int(CLASSES)),
+    'int32',
+  );
   const params = parseMethodParams({ name: 'binary', granularity: 'per-channel' });
   const depthwiseShape = [3, 3, 12];
   const plan: QatPlan = new Map([
@@ -137,14 +155,17 @@ async function main(): Promise<void> {
   const ms = (value: number) => `${value.toFixed(2)} ms`;
   console.log(`backend ${backend}; batch ${BATCH}; median of ${STEPS} steps after ${WARMUP} warm-up steps`);
   console.log(`plain step (same trainer, empty plan): ${ms(plain)}; stock trainOnBatch: ${ms(stockMs)}`);
-  console.log(`evaluation: float ${throughput.float.toFixed(0)} samples/s, quantized ${throughput.quantized.toFixed(0)} samples/s`);
+  console.log(
+    `evaluation: float ${throughput.float.toFixed(0)} samples/s, quantized ${throughput.quantized.toFixed(0)} samples/s`,
+  );
   const rows: [string, number, string][] = [
     ['evaluation throughput, quantized ÷ float model', throughput.quantized / throughput.float, '≥ 0.9'],
     ['QAT step, binary per-channel, identity STE ÷ plain step', identity / plain, '≤ 1.5'],
     ['QAT step, binary per-channel, clipped STE ÷ plain step', clipped / plain, '≤ 1.5'],
     ['QAT step, identity STE ÷ stock trainOnBatch', identity / stockMs, 'info'],
   ];
-  for (const [what, ratio, target] of rows) console.log(`${what.padEnd(58)} ${ratio.toFixed(2).padStart(5)}  ${target}`);
+  for (const [what, ratio, target] of rows)
+    console.log(`${what.padEnd(58)} ${ratio.toFixed(2).padStart(5)}  ${target}`);
 }
 
 await main();

@@ -98,7 +98,19 @@ async function writeBigModel(dir: string): Promise<string[]> {
       class_name: 'Sequential',
       config: {
         name: 'big',
-        layers: [{ class_name: 'Dense', config: { name: 'dense', units, activation: 'linear', use_bias: true, batch_input_shape: [null, inputs], dtype: 'float32' } }],
+        layers: [
+          {
+            class_name: 'Dense',
+            config: {
+              name: 'dense',
+              units,
+              activation: 'linear',
+              use_bias: true,
+              batch_input_shape: [null, inputs],
+              dtype: 'float32',
+            },
+          },
+        ],
       },
       keras_version: 'tfjs-layers 4.22.0',
       backend: 'tensor_flow.js',
@@ -128,7 +140,9 @@ async function writeBigModel(dir: string): Promise<string[]> {
 async function streamUpload(url: string, dir: string, names: string[]): Promise<{ status: number; body: string }> {
   const boundary = `----qaasbench${randomUUID()}`;
   const heads = names.map((name) =>
-    Buffer.from(`--${boundary}\r\nContent-Disposition: form-data; name="file"; filename="${name}"\r\nContent-Type: application/octet-stream\r\n\r\n`),
+    Buffer.from(
+      `--${boundary}\r\nContent-Disposition: form-data; name="file"; filename="${name}"\r\nContent-Type: application/octet-stream\r\n\r\n`,
+    ),
   );
   const tail = Buffer.from(`--${boundary}--\r\n`);
   let length = tail.length;
@@ -136,7 +150,10 @@ async function streamUpload(url: string, dir: string, names: string[]): Promise<
   return new Promise((resolve, reject) => {
     const req = request(
       `${url}/v1/models`,
-      { method: 'POST', headers: { 'content-type': `multipart/form-data; boundary=${boundary}`, 'content-length': length } },
+      {
+        method: 'POST',
+        headers: { 'content-type': `multipart/form-data; boundary=${boundary}`, 'content-length': length },
+      },
       (res) => {
         let body = '';
         res.setEncoding('utf8');
@@ -186,7 +203,9 @@ async function redisCpuMicros(): Promise<number> {
   const redis = new Redis(redisUrl, { maxRetriesPerRequest: 1 });
   try {
     const info = await redis.info('cpu');
-    const seconds = ['used_cpu_user', 'used_cpu_sys'].map((field) => Number(info.match(new RegExp(`^${field}:([\\d.]+)`, 'm'))?.[1] ?? 0));
+    const seconds = ['used_cpu_user', 'used_cpu_sys'].map((field) =>
+      Number(info.match(new RegExp(`^${field}:([\\d.]+)`, 'm'))?.[1] ?? 0),
+    );
     return (seconds[0] + seconds[1]) * 1e6;
   } finally {
     redis.disconnect();
@@ -250,11 +269,13 @@ async function submissionThroughput(scratch: Scratch, small: FileSet) {
     }
     const summary = (name: string, results: Measured[]) => {
       for (const result of results) {
-        if (result.non2xx > 0 || result.errors > 0) throw new Error(`${name}: ${result.non2xx} non-2xx answers, ${result.errors} errors`);
+        if (result.non2xx > 0 || result.errors > 0)
+          throw new Error(`${name}: ${result.non2xx} non-2xx answers, ${result.errors} errors`);
       }
       const requests = results.reduce((sum, r) => sum + r.total, 0);
       const seconds = results.reduce((sum, r) => sum + r.duration, 0);
-      const perRequest = (field: 'serverMicros' | 'redisMicros') => results.reduce((sum, r) => sum + r[field], 0) / requests;
+      const perRequest = (field: 'serverMicros' | 'redisMicros') =>
+        results.reduce((sum, r) => sum + r[field], 0) / requests;
       return {
         perSecond: requests / seconds,
         requests,
@@ -289,7 +310,13 @@ async function uploadRss(scratch: Scratch, small: FileSet) {
 
   const child = fork(selfPath, ['--upload-server'], {
     execArgv: ['--expose-gc'],
-    env: { ...process.env, REDIS_URL: config.redisUrl, DATA_DIR: config.dataDir, QAAS_REDIS_PREFIX: config.redisPrefix, LOG_LEVEL: 'warn' },
+    env: {
+      ...process.env,
+      REDIS_URL: config.redisUrl,
+      DATA_DIR: config.dataDir,
+      QAAS_REDIS_PREFIX: config.redisPrefix,
+      LOG_LEVEL: 'warn',
+    },
     stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
   });
   const message = <T>(): Promise<T> => new Promise((resolve) => child.once('message', (m) => resolve(m as T)));
@@ -306,7 +333,10 @@ async function uploadRss(scratch: Scratch, small: FileSet) {
     );
     let sampledPeak = baseline;
     const sampler = setInterval(() => {
-      procStatus(child.pid!).then((s) => (sampledPeak = Math.max(sampledPeak, s.VmRSS)), () => undefined);
+      procStatus(child.pid!).then(
+        (s) => (sampledPeak = Math.max(sampledPeak, s.VmRSS)),
+        () => undefined,
+      );
     }, 10);
     const started = performance.now();
     const res = await streamUpload(url, modelDir, names);
@@ -430,28 +460,49 @@ async function main(): Promise<number> {
   try {
     const small = await denseModel(SMALL_WIDTHS);
     const params = SMALL_WIDTHS.slice(1).reduce((sum, units, i) => sum + (SMALL_WIDTHS[i] + 1) * units, 0);
-    console.log(`qaas bench:api — Redis ${redisUrl}, ${CONNECTIONS} connections × ${LOAD_SECONDS} s per round, small model Dense ${SMALL_WIDTHS.join('→')} (${params} params)\n`);
+    console.log(
+      `qaas bench:api — Redis ${redisUrl}, ${CONNECTIONS} connections × ${LOAD_SECONDS} s per round, small model Dense ${SMALL_WIDTHS.join('→')} (${params} params)\n`,
+    );
 
     const { health, submit } = await submissionThroughput(scratch, small);
     const throughputRatio = submit.perSecond / health.perSecond;
-    console.log(`1. job submission vs /healthz, same server, autocannon in a child process, ${LOAD_ROUNDS} alternating rounds each`);
-    const cpu = (r: typeof health) => `CPU/request: server ${r.serverMicros.toFixed(0)} µs, Redis ${r.redisMicros.toFixed(0)} µs`;
-    console.log(`   GET /healthz   ${health.perSecond.toFixed(0).padStart(6)} req/s   p99 ${health.p99} ms   ${cpu(health)}`);
-    console.log(`   POST /v1/jobs  ${submit.perSecond.toFixed(0).padStart(6)} req/s   p99 ${submit.p99} ms   ${cpu(submit)}   (${submit.requests} jobs queued)`);
-    console.log(`   throughput ratio jobs ÷ healthz = ${throughputRatio.toFixed(2)} (target ≥ 0.3: ${verdict(throughputRatio >= 0.3)}); p99 ratio jobs ÷ healthz = ${(submit.p99 / Math.max(1, health.p99)).toFixed(2)}\n`);
+    console.log(
+      `1. job submission vs /healthz, same server, autocannon in a child process, ${LOAD_ROUNDS} alternating rounds each`,
+    );
+    const cpu = (r: typeof health) =>
+      `CPU/request: server ${r.serverMicros.toFixed(0)} µs, Redis ${r.redisMicros.toFixed(0)} µs`;
+    console.log(
+      `   GET /healthz   ${health.perSecond.toFixed(0).padStart(6)} req/s   p99 ${health.p99} ms   ${cpu(health)}`,
+    );
+    console.log(
+      `   POST /v1/jobs  ${submit.perSecond.toFixed(0).padStart(6)} req/s   p99 ${submit.p99} ms   ${cpu(submit)}   (${submit.requests} jobs queued)`,
+    );
+    console.log(
+      `   throughput ratio jobs ÷ healthz = ${throughputRatio.toFixed(2)} (target ≥ 0.3: ${verdict(throughputRatio >= 0.3)}); p99 ratio jobs ÷ healthz = ${(submit.p99 / Math.max(1, health.p99)).toFixed(2)}\n`,
+    );
 
     const rss = await uploadRss(scratch, small);
-    console.log(`2. ${mib(rss.uploadBytes)} upload (${BIG_SHARDS + 2} parts) to a server in a child process, ${rss.seconds.toFixed(1)} s`);
-    console.log(`   RSS baseline ${mib(rss.baseline)}, peak ${mib(rss.peak)} (${rss.hwmReset ? 'VmHWM reset via clear_refs + 10 ms VmRSS samples' : '10 ms VmRSS samples'})`);
+    console.log(
+      `2. ${mib(rss.uploadBytes)} upload (${BIG_SHARDS + 2} parts) to a server in a child process, ${rss.seconds.toFixed(1)} s`,
+    );
+    console.log(
+      `   RSS baseline ${mib(rss.baseline)}, peak ${mib(rss.peak)} (${rss.hwmReset ? 'VmHWM reset via clear_refs + 10 ms VmRSS samples' : '10 ms VmRSS samples'})`,
+    );
     console.log(`   growth ${mib(rss.growth)} (target < 64 MiB: ${verdict(rss.growth < 64 * MiB)})\n`);
 
     const e2e = await endToEnd(scratch, small);
     const ratio = e2e.api / e2e.cli;
-    console.log(`3. small PTQ job (${PTQ_METHOD.name} ${PTQ_METHOD.bits}-bit, tfjs backend ${e2e.backend}), median of ${RUNS}`);
-    console.log(`   API upload → job → SSE final: ${e2e.api.toFixed(0)} ms (first job on a cold worker: ${e2e.apiCold.toFixed(0)} ms)`);
+    console.log(
+      `3. small PTQ job (${PTQ_METHOD.name} ${PTQ_METHOD.bits}-bit, tfjs backend ${e2e.backend}), median of ${RUNS}`,
+    );
+    console.log(
+      `   API upload → job → SSE final: ${e2e.api.toFixed(0)} ms (first job on a cold worker: ${e2e.apiCold.toFixed(0)} ms)`,
+    );
     console.log(`   CLI qaas quantize (process):  ${e2e.cli.toFixed(0)} ms`);
     console.log(`   in-process read → runPtq → write: ${e2e.lib.toFixed(0)} ms`);
-    console.log(`   ratio API ÷ CLI = ${ratio.toFixed(2)} (target ≤ 1.5: ${verdict(ratio <= 1.5)}); API ÷ in-process = ${(e2e.api / e2e.lib).toFixed(2)}`);
+    console.log(
+      `   ratio API ÷ CLI = ${ratio.toFixed(2)} (target ≤ 1.5: ${verdict(ratio <= 1.5)}); API ÷ in-process = ${(e2e.api / e2e.lib).toFixed(2)}`,
+    );
     const ok = throughputRatio >= 0.3 && rss.growth < 64 * MiB && ratio <= 1.5;
     return ok ? 0 : 1;
   } finally {

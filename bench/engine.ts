@@ -102,7 +102,8 @@ function printTable(rows: Row[]): void {
     row.note ?? '',
   ]);
   const widths = header.map((h, i) => Math.max(h.length, ...cells.map((c) => c[i].length)));
-  const line = (c: string[]) => c.map((cell, i) => (i === 1 ? cell.padStart(widths[i]) : cell.padEnd(widths[i]))).join('  ');
+  const line = (c: string[]) =>
+    c.map((cell, i) => (i === 1 ? cell.padStart(widths[i]) : cell.padEnd(widths[i]))).join('  ');
   console.log(line(header));
   console.log(widths.map((w) => '-'.repeat(w)).join('  '));
   for (const c of cells) console.log(line(c).trimEnd());
@@ -128,32 +129,25 @@ async function main(): Promise<void> {
     { what: 'affine int8 per-tensor', time: () => timeMethod(affine, big, bigShape, int8) },
     { what: 'affine int8 per-channel', time: () => perChannel, target: atMost(3) },
     { what: 'affine 4-bit per-channel', time: () => timeMethod(affine, big, bigShape, { ...int8PerChannel, bits: 4 }) },
-    { what: 'float16', time: () => timeMethod(float16, big, bigShape, withDefaults<Float16Params>({ name: 'float16' })) },
+    {
+      what: 'float16',
+      time: () => timeMethod(float16, big, bigShape, withDefaults<Float16Params>({ name: 'float16' })),
+    },
     {
       what: 'binary per-tensor',
-      time: () =>
-        timeMethod(binary, big, bigShape, withDefaults<BinaryParams>({ name: 'binary' })),
+      time: () => timeMethod(binary, big, bigShape, withDefaults<BinaryParams>({ name: 'binary' })),
     },
     {
       what: 'ternary per-tensor',
-      time: () =>
-        timeMethod(ternary, big, bigShape, withDefaults<TernaryParams>({ name: 'ternary' })),
+      time: () => timeMethod(ternary, big, bigShape, withDefaults<TernaryParams>({ name: 'ternary' })),
     },
     {
       what: 'pow2 4-bit',
-      time: () =>
-        timeMethod(pow2, big, bigShape, withDefaults<Pow2Params>({ name: 'pow2', bits: 4 })),
+      time: () => timeMethod(pow2, big, bigShape, withDefaults<Pow2Params>({ name: 'pow2', bits: 4 })),
     },
     {
       what: 'kmeans 4-bit',
-      time: () =>
-        timeMethod(
-          kmeans,
-          big,
-          bigShape,
-          withDefaults<KmeansParams>({ name: 'kmeans', bits: 4 }),
-          3,
-        ),
+      time: () => timeMethod(kmeans, big, bigShape, withDefaults<KmeansParams>({ name: 'kmeans', bits: 4 }), 3),
     },
   ];
   for (const { what, time, target } of cases) {
@@ -197,7 +191,11 @@ async function main(): Promise<void> {
   const pqTime = timeMethod(pq, small, smallShape, pqParams, 1);
   rows.push({ what: 'pq 8-bit d=4 ÷ copy, 1M weights', ratio: pqTime / smallCopy, note: ms(pqTime) });
   const pqSharedTime = timeMethod(pq, small, smallShape, { ...pqParams, codebooks: 'shared' }, 1);
-  rows.push({ what: 'pq shared 8-bit d=4 ÷ copy, 1M weights', ratio: pqSharedTime / smallCopy, note: ms(pqSharedTime) });
+  rows.push({
+    what: 'pq shared 8-bit d=4 ÷ copy, 1M weights',
+    ratio: pqSharedTime / smallCopy,
+    note: ms(pqSharedTime),
+  });
 
   console.log(`fastest tfjs backend: ${backend}\n`);
   printTable(rows);

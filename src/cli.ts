@@ -188,12 +188,17 @@ async function specFromFlags(values: SpecFlags): Promise<Record<string, unknown>
     method,
     layers: { ...layers, skip: [...(layers.skip ?? []), ...(values.skip ?? [])] },
     data,
-    ...(Object.keys(activationFlags).length > 0 ? { activations: { ...(fileSpec.activations as object), ...activationFlags } } : {}),
+    ...(Object.keys(activationFlags).length > 0
+      ? { activations: { ...(fileSpec.activations as object), ...activationFlags } }
+      : {}),
     preprocess: {
       ...(fileSpec.preprocess as object),
       ...definedOnly({ scale: numberFlag('scale', values.scale), offset: numberFlag('offset', values.offset) }),
     },
-    output: { ...(fileSpec.output as object), ...definedOnly({ shardSizeBytes: numberFlag('shard-size', values['shard-size']) }) },
+    output: {
+      ...(fileSpec.output as object),
+      ...definedOnly({ shardSizeBytes: numberFlag('shard-size', values['shard-size']) }),
+    },
   };
 }
 
@@ -246,9 +251,13 @@ async function submit(args: string[]): Promise<number> {
       detach: { type: 'boolean' },
     },
   });
-  if (positionals.length !== 1) throw new UsageError('submit takes one model directory, archive or model id; run qaas --help');
+  if (positionals.length !== 1)
+    throw new UsageError('submit takes one model directory, archive or model id; run qaas --help');
   const [model] = positionals;
-  const raw = { ...(await specFromFlags(values)), ...definedOnly({ priority: numberFlag('priority', values.priority) }) };
+  const raw = {
+    ...(await specFromFlags(values)),
+    ...definedOnly({ priority: numberFlag('priority', values.priority) }),
+  };
   // Checked here first: a bad spec ends before anything is uploaded.
   const spec = parseJobSpec(raw);
   const client = serviceClient(values);
@@ -259,11 +268,17 @@ async function submit(args: string[]): Promise<number> {
   const uploaded = new Map<string, Promise<string>>();
   const datasetId = (ref: string) => {
     if (isId('datasets', ref)) return Promise.resolve(ref);
-    if (!uploaded.has(ref)) uploaded.set(ref, client.uploadDataset(resolveDatasetRef(ref)).then(({ id }) => id));
+    if (!uploaded.has(ref))
+      uploaded.set(
+        ref,
+        client.uploadDataset(resolveDatasetRef(ref)).then(({ id }) => id),
+      );
     return uploaded.get(ref)!;
   };
   const roles = Object.entries(spec.data).filter((entry): entry is [string, string] => typeof entry[1] === 'string');
-  const data = Object.fromEntries(await Promise.all(roles.map(async ([role, ref]) => [role, await datasetId(ref)] as const)));
+  const data = Object.fromEntries(
+    await Promise.all(roles.map(async ([role, ref]) => [role, await datasetId(ref)] as const)),
+  );
   for (const [role, id] of Object.entries(data)) say(`data.${role} ${id}`);
 
   const queued = await client.submitJob({ ...raw, modelId, data }, randomUUID());
@@ -280,20 +295,35 @@ async function fetchJob(args: string[]): Promise<number> {
   const { values, positionals } = parseArgs({
     args,
     allowPositionals: true,
-    options: { out: { type: 'string', short: 'o' }, api: { type: 'string' }, 'api-key': { type: 'string' }, quiet: { type: 'boolean', short: 'q' } },
+    options: {
+      out: { type: 'string', short: 'o' },
+      api: { type: 'string' },
+      'api-key': { type: 'string' },
+      quiet: { type: 'boolean', short: 'q' },
+    },
   });
-  if (positionals.length !== 1 || !isId('jobs', positionals[0])) throw new UsageError('fetch takes one job id (job_…); run qaas --help');
+  if (positionals.length !== 1 || !isId('jobs', positionals[0]))
+    throw new UsageError('fetch takes one job id (job_…); run qaas --help');
   const client = serviceClient(values);
   return awaitJob(client, await client.job(positionals[0]), values);
 }
 
 function serviceClient(values: { api?: string; 'api-key'?: string }): QaasClient {
-  return new QaasClient(values.api ?? process.env.QAAS_API_URL ?? 'http://127.0.0.1:8080', values['api-key'] ?? process.env.QAAS_API_KEY);
+  return new QaasClient(
+    values.api ?? process.env.QAAS_API_URL ?? 'http://127.0.0.1:8080',
+    values['api-key'] ?? process.env.QAAS_API_KEY,
+  );
 }
 
 /** Follows the job to its end; when it succeeded, writes its artifacts to `out` and prints the summary. */
-async function awaitJob(client: QaasClient, queued: RemoteJob, values: { out?: string; quiet?: boolean }): Promise<number> {
-  const job = terminalStatuses.includes(queued.status) ? queued : await follow(client, queued, progressBar(values.quiet));
+async function awaitJob(
+  client: QaasClient,
+  queued: RemoteJob,
+  values: { out?: string; quiet?: boolean },
+): Promise<number> {
+  const job = terminalStatuses.includes(queued.status)
+    ? queued
+    : await follow(client, queued, progressBar(values.quiet));
   if (job.status !== 'succeeded') {
     process.stderr.write(`qaas: job ${job.id} ${job.status}${job.error ? `: ${job.error.message}` : ''}\n`);
     return 1;
@@ -301,7 +331,10 @@ async function awaitJob(client: QaasClient, queued: RemoteJob, values: { out?: s
   const report = (await client.report(job.id)) as JobReport;
   if (values.out) {
     const outDir = resolve(values.out);
-    await writeTreeAtomically(outDir, new Map(job.artifacts.map((path) => [path, () => client.artifact(job.id, path)])));
+    await writeTreeAtomically(
+      outDir,
+      new Map(job.artifacts.map((path) => [path, () => client.artifact(job.id, path)])),
+    );
     if (!values.quiet) process.stderr.write(`wrote ${outDir}/{model,packed,report.json}\n`);
   }
   if (!values.quiet) process.stdout.write(`${formatSummary(report)}\n`);
@@ -309,7 +342,11 @@ async function awaitJob(client: QaasClient, queued: RemoteJob, values: { out?: s
 }
 
 /** The job's events until its `final` one (a stream that ends early is read again), as a progress bar. */
-async function follow(client: QaasClient, queued: RemoteJob, bar: cliProgress.SingleBar | undefined): Promise<RemoteJob> {
+async function follow(
+  client: QaasClient,
+  queued: RemoteJob,
+  bar: cliProgress.SingleBar | undefined,
+): Promise<RemoteJob> {
   bar?.start(100, queued.progress, { stage: queued.stage, message: '' });
   try {
     for (;;) {
@@ -328,11 +365,19 @@ async function follow(client: QaasClient, queued: RemoteJob, bar: cliProgress.Si
 }
 
 async function sweep(args: string[]): Promise<number> {
-  const { values } = parseArgs({ args, options: { 'grace-minutes': { type: 'string' }, 'dry-run': { type: 'boolean' } } });
+  const { values } = parseArgs({
+    args,
+    options: { 'grace-minutes': { type: 'string' }, 'dry-run': { type: 'boolean' } },
+  });
   const graceMinutes = numberFlag('grace-minutes', values['grace-minutes']) ?? 60;
   if (graceMinutes < 0) throw new UsageError('--grace-minutes must be ≥ 0');
   const config = loadConfig();
-  const redis = new Redis(config.redisUrl, { lazyConnect: true, maxRetriesPerRequest: 1, connectTimeout: 2000, retryStrategy: () => null });
+  const redis = new Redis(config.redisUrl, {
+    lazyConnect: true,
+    maxRetriesPerRequest: 1,
+    connectTimeout: 2000,
+    retryStrategy: () => null,
+  });
   let connectError: Error | undefined;
   redis.on('error', (error: Error) => (connectError = error));
   try {
@@ -415,7 +460,11 @@ function formatSummary(report: JobReport): string {
     t.cosine.toFixed(4),
   ]);
   const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i].length)));
-  const line = (cells: string[]): string => cells.map((c, i) => c.padEnd(widths[i])).join('  ').trimEnd();
+  const line = (cells: string[]): string =>
+    cells
+      .map((c, i) => c.padEnd(widths[i]))
+      .join('  ')
+      .trimEnd();
   const m = report.model;
   return [
     line(header),
@@ -428,7 +477,10 @@ function formatSummary(report: JobReport): string {
       ([stage, metrics]) =>
         `${stage}: ` +
         Object.entries(metrics)
-          .map(([name, value]) => `${name} ${typeof value === 'number' && !Number.isInteger(value) ? value.toFixed(4) : value}`)
+          .map(
+            ([name, value]) =>
+              `${name} ${typeof value === 'number' && !Number.isInteger(value) ? value.toFixed(4) : value}`,
+          )
           .join(', '),
     ),
   ].join('\n');
@@ -460,7 +512,8 @@ function isBadInput(error: unknown): boolean {
 function describeFailure(error: unknown): string {
   if (error instanceof SpecError) return `invalid spec: ${error.message}`;
   if (error instanceof Error) {
-    if ((error as NodeJS.ErrnoException).code === 'ENOENT') return `not found: ${(error as NodeJS.ErrnoException).path}`;
+    if ((error as NodeJS.ErrnoException).code === 'ENOENT')
+      return `not found: ${(error as NodeJS.ErrnoException).path}`;
     return error.message;
   }
   return String(error);

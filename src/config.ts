@@ -52,7 +52,8 @@ function integer(env: NodeJS.ProcessEnv, name: string, fallback: number, min = 0
   const raw = env[name];
   if (raw === undefined || raw === '') return fallback;
   const value = Number(raw);
-  if (!Number.isInteger(value) || value < min) throw new ConfigError(`${name} must be an integer ≥ ${min}, got "${raw}"`);
+  if (!Number.isInteger(value) || value < min)
+    throw new ConfigError(`${name} must be an integer ≥ ${min}, got "${raw}"`);
   return value;
 }
 
@@ -106,7 +107,9 @@ function parseOrigins(raw: string | undefined): string[] {
   const origins = raw.split(',').map((origin) => origin.trim());
   for (const origin of origins) {
     if (origin !== '*' && !/^https?:\/\/[^/\s]+$/.test(origin)) {
-      throw new ConfigError(`QAAS_CORS_ORIGINS must be comma-separated origins like https://dash.example.com (or *); got "${origin}"`);
+      throw new ConfigError(
+        `QAAS_CORS_ORIGINS must be comma-separated origins like https://dash.example.com (or *); got "${origin}"`,
+      );
     }
   }
   return origins;

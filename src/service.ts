@@ -76,7 +76,8 @@ export function startWorkers(config: Config, options: WorkerOptions = {}): Closa
   );
   // A worker's connection errors are retried by ioredis; they are logged, not fatal.
   const log = pino({ level: config.logLevel, base: { pid: process.pid, role: 'worker-supervisor' } });
-  for (const worker of [quantize, webhooks]) worker.on('error', (error) => log.warn({ err: error, queue: worker.name }, 'worker error'));
+  for (const worker of [quantize, webhooks])
+    worker.on('error', (error) => log.warn({ err: error, queue: worker.name }, 'worker error'));
   let closing: Promise<void> | null = null;
   return {
     quantize,
@@ -92,7 +93,13 @@ export function startWorkers(config: Config, options: WorkerOptions = {}): Closa
 
 /** True when a Redis answers PING on `url` within a second. */
 export async function redisAnswers(url: string): Promise<boolean> {
-  const probe = new Redis(url, { lazyConnect: true, enableOfflineQueue: false, maxRetriesPerRequest: 0, retryStrategy: () => null, connectTimeout: 1000 });
+  const probe = new Redis(url, {
+    lazyConnect: true,
+    enableOfflineQueue: false,
+    maxRetriesPerRequest: 0,
+    retryStrategy: () => null,
+    connectTimeout: 1000,
+  });
   probe.on('error', () => undefined);
   try {
     await probe.connect();
@@ -127,7 +134,20 @@ export async function ensureRedis(config: Config): Promise<ChildProcess | null> 
   await mkdir(dir, { recursive: true });
   const child = spawn(
     'redis-server',
-    ['--port', url.port || '6379', '--bind', '127.0.0.1', '--dir', dir, '--appendonly', 'yes', '--maxmemory-policy', 'noeviction', '--save', ''],
+    [
+      '--port',
+      url.port || '6379',
+      '--bind',
+      '127.0.0.1',
+      '--dir',
+      dir,
+      '--appendonly',
+      'yes',
+      '--maxmemory-policy',
+      'noeviction',
+      '--save',
+      '',
+    ],
     { stdio: 'ignore' },
   );
   for (let i = 0; i < 50; i++) {

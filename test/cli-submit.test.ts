@@ -33,7 +33,9 @@ let dir: string;
 
 async function qaas(...args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
   try {
-    const { stdout, stderr } = await run(process.execPath, [cli, ...args], { env: { ...process.env, QAAS_API_URL: baseUrl } });
+    const { stdout, stderr } = await run(process.execPath, [cli, ...args], {
+      env: { ...process.env, QAAS_API_URL: baseUrl },
+    });
     return { code: 0, stdout, stderr };
   } catch (error) {
     const failed = error as { code: number; stdout: string; stderr: string };
@@ -70,7 +72,20 @@ describe('qaas submit', () => {
   it('uploads the model and datasets, runs the job on the service and writes its artifacts', async () => {
     const out = join(dir, 'out');
     const evalRef = `${join(dir, 'x.npy')},${join(dir, 'y.npy')}`;
-    const result = await qaas('submit', join(dir, 'model'), '--api-key', 'alice-key', '--out', out, '--bits', '4', '--eval', evalRef, '--priority', '3');
+    const result = await qaas(
+      'submit',
+      join(dir, 'model'),
+      '--api-key',
+      'alice-key',
+      '--out',
+      out,
+      '--bits',
+      '4',
+      '--eval',
+      evalRef,
+      '--priority',
+      '3',
+    );
     expect(result.stderr).toMatch(/^model mdl_\w+\ndata\.evaluation ds_\w+\njob job_\w+ queued\nwrote /);
     expect(result.code).toBe(0);
     expect(result.stdout).toContain('2 tensors quantized, 0 skipped');
@@ -88,7 +103,10 @@ describe('qaas submit', () => {
     // Evaluated on the 8 uploaded samples: accuracies are multiples of 1/8.
     for (const stage of ['float', 'ptq']) {
       expect(report.model.metrics[stage].samples).toBe(8);
-      expect(report.model.metrics[stage].accuracy * 8).toBeCloseTo(Math.round(report.model.metrics[stage].accuracy * 8), 9);
+      expect(report.model.metrics[stage].accuracy * 8).toBeCloseTo(
+        Math.round(report.model.metrics[stage].accuracy * 8),
+        9,
+      );
     }
 
     await tf.setBackend('cpu');
@@ -113,7 +131,18 @@ describe('qaas submit', () => {
 
   it('uploads a lone .npy as a calibration set whatever its name', async () => {
     await writeFile(join(dir, 'cal.npy'), await readFile(join(dir, 'x.npy')));
-    const result = await qaas('submit', join(dir, 'model'), '--api-key', 'alice-key', '--calibration', join(dir, 'cal.npy'), '--activation-bits', '8', '--detach', '--quiet');
+    const result = await qaas(
+      'submit',
+      join(dir, 'model'),
+      '--api-key',
+      'alice-key',
+      '--calibration',
+      join(dir, 'cal.npy'),
+      '--activation-bits',
+      '8',
+      '--detach',
+      '--quiet',
+    );
     expect(result.stderr).toBe('');
     expect(result.code).toBe(0);
     const job = (await app.inject({ url: `/v1/jobs/${result.stdout.trim()}`, headers: alice })).json();
@@ -139,7 +168,16 @@ describe('qaas submit', () => {
 
   it('--detach prints the id of the queued job, and qaas fetch waits for it and downloads it', async () => {
     const modelId = (await app.inject({ url: '/v1/models', headers: alice })).json().items[0].id;
-    const result = await qaas('submit', modelId, '--api-key', 'alice-key', '--detach', '--quiet', '--method', 'ternary');
+    const result = await qaas(
+      'submit',
+      modelId,
+      '--api-key',
+      'alice-key',
+      '--detach',
+      '--quiet',
+      '--method',
+      'ternary',
+    );
     expect(result.code).toBe(0);
     const jobId = result.stdout.trim();
     const job = (await app.inject({ url: `/v1/jobs/${jobId}`, headers: alice })).json();
@@ -162,7 +200,17 @@ describe('qaas submit', () => {
     const strictUrl = await strict.listen({ port: 0, host: '127.0.0.1' });
     try {
       const out = join(dir, 'strict');
-      const result = await qaas('submit', join(dir, 'model'), '--api', strictUrl, '--api-key', 'alice-key', '--out', out, '--quiet');
+      const result = await qaas(
+        'submit',
+        join(dir, 'model'),
+        '--api',
+        strictUrl,
+        '--api-key',
+        'alice-key',
+        '--out',
+        out,
+        '--quiet',
+      );
       expect(result.stderr).toBe('');
       expect(result.code).toBe(0);
       const report = JSON.parse(await readFile(join(out, 'report.json'), 'utf8'));

@@ -14,7 +14,9 @@ const cli = new URL('../dist/src/cli.js', import.meta.url).pathname;
 
 async function qaas(...args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
   try {
-    const { stdout, stderr } = await run(process.execPath, [cli, ...args], { env: { ...process.env, QAAS_TF_BACKEND: 'wasm' } });
+    const { stdout, stderr } = await run(process.execPath, [cli, ...args], {
+      env: { ...process.env, QAAS_TF_BACKEND: 'wasm' },
+    });
     return { code: 0, stdout, stderr };
   } catch (error) {
     const failed = error as { code: number; stdout: string; stderr: string };
@@ -39,7 +41,18 @@ describe('qaas quantize', () => {
     const specPath = join(dir, 'spec.json');
     await writeFile(specPath, JSON.stringify({ method: { name: 'affine', bits: 8 }, layers: { skip: ['lstm/**'] } }));
     const out = join(dir, 'out');
-    const result = await qaas('quantize', join(dir, 'model'), '--out', out, '--spec', specPath, '--bits', '4', '--granularity', 'per-channel');
+    const result = await qaas(
+      'quantize',
+      join(dir, 'model'),
+      '--out',
+      out,
+      '--spec',
+      specPath,
+      '--bits',
+      '4',
+      '--granularity',
+      'per-channel',
+    );
     expect(result.stderr).toBe('');
     expect(result.code).toBe(0);
     const quantized = LAYERS_QUANTIZABLE.filter((name) => !name.startsWith('lstm/'));
@@ -65,7 +78,21 @@ describe('qaas quantize', () => {
 
   it('takes pq with a shared codebook from flags', async () => {
     const out = join(dir, 'pq');
-    const result = await qaas('quantize', join(dir, 'model'), '--out', out, '--method', 'pq', '--bits', '4', '--subvector-length', '2', '--codebooks', 'shared', '--quiet');
+    const result = await qaas(
+      'quantize',
+      join(dir, 'model'),
+      '--out',
+      out,
+      '--method',
+      'pq',
+      '--bits',
+      '4',
+      '--subvector-length',
+      '2',
+      '--codebooks',
+      'shared',
+      '--quiet',
+    );
     expect(result.stderr).toBe('');
     const report = JSON.parse(await readFile(join(out, 'report.json'), 'utf8'));
     expect(report.spec.method).toMatchObject({ name: 'pq', bits: 4, subvectorLength: 2, codebooks: 'shared' });

@@ -10,7 +10,15 @@ import { UnrecoverableError, type SandboxedJob } from 'bullmq';
 import { pino } from 'pino';
 import { loadConfig, type Config } from '../src/config.js';
 import { JobLifecycle, isTerminal } from '../src/jobs/lifecycle.js';
-import { createQueues, enqueue, webhookJobId, workerRedis, type JobProgressEvent, type QuantizePayload, type Queues } from '../src/jobs/queue.js';
+import {
+  createQueues,
+  enqueue,
+  webhookJobId,
+  workerRedis,
+  type JobProgressEvent,
+  type QuantizePayload,
+  type Queues,
+} from '../src/jobs/queue.js';
 import { parseJobSpec, SpecError, type JobSpec } from '../src/jobs/spec.js';
 import { selectBackend } from '../src/model/backend.js';
 import { ModelError } from '../src/model/errors.js';
@@ -94,7 +102,11 @@ export default async function quantize(job: SandboxedJob<QuantizePayload>): Prom
   const report = async (progress: JobProgressEvent) => {
     await job.updateProgress(progress as unknown as object);
     if (progress.message) {
-      await ctx.lifecycle.appendLog(jobId, { at: new Date().toISOString(), stage: progress.stage, message: progress.message });
+      await ctx.lifecycle.appendLog(jobId, {
+        at: new Date().toISOString(),
+        stage: progress.stage,
+        message: progress.message,
+      });
     }
     const now = Date.now();
     if (now - lastRecorded >= recordEveryMs) {
@@ -153,7 +165,10 @@ export default async function quantize(job: SandboxedJob<QuantizePayload>): Prom
       return { status: 'cancelled' };
     }
     const badInput =
-      error instanceof ModelError || error instanceof SpecError || error instanceof DatasetError || error instanceof UnrecoverableError;
+      error instanceof ModelError ||
+      error instanceof SpecError ||
+      error instanceof DatasetError ||
+      error instanceof UnrecoverableError;
     const message = error instanceof Error ? error.message : String(error);
     const lastAttempt = badInput || job.attemptsMade + 1 >= (job.opts.attempts ?? 1);
     if (lastAttempt) {

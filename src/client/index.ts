@@ -47,7 +47,9 @@ export class QaasClient {
   async uploadModel(path: string): Promise<{ id: string }> {
     const form = new FormData();
     if ((await stat(path)).isDirectory()) {
-      const modelJson = JSON.parse(await readFile(join(path, 'model.json'), 'utf8')) as { weightsManifest?: { paths: string[] }[] };
+      const modelJson = JSON.parse(await readFile(join(path, 'model.json'), 'utf8')) as {
+        weightsManifest?: { paths: string[] }[];
+      };
       const shards = (modelJson.weightsManifest ?? []).flatMap((group) => group.paths);
       for (const name of ['model.json', ...shards]) form.append('file', await openAsBlob(join(path, name)), name);
     } else {
@@ -121,12 +123,16 @@ export class QaasClient {
         response = await fetch(new URL(path, this.baseUrl), { ...init, headers });
       } catch (error) {
         const cause = (error as { cause?: { code?: string; message?: string } }).cause;
-        throw new Error(`cannot reach the service at ${this.baseUrl}: ${cause?.code ?? cause?.message ?? (error as Error).message}`);
+        throw new Error(
+          `cannot reach the service at ${this.baseUrl}: ${cause?.code ?? cause?.message ?? (error as Error).message}`,
+        );
       }
       if ((response.status !== 429 && response.status !== 503) || attempt >= busyRetries) break;
       await response.body?.cancel();
       const seconds = Number(response.headers.get('retry-after'));
-      await new Promise((resolve) => setTimeout(resolve, Math.min(Number.isFinite(seconds) && seconds > 0 ? seconds : 1, 30) * 1000));
+      await new Promise((resolve) =>
+        setTimeout(resolve, Math.min(Number.isFinite(seconds) && seconds > 0 ? seconds : 1, 30) * 1000),
+      );
     }
     if (response.ok) return response;
     const text = await response.text();

@@ -54,7 +54,12 @@ export interface ProblemBody {
   [extension: string]: unknown;
 }
 
-const multipartLimitCodes = new Set(['FST_REQ_FILE_TOO_LARGE', 'FST_FILES_LIMIT', 'FST_PARTS_LIMIT', 'FST_FIELDS_LIMIT']);
+const multipartLimitCodes = new Set([
+  'FST_REQ_FILE_TOO_LARGE',
+  'FST_FILES_LIMIT',
+  'FST_PARTS_LIMIT',
+  'FST_FIELDS_LIMIT',
+]);
 
 /** Redis being away surfaces as these ioredis / BullMQ messages. */
 function isRedisUnavailable(error: Error): boolean {
@@ -80,8 +85,12 @@ export function toProblem(error: unknown): ApiProblem {
     if (fastifyError.code && multipartLimitCodes.has(fastifyError.code)) {
       return new ApiProblem('upload-too-large', fastifyError.message);
     }
-    if (fastifyError.code === 'FST_ERR_CTP_BODY_TOO_LARGE') return new ApiProblem('upload-too-large', fastifyError.message);
-    if (fastifyError.code === 'FST_ERR_CTP_INVALID_MEDIA_TYPE' || fastifyError.code === 'FST_INVALID_MULTIPART_CONTENT_TYPE') {
+    if (fastifyError.code === 'FST_ERR_CTP_BODY_TOO_LARGE')
+      return new ApiProblem('upload-too-large', fastifyError.message);
+    if (
+      fastifyError.code === 'FST_ERR_CTP_INVALID_MEDIA_TYPE' ||
+      fastifyError.code === 'FST_INVALID_MULTIPART_CONTENT_TYPE'
+    ) {
       return new ApiProblem('unsupported-media-type', fastifyError.message);
     }
     if (fastifyError.statusCode === 429) return new ApiProblem('rate-limited', fastifyError.message);

@@ -49,7 +49,9 @@ export const metricsPlugin = fp(
       registers: [registry],
       async collect() {
         for (const [name, queue] of Object.entries(app.services.queues)) {
-          const counts = await queue.getJobCounts('waiting', 'prioritized', 'active', 'delayed', 'failed').catch(() => ({}));
+          const counts = await queue
+            .getJobCounts('waiting', 'prioritized', 'active', 'delayed', 'failed')
+            .catch(() => ({}));
           for (const [state, n] of Object.entries(counts)) this.set({ queue: name, state }, n);
         }
       },

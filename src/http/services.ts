@@ -79,7 +79,9 @@ export const servicesPlugin = fp(
       },
     } satisfies Services);
     // With the offline queue off, commands sent before the first connect would fail; give it a moment.
-    app.addHook('onReady', () => Promise.all([waitForReady(redis, 3000), waitForReady(queueRedis, 3000)]).then(() => undefined));
+    app.addHook('onReady', () =>
+      Promise.all([waitForReady(redis, 3000), waitForReady(queueRedis, 3000)]).then(() => undefined),
+    );
     app.addHook('onClose', async () => {
       const opened = events as QueueEvents | null;
       if (opened) await opened.close().catch(() => undefined);

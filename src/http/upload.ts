@@ -138,7 +138,10 @@ export class Upload {
     await read(async (path, declaredBytes, stream) => {
       if (!isSafeRelativePath(path)) {
         stream.resume();
-        throw new ApiProblem('unsafe-archive-entry', `${archiveName}: entry "${path}" is absolute or leaves the archive`);
+        throw new ApiProblem(
+          'unsafe-archive-entry',
+          `${archiveName}: entry "${path}" is absolute or leaves the archive`,
+        );
       }
       const tooBig = () =>
         new ApiProblem(
@@ -161,39 +164,45 @@ function readZip(
   onEntry: (path: string, declaredBytes: number, stream: Readable) => Promise<void>,
 ): Promise<void> {
   return new Promise((resolve, reject) => {
-    yauzl.open(file, { lazyEntries: true, decodeStrings: true, validateEntrySizes: true, strictFileNames: false }, (openError, zip) => {
-      if (openError || !zip) {
-        reject(new ApiProblem('invalid-upload', `not a readable zip archive: ${openError?.message ?? 'unknown'}`));
-        return;
-      }
-      const fail = (error: unknown) => {
-        zip.close();
-        const message = (error as Error).message;
-        // yauzl refuses `..` and absolute names itself, before we see the entry.
-        if (/invalid relative path|absolute path/i.test(message)) {
-          reject(new ApiProblem('unsafe-archive-entry', `zip entry refused: ${message}`));
+    yauzl.open(
+      file,
+      { lazyEntries: true, decodeStrings: true, validateEntrySizes: true, strictFileNames: false },
+      (openError, zip) => {
+        if (openError || !zip) {
+          reject(new ApiProblem('invalid-upload', `not a readable zip archive: ${openError?.message ?? 'unknown'}`));
           return;
         }
-        reject(error instanceof ApiProblem ? error : new ApiProblem('invalid-upload', `bad zip archive: ${message}`));
-      };
-      zip.on('error', fail);
-      zip.on('end', () => resolve());
-      zip.on('entry', (entry: yauzl.Entry) => {
-        if (entry.fileName.endsWith('/')) {
-          zip.readEntry();
-          return;
-        }
-        if (/(^|\/)\.\.(\/|$)/.test(entry.fileName) || entry.fileName.startsWith('/')) {
-          fail(new ApiProblem('unsafe-archive-entry', `zip entry "${entry.fileName}" is absolute or leaves the archive`));
-          return;
-        }
-        zip.openReadStream(entry, (streamError, stream) => {
-          if (streamError || !stream) return fail(streamError);
-          onEntry(entry.fileName, entry.uncompressedSize, stream).then(() => zip.readEntry(), fail);
+        const fail = (error: unknown) => {
+          zip.close();
+          const message = (error as Error).message;
+          // yauzl refuses `..` and absolute names itself, before we see the entry.
+          if (/invalid relative path|absolute path/i.test(message)) {
+            reject(new ApiProblem('unsafe-archive-entry', `zip entry refused: ${message}`));
+            return;
+          }
+          reject(error instanceof ApiProblem ? error : new ApiProblem('invalid-upload', `bad zip archive: ${message}`));
+        };
+        zip.on('error', fail);
+        zip.on('end', () => resolve());
+        zip.on('entry', (entry: yauzl.Entry) => {
+          if (entry.fileName.endsWith('/')) {
+            zip.readEntry();
+            return;
+          }
+          if (/(^|\/)\.\.(\/|$)/.test(entry.fileName) || entry.fileName.startsWith('/')) {
+            fail(
+              new ApiProblem('unsafe-archive-entry', `zip entry "${entry.fileName}" is absolute or leaves the archive`),
+            );
+            return;
+          }
+          zip.openReadStream(entry, (streamError, stream) => {
+            if (streamError || !stream) return fail(streamError);
+            onEntry(entry.fileName, entry.uncompressedSize, stream).then(() => zip.readEntry(), fail);
+          });
         });
-      });
-      zip.readEntry();
-    });
+        zip.readEntry();
+      },
+    );
   });
 }
 
@@ -207,7 +216,10 @@ async function readTarGz(
   parser.on('entry', (entry: ReadEntry) => {
     if (failure !== null || entry.type === 'Directory') return entry.resume();
     if (entry.type !== 'File' && entry.type !== 'OldFile' && entry.type !== 'ContiguousFile') {
-      failure = new ApiProblem('unsafe-archive-entry', `tar entry "${entry.path}" is a ${entry.type}, only files are allowed`);
+      failure = new ApiProblem(
+        'unsafe-archive-entry',
+        `tar entry "${entry.path}" is a ${entry.type}, only files are allowed`,
+      );
       return entry.resume();
     }
     // ReadEntry is a minipass stream; a node Readable over it lets onEntry treat both archive kinds alike.

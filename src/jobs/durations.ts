@@ -31,7 +31,11 @@ export class JobDurations {
     let bucket = jobDurationBuckets.findIndex((bound) => seconds <= bound);
     if (bucket === -1) bucket = jobDurationBuckets.length;
     const series = `${method}\t${status}`;
-    await this.redis.multi().hincrby(this.key, `${series}\t${bucket}`, 1).hincrbyfloat(this.key, `${series}\tsum`, seconds).exec();
+    await this.redis
+      .multi()
+      .hincrby(this.key, `${series}\t${bucket}`, 1)
+      .hincrbyfloat(this.key, `${series}\tsum`, seconds)
+      .exec();
   }
 
   async read(): Promise<DurationSeries[]> {

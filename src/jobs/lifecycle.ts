@@ -40,7 +40,11 @@ export class JobLifecycle {
     this.durations = new JobDurations(redis, prefix);
   }
 
-  private async change(tenant: string, id: string, patch: (job: JobRecord) => Partial<JobRecord> | null): Promise<JobRecord | null> {
+  private async change(
+    tenant: string,
+    id: string,
+    patch: (job: JobRecord) => Partial<JobRecord> | null,
+  ): Promise<JobRecord | null> {
     return (await this.transition(tenant, id, patch)).job;
   }
 
@@ -63,7 +67,10 @@ export class JobLifecycle {
         next = changes === null ? null : { ...current, ...changes };
         return next;
       },
-      (changed) => (isTerminal(changed) ? { membership: { key: modelJobsKey(this.prefix, tenant, changed.modelId), op: 'remove' } } : {}),
+      (changed) =>
+        isTerminal(changed)
+          ? { membership: { key: modelJobsKey(this.prefix, tenant, changed.modelId), op: 'remove' } }
+          : {},
     );
     return { job, written: job !== null && job === next };
   }
@@ -99,7 +106,9 @@ export class JobLifecycle {
 
   progress(tenant: string, id: string, stage: string, progress: number): Promise<JobRecord | null> {
     return this.change(tenant, id, (job) =>
-      job.stage === stage && job.progress === progress ? null : { stage, progress: Math.max(0, Math.min(100, progress)) },
+      job.stage === stage && job.progress === progress
+        ? null
+        : { stage, progress: Math.max(0, Math.min(100, progress)) },
     );
   }
 
@@ -109,7 +118,14 @@ export class JobLifecycle {
   }
 
   async succeed(tenant: string, id: string, summary: JobSummary, artifacts: string[]): Promise<JobRecord | null> {
-    return this.finish(tenant, id, () => ({ status: 'succeeded', stage: 'done', progress: 100, summary, artifacts, error: null }));
+    return this.finish(tenant, id, () => ({
+      status: 'succeeded',
+      stage: 'done',
+      progress: 100,
+      summary,
+      artifacts,
+      error: null,
+    }));
   }
 
   async fail(tenant: string, id: string, error: { message: string; type?: string }): Promise<JobRecord | null> {
@@ -131,7 +147,11 @@ export class JobLifecycle {
   async remove(job: JobRecord): Promise<boolean> {
     if (!isTerminal(job)) return false;
     const { tenant, id } = job;
-    if ((await this.records.delete('jobs', tenant, id, { index: { key: this.byModelKey(job), op: 'remove' } })) !== 'deleted') return false;
+    if (
+      (await this.records.delete('jobs', tenant, id, { index: { key: this.byModelKey(job), op: 'remove' } })) !==
+      'deleted'
+    )
+      return false;
     const keys = [this.logKey(id), cancelKey(this.prefix, id), webhookSecretKey(this.prefix, tenant, id)];
     await this.redis.del(...keys, ...(job.idempotencyKey ? [job.idempotencyKey] : []));
     return true;
@@ -143,7 +163,12 @@ export class JobLifecycle {
 
   async appendLog(id: string, line: JobLogLine): Promise<void> {
     const key = this.logKey(id);
-    await this.redis.multi().rpush(key, JSON.stringify(line)).ltrim(key, -logLines, -1).expire(key, logTtlSeconds).exec();
+    await this.redis
+      .multi()
+      .rpush(key, JSON.stringify(line))
+      .ltrim(key, -logLines, -1)
+      .expire(key, logTtlSeconds)
+      .exec();
   }
 
   async log(id: string): Promise<JobLogLine[]> {
@@ -156,8 +181,15 @@ export class JobLifecycle {
   }
 
   /** Ends the job (if it has not ended) and records its run time for /metrics, once, where it ended. */
-  private async finish(tenant: string, id: string, patch: (job: JobRecord) => Partial<JobRecord>): Promise<JobRecord | null> {
-    const { job, written } = await this.transition(tenant, id, (current) => ({ ...patch(current), finishedAt: new Date().toISOString() }));
+  private async finish(
+    tenant: string,
+    id: string,
+    patch: (job: JobRecord) => Partial<JobRecord>,
+  ): Promise<JobRecord | null> {
+    const { job, written } = await this.transition(tenant, id, (current) => ({
+      ...patch(current),
+      finishedAt: new Date().toISOString(),
+    }));
     if (written && job?.startedAt && job.finishedAt) {
       const seconds = (Date.parse(job.finishedAt) - Date.parse(job.startedAt)) / 1000;
       await this.durations.record(job.method, job.status, seconds).catch(() => undefined);

@@ -7,7 +7,12 @@ import { Type, type Static } from '@sinclair/typebox';
 import { FormatRegistry } from '@sinclair/typebox';
 import { withDefaults } from '../quant/schema.js';
 import { MethodParamsError, methodNames, parseMethodParams, type MethodParams } from '../quant/methods/index.js';
-import { isTrainingMethodName, parseAnyMethodParams, trainingMethodNames, type AnyMethodParams } from '../quant/qat/methods.js';
+import {
+  isTrainingMethodName,
+  parseAnyMethodParams,
+  trainingMethodNames,
+  type AnyMethodParams,
+} from '../quant/qat/methods.js';
 
 const MethodSpec = Type.Object(
   {
@@ -66,7 +71,10 @@ export const DataSpec = Type.Object(
 
 export const PreprocessSpec = Type.Object(
   {
-    scale: Type.Number({ default: 1, description: 'x is fed to the model as x * scale + offset (e.g. 1/255 for raw pixels)' }),
+    scale: Type.Number({
+      default: 1,
+      description: 'x is fed to the model as x * scale + offset (e.g. 1/255 for raw pixels)',
+    }),
     offset: Type.Number({ default: 0 }),
   },
   { additionalProperties: false, default: {} },
@@ -92,8 +100,18 @@ export const ActivationsSpec = Type.Object(
       default: 32,
       description: 'dorefa/pact: k-bit stochastic quantization of the gradients flowing back through them; 32 = float',
     }),
-    alpha: Type.Number({ exclusiveMinimum: 0, maximum: 1e4, default: 6, description: 'pact: the clipping level α before training' }),
-    alphaDecay: Type.Number({ minimum: 0, maximum: 10, default: 1e-4, description: 'pact: λ of the L2 penalty λ·α² on each α' }),
+    alpha: Type.Number({
+      exclusiveMinimum: 0,
+      maximum: 1e4,
+      default: 6,
+      description: 'pact: the clipping level α before training',
+    }),
+    alphaDecay: Type.Number({
+      minimum: 0,
+      maximum: 10,
+      default: 1e-4,
+      description: 'pact: λ of the L2 penalty λ·α² on each α',
+    }),
   },
   { additionalProperties: false, description: 'simulate integer activations (fake-quant after each layer)' },
 );
@@ -115,7 +133,13 @@ export const QatSpec = Type.Object(
 export const TargetSpec = Type.Object(
   {
     metric: Type.Union(
-      [Type.Literal('accuracy'), Type.Literal('top5'), Type.Literal('agreement'), Type.Literal('mse'), Type.Literal('mae')],
+      [
+        Type.Literal('accuracy'),
+        Type.Literal('top5'),
+        Type.Literal('agreement'),
+        Type.Literal('mse'),
+        Type.Literal('mae'),
+      ],
       { default: 'accuracy' },
     ),
     maxDrop: Type.Optional(Type.Number({ minimum: 0, description: 'largest acceptable drop of the metric vs float' })),
@@ -138,8 +162,18 @@ export const SearchSpec = Type.Object(
           'method params tried per tensor (default: affine 8/4/2-bit per-channel, ternary, binary, kmeans 4-bit)',
       }),
     ),
-    maxTrials: Type.Integer({ minimum: 1, maximum: 1000, default: 24, description: 'auto: configs verified through the export' }),
-    timeBudgetSeconds: Type.Number({ minimum: 1, maximum: 7 * 24 * 3600, default: 600, description: 'auto: no new trial starts after this' }),
+    maxTrials: Type.Integer({
+      minimum: 1,
+      maximum: 1000,
+      default: 24,
+      description: 'auto: configs verified through the export',
+    }),
+    timeBudgetSeconds: Type.Number({
+      minimum: 1,
+      maximum: 7 * 24 * 3600,
+      default: 600,
+      description: 'auto: no new trial starts after this',
+    }),
     analysisSamples: Type.Integer({
       minimum: 1,
       default: 1024,
@@ -247,13 +281,22 @@ function combinationProblems(spec: RawJobSpec): SpecProblem[] {
   }
   const trainingNames = [
     { path: '/method/name', name: spec.method.name },
-    ...Object.entries(spec.layers.overrides).map(([glob, o]) => ({ path: `/layers/overrides/${glob}/name`, name: (o as { name?: unknown }).name })),
+    ...Object.entries(spec.layers.overrides).map(([glob, o]) => ({
+      path: `/layers/overrides/${glob}/name`,
+      name: (o as { name?: unknown }).name,
+    })),
   ].filter((m) => isTrainingMethodName(m.name));
   for (const { path, name } of trainingNames) {
     if (spec.kind !== 'qat') {
-      problems.push({ path, message: `"${name}" is a training method: it needs kind "qat" (PTQ methods: ${methodNames.join(', ')})` });
+      problems.push({
+        path,
+        message: `"${name}" is a training method: it needs kind "qat" (PTQ methods: ${methodNames.join(', ')})`,
+      });
     } else if (name === 'lab' && spec.qat.optimizer !== 'adam') {
-      problems.push({ path: '/qat/optimizer', message: 'lab takes its curvature from Adam’s second moment: optimizer must be "adam"' });
+      problems.push({
+        path: '/qat/optimizer',
+        message: 'lab takes its curvature from Adam’s second moment: optimizer must be "adam"',
+      });
     }
   }
   const trainedActivations = spec.activations !== undefined && spec.activations.quantizer !== 'calibrated';
@@ -267,9 +310,15 @@ function combinationProblems(spec: RawJobSpec): SpecProblem[] {
     problems.push({ path: '/data/calibration', message: 'activations need a calibration dataset to take ranges from' });
   }
   if ((spec.kind === 'analyze' || spec.kind === 'auto') && !spec.data.evaluation) {
-    problems.push({ path: '/data/evaluation', message: `kind "${spec.kind}" needs an evaluation dataset to measure drops on` });
+    problems.push({
+      path: '/data/evaluation',
+      message: `kind "${spec.kind}" needs an evaluation dataset to measure drops on`,
+    });
   } else if (spec.target?.maxDrop !== undefined && !spec.data.evaluation) {
-    problems.push({ path: '/data/evaluation', message: 'target.maxDrop needs an evaluation dataset to measure the drop on' });
+    problems.push({
+      path: '/data/evaluation',
+      message: 'target.maxDrop needs an evaluation dataset to measure the drop on',
+    });
   }
   return problems;
 }

@@ -26,7 +26,8 @@ export class FakeQuant extends tf.layers.Layer {
 
   constructor(args: FakeQuantArgs) {
     super({ name: args.name, trainable: false });
-    if (!(args.scale > 0) || !Number.isFinite(args.scale)) throw new RangeError(`FakeQuant scale must be > 0, got ${args.scale}`);
+    if (!(args.scale > 0) || !Number.isFinite(args.scale))
+      throw new RangeError(`FakeQuant scale must be > 0, got ${args.scale}`);
     if (!Number.isInteger(args.bits) || args.bits < 2 || args.bits > 16) {
       throw new RangeError(`FakeQuant bits must be an integer in 2..16, got ${args.bits}`);
     }

@@ -50,7 +50,9 @@ function layerName(layer: Json): string {
 }
 
 function isTensorRef(value: unknown): value is TensorRef {
-  return Array.isArray(value) && typeof value[0] === 'string' && typeof value[1] === 'number' && typeof value[2] === 'number';
+  return (
+    Array.isArray(value) && typeof value[0] === 'string' && typeof value[1] === 'number' && typeof value[2] === 'number'
+  );
 }
 
 /** The calls of a functional layer: each a list of input refs; undefined when the format is not tfjs's. */
@@ -79,7 +81,8 @@ export function foldBatchNorm(model: LoadedModel): FoldResult {
   const modelJson = structuredClone(model.modelJson);
   const root = layersRoot(modelJson.modelTopology as Json);
   const className = String(root.class_name);
-  if (!CONTAINER_CLASSES.has(className)) throw new ModelError('bad-topology', `the model's root is a ${className}, not a model`);
+  if (!CONTAINER_CLASSES.has(className))
+    throw new ModelError('bad-topology', `the model's root is a ${className}, not a model`);
   // Old Sequential configs are the bare layer list.
   const config: Json = Array.isArray(root.config) ? { layers: root.config } : (root.config as Json);
   const layers = config.layers as Json[];
@@ -135,13 +138,15 @@ function functionalProducer(config: Json, layers: Json[], bn: Json): { producer:
   const producerNodes = inboundNodes(producer);
   if (producerNodes === undefined || producerNodes.length > 1) throw new Skip(`its input layer ${source[0]} is shared`);
   const consumers = allRefs(config, layers).filter((ref) => ref[0] === source[0]).length;
-  if (consumers > 1) throw new Skip(`the output of ${source[0]} also feeds other layers, which must still see it unnormalised`);
+  if (consumers > 1)
+    throw new Skip(`the output of ${source[0]} also feeds other layers, which must still see it unnormalised`);
   return { producer, source: [source[0], source[1], source[2]] };
 }
 
 /** Replaces every use of the BN's output by the producer's output it normalised. */
 function rewire(config: Json, layers: Json[], bnName: string, source: TensorRef): void {
-  const replace = (ref: TensorRef): TensorRef => (ref[0] === bnName ? [source[0], source[1], source[2], ...ref.slice(3)] : ref);
+  const replace = (ref: TensorRef): TensorRef =>
+    ref[0] === bnName ? [source[0], source[1], source[2], ...ref.slice(3)] : ref;
   for (const layer of layers) {
     const nodes = inboundNodes(layer);
     if (nodes !== undefined && nodes.length > 0) layer.inbound_nodes = nodes.map((node) => node.map(replace));
@@ -175,11 +180,14 @@ function foldInto(
   const producerName = layerName(producer);
   const producerClass = String(producer.class_name);
   const kind = FOLDABLE[producerClass];
-  if (kind === undefined) throw new Skip(`its input comes from ${producerName} (${producerClass}), not a Dense or convolution layer`);
+  if (kind === undefined)
+    throw new Skip(`its input comes from ${producerName} (${producerClass}), not a Dense or convolution layer`);
   const producerConfig = producer.config as Json;
   const activation = producerConfig.activation ?? 'linear';
   if (activation !== 'linear') {
-    throw new Skip(`${producerName} has activation ${String(activation)}: a BatchNorm after a non-linearity cannot be folded`);
+    throw new Skip(
+      `${producerName} has activation ${String(activation)}: a BatchNorm after a non-linearity cannot be folded`,
+    );
   }
   if (producerConfig.data_format === 'channels_first') throw new Skip(`${producerName} is channels_first`);
   const bnConfig = bn.config as Json;
@@ -198,7 +206,8 @@ function foldInto(
   }
   const kernelName = `${producerName}/${kind.kernel}`;
   const kernel = weights.get(kernelName);
-  if (!kernel || !(kernel.values instanceof Float32Array)) throw new Skip(`${kernelName} is not in the manifest as float32`);
+  if (!kernel || !(kernel.values instanceof Float32Array))
+    throw new Skip(`${kernelName} is not in the manifest as float32`);
   const channels = mean.length;
   const kernelChannels =
     producerClass === 'DepthwiseConv2D' ? kernel.shape[2] * kernel.shape[3] : kernel.shape[kernel.shape.length - 1];

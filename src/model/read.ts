@@ -54,7 +54,8 @@ function parseModelJson(bytes: Uint8Array): Record<string, unknown> {
       file: 'model.json',
     });
   }
-  if (!isObject(parsed)) throw new ModelError('malformed-json', 'model.json is not a JSON object', { file: 'model.json' });
+  if (!isObject(parsed))
+    throw new ModelError('malformed-json', 'model.json is not a JSON object', { file: 'model.json' });
   return parsed;
 }
 
@@ -83,9 +84,13 @@ function parseSpec(entry: unknown, where: string): WeightSpec {
     });
   }
   if (dtype !== 'float32' && dtype !== 'int32' && dtype !== 'bool') {
-    throw new ModelError('unknown-dtype', `weight ${name}: dtype ${JSON.stringify(dtype)} is not float32, int32 or bool`, {
-      weight: name,
-    });
+    throw new ModelError(
+      'unknown-dtype',
+      `weight ${name}: dtype ${JSON.stringify(dtype)} is not float32, int32 or bool`,
+      {
+        weight: name,
+      },
+    );
   }
   const spec: WeightSpec = { name, shape: shape as number[], dtype };
   if (quantization === undefined) return spec;
@@ -93,19 +98,29 @@ function parseSpec(entry: unknown, where: string): WeightSpec {
   if (qDtype === 'uint8' || qDtype === 'uint16') {
     const { min, scale } = quantization as Record<string, unknown>;
     if (typeof min !== 'number' || typeof scale !== 'number' || !Number.isFinite(min) || !Number.isFinite(scale)) {
-      throw new ModelError('bad-topology', `weight ${name}: ${qDtype} quantization needs a finite number min and scale`, {
-        weight: name,
-      });
+      throw new ModelError(
+        'bad-topology',
+        `weight ${name}: ${qDtype} quantization needs a finite number min and scale`,
+        {
+          weight: name,
+        },
+      );
     }
     if (dtype === 'bool') {
-      throw new ModelError('unknown-dtype', `weight ${name}: bool weights cannot carry ${qDtype} quantization`, { weight: name });
+      throw new ModelError('unknown-dtype', `weight ${name}: bool weights cannot carry ${qDtype} quantization`, {
+        weight: name,
+      });
     }
     spec.quantization = { dtype: qDtype, min, scale };
   } else if (qDtype === 'float16') {
     if (dtype !== 'float32') {
-      throw new ModelError('unknown-dtype', `weight ${name}: float16 quantization is only for float32 weights, not ${dtype}`, {
-        weight: name,
-      });
+      throw new ModelError(
+        'unknown-dtype',
+        `weight ${name}: float16 quantization is only for float32 weights, not ${dtype}`,
+        {
+          weight: name,
+        },
+      );
     }
     spec.quantization = { dtype: 'float16' };
   } else {
@@ -208,7 +223,9 @@ export function* weightSlots(manifest: Manifest, sizeOf: (key: string) => number
     const specs = group.weights.map((entry, i) => parseSpec(entry, `weightsManifest group ${g + 1} entry ${i}`));
     for (const spec of specs) {
       if (seen.has(spec.name)) {
-        throw new ModelError('duplicate-weight', `weight ${spec.name} appears twice in weightsManifest`, { weight: spec.name });
+        throw new ModelError('duplicate-weight', `weight ${spec.name} appears twice in weightsManifest`, {
+          weight: spec.name,
+        });
       }
       seen.add(spec.name);
     }
@@ -218,7 +235,9 @@ export function* weightSlots(manifest: Manifest, sizeOf: (key: string) => number
       const size = normalized === undefined ? undefined : sizeOf(normalized);
       if (normalized === undefined || size === undefined) {
         const why = normalized === undefined ? 'points outside the model directory' : 'is missing';
-        throw new ModelError('missing-file', `weight file ${manifestPath} of group ${g + 1} ${why}`, { file: manifestPath });
+        throw new ModelError('missing-file', `weight file ${manifestPath} of group ${g + 1} ${why}`, {
+          file: manifestPath,
+        });
       }
       length += size;
       return normalized;
@@ -242,7 +261,10 @@ export function* weightSlots(manifest: Manifest, sizeOf: (key: string) => number
       throw new ModelError(
         'byte-length',
         `group ${g + 1} holds ${length} bytes but its weights${last ? ` (the last is ${last.name})` : ''} need ${offset}`,
-        { ...(last && { weight: last.name }), ...(group.paths.length > 0 && { file: group.paths[group.paths.length - 1] }) },
+        {
+          ...(last && { weight: last.name }),
+          ...(group.paths.length > 0 && { file: group.paths[group.paths.length - 1] }),
+        },
       );
     }
   }
@@ -292,7 +314,8 @@ export function readModel(files: FileSet): LoadedModel {
     if (normalized !== undefined) byPath.set(normalized, bytes);
   }
   const modelJsonBytes = byPath.get('model.json');
-  if (modelJsonBytes === undefined) throw new ModelError('missing-file', 'model.json is missing', { file: 'model.json' });
+  if (modelJsonBytes === undefined)
+    throw new ModelError('missing-file', 'model.json is missing', { file: 'model.json' });
   const manifest = readManifest(modelJsonBytes);
 
   const weights: Weight[] = [];

@@ -22,7 +22,8 @@ export interface TensorSignature {
 
 type Json = Record<string, unknown>;
 
-const isObject = (value: unknown): value is Json => typeof value === 'object' && value !== null && !Array.isArray(value);
+const isObject = (value: unknown): value is Json =>
+  typeof value === 'object' && value !== null && !Array.isArray(value);
 
 function asShape(value: unknown): Shape {
   if (!Array.isArray(value)) return null;
@@ -85,9 +86,27 @@ function functionalInputs(model: Json): TensorSignature[] {
 // ---- output shape inference ------------------------------------------------------------------------
 
 const passThrough = new Set([
-  'Activation', 'ActivityRegularization', 'AlphaDropout', 'BatchNormalization', 'Dropout', 'ELU', 'GaussianDropout',
-  'GaussianNoise', 'LayerNormalization', 'LeakyReLU', 'Masking', 'Normalization', 'PReLU', 'ReLU', 'Rescaling',
-  'Softmax', 'SpatialDropout1D', 'SpatialDropout2D', 'SpatialDropout3D', 'ThresholdedReLU', 'UnitNormalization',
+  'Activation',
+  'ActivityRegularization',
+  'AlphaDropout',
+  'BatchNormalization',
+  'Dropout',
+  'ELU',
+  'GaussianDropout',
+  'GaussianNoise',
+  'LayerNormalization',
+  'LeakyReLU',
+  'Masking',
+  'Normalization',
+  'PReLU',
+  'ReLU',
+  'Rescaling',
+  'Softmax',
+  'SpatialDropout1D',
+  'SpatialDropout2D',
+  'SpatialDropout3D',
+  'ThresholdedReLU',
+  'UnitNormalization',
 ]);
 
 const num = (value: unknown, fallback: number): number => (typeof value === 'number' ? value : fallback);
@@ -99,7 +118,13 @@ function product(dims: (number | null)[]): number | null {
 }
 
 /** Spatial length after a conv or pool window. */
-function windowed(length: number | null, kernel: number, stride: number, dilation: number, padding: string): number | null {
+function windowed(
+  length: number | null,
+  kernel: number,
+  stride: number,
+  dilation: number,
+  padding: string,
+): number | null {
   if (length === null) return null;
   if (padding === 'same' || padding === 'causal') return Math.ceil(length / stride);
   return Math.ceil((length - (kernel - 1) * dilation) / stride);
@@ -118,12 +143,17 @@ function convLike(layer: Json, config: Json, shape: (number | null)[]): Shape {
   const transpose = /Transpose/.test(String(layer.class_name));
   const out = spatial.map((n, i) =>
     transpose
-      ? n === null ? null : padding === 'same' ? n * strides[i] : (n - 1) * strides[i] + kernel[i]
+      ? n === null
+        ? null
+        : padding === 'same'
+          ? n * strides[i]
+          : (n - 1) * strides[i] + kernel[i]
       : windowed(n, kernel[i], strides[i], dilation[i], padding),
   );
   let outChannels: number | null;
   if (pool) outChannels = channels;
-  else if (layer.class_name === 'DepthwiseConv2D') outChannels = channels === null ? null : channels * num(config.depth_multiplier, 1);
+  else if (layer.class_name === 'DepthwiseConv2D')
+    outChannels = channels === null ? null : channels * num(config.depth_multiplier, 1);
   else outChannels = num(config.filters, Number.NaN);
   if (Number.isNaN(outChannels)) return null;
   return channelsFirst ? [shape[0], outChannels, ...out] : [shape[0], ...out, outChannels];
@@ -223,7 +253,9 @@ function modelOutputShapes(model: Json, inputs?: Shape[]): Shape[] {
   }
   const config = configOf(model);
   const byName = new Map(layers.map((layer) => [nameOf(layer), layer]));
-  const inputNames = (Array.isArray(config.input_layers) ? config.input_layers : []).map((ref) => String(Array.isArray(ref) ? ref[0] : ref));
+  const inputNames = (Array.isArray(config.input_layers) ? config.input_layers : []).map((ref) =>
+    String(Array.isArray(ref) ? ref[0] : ref),
+  );
   const memo = new Map<string, Shape>();
   const visiting = new Set<string>();
   const output = (name: string, nodeIndex: number): Shape => {
@@ -241,7 +273,13 @@ function modelOutputShapes(model: Json, inputs?: Shape[]): Shape[] {
       const node = nodes[nodeIndex];
       // tfjs / Keras 2 write a node as a list of [layer, node index, tensor index, kwargs].
       const refs = Array.isArray(node) ? node.filter(Array.isArray) : [];
-      shape = refs.length === 0 ? null : layerOutput(layer, refs.map((ref) => output(String(ref[0]), num(ref[1], 0))));
+      shape =
+        refs.length === 0
+          ? null
+          : layerOutput(
+              layer,
+              refs.map((ref) => output(String(ref[0]), num(ref[1], 0))),
+            );
     }
     visiting.delete(key);
     memo.set(key, shape);
@@ -310,7 +348,11 @@ function graphInputs(modelJson: Json): TensorSignature[] {
     signatureEntries(signature.inputs) ??
     graphNodes(modelJson)
       .filter((node) => node.op === 'Placeholder')
-      .map((node) => ({ name: String(node.name), shape: protoShape(attrOf(node, 'shape').shape), dtype: graphDtype(attrOf(node, 'dtype').type) }))
+      .map((node) => ({
+        name: String(node.name),
+        shape: protoShape(attrOf(node, 'shape').shape),
+        dtype: graphDtype(attrOf(node, 'dtype').type),
+      }))
   );
 }
 
@@ -319,13 +361,19 @@ function graphOutputs(modelJson: Json): TensorSignature[] {
   const declared = signatureEntries(signature.outputs);
   if (declared) return declared;
   const nodes = graphNodes(modelJson);
-  const consumed = new Set(nodes.flatMap((node) => (Array.isArray(node.input) ? node.input.map((i) => nodeName(String(i))) : [])));
+  const consumed = new Set(
+    nodes.flatMap((node) => (Array.isArray(node.input) ? node.input.map((i) => nodeName(String(i))) : [])),
+  );
   return nodes
     .filter((node) => !consumed.has(String(node.name)) && !['Const', 'NoOp', 'Placeholder'].includes(String(node.op)))
     .map((node) => {
       const shapes = attrOf(node, '_output_shapes').list;
       const first = isObject(shapes) && Array.isArray(shapes.shape) ? shapes.shape[0] : undefined;
-      return { name: String(node.name), shape: protoShape(first), dtype: graphDtype(attrOf(node, 'T').type ?? attrOf(node, 'dtype').type) };
+      return {
+        name: String(node.name),
+        shape: protoShape(first),
+        dtype: graphDtype(attrOf(node, 'T').type ?? attrOf(node, 'dtype').type),
+      };
     });
 }
 
@@ -354,7 +402,11 @@ export function modelOutputs(modelJson: Json): TensorSignature[] {
     return last ? [{ name: nameOf(last), shape: shapes[0], dtype: 'float32' }] : [];
   }
   const refs = Array.isArray(configOf(model).output_layers) ? (configOf(model).output_layers as unknown[]) : [];
-  return refs.map((ref, i) => ({ name: String(Array.isArray(ref) ? ref[0] : ref), shape: shapes[i] ?? null, dtype: 'float32' }));
+  return refs.map((ref, i) => ({
+    name: String(Array.isArray(ref) ? ref[0] : ref),
+    shape: shapes[i] ?? null,
+    dtype: 'float32',
+  }));
 }
 
 export interface DatasetShape {
@@ -374,7 +426,11 @@ function fits(sample: number[], expected: (number | null)[]): boolean {
  * mismatch); y must be one class id per sample (for an output of [batch, classes]) or have the output's
  * per-sample shape. Unknown shapes are not held against the dataset.
  */
-export function checkDatasetFitsModel(dataset: DatasetShape, inputs: TensorSignature[], outputs: TensorSignature[]): string | null {
+export function checkDatasetFitsModel(
+  dataset: DatasetShape,
+  inputs: TensorSignature[],
+  outputs: TensorSignature[],
+): string | null {
   if (inputs.length !== 1) {
     return `the model has ${inputs.length} inputs (${inputs.map((i) => `'${i.name}'`).join(', ')}); a dataset feeds exactly one`;
   }

@@ -41,7 +41,10 @@ export function detectFormat(modelJson: Json): ModelFormat {
   if (looksGraph && !looksLayers) format = 'graph-model';
   else if (looksLayers && !looksGraph) format = 'layers-model';
   if (declared !== undefined && declared !== 'layers-model' && declared !== 'graph-model') {
-    throw new ModelError('bad-topology', `model.json format ${JSON.stringify(declared)} is neither layers-model nor graph-model`);
+    throw new ModelError(
+      'bad-topology',
+      `model.json format ${JSON.stringify(declared)} is neither layers-model nor graph-model`,
+    );
   }
   if (format === undefined) {
     throw new ModelError(
@@ -66,7 +69,8 @@ function readLayer(entry: unknown, where: string): LayerInfo {
   if (CONTAINER_CLASSES.has(entry.class_name)) {
     // Sequential configs are either a bare layer list (old tfjs) or `{name, layers}`.
     const layers = Array.isArray(config) ? config : isObject(config) ? config.layers : undefined;
-    if (!Array.isArray(layers)) throw new ModelError('bad-topology', `model ${name} has no layer list`, { layer: name });
+    if (!Array.isArray(layers))
+      throw new ModelError('bad-topology', `model ${name} has no layer list`, { layer: name });
     info.inner = layers.map((layer, i) => readLayer(layer, `${name} layer ${i}`));
     return info;
   }

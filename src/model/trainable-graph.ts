@@ -24,7 +24,8 @@ interface GraphNodeJson {
 
 function executorOf(model: tf.GraphModel): { weightMap: WeightMap } {
   const executor = (model as unknown as { executor?: { weightMap?: WeightMap } }).executor;
-  if (!executor?.weightMap) throw new Error('this tfjs-converter keeps no executor.weightMap: QAT of a graph model needs tfjs 4.x');
+  if (!executor?.weightMap)
+    throw new Error('this tfjs-converter keeps no executor.weightMap: QAT of a graph model needs tfjs 4.x');
   return executor as { weightMap: WeightMap };
 }
 
@@ -79,7 +80,8 @@ export class TrainableGraph implements TrainableModel {
 
   apply(x: tf.Tensor): tf.Tensor {
     const output = this.model.execute(x);
-    if (Array.isArray(output)) throw new Error(`QAT trains single-output models; this graph has ${output.length} outputs`);
+    if (Array.isArray(output))
+      throw new Error(`QAT trains single-output models; this graph has ${output.length} outputs`);
     return output;
   }
 

@@ -32,12 +32,7 @@ export interface LoadedModel {
 
 /** Why a weight is a candidate for quantization (DESIGN.md §4 "Which tensors"). */
 export type WeightRole =
-  | 'kernel'
-  | 'recurrent_kernel'
-  | 'depthwise_kernel'
-  | 'pointwise_kernel'
-  | 'embeddings'
-  | 'graph_const';
+  'kernel' | 'recurrent_kernel' | 'depthwise_kernel' | 'pointwise_kernel' | 'embeddings' | 'graph_const';
 
 export interface QuantizableWeight {
   name: string;

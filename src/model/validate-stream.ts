@@ -95,14 +95,16 @@ async function scanWeight(slot: WeightSlot, reader: GroupReader, chunkBytes: num
  * `chunkBytes` (a multiple of 4) is there for tests that make weights straddle chunks.
  */
 export async function validateModelFiles(files: DiskFileSet, chunkBytes = CHUNK_BYTES): Promise<ModelSummary> {
-  if (chunkBytes <= 0 || chunkBytes % 4 !== 0) throw new RangeError(`chunkBytes must be a positive multiple of 4, got ${chunkBytes}`);
+  if (chunkBytes <= 0 || chunkBytes % 4 !== 0)
+    throw new RangeError(`chunkBytes must be a positive multiple of 4, got ${chunkBytes}`);
   const byPath = new Map<string, { path: string; size: number }>();
   for (const [key, path] of files) {
     const normalized = normalizeManifestPath(key);
     if (normalized !== undefined) byPath.set(normalized, { path, size: (await stat(path)).size });
   }
   const modelJsonFile = byPath.get('model.json');
-  if (modelJsonFile === undefined) throw new ModelError('missing-file', 'model.json is missing', { file: 'model.json' });
+  if (modelJsonFile === undefined)
+    throw new ModelError('missing-file', 'model.json is missing', { file: 'model.json' });
   const manifest = readManifest(new Uint8Array(await readFile(modelJsonFile.path)));
 
   const weights: ModelSummary['weights'] = [];

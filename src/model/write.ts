@@ -28,8 +28,7 @@ interface ManifestEntry {
   shape: number[];
   dtype: Weight['dtype'];
   quantization?:
-    | { dtype: 'uint8' | 'uint16'; min: number; scale: number; original_dtype: 'float32' }
-    | { dtype: 'float16' };
+    { dtype: 'uint8' | 'uint16'; min: number; scale: number; original_dtype: 'float32' } | { dtype: 'float16' };
 }
 
 function bytesOf(values: ArrayBufferView): Uint8Array {
@@ -54,7 +53,9 @@ function gridCodes(
     const code = codes[i];
     check[0] = code * scale + min;
     if (code > limit || check[0] !== dequantized[i]) {
-      throw new Error(`weight ${name}: code ${code} at index ${i} does not decode to the dequantized value ${dequantized[i]}`);
+      throw new Error(
+        `weight ${name}: code ${code} at index ${i} does not decode to the dequantized value ${dequantized[i]}`,
+      );
     }
     stored[i] = code;
   }
@@ -107,7 +108,13 @@ function encodeWeight(weight: Weight, given: WeightReplacement | undefined): [Ma
     // with the same min and scale, whose codes its values (decoded from them) give back exactly.
     const source = weight.sourceQuantization;
     if (weight.values instanceof Float32Array && source?.dtype === 'float16') return floatEntry(entry, weight.values);
-    if (weight.values instanceof Float32Array && source && source.dtype !== 'float16' && source.min !== undefined && source.scale) {
+    if (
+      weight.values instanceof Float32Array &&
+      source &&
+      source.dtype !== 'float16' &&
+      source.min !== undefined &&
+      source.scale
+    ) {
       const codes = gridCodesOf(weight.values, source.min, source.scale);
       const encoding = { dtype: source.dtype, min: source.min, scale: source.scale };
       const stored = gridCodes(weight.name, { dequantized: weight.values, codes }, encoding);
@@ -115,9 +122,12 @@ function encodeWeight(weight: Weight, given: WeightReplacement | undefined): [Ma
     }
     return [entry, bytesOf(weight.values)];
   }
-  if (weight.dtype !== 'float32') throw new Error(`weight ${weight.name}: only float32 weights can be replaced, not ${weight.dtype}`);
+  if (weight.dtype !== 'float32')
+    throw new Error(`weight ${weight.name}: only float32 weights can be replaced, not ${weight.dtype}`);
   if (replacement.dequantized.length !== weight.values.length) {
-    throw new Error(`weight ${weight.name}: replacement has ${replacement.dequantized.length} values, the weight ${weight.values.length}`);
+    throw new Error(
+      `weight ${weight.name}: replacement has ${replacement.dequantized.length} values, the weight ${weight.values.length}`,
+    );
   }
   const encoding = replacement.tfjsEncoding;
   if (encoding === undefined) return floatEntry(entry, replacement.dequantized);
@@ -125,7 +135,12 @@ function encodeWeight(weight: Weight, given: WeightReplacement | undefined): [Ma
     return [{ ...entry, quantization: { dtype: 'float16' } }, bytesOf(halfCodes(weight.name, replacement))];
   }
   const stored = gridCodes(weight.name, replacement, encoding);
-  const quantization = { dtype: encoding.dtype, min: encoding.min, scale: encoding.scale, original_dtype: 'float32' as const };
+  const quantization = {
+    dtype: encoding.dtype,
+    min: encoding.min,
+    scale: encoding.scale,
+    original_dtype: 'float32' as const,
+  };
   return [{ ...entry, quantization }, bytesOf(stored)];
 }
 

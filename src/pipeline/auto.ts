@@ -33,7 +33,15 @@ import { evaluate, type Batch, type Metrics } from '../quant/evaluate.js';
 import { quantizationShape } from '../quant/methods/common.js';
 import { getMethod, parseMethodParams, type MethodParams } from '../quant/methods/index.js';
 import { createRng } from '../quant/rng.js';
-import { FLOAT, dropOf, searchConfigs, type Assignment, type GoalMetric, type MetricGoal, type SearchTensor } from '../quant/search.js';
+import {
+  FLOAT,
+  dropOf,
+  searchConfigs,
+  type Assignment,
+  type GoalMetric,
+  type MetricGoal,
+  type SearchTensor,
+} from '../quant/search.js';
 import {
   DEFAULT_CANDIDATES,
   analyzeSensitivity,
@@ -106,9 +114,22 @@ export interface AutoReport extends JobReport {
   chosenSpec?: Record<string, unknown>;
 }
 
-const span = { fold: [0, 2], float: [2, 6], analyzeOnly: [6, 85], analyze: [6, 40], export: [85, 100], search: [40, 100], qat: [80, 100] } as const;
+const span = {
+  fold: [0, 2],
+  float: [2, 6],
+  analyzeOnly: [6, 85],
+  analyze: [6, 40],
+  export: [85, 100],
+  search: [40, 100],
+  qat: [80, 100],
+} as const;
 
-export async function runAutoJob(source: LoadedModel, spec: JobSpec, data: JobDatasets, options: JobOptions): Promise<JobResult> {
+export async function runAutoJob(
+  source: LoadedModel,
+  spec: JobSpec,
+  data: JobDatasets,
+  options: JobOptions,
+): Promise<JobResult> {
   const evaluation = data.evaluation;
   if (!evaluation) throw new Error(`kind "${spec.kind}" needs an evaluation dataset`);
   const started = performance.now();
@@ -120,7 +141,12 @@ export async function runAutoJob(source: LoadedModel, spec: JobSpec, data: JobDa
 
   try {
     const foldBn = spec.foldBatchNorm ?? true;
-    await report('fold', span.fold, 0, foldBn ? 'folding BatchNormalization into the preceding layers' : 'loading the model');
+    await report(
+      'fold',
+      span.fold,
+      0,
+      foldBn ? 'folding BatchNormalization into the preceding layers' : 'loading the model',
+    );
     const folding = foldBn ? foldBatchNorm(source) : { model: source, folded: [], skipped: [] };
     const model = folding.model;
     const floatModel = await loadTfModel(source, owned);
@@ -130,18 +156,27 @@ export async function runAutoJob(source: LoadedModel, spec: JobSpec, data: JobDa
     const batchesOf = (range: { end?: number } = {}) => tensorBatches(evaluation, batchSize, spec, inputDtype, range);
 
     await report('evaluate', span.float, 0, 'evaluating the float model');
-    const floatMetrics = await timed('evaluateFloatMs', () => evaluate(floatModel, batchesOf(), { signal: options.signal }));
+    const floatMetrics = await timed('evaluateFloatMs', () =>
+      evaluate(floatModel, batchesOf(), { signal: options.signal }),
+    );
     const goal = goalOf(spec, evaluation);
     const floatValue = goal.metric === 'agreement' ? 1 : metricValue(floatMetrics, goal.metric);
 
-    const candidates = labelCandidates(spec.search.candidates ?? DEFAULT_CANDIDATES.map((c, i) => parseMethodParams(c, `/search/candidates/${i}`)));
+    const candidates = labelCandidates(
+      spec.search.candidates ?? DEFAULT_CANDIDATES.map((c, i) => parseMethodParams(c, `/search/candidates/${i}`)),
+    );
     const planned = planTensors(model, spec).selected;
     const weights = new Map(model.weights.map((w) => [w.name, w]));
     const quantize = (name: string, params: MethodParams) => {
       const weight = weights.get(name)!;
       const role = planned.find((t) => t.name === name)!.role;
       const shape = quantizationShape(weight.shape, role, params.name);
-      return getMethod(params.name).quantize(weight.values as Float32Array, shape, params, createRng(tensorSeed('seed' in params ? params.seed : 0, name)));
+      return getMethod(params.name).quantize(
+        weight.values as Float32Array,
+        shape,
+        params,
+        createRng(tensorSeed('seed' in params ? params.seed : 0, name)),
+      );
     };
     const analysisSamples = Math.min(evaluation.samples, spec.search.analysisSamples);
     cached = await cacheBatches(batchesOf({ end: analysisSamples }), analysisSamples);
@@ -163,11 +198,18 @@ export async function runAutoJob(source: LoadedModel, spec: JobSpec, data: JobDa
     cached = [];
 
     const measure = async (trialSpec: JobSpec, trained?: TrainedQat): Promise<{ ptq: PtqResult; metrics: Metrics }> => {
-      const ptq = await runPtq(trained?.model ?? model, trialSpec, { backend: options.backend, signal: options.signal, precomputed: trained?.precomputed });
+      const ptq = await runPtq(trained?.model ?? model, trialSpec, {
+        backend: options.backend,
+        signal: options.signal,
+        precomputed: trained?.precomputed,
+      });
       const artifactOwner: RunnableModel[] = [];
       try {
         const artifact = await loadArtifact(ptq.files, artifactOwner);
-        return { ptq, metrics: await evaluate(artifact, batchesOf(), { reference: floatModel, signal: options.signal }) };
+        return {
+          ptq,
+          metrics: await evaluate(artifact, batchesOf(), { reference: floatModel, signal: options.signal }),
+        };
       } finally {
         for (const runnable of artifactOwner) runnable.dispose();
       }
@@ -210,7 +252,10 @@ export async function runAutoJob(source: LoadedModel, spec: JobSpec, data: JobDa
       // The QAT fallback may follow the search: it gets the last part of the progress scale.
       const canTrain = data.training !== undefined && spec.target?.maxDrop !== undefined;
       const searchSpan = canTrain ? ([span.search[0], span.qat[0]] as const) : span.search;
-      const searchTensors = searchTensorsOf(sensitivity.rows, planned.map((t) => ({ name: t.name, size: weights.get(t.name)!.values.length })));
+      const searchTensors = searchTensorsOf(
+        sensitivity.rows,
+        planned.map((t) => ({ name: t.name, size: weights.get(t.name)!.values.length })),
+      );
       const searched = await timed('searchMs', () =>
         searchConfigs({
           tensors: searchTensors,
@@ -218,10 +263,18 @@ export async function runAutoJob(source: LoadedModel, spec: JobSpec, data: JobDa
           maxTrials,
           outOfTime: () => performance.now() - started > timeBudgetSeconds * 1000,
           measure: async (assignment, trial) => {
-            await report('search', searchSpan, (trial - 1) / maxTrials, `trial ${trial} of ${maxTrials}: exporting and evaluating`);
+            await report(
+              'search',
+              searchSpan,
+              (trial - 1) / maxTrials,
+              `trial ${trial} of ${maxTrials}: exporting and evaluating`,
+            );
             pending = await measure(specFor(assignment));
             results.set(trial, { metrics: pending.metrics });
-            return { bytes: pending.ptq.report.model.packedBytes, drop: dropOf(goal, floatValue, metricValue(pending.metrics, goal.metric)) };
+            return {
+              bytes: pending.ptq.report.model.packedBytes,
+              drop: dropOf(goal, floatValue, metricValue(pending.metrics, goal.metric)),
+            };
           },
           onTrial: (trial, bestTrial) => {
             // The best only ever changes to the trial just measured, so only its files need keeping.
@@ -238,19 +291,17 @@ export async function runAutoJob(source: LoadedModel, spec: JobSpec, data: JobDa
         }),
       );
       chosen = best!;
-      const frontier = searched.trials.map(
-        (t): FrontierEntry => ({
-          trial: t.trial,
-          bytes: t.bytes,
-          metrics: results.get(t.trial)!.metrics,
-          drop: t.drop,
-          estimatedBytes: t.estimatedBytes,
-          estimatedDrop: t.estimatedDrop,
-          feasible: t.feasible,
-          chosen: t.trial === searched.best.trial,
-          overrides: t.assignment,
-        }),
-      );
+      const frontier = searched.trials.map((t): FrontierEntry => ({
+        trial: t.trial,
+        bytes: t.bytes,
+        metrics: results.get(t.trial)!.metrics,
+        drop: t.drop,
+        estimatedBytes: t.estimatedBytes,
+        estimatedDrop: t.estimatedDrop,
+        feasible: t.feasible,
+        chosen: t.trial === searched.best.trial,
+        overrides: t.assignment,
+      }));
       let chosenSpecFull = specFor(searched.best.assignment);
       let chosenTrial = searched.best.trial;
       let targetMet = searched.targetMet;
@@ -262,7 +313,15 @@ export async function runAutoJob(source: LoadedModel, spec: JobSpec, data: JobDa
           report('train', span.qat, fraction * 0.9, `QAT of trial ${base.trial}'s config: ${message}`, extra);
         // The fallback is not a resumable QAT job: no checkpoint goes in or out.
         const trained = await timed('trainMs', () =>
-          trainQat(model, qatSpec, data, { ...options, resumeFrom: undefined, onCheckpoint: undefined }, floatMetrics, owned, trainProgress),
+          trainQat(
+            model,
+            qatSpec,
+            data,
+            { ...options, resumeFrom: undefined, onCheckpoint: undefined },
+            floatMetrics,
+            owned,
+            trainProgress,
+          ),
         );
         await report('train', span.qat, 0.9, 'exporting and evaluating the QAT model');
         const { ptq, metrics } = await measure(qatSpec, trained);
@@ -311,14 +370,21 @@ export async function runAutoJob(source: LoadedModel, spec: JobSpec, data: JobDa
       kind: spec.kind,
       spec,
       model: { ...ptq.report.model, metrics: { float: floatMetrics, [extra.training ? 'qat' : 'ptq']: metrics } },
-      ...(folding.folded.length > 0 || folding.skipped.length > 0 ? { batchNorm: { folded: folding.folded, skipped: folding.skipped } } : {}),
+      ...(folding.folded.length > 0 || folding.skipped.length > 0
+        ? { batchNorm: { folded: folding.folded, skipped: folding.skipped } }
+        : {}),
       sensitivity: sensitivity.rows,
       search: summary,
       ...extra,
       timings: { ...ptq.report.timings, ...timings, totalMs: Math.round((performance.now() - started) * 10) / 10 },
     };
     files.set('report.json', new TextEncoder().encode(`${JSON.stringify(jobReport, null, 2)}\n`));
-    await report(spec.kind === 'auto' ? 'search' : 'report', spec.kind === 'auto' ? span.search : span.export, 1, 'done');
+    await report(
+      spec.kind === 'auto' ? 'search' : 'report',
+      spec.kind === 'auto' ? span.search : span.export,
+      1,
+      'done',
+    );
     return { files, report: jobReport };
   } finally {
     disposeBatches(cached);

@@ -23,7 +23,12 @@ import {
 } from '../quant/qat/activation-layers.js';
 import { qatPlan } from '../quant/qat/plan.js';
 import type { QuantizedTensor } from '../quant/types.js';
-import { trainQuantizationAware, type EpochMetrics, type QatCheckpoint, type TrainableModel } from '../quant/qat/train.js';
+import {
+  trainQuantizationAware,
+  type EpochMetrics,
+  type QatCheckpoint,
+  type TrainableModel,
+} from '../quant/qat/train.js';
 import { runAutoJob } from './auto.js';
 import { planTensors, runPtq, type PipelineOptions, type PipelineProgress, type PtqReport } from './ptq.js';
 import { stageClock, stageReporter } from './stages.js';
@@ -81,9 +86,21 @@ export interface JobResult {
 }
 
 /** Stage boundaries on the 0–100 progress scale. */
-const span = { fold: [0, 2], float: [2, 8], train: [8, 60], ptq: [60, 85], evaluate: [85, 93], calibrate: [93, 100] } as const;
+const span = {
+  fold: [0, 2],
+  float: [2, 8],
+  train: [8, 60],
+  ptq: [60, 85],
+  evaluate: [85, 93],
+  calibrate: [93, 100],
+} as const;
 
-export async function runJob(source: LoadedModel, spec: JobSpec, data: JobDatasets, options: JobOptions): Promise<JobResult> {
+export async function runJob(
+  source: LoadedModel,
+  spec: JobSpec,
+  data: JobDatasets,
+  options: JobOptions,
+): Promise<JobResult> {
   if (spec.kind === 'analyze' || spec.kind === 'auto') return runAutoJob(source, spec, data, options);
   const started = performance.now();
   const { timings, timed } = stageClock();
@@ -110,15 +127,20 @@ export async function runJob(source: LoadedModel, spec: JobSpec, data: JobDatase
 
     if (data.evaluation && floatModel) {
       await report('evaluate', span.float, 0, 'evaluating the float model');
-      metrics.float = await timed('evaluateFloatMs', () => evaluate(floatModel, batchesOf(data.evaluation!), { signal: options.signal }));
+      metrics.float = await timed('evaluateFloatMs', () =>
+        evaluate(floatModel, batchesOf(data.evaluation!), { signal: options.signal }),
+      );
     }
 
     let training: JobReport['training'];
     let precomputed: Map<string, QuantizedTensor> | undefined;
     let learnedActivations: LearnedActivationRange[] | undefined;
     if (spec.kind === 'qat') {
-      const trained = await timed('trainMs', () => trainQat(model, spec, data, options, metrics.float, owned, (fraction, message, extra) =>
-        report('train', span.train, fraction, message, extra)));
+      const trained = await timed('trainMs', () =>
+        trainQat(model, spec, data, options, metrics.float, owned, (fraction, message, extra) =>
+          report('train', span.train, fraction, message, extra),
+        ),
+      );
       model = trained.model;
       training = trained.training;
       precomputed = trained.precomputed;
@@ -150,10 +172,18 @@ export async function runJob(source: LoadedModel, spec: JobSpec, data: JobDatase
       activations = learnedActivations;
       if (data.evaluation && floatModel) {
         exported ??= await loadArtifact(files, owned);
-        if (!(exported instanceof tf.LayersModel)) throw new Error('trained activations need a layers model; this is a graph model');
+        if (!(exported instanceof tf.LayersModel))
+          throw new Error('trained activations need a layers model; this is a graph model');
         // FakeQuant reads only layer, bits, scale and zeroPoint: the learned grid [0, α] is one of its affine grids.
-        const grids = learnedActivations.map(({ layer, bits, min, max, scale, zeroPoint }) =>
-          ({ layer, bits, calibration: 'minmax' as const, min, max, scale, zeroPoint }));
+        const grids = learnedActivations.map(({ layer, bits, min, max, scale, zeroPoint }) => ({
+          layer,
+          bits,
+          calibration: 'minmax' as const,
+          min,
+          max,
+          scale,
+          zeroPoint,
+        }));
         const simulated = await withFakeQuantActivations(exported, grids);
         owned.push(simulated);
         metrics.integer = await timed('evaluateIntegerMs', () =>
@@ -161,14 +191,21 @@ export async function runJob(source: LoadedModel, spec: JobSpec, data: JobDatase
         );
       }
     } else if (spec.activations && data.calibration) {
-      await report('calibrate', span.calibrate, 0, `calibrating ${spec.activations.bits}-bit activations (${spec.activations.calibration})`);
+      await report(
+        'calibrate',
+        span.calibrate,
+        0,
+        `calibrating ${spec.activations.bits}-bit activations (${spec.activations.calibration})`,
+      );
       exported ??= await loadArtifact(files, owned);
       const calibration = { ...spec.activations, signal: options.signal };
       let calibrated: ActivationRange[];
       let simulate: () => Promise<RunnableModel>;
       if (exported instanceof tf.LayersModel) {
         const layersModel = exported;
-        calibrated = await timed('calibrateMs', () => calibrateActivations(layersModel, batchesOf(data.calibration!), calibration));
+        calibrated = await timed('calibrateMs', () =>
+          calibrateActivations(layersModel, batchesOf(data.calibration!), calibration),
+        );
         simulate = () => withFakeQuantActivations(layersModel, calibrated);
       } else {
         const graphModel = exported;
@@ -225,8 +262,16 @@ export async function trainQat(
   let quantizers: TrainedActivations | undefined;
   if (spec.activations && spec.activations.quantizer !== 'calibrated') {
     const { quantizer, bits, gradientBits, alpha, alphaDecay } = spec.activations;
-    if (!(loaded instanceof tf.LayersModel)) throw new Error(`${quantizer} activations are trained in a layers model; this is a graph model`);
-    quantizers = await withTrainedActivationQuantizers(loaded, { quantizer, bits, gradientBits, alpha, alphaDecay, seed: 'seed' in spec.method ? spec.method.seed : 0 });
+    if (!(loaded instanceof tf.LayersModel))
+      throw new Error(`${quantizer} activations are trained in a layers model; this is a graph model`);
+    quantizers = await withTrainedActivationQuantizers(loaded, {
+      quantizer,
+      bits,
+      gradientBits,
+      alpha,
+      alphaDecay,
+      seed: 'seed' in spec.method ? spec.method.seed : 0,
+    });
     owned.push(quantizers.model);
   }
   // A graph model trains through variables put in place of its weights, given back by dispose.
@@ -264,14 +309,19 @@ export async function trainQat(
         ste,
         seed: 'seed' in spec.method ? spec.method.seed : 0,
         regularizer: quantizers?.regularizer,
-        validationData: validationSplit > 0 ? (batches({ start: trainEnd }) as AsyncIterable<Required<Batch>>) : undefined,
+        validationData:
+          validationSplit > 0 ? (batches({ start: trainEnd }) as AsyncIterable<Required<Batch>>) : undefined,
         signal: options.signal,
         resumeFrom: options.resumeFrom,
         onCheckpoint: options.onCheckpoint,
         onBatch: (m) =>
-          progress(((m.epoch - 1) * batchesPerEpoch + m.batch) / (epochs * batchesPerEpoch), `epoch ${m.epoch}/${epochs} batch ${m.batch}`, {
-            training: { epoch: m.epoch, batch: m.batch, loss: m.loss, metric: m.metric },
-          }),
+          progress(
+            ((m.epoch - 1) * batchesPerEpoch + m.batch) / (epochs * batchesPerEpoch),
+            `epoch ${m.epoch}/${epochs} batch ${m.batch}`,
+            {
+              training: { epoch: m.epoch, batch: m.batch, loss: m.loss, metric: m.metric },
+            },
+          ),
         onEpoch: (m) =>
           progress(m.epoch / epochs, `epoch ${m.epoch}/${epochs}: loss ${m.loss.toFixed(4)}`, {
             training: { epoch: m.epoch, loss: m.loss, metric: m.metric, valMetric: m.valMetric },
@@ -285,7 +335,9 @@ export async function trainQat(
     );
     const trainedValues = new Map(trainable.weights.map((w) => [w.originalName, w.read().dataSync() as Float32Array]));
     const weights = model.weights.map((w) =>
-      trainedValues.has(w.name) && w.dtype === 'float32' ? { ...w, values: Float32Array.from(trainedValues.get(w.name)!) } : w,
+      trainedValues.has(w.name) && w.dtype === 'float32'
+        ? { ...w, values: Float32Array.from(trainedValues.get(w.name)!) }
+        : w,
     );
     return {
       model: { ...model, weights },

@@ -17,7 +17,12 @@ import { decodeTensor } from '../quant/packed/decode-tensor.js';
 import { tensorError, type TensorError } from '../quant/metrics.js';
 import { quantizationShape } from '../quant/methods/common.js';
 import { getMethod, type MethodParams } from '../quant/methods/index.js';
-import { exportParams, isTrainingParams, parseAnyMethodParams, type TrainingMethodParams } from '../quant/qat/methods.js';
+import {
+  exportParams,
+  isTrainingParams,
+  parseAnyMethodParams,
+  type TrainingMethodParams,
+} from '../quant/qat/methods.js';
 import { createRng } from '../quant/rng.js';
 import type { QuantizedTensor, TfjsEncoding } from '../quant/types.js';
 import { quantizableWeights } from '../model/select.js';
@@ -161,7 +166,10 @@ export async function runPtq(model: LoadedModel, spec: JobSpec, options: Pipelin
   checkAborted();
   await progress('pack', 94, 'bit-packing codes');
   const packStarted = performance.now();
-  const packedFiles = packModel({ format: model.format, modelJson: model.modelJson, weights: model.weights }, quantized);
+  const packedFiles = packModel(
+    { format: model.format, modelJson: model.modelJson, weights: model.weights },
+    quantized,
+  );
   for (const name of PACKED_DECODER_FILES) packedFiles.set(`packed/${name}`, await readDecoderFile(name));
   // Node treats the .js files as ES modules only under a package.json that says so; browsers ignore it.
   packedFiles.set('packed/package.json', new TextEncoder().encode('{ "type": "module" }\n'));
@@ -176,7 +184,8 @@ export async function runPtq(model: LoadedModel, spec: JobSpec, options: Pipelin
   const shardBytes = [...modelFiles].filter(([path]) => path.endsWith('.bin')).map(([, bytes]) => bytes);
   const bytesBefore = model.weights.reduce((sum, w) => sum + storedBytes(w), 0);
   const bytesAfter = shardBytes.reduce((sum, b) => sum + b.byteLength, 0);
-  const packedBytes = packedFiles.get('packed/weights.bin')!.byteLength + packedFiles.get('packed/manifest.json')!.byteLength;
+  const packedBytes =
+    packedFiles.get('packed/weights.bin')!.byteLength + packedFiles.get('packed/manifest.json')!.byteLength;
   const quantizedParams = tensors.reduce((sum, t) => sum + t.shape.reduce((a, b) => a * b, 1), 0);
   const params = model.weights.reduce((sum, w) => sum + w.values.length, 0);
   const modelReport: ModelReport = {
@@ -252,7 +261,11 @@ export function planTensors(
     }
     const override = overrides.find((o) => o.match(candidate.name));
     const params = override ? override.params : spec.method;
-    selected.push({ ...candidate, params: exportParams(params), ...(isTrainingParams(params) ? { training: params } : {}) });
+    selected.push({
+      ...candidate,
+      params: exportParams(params),
+      ...(isTrainingParams(params) ? { training: params } : {}),
+    });
   }
   return { selected, skipped };
 }

@@ -167,7 +167,11 @@ export class ActivationObserver {
 }
 
 /** The affine grid of `bits` bits over [low, high] widened to hold 0. */
-export function affineRange(low: number, high: number, bits: number): { min: number; max: number; scale: number; zeroPoint: number } {
+export function affineRange(
+  low: number,
+  high: number,
+  bits: number,
+): { min: number; max: number; scale: number; zeroPoint: number } {
   const min = Math.min(low, 0);
   const max = Math.max(high, 0);
   const levels = 2 ** bits - 1;
@@ -304,7 +308,11 @@ function klClip(observer: ActivationObserver, bits: number): [number, number] {
 }
 
 /** The calibrated range of one observed layer output. */
-export function rangeFromObserver(layer: string, observer: ActivationObserver, options: ActivationOptions): ActivationRange {
+export function rangeFromObserver(
+  layer: string,
+  observer: ActivationObserver,
+  options: ActivationOptions,
+): ActivationRange {
   const { bits, calibration } = options;
   let clip: [number, number];
   if (observer.total === 0) clip = [0, 0];
@@ -363,7 +371,10 @@ function isTensorRef(value: unknown): value is TensorRef {
  * A copy of `model` (same weights, copied) with a FakeQuant layer after each layer `ranges` names: every
  * consumer of that layer's output, and the model's outputs, read the fake-quantised tensor instead.
  */
-export async function withFakeQuantActivations(model: tf.LayersModel, ranges: ActivationRange[]): Promise<tf.LayersModel> {
+export async function withFakeQuantActivations(
+  model: tf.LayersModel,
+  ranges: ActivationRange[],
+): Promise<tf.LayersModel> {
   const topology = model.toJSON(null, false) as Json;
   const config = topology.config as Json;
   const layers = config.layers as Json[];
@@ -374,7 +385,9 @@ export async function withFakeQuantActivations(model: tf.LayersModel, ranges: Ac
     if (index < 0) throw new Error(`activation range names layer ${range.layer}, which the model does not have`);
     const layer = layers[index];
     if (!sequential && (layer.inbound_nodes as unknown[]).length !== 1) {
-      throw new Error(`layer ${range.layer} is called more than once: one activation range cannot stand for all its outputs`);
+      throw new Error(
+        `layer ${range.layer} is called more than once: one activation range cannot stand for all its outputs`,
+      );
     }
     let name = `${range.layer}_fake_quant`;
     for (let n = 1; names.has(name); n++) name = `${range.layer}_fake_quant_${n}`;

@@ -66,7 +66,9 @@ function labelKind(y: tf.Tensor, output: tf.Tensor, oneHotRow: () => boolean): L
   if (sameShape) return classes > 1 && oneHotRow() ? 'one-hot' : 'regression';
   const integerShape = y.size === output.shape[0] && output.rank === 2 && classes > 1;
   if (integerShape) return 'integer';
-  throw new Error(`labels of shape [${y.shape.join(', ')}] fit neither class ids nor the output shape [${output.shape.join(', ')}]`);
+  throw new Error(
+    `labels of shape [${y.shape.join(', ')}] fit neither class ids nor the output shape [${output.shape.join(', ')}]`,
+  );
 }
 
 function isOneHot(values: ArrayLike<number>, classes: number): boolean {
@@ -82,7 +84,12 @@ function isOneHot(values: ArrayLike<number>, classes: number): boolean {
   return true;
 }
 
-function defaultMetrics(hasLabels: boolean, kind: LabelKind | undefined, hasReference: boolean, classes: number): MetricName[] {
+function defaultMetrics(
+  hasLabels: boolean,
+  kind: LabelKind | undefined,
+  hasReference: boolean,
+  classes: number,
+): MetricName[] {
   const metrics: MetricName[] = [];
   if (hasLabels) metrics.push(...(kind === 'regression' ? (['mse', 'mae'] as const) : (['accuracy', 'top5'] as const)));
   if (hasReference) {
@@ -126,7 +133,11 @@ class Sums {
 }
 
 /** Evaluates `model` on every batch of `batches`; see the module comment for the metrics. */
-export async function evaluate(model: EvaluableModel, batches: BatchSource, options: EvaluateOptions = {}): Promise<Metrics> {
+export async function evaluate(
+  model: EvaluableModel,
+  batches: BatchSource,
+  options: EvaluateOptions = {},
+): Promise<Metrics> {
   const sums = new Sums();
   let metrics: Set<MetricName> | undefined;
   let kind: LabelKind | undefined;
@@ -144,7 +155,9 @@ export async function evaluate(model: EvaluableModel, batches: BatchSource, opti
       const labels = batch.y ? await batch.y.data() : undefined;
       if (batch.y && labels && kind === undefined) kind = labelKind(batch.y, output, () => isOneHot(labels, classes));
       if (metrics === undefined) {
-        metrics = new Set(options.metrics ?? defaultMetrics(labels !== undefined, kind, reference !== undefined, classes));
+        metrics = new Set(
+          options.metrics ?? defaultMetrics(labels !== undefined, kind, reference !== undefined, classes),
+        );
         checkRequested(metrics, labels !== undefined, kind, reference !== undefined);
       }
       const referenceValues = reference ? ((await reference.data()) as Float32Array) : undefined;
@@ -157,7 +170,12 @@ export async function evaluate(model: EvaluableModel, batches: BatchSource, opti
   return summarize(sums, metrics ?? new Set(options.metrics ?? []));
 }
 
-function checkRequested(metrics: Set<MetricName>, hasLabels: boolean, kind: LabelKind | undefined, hasReference: boolean): void {
+function checkRequested(
+  metrics: Set<MetricName>,
+  hasLabels: boolean,
+  kind: LabelKind | undefined,
+  hasReference: boolean,
+): void {
   for (const metric of metrics) {
     const needsReference = metric === 'agreement' || metric === 'sqnrDb';
     if (needsReference && !hasReference) throw new Error(`metric ${metric} needs a reference model`);

@@ -166,7 +166,11 @@ export function withFakeQuantGraphActivations(files: FileSet, ranges: Activation
   const constant = (name: string, value: number) => {
     constants.push(value);
     weights.push({ name, shape: [], dtype: 'float32' });
-    added.push({ name, op: 'Const', attr: { value: { tensor: { dtype: 'DT_FLOAT', tensorShape: {} } }, dtype: float } });
+    added.push({
+      name,
+      op: 'Const',
+      attr: { value: { tensor: { dtype: 'DT_FLOAT', tensorShape: {} } }, dtype: float },
+    });
     return name;
   };
   for (const range of ranges) {

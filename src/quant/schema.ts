@@ -128,7 +128,10 @@ export function withDefaults<S extends TSchema>(
   const value = fillerOf(schema)(input ?? {}) as Static<S>;
   const checker = checkerOf(schema);
   if (checker.Check(value)) return { value, problems: [] };
-  const problems = [...checker.Errors(value)].map((e) => ({ path: `${at}${e.path}`, message: describeProblem(e.message, e.schema) }));
+  const problems = [...checker.Errors(value)].map((e) => ({
+    path: `${at}${e.path}`,
+    message: describeProblem(e.message, e.schema),
+  }));
   return { value, problems };
 }
 

@@ -115,16 +115,21 @@ interface Move {
 
 export async function searchConfigs(options: SearchOptions): Promise<SearchResult> {
   const { tensors, budget } = options;
-  if (budget.maxDrop === undefined && budget.maxBytes === undefined) throw new Error('the search needs maxDrop or maxBytes');
+  if (budget.maxDrop === undefined && budget.maxBytes === undefined)
+    throw new Error('the search needs maxDrop or maxBytes');
   if (tensors.length === 0) throw new Error('there is no quantizable tensor to search configs for');
   const optionsOf = new Map(
-    tensors.map((t) => [t.name, [{ config: FLOAT, drop: 0, bytes: t.floatBytes }, ...t.options.filter((o) => o.config !== FLOAT)]]),
+    tensors.map((t) => [
+      t.name,
+      [{ config: FLOAT, drop: 0, bytes: t.floatBytes }, ...t.options.filter((o) => o.config !== FLOAT)],
+    ]),
   );
   const option = (name: string, config: string): TensorOption => optionsOf.get(name)!.find((o) => o.config === config)!;
   const tensorBytes = (assignment: Assignment): number =>
     tensors.reduce((sum, t) => sum + option(t.name, assignment[t.name]).bytes, 0);
   const feasible = (m: Measurement): boolean =>
-    (budget.maxDrop === undefined || m.drop <= budget.maxDrop) && (budget.maxBytes === undefined || m.bytes <= budget.maxBytes);
+    (budget.maxDrop === undefined || m.drop <= budget.maxDrop) &&
+    (budget.maxBytes === undefined || m.bytes <= budget.maxBytes);
 
   const banned = new Set<string>();
   const trials: Trial[] = [];
@@ -141,7 +146,12 @@ export async function searchConfigs(options: SearchOptions): Promise<SearchResul
         const from = option(t.name, state[t.name]);
         for (const to of optionsOf.get(t.name)!) {
           if (to.bytes >= from.bytes || banned.has(`${t.name}\u0000${to.config}`)) continue;
-          const move = { name: t.name, to, addedDrop: Math.max(0, to.drop) - Math.max(0, from.drop), savedBytes: from.bytes - to.bytes };
+          const move = {
+            name: t.name,
+            to,
+            addedDrop: Math.max(0, to.drop) - Math.max(0, from.drop),
+            savedBytes: from.bytes - to.bytes,
+          };
           const ratio = move.addedDrop / move.savedBytes;
           const bestRatio = best ? best.addedDrop / best.savedBytes : Infinity;
           if (!best || ratio < bestRatio || (ratio === bestRatio && move.savedBytes > best.savedBytes)) best = move;
@@ -160,7 +170,8 @@ export async function searchConfigs(options: SearchOptions): Promise<SearchResul
   const ban = (move: Move): void => {
     for (const o of optionsOf.get(move.name)!) {
       if (o.config === FLOAT) continue;
-      if (o === move.to || (o.bytes <= move.to.bytes && o.drop >= move.to.drop)) banned.add(`${move.name}\u0000${o.config}`);
+      if (o === move.to || (o.bytes <= move.to.bytes && o.drop >= move.to.drop))
+        banned.add(`${move.name}\u0000${o.config}`);
     }
   };
   const bestOf = (): Trial => {
@@ -193,7 +204,14 @@ export async function searchConfigs(options: SearchOptions): Promise<SearchResul
     const estimatedBytes = tensorBytes(assignment) + fixedBytes;
     const measured = await options.measure(assignment, trials.length + 1);
     fixedBytes = measured.bytes - tensorBytes(assignment);
-    const trial: Trial = { trial: trials.length + 1, assignment, estimatedBytes, estimatedDrop, ...measured, feasible: feasible(measured) };
+    const trial: Trial = {
+      trial: trials.length + 1,
+      assignment,
+      estimatedBytes,
+      estimatedDrop,
+      ...measured,
+      feasible: feasible(measured),
+    };
     trials.push(trial);
     measuredBefore.set(key, trial);
     await options.onTrial?.(trial, bestOf());
@@ -257,7 +275,8 @@ export async function searchConfigs(options: SearchOptions): Promise<SearchResul
       const path = greedyPath(state);
       let steps = 0;
       let estimate = stateDrop;
-      while (steps < path.length && steps < stepLimit && estimate + path[steps].addedDrop <= maxDrop) estimate += path[steps++].addedDrop;
+      while (steps < path.length && steps < stepLimit && estimate + path[steps].addedDrop <= maxDrop)
+        estimate += path[steps++].addedDrop;
       // Nothing is estimated to fit: verify the first move anyway when there is no result yet.
       if (steps === 0 && trials.length === 0 && path.length > 0) estimate += path[steps++].addedDrop;
       if (steps === 0) {
@@ -282,7 +301,8 @@ export async function searchConfigs(options: SearchOptions): Promise<SearchResul
     const smallest: Assignment = Object.fromEntries(
       tensors.map((t) => [
         t.name,
-        optionsOf.get(t.name)!.reduce((a, b) => (b.bytes < a.bytes || (b.bytes === a.bytes && b.drop < a.drop) ? b : a)).config,
+        optionsOf.get(t.name)!.reduce((a, b) => (b.bytes < a.bytes || (b.bytes === a.bytes && b.drop < a.drop) ? b : a))
+          .config,
       ]),
     );
     // Every assignment measured too large lies above the ceiling, so none is proposed twice.

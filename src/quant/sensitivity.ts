@@ -89,7 +89,11 @@ export interface SensitivityTensor {
 }
 
 /** Puts `values` into the model in place of weight `name` while `run` runs, then restores the float values. */
-export type WithWeight = <T>(name: string, values: Float32Array, run: (model: EvaluableModel) => Promise<T>) => Promise<T>;
+export type WithWeight = <T>(
+  name: string,
+  values: Float32Array,
+  run: (model: EvaluableModel) => Promise<T>,
+) => Promise<T>;
 
 export interface SensitivityOptions {
   /** The float model (the one `withWeight` perturbs), for the baseline and the cached reference outputs. */
@@ -117,7 +121,11 @@ export async function analyzeSensitivity(options: SensitivityOptions): Promise<S
   const metrics: MetricName[] = [goal.metric, 'sqnrDb'];
   const reference = await cachedReference(model, options.batches);
   try {
-    const baseline = await evaluate(model, options.batches, { reference: reference.model, metrics, signal: options.signal });
+    const baseline = await evaluate(model, options.batches, {
+      reference: reference.model,
+      metrics,
+      signal: options.signal,
+    });
     const baselineValue = metricValue(baseline, goal.metric);
     const rows: SensitivityRow[] = [];
     const total = tensors.length * candidates.length;
@@ -181,7 +189,10 @@ export function disposeBatches(batches: Batch[]): void {
  * The float model's outputs on the cached batches, computed once and served by input tensor to evaluate()
  * as its reference model (evaluate disposes what `predict` returns, so each call hands out a clone).
  */
-async function cachedReference(model: EvaluableModel, batches: Batch[]): Promise<{ model: EvaluableModel; dispose(): void }> {
+async function cachedReference(
+  model: EvaluableModel,
+  batches: Batch[],
+): Promise<{ model: EvaluableModel; dispose(): void }> {
   const outputs = new Map<tf.Tensor, tf.Tensor>();
   for (const batch of batches) outputs.set(batch.x, predict(model, batch.x));
   const reference = {

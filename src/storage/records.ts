@@ -156,7 +156,12 @@ export class RecordStore {
   }
 
   /** 'missing' when there is no such record, 'guarded' when `effects.guard` failed (nothing deleted). */
-  async delete(kind: RecordKind, tenant: string, id: string, effects: WriteEffects = {}): Promise<'deleted' | 'missing' | 'guarded'> {
+  async delete(
+    kind: RecordKind,
+    tenant: string,
+    id: string,
+    effects: WriteEffects = {},
+  ): Promise<'deleted' | 'missing' | 'guarded'> {
     for (;;) {
       const json = await this.redis.get(this.recordKey(kind, tenant, id));
       if (json === null) return 'missing';
@@ -186,7 +191,8 @@ export class RecordStore {
       options.limit + 1,
     );
     const pageIds = ids.slice(0, options.limit);
-    const jsons = pageIds.length > 0 ? await this.redis.mget(pageIds.map((id) => this.recordKey(kind, tenant, id))) : [];
+    const jsons =
+      pageIds.length > 0 ? await this.redis.mget(pageIds.map((id) => this.recordKey(kind, tenant, id))) : [];
     const items = jsons
       .filter((json): json is string => json !== null)
       .map((json) => JSON.parse(json) as RecordOf[K])
@@ -229,7 +235,8 @@ export class RecordStore {
       this.countsKey(kind),
     ];
     // A slot left unused repeats the record key: the script reads a slot only when its ARGV asks for it.
-    if (guard || membership || index) keys.push(guard?.key ?? keys[0], membership?.key ?? keys[0], index?.key ?? keys[0]);
+    if (guard || membership || index)
+      keys.push(guard?.key ?? keys[0], membership?.key ?? keys[0], index?.key ?? keys[0]);
     return this.compareAndSet(
       keys.length,
       ...keys,

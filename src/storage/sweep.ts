@@ -49,7 +49,14 @@ export async function referencedBlobs(records: RecordStore): Promise<Set<string>
 export async function sweepBlobs(records: RecordStore, blobs: BlobStore, options: SweepOptions): Promise<SweepResult> {
   const cutoffMs = (options.now ?? Date.now()) - options.graceMs;
   const referenced = await referencedBlobs(records);
-  const result: SweepResult = { referenced: referenced.size, removed: 0, removedBytes: 0, young: 0, staleTemp: 0, artifacts: 0 };
+  const result: SweepResult = {
+    referenced: referenced.size,
+    removed: 0,
+    removedBytes: 0,
+    young: 0,
+    staleTemp: 0,
+    artifacts: 0,
+  };
   for await (const blob of blobs.list()) {
     if (referenced.has(blob.sha256)) continue;
     if (blob.mtimeMs >= cutoffMs) {

@@ -62,7 +62,12 @@ afterAll(async () => {
 
 describe('analyze and auto on a model with one sensitive layer', () => {
   it('analyze ranks the bottleneck first, under 2-bit and overall', async () => {
-    const { report } = await runJob(model, parseJobSpec({ kind: 'analyze', method: { name: 'affine' }, data: { evaluation: 'e' } }), { evaluation }, { backend: 'wasm' });
+    const { report } = await runJob(
+      model,
+      parseJobSpec({ kind: 'analyze', method: { name: 'affine' }, data: { evaluation: 'e' } }),
+      { evaluation },
+      { backend: 'wasm' },
+    );
     const rows = (report as AutoReport).sensitivity;
     expect(floatAccuracy).toBeGreaterThan(0.9);
     expect(rows[0].name).toBe(BOTTLENECK);
@@ -74,7 +79,12 @@ describe('analyze and auto on a model with one sensitive layer', () => {
   });
 
   it('auto with maxDrop 0.01 ships a model within 0.01 of float and smaller than uniform 8-bit affine', async () => {
-    const spec = parseJobSpec({ kind: 'auto', method: { name: 'affine' }, data: { evaluation: 'e' }, target: { metric: 'accuracy', maxDrop: 0.01 } });
+    const spec = parseJobSpec({
+      kind: 'auto',
+      method: { name: 'affine' },
+      data: { evaluation: 'e' },
+      target: { metric: 'accuracy', maxDrop: 0.01 },
+    });
     const at = performance.now();
     const { files, report } = await runJob(model, spec, { evaluation }, { backend: 'wasm' });
     const seconds = (performance.now() - at) / 1000;
@@ -100,7 +110,12 @@ describe('analyze and auto on a model with one sensitive layer', () => {
     const binary = await uniformPackedBytes({ name: 'binary', granularity: 'per-channel' });
     const affine8 = await uniformPackedBytes({ name: 'affine', bits: 8 });
     const maxBytes = Math.floor((binary.bytes + affine8.bytes) / 2);
-    const spec = parseJobSpec({ kind: 'auto', method: { name: 'affine' }, data: { evaluation: 'e' }, target: { maxBytes } });
+    const spec = parseJobSpec({
+      kind: 'auto',
+      method: { name: 'affine' },
+      data: { evaluation: 'e' },
+      target: { maxBytes },
+    });
     const { files, report } = await runJob(model, spec, { evaluation }, { backend: 'wasm' });
     const auto = report as AutoReport;
     const accuracy = await artifactAccuracy(files);
@@ -111,7 +126,8 @@ describe('analyze and auto on a model with one sensitive layer', () => {
     expect(auto.search.targetMet).toBe(true);
     expect(auto.model.packedBytes).toBeLessThanOrEqual(maxBytes);
     let packed = 0;
-    for (const [path, bytes] of files) if (path === 'packed/weights.bin' || path === 'packed/manifest.json') packed += bytes.byteLength;
+    for (const [path, bytes] of files)
+      if (path === 'packed/weights.bin' || path === 'packed/manifest.json') packed += bytes.byteLength;
     expect(packed).toBe(auto.model.packedBytes);
     expect(accuracy).toBeGreaterThan(binary.accuracy);
   });

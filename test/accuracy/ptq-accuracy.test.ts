@@ -12,10 +12,20 @@ import { readModel } from '../../src/model/read.js';
 import type { FileSet, LoadedModel } from '../../src/model/types.js';
 import { writeModel } from '../../src/model/write.js';
 import { runPtq } from '../../src/pipeline/ptq.js';
-import { calibrateActivations, withFakeQuantActivations, type ActivationCalibration } from '../../src/quant/activations.js';
+import {
+  calibrateActivations,
+  withFakeQuantActivations,
+  type ActivationCalibration,
+} from '../../src/quant/activations.js';
 import { evaluate } from '../../src/quant/evaluate.js';
 import { loadStockLayers, saveLayersModel } from '../fixtures/models.js';
-import { makeClassificationTask, sliceTask, toBatches, trainSmallCnn, type ClassificationTask } from '../fixtures/tasks.js';
+import {
+  makeClassificationTask,
+  sliceTask,
+  toBatches,
+  trainSmallCnn,
+  type ClassificationTask,
+} from '../fixtures/tasks.js';
 
 const task = makeClassificationTask({ seed: 1, samples: 3500 });
 const train = sliceTask(task, 0, 2000);
@@ -28,7 +38,9 @@ let floatAccuracy: number;
 const started = performance.now();
 
 function subtree(files: FileSet, prefix: string): FileSet {
-  return new Map([...files].filter(([path]) => path.startsWith(prefix)).map(([path, bytes]) => [path.slice(prefix.length), bytes]));
+  return new Map(
+    [...files].filter(([path]) => path.startsWith(prefix)).map(([path, bytes]) => [path.slice(prefix.length), bytes]),
+  );
 }
 
 async function accuracy(model: tf.LayersModel, data: ClassificationTask = heldOut): Promise<number> {
@@ -69,7 +81,9 @@ describe('PTQ accuracy on a trained CNN (issue 4)', () => {
     expect(floatAccuracy).toBeGreaterThanOrEqual(0.9);
     const foldedModel = await loadStockLayers(writeModel(folded, new Map()));
     const metrics = await evaluate(foldedModel, toBatches(heldOut, 250), { reference: trained });
-    console.log(`BatchNorm folded: agreement ${(100 * metrics.agreement!).toFixed(1)}%, SQNR ${metrics.sqnrDb?.toFixed(1)} dB`);
+    console.log(
+      `BatchNorm folded: agreement ${(100 * metrics.agreement!).toFixed(1)}%, SQNR ${metrics.sqnrDb?.toFixed(1)} dB`,
+    );
     expect(metrics.agreement).toBe(1);
     expect(metrics.sqnrDb).toBeGreaterThan(80);
     foldedModel.dispose();
@@ -96,7 +110,11 @@ describe('PTQ accuracy on a trained CNN (issue 4)', () => {
     const calibrations: ActivationCalibration[] = ['minmax', 'percentile', 'mse', 'kl'];
     for (const method of calibrations) {
       const calibrateStarted = performance.now();
-      const ranges = await calibrateActivations(model, toBatches(calibration, 250), { bits: 8, calibration: method, percentile: 99.99 });
+      const ranges = await calibrateActivations(model, toBatches(calibration, 250), {
+        bits: 8,
+        calibration: method,
+        percentile: 99.99,
+      });
       const calibrateMs = Math.round(performance.now() - calibrateStarted);
       expect(ranges.map((r) => r.layer)).toEqual(['conv1', 'relu1', 'pool1', 'depthwise', 'pointwise', 'pool2']);
       const simulated = await withFakeQuantActivations(model, ranges);

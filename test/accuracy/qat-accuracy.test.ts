@@ -35,7 +35,9 @@ let floatAccuracy: number;
 const started = performance.now();
 
 function subtree(files: FileSet, prefix: string): FileSet {
-  return new Map([...files].filter(([path]) => path.startsWith(prefix)).map(([path, bytes]) => [path.slice(prefix.length), bytes]));
+  return new Map(
+    [...files].filter(([path]) => path.startsWith(prefix)).map(([path, bytes]) => [path.slice(prefix.length), bytes]),
+  );
 }
 
 async function accuracy(model: tf.LayersModel): Promise<number> {
@@ -71,13 +73,20 @@ describe('binary QAT recovers what binary PTQ loses (issue 4)', () => {
     const ptqModel = await shippedBinary(trained);
     const ptqAccuracy = await accuracy(ptqModel);
     ptqModel.dispose();
-    console.log(`binary PTQ (all kernels): accuracy ${points(ptqAccuracy)} (drop ${points(floatAccuracy - ptqAccuracy)})`);
+    console.log(
+      `binary PTQ (all kernels): accuracy ${points(ptqAccuracy)} (drop ${points(floatAccuracy - ptqAccuracy)})`,
+    );
     expect(floatAccuracy - ptqAccuracy).toBeGreaterThanOrEqual(0.2);
 
     const loaded = readModel(await saveLayersModel(trained));
     const shapes = new Map(loaded.weights.map((w) => [w.name, w.shape]));
     const plan = qatPlan(planTensors(loaded, spec).selected.map((t) => ({ ...t, shape: shapes.get(t.name)! })));
-    expect([...plan.keys()]).toEqual(['conv1/kernel', 'depthwise/depthwise_kernel', 'pointwise/kernel', 'logits/kernel']);
+    expect([...plan.keys()]).toEqual([
+      'conv1/kernel',
+      'depthwise/depthwise_kernel',
+      'pointwise/kernel',
+      'logits/kernel',
+    ]);
 
     const samples = train.y.length + extra.y.length;
     const xs = new Float32Array(train.x.length + extra.x.length);
@@ -90,18 +99,24 @@ describe('binary QAT recovers what binary PTQ loses (issue 4)', () => {
     const y = tf.tensor1d(ys, 'int32');
     const before = tf.memory().numTensors;
     const trainStarted = performance.now();
-    const { history } = await trainQuantizationAware(trained, { x, y }, {
-      plan,
-      epochs: QAT_EPOCHS,
-      batchSize: 32,
-      learningRate: 5e-3,
-      learningRateDecay: 0.5,
-      optimizer: 'adam',
-      ste: 'clipped',
-      seed: 1,
-      onEpoch: (m: EpochMetrics) =>
-        console.log(`QAT epoch ${m.epoch}: loss ${m.loss.toFixed(3)}, train accuracy at Q(W) ${points(m.metric)}, ${m.ms} ms`),
-    });
+    const { history } = await trainQuantizationAware(
+      trained,
+      { x, y },
+      {
+        plan,
+        epochs: QAT_EPOCHS,
+        batchSize: 32,
+        learningRate: 5e-3,
+        learningRateDecay: 0.5,
+        optimizer: 'adam',
+        ste: 'clipped',
+        seed: 1,
+        onEpoch: (m: EpochMetrics) =>
+          console.log(
+            `QAT epoch ${m.epoch}: loss ${m.loss.toFixed(3)}, train accuracy at Q(W) ${points(m.metric)}, ${m.ms} ms`,
+          ),
+      },
+    );
     const qatMs = Math.round(performance.now() - trainStarted);
     expect(tf.memory().numTensors).toBe(before);
     tf.dispose([x, y]);
@@ -109,10 +124,16 @@ describe('binary QAT recovers what binary PTQ loses (issue 4)', () => {
 
     const qatModel = await shippedBinary(trained);
     // The shipped kernel is exactly Q(shadow weights): binary per channel of the trained float values.
-    const shadow = trained.weights.find((w) => w.originalName === 'logits/kernel')!.read().dataSync() as Float32Array;
+    const shadow = trained.weights
+      .find((w) => w.originalName === 'logits/kernel')!
+      .read()
+      .dataSync() as Float32Array;
     const params = spec.method as BinaryParams;
     const expected = binary.quantize(shadow, [...shapes.get('logits/kernel')!], params, createRng(0)).dequantized;
-    const shipped = qatModel.weights.find((w) => w.originalName === 'logits/kernel')!.read().dataSync();
+    const shipped = qatModel.weights
+      .find((w) => w.originalName === 'logits/kernel')!
+      .read()
+      .dataSync();
     expect(Array.from(shipped)).toEqual(Array.from(expected));
 
     const qatAccuracy = await accuracy(qatModel);

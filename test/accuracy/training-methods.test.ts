@@ -25,7 +25,13 @@ import { learnedActivationRanges, withTrainedActivationQuantizers } from '../../
 import { qatPlan } from '../../src/quant/qat/plan.js';
 import { trainQuantizationAware, type EpochMetrics, type QatOptions } from '../../src/quant/qat/train.js';
 import { loadStockLayers, saveLayersModel } from '../fixtures/models.js';
-import { makeClassificationTask, sliceTask, toBatches, trainSmallCnn, type ClassificationTask } from '../fixtures/tasks.js';
+import {
+  makeClassificationTask,
+  sliceTask,
+  toBatches,
+  trainSmallCnn,
+  type ClassificationTask,
+} from '../fixtures/tasks.js';
 import { npy } from '../model/dataset/npy-fixture.js';
 
 const task = makeClassificationTask({ seed: 1, samples: 3500 });
@@ -40,7 +46,9 @@ let y: tf.Tensor;
 const started = performance.now();
 
 function subtree(files: FileSet, prefix: string): FileSet {
-  return new Map([...files].filter(([path]) => path.startsWith(prefix)).map(([path, bytes]) => [path.slice(prefix.length), bytes]));
+  return new Map(
+    [...files].filter(([path]) => path.startsWith(prefix)).map(([path, bytes]) => [path.slice(prefix.length), bytes]),
+  );
 }
 
 async function accuracy(model: tf.LayersModel): Promise<number> {
@@ -59,7 +67,10 @@ interface Trained {
 }
 
 /** Trains a copy of the float model with `method`, ships it, and measures it against PTQ of the same quantizer. */
-async function trainMethod(method: Record<string, unknown>, options: Partial<QatOptions> & { epochs: number }): Promise<Trained> {
+async function trainMethod(
+  method: Record<string, unknown>,
+  options: Partial<QatOptions> & { epochs: number },
+): Promise<Trained> {
   const spec = parseJobSpec({ kind: 'qat', data: { training: 'train' }, method });
   const ptqFiles = (await runPtq(source, spec, { backend: tf.getBackend() })).files;
   const ptqModel = await loadStockLayers(subtree(ptqFiles, 'model/'));
@@ -76,15 +87,27 @@ async function trainMethod(method: Record<string, unknown>, options: Partial<Qat
   expect(tf.memory().numTensors).toBe(before);
   expect([...result.quantized.keys()]).toEqual(KERNELS);
   const values = new Map(model.weights.map((w) => [w.originalName, w.read().dataSync() as Float32Array]));
-  const trained = { ...source, weights: source.weights.map((w) => ({ ...w, values: Float32Array.from(values.get(w.name)!) })) };
+  const trained = {
+    ...source,
+    weights: source.weights.map((w) => ({ ...w, values: Float32Array.from(values.get(w.name)!) })),
+  };
   model.dispose();
 
   const { files, report } = await runPtq(trained, spec, { backend: tf.getBackend(), precomputed: result.quantized });
   expect(report.tensors.map((t) => t.method)).toEqual(KERNELS.map(() => spec.method.name));
   const shipped = await loadStockLayers(subtree(files, 'model/'));
   const qatAccuracy = await accuracy(shipped);
-  const kernels = new Map(KERNELS.map((name) => [name, shipped.weights.find((w) => w.originalName === name)!.read().dataSync() as Float32Array]));
-  for (const name of KERNELS) expect(Array.from(kernels.get(name)!)).toEqual(Array.from(result.quantized.get(name)!.dequantized));
+  const kernels = new Map(
+    KERNELS.map((name) => [
+      name,
+      shipped.weights
+        .find((w) => w.originalName === name)!
+        .read()
+        .dataSync() as Float32Array,
+    ]),
+  );
+  for (const name of KERNELS)
+    expect(Array.from(kernels.get(name)!)).toEqual(Array.from(result.quantized.get(name)!.dequantized));
   shipped.dispose();
   console.log(
     `${spec.method.name}: PTQ ${points(ptqAccuracy)}, trained ${points(qatAccuracy)} (float ${points(floatAccuracy)}), ` +
@@ -122,7 +145,10 @@ describe('weight training methods beat PTQ of their quantizer', () => {
     const result = await trainMethod({ name: 'lab', granularity: 'per-channel' }, { epochs: 3, learningRate: 5e-3 });
     expectTrains(result, 0.2);
     for (const [name, values] of result.kernels) {
-      const channels = source.weights.find((w) => w.name === name)!.shape.slice(-2).reduce((a, b) => (name.startsWith('depthwise') ? a * b : b));
+      const channels = source.weights
+        .find((w) => w.name === name)!
+        .shape.slice(-2)
+        .reduce((a, b) => (name.startsWith('depthwise') ? a * b : b));
       for (let c = 0; c < channels; c++) {
         // ±α of the channel (a channel whose weights all share a sign uses one of the two).
         const magnitudes = distinct(values.filter((_, i) => i % channels === c).map(Math.abs));
@@ -145,10 +171,15 @@ describe('weight training methods beat PTQ of their quantizer', () => {
   it('inq: 3-bit pow2 levels (0, ±2^(n1−2..n1)), frozen 50 → 75 → 87.5 → 100%, two epochs per step', async () => {
     const result = await trainMethod({ name: 'inq', bits: 3 }, { epochs: 6, learningRate: 2e-3 });
     // Each step freezes more weights (the loss jumps), then retraining the float rest brings it down.
-    for (let step = 0; step < 3; step++) expect(result.history[2 * step + 1].loss).toBeLessThan(result.history[2 * step].loss);
+    for (let step = 0; step < 3; step++)
+      expect(result.history[2 * step + 1].loss).toBeLessThan(result.history[2 * step].loss);
     expect(result.qatAccuracy).toBeGreaterThanOrEqual(result.ptqAccuracy + 0.015);
     for (const values of result.kernels.values()) {
-      const exponents = new Set(Array.from(values).filter((v) => v !== 0).map((v) => Math.log2(Math.abs(v))));
+      const exponents = new Set(
+        Array.from(values)
+          .filter((v) => v !== 0)
+          .map((v) => Math.log2(Math.abs(v))),
+      );
       for (const exponent of exponents) expect(Number.isInteger(exponent)).toBe(true);
       expect(exponents.size).toBeLessThanOrEqual(3);
       expect(Math.max(...exponents) - Math.min(...exponents)).toBeLessThanOrEqual(2);
@@ -157,8 +188,14 @@ describe('weight training methods beat PTQ of their quantizer', () => {
 
   it('admm: ternary projection (TWN per tensor), export G', async () => {
     const validation = sliceTask(task, 2000, 2500);
-    const validationData = { x: tf.tensor(validation.x, [500, ...validation.inputShape]), y: tf.tensor1d(validation.y, 'int32') };
-    const result = await trainMethod({ name: 'admm', projection: 'ternary' }, { epochs: 3, learningRate: 2e-3, validationData });
+    const validationData = {
+      x: tf.tensor(validation.x, [500, ...validation.inputShape]),
+      y: tf.tensor1d(validation.y, 'int32'),
+    };
+    const result = await trainMethod(
+      { name: 'admm', projection: 'ternary' },
+      { epochs: 3, learningRate: 2e-3, validationData },
+    );
     tf.dispose([validationData.x, validationData.y]);
     // The W-step's loss at the float W rises as the penalty pulls W onto G; the loss at G (validation) falls.
     console.log(`admm: validation loss at G ${result.history.map((h) => h.valLoss!.toFixed(3)).join(' → ')}`);
@@ -178,7 +215,10 @@ describe('trained activation quantizers beat calibrated ones of the same width',
 
   async function calibratedAccuracy(): Promise<number> {
     const model = await loadStockLayers(writeModel(source, new Map()));
-    const ranges = await calibrateActivations(model, toBatches(sliceTask(task, 2000, 2500), 250), { bits: BITS, calibration: 'minmax' });
+    const ranges = await calibrateActivations(model, toBatches(sliceTask(task, 2000, 2500), 250), {
+      bits: BITS,
+      calibration: 'minmax',
+    });
     const relu = ranges.filter((r) => ['relu1', 'depthwise', 'pointwise'].includes(r.layer));
     const simulated = await withFakeQuantActivations(model, relu);
     const measured = await accuracy(simulated);
@@ -191,26 +231,46 @@ describe('trained activation quantizers beat calibrated ones of the same width',
     it(`${quantizer}: ${BITS}-bit activations after every ReLU`, async () => {
       const baseline = await calibratedAccuracy();
       const float = await loadStockLayers(writeModel(source, new Map()));
-      const trained = await withTrainedActivationQuantizers(float, { quantizer, bits: BITS, alpha: 4, alphaDecay: 1e-3, gradientBits: quantizer === 'dorefa' ? 8 : 32 });
-      const before = tf.memory().numTensors;
-      const { history } = await trainQuantizationAware(trained.model, { x, y }, {
-        plan: new Map(),
-        epochs: 2,
-        batchSize: 32,
-        learningRate: 2e-3,
-        seed: 1,
-        regularizer: trained.regularizer,
+      const trained = await withTrainedActivationQuantizers(float, {
+        quantizer,
+        bits: BITS,
+        alpha: 4,
+        alphaDecay: 1e-3,
+        gradientBits: quantizer === 'dorefa' ? 8 : 32,
       });
+      const before = tf.memory().numTensors;
+      const { history } = await trainQuantizationAware(
+        trained.model,
+        { x, y },
+        {
+          plan: new Map(),
+          epochs: 2,
+          batchSize: 32,
+          learningRate: 2e-3,
+          seed: 1,
+          regularizer: trained.regularizer,
+        },
+      );
       expect(tf.memory().numTensors).toBe(before);
       const ranges = learnedActivationRanges(trained);
       expect(ranges.map((r) => r.layer)).toEqual(['relu1', 'depthwise', 'pointwise']);
-      if (quantizer === 'dorefa') for (const r of ranges) expect(r).toMatchObject({ alpha: 1, max: 1, scale: 1 / 3, zeroPoint: 0 });
+      if (quantizer === 'dorefa')
+        for (const r of ranges) expect(r).toMatchObject({ alpha: 1, max: 1, scale: 1 / 3, zeroPoint: 0 });
       else for (const r of ranges) expect(r.alpha).not.toBe(4);
       // The trained model with FakeQuant at the learned grids: what the job reports as the integer metric.
-      for (const layer of float.layers) if (layer.weights.length > 0) layer.setWeights(trained.model.getLayer(layer.name).getWeights());
+      for (const layer of float.layers)
+        if (layer.weights.length > 0) layer.setWeights(trained.model.getLayer(layer.name).getWeights());
       const simulated = await withFakeQuantActivations(
         float,
-        ranges.map(({ layer, bits, min, max, scale, zeroPoint }) => ({ layer, bits, calibration: 'minmax' as const, min, max, scale, zeroPoint })),
+        ranges.map(({ layer, bits, min, max, scale, zeroPoint }) => ({
+          layer,
+          bits,
+          calibration: 'minmax' as const,
+          min,
+          max,
+          scale,
+          zeroPoint,
+        })),
       );
       const measured = await accuracy(simulated);
       const direct = await accuracy(trained.model);
@@ -231,8 +291,18 @@ describe('runJob with a training method', () => {
     const dir = await mkdtemp(join(tmpdir(), 'qaas-training-'));
     const write = async (name: string, part: ClassificationTask) => {
       const [xPath, yPath] = [join(dir, `${name}-x.npy`), join(dir, `${name}-y.npy`)];
-      await writeFile(xPath, npy('<f4', [part.y.length, ...part.inputShape], new Uint8Array(part.x.buffer, part.x.byteOffset, part.x.byteLength)));
-      await writeFile(yPath, npy('<i4', [part.y.length], new Uint8Array(part.y.buffer, part.y.byteOffset, part.y.byteLength)));
+      await writeFile(
+        xPath,
+        npy(
+          '<f4',
+          [part.y.length, ...part.inputShape],
+          new Uint8Array(part.x.buffer, part.x.byteOffset, part.x.byteLength),
+        ),
+      );
+      await writeFile(
+        yPath,
+        npy('<i4', [part.y.length], new Uint8Array(part.y.buffer, part.y.byteOffset, part.y.byteLength)),
+      );
       return openDataset({ x: xPath, y: yPath });
     };
     const training = await write('train', sliceTask(train, 0, 1000));
@@ -255,7 +325,9 @@ describe('runJob with a training method', () => {
         ['pointwise', 'pact', 4],
       ]);
       const { qat, integer } = report.model.metrics;
-      console.log(`job ttq + 4-bit PACT (1 epoch, 1000 samples): qat ${points(qat!.accuracy!)}, integer ${points(integer!.accuracy!)}`);
+      console.log(
+        `job ttq + 4-bit PACT (1 epoch, 1000 samples): qat ${points(qat!.accuracy!)}, integer ${points(integer!.accuracy!)}`,
+      );
       expect(qat!.accuracy!).toBeGreaterThan(0.8);
       expect(integer!.accuracy!).toBeGreaterThan(0.8);
     } finally {

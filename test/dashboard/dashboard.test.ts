@@ -43,7 +43,13 @@ beforeAll(async () => {
   await mkdir(artifacts, { recursive: true });
   browser = await chromium.launch({
     executablePath: '/usr/bin/chromium',
-    args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking', '--disable-component-update'],
+    args: [
+      '--headless',
+      '--no-sandbox',
+      '--disable-gpu',
+      '--disable-background-networking',
+      '--disable-component-update',
+    ],
   });
 });
 
@@ -87,7 +93,11 @@ describe('sharedHistogram', () => {
     expect(shifted.edges.map((e) => Number(e.toFixed(6)))).toEqual([0, 0.2, 0.4]);
     expect(shifted.before).toEqual([2, 1]);
     expect(shifted.after).toEqual([0, 1]);
-    expect(sharedHistogram(new Float32Array([3, 3]), new Float32Array([3]), 2)).toEqual({ edges: [2.5, 3, 3.5], before: [0, 2], after: [0, 1] });
+    expect(sharedHistogram(new Float32Array([3, 3]), new Float32Array([3]), 2)).toEqual({
+      edges: [2.5, 3, 3.5],
+      before: [0, 2],
+      after: [0, 1],
+    });
   });
 });
 
@@ -104,7 +114,12 @@ describe('dashboard routes', () => {
     expect(tfjs.statusCode).toBe(200);
     expect(tfjs.body.length).toBeGreaterThan(500_000);
     expect((await app.inject({ url: '/dashboard/app.js' })).headers['content-type']).toContain('javascript');
-    for (const url of ['/dashboard/../../package.json', '/dashboard/vendor/other.js', '/dashboard/index.ts', '/dashboard/nope.js']) {
+    for (const url of [
+      '/dashboard/../../package.json',
+      '/dashboard/vendor/other.js',
+      '/dashboard/index.ts',
+      '/dashboard/nope.js',
+    ]) {
       const res = await app.inject({ url });
       expect(res.statusCode, url).toBe(404);
     }
@@ -119,7 +134,9 @@ describe('dashboard routes', () => {
       expect(res.statusCode, path).toBe(200);
       expect(new Uint8Array(res.rawPayload)).toEqual(bytes);
     }
-    expect((await app.inject({ url: `/v1/models/${model.id}/files/model.json` })).headers['content-type']).toContain('application/json');
+    expect((await app.inject({ url: `/v1/models/${model.id}/files/model.json` })).headers['content-type']).toContain(
+      'application/json',
+    );
     expect((await app.inject({ url: `/v1/models/${model.id}/files/other.bin` })).statusCode).toBe(404);
     expect((await app.inject({ url: '/v1/models/mdl_nope/files/model.json' })).statusCode).toBe(404);
     expect((await app.inject({ url: '/v1/jobs/job_nope/tensors/x/histogram' })).statusCode).toBe(404);
@@ -130,7 +147,19 @@ describe('dashboard routes', () => {
     expect(res.statusCode).toBe(200);
     const { spec, methods, trainingMethods } = res.json();
     expect(spec.properties.method.properties.name).toBeDefined();
-    expect(Object.keys(methods)).toEqual(['affine', 'float16', 'binary', 'ternary', 'pow2', 'kmeans', 'pq', 'lab', 'admm', 'inq', 'ttq']);
+    expect(Object.keys(methods)).toEqual([
+      'affine',
+      'float16',
+      'binary',
+      'ternary',
+      'pow2',
+      'kmeans',
+      'pq',
+      'lab',
+      'admm',
+      'inq',
+      'ttq',
+    ]);
     expect(trainingMethods).toEqual(['lab', 'admm', 'inq', 'ttq']);
     expect(methods.affine.properties.bits).toMatchObject({ type: 'integer', minimum: 2, maximum: 16, default: 8 });
   });
@@ -150,13 +179,17 @@ describe('the dashboard in chromium', () => {
 
     // Upload through the UI.
     await page.getByRole('link', { name: 'Upload & new job' }).click();
-    await page.setInputFiles('#model-files', [...source.keys()].map((path) => join(modelDir, path)));
+    await page.setInputFiles(
+      '#model-files',
+      [...source.keys()].map((path) => join(modelDir, path)),
+    );
     await page.click('#model-upload');
     const modelId = (await page.locator('#model-id').textContent())!;
     expect(modelId).toMatch(/^mdl_/);
     // What a dataset must fit, from the model's own record.
     const { inputs, outputs } = (await app.inject({ url: `/v1/models/${modelId}` })).json();
-    const shapes = (list: { name: string; shape: (number | null)[] }[]) => list.map((t) => `${t.name} [${t.shape.map((d) => d ?? 'n').join(', ')}] float32`).join('; ');
+    const shapes = (list: { name: string; shape: (number | null)[] }[]) =>
+      list.map((t) => `${t.name} [${t.shape.map((d) => d ?? 'n').join(', ')}] float32`).join('; ');
     expect(await page.locator('#model-signature').textContent()).toBe(
       `Inputs: ${shapes(inputs)}. Outputs: ${shapes(outputs)}. Datasets must fit these (n: any batch size).`,
     );
@@ -204,7 +237,9 @@ describe('the dashboard in chromium', () => {
     await bar.evaluate((node) => {
       const seen: number[] = [];
       (window as unknown as { seenProgress: number[] }).seenProgress = seen;
-      new MutationObserver(() => seen.push(Number(node.getAttribute('aria-valuenow')))).observe(node, { attributeFilter: ['aria-valuenow'] });
+      new MutationObserver(() => seen.push(Number(node.getAttribute('aria-valuenow')))).observe(node, {
+        attributeFilter: ['aria-valuenow'],
+      });
     });
     workers.quantize.resume();
     await expect.poll(() => bar.getAttribute('aria-valuenow'), { timeout: 30_000 }).toBe('100');
@@ -232,16 +267,22 @@ describe('the dashboard in chromium', () => {
     await page.selectOption('#histogram-tensor', 'dense/kernel');
     await expect.poll(() => page.getAttribute('#chart-histogram', 'data-tensor')).toBe('dense/kernel');
     // dense/kernel is 6×10; 8-bit affine leaves at most 256 distinct values.
-    const levels = Number(/^6×10 weights; (\d+) distinct values/.exec((await page.locator('#histogram-note').textContent())!)?.[1]);
+    const levels = Number(
+      /^6×10 weights; (\d+) distinct values/.exec((await page.locator('#histogram-note').textContent())!)?.[1],
+    );
     expect(levels).toBeGreaterThan(1);
     expect(levels).toBeLessThanOrEqual(256);
-    const histogram = (await app.inject({ url: `/v1/jobs/${jobId}/tensors/${encodeURIComponent('dense/kernel')}/histogram?bins=16` })).json();
+    const histogram = (
+      await app.inject({ url: `/v1/jobs/${jobId}/tensors/${encodeURIComponent('dense/kernel')}/histogram?bins=16` })
+    ).json();
     expect(histogram.edges).toHaveLength(17);
     const total = (counts: number[]) => counts.reduce((a, b) => a + b, 0);
     expect([total(histogram.before), total(histogram.after)]).toEqual([60, 60]);
     expect(histogram.levelsAfter).toBe(levels);
     expect((await app.inject({ url: `/v1/jobs/${jobId}/tensors/nope/histogram` })).statusCode).toBe(404);
-    const downloads = await page.locator('.downloads a').evaluateAll((links) => links.map((a) => a.getAttribute('href')));
+    const downloads = await page
+      .locator('.downloads a')
+      .evaluateAll((links) => links.map((a) => a.getAttribute('href')));
     expect(downloads).toContain(`/v1/jobs/${jobId}/artifacts.zip`);
     expect(downloads).toContain(`/v1/jobs/${jobId}/artifacts/model/model.json`);
 
@@ -296,14 +337,18 @@ describe('the dashboard in chromium', () => {
 
     // A job page opened before its job runs: timeline, log lines and then the report, all from the stream.
     await workers.quantize.pause();
-    const second = (await app.inject({ method: 'POST', url: '/v1/jobs', payload: { modelId, method: { name: 'ternary' } } })).json();
+    const second = (
+      await app.inject({ method: 'POST', url: '/v1/jobs', payload: { modelId, method: { name: 'ternary' } } })
+    ).json();
     await page.goto(`${baseUrl}/#/jobs/${second.id}`);
     await expect.poll(() => page.locator('.timeline [aria-current=step]').textContent()).toBe('queued');
     await expect.poll(() => page.getAttribute('[role=progressbar]', 'data-source')).toBe('sse');
     workers.quantize.resume();
     await page.locator('#chart-sqnr').waitFor({ timeout: 30_000 });
     expect(await page.locator('.log li').count()).toBeGreaterThan(2);
-    expect(await page.locator('.log li').allTextContents()).toContainEqual(expect.stringMatching(/quantizing dense\/kernel \(ternary\)/));
+    expect(await page.locator('.log li').allTextContents()).toContainEqual(
+      expect.stringMatching(/quantizing dense\/kernel \(ternary\)/),
+    );
     expect(await page.locator('.timeline li.done').count()).toBe(await page.locator('.timeline li').count());
     expect((await inked(page, '#chart-sqnr')).drawn).toBeGreaterThan(2000);
     expect(requests.filter((r) => r === `/v1/jobs/${second.id}`)).toHaveLength(1);
@@ -311,14 +356,26 @@ describe('the dashboard in chromium', () => {
     // Sections for reports the accuracy and auto work will produce: metrics per stage, frontier, sensitivity.
     await page.route(`**/v1/jobs/${second.id}/report`, async (route) => {
       const real = await (await route.fetch()).json();
-      real.model.metrics = { float: { accuracy: 0.91, top5: 1 }, ptq: { accuracy: 0.88, top5: 0.99 }, qat: { accuracy: 0.9, top5: 1 } };
-      real.frontier = [{ bytes: 3000, metrics: { accuracy: 0.91 } }, { bytes: 1200, metrics: { accuracy: 0.9 }, chosen: true }, { bytes: 700, metrics: { accuracy: 0.7 } }];
-      real.sensitivity = [{ name: 'dense/kernel', bits: 4, drop: 0.012 }, { name: 'logits/kernel', bits: 4, drop: 0.08 }];
+      real.model.metrics = {
+        float: { accuracy: 0.91, top5: 1 },
+        ptq: { accuracy: 0.88, top5: 0.99 },
+        qat: { accuracy: 0.9, top5: 1 },
+      };
+      real.frontier = [
+        { bytes: 3000, metrics: { accuracy: 0.91 } },
+        { bytes: 1200, metrics: { accuracy: 0.9 }, chosen: true },
+        { bytes: 700, metrics: { accuracy: 0.7 } },
+      ];
+      real.sensitivity = [
+        { name: 'dense/kernel', bits: 4, drop: 0.012 },
+        { name: 'logits/kernel', bits: 4, drop: 0.08 },
+      ];
       await route.fulfill({ json: real });
     });
     await page.reload();
     await page.locator('#chart-frontier').waitFor();
-    for (const id of ['chart-metrics', 'chart-frontier']) expect((await inked(page, `#${id}`)).drawn, id).toBeGreaterThan(1000);
+    for (const id of ['chart-metrics', 'chart-frontier'])
+      expect((await inked(page, `#${id}`)).drawn, id).toBeGreaterThan(1000);
     expect(await page.getByRole('row', { name: /logits\/kernel 4 0\.08/ }).count()).toBe(1);
     await page.unroute(`**/v1/jobs/${second.id}/report`);
 
@@ -337,7 +394,13 @@ describe('the dashboard in chromium', () => {
     // A model id in the list links to that model's jobs.
     const other = multipart(filesAsParts(await denseModel([12, 4])));
     const otherModel = (await app.inject({ method: 'POST', url: '/v1/models', ...other })).json().id;
-    const otherJob = (await app.inject({ method: 'POST', url: '/v1/jobs', payload: { modelId: otherModel, method: { name: 'float16' } } })).json().id;
+    const otherJob = (
+      await app.inject({
+        method: 'POST',
+        url: '/v1/jobs',
+        payload: { modelId: otherModel, method: { name: 'float16' } },
+      })
+    ).json().id;
     await page.reload();
     await page.locator(`tr[data-job="${otherJob}"]`).waitFor();
     const modelLink = page.locator(`tr[data-job="${jobId}"] a[href^="#/jobs?modelId="]`);
@@ -379,16 +442,32 @@ describe('the dashboard in chromium', () => {
       // With a key, EventSource (which cannot send headers) gives way to a fetch-read stream that can.
       const auth = { authorization: 'Bearer ui-secret-key' };
       const upload = multipart(filesAsParts(await tinyModel()));
-      const modelId = (await keyedApp.inject({ method: 'POST', url: '/v1/models', payload: upload.payload, headers: { ...upload.headers, ...auth } })).json().id;
+      const modelId = (
+        await keyedApp.inject({
+          method: 'POST',
+          url: '/v1/models',
+          payload: upload.payload,
+          headers: { ...upload.headers, ...auth },
+        })
+      ).json().id;
       // No worker serves this server's queue: the job stays queued until it is cancelled.
-      const job = (await keyedApp.inject({ method: 'POST', url: '/v1/jobs', payload: { modelId, method: { name: 'float16' } }, headers: auth })).json();
+      const job = (
+        await keyedApp.inject({
+          method: 'POST',
+          url: '/v1/jobs',
+          payload: { modelId, method: { name: 'float16' } },
+          headers: auth,
+        })
+      ).json();
       const requests: string[] = [];
       page.on('request', (request) => requests.push(new URL(request.url()).pathname));
       await page.reload();
       expect(await page.locator('#key-dialog[open]').count()).toBe(0);
       const row = page.locator(`tr[data-job="${job.id}"]`);
       await expect.poll(() => row.locator('[role=progressbar]').getAttribute('data-source')).toBe('sse');
-      expect((await keyedApp.inject({ method: 'POST', url: `/v1/jobs/${job.id}/cancel`, headers: auth })).statusCode).toBe(200);
+      expect(
+        (await keyedApp.inject({ method: 'POST', url: `/v1/jobs/${job.id}/cancel`, headers: auth })).statusCode,
+      ).toBe(200);
       await row.locator('.badge.cancelled').waitFor();
       expect(requests).toContain(`/v1/jobs/${job.id}/events`);
       expect(requests).not.toContain(`/v1/jobs/${job.id}`);

@@ -32,7 +32,11 @@ describe('CORS', () => {
     const res = await app.inject({
       method: 'OPTIONS',
       url: '/v1/jobs',
-      headers: { origin: dashboard, 'access-control-request-method': 'POST', 'access-control-request-headers': 'authorization,idempotency-key,content-type' },
+      headers: {
+        origin: dashboard,
+        'access-control-request-method': 'POST',
+        'access-control-request-headers': 'authorization,idempotency-key,content-type',
+      },
     });
     expect(res.statusCode).toBe(204);
     expect(res.headers['access-control-allow-origin']).toBe(dashboard);

@@ -16,7 +16,12 @@ const suite = useTwoTenantApp();
 
 function upload(parts: Part[], headers: Record<string, string> = alice) {
   const body = multipart(parts);
-  return suite.app.inject({ method: 'POST', url: '/v1/datasets', payload: body.payload, headers: { ...body.headers, ...headers } });
+  return suite.app.inject({
+    method: 'POST',
+    url: '/v1/datasets',
+    payload: body.payload,
+    headers: { ...body.headers, ...headers },
+  });
 }
 
 async function uploaded(parts: Part[], headers: Record<string, string> = alice): Promise<string> {
@@ -29,7 +34,12 @@ const range = (n: number) => Array.from({ length: n }, (_, i) => i);
 const xOf = (features: number, samples = 3) => npyOf('<f4', [samples, features], range(samples * features));
 
 function submit(data: Record<string, string>, headers: Record<string, string> = alice) {
-  return suite.app.inject({ method: 'POST', url: '/v1/jobs', payload: { modelId: suite.modelId, method: { name: 'affine', bits: 8 }, data }, headers });
+  return suite.app.inject({
+    method: 'POST',
+    url: '/v1/jobs',
+    payload: { modelId: suite.modelId, method: { name: 'affine', bits: 8 }, data },
+    headers,
+  });
 }
 
 describe('POST /v1/datasets', () => {
@@ -41,7 +51,12 @@ describe('POST /v1/datasets', () => {
     const res = await upload([{ field: 'data', filename: 'data.npz', data: npz }]);
     expect(res.statusCode).toBe(201);
     expectMatchesSpec('POST', '/v1/datasets', res);
-    expect(res.json()).toMatchObject({ samples: 3, x: { dtype: '>f8', shape: [3, 4] }, y: { dtype: '|u1', shape: [3] }, bytes: npz.length });
+    expect(res.json()).toMatchObject({
+      samples: 3,
+      x: { dtype: '>f8', shape: [3, 4] },
+      y: { dtype: '|u1', shape: [3] },
+      bytes: npz.length,
+    });
     const record = await suite.app.services.records.get('datasets', 'alice', res.json().id);
     const dataset = await openStoredDataset(record!, suite.app.services.blobs);
     expect(dataset.y?.labels).toBe('index');
@@ -57,7 +72,10 @@ describe('POST /v1/datasets', () => {
       { field: 'x', filename: 'x.npy', data: xOf(4) },
       { field: 'y', filename: 'y.npy', data: npyOf('<f4', [3, 2], [1, 0, 0, 1, 1, 0]) },
     ]);
-    const pair = await openStoredDataset((await suite.app.services.records.get('datasets', 'alice', pairId))!, suite.app.services.blobs);
+    const pair = await openStoredDataset(
+      (await suite.app.services.records.get('datasets', 'alice', pairId))!,
+      suite.app.services.blobs,
+    );
     expect(pair.y).toEqual({ dtype: 'float32', sampleShape: [2], labels: 'onehot' });
     await pair.close();
     const jsonId = await uploaded([{ filename: 'd.json', data: JSON.stringify({ x: [[1, 2, 3, 4]], y: [0.5] }) }]);
@@ -69,12 +87,17 @@ describe('POST /v1/datasets', () => {
   });
 
   it('answers 422 naming the part for Fortran order, truncated data and a bad archive', async () => {
-    const fortran = await upload([{ field: 'x', filename: 'x.npy', data: npyOf('<f4', [2, 2], [1, 2, 3, 4], { fortran: true }) }]);
+    const fortran = await upload([
+      { field: 'x', filename: 'x.npy', data: npyOf('<f4', [2, 2], [1, 2, 3, 4], { fortran: true }) },
+    ]);
     expect(fortran.statusCode).toBe(422);
     expect(fortran.json()).toMatchObject({ type: 'urn:qaas:problem:invalid-dataset' });
     expectMatchesSpec('POST', '/v1/datasets', fortran);
     expect(fortran.json().detail).toMatch(/^x: Fortran-ordered \.npy arrays are not supported; save in C order/);
-    const short = await upload([{ field: 'x', filename: 'x.npy', data: xOf(4) }, { field: 'y', filename: 'y.npy', data: xOf(1).slice(0, -4) }]);
+    const short = await upload([
+      { field: 'x', filename: 'x.npy', data: xOf(4) },
+      { field: 'y', filename: 'y.npy', data: xOf(1).slice(0, -4) },
+    ]);
     expect(short.json().detail).toBe('y: .npy data holds 8 bytes, shape (3, 1) of <f4 needs 12');
     const notZip = await upload([{ filename: 'data.npz', data: 'nope' }]);
     expect(notZip.statusCode).toBe(422);
@@ -86,20 +109,30 @@ describe('POST /v1/datasets', () => {
 
 describe('GET and DELETE /v1/datasets', () => {
   it('lists with a cursor, shows, hides other tenants and deletes', async () => {
-    const ids = [await uploaded([{ field: 'x', filename: 'x.npy', data: xOf(2) }], bob), await uploaded([{ field: 'x', filename: 'x.npy', data: xOf(3) }], bob)];
+    const ids = [
+      await uploaded([{ field: 'x', filename: 'x.npy', data: xOf(2) }], bob),
+      await uploaded([{ field: 'x', filename: 'x.npy', data: xOf(3) }], bob),
+    ];
     const first = await suite.app.inject({ url: '/v1/datasets?limit=1', headers: bob });
     expect(first.statusCode).toBe(200);
     expectMatchesSpec('GET', '/v1/datasets', first);
     expect(first.json().items.map((d: { id: string }) => d.id)).toEqual([ids[1]]);
-    const second = await suite.app.inject({ url: `/v1/datasets?limit=1&cursor=${first.json().nextCursor}`, headers: bob });
+    const second = await suite.app.inject({
+      url: `/v1/datasets?limit=1&cursor=${first.json().nextCursor}`,
+      headers: bob,
+    });
     expect(second.json()).toEqual({ items: [expect.objectContaining({ id: ids[0], samples: 3 })], nextCursor: null });
     const shown = await suite.app.inject({ url: `/v1/datasets/${ids[0]}`, headers: bob });
     expect(shown.json()).toMatchObject({ id: ids[0], x: { shape: [3, 2] }, y: null });
     expectMatchesSpec('GET', `/v1/datasets/${ids[0]}`, shown);
     expect(shown.json().tenant).toBeUndefined();
     expect((await suite.app.inject({ url: `/v1/datasets/${ids[0]}`, headers: alice })).statusCode).toBe(404);
-    expect((await suite.app.inject({ method: 'DELETE', url: `/v1/datasets/${ids[0]}`, headers: alice })).statusCode).toBe(404);
-    expect((await suite.app.inject({ method: 'DELETE', url: `/v1/datasets/${ids[0]}`, headers: bob })).statusCode).toBe(204);
+    expect(
+      (await suite.app.inject({ method: 'DELETE', url: `/v1/datasets/${ids[0]}`, headers: alice })).statusCode,
+    ).toBe(404);
+    expect((await suite.app.inject({ method: 'DELETE', url: `/v1/datasets/${ids[0]}`, headers: bob })).statusCode).toBe(
+      204,
+    );
     expect((await suite.app.inject({ url: `/v1/datasets/${ids[0]}`, headers: bob })).statusCode).toBe(404);
     expect((await suite.app.inject({ url: '/v1/datasets/nonsense', headers: bob })).statusCode).toBe(404);
   });
@@ -116,8 +149,14 @@ describe('GET and DELETE /v1/datasets', () => {
 
 describe('POST /v1/jobs with data', () => {
   it('accepts datasets that fit the model', async () => {
-    const classIds = await uploaded([{ field: 'x', filename: 'x.npy', data: xOf(4) }, { field: 'y', filename: 'y.npy', data: npyOf('<i8', [3], [0, 1, 1]) }]);
-    const oneHot = await uploaded([{ field: 'x', filename: 'x.npy', data: xOf(4) }, { field: 'y', filename: 'y.npy', data: npyOf('<f4', [3, 2], [1, 0, 0, 1, 0, 1]) }]);
+    const classIds = await uploaded([
+      { field: 'x', filename: 'x.npy', data: xOf(4) },
+      { field: 'y', filename: 'y.npy', data: npyOf('<i8', [3], [0, 1, 1]) },
+    ]);
+    const oneHot = await uploaded([
+      { field: 'x', filename: 'x.npy', data: xOf(4) },
+      { field: 'y', filename: 'y.npy', data: npyOf('<f4', [3, 2], [1, 0, 0, 1, 0, 1]) },
+    ]);
     const res = await submit({ calibration: classIds, evaluation: oneHot, training: classIds });
     expect(res.statusCode, res.body).toBe(202);
     expect(res.json().spec.data).toEqual({ calibration: classIds, evaluation: oneHot, training: classIds });
@@ -128,7 +167,12 @@ describe('POST /v1/jobs with data', () => {
     const res = await submit({ evaluation: bobs });
     expect(res.statusCode).toBe(404);
     expectMatchesSpec('POST', '/v1/jobs', res);
-    expect(res.json()).toMatchObject({ type: 'urn:qaas:problem:not-found', detail: `no dataset ${bobs} (data.evaluation)`, dataset: bobs, role: 'evaluation' });
+    expect(res.json()).toMatchObject({
+      type: 'urn:qaas:problem:not-found',
+      detail: `no dataset ${bobs} (data.evaluation)`,
+      dataset: bobs,
+      role: 'evaluation',
+    });
     expect((await submit({ training: 'ds_missing' })).statusCode).toBe(404);
   });
 
@@ -143,22 +187,37 @@ describe('POST /v1/jobs with data', () => {
       dataset: wide,
       role: 'calibration',
     });
-    const threeClasses = await uploaded([{ field: 'x', filename: 'x.npy', data: xOf(4) }, { field: 'y', filename: 'y.npy', data: npyOf('<f4', [3, 3], [1, 0, 0, 0, 1, 0, 0, 0, 1]) }]);
+    const threeClasses = await uploaded([
+      { field: 'x', filename: 'x.npy', data: xOf(4) },
+      { field: 'y', filename: 'y.npy', data: npyOf('<f4', [3, 3], [1, 0, 0, 0, 1, 0, 0, 0, 1]) },
+    ]);
     const badY = await submit({ evaluation: threeClasses });
     expect(badY.statusCode).toBe(422);
-    expect(badY.json().detail).toBe(`data.evaluation (${threeClasses}): dataset y samples are [3] but output 'dense_2' gives [2]`);
+    expect(badY.json().detail).toBe(
+      `data.evaluation (${threeClasses}): dataset y samples are [3] but output 'dense_2' gives [2]`,
+    );
     // Calibration reads x only: the same dataset's labels are not held against it there.
     expect((await submit({ calibration: threeClasses })).statusCode).toBe(202);
   });
 
   it('takes training and activation simulation on a graph model, and answers 400 for trained activations on one', async () => {
     const graph = multipart([...buildGraphModel()].map(([filename, data]) => ({ filename, data })));
-    const graphRes = await suite.app.inject({ method: 'POST', url: '/v1/models', payload: graph.payload, headers: { ...graph.headers, ...alice } });
+    const graphRes = await suite.app.inject({
+      method: 'POST',
+      url: '/v1/models',
+      payload: graph.payload,
+      headers: { ...graph.headers, ...alice },
+    });
     expect(graphRes.statusCode, graphRes.body).toBe(201);
     const graphId = graphRes.json().id;
-    const data = await uploaded([{ field: 'x', filename: 'x.npy', data: xOf(4) }, { field: 'y', filename: 'y.npy', data: npyOf('<i4', [3], [0, 1, 0]) }]);
+    const data = await uploaded([
+      { field: 'x', filename: 'x.npy', data: xOf(4) },
+      { field: 'y', filename: 'y.npy', data: npyOf('<i4', [3], [0, 1, 0]) },
+    ]);
     const qat = await suite.app.inject({
-      method: 'POST', url: '/v1/jobs', headers: alice,
+      method: 'POST',
+      url: '/v1/jobs',
+      headers: alice,
       payload: { modelId: graphId, kind: 'qat', method: { name: 'affine', bits: 4 }, data: { training: data } },
     });
     expect(qat.statusCode, qat.body).toBe(422);
@@ -167,20 +226,39 @@ describe('POST /v1/jobs with data', () => {
       { field: 'y', filename: 'y.npy', data: npyOf('<i4', [3], [0, 1, 2]) },
     ]);
     const trainable = await suite.app.inject({
-      method: 'POST', url: '/v1/jobs', headers: alice,
+      method: 'POST',
+      url: '/v1/jobs',
+      headers: alice,
       payload: { modelId: graphId, kind: 'qat', method: { name: 'affine', bits: 4 }, data: { training: images } },
     });
     expect(trainable.statusCode, trainable.body).toBe(202);
     const pact = await suite.app.inject({
-      method: 'POST', url: '/v1/jobs', headers: alice,
-      payload: { modelId: graphId, kind: 'qat', method: { name: 'affine', bits: 4 }, activations: { quantizer: 'pact' }, data: { training: images } },
+      method: 'POST',
+      url: '/v1/jobs',
+      headers: alice,
+      payload: {
+        modelId: graphId,
+        kind: 'qat',
+        method: { name: 'affine', bits: 4 },
+        activations: { quantizer: 'pact' },
+        data: { training: images },
+      },
     });
     expect(pact.statusCode).toBe(400);
     expectMatchesSpec('POST', '/v1/jobs', pact);
-    expect(pact.json().problems).toEqual([{ path: '/activations/quantizer', message: `pact activations need a layers model; ${graphId} is a graph-model` }]);
+    expect(pact.json().problems).toEqual([
+      { path: '/activations/quantizer', message: `pact activations need a layers model; ${graphId} is a graph-model` },
+    ]);
     const activations = await suite.app.inject({
-      method: 'POST', url: '/v1/jobs', headers: alice,
-      payload: { modelId: graphId, method: { name: 'affine' }, activations: { bits: 8 }, data: { calibration: images } },
+      method: 'POST',
+      url: '/v1/jobs',
+      headers: alice,
+      payload: {
+        modelId: graphId,
+        method: { name: 'affine' },
+        activations: { bits: 8 },
+        data: { calibration: images },
+      },
     });
     expect(activations.statusCode).toBe(202);
   });

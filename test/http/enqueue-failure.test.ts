@@ -28,7 +28,10 @@ describe('POST /v1/jobs when the queue refuses the job', () => {
     const res = await app.inject({ method: 'POST', url: '/v1/jobs', payload: { modelId, method: { name: 'affine' } } });
     expect(res.statusCode).toBeGreaterThanOrEqual(500);
     expect(res.headers['content-type']).toContain('application/problem+json');
-    const jobs = (await app.inject({ url: '/v1/jobs' })).json().items as { status: string; error: { message: string } }[];
+    const jobs = (await app.inject({ url: '/v1/jobs' })).json().items as {
+      status: string;
+      error: { message: string };
+    }[];
     expect(jobs).toHaveLength(1);
     expect(jobs[0].status).toBe('failed');
     expect(jobs[0].error.message).toBe('the job could not be queued');

@@ -55,9 +55,16 @@ export function tinyModel(): Promise<FileSet> {
 export async function denseModel(widths: number[]): Promise<FileSet> {
   await tf.setBackend('cpu');
   const model = tf.sequential({
-    layers: widths.slice(1).map((units, i) =>
-      tf.layers.dense({ ...(i === 0 ? { inputShape: [widths[0]] } : {}), units, activation: i < widths.length - 2 ? 'relu' : 'linear', name: `dense_${i + 1}` }),
-    ),
+    layers: widths
+      .slice(1)
+      .map((units, i) =>
+        tf.layers.dense({
+          ...(i === 0 ? { inputShape: [widths[0]] } : {}),
+          units,
+          activation: i < widths.length - 2 ? 'relu' : 'linear',
+          name: `dense_${i + 1}`,
+        }),
+      ),
   });
   let files: FileSet = new Map();
   await model.save(
@@ -108,7 +115,10 @@ export function filesAsParts(files: FileSet): Part[] {
   return [...files].map(([filename, data]) => ({ filename, data }));
 }
 
-export function zipOf(entries: [string, Uint8Array][], { compress = true }: { compress?: boolean } = {}): Promise<Buffer> {
+export function zipOf(
+  entries: [string, Uint8Array][],
+  { compress = true }: { compress?: boolean } = {},
+): Promise<Buffer> {
   const zip = new yazl.ZipFile();
   for (const [name, data] of entries) zip.addBuffer(Buffer.from(data), name, { compress });
   zip.end();
@@ -139,7 +149,12 @@ export async function twoTenantApp(): Promise<{ config: Config; app: FastifyInst
   const config = await testConfig({ QAAS_API_KEYS: 'alice:alice-key,bob:bob-key', QAAS_RATE_LIMIT_MAX: '1000' });
   const app = await buildApp(config, { logger: false });
   const body = multipart(filesAsParts(await tinyModel()));
-  const res = await app.inject({ method: 'POST', url: '/v1/models', payload: body.payload, headers: { ...body.headers, ...alice } });
+  const res = await app.inject({
+    method: 'POST',
+    url: '/v1/models',
+    payload: body.payload,
+    headers: { ...body.headers, ...alice },
+  });
   if (res.statusCode !== 201) throw new Error(`upload failed: ${res.statusCode} ${res.body}`);
   return { config, app, modelId: res.json().id };
 }

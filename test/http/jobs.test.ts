@@ -20,7 +20,9 @@ describe('auth', () => {
     expect(res.statusCode).toBe(401);
     expect(res.json().type).toBe('urn:qaas:problem:unauthorized');
     expect(res.headers['www-authenticate']).toBe('Bearer realm="qaas"');
-    expect((await suite.app.inject({ url: '/v1/jobs', headers: { authorization: 'Bearer nope' } })).statusCode).toBe(401);
+    expect((await suite.app.inject({ url: '/v1/jobs', headers: { authorization: 'Bearer nope' } })).statusCode).toBe(
+      401,
+    );
     const health = await suite.app.inject({ url: '/healthz' });
     expect(health.statusCode).toBe(200);
     // The test config forces the cpu backend; health reports the one jobs run on.
@@ -34,7 +36,17 @@ describe('POST /v1/jobs', () => {
     expect(res.statusCode).toBe(202);
     expectMatchesSpec('POST', '/v1/jobs', res);
     const job = res.json();
-    expect(job).toMatchObject({ status: 'queued', stage: 'queued', progress: 0, modelId: suite.modelId, method: 'affine', startedAt: null, finishedAt: null, error: null, summary: null });
+    expect(job).toMatchObject({
+      status: 'queued',
+      stage: 'queued',
+      progress: 0,
+      modelId: suite.modelId,
+      method: 'affine',
+      startedAt: null,
+      finishedAt: null,
+      error: null,
+      summary: null,
+    });
     expect(job.spec.output.shardSizeBytes).toBe(4 * 1024 * 1024);
     const queued = await suite.app.services.queues.quantize.getJob(job.id);
     expect(queued?.data).toEqual({ tenant: 'alice', jobId: job.id });
@@ -42,7 +54,11 @@ describe('POST /v1/jobs', () => {
 
   it('checks a spec without queueing it with dryRun=true', async () => {
     const before = (await suite.app.inject({ url: '/v1/jobs?limit=100', headers: alice })).json().items.length;
-    const spec = { modelId: suite.modelId, method: { name: 'pow2', bits: 4 }, webhook: { url: 'https://hooks.example.com/q', secret: 'a-long-secret' } };
+    const spec = {
+      modelId: suite.modelId,
+      method: { name: 'pow2', bits: 4 },
+      webhook: { url: 'https://hooks.example.com/q', secret: 'a-long-secret' },
+    };
     const res = await suite.app.inject({ method: 'POST', url: '/v1/jobs?dryRun=true', payload: spec, headers: alice });
     expect(res.statusCode, res.body).toBe(200);
     expectMatchesSpec('POST', '/v1/jobs?dryRun=true', res);
@@ -51,7 +67,12 @@ describe('POST /v1/jobs', () => {
     expect(resolved.method).toMatchObject({ name: 'pow2', bits: 4 });
     expect(resolved.webhook).toEqual({ url: 'https://hooks.example.com/q' });
     expect(res.body).not.toContain('a-long-secret');
-    const missing = await suite.app.inject({ method: 'POST', url: '/v1/jobs?dryRun=true', payload: { ...spec, modelId: 'mdl_0000000000000000000000000' }, headers: alice });
+    const missing = await suite.app.inject({
+      method: 'POST',
+      url: '/v1/jobs?dryRun=true',
+      payload: { ...spec, modelId: 'mdl_0000000000000000000000000' },
+      headers: alice,
+    });
     expect(missing.statusCode).toBe(400);
     expect(missing.json().problems[0].path).toBe('/modelId');
     expect((await suite.app.inject({ url: '/v1/jobs?limit=100', headers: alice })).json().items.length).toBe(before);
@@ -74,7 +95,11 @@ describe('POST /v1/jobs', () => {
   });
 
   it('keeps the webhook secret out of the record', async () => {
-    const res = await submit({ modelId: suite.modelId, method: { name: 'float16' }, webhook: { url: 'http://127.0.0.1:9/hook', secret: 's3cret-value' } });
+    const res = await submit({
+      modelId: suite.modelId,
+      method: { name: 'float16' },
+      webhook: { url: 'http://127.0.0.1:9/hook', secret: 's3cret-value' },
+    });
     expect(res.statusCode).toBe(202);
     expect(res.body).not.toContain('s3cret-value');
     expect(res.json().webhookUrl).toBe('http://127.0.0.1:9/hook');
@@ -96,7 +121,14 @@ describe('idempotency', () => {
     expectMatchesSpec('POST', '/v1/jobs', other);
     expect(other.json().type).toBe('urn:qaas:problem:idempotency-key-reused');
     // Keys are per tenant: bob may use the same key.
-    expect((await submit({ modelId: 'mdl_0000000000000000000000000', method: { name: 'affine' } }, { ...bob, 'idempotency-key': 'abc-123' })).statusCode).toBe(400);
+    expect(
+      (
+        await submit(
+          { modelId: 'mdl_0000000000000000000000000', method: { name: 'affine' } },
+          { ...bob, 'idempotency-key': 'abc-123' },
+        )
+      ).statusCode,
+    ).toBe(400);
   });
 });
 
@@ -109,7 +141,9 @@ describe('cancel, isolation, list', () => {
     expect(res.json().status).toBe('cancelled');
     expect(res.json().finishedAt).not.toBeNull();
     expect(await suite.app.services.queues.quantize.getJob(job.id)).toBeUndefined();
-    expect((await suite.app.inject({ method: 'POST', url: `/v1/jobs/${job.id}/cancel`, headers: alice })).statusCode).toBe(409);
+    expect(
+      (await suite.app.inject({ method: 'POST', url: `/v1/jobs/${job.id}/cancel`, headers: alice })).statusCode,
+    ).toBe(409);
     const report = await suite.app.inject({ url: `/v1/jobs/${job.id}/report`, headers: alice });
     expect(report.statusCode).toBe(409);
     expectMatchesSpec('GET', `/v1/jobs/${job.id}/report`, report);
@@ -127,14 +161,20 @@ describe('cancel, isolation, list', () => {
     await suite.app.inject({ method: 'POST', url: `/v1/jobs/${job.id}/cancel`, headers: alice });
     const counts = async () => (await suite.app.services.records.countByStatus('jobs')).cancelled ?? 0;
     const cancelledBefore = await counts();
-    expect((await suite.app.inject({ method: 'DELETE', url: `/v1/jobs/${job.id}`, headers: bob })).statusCode).toBe(404);
+    expect((await suite.app.inject({ method: 'DELETE', url: `/v1/jobs/${job.id}`, headers: bob })).statusCode).toBe(
+      404,
+    );
     const deleted = await suite.app.inject({ method: 'DELETE', url: `/v1/jobs/${job.id}`, headers: alice });
     expect(deleted.statusCode).toBe(204);
     expect(deleted.body).toBe('');
     expect((await suite.app.inject({ url: `/v1/jobs/${job.id}`, headers: alice })).statusCode).toBe(404);
-    expect((await suite.app.inject({ method: 'DELETE', url: `/v1/jobs/${job.id}`, headers: alice })).statusCode).toBe(404);
+    expect((await suite.app.inject({ method: 'DELETE', url: `/v1/jobs/${job.id}`, headers: alice })).statusCode).toBe(
+      404,
+    );
     expect(await counts()).toBe(cancelledBefore - 1);
-    const listed = (await suite.app.inject({ url: '/v1/jobs?limit=100', headers: alice })).json().items.map((j: { id: string }) => j.id);
+    const listed = (await suite.app.inject({ url: '/v1/jobs?limit=100', headers: alice }))
+      .json()
+      .items.map((j: { id: string }) => j.id);
     expect(listed).not.toContain(job.id);
     // The same request again is a new job, not a replay of the deleted one.
     const again = await submit({ modelId: suite.modelId, method: { name: 'binary' } }, key);
@@ -146,18 +186,30 @@ describe('cancel, isolation, list', () => {
 
   it('hides one tenant from another with 404', async () => {
     const job = (await submit({ modelId: suite.modelId, method: { name: 'affine' } })).json();
-    for (const url of [`/v1/jobs/${job.id}`, `/v1/models/${suite.modelId}`, `/v1/jobs/${job.id}/report`, `/v1/jobs/${job.id}/artifacts/report.json`]) {
+    for (const url of [
+      `/v1/jobs/${job.id}`,
+      `/v1/models/${suite.modelId}`,
+      `/v1/jobs/${job.id}/report`,
+      `/v1/jobs/${job.id}/artifacts/report.json`,
+    ]) {
       const res = await suite.app.inject({ url, headers: bob });
       expect(res.statusCode, url).toBe(404);
       expectMatchesSpec('GET', url, res);
     }
-    expect((await suite.app.inject({ method: 'POST', url: `/v1/jobs/${job.id}/cancel`, headers: bob })).statusCode).toBe(404);
+    expect(
+      (await suite.app.inject({ method: 'POST', url: `/v1/jobs/${job.id}/cancel`, headers: bob })).statusCode,
+    ).toBe(404);
     expect((await suite.app.inject({ url: '/v1/jobs', headers: bob })).json().items).toEqual([]);
   });
 
   it("lists a model's jobs, with or without a status, and forgets a deleted one", async () => {
     const body = multipart(filesAsParts(await denseModel([4, 2])));
-    const other = await suite.app.inject({ method: 'POST', url: '/v1/models', payload: body.payload, headers: { ...body.headers, ...alice } });
+    const other = await suite.app.inject({
+      method: 'POST',
+      url: '/v1/models',
+      payload: body.payload,
+      headers: { ...body.headers, ...alice },
+    });
     expect(other.statusCode, other.body).toBe(201);
     const otherId = other.json().id;
     const ids: string[] = [];
@@ -168,14 +220,19 @@ describe('cancel, isolation, list', () => {
     const page = await suite.app.inject({ url: `/v1/jobs?modelId=${otherId}&limit=2`, headers: alice });
     expectMatchesSpec('GET', `/v1/jobs?modelId=${otherId}&limit=2`, page);
     expect(page.json().items.map((j: { id: string }) => j.id)).toEqual([ids[2], ids[1]]);
-    const rest = await suite.app.inject({ url: `/v1/jobs?modelId=${otherId}&limit=2&cursor=${page.json().nextCursor}`, headers: alice });
+    const rest = await suite.app.inject({
+      url: `/v1/jobs?modelId=${otherId}&limit=2&cursor=${page.json().nextCursor}`,
+      headers: alice,
+    });
     expect(rest.json()).toEqual({ items: [expect.objectContaining({ id: ids[0] })], nextCursor: null });
     const cancelled = await suite.app.inject({ url: `/v1/jobs?modelId=${otherId}&status=cancelled`, headers: alice });
     expect(cancelled.json().items.map((j: { id: string }) => j.id)).toEqual([ids[1]]);
     expect((await suite.app.inject({ url: `/v1/jobs?modelId=${otherId}`, headers: bob })).json().items).toEqual([]);
     expect((await suite.app.inject({ url: '/v1/jobs?modelId=nope', headers: alice })).statusCode).toBe(400);
 
-    expect((await suite.app.inject({ method: 'DELETE', url: `/v1/jobs/${ids[1]}`, headers: alice })).statusCode).toBe(204);
+    expect((await suite.app.inject({ method: 'DELETE', url: `/v1/jobs/${ids[1]}`, headers: alice })).statusCode).toBe(
+      204,
+    );
     const after = await suite.app.inject({ url: `/v1/jobs?modelId=${otherId}`, headers: alice });
     expect(after.json().items.map((j: { id: string }) => j.id)).toEqual([ids[2], ids[0]]);
   });
@@ -200,24 +257,65 @@ describe('POST /v1/datasets', () => {
   it('stores x.npy + y.npy and checks the sample count', async () => {
     const x = npy('<f4', [3, 4], new Uint8Array(48));
     const y = npy('<i4', [3], new Uint8Array(12));
-    const body = multipart([{ field: 'x', filename: 'x.npy', data: x }, { field: 'y', filename: 'y.npy', data: y }]);
-    const res = await suite.app.inject({ method: 'POST', url: '/v1/datasets', payload: body.payload, headers: { ...body.headers, ...alice } });
+    const body = multipart([
+      { field: 'x', filename: 'x.npy', data: x },
+      { field: 'y', filename: 'y.npy', data: y },
+    ]);
+    const res = await suite.app.inject({
+      method: 'POST',
+      url: '/v1/datasets',
+      payload: body.payload,
+      headers: { ...body.headers, ...alice },
+    });
     expect(res.statusCode).toBe(201);
-    expect(res.json()).toMatchObject({ samples: 3, x: { dtype: '<f4', shape: [3, 4] }, y: { dtype: '<i4', shape: [3] } });
+    expect(res.json()).toMatchObject({
+      samples: 3,
+      x: { dtype: '<f4', shape: [3, 4] },
+      y: { dtype: '<i4', shape: [3] },
+    });
 
-    const short = multipart([{ field: 'x', filename: 'x.npy', data: x }, { field: 'y', filename: 'y.npy', data: npy('<i4', [2], new Uint8Array(8)) }]);
-    const bad = await suite.app.inject({ method: 'POST', url: '/v1/datasets', payload: short.payload, headers: { ...short.headers, ...alice } });
+    const short = multipart([
+      { field: 'x', filename: 'x.npy', data: x },
+      { field: 'y', filename: 'y.npy', data: npy('<i4', [2], new Uint8Array(8)) },
+    ]);
+    const bad = await suite.app.inject({
+      method: 'POST',
+      url: '/v1/datasets',
+      payload: short.payload,
+      headers: { ...short.headers, ...alice },
+    });
     expect(bad.statusCode).toBe(422);
     expect(bad.json().detail).toBe('x has 3 samples but y has 2');
   });
 
   it('stores a JSON {x, y} and rejects a ragged one', async () => {
-    const good = multipart([{ filename: 'data.json', data: JSON.stringify({ x: [[1, 2], [3, 4]], y: [0, 1] }) }]);
-    const res = await suite.app.inject({ method: 'POST', url: '/v1/datasets', payload: good.payload, headers: { ...good.headers, ...alice } });
+    const good = multipart([
+      {
+        filename: 'data.json',
+        data: JSON.stringify({
+          x: [
+            [1, 2],
+            [3, 4],
+          ],
+          y: [0, 1],
+        }),
+      },
+    ]);
+    const res = await suite.app.inject({
+      method: 'POST',
+      url: '/v1/datasets',
+      payload: good.payload,
+      headers: { ...good.headers, ...alice },
+    });
     expect(res.statusCode).toBe(201);
     expect(res.json().x.shape).toEqual([2, 2]);
     const ragged = multipart([{ filename: 'data.json', data: JSON.stringify({ x: [[1, 2], [3]] }) }]);
-    const bad = await suite.app.inject({ method: 'POST', url: '/v1/datasets', payload: ragged.payload, headers: { ...ragged.headers, ...alice } });
+    const bad = await suite.app.inject({
+      method: 'POST',
+      url: '/v1/datasets',
+      payload: ragged.payload,
+      headers: { ...ragged.headers, ...alice },
+    });
     expect(bad.statusCode).toBe(422);
     expect(bad.json().detail).toContain('/x/1');
   });

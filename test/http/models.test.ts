@@ -160,7 +160,11 @@ describe('POST /v1/models', () => {
     );
     expect(res.statusCode).toBe(422);
     expectMatchesSpec('POST', '/v1/models', res);
-    expect(res.json()).toMatchObject({ code: 'non-finite', weight: 'dense_2/kernel', detail: 'weight dense_2/kernel: value NaN at index 2' });
+    expect(res.json()).toMatchObject({
+      code: 'non-finite',
+      weight: 'dense_2/kernel',
+      detail: 'weight dense_2/kernel: value NaN at index 2',
+    });
     expect(await readdir(join(config.dataDir, 'tmp'))).toEqual([]);
   });
 

@@ -39,11 +39,15 @@ function toOpenApi(url: string): string {
 
 describe('openapi.yaml', () => {
   it('lists exactly the routes the app serves, method by method', async () => {
-    const spec = parse(await readFile(openApiPath(), 'utf8')) as { openapi: string; paths: Record<string, Record<string, unknown>> };
+    const spec = parse(await readFile(openApiPath(), 'utf8')) as {
+      openapi: string;
+      paths: Record<string, Record<string, unknown>>;
+    };
     expect(spec.openapi).toBe('3.1.0');
     const documented = new Set<string>();
     for (const [path, item] of Object.entries(spec.paths)) {
-      for (const method of ['get', 'post', 'put', 'patch', 'delete']) if (item[method]) documented.add(`${method.toUpperCase()} ${path}`);
+      for (const method of ['get', 'post', 'put', 'patch', 'delete'])
+        if (item[method]) documented.add(`${method.toUpperCase()} ${path}`);
     }
     expect(routes.size).toBeGreaterThan(15);
     expect([...routes].sort()).toEqual([...documented].sort());
@@ -59,6 +63,7 @@ describe('openapi.yaml', () => {
 
   it('uses only problem types from the catalogue', async () => {
     const text = await readFile(openApiPath(), 'utf8');
-    for (const match of text.matchAll(/urn:qaas:problem:([a-z-]+)/g)) expect(Object.keys(problemCatalogue)).toContain(match[1]);
+    for (const match of text.matchAll(/urn:qaas:problem:([a-z-]+)/g))
+      expect(Object.keys(problemCatalogue)).toContain(match[1]);
   });
 });

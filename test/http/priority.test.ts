@@ -58,7 +58,9 @@ describe('job priority', () => {
     const job = await submit(7);
     const { quantize } = suite.app.services.queues;
     expect(await quantize.getJobState(job.id)).toBe('prioritized');
-    expect((await suite.app.inject({ method: 'POST', url: `/v1/jobs/${job.id}/cancel`, headers: alice })).statusCode).toBe(200);
+    expect(
+      (await suite.app.inject({ method: 'POST', url: `/v1/jobs/${job.id}/cancel`, headers: alice })).statusCode,
+    ).toBe(200);
     expect(await quantize.getJob(job.id)).toBeUndefined();
   });
 });

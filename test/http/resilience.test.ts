@@ -20,11 +20,16 @@ function freePort(): Promise<number> {
 }
 
 async function startRedis(port: number): Promise<ChildProcess> {
-  const child = spawn('redis-server', ['--port', String(port), '--save', '', '--appendonly', 'no'], { stdio: 'ignore' });
+  const child = spawn('redis-server', ['--port', String(port), '--save', '', '--appendonly', 'no'], {
+    stdio: 'ignore',
+  });
   for (let i = 0; i < 50; i++) {
     const probe = new Redis({ port, lazyConnect: true, retryStrategy: () => null, maxRetriesPerRequest: 0 });
     probe.on('error', () => undefined);
-    const up = await probe.connect().then(() => true, () => false);
+    const up = await probe.connect().then(
+      () => true,
+      () => false,
+    );
     probe.disconnect();
     if (up) return child;
     await new Promise((resolve) => setTimeout(resolve, 100));
@@ -55,7 +60,10 @@ describe('Redis outage', () => {
     const app = await buildApp(config, { logger: false });
     opened.push({ app, config, redis });
     expect((await app.inject({ url: '/v1/jobs' })).statusCode).toBe(200);
-    expect((await app.inject({ url: '/readyz' })).json()).toEqual({ status: 'ok', checks: { redis: 'ok', storage: 'ok' } });
+    expect((await app.inject({ url: '/readyz' })).json()).toEqual({
+      status: 'ok',
+      checks: { redis: 'ok', storage: 'ok' },
+    });
 
     await stop(redis);
     const started = Date.now();
@@ -86,7 +94,11 @@ describe('Redis outage', () => {
 
 describe('rate limit', () => {
   it('answers 429 with Retry-After per API key, and other keys are unaffected', async () => {
-    const config = await testConfig({ QAAS_API_KEYS: 'a:key-a,b:key-b', QAAS_RATE_LIMIT_MAX: '3', QAAS_RATE_LIMIT_WINDOW_MS: '60000' });
+    const config = await testConfig({
+      QAAS_API_KEYS: 'a:key-a,b:key-b',
+      QAAS_RATE_LIMIT_MAX: '3',
+      QAAS_RATE_LIMIT_WINDOW_MS: '60000',
+    });
     const app = await buildApp(config, { logger: false });
     opened.push({ app, config });
     const as = (key: string) => app.inject({ url: '/v1/models', headers: { authorization: `Bearer ${key}` } });

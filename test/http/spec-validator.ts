@@ -27,7 +27,9 @@ const pointerEscape = (token: string): string => token.replace(/~/g, '~0').repla
 function templateMatches(template: string, path: string): boolean {
   const pattern = template
     .split(/(\{[^}]+\})/)
-    .map((part) => (part === '{path}' ? '(.+)' : part.startsWith('{') ? '([^/]+)' : part.replace(/[.*+?^$()|[\]\\]/g, '\\$&')))
+    .map((part) =>
+      part === '{path}' ? '(.+)' : part.startsWith('{') ? '([^/]+)' : part.replace(/[.*+?^$()|[\]\\]/g, '\\$&'),
+    )
     .join('');
   return new RegExp(`^${pattern}$`).test(path);
 }

@@ -28,9 +28,23 @@ afterAll(async () => {
 function job(modelId: string, startedSecondsAgo: number): JobRecord {
   const now = Date.now();
   return {
-    id: newId('jobs'), tenant: 'local', status: 'running', stage: 'load', progress: 0, kind: 'ptq', modelId, method: 'kmeans',
-    spec: {}, webhookUrl: null, attempts: 1, createdAt: new Date(now - startedSecondsAgo * 1000).toISOString(),
-    startedAt: new Date(now - startedSecondsAgo * 1000).toISOString(), finishedAt: null, error: null, summary: null, artifacts: [],
+    id: newId('jobs'),
+    tenant: 'local',
+    status: 'running',
+    stage: 'load',
+    progress: 0,
+    kind: 'ptq',
+    modelId,
+    method: 'kmeans',
+    spec: {},
+    webhookUrl: null,
+    attempts: 1,
+    createdAt: new Date(now - startedSecondsAgo * 1000).toISOString(),
+    startedAt: new Date(now - startedSecondsAgo * 1000).toISOString(),
+    finishedAt: null,
+    error: null,
+    summary: null,
+    artifacts: [],
   };
 }
 
@@ -39,7 +53,14 @@ describe('qaas_job_duration_seconds', () => {
     const { records, redis } = apps[0].services;
     const lifecycle = new JobLifecycle(records, redis, config.redisPrefix);
     const model: ModelRecord = {
-      id: newId('models'), tenant: 'local', format: 'layers-model', params: 1, bytes: 4, sha256: 'ab', tensors: [], files: [],
+      id: newId('models'),
+      tenant: 'local',
+      format: 'layers-model',
+      params: 1,
+      bytes: 4,
+      sha256: 'ab',
+      tensors: [],
+      files: [],
       createdAt: new Date().toISOString(),
     };
     await records.create('models', model);
@@ -53,7 +74,8 @@ describe('qaas_job_duration_seconds', () => {
 
     for (const app of apps) {
       const text = (await app.inject({ url: '/metrics' })).body;
-      const line = (labels: string) => Number(text.match(new RegExp(`^qaas_job_duration_seconds_${labels} (\\S+)$`, 'm'))?.[1]);
+      const line = (labels: string) =>
+        Number(text.match(new RegExp(`^qaas_job_duration_seconds_${labels} (\\S+)$`, 'm'))?.[1]);
       expect(line('bucket\\{le="2",method="kmeans",status="succeeded"\\}')).toBe(0);
       expect(line('bucket\\{le="5",method="kmeans",status="succeeded"\\}')).toBe(1);
       expect(line('bucket\\{le="30",method="kmeans",status="succeeded"\\}')).toBe(1);

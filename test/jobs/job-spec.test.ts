@@ -31,7 +31,10 @@ describe('parseJobSpec', () => {
 
   it('names the allowed methods for an unknown one', () => {
     expect(problemsOf({ method: { name: 'int3' } })).toEqual([
-      { path: '/method/name', message: 'unknown method "int3"; allowed: affine, float16, binary, ternary, pow2, kmeans, pq' },
+      {
+        path: '/method/name',
+        message: 'unknown method "int3"; allowed: affine, float16, binary, ternary, pow2, kmeans, pq',
+      },
     ]);
   });
 
@@ -39,7 +42,9 @@ describe('parseJobSpec', () => {
     const problems = problemsOf({ method: { name: 'affine', bits: 1, granularity: 'per-row' } });
     expect(problems.map((p) => p.path).sort()).toEqual(['/method/bits', '/method/granularity']);
     expect(problems.find((p) => p.path === '/method/bits')!.message).toContain('2..16');
-    expect(problems.find((p) => p.path === '/method/granularity')!.message).toContain('allowed: per-tensor, per-channel');
+    expect(problems.find((p) => p.path === '/method/granularity')!.message).toContain(
+      'allowed: per-tensor, per-channel',
+    );
   });
 
   it('rejects unknown fields and checks overrides against the method they end up with', () => {
@@ -56,6 +61,8 @@ describe('parseJobSpec', () => {
       bits: 4,
       symmetric: true,
     });
-    expect(mergeOverride({ name: 'affine', bits: 8 } as { name: string }, { name: 'ternary' })).toEqual({ name: 'ternary' });
+    expect(mergeOverride({ name: 'affine', bits: 8 } as { name: string }, { name: 'ternary' })).toEqual({
+      name: 'ternary',
+    });
   });
 });

@@ -10,7 +10,16 @@ describe('selectBackend', () => {
     expect(tf.getKernel('Conv2DBackpropFilter', 'wasm')).toBeDefined();
     expect(tf.getKernel('UnsortedSegmentSum', 'wasm')).toBeDefined();
     // The wasm binary really runs: a 2×2 matMul worked out by hand.
-    const product = tf.matMul(tf.tensor2d([[1, 2], [3, 4]]), tf.tensor2d([[5, 6], [7, 8]]));
+    const product = tf.matMul(
+      tf.tensor2d([
+        [1, 2],
+        [3, 4],
+      ]),
+      tf.tensor2d([
+        [5, 6],
+        [7, 8],
+      ]),
+    );
     expect(Array.from(await product.data())).toEqual([19, 22, 43, 50]);
     product.dispose();
   });
@@ -30,7 +39,7 @@ describe('selectBackend', () => {
     expect(backendName()).toBe('wasm');
   });
 
-  it("forcing an unavailable or unknown backend throws an Error naming it and keeps the active one", async () => {
+  it('forcing an unavailable or unknown backend throws an Error naming it and keeps the active one', async () => {
     await expect(selectBackend('tensorflow')).rejects.toThrow(/backend 'tensorflow' cannot load/);
     await expect(selectBackend('webgpu' as BackendPreference)).rejects.toThrow(/unknown tfjs backend 'webgpu'/);
     expect(backendName()).toBe('wasm');

@@ -6,7 +6,13 @@ import { readModel } from '../../src/model/read.js';
 import type { LoadedModel } from '../../src/model/types.js';
 import { writeModel } from '../../src/model/write.js';
 import { createRng } from '../../src/quant/rng.js';
-import { buildGraphModel, buildLayersModel, layersInput, loadStockLayers, saveLayersModel } from '../fixtures/models.js';
+import {
+  buildGraphModel,
+  buildLayersModel,
+  layersInput,
+  loadStockLayers,
+  saveLayersModel,
+} from '../fixtures/models.js';
 
 /**
  * Weights a trained model could hold, away from BatchNorm's identity (γ ≠ 1, β ≠ 0, μ ≠ 0, σ² ≠ 1) so a
@@ -14,7 +20,8 @@ import { buildGraphModel, buildLayersModel, layersInput, loadStockLayers, saveLa
  */
 function seedWeights(model: tf.LayersModel, seed: number): void {
   const rng = createRng(seed);
-  const draw = (low: number, high: number, size: number) => Float32Array.from({ length: size }, () => low + (high - low) * rng.next());
+  const draw = (low: number, high: number, size: number) =>
+    Float32Array.from({ length: size }, () => low + (high - low) * rng.next());
   model.setWeights(
     model.weights.map((w) => {
       const shape = w.shape as number[];
@@ -45,15 +52,21 @@ function layerNames(model: LoadedModel): string[] {
 function seededInput(shape: number[], seed: number): tf.Tensor {
   const rng = createRng(seed);
   const size = shape.reduce((a, b) => a * b, 1);
-  return tf.tensor(Float32Array.from({ length: size }, () => 2 * rng.next() - 1), shape);
+  return tf.tensor(
+    Float32Array.from({ length: size }, () => 2 * rng.next() - 1),
+    shape,
+  );
 }
 
 /** Largest |original − folded| output, both loaded with stock tfjs, in inference mode. */
 async function maxOutputDifference(source: LoadedModel, folded: LoadedModel, input: tf.Tensor): Promise<number> {
   const original = await loadStockLayers(writeModel(source, new Map()));
   const foldedModel = await loadStockLayers(writeModel(folded, new Map()));
-  const difference = tf.tidy(() =>
-    tf.max(tf.abs(tf.sub(original.predict(input) as tf.Tensor, foldedModel.predict(input) as tf.Tensor))).dataSync()[0],
+  const difference = tf.tidy(
+    () =>
+      tf
+        .max(tf.abs(tf.sub(original.predict(input) as tf.Tensor, foldedModel.predict(input) as tf.Tensor)))
+        .dataSync()[0],
   );
   original.dispose();
   foldedModel.dispose();
@@ -68,7 +81,10 @@ describe('foldBatchNorm', () => {
   it('folds BN after Conv2D (no bias), DepthwiseConv2D, SeparableConv2D and Dense in a functional model', async () => {
     const input = tf.input({ shape: [6, 6, 2], name: 'image' });
     const apply = (layer: tf.layers.Layer, x: tf.SymbolicTensor) => layer.apply(x) as tf.SymbolicTensor;
-    let x = apply(tf.layers.conv2d({ filters: 4, kernelSize: 3, padding: 'same', useBias: false, name: 'conv' }), input);
+    let x = apply(
+      tf.layers.conv2d({ filters: 4, kernelSize: 3, padding: 'same', useBias: false, name: 'conv' }),
+      input,
+    );
     x = apply(tf.layers.batchNormalization({ name: 'bn_conv' }), x);
     x = apply(tf.layers.reLU({ name: 'relu' }), x);
     x = apply(tf.layers.depthwiseConv2d({ kernelSize: 3, depthMultiplier: 2, padding: 'same', name: 'depthwise' }), x);
@@ -89,13 +105,30 @@ describe('foldBatchNorm', () => {
     const { model: folded, folded: foldedNames, skipped } = foldBatchNorm(source);
     expect(foldedNames).toEqual(['bn_conv', 'bn_depthwise', 'bn_separable', 'bn_dense']);
     expect(skipped).toEqual([
-      { layer: 'bn_after_relu', reason: 'conv_relu has activation relu: a BatchNorm after a non-linearity cannot be folded' },
+      {
+        layer: 'bn_after_relu',
+        reason: 'conv_relu has activation relu: a BatchNorm after a non-linearity cannot be folded',
+      },
     ]);
-    expect(layerNames(folded)).toEqual(['image', 'conv', 'relu', 'depthwise', 'separable', 'conv_relu', 'bn_after_relu', 'flatten', 'dense']);
+    expect(layerNames(folded)).toEqual([
+      'image',
+      'conv',
+      'relu',
+      'depthwise',
+      'separable',
+      'conv_relu',
+      'bn_after_relu',
+      'flatten',
+      'dense',
+    ]);
     const conv = topologyLayers(folded).find((layer) => layer.name === 'conv')!;
     expect((conv.config as { use_bias: boolean }).use_bias).toBe(true);
-    expect(topologyLayers(folded).find((layer) => layer.name === 'relu')!.inbound_nodes).toEqual([[['conv', 0, 0, {}]]]);
-    expect((folded.modelJson.modelTopology as { config: { output_layers: unknown } }).config.output_layers).toEqual([['dense', 0, 0]]);
+    expect(topologyLayers(folded).find((layer) => layer.name === 'relu')!.inbound_nodes).toEqual([
+      [['conv', 0, 0, {}]],
+    ]);
+    expect((folded.modelJson.modelTopology as { config: { output_layers: unknown } }).config.output_layers).toEqual([
+      ['dense', 0, 0],
+    ]);
     const names = folded.weights.map((w) => w.name);
     expect(names.slice(0, 2)).toEqual(['conv/kernel', 'conv/bias']);
     expect(names.filter((name) => /^bn_(conv|depthwise|separable|dense)\//.test(name))).toEqual([]);
@@ -130,7 +163,9 @@ describe('foldBatchNorm', () => {
 
     // head: W'[i, c] = W[i, c]·γ_c/√(σ²_c + ε), b'_c = (0 − μ_c)·γ_c/√(σ²_c + ε) + β_c, ε = 0.001.
     const value = (m: LoadedModel, name: string) => m.weights.find((w) => w.name === name)!.values as Float32Array;
-    const [gamma, beta, mean, variance] = ['gamma', 'beta', 'moving_mean', 'moving_variance'].map((n) => value(source, `bn3/${n}`)[1]);
+    const [gamma, beta, mean, variance] = ['gamma', 'beta', 'moving_mean', 'moving_variance'].map(
+      (n) => value(source, `bn3/${n}`)[1],
+    );
     const factor = gamma / Math.sqrt(variance + 0.001);
     expect(value(folded, 'head/kernel')[4 + 1]).toBeCloseTo(value(source, 'head/kernel')[4 + 1] * factor, 6);
     expect(value(folded, 'head/bias')[1]).toBeCloseTo(-mean * factor + beta, 6);

@@ -72,7 +72,10 @@ describe('readModel on the fixtures', () => {
     expect((model.modelJson.modelTopology as { class_name: string }).class_name).toBe('Model');
 
     const stock = await loadStockLayers(files);
-    const stockWeights = stock.weights.map((w) => ({ name: w.originalName, values: w.read().dataSync() as Float32Array }));
+    const stockWeights = stock.weights.map((w) => ({
+      name: w.originalName,
+      values: w.read().dataSync() as Float32Array,
+    }));
     expect(model.weights.map((w) => w.name).sort()).toEqual(stockWeights.map((w) => w.name).sort());
     for (const { name, values } of stockWeights) {
       const weight = model.weights.find((w) => w.name === name)!;
@@ -120,7 +123,8 @@ describe('quantized manifests', () => {
     const reference = tf.io.decodeWeights(data.slice().buffer, specs);
     for (const weight of model.weights) {
       const expected = reference[weight.name].dataSync();
-      if (weight.dtype === 'float32') expect(bits(weight.values as Float32Array)).toEqual(bits(expected as Float32Array));
+      if (weight.dtype === 'float32')
+        expect(bits(weight.values as Float32Array)).toEqual(bits(expected as Float32Array));
       else expect(Array.from(weight.values)).toEqual(Array.from(expected));
     }
     Object.values(reference).forEach((t) => t.dispose());
@@ -189,7 +193,14 @@ describe('validation errors name what is wrong', () => {
 
   it('missing-file for model.json and for a shard', () => {
     expect(catchModelError(() => readModel(new Map())).file).toBe('model.json');
-    const files = craft([{ paths: ['./group1-shard1of2.bin', './group1-shard2of2.bin'], weights: [kernel], data: new Uint8Array(48), cuts: [24] }]);
+    const files = craft([
+      {
+        paths: ['./group1-shard1of2.bin', './group1-shard2of2.bin'],
+        weights: [kernel],
+        data: new Uint8Array(48),
+        cuts: [24],
+      },
+    ]);
     files.delete('group1-shard2of2.bin');
     const err = catchModelError(() => readModel(files));
     expect(err.code).toBe('missing-file');
@@ -224,7 +235,9 @@ describe('validation errors name what is wrong', () => {
 
     // A quantized entry is sized by its storage dtype: [3,4] uint8 is 12 bytes, not 48.
     const quantized = { ...kernel, quantization: { dtype: 'uint8', min: 0, scale: 1 } };
-    expect(readModel(craft([{ paths: ['w.bin'], weights: [quantized], data: new Uint8Array(12) }])).weights).toHaveLength(1);
+    expect(
+      readModel(craft([{ paths: ['w.bin'], weights: [quantized], data: new Uint8Array(12) }])).weights,
+    ).toHaveLength(1);
   });
 
   it('non-finite: NaN and Infinity name the weight and the first index', () => {
@@ -244,11 +257,15 @@ describe('validation errors name what is wrong', () => {
 
   it('unknown-dtype: weight dtype and quantization dtype', () => {
     const str = { name: 'vocab', shape: [2], dtype: 'string' };
-    const err = catchModelError(() => readModel(craft([{ paths: ['w.bin'], weights: [str], data: new Uint8Array(8) }])));
+    const err = catchModelError(() =>
+      readModel(craft([{ paths: ['w.bin'], weights: [str], data: new Uint8Array(8) }])),
+    );
     expect(err.code).toBe('unknown-dtype');
     expect(err.weight).toBe('vocab');
     const int8 = { ...kernel, quantization: { dtype: 'int8', min: 0, scale: 1 } };
-    const q = catchModelError(() => readModel(craft([{ paths: ['w.bin'], weights: [int8], data: new Uint8Array(12) }])));
+    const q = catchModelError(() =>
+      readModel(craft([{ paths: ['w.bin'], weights: [int8], data: new Uint8Array(12) }])),
+    );
     expect(q.code).toBe('unknown-dtype');
     expect(q.weight).toBe('dense_1/kernel');
   });
@@ -322,7 +339,11 @@ describe('reading a directory', () => {
       ['link.bin', outside],
     ] as const) {
       const modelDir = await mkdtemp(path.join(dir, 'escape-'));
-      const json = { format: 'graph-model', modelTopology: { node: [] }, weightsManifest: [{ paths: [shard], weights: [{ name: 'w', shape: [12], dtype: 'float32' }] }] };
+      const json = {
+        format: 'graph-model',
+        modelTopology: { node: [] },
+        weightsManifest: [{ paths: [shard], weights: [{ name: 'w', shape: [12], dtype: 'float32' }] }],
+      };
       await writeFile(path.join(modelDir, 'model.json'), JSON.stringify(json));
       if (link) await symlink(link, path.join(modelDir, shard));
       const err = await readFileSetFromDir(modelDir).then(
@@ -337,7 +358,11 @@ describe('reading a directory', () => {
 
   it('missing-file for a shard that is not on disk', async () => {
     const modelDir = await mkdtemp(path.join(dir, 'missing-'));
-    const json = { format: 'graph-model', modelTopology: { node: [] }, weightsManifest: [{ paths: ['gone.bin'], weights: [] }] };
+    const json = {
+      format: 'graph-model',
+      modelTopology: { node: [] },
+      weightsManifest: [{ paths: ['gone.bin'], weights: [] }],
+    };
     await writeFile(path.join(modelDir, 'model.json'), JSON.stringify(json));
     await expect(readModelDir(modelDir)).rejects.toMatchObject({ code: 'missing-file', file: 'gone.bin' });
   });

@@ -3,7 +3,13 @@ import { beforeAll, describe, expect, it } from 'vitest';
 import { readModel } from '../../src/model/read.js';
 import { quantizableWeights } from '../../src/model/select.js';
 import type { LoadedModel, Weight } from '../../src/model/types.js';
-import { buildGraphModel, buildLayersModel, GRAPH_QUANTIZABLE, LAYERS_QUANTIZABLE, saveLayersModel } from '../fixtures/models.js';
+import {
+  buildGraphModel,
+  buildLayersModel,
+  GRAPH_QUANTIZABLE,
+  LAYERS_QUANTIZABLE,
+  saveLayersModel,
+} from '../fixtures/models.js';
 
 beforeAll(async () => {
   await tf.setBackend('cpu');
@@ -11,7 +17,8 @@ beforeAll(async () => {
 
 const weight = (name: string, shape: number[], dtype: Weight['dtype'] = 'float32'): Weight => {
   const size = shape.reduce((a, b) => a * b, 1);
-  const values = dtype === 'float32' ? new Float32Array(size) : dtype === 'int32' ? new Int32Array(size) : new Uint8Array(size);
+  const values =
+    dtype === 'float32' ? new Float32Array(size) : dtype === 'int32' ? new Int32Array(size) : new Uint8Array(size);
   return { name, shape, dtype, values };
 };
 
@@ -27,7 +34,10 @@ function createZooModel(): tf.LayersModel {
   });
   const input = tf.input({ shape: [5, 4], name: 'sequence' });
   const chain: tf.layers.Layer[] = [
-    tf.layers.bidirectional({ layer: tf.layers.lstm({ units: 2, returnSequences: true, name: 'lstm_a' }) as tf.RNN, name: 'bi' }),
+    tf.layers.bidirectional({
+      layer: tf.layers.lstm({ units: 2, returnSequences: true, name: 'lstm_a' }) as tf.RNN,
+      name: 'bi',
+    }),
     tf.layers.rnn({ cell: tf.layers.gruCell({ units: 3 }), returnSequences: true, name: 'cells' }),
     tf.layers.gru({ units: 3, returnSequences: true, name: 'gru' }),
     tf.layers.simpleRNN({ units: 3, returnSequences: true, name: 'simple' }),

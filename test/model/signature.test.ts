@@ -30,13 +30,21 @@ describe('modelInputs / modelOutputs: layers models', () => {
   });
 
   it('names a Sequential input after its first layer and reads nested Sequentials and int inputs', async () => {
-    const plain = tf.sequential({ layers: [tf.layers.dense({ inputShape: [4], units: 3, name: 'first' }), tf.layers.dense({ units: 2, name: 'last' })] });
+    const plain = tf.sequential({
+      layers: [
+        tf.layers.dense({ inputShape: [4], units: 3, name: 'first' }),
+        tf.layers.dense({ units: 2, name: 'last' }),
+      ],
+    });
     const plainJson = modelJsonOf(await saveLayersModel(plain));
     expect(modelInputs(plainJson)).toEqual([{ name: 'first_input', shape: [null, 4], dtype: 'float32' }]);
     expect(modelOutputs(plainJson)).toEqual([{ name: 'last', shape: [null, 2], dtype: 'float32' }]);
     plain.dispose();
 
-    const inner = tf.sequential({ layers: [tf.layers.dense({ inputShape: [5], units: 3, name: 'inner_dense' })], name: 'inner' });
+    const inner = tf.sequential({
+      layers: [tf.layers.dense({ inputShape: [5], units: 3, name: 'inner_dense' })],
+      name: 'inner',
+    });
     const nestedFirst = tf.sequential({ layers: [inner, tf.layers.dense({ units: 7, name: 'out' })] });
     const nestedJson = modelJsonOf(await saveLayersModel(nestedFirst));
     expect(modelInputs(nestedJson)).toEqual([{ name: 'inner_dense_input', shape: [null, 5], dtype: 'float32' }]);
@@ -62,7 +70,12 @@ describe('modelInputs / modelOutputs: layers models', () => {
       tf.sequential({
         layers: [
           tf.layers.conv2d({ inputShape: [29, 31, 1], filters: 4, kernelSize: 3, strides: 2, padding: 'valid' }),
-          tf.layers.zeroPadding2d({ padding: [[1, 2], [0, 1]] }),
+          tf.layers.zeroPadding2d({
+            padding: [
+              [1, 2],
+              [0, 1],
+            ],
+          }),
           tf.layers.maxPooling2d({ poolSize: 2 }),
           tf.layers.depthwiseConv2d({ kernelSize: 3, depthMultiplier: 2, padding: 'same' }),
           tf.layers.separableConv2d({ filters: 5, kernelSize: 2, dilationRate: 1 }),
@@ -81,9 +94,13 @@ describe('modelInputs / modelOutputs: layers models', () => {
   it('infers the shapes tfjs computes for a functional model with merges, recurrent and wrapper layers', async () => {
     const sequence = tf.input({ shape: [8, 3], name: 'sequence' });
     const a = tf.layers.conv1d({ filters: 4, kernelSize: 3, padding: 'same' }).apply(sequence) as tf.SymbolicTensor;
-    const b = tf.layers.bidirectional({ layer: tf.layers.lstm({ units: 2, returnSequences: true }) as tf.RNN }).apply(sequence) as tf.SymbolicTensor;
+    const b = tf.layers
+      .bidirectional({ layer: tf.layers.lstm({ units: 2, returnSequences: true }) as tf.RNN })
+      .apply(sequence) as tf.SymbolicTensor;
     const joined = tf.layers.concatenate().apply([a, b]) as tf.SymbolicTensor;
-    const perStep = tf.layers.timeDistributed({ layer: tf.layers.dense({ units: 5 }) }).apply(joined) as tf.SymbolicTensor;
+    const perStep = tf.layers
+      .timeDistributed({ layer: tf.layers.dense({ units: 5 }) })
+      .apply(joined) as tf.SymbolicTensor;
     const summed = tf.layers.add().apply([perStep, perStep]) as tf.SymbolicTensor;
     const pooled = tf.layers.maxPooling1d({ poolSize: 2 }).apply(summed) as tf.SymbolicTensor;
     const permuted = tf.layers.permute({ dims: [2, 1] }).apply(pooled) as tf.SymbolicTensor;
@@ -98,7 +115,11 @@ describe('modelInputs / modelOutputs: layers models', () => {
     const reshape = {
       modelTopology: {
         class_name: 'Sequential',
-        config: { layers: [{ class_name: 'Reshape', config: { name: 'r', target_shape: [-1, 2], batch_input_shape: [null, 3, 4] } }] },
+        config: {
+          layers: [
+            { class_name: 'Reshape', config: { name: 'r', target_shape: [-1, 2], batch_input_shape: [null, 3, 4] } },
+          ],
+        },
       },
     };
     expect(modelOutputs(reshape)[0].shape).toEqual([null, 6, 2]);
@@ -139,12 +160,32 @@ describe('checkDatasetFitsModel', () => {
   const logits: TensorSignature[] = [{ name: 'logits', shape: [null, 10], dtype: 'float32' }];
 
   it('accepts matching shapes, class ids, one-hot rows and free dimensions', () => {
-    expect(checkDatasetFitsModel({ x: { sampleShape: [28, 28, 1] }, y: { sampleShape: [] } }, image, logits)).toBeNull();
-    expect(checkDatasetFitsModel({ x: { sampleShape: [28, 28, 1] }, y: { sampleShape: [1], labels: 'index' } }, image, logits)).toBeNull();
-    expect(checkDatasetFitsModel({ x: { sampleShape: [28, 28, 1] }, y: { sampleShape: [10], labels: 'onehot' } }, image, logits)).toBeNull();
+    expect(
+      checkDatasetFitsModel({ x: { sampleShape: [28, 28, 1] }, y: { sampleShape: [] } }, image, logits),
+    ).toBeNull();
+    expect(
+      checkDatasetFitsModel(
+        { x: { sampleShape: [28, 28, 1] }, y: { sampleShape: [1], labels: 'index' } },
+        image,
+        logits,
+      ),
+    ).toBeNull();
+    expect(
+      checkDatasetFitsModel(
+        { x: { sampleShape: [28, 28, 1] }, y: { sampleShape: [10], labels: 'onehot' } },
+        image,
+        logits,
+      ),
+    ).toBeNull();
     const anyLength: TensorSignature[] = [{ name: 'tokens', shape: [null, null], dtype: 'int32' }];
     const regression: TensorSignature[] = [{ name: 'value', shape: [null, 1], dtype: 'float32' }];
-    expect(checkDatasetFitsModel({ x: { sampleShape: [40] }, y: { sampleShape: [], labels: 'values' } }, anyLength, regression)).toBeNull();
+    expect(
+      checkDatasetFitsModel(
+        { x: { sampleShape: [40] }, y: { sampleShape: [], labels: 'values' } },
+        anyLength,
+        regression,
+      ),
+    ).toBeNull();
     expect(checkDatasetFitsModel({ x: { sampleShape: [28, 28, 1] } }, image, [])).toBeNull();
   });
 
@@ -152,15 +193,27 @@ describe('checkDatasetFitsModel', () => {
     expect(checkDatasetFitsModel({ x: { sampleShape: [28, 28] } }, image, logits)).toBe(
       "dataset x samples are [28,28] but input 'img' expects [28,28,1]",
     );
-    expect(checkDatasetFitsModel({ x: { sampleShape: [5] } }, [{ name: 't', shape: [null, null, 3], dtype: 'float32' }], logits)).toBe(
-      "dataset x samples are [5] but input 't' expects [?,3]",
-    );
-    expect(checkDatasetFitsModel({ x: { sampleShape: [28, 28, 1] }, y: { sampleShape: [4], labels: 'onehot' } }, image, logits)).toBe(
-      "dataset y samples are [4] but output 'logits' gives [10]",
-    );
-    expect(checkDatasetFitsModel({ x: { sampleShape: [28, 28, 1] }, y: { sampleShape: [], labels: 'values' } }, image, logits)).toBe(
-      "dataset y samples are [] but output 'logits' gives [10]",
-    );
+    expect(
+      checkDatasetFitsModel(
+        { x: { sampleShape: [5] } },
+        [{ name: 't', shape: [null, null, 3], dtype: 'float32' }],
+        logits,
+      ),
+    ).toBe("dataset x samples are [5] but input 't' expects [?,3]");
+    expect(
+      checkDatasetFitsModel(
+        { x: { sampleShape: [28, 28, 1] }, y: { sampleShape: [4], labels: 'onehot' } },
+        image,
+        logits,
+      ),
+    ).toBe("dataset y samples are [4] but output 'logits' gives [10]");
+    expect(
+      checkDatasetFitsModel(
+        { x: { sampleShape: [28, 28, 1] }, y: { sampleShape: [], labels: 'values' } },
+        image,
+        logits,
+      ),
+    ).toBe("dataset y samples are [] but output 'logits' gives [10]");
     const sequenceOut: TensorSignature[] = [{ name: 'seq', shape: [null, 12, 8], dtype: 'float32' }];
     expect(checkDatasetFitsModel({ x: { sampleShape: [28, 28, 1] }, y: { sampleShape: [] } }, image, sequenceOut)).toBe(
       "dataset y holds one class id per sample but output 'seq' gives [12,8] per sample, not [classes]",
@@ -169,8 +222,8 @@ describe('checkDatasetFitsModel', () => {
     expect(checkDatasetFitsModel({ x: { sampleShape: [28, 28, 1] } }, twoInputs, logits)).toBe(
       "the model has 2 inputs ('img', 'meta'); a dataset feeds exactly one",
     );
-    expect(checkDatasetFitsModel({ x: { sampleShape: [28, 28, 1] }, y: { sampleShape: [] } }, image, [...logits, ...logits])).toBe(
-      'the model has 2 outputs; labels (y) fit single-output models only',
-    );
+    expect(
+      checkDatasetFitsModel({ x: { sampleShape: [28, 28, 1] }, y: { sampleShape: [] } }, image, [...logits, ...logits]),
+    ).toBe('the model has 2 outputs; labels (y) fit single-output models only');
   });
 });

@@ -24,13 +24,19 @@ describe('TrainableGraph', () => {
     const original = tf.tidy(() => (model.predict(x) as tf.Tensor).arraySync() as number[][]);
 
     const trainable = new TrainableGraph(model, readModel(files).modelJson);
-    expect(trainable.weights.map((w) => w.originalName).sort()).toEqual(
-      ['conv/bias', 'conv/kernel', 'dense/bias', 'dense/kernel', 'logits/bias', 'logits/kernel'],
-    );
+    expect(trainable.weights.map((w) => w.originalName).sort()).toEqual([
+      'conv/bias',
+      'conv/kernel',
+      'dense/bias',
+      'dense/kernel',
+      'logits/bias',
+      'logits/kernel',
+    ]);
     expect(trainable.outputIsSoftmax).toBe(false);
     const variables = trainable.trainableWeights.map((w) => w.read() as tf.Variable);
     const { value, grads } = tf.variableGrads(() => tf.mean(tf.square(trainable.apply(x))) as tf.Scalar, variables);
-    for (const variable of variables) expect(tf.tidy(() => tf.norm(grads[variable.name]).dataSync()[0])).toBeGreaterThan(0);
+    for (const variable of variables)
+      expect(tf.tidy(() => tf.norm(grads[variable.name]).dataSync()[0])).toBeGreaterThan(0);
     tf.dispose([value, ...Object.values(grads)]);
 
     const bias = trainable.weights.find((w) => w.originalName === 'logits/bias')!.read() as tf.Variable;
@@ -38,7 +44,9 @@ describe('TrainableGraph', () => {
     bias.assign(shifted);
     shifted.dispose();
     const moved = trainable.apply(x);
-    (moved.arraySync() as number[][]).forEach((row, i) => row.forEach((v, j) => expect(v).toBeCloseTo(original[i][j] + 1, 4)));
+    (moved.arraySync() as number[][]).forEach((row, i) =>
+      row.forEach((v, j) => expect(v).toBeCloseTo(original[i][j] + 1, 4)),
+    );
     moved.dispose();
 
     trainable.dispose();
@@ -62,13 +70,25 @@ describe('TrainableGraph', () => {
         name: 'conv/bn',
         op: 'FusedBatchNormV3',
         input: ['conv/BiasAdd', ...names],
-        attr: { T: { type: 'DT_FLOAT' }, U: { type: 'DT_FLOAT' }, epsilon: { f: 0.001 }, is_training: { b: false }, data_format: { s: Buffer.from('NHWC').toString('base64') } },
+        attr: {
+          T: { type: 'DT_FLOAT' },
+          U: { type: 'DT_FLOAT' },
+          epsilon: { f: 0.001 },
+          is_training: { b: false },
+          data_format: { s: Buffer.from('NHWC').toString('base64') },
+        },
       },
     );
     json.modelTopology.node.find((node: { name: string }) => node.name === 'conv/Relu').input = ['conv/bn'];
-    json.weightsManifest.push({ paths: ['bn.bin'], weights: names.map((name) => ({ name, shape: [4], dtype: 'float32' })) });
+    json.weightsManifest.push({
+      paths: ['bn.bin'],
+      weights: names.map((name) => ({ name, shape: [4], dtype: 'float32' })),
+    });
     files.set('model.json', new TextEncoder().encode(JSON.stringify(json)));
-    files.set('bn.bin', new Uint8Array(Float32Array.from([1, 1, 1, 1, 0, 0, 0, 0, 0.1, 0.1, 0.1, 0.1, 2, 2, 2, 2]).buffer));
+    files.set(
+      'bn.bin',
+      new Uint8Array(Float32Array.from([1, 1, 1, 1, 0, 0, 0, 0, 0.1, 0.1, 0.1, 0.1, 2, 2, 2, 2]).buffer),
+    );
     const model = (await loadRunnable(files)) as tf.GraphModel;
     const trainable = new TrainableGraph(model, JSON.parse(new TextDecoder().decode(files.get('model.json'))));
     const trained = trainable.weights.map((w) => w.originalName);

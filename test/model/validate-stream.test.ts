@@ -60,7 +60,13 @@ async function sameFailure(files: FileSet): Promise<ModelError> {
     (error: unknown) => error as ModelError,
   );
   expect(actual).toBeInstanceOf(ModelError);
-  expect({ code: actual.code, message: actual.message, weight: actual.weight, file: actual.file, layer: actual.layer }).toEqual({
+  expect({
+    code: actual.code,
+    message: actual.message,
+    weight: actual.weight,
+    file: actual.file,
+    layer: actual.layer,
+  }).toEqual({
     code: expected.code,
     message: expected.message,
     weight: expected.weight,
@@ -72,7 +78,14 @@ async function sameFailure(files: FileSet): Promise<ModelError> {
 
 function graph(groups: { paths: string[]; weights: unknown[]; shards: Uint8Array[] }[]): FileSet {
   const files: FileSet = new Map([
-    ['model.json', encode({ format: 'graph-model', modelTopology: { node: [] }, weightsManifest: groups.map(({ paths, weights }) => ({ paths, weights })) })],
+    [
+      'model.json',
+      encode({
+        format: 'graph-model',
+        modelTopology: { node: [] },
+        weightsManifest: groups.map(({ paths, weights }) => ({ paths, weights })),
+      }),
+    ],
   ]);
   // Fewer shards than paths leaves the last paths missing.
   for (const group of groups) group.shards.forEach((shard, i) => files.set(group.paths[i], shard));
@@ -115,7 +128,13 @@ describe('validateModelFiles', () => {
   it('decodes quantized entries per chunk: float16 -Infinity, uint8 overflow to Infinity; int32 is not scanned', async () => {
     const halves = new Uint16Array([0x3c00, 0x3c00, 0x3c00, 0x3c00, 0x3c00, 0xfc00]);
     const half = await sameFailure(
-      graph([{ paths: ['h.bin'], weights: [{ name: 'h', shape: [6], dtype: 'float32', quantization: { dtype: 'float16' } }], shards: [bytes(halves)] }]),
+      graph([
+        {
+          paths: ['h.bin'],
+          weights: [{ name: 'h', shape: [6], dtype: 'float32', quantization: { dtype: 'float16' } }],
+          shards: [bytes(halves)],
+        },
+      ]),
     );
     expect(half.message).toBe('weight h: value -Infinity at index 5');
 
@@ -127,7 +146,9 @@ describe('validateModelFiles', () => {
 
     const ints = Int32Array.from([0x7fc00000, 1, 2]); // NaN's bit pattern, but an int32 weight
     const summary = await validateModelFiles(
-      await toDisk(graph([{ paths: ['i.bin'], weights: [{ name: 'i', shape: [3], dtype: 'int32' }], shards: [bytes(ints)] }])),
+      await toDisk(
+        graph([{ paths: ['i.bin'], weights: [{ name: 'i', shape: [3], dtype: 'int32' }], shards: [bytes(ints)] }]),
+      ),
       8,
     );
     expect(summary.weights).toEqual([{ name: 'i', shape: [3], dtype: 'int32' }]);
@@ -154,7 +175,12 @@ describe('validateModelFiles', () => {
       ['missing-file', graph([{ paths: ['../w.bin'], weights: [kernel], shards: [new Uint8Array(48)] }])],
       ['byte-length', graph([{ paths: ['w.bin'], weights: [kernel], shards: [new Uint8Array(40)] }])],
       ['byte-length', graph([{ paths: ['w.bin'], weights: [kernel], shards: [new Uint8Array(52)] }])],
-      ['unknown-dtype', graph([{ paths: ['w.bin'], weights: [{ name: 's', shape: [2], dtype: 'string' }], shards: [new Uint8Array(8)] }])],
+      [
+        'unknown-dtype',
+        graph([
+          { paths: ['w.bin'], weights: [{ name: 's', shape: [2], dtype: 'string' }], shards: [new Uint8Array(8)] },
+        ]),
+      ],
       [
         'duplicate-weight',
         graph([
@@ -168,7 +194,8 @@ describe('validateModelFiles', () => {
 
     const layers = await buildLayersModel();
     const json = JSON.parse(new TextDecoder().decode(layers.get('model.json')));
-    json.modelTopology.config.layers.find((l: { config: { name: string } }) => l.config.name === 'dense').class_name = 'TFOpLambda';
+    json.modelTopology.config.layers.find((l: { config: { name: string } }) => l.config.name === 'dense').class_name =
+      'TFOpLambda';
     layers.set('model.json', encode(json));
     expect((await sameFailure(layers)).layer).toBe('dense');
   });

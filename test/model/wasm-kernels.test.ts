@@ -63,9 +63,12 @@ function convGrads(
 }
 
 beforeAll(async () => {
-  expect(registerWasmGradientKernels().sort()).toEqual(
-    ['Conv2DBackpropFilter', 'DepthwiseConv2dNativeBackpropFilter', 'DepthwiseConv2dNativeBackpropInput', 'UnsortedSegmentSum'],
-  );
+  expect(registerWasmGradientKernels().sort()).toEqual([
+    'Conv2DBackpropFilter',
+    'DepthwiseConv2dNativeBackpropFilter',
+    'DepthwiseConv2dNativeBackpropInput',
+    'UnsortedSegmentSum',
+  ]);
   expect(registerWasmGradientKernels()).toEqual([]);
   expect(await tf.setBackend('wasm')).toBe(true);
 });
@@ -94,21 +97,31 @@ describe('Conv2DBackpropFilter on wasm matches cpu', () => {
     const dy = randomValues(2 * 4 * 4 * 4, 5);
     const dyExplicit = randomValues(2 * 4 * 3 * 4, 5);
     await expectSameOnBackends(() => [
-      tf.engine().runKernel(
-        'Conv2DBackpropFilter',
-        { x: tf.tensor4d(x, [2, 6, 7, 3]), dy: tf.tensor4d(dyExplicit, [2, 4, 3, 4]) },
-        {
-          strides: [2, 2],
-          pad: [[0, 0], [1, 2], [0, 1], [0, 0]],
-          dataFormat: 'NHWC',
-          filterShape: [3, 3, 3, 4],
-        } as unknown as tf.NamedAttrMap,
-      ) as tf.Tensor,
-      tf.engine().runKernel(
-        'Conv2DBackpropFilter',
-        { x: tf.tensor4d(x, [2, 3, 6, 7]), dy: tf.tensor4d(dy, [2, 4, 4, 4]) },
-        { strides: 1, pad: 'valid', dataFormat: 'NCHW', filterShape: [3, 4, 3, 4] } as unknown as tf.NamedAttrMap,
-      ) as tf.Tensor,
+      tf
+        .engine()
+        .runKernel(
+          'Conv2DBackpropFilter',
+          { x: tf.tensor4d(x, [2, 6, 7, 3]), dy: tf.tensor4d(dyExplicit, [2, 4, 3, 4]) },
+          {
+            strides: [2, 2],
+            pad: [
+              [0, 0],
+              [1, 2],
+              [0, 1],
+              [0, 0],
+            ],
+            dataFormat: 'NHWC',
+            filterShape: [3, 3, 3, 4],
+          } as unknown as tf.NamedAttrMap,
+        ) as tf.Tensor,
+      tf
+        .engine()
+        .runKernel('Conv2DBackpropFilter', { x: tf.tensor4d(x, [2, 3, 6, 7]), dy: tf.tensor4d(dy, [2, 4, 4, 4]) }, {
+          strides: 1,
+          pad: 'valid',
+          dataFormat: 'NCHW',
+          filterShape: [3, 4, 3, 4],
+        } as unknown as tf.NamedAttrMap) as tf.Tensor,
     ]);
   });
 });
@@ -137,32 +150,46 @@ describe('DepthwiseConv2dNative gradients on wasm match cpu', () => {
     const dy = randomValues(2 * 9 * 8 * 4, 8);
     const dilatedAttrs = { strides: 1, pad: 'same', dilations: 2 };
     const wasm = await on('wasm', () => [
-      tf.engine().runKernel(
-        'DepthwiseConv2dNativeBackpropInput',
-        { dy: tf.tensor4d(dy, [2, 9, 8, 4]), filter: tf.tensor4d(filter, [3, 3, 2, 2]) },
-        { ...dilatedAttrs, inputShape: [2, 9, 8, 2] } as unknown as tf.NamedAttrMap,
-      ) as tf.Tensor,
-      tf.engine().runKernel(
-        'DepthwiseConv2dNativeBackpropFilter',
-        { x: tf.tensor4d(x, [2, 9, 8, 2]), dy: tf.tensor4d(dy, [2, 9, 8, 4]) },
-        { ...dilatedAttrs, filterShape: [3, 3, 2, 2] } as unknown as tf.NamedAttrMap,
-      ) as tf.Tensor,
+      tf
+        .engine()
+        .runKernel(
+          'DepthwiseConv2dNativeBackpropInput',
+          { dy: tf.tensor4d(dy, [2, 9, 8, 4]), filter: tf.tensor4d(filter, [3, 3, 2, 2]) },
+          { ...dilatedAttrs, inputShape: [2, 9, 8, 2] } as unknown as tf.NamedAttrMap,
+        ) as tf.Tensor,
+      tf
+        .engine()
+        .runKernel(
+          'DepthwiseConv2dNativeBackpropFilter',
+          { x: tf.tensor4d(x, [2, 9, 8, 2]), dy: tf.tensor4d(dy, [2, 9, 8, 4]) },
+          { ...dilatedAttrs, filterShape: [3, 3, 2, 2] } as unknown as tf.NamedAttrMap,
+        ) as tf.Tensor,
     ]);
     const cpu = await on('cpu', () => {
       const taps = tf.reshape(tf.tensor4d(filter, [3, 3, 2, 2]), [3, 1, 3, 1, 2, 2]);
-      const gaps = tf.pad(taps, [[0, 0], [0, 1], [0, 0], [0, 1], [0, 0], [0, 0]]);
+      const gaps = tf.pad(taps, [
+        [0, 0],
+        [0, 1],
+        [0, 0],
+        [0, 1],
+        [0, 0],
+        [0, 0],
+      ]);
       const spread = tf.slice(tf.reshape(gaps, [6, 6, 2, 2]), [0, 0, 0, 0], [5, 5, 2, 2]);
       const undilatedAttrs = { strides: 1, pad: 'same', dilations: 1 };
-      const dx = tf.engine().runKernel(
-        'DepthwiseConv2dNativeBackpropInput',
-        { dy: tf.tensor4d(dy, [2, 9, 8, 4]), filter: spread },
-        { ...undilatedAttrs, inputShape: [2, 9, 8, 2] } as unknown as tf.NamedAttrMap,
-      ) as tf.Tensor;
-      const dSpread = tf.engine().runKernel(
-        'DepthwiseConv2dNativeBackpropFilter',
-        { x: tf.tensor4d(x, [2, 9, 8, 2]), dy: tf.tensor4d(dy, [2, 9, 8, 4]) },
-        { ...undilatedAttrs, filterShape: [5, 5, 2, 2] } as unknown as tf.NamedAttrMap,
-      ) as tf.Tensor;
+      const dx = tf
+        .engine()
+        .runKernel('DepthwiseConv2dNativeBackpropInput', { dy: tf.tensor4d(dy, [2, 9, 8, 4]), filter: spread }, {
+          ...undilatedAttrs,
+          inputShape: [2, 9, 8, 2],
+        } as unknown as tf.NamedAttrMap) as tf.Tensor;
+      const dSpread = tf
+        .engine()
+        .runKernel(
+          'DepthwiseConv2dNativeBackpropFilter',
+          { x: tf.tensor4d(x, [2, 9, 8, 2]), dy: tf.tensor4d(dy, [2, 9, 8, 4]) },
+          { ...undilatedAttrs, filterShape: [5, 5, 2, 2] } as unknown as tf.NamedAttrMap,
+        ) as tf.Tensor;
       return [dx, tf.stridedSlice(dSpread, [0, 0, 0, 0], [5, 5, 2, 2], [2, 2, 1, 1])];
     });
     for (let i = 0; i < 2; i++) {
@@ -188,7 +215,14 @@ describe('UnsortedSegmentSum on wasm matches cpu', () => {
   it('gives the gather (embedding) gradient, ids of rank 2', async () => {
     await expectSameOnBackends(() => {
       const table = tf.tensor2d(randomValues(10 * 4, 10), [10, 4]);
-      const ids = tf.tensor2d([[1, 2, 1], [9, 1, 0]], [2, 3], 'int32');
+      const ids = tf.tensor2d(
+        [
+          [1, 2, 1],
+          [9, 1, 0],
+        ],
+        [2, 3],
+        'int32',
+      );
       const weights = tf.tensor3d(randomValues(2 * 3 * 4, 11), [2, 3, 4]);
       return [tf.grad((t: tf.Tensor) => tf.sum(tf.mul(tf.gather(t, ids), weights)))(table)];
     });
@@ -199,12 +233,29 @@ describe('training on wasm with the registered kernels', () => {
   function visionModel(): tf.Sequential {
     const init = (seed: number) => tf.initializers.glorotUniform({ seed });
     const model = tf.sequential();
-    model.add(tf.layers.conv2d({ inputShape: [8, 8, 2], filters: 4, kernelSize: 3, strides: 2, padding: 'same', kernelInitializer: init(1) }));
-    model.add(tf.layers.depthwiseConv2d({ kernelSize: 3, depthMultiplier: 2, padding: 'valid', depthwiseInitializer: init(2) }));
+    model.add(
+      tf.layers.conv2d({
+        inputShape: [8, 8, 2],
+        filters: 4,
+        kernelSize: 3,
+        strides: 2,
+        padding: 'same',
+        kernelInitializer: init(1),
+      }),
+    );
+    model.add(
+      tf.layers.depthwiseConv2d({ kernelSize: 3, depthMultiplier: 2, padding: 'valid', depthwiseInitializer: init(2) }),
+    );
     model.add(tf.layers.batchNormalization());
     model.add(tf.layers.reLU());
     model.add(
-      tf.layers.separableConv2d({ filters: 3, kernelSize: 2, padding: 'same', depthwiseInitializer: init(3), pointwiseInitializer: init(4) }),
+      tf.layers.separableConv2d({
+        filters: 3,
+        kernelSize: 2,
+        padding: 'same',
+        depthwiseInitializer: init(3),
+        pointwiseInitializer: init(4),
+      }),
     );
     model.add(tf.layers.globalAveragePooling2d({}));
     model.add(tf.layers.dense({ units: 2, activation: 'softmax', kernelInitializer: init(5) }));
@@ -213,21 +264,51 @@ describe('training on wasm with the registered kernels', () => {
 
   function embeddingModel(): tf.Sequential {
     const model = tf.sequential();
-    model.add(tf.layers.embedding({ inputDim: 12, outputDim: 4, inputLength: 5, embeddingsInitializer: tf.initializers.randomUniform({ minval: -0.5, maxval: 0.5, seed: 6 }) }));
+    model.add(
+      tf.layers.embedding({
+        inputDim: 12,
+        outputDim: 4,
+        inputLength: 5,
+        embeddingsInitializer: tf.initializers.randomUniform({ minval: -0.5, maxval: 0.5, seed: 6 }),
+      }),
+    );
     model.add(tf.layers.flatten());
-    model.add(tf.layers.dense({ units: 2, activation: 'softmax', kernelInitializer: tf.initializers.glorotUniform({ seed: 7 }) }));
+    model.add(
+      tf.layers.dense({
+        units: 2,
+        activation: 'softmax',
+        kernelInitializer: tf.initializers.glorotUniform({ seed: 7 }),
+      }),
+    );
     return model;
   }
 
   const cases: [string, () => tf.Sequential, () => [tf.Tensor, tf.Tensor]][] = [
-    ['Conv2D + DepthwiseConv2D + BatchNorm + SeparableConv2D', visionModel, () => [
-      tf.tensor4d(randomValues(6 * 8 * 8 * 2, 12), [6, 8, 8, 2]),
-      tf.oneHot(tf.tensor1d([0, 1, 1, 0, 1, 0], 'int32'), 2),
-    ]],
-    ['Embedding', embeddingModel, () => [
-      tf.tensor2d([[1, 2, 3, 4, 5], [0, 1, 2, 3, 11], [1, 1, 1, 1, 1], [2, 7, 2, 7, 2]], [4, 5], 'int32'),
-      tf.oneHot(tf.tensor1d([0, 1, 0, 1], 'int32'), 2),
-    ]],
+    [
+      'Conv2D + DepthwiseConv2D + BatchNorm + SeparableConv2D',
+      visionModel,
+      () => [
+        tf.tensor4d(randomValues(6 * 8 * 8 * 2, 12), [6, 8, 8, 2]),
+        tf.oneHot(tf.tensor1d([0, 1, 1, 0, 1, 0], 'int32'), 2),
+      ],
+    ],
+    [
+      'Embedding',
+      embeddingModel,
+      () => [
+        tf.tensor2d(
+          [
+            [1, 2, 3, 4, 5],
+            [0, 1, 2, 3, 11],
+            [1, 1, 1, 1, 1],
+            [2, 7, 2, 7, 2],
+          ],
+          [4, 5],
+          'int32',
+        ),
+        tf.oneHot(tf.tensor1d([0, 1, 0, 1], 'int32'), 2),
+      ],
+    ],
   ];
 
   for (const [label, build, data] of cases) {
@@ -270,9 +351,21 @@ it('each kernel leaves no tensor or data buffer behind on wasm', async () => {
   const ids = tf.tensor1d([1, 0, 1], 'int32');
   const rows = tf.tensor2d(randomValues(3 * 2, 17), [3, 2]);
   const calls: [string, tf.NamedTensorMap, object][] = [
-    ['Conv2DBackpropFilter', { x, dy: dyConv }, { strides: 2, pad: 'same', dataFormat: 'NHWC', filterShape: [3, 3, 3, 4] }],
-    ['DepthwiseConv2dNativeBackpropFilter', { x, dy: dyDepthwise }, { strides: 2, pad: 'same', dilations: 1, filterShape: [3, 3, 3, 2] }],
-    ['DepthwiseConv2dNativeBackpropInput', { dy: dyDepthwise, filter: depthwiseFilter }, { strides: 2, pad: 'same', dilations: 1, inputShape: [2, 6, 6, 3] }],
+    [
+      'Conv2DBackpropFilter',
+      { x, dy: dyConv },
+      { strides: 2, pad: 'same', dataFormat: 'NHWC', filterShape: [3, 3, 3, 4] },
+    ],
+    [
+      'DepthwiseConv2dNativeBackpropFilter',
+      { x, dy: dyDepthwise },
+      { strides: 2, pad: 'same', dilations: 1, filterShape: [3, 3, 3, 2] },
+    ],
+    [
+      'DepthwiseConv2dNativeBackpropInput',
+      { dy: dyDepthwise, filter: depthwiseFilter },
+      { strides: 2, pad: 'same', dilations: 1, inputShape: [2, 6, 6, 3] },
+    ],
     ['UnsortedSegmentSum', { x: rows, segmentIds: ids }, { numSegments: 3 }],
   ];
   for (const [kernelName, inputs, attrs] of calls) {

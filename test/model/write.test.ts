@@ -14,7 +14,9 @@ import {
   loadStockLayers,
 } from '../fixtures/models.js';
 
-const version = (JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as { version: string }).version;
+const version = (
+  JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as { version: string }
+).version;
 const bits = (values: Float32Array): Uint32Array => new Uint32Array(values.buffer, values.byteOffset, values.length);
 
 interface Manifest {
@@ -22,10 +24,14 @@ interface Manifest {
   generatedBy: string;
   convertedBy: string;
   modelTopology: unknown;
-  weightsManifest: { paths: string[]; weights: { name: string; dtype: string; shape: number[]; quantization?: Record<string, unknown> }[] }[];
+  weightsManifest: {
+    paths: string[];
+    weights: { name: string; dtype: string; shape: number[]; quantization?: Record<string, unknown> }[];
+  }[];
 }
 const manifestOf = (files: FileSet): Manifest => JSON.parse(new TextDecoder().decode(files.get('model.json')));
-const entryOf = (files: FileSet, name: string) => manifestOf(files).weightsManifest[0].weights.find((w) => w.name === name)!;
+const entryOf = (files: FileSet, name: string) =>
+  manifestOf(files).weightsManifest[0].weights.find((w) => w.name === name)!;
 
 async function predictLayers(files: FileSet): Promise<Float32Array> {
   const model = await loadStockLayers(files);
@@ -49,13 +55,19 @@ async function predictGraph(files: FileSet): Promise<Float32Array> {
 
 async function stockWeight(files: FileSet, name: string): Promise<Float32Array> {
   const model = await loadStockLayers(files);
-  const values = model.weights.find((w) => w.originalName === name)!.read().dataSync() as Float32Array;
+  const values = model.weights
+    .find((w) => w.originalName === name)!
+    .read()
+    .dataSync() as Float32Array;
   model.dispose();
   return values;
 }
 
 /** Per-tensor asymmetric affine on a `bits` grid, decoded as tfjs decodes: fround(code·scale + min). */
-function affine(values: Float32Array, levels: number): Required<Pick<WeightReplacement, 'dequantized' | 'codes'>> & { min: number; scale: number } {
+function affine(
+  values: Float32Array,
+  levels: number,
+): Required<Pick<WeightReplacement, 'dequantized' | 'codes'>> & { min: number; scale: number } {
   let min = Infinity;
   let max = -Infinity;
   for (const v of values) {
@@ -95,7 +107,9 @@ describe('writeModel without replacements', () => {
     expect(manifest.modelTopology).toEqual(layers.modelJson.modelTopology);
     expect(manifest.weightsManifest).toHaveLength(1);
     expect(manifest.weightsManifest[0].paths).toEqual(['group1-shard1of1.bin']);
-    expect(manifest.weightsManifest[0].weights).toEqual(layers.weights.map(({ name, shape, dtype }) => ({ name, shape, dtype })));
+    expect(manifest.weightsManifest[0].weights).toEqual(
+      layers.weights.map(({ name, shape, dtype }) => ({ name, shape, dtype })),
+    );
   });
 
   it('gives a graph model that predicts exactly like the original, int32 Const included', async () => {
@@ -113,19 +127,37 @@ describe('writeModel without replacements', () => {
     const model: LoadedModel = {
       format: 'graph-model',
       modelJson: { modelTopology: { node: [] } },
-      weights: [{ name: 'h', shape: [3], dtype: 'float32', values: new Float32Array([1, -2, 0.5]), sourceQuantization: { dtype: 'float16' } }],
+      weights: [
+        {
+          name: 'h',
+          shape: [3],
+          dtype: 'float32',
+          values: new Float32Array([1, -2, 0.5]),
+          sourceQuantization: { dtype: 'float16' },
+        },
+      ],
     };
     const written = writeModel(model, new Map());
     expect(entryOf(written, 'h').quantization).toEqual({ dtype: 'float16' });
-    expect(Array.from(new Uint16Array(written.get('group1-shard1of1.bin')!.slice().buffer))).toEqual([0x3c00, 0xc000, 0x3800]);
+    expect(Array.from(new Uint16Array(written.get('group1-shard1of1.bin')!.slice().buffer))).toEqual([
+      0x3c00, 0xc000, 0x3800,
+    ]);
     expect(manifestOf(written).generatedBy).toBe(`qaas ${version}`);
   });
 
   it('writes weights that arrived as uint8 back with the same min, scale and codes', async () => {
     const { codes, dequantized, min, scale } = affine(floatWeight(layers, 'dense/kernel'), 256);
-    const quantized = writeModel(layers, new Map([['dense/kernel', { dequantized, codes, tfjsEncoding: { dtype: 'uint8', min, scale } }]]));
+    const quantized = writeModel(
+      layers,
+      new Map([['dense/kernel', { dequantized, codes, tfjsEncoding: { dtype: 'uint8', min, scale } }]]),
+    );
     const rewritten = writeModel(readModel(quantized), new Map());
-    expect(entryOf(rewritten, 'dense/kernel').quantization).toEqual({ dtype: 'uint8', min, scale, original_dtype: 'float32' });
+    expect(entryOf(rewritten, 'dense/kernel').quantization).toEqual({
+      dtype: 'uint8',
+      min,
+      scale,
+      original_dtype: 'float32',
+    });
     expect(rewritten.get('group1-shard1of1.bin')).toEqual(quantized.get('group1-shard1of1.bin'));
     expect(bits(await stockWeight(rewritten, 'dense/kernel'))).toEqual(bits(dequantized));
   });
@@ -135,8 +167,16 @@ describe('replaced weights', () => {
   it('uint8 codes: stock tfjs loads values equal to `dequantized` bit for bit', async () => {
     const kernel = floatWeight(layers, 'dense/kernel');
     const { codes, dequantized, min, scale } = affine(kernel, 256);
-    const written = writeModel(layers, new Map([['dense/kernel', { dequantized, codes, tfjsEncoding: { dtype: 'uint8', min, scale } }]]));
-    expect(entryOf(written, 'dense/kernel').quantization).toEqual({ dtype: 'uint8', min, scale, original_dtype: 'float32' });
+    const written = writeModel(
+      layers,
+      new Map([['dense/kernel', { dequantized, codes, tfjsEncoding: { dtype: 'uint8', min, scale } }]]),
+    );
+    expect(entryOf(written, 'dense/kernel').quantization).toEqual({
+      dtype: 'uint8',
+      min,
+      scale,
+      original_dtype: 'float32',
+    });
     const floatBytes = [...layersFiles.values()].slice(1).reduce((n, b) => n + b.byteLength, 0);
     expect(written.get('group1-shard1of1.bin')!.byteLength).toBe(floatBytes - kernel.length * 3);
 
@@ -151,7 +191,10 @@ describe('replaced weights', () => {
     const files = buildGraphModel();
     const graph = readModel(files);
     const { codes, dequantized, min, scale } = affine(floatWeight(graph, 'conv/kernel'), 65536);
-    const written = writeModel(graph, new Map([['conv/kernel', { dequantized, codes, tfjsEncoding: { dtype: 'uint16', min, scale } }]]));
+    const written = writeModel(
+      graph,
+      new Map([['conv/kernel', { dequantized, codes, tfjsEncoding: { dtype: 'uint16', min, scale } }]]),
+    );
     expect(entryOf(written, 'conv/kernel').quantization).toMatchObject({ dtype: 'uint16', min, scale });
     expect(bits(floatWeight(readModel(written), 'conv/kernel'))).toEqual(bits(dequantized));
     const asFloats = writeModel(graph, new Map([['conv/kernel', { dequantized }]]));
@@ -162,7 +205,10 @@ describe('replaced weights', () => {
     const kernel = floatWeight(layers, 'conv2d/kernel');
     const codes = encodeFloat16(kernel);
     const dequantized = Float32Array.from(codes, (h) => halfToFloat(h));
-    const written = writeModel(layers, new Map([['conv2d/kernel', { dequantized, codes, tfjsEncoding: { dtype: 'float16' } }]]));
+    const written = writeModel(
+      layers,
+      new Map([['conv2d/kernel', { dequantized, codes, tfjsEncoding: { dtype: 'float16' } }]]),
+    );
     expect(entryOf(written, 'conv2d/kernel').quantization).toEqual({ dtype: 'float16' });
     expect(bits(await stockWeight(written, 'conv2d/kernel'))).toEqual(bits(dequantized));
   });
@@ -185,14 +231,19 @@ describe('replaced weights', () => {
     const wrong = dequantized.slice();
     wrong[3] += 1e-3;
     expect(() =>
-      writeModel(layers, new Map([['dense/kernel', { dequantized: wrong, codes, tfjsEncoding: { dtype: 'uint8', min, scale } }]])),
+      writeModel(
+        layers,
+        new Map([['dense/kernel', { dequantized: wrong, codes, tfjsEncoding: { dtype: 'uint8', min, scale } }]]),
+      ),
     ).toThrow(/dense\/kernel: code \d+ at index 3/);
-    expect(() => writeModel(layers, new Map([['dense/kernel', { dequantized, tfjsEncoding: { dtype: 'uint8', min, scale } }]]))).toThrow(
-      /needs one code per value/,
-    );
+    expect(() =>
+      writeModel(layers, new Map([['dense/kernel', { dequantized, tfjsEncoding: { dtype: 'uint8', min, scale } }]])),
+    ).toThrow(/needs one code per value/);
     expect(() => writeModel(layers, new Map([['nope/kernel', { dequantized }]]))).toThrow(/nope\/kernel/);
     const graph = readModel(buildGraphModel());
-    expect(() => writeModel(graph, new Map([['flatten/shape', { dequantized: new Float32Array(2) }]]))).toThrow(/int32/);
+    expect(() => writeModel(graph, new Map([['flatten/shape', { dequantized: new Float32Array(2) }]]))).toThrow(
+      /int32/,
+    );
   });
 });
 

@@ -14,7 +14,12 @@ export { taskDataset } from '../fixtures/tasks.js';
 
 export const BOTTLENECK = 'bottleneck/kernel';
 
-export function buildBottleneckMlp(inputShape: number[], classes: number, seed: number, units = { wide: 128, bottleneck: 1 }): tf.LayersModel {
+export function buildBottleneckMlp(
+  inputShape: number[],
+  classes: number,
+  seed: number,
+  units = { wide: 128, bottleneck: 1 },
+): tf.LayersModel {
   const glorot = (offset: number) => tf.initializers.glorotUniform({ seed: seed + offset });
   const input = tf.input({ shape: inputShape, name: 'image' });
   const layers = [
@@ -36,8 +41,20 @@ export interface BottleneckTask {
 }
 
 /** The task (seeded), its first `trainSamples` rows trained on for `epochs`, the next `evalSamples` held out. */
-export async function trainBottleneckMlp(options: { seed: number; trainSamples: number; evalSamples: number; epochs: number; units?: { wide: number; bottleneck: number }; noise?: number }): Promise<BottleneckTask> {
-  const task = makeClassificationTask({ seed: options.seed, samples: options.trainSamples + options.evalSamples, classes: 6, noise: options.noise ?? 0.15 });
+export async function trainBottleneckMlp(options: {
+  seed: number;
+  trainSamples: number;
+  evalSamples: number;
+  epochs: number;
+  units?: { wide: number; bottleneck: number };
+  noise?: number;
+}): Promise<BottleneckTask> {
+  const task = makeClassificationTask({
+    seed: options.seed,
+    samples: options.trainSamples + options.evalSamples,
+    classes: 6,
+    noise: options.noise ?? 0.15,
+  });
   const train = sliceTask(task, 0, options.trainSamples);
   const evaluation = sliceTask(task, options.trainSamples, options.trainSamples + options.evalSamples);
   const model = buildBottleneckMlp(task.inputShape, task.classes, options.seed, options.units);

@@ -47,10 +47,15 @@ describe('auto with a QAT fallback', () => {
     });
     const tensorsBefore = tf.memory().numTensors;
     const stages: string[] = [];
-    const { files, report: result } = await runJob(model, spec, { training, evaluation }, {
-      backend: 'wasm',
-      onProgress: (p) => void (stages.at(-1) !== p.stage && stages.push(p.stage)),
-    });
+    const { files, report: result } = await runJob(
+      model,
+      spec,
+      { training, evaluation },
+      {
+        backend: 'wasm',
+        onProgress: (p) => void (stages.at(-1) !== p.stage && stages.push(p.stage)),
+      },
+    );
     expect(tf.memory().numTensors).toBe(tensorsBefore);
     const report = result as AutoReport;
     const frontier = report.frontier!;
@@ -83,7 +88,11 @@ describe('auto with a QAT fallback', () => {
     expect(report.search.targetMet).toBe(qatEntry.drop <= 0.005);
     expect(report.model.metrics.qat).toEqual(qatEntry.metrics);
     expect(report.training!.history).toHaveLength(3);
-    const chosenSpec = report.chosenSpec as { kind: string; layers: { overrides: Record<string, unknown>; skip: string[] }; qat: unknown };
+    const chosenSpec = report.chosenSpec as {
+      kind: string;
+      layers: { overrides: Record<string, unknown>; skip: string[] };
+      qat: unknown;
+    };
     expect(chosenSpec.kind).toBe('qat');
     expect(chosenSpec.qat).toEqual(spec.qat);
     const quantized = Object.entries(qatEntry.overrides).filter(([, config]) => config !== 'float').length;

@@ -31,7 +31,8 @@ afterAll(async () => {
   await rm(dir, { recursive: true, force: true });
 });
 
-const written = (files: Map<string, Uint8Array>) => JSON.parse(new TextDecoder().decode(files.get('report.json'))) as AutoReport;
+const written = (files: Map<string, Uint8Array>) =>
+  JSON.parse(new TextDecoder().decode(files.get('report.json'))) as AutoReport;
 
 describe('spec', () => {
   it('refuses analyze/auto without an evaluation set and auto without a target', () => {
@@ -45,13 +46,29 @@ describe('spec', () => {
     };
     expect(problems({ kind: 'analyze', method: { name: 'affine' } })).toEqual(['/data/evaluation']);
     expect(problems({ kind: 'auto', method: { name: 'affine' }, data: { evaluation: 'e' } })).toEqual(['/target']);
-    expect(problems({ kind: 'auto', method: { name: 'affine' }, data: { evaluation: 'e' }, search: { candidates: [{ name: 'affine', bits: 1 }] } })).toEqual([
-      '/target',
-    ]);
-    expect(() => parseJobSpec({ kind: 'auto', method: { name: 'affine' }, data: { evaluation: 'e' }, target: { maxBytes: 10 }, search: { candidates: [{ name: 'affine', bits: 1 }] } })).toThrow(
-      '/search/candidates/0/bits',
-    );
-    const spec = parseJobSpec({ kind: 'auto', method: { name: 'affine' }, data: { evaluation: 'e' }, target: { maxDrop: 0.01 } });
+    expect(
+      problems({
+        kind: 'auto',
+        method: { name: 'affine' },
+        data: { evaluation: 'e' },
+        search: { candidates: [{ name: 'affine', bits: 1 }] },
+      }),
+    ).toEqual(['/target']);
+    expect(() =>
+      parseJobSpec({
+        kind: 'auto',
+        method: { name: 'affine' },
+        data: { evaluation: 'e' },
+        target: { maxBytes: 10 },
+        search: { candidates: [{ name: 'affine', bits: 1 }] },
+      }),
+    ).toThrow('/search/candidates/0/bits');
+    const spec = parseJobSpec({
+      kind: 'auto',
+      method: { name: 'affine' },
+      data: { evaluation: 'e' },
+      target: { maxDrop: 0.01 },
+    });
     expect(spec.search).toEqual({ maxTrials: 24, timeBudgetSeconds: 600, analysisSamples: 1024 });
     expect(spec.target!.relative).toBe(false);
   });
@@ -63,10 +80,20 @@ describe('spec', () => {
 
 describe('runJob kind analyze / auto', () => {
   it('analyze: writes the sensitivity table (most sensitive first) next to the spec method’s own export', async () => {
-    const spec = parseJobSpec({ kind: 'analyze', method: { name: 'affine', bits: 8 }, data: { evaluation: 'e' }, search: { analysisSamples: 200 } });
+    const spec = parseJobSpec({
+      kind: 'analyze',
+      method: { name: 'affine', bits: 8 },
+      data: { evaluation: 'e' },
+      search: { analysisSamples: 200 },
+    });
     const before = tf.memory().numTensors;
     const stages = new Set<string>();
-    const { files, report } = await runJob(model, spec, { evaluation }, { backend: 'wasm', onProgress: (p) => void stages.add(p.stage) });
+    const { files, report } = await runJob(
+      model,
+      spec,
+      { evaluation },
+      { backend: 'wasm', onProgress: (p) => void stages.add(p.stage) },
+    );
     expect(tf.memory().numTensors).toBe(before);
     const auto = report as AutoReport;
     expect(auto.sensitivity).toHaveLength(4 * 6);
@@ -81,13 +108,23 @@ describe('runJob kind analyze / auto', () => {
   });
 
   it('auto: report.json has sensitivity, frontier and chosenSpec; the chosenSpec re-run as ptq reproduces the trial', async () => {
-    const spec = parseJobSpec({ kind: 'auto', method: { name: 'affine', bits: 8 }, data: { evaluation: 'e' }, target: { maxDrop: 0.01 } });
+    const spec = parseJobSpec({
+      kind: 'auto',
+      method: { name: 'affine', bits: 8 },
+      data: { evaluation: 'e' },
+      target: { maxDrop: 0.01 },
+    });
     const before = tf.memory().numTensors;
     const messages: string[] = [];
-    const { files, report } = await runJob(model, spec, { evaluation }, {
-      backend: 'wasm',
-      onProgress: (p) => void (p.stage === 'search' && messages.push(p.message)),
-    });
+    const { files, report } = await runJob(
+      model,
+      spec,
+      { evaluation },
+      {
+        backend: 'wasm',
+        onProgress: (p) => void (p.stage === 'search' && messages.push(p.message)),
+      },
+    );
     expect(tf.memory().numTensors).toBe(before);
     const json = written(files);
     expect(json.sensitivity.length).toBe(24);
@@ -98,12 +135,16 @@ describe('runJob kind analyze / auto', () => {
     expect(chosen.bytes).toBe(json.model.packedBytes);
     expect(chosen.metrics.accuracy).toBe(json.model.metrics.ptq!.accuracy);
     expect(messages.some((m) => /^trial 1 of 24: \d+ bytes, drop -?[\d.]+; best so far: trial 1/.test(m))).toBe(true);
-    console.log(`auto: ${json.search.trials} trials, chosen ${chosen.bytes} bytes, drop ${chosen.drop}, overrides ${JSON.stringify(chosen.overrides)}`);
+    console.log(
+      `auto: ${json.search.trials} trials, chosen ${chosen.bytes} bytes, drop ${chosen.drop}, overrides ${JSON.stringify(chosen.overrides)}`,
+    );
 
     const chosenSpec = parseJobSpec(json.chosenSpec);
     expect(chosenSpec.kind).toBe('ptq');
     expect(Object.keys(chosenSpec.layers.overrides).sort()).toEqual(
-      Object.keys(chosen.overrides).filter((n) => chosen.overrides[n] !== 'float').sort(),
+      Object.keys(chosen.overrides)
+        .filter((n) => chosen.overrides[n] !== 'float')
+        .sort(),
     );
     const rerun = await runJob(model, chosenSpec, { evaluation }, { backend: 'wasm' });
     expect(rerun.report.model.packedBytes).toBe(chosen.bytes);

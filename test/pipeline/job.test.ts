@@ -48,10 +48,15 @@ describe('runJob', () => {
     });
     const tensorsBefore = tf.memory().numTensors;
     const stages: string[] = [];
-    const { files, report } = await runJob(model, spec, { calibration, evaluation }, {
-      backend: 'wasm',
-      onProgress: (p) => void (stages.at(-1) !== p.stage && stages.push(p.stage)),
-    });
+    const { files, report } = await runJob(
+      model,
+      spec,
+      { calibration, evaluation },
+      {
+        backend: 'wasm',
+        onProgress: (p) => void (stages.at(-1) !== p.stage && stages.push(p.stage)),
+      },
+    );
     expect(tf.memory().numTensors).toBe(tensorsBefore);
 
     const { float, ptq, integer } = report.model.metrics;
@@ -78,7 +83,12 @@ describe('runJob', () => {
 
   it('trains quantization-aware for kind qat, reports the history, and exports weights that beat binary PTQ', async () => {
     const method = { name: 'binary', granularity: 'per-channel' };
-    const ptqJob = await runJob(model, parseJobSpec({ method, data: { evaluation: 'e' } }), { evaluation }, { backend: 'wasm' });
+    const ptqJob = await runJob(
+      model,
+      parseJobSpec({ method, data: { evaluation: 'e' } }),
+      { evaluation },
+      { backend: 'wasm' },
+    );
     const qatSpec = parseJobSpec({
       kind: 'qat',
       method,
@@ -86,10 +96,15 @@ describe('runJob', () => {
       qat: { epochs: 3, batchSize: 32, learningRate: 5e-3, learningRateDecay: 0.5, validationSplit: 0.1 },
     });
     const epochs: number[] = [];
-    const { report } = await runJob(model, qatSpec, { training, evaluation }, {
-      backend: 'wasm',
-      onCheckpoint: (checkpoint) => void epochs.push(checkpoint.epoch),
-    });
+    const { report } = await runJob(
+      model,
+      qatSpec,
+      { training, evaluation },
+      {
+        backend: 'wasm',
+        onCheckpoint: (checkpoint) => void epochs.push(checkpoint.epoch),
+      },
+    );
     expect(epochs).toEqual([1, 2, 3]);
     expect(report.training!.history).toHaveLength(3);
     expect(report.training!.history[2].valMetric).toBeDefined();
@@ -110,19 +125,32 @@ describe('runJob', () => {
     const xValues = (await x.data()) as Float32Array;
     tf.dispose([x, labels]);
     reference.dispose();
-    await writeFile(join(dir, 'graph-train-x.npy'), npy('<f4', [256, ...GRAPH_INPUT_SHAPE], new Uint8Array(xValues.buffer)));
+    await writeFile(
+      join(dir, 'graph-train-x.npy'),
+      npy('<f4', [256, ...GRAPH_INPUT_SHAPE], new Uint8Array(xValues.buffer)),
+    );
     await writeFile(join(dir, 'graph-train-y.npy'), npy('<i4', [256], new Uint8Array(y.buffer)));
     const data = await openDataset({ x: join(dir, 'graph-train-x.npy'), y: join(dir, 'graph-train-y.npy') });
     try {
       const method = { name: 'affine', bits: 2, granularity: 'per-channel' };
-      const ptq = await runJob(graph, parseJobSpec({ method, data: { evaluation: 'd' } }), { evaluation: data }, { backend: 'wasm' });
+      const ptq = await runJob(
+        graph,
+        parseJobSpec({ method, data: { evaluation: 'd' } }),
+        { evaluation: data },
+        { backend: 'wasm' },
+      );
       const tensorsBefore = tf.memory().numTensors;
-      const { report, files: exported } = await runJob(graph, parseJobSpec({
-        kind: 'qat',
-        method,
-        data: { training: 'd', evaluation: 'd' },
-        qat: { epochs: 4, batchSize: 32, learningRate: 1e-2 },
-      }), { training: data, evaluation: data }, { backend: 'wasm' });
+      const { report, files: exported } = await runJob(
+        graph,
+        parseJobSpec({
+          kind: 'qat',
+          method,
+          data: { training: 'd', evaluation: 'd' },
+          qat: { epochs: 4, batchSize: 32, learningRate: 1e-2 },
+        }),
+        { training: data, evaluation: data },
+        { backend: 'wasm' },
+      );
       expect(tf.memory().numTensors).toBe(tensorsBefore);
       const history = report.training!.history;
       expect(history).toHaveLength(4);

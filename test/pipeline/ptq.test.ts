@@ -23,7 +23,10 @@ const configs: { method: Record<string, unknown>; storedAs: string }[] = [
   { method: { name: 'affine', bits: 8 }, storedAs: 'uint8' },
   { method: { name: 'affine', bits: 12, symmetric: true }, storedAs: 'uint16' },
   { method: { name: 'affine', bits: 4, granularity: 'per-channel', range: 'mse' }, storedAs: 'float32' },
-  { method: { name: 'affine', bits: 6, rounding: 'stochastic', range: 'percentile', percentile: 99 }, storedAs: 'uint8' },
+  {
+    method: { name: 'affine', bits: 6, rounding: 'stochastic', range: 'percentile', percentile: 99 },
+    storedAs: 'uint8',
+  },
   { method: { name: 'float16' }, storedAs: 'float16' },
   { method: { name: 'binary' }, storedAs: 'uint8' },
   { method: { name: 'binary', granularity: 'per-channel', stochastic: true }, storedAs: 'float32' },
@@ -35,7 +38,9 @@ const configs: { method: Record<string, unknown>; storedAs: string }[] = [
 ];
 
 function subtree(files: FileSet, prefix: string): FileSet {
-  return new Map([...files].filter(([path]) => path.startsWith(prefix)).map(([path, bytes]) => [path.slice(prefix.length), bytes]));
+  return new Map(
+    [...files].filter(([path]) => path.startsWith(prefix)).map(([path, bytes]) => [path.slice(prefix.length), bytes]),
+  );
 }
 
 function json(bytes: Uint8Array | undefined): Record<string, unknown> {
@@ -50,9 +55,14 @@ function weightValues(model: tf.LayersModel | tf.GraphModel): Map<string, Float3
   return new Map(model.weights.map((w) => [w.originalName, w.read().dataSync() as Float32Array]));
 }
 
-async function runMethod(files: FileSet, method: Record<string, unknown>): Promise<{ model: LoadedModel; result: PtqResult }> {
+async function runMethod(
+  files: FileSet,
+  method: Record<string, unknown>,
+): Promise<{ model: LoadedModel; result: PtqResult }> {
   const model = readModel(files);
-  const result = await runPtq(model, parseJobSpec({ method, output: { shardSizeBytes: 2048 } }), { backend: tf.getBackend() });
+  const result = await runPtq(model, parseJobSpec({ method, output: { shardSizeBytes: 2048 } }), {
+    backend: tf.getBackend(),
+  });
   return { model, result };
 }
 
@@ -95,7 +105,8 @@ describe.each(configs)('PTQ with $method.name $method', ({ method, storedAs }) =
     expect(Array.from(packedOut)).toEqual(Array.from(stockOut));
     // The fixture is tiny, so its manifest (the whole topology) outweighs the codes: compare the codes,
     // except for pq, whose per-block codebooks cost more than small kernels save.
-    if (method.name !== 'pq') expect(files.get('packed/weights.bin')!.byteLength).toBeLessThan(report.model.bytesBefore);
+    if (method.name !== 'pq')
+      expect(files.get('packed/weights.bin')!.byteLength).toBeLessThan(report.model.bytesBefore);
     expect(report.model.backend).toBe('wasm');
     input.dispose();
     stock.dispose();
@@ -135,17 +146,25 @@ describe('PTQ plan and report', () => {
     expect(byName.get('logits/kernel')!.method).toBe('ternary');
     expect(byName.get('conv2d/kernel')!.bits).toBe(8);
 
-    const shardBytes = [...files].filter(([p]) => p.startsWith('model/') && p.endsWith('.bin')).reduce((s, [, b]) => s + b.byteLength, 0);
+    const shardBytes = [...files]
+      .filter(([p]) => p.startsWith('model/') && p.endsWith('.bin'))
+      .reduce((s, [, b]) => s + b.byteLength, 0);
     expect(report.model.bytesAfter).toBe(shardBytes);
-    expect(report.model.packedBytes).toBe(files.get('packed/weights.bin')!.byteLength + files.get('packed/manifest.json')!.byteLength);
+    expect(report.model.packedBytes).toBe(
+      files.get('packed/weights.bin')!.byteLength + files.get('packed/manifest.json')!.byteLength,
+    );
     expect(report.model.compressionRatio).toBeCloseTo(report.model.bytesBefore / report.model.packedBytes, 10);
     expect(json(files.get('report.json')).tensors).toHaveLength(report.tensors.length);
     for (const name of ['decoder.js', 'decode-tensor.js', 'bits.js']) expect(files.has(`packed/${name}`)).toBe(true);
   });
 
   it('keeps one scale per output channel of a depthwise kernel (in × multiplier, its last two axes)', async () => {
-    const { files } = (await runMethod(await buildLayersModel(), { name: 'affine', bits: 8, granularity: 'per-channel' })).result;
-    const manifest = json(files.get('packed/manifest.json')) as { weights: { name: string; shape: number[]; encoding?: { channels: number } }[] };
+    const { files } = (
+      await runMethod(await buildLayersModel(), { name: 'affine', bits: 8, granularity: 'per-channel' })
+    ).result;
+    const manifest = json(files.get('packed/manifest.json')) as {
+      weights: { name: string; shape: number[]; encoding?: { channels: number } }[];
+    };
     const depthwise = manifest.weights.find((w) => w.name === 'depthwise/depthwise_kernel')!;
     expect(depthwise.shape).toEqual([3, 3, 6, 1]);
     expect(depthwise.encoding!.channels).toBe(6);

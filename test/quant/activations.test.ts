@@ -18,11 +18,15 @@ import type { Batch } from '../../src/quant/evaluate.js';
 function residualModel(width: number): tf.LayersModel {
   const input = tf.input({ shape: [width], name: 'features' });
   const identity = () => tf.initializers.identity({});
-  const hidden = tf.layers.dense({ units: width, activation: 'relu', kernelInitializer: identity(), name: 'hidden' }).apply(input);
+  const hidden = tf.layers
+    .dense({ units: width, activation: 'relu', kernelInitializer: identity(), name: 'hidden' })
+    .apply(input);
   const linear = tf.layers.dense({ units: width, kernelInitializer: identity(), name: 'linear' }).apply(hidden);
   const sum = tf.layers.add({ name: 'sum' }).apply([hidden, linear] as tf.SymbolicTensor[]);
   const dropped = tf.layers.dropout({ rate: 0.5, name: 'dropout' }).apply(sum);
-  const output = tf.layers.dense({ units: 3, activation: 'softmax', name: 'probabilities' }).apply(dropped) as tf.SymbolicTensor;
+  const output = tf.layers
+    .dense({ units: 3, activation: 'softmax', name: 'probabilities' })
+    .apply(dropped) as tf.SymbolicTensor;
   return tf.model({ inputs: input, outputs: output });
 }
 
@@ -76,7 +80,15 @@ describe('ActivationObserver', () => {
     const range = (calibration: ActivationRange['calibration'], bits: number, percentile?: number) =>
       rangeFromObserver('layer', observer, { bits, calibration, percentile });
 
-    expect(range('minmax', 8)).toEqual({ layer: 'layer', bits: 8, calibration: 'minmax', min: 0, max: 50, scale: 50 / 255, zeroPoint: 0 });
+    expect(range('minmax', 8)).toEqual({
+      layer: 'layer',
+      bits: 8,
+      calibration: 'minmax',
+      min: 0,
+      max: 50,
+      scale: 50 / 255,
+      zeroPoint: 0,
+    });
     // The 99th percentile of 10 010 values is inside the uniform part: 0.99·10 010/10 000 ≈ 0.991.
     const percentile = range('percentile', 8, 99);
     expect(percentile.min).toBe(0);
@@ -145,10 +157,20 @@ describe('calibrateActivations and withFakeQuantActivations', () => {
 
   it('fake-quantises each named output with q = clamp(round(x/s) + z), x̂ = s(q − z)', async () => {
     const model = tf.sequential({
-      layers: [tf.layers.dense({ inputShape: [4], units: 4, useBias: false, kernelInitializer: 'identity', name: 'linear' })],
+      layers: [
+        tf.layers.dense({ inputShape: [4], units: 4, useBias: false, kernelInitializer: 'identity', name: 'linear' }),
+      ],
     });
     // s = 0.1, z = 10, 4 bits (q ∈ [0, 15]): the grid is [−1.0, 0.5] in steps of 0.1.
-    const range: ActivationRange = { layer: 'linear', bits: 4, calibration: 'minmax', min: -1, max: 0.5, scale: 0.1, zeroPoint: 10 };
+    const range: ActivationRange = {
+      layer: 'linear',
+      bits: 4,
+      calibration: 'minmax',
+      min: -1,
+      max: 0.5,
+      scale: 0.1,
+      zeroPoint: 10,
+    };
     const simulated = await withFakeQuantActivations(model, [range]);
     expect(simulated.layers.map((layer) => layer.getClassName())).toEqual(['Dense', 'FakeQuant']);
     const x = tf.tensor2d([[0.26, -2, 1, -0.04]]);
@@ -163,7 +185,10 @@ describe('calibrateActivations and withFakeQuantActivations', () => {
 
   it('rewires a functional model so consumers and outputs read the fake-quantised tensors, weights copied', async () => {
     const model = residualModel(4);
-    const ranges = await calibrateActivations(model, batchesOf([[1, 2.2, 3, 4]], 1), { bits: 2, calibration: 'minmax' });
+    const ranges = await calibrateActivations(model, batchesOf([[1, 2.2, 3, 4]], 1), {
+      bits: 2,
+      calibration: 'minmax',
+    });
     const simulated = await withFakeQuantActivations(model, ranges);
     expect(simulated.layers.map((layer) => layer.name)).toEqual([
       'features',
@@ -182,7 +207,10 @@ describe('calibrateActivations and withFakeQuantActivations', () => {
     expect(Array.from(await kernel.data())).toEqual(Array.from(await original.data()));
     // 2 bits over [0, 4]: s = 4/3. hidden = [1, 2.2, 3, 4] → q [1, 2, 2, 3] → [4/3, 8/3, 8/3, 4]; linear
     // sees grid values and keeps them; sum = their double, on the sum's grid (s = 8/3): exact.
-    const probe = tf.model({ inputs: simulated.inputs, outputs: simulated.getLayer('sum_fake_quant').output as tf.SymbolicTensor });
+    const probe = tf.model({
+      inputs: simulated.inputs,
+      outputs: simulated.getLayer('sum_fake_quant').output as tf.SymbolicTensor,
+    });
     const x = tf.tensor2d([[1, 2.2, 3, 4]]);
     const sum = probe.predict(x) as tf.Tensor;
     const values = Array.from(await sum.data());
@@ -194,7 +222,15 @@ describe('calibrateActivations and withFakeQuantActivations', () => {
 
   it('rejects a range for a layer the model does not have', async () => {
     const model = residualModel(2);
-    const range: ActivationRange = { layer: 'nope', bits: 8, calibration: 'minmax', min: 0, max: 1, scale: 1 / 255, zeroPoint: 0 };
+    const range: ActivationRange = {
+      layer: 'nope',
+      bits: 8,
+      calibration: 'minmax',
+      min: 0,
+      max: 1,
+      scale: 1 / 255,
+      zeroPoint: 0,
+    };
     await expect(withFakeQuantActivations(model, [range])).rejects.toThrow(/nope/);
     model.dispose();
   });

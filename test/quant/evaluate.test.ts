@@ -99,7 +99,10 @@ describe('evaluate', () => {
 
     // A reference that reverses each row picks another class on every row.
     const reversed = linearModel(identity(6).map((row) => [...row].reverse()));
-    const swapped = await evaluate(model, batchesOf(ROWS, LABELS, 2), { reference: reversed, metrics: ['agreement', 'accuracy'] });
+    const swapped = await evaluate(model, batchesOf(ROWS, LABELS, 2), {
+      reference: reversed,
+      metrics: ['agreement', 'accuracy'],
+    });
     // Reversed rows: row 0 → argmax 5 (model 0), row 1 → 0 (model 5), row 2 → 4 (model 1), row 3 → 3 (model 2).
     expect(swapped).toEqual({ accuracy: 0.25, agreement: 0, samples: 4 });
     for (const m of [model, reference, reversed]) m.dispose();
@@ -118,8 +121,12 @@ describe('evaluate', () => {
 
   it('rejects metrics the data cannot give', async () => {
     const model = linearModel(identity(6));
-    await expect(evaluate(model, batchesOf(ROWS, undefined, 4), { metrics: ['accuracy'] })).rejects.toThrow(/needs labels/);
-    await expect(evaluate(model, batchesOf(ROWS, LABELS, 4), { metrics: ['sqnrDb'] })).rejects.toThrow(/reference model/);
+    await expect(evaluate(model, batchesOf(ROWS, undefined, 4), { metrics: ['accuracy'] })).rejects.toThrow(
+      /needs labels/,
+    );
+    await expect(evaluate(model, batchesOf(ROWS, LABELS, 4), { metrics: ['sqnrDb'] })).rejects.toThrow(
+      /reference model/,
+    );
     await expect(evaluate(model, batchesOf(ROWS, LABELS, 4), { metrics: ['mse'] })).rejects.toThrow(/output's shape/);
     await expect(evaluate(model, batchesOf(ROWS, [[1, 2]], 4))).rejects.toThrow(/fit neither/);
     model.dispose();

@@ -11,7 +11,11 @@ import { FakeQuant } from '../../src/model/fake-quant-layer.js';
 import { loadRunnable } from '../../src/model/load.js';
 import type { FileSet } from '../../src/model/types.js';
 import { affineRange, type ActivationRange } from '../../src/quant/activations.js';
-import { activationNodes, calibrateGraphActivations, withFakeQuantGraphActivations } from '../../src/quant/graph-activations.js';
+import {
+  activationNodes,
+  calibrateGraphActivations,
+  withFakeQuantGraphActivations,
+} from '../../src/quant/graph-activations.js';
 import { buildGraphModel, graphInput } from '../fixtures/models.js';
 
 let files: FileSet;
@@ -47,7 +51,12 @@ describe('withFakeQuantGraphActivations', () => {
     const x = graphInput(16);
     const float = await run(files, x);
     const [low, high] = [Math.min(...float) * 0.6, Math.max(...float) * 0.6];
-    const range: ActivationRange = { layer: 'logits/BiasAdd', bits: 4, calibration: 'minmax', ...affineRange(low, high, 4) };
+    const range: ActivationRange = {
+      layer: 'logits/BiasAdd',
+      bits: 4,
+      calibration: 'minmax',
+      ...affineRange(low, high, 4),
+    };
     const simulated = await run(withFakeQuantGraphActivations(files, [range]), x);
     const layer = new FakeQuant({ scale: range.scale, zeroPoint: range.zeroPoint, bits: 4 });
     const expected = tf.tidy(() => layer.apply(tf.tensor(float)) as tf.Tensor).dataSync();
@@ -64,7 +73,12 @@ describe('withFakeQuantGraphActivations', () => {
     json.modelTopology.node = json.modelTopology.node.filter((node: { name: string }) => node.name !== 'output');
     json.signature.outputs = { 'logits:0': { ...json.signature.outputs['output:0'], name: 'logits/BiasAdd:0' } };
     const direct = new Map(files).set('model.json', new TextEncoder().encode(JSON.stringify(json)));
-    const range: ActivationRange = { layer: 'logits/BiasAdd', bits: 2, calibration: 'minmax', ...affineRange(-1, 1, 2) };
+    const range: ActivationRange = {
+      layer: 'logits/BiasAdd',
+      bits: 2,
+      calibration: 'minmax',
+      ...affineRange(-1, 1, 2),
+    };
     const rewritten = withFakeQuantGraphActivations(direct, [range]);
     const signature = JSON.parse(new TextDecoder().decode(rewritten.get('model.json'))).signature;
     expect(signature.outputs['logits:0'].name).toBe('logits/BiasAdd/fake_quant:0');
@@ -100,7 +114,10 @@ describe('calibrateGraphActivations', () => {
     expect(ranges[0].min).toBe(0);
 
     const error = async (bits: number) => {
-      const calibrated = await calibrateGraphActivations(model, files, batchesOf(x, y), { bits, calibration: 'minmax' });
+      const calibrated = await calibrateGraphActivations(model, files, batchesOf(x, y), {
+        bits,
+        calibration: 'minmax',
+      });
       const [float, simulated] = [await run(files, x), await run(withFakeQuantGraphActivations(files, calibrated), x)];
       return Math.max(...float.map((v, i) => Math.abs(v - simulated[i])));
     };

@@ -9,20 +9,43 @@ import { withDefaults } from '../../src/quant/schema.js';
 const specs: unknown[] = [
   {},
   { method: { name: 'affine' } },
-  { modelId: 'mdl_x', method: { name: 'affine', bits: 4, granularity: 'per-channel' }, kind: 'ptq', webhook: { url: 'https://h/x' } },
-  { method: { name: 'kmeans' }, layers: { skip: ['dense/bias'], overrides: { 'conv*': { bits: 2 } } }, qat: { epochs: 7 } },
-  { kind: 'auto', method: { name: 'affine' }, target: { maxDrop: 0.01 }, search: { candidates: [{ name: 'binary' }, { name: 'pow2' }] } },
-  { kind: 'qat', method: { name: 'lab' }, data: { training: 'ds_a' }, activations: { quantizer: 'pact' }, preprocess: { scale: 2 } },
+  {
+    modelId: 'mdl_x',
+    method: { name: 'affine', bits: 4, granularity: 'per-channel' },
+    kind: 'ptq',
+    webhook: { url: 'https://h/x' },
+  },
+  {
+    method: { name: 'kmeans' },
+    layers: { skip: ['dense/bias'], overrides: { 'conv*': { bits: 2 } } },
+    qat: { epochs: 7 },
+  },
+  {
+    kind: 'auto',
+    method: { name: 'affine' },
+    target: { maxDrop: 0.01 },
+    search: { candidates: [{ name: 'binary' }, { name: 'pow2' }] },
+  },
+  {
+    kind: 'qat',
+    method: { name: 'lab' },
+    data: { training: 'ds_a' },
+    activations: { quantizer: 'pact' },
+    preprocess: { scale: 2 },
+  },
   { method: 5, qat: null, search: 'x', output: [] },
 ];
 
 describe('withDefaults', () => {
-  it.each(specs.map((spec) => [JSON.stringify(spec), spec]))('fills a job spec as Value.Default does: %s', (_, spec) => {
-    const before = structuredClone(spec);
-    const { value } = withDefaults(JobSpecSchema, spec);
-    expect(value).toEqual(Value.Default(JobSpecSchema, structuredClone(spec)));
-    expect(spec).toEqual(before);
-  });
+  it.each(specs.map((spec) => [JSON.stringify(spec), spec]))(
+    'fills a job spec as Value.Default does: %s',
+    (_, spec) => {
+      const before = structuredClone(spec);
+      const { value } = withDefaults(JobSpecSchema, spec);
+      expect(value).toEqual(Value.Default(JobSpecSchema, structuredClone(spec)));
+      expect(spec).toEqual(before);
+    },
+  );
 
   it('gives every filled value its own copy of an object default', () => {
     const first = withDefaults(JobSpecSchema, { method: { name: 'affine' } }).value;
@@ -47,7 +70,13 @@ describe('withDefaults', () => {
     const { value, problems } = withDefaults(JobSpecSchema, { method: { name: 'affine' } });
     expect(problems).toEqual([]);
     expect(value.kind).toBe('ptq');
-    expect(value.qat).toMatchObject({ epochs: 3, batchSize: 32, learningRate: 1e-3, optimizer: 'adam', ste: 'clipped' });
+    expect(value.qat).toMatchObject({
+      epochs: 3,
+      batchSize: 32,
+      learningRate: 1e-3,
+      optimizer: 'adam',
+      ste: 'clipped',
+    });
     expect(value.search).toEqual({ maxTrials: 24, timeBudgetSeconds: 600, analysisSamples: 1024 });
     expect(value.layers).toEqual({ skip: [], overrides: {} });
   });

@@ -1,5 +1,12 @@
 import { describe, expect, it } from 'vitest';
-import { dropOf, FLOAT, KNAPSACK_BUCKETS, searchConfigs, type Assignment, type SearchTensor } from '../../src/quant/search.js';
+import {
+  dropOf,
+  FLOAT,
+  KNAPSACK_BUCKETS,
+  searchConfigs,
+  type Assignment,
+  type SearchTensor,
+} from '../../src/quant/search.js';
 
 /*
  * Two tensors: A (400 float bytes) and B (40). Greedy from float by added drop per byte saved:
@@ -8,8 +15,22 @@ import { dropOf, FLOAT, KNAPSACK_BUCKETS, searchConfigs, type Assignment, type S
  * The fake export: packed bytes = Σ tensor bytes + 100, drop = Σ of each tensor's TRUE drop.
  */
 const tensors: SearchTensor[] = [
-  { name: 'A', floatBytes: 400, options: [{ config: 'a8', drop: 0, bytes: 100 }, { config: 'a2', drop: 0.001, bytes: 25 }] },
-  { name: 'B', floatBytes: 40, options: [{ config: 'b8', drop: 0, bytes: 10 }, { config: 'b2', drop: 0.05, bytes: 3 }] },
+  {
+    name: 'A',
+    floatBytes: 400,
+    options: [
+      { config: 'a8', drop: 0, bytes: 100 },
+      { config: 'a2', drop: 0.001, bytes: 25 },
+    ],
+  },
+  {
+    name: 'B',
+    floatBytes: 40,
+    options: [
+      { config: 'b8', drop: 0, bytes: 10 },
+      { config: 'b2', drop: 0.05, bytes: 3 },
+    ],
+  },
 ];
 const bytesOf: Record<string, number> = { float: 0, a8: 100, a2: 25, b8: 10, b2: 3 };
 
@@ -41,7 +62,14 @@ describe('searchConfigs', () => {
     const result = await searchConfigs({ tensors, budget: { maxDrop: 0.01 }, maxTrials: 10, measure });
     // One trial: A→a8, B→b8, A→a2 (estimated 0.001); B→b2 would add 0.05.
     expect(measured).toEqual([{ A: 'a2', B: 'b8' }]);
-    expect(result.best).toMatchObject({ trial: 1, bytes: 135, drop: 0.001, feasible: true, estimatedDrop: 0.001, estimatedBytes: 35 });
+    expect(result.best).toMatchObject({
+      trial: 1,
+      bytes: 135,
+      drop: 0.001,
+      feasible: true,
+      estimatedDrop: 0.001,
+      estimatedBytes: 35,
+    });
     expect(result.targetMet).toBe(true);
     expect(result.stoppedBy).toBe('converged');
   });
@@ -87,7 +115,13 @@ describe('searchConfigs', () => {
     expect(capped.stoppedBy).toBe('maxTrials');
 
     const timed = fakeExport({ a2: 0.02, b2: 0.05 });
-    const outOfTime = await searchConfigs({ tensors, budget: { maxDrop: 0.01 }, maxTrials: 10, outOfTime: () => true, measure: timed.measure });
+    const outOfTime = await searchConfigs({
+      tensors,
+      budget: { maxDrop: 0.01 },
+      maxTrials: 10,
+      outOfTime: () => true,
+      measure: timed.measure,
+    });
     expect(outOfTime.trials).toHaveLength(1);
     expect(outOfTime.stoppedBy).toBe('time');
     expect(outOfTime.targetMet).toBe(false);
@@ -104,7 +138,14 @@ describe('searchConfigs', () => {
    * A a4 → {float, float}, 0.010. So {a8, float, float}: 1300 bytes, drop 0.007.
    */
   const table: SearchTensor[] = [
-    { name: 'A', floatBytes: 1000, options: [{ config: 'a8', drop: 0.007, bytes: 500 }, { config: 'a4', drop: 0.01, bytes: 200 }] },
+    {
+      name: 'A',
+      floatBytes: 1000,
+      options: [
+        { config: 'a8', drop: 0.007, bytes: 500 },
+        { config: 'a4', drop: 0.01, bytes: 200 },
+      ],
+    },
     { name: 'B', floatBytes: 500, options: [{ config: 'b4', drop: 0.006, bytes: 100 }] },
     { name: 'C', floatBytes: 300, options: [{ config: 'c4', drop: 0.003, bytes: 50 }] },
   ];
@@ -153,7 +194,12 @@ describe('searchConfigs', () => {
     expect(result.stoppedBy).toBe('converged');
 
     // One trial allowed: the overshooting first answer is all there is, reported unmet.
-    const capped = await searchConfigs({ tensors: table, budget: { maxBytes: 1400 }, maxTrials: 1, measure: tableExport(table, 100).measure });
+    const capped = await searchConfigs({
+      tensors: table,
+      budget: { maxBytes: 1400 },
+      maxTrials: 1,
+      measure: tableExport(table, 100).measure,
+    });
     expect(capped.trials).toHaveLength(1);
     expect(capped.best).toMatchObject({ bytes: 1500, feasible: false });
     expect(capped.targetMet).toBe(false);

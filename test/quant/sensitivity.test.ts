@@ -27,15 +27,27 @@ afterAll(() => task?.model.dispose());
 describe('labelCandidates', () => {
   it('names the default candidates with short flat labels and numbers collisions', () => {
     const defaults = DEFAULT_CANDIDATES.map((c) => parseMethodParams(c));
-    expect(labelCandidates(defaults).map((c) => c.label)).toEqual(['affine8pc', 'affine4pc', 'affine2pc', 'ternarypc', 'binarypc', 'kmeans4']);
-    const twice = [parseMethodParams({ name: 'affine', bits: 4, symmetric: true }), parseMethodParams({ name: 'affine', bits: 4, symmetric: true, seed: 3 })];
+    expect(labelCandidates(defaults).map((c) => c.label)).toEqual([
+      'affine8pc',
+      'affine4pc',
+      'affine2pc',
+      'ternarypc',
+      'binarypc',
+      'kmeans4',
+    ]);
+    const twice = [
+      parseMethodParams({ name: 'affine', bits: 4, symmetric: true }),
+      parseMethodParams({ name: 'affine', bits: 4, symmetric: true, seed: 3 }),
+    ];
     expect(labelCandidates(twice).map((c) => c.label)).toEqual(['affine4s', 'affine4s#2']);
   });
 });
 
 describe('layersWeightSwap', () => {
   it('runs with the given values in place of the weight and restores the float values exactly', async () => {
-    const model = tf.sequential({ layers: [tf.layers.dense({ units: 2, inputShape: [2], useBias: false, kernelInitializer: 'ones', name: 'd' })] });
+    const model = tf.sequential({
+      layers: [tf.layers.dense({ units: 2, inputShape: [2], useBias: false, kernelInitializer: 'ones', name: 'd' })],
+    });
     const before = tf.memory().numTensors;
     const swap = layersWeightSwap(model);
     const x = tf.tensor2d([[1, 2]]);
@@ -48,7 +60,9 @@ describe('layersWeightSwap', () => {
     // [1, 2] · [[1, 0], [0, 3]] = [1, 6]
     expect(inside).toEqual([1, 6]);
     expect(Array.from(model.getWeights()[0].dataSync())).toEqual([1, 1, 1, 1]);
-    await expect(swap('d/kernel', new Float32Array(4), async () => Promise.reject(new Error('boom')))).rejects.toThrow('boom');
+    await expect(swap('d/kernel', new Float32Array(4), async () => Promise.reject(new Error('boom')))).rejects.toThrow(
+      'boom',
+    );
     expect(Array.from(model.getWeights()[0].dataSync())).toEqual([1, 1, 1, 1]);
     x.dispose();
     expect(tf.memory().numTensors).toBe(before);
@@ -73,7 +87,12 @@ describe('analyzeSensitivity', () => {
       candidates,
       quantize: (name, params) => {
         const variable = weights.get(name)!;
-        return getMethod(params.name).quantize(variable.read().dataSync() as Float32Array, variable.shape as number[], params, createRng(0));
+        return getMethod(params.name).quantize(
+          variable.read().dataSync() as Float32Array,
+          variable.shape as number[],
+          params,
+          createRng(0),
+        );
       },
       withWeight: layersWeightSwap(model),
       batches,
@@ -83,7 +102,10 @@ describe('analyzeSensitivity', () => {
     disposeBatches(batches);
     expect(tf.memory().numTensors).toBe(before);
     const ms = performance.now() - started;
-    console.log(`sensitivity: 4 tensors × 6 configs on 300 samples in ${ms.toFixed(0)} ms; top rows`, result.rows.slice(0, 4));
+    console.log(
+      `sensitivity: 4 tensors × 6 configs on 300 samples in ${ms.toFixed(0)} ms; top rows`,
+      result.rows.slice(0, 4),
+    );
 
     expect(result.rows).toHaveLength(24);
     expect(result.baseline.samples).toBe(300);

@@ -22,15 +22,36 @@ afterAll(async () => {
 
 function job(tenant: string, id = newId('jobs'), modelId = 'mdl_x'): JobRecord {
   return {
-    id, tenant, status: 'queued', stage: 'queued', progress: 0, kind: 'ptq', modelId, method: 'affine',
-    spec: {}, webhookUrl: null, attempts: 0, createdAt: new Date().toISOString(), startedAt: null, finishedAt: null,
-    error: null, summary: null, artifacts: [],
+    id,
+    tenant,
+    status: 'queued',
+    stage: 'queued',
+    progress: 0,
+    kind: 'ptq',
+    modelId,
+    method: 'affine',
+    spec: {},
+    webhookUrl: null,
+    attempts: 0,
+    createdAt: new Date().toISOString(),
+    startedAt: null,
+    finishedAt: null,
+    error: null,
+    summary: null,
+    artifacts: [],
   };
 }
 
 function model(tenant: string): ModelRecord {
   return {
-    id: newId('models'), tenant, format: 'layers-model', params: 1, bytes: 4, sha256: 'ab', tensors: [], files: [],
+    id: newId('models'),
+    tenant,
+    format: 'layers-model',
+    params: 1,
+    bytes: 4,
+    sha256: 'ab',
+    tensors: [],
+    files: [],
     createdAt: new Date().toISOString(),
   };
 }
@@ -91,7 +112,9 @@ describe('RecordStore', () => {
     const record = job('t4');
     await records.create('jobs', record);
     await Promise.all(
-      Array.from({ length: 20 }, () => records.update('jobs', 't4', record.id, (j) => ({ ...j, attempts: j.attempts + 1 }))),
+      Array.from({ length: 20 }, () =>
+        records.update('jobs', 't4', record.id, (j) => ({ ...j, attempts: j.attempts + 1 })),
+      ),
     );
     expect((await records.get('jobs', 't4', record.id))?.attempts).toBe(20);
   });

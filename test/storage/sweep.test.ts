@@ -81,9 +81,15 @@ describe('sweepBlobs', () => {
     await utimes(deadTemp, longAgo, longAgo);
 
     // Artifacts of a job whose record is gone, and a killed writer's temp tree, go; a live job's stay.
-    const live = (await app.inject({ method: 'POST', url: '/v1/jobs', payload: { modelId: kept.id, method: { name: 'affine' } } })).json();
+    const live = (
+      await app.inject({ method: 'POST', url: '/v1/jobs', payload: { modelId: kept.id, method: { name: 'affine' } } })
+    ).json();
     const artifactRoot = join(config.dataDir, 'artifacts', 'local');
-    const [liveDir, orphanDir, tempTree] = [join(artifactRoot, live.id), join(artifactRoot, newId('jobs')), join(artifactRoot, '.x.tmp-1')];
+    const [liveDir, orphanDir, tempTree] = [
+      join(artifactRoot, live.id),
+      join(artifactRoot, newId('jobs')),
+      join(artifactRoot, '.x.tmp-1'),
+    ];
     for (const dir of [liveDir, orphanDir, tempTree]) {
       await mkdir(dir, { recursive: true });
       await writeFile(join(dir, 'report.json'), '{}');
@@ -97,7 +103,10 @@ describe('sweepBlobs', () => {
     expect(existsSync(liveTemp)).toBe(true);
     expect([liveDir, orphanDir, tempTree].map((dir) => existsSync(dir))).toEqual([true, false, false]);
 
-    expect(await sweepBlobs(records, blobs, { graceMs: hour, now: later })).toMatchObject({ removed: gone.files.length, removedBytes: goneBytes });
+    expect(await sweepBlobs(records, blobs, { graceMs: hour, now: later })).toMatchObject({
+      removed: gone.files.length,
+      removedBytes: goneBytes,
+    });
     for (const file of gone.files) expect(existsSync(blobs.pathOf(file.sha256))).toBe(false);
     for (const file of kept.files) expect(existsSync(blobs.pathOf(file.sha256))).toBe(true);
     const storedDataset = await records.get('datasets', 'local', dataset.json().id);
@@ -117,8 +126,15 @@ describe('sweepBlobs', () => {
 
 describe('qaas sweep', () => {
   it('prints what it would remove with --dry-run and removes nothing', async () => {
-    const env = { ...process.env, REDIS_URL: config.redisUrl, DATA_DIR: config.dataDir, QAAS_REDIS_PREFIX: config.redisPrefix };
+    const env = {
+      ...process.env,
+      REDIS_URL: config.redisUrl,
+      DATA_DIR: config.dataDir,
+      QAAS_REDIS_PREFIX: config.redisPrefix,
+    };
     const { stdout } = await run(process.execPath, [cli, 'sweep', '--dry-run', '--grace-minutes', '0'], { env });
-    expect(stdout).toMatch(/^would remove 0 unreferenced blobs \(0 B\); kept \d+ referenced and 0 younger than 0 min; 0 stale temp files and 0 orphaned artifact directories removed\n$/);
+    expect(stdout).toMatch(
+      /^would remove 0 unreferenced blobs \(0 B\); kept \d+ referenced and 0 younger than 0 min; 0 stale temp files and 0 orphaned artifact directories removed\n$/,
+    );
   });
 });

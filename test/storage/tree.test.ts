@@ -17,9 +17,22 @@ const bytes = (s: string) => new TextEncoder().encode(s);
 describe('writeTreeAtomically', () => {
   it('writes nested files and replaces an existing tree whole', async () => {
     const target = join(dir, 'out');
-    await writeTreeAtomically(target, new Map([['model/model.json', bytes('{"a":1}')], ['report.json', bytes('r1')], ['old.txt', bytes('x')]]));
+    await writeTreeAtomically(
+      target,
+      new Map([
+        ['model/model.json', bytes('{"a":1}')],
+        ['report.json', bytes('r1')],
+        ['old.txt', bytes('x')],
+      ]),
+    );
     expect(await listTree(target)).toEqual(['model/model.json', 'old.txt', 'report.json']);
-    await writeTreeAtomically(target, new Map([['model/model.json', bytes('{"a":2}')], ['report.json', bytes('r2')]]));
+    await writeTreeAtomically(
+      target,
+      new Map([
+        ['model/model.json', bytes('{"a":2}')],
+        ['report.json', bytes('r2')],
+      ]),
+    );
     expect(await listTree(target)).toEqual(['model/model.json', 'report.json']);
     expect(await readFile(join(target, 'report.json'), 'utf8')).toBe('r2');
     // No temp or moved-aside siblings left behind.
@@ -28,14 +41,21 @@ describe('writeTreeAtomically', () => {
 
   it('refuses paths that leave the directory and leaves nothing behind', async () => {
     const target = join(dir, 'evil');
-    await expect(writeTreeAtomically(target, new Map([['ok.txt', bytes('1')], ['../escape.txt', bytes('2')]]))).rejects.toThrow(
-      'unsafe artifact path',
-    );
+    await expect(
+      writeTreeAtomically(
+        target,
+        new Map([
+          ['ok.txt', bytes('1')],
+          ['../escape.txt', bytes('2')],
+        ]),
+      ),
+    ).rejects.toThrow('unsafe artifact path');
     expect((await readdir(dir)).sort()).toEqual(['out']);
   });
 
   it('classifies relative paths', () => {
-    for (const bad of ['../a', 'a/../../b', '/etc/passwd', 'C:/x', 'a\\..\\b', '', 'a/..']) expect(isSafeRelativePath(bad)).toBe(false);
+    for (const bad of ['../a', 'a/../../b', '/etc/passwd', 'C:/x', 'a\\..\\b', '', 'a/..'])
+      expect(isSafeRelativePath(bad)).toBe(false);
     for (const good of ['a', 'model/model.json', 'a..b/c']) expect(isSafeRelativePath(good)).toBe(true);
   });
 });

@@ -97,7 +97,11 @@ describe('jobs with datasets', () => {
   });
 
   it('runs analyze and auto jobs: a sensitivity table, then a chosen config within the drop budget', async () => {
-    const analyze = await runToEnd({ kind: 'analyze', method: { name: 'affine', bits: 8 }, data: { evaluation: datasetId } });
+    const analyze = await runToEnd({
+      kind: 'analyze',
+      method: { name: 'affine', bits: 8 },
+      data: { evaluation: datasetId },
+    });
     expect(analyze.status, JSON.stringify(analyze.error)).toBe('succeeded');
     const analyzed = (await app.inject({ url: `/v1/jobs/${analyze.id}/report` })).json();
     // 2 kernels × 6 default candidate configs, most sensitive first.

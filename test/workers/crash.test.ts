@@ -41,7 +41,9 @@ describe('a worker killed mid-job', () => {
   it('leaves the job to the next worker, which finishes it once', async () => {
     const body = multipart(filesAsParts(await denseModel([256, 256, 256, 256, 256, 256])));
     const modelId = (await app.inject({ method: 'POST', url: '/v1/models', ...body })).json().id;
-    const id = (await app.inject({ method: 'POST', url: '/v1/jobs', payload: { modelId, method: { name: 'kmeans', bits: 8 } } })).json().id;
+    const id = (
+      await app.inject({ method: 'POST', url: '/v1/jobs', payload: { modelId, method: { name: 'kmeans', bits: 8 } } })
+    ).json().id;
 
     const service = processorFile('quantize').replace(/workers\/quantize\.js$/, 'src/service.js');
     const script = `import { startWorkers } from ${JSON.stringify(service)};
@@ -53,7 +55,14 @@ describe('a worker killed mid-job', () => {
     doomed = spawn(process.execPath, [scriptFile], {
       detached: true,
       stdio: 'ignore',
-      env: { ...process.env, REDIS_URL: config.redisUrl, QAAS_REDIS_PREFIX: config.redisPrefix, DATA_DIR: config.dataDir, QAAS_TF_BACKEND: 'cpu', LOG_LEVEL: 'silent' },
+      env: {
+        ...process.env,
+        REDIS_URL: config.redisUrl,
+        QAAS_REDIS_PREFIX: config.redisPrefix,
+        DATA_DIR: config.dataDir,
+        QAAS_TF_BACKEND: 'cpu',
+        LOG_LEVEL: 'silent',
+      },
     });
     let deadline = Date.now() + 30_000;
     while ((await jobOf(id)).status !== 'running' && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));

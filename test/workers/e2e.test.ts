@@ -75,7 +75,11 @@ async function readEvents(url: string): Promise<SseEvent[]> {
 
 describe('a job through a sandboxed worker', () => {
   it('succeeds, streams state first and a final event, and yields artifacts stock tfjs loads', async () => {
-    const submitted = await app.inject({ method: 'POST', url: '/v1/jobs', payload: { modelId, method: { name: 'affine', bits: 8, symmetric: false } } });
+    const submitted = await app.inject({
+      method: 'POST',
+      url: '/v1/jobs',
+      payload: { modelId, method: { name: 'affine', bits: 8, symmetric: false } },
+    });
     expect(submitted.statusCode).toBe(202);
     expectMatchesSpec('POST', '/v1/jobs', submitted);
     const id = submitted.json().id;
@@ -160,7 +164,11 @@ describe('a job through a sandboxed worker', () => {
     expect(escape.statusCode).toBe(404);
     expectMatchesSpec('GET', `/v1/jobs/${id}/artifacts/..%2F..%2Fblobs`, escape);
     let metrics = '';
-    for (let i = 0; i < 50 && !metrics.includes('qaas_job_duration_seconds_count{method="affine",status="succeeded"} 1'); i++) {
+    for (
+      let i = 0;
+      i < 50 && !metrics.includes('qaas_job_duration_seconds_count{method="affine",status="succeeded"} 1');
+      i++
+    ) {
       await new Promise((resolve) => setTimeout(resolve, 100));
       metrics = (await app.inject({ url: '/metrics' })).body;
     }
@@ -174,7 +182,9 @@ describe('a job through a sandboxed worker', () => {
   });
 
   it('deletes a succeeded job with its artifacts', async () => {
-    const id = (await app.inject({ method: 'POST', url: '/v1/jobs', payload: { modelId, method: { name: 'ternary' } } })).json().id;
+    const id = (
+      await app.inject({ method: 'POST', url: '/v1/jobs', payload: { modelId, method: { name: 'ternary' } } })
+    ).json().id;
     await waitFor(id, ['succeeded']);
     const dir = artifactDir(config.dataDir, 'local', id);
     expect(existsSync(join(dir, 'report.json'))).toBe(true);
@@ -187,14 +197,21 @@ describe('a job through a sandboxed worker', () => {
   it('cancels a running job at a checkpoint: no artifacts, not retried', async () => {
     const big = multipart(filesAsParts(await denseModel([256, 256, 256, 256, 256, 256, 256, 256, 256])));
     const bigId = (await app.inject({ method: 'POST', url: '/v1/models', ...big })).json().id;
-    const id = (await app.inject({ method: 'POST', url: '/v1/jobs', payload: { modelId: bigId, method: { name: 'kmeans', bits: 8 } } })).json().id;
+    const id = (
+      await app.inject({
+        method: 'POST',
+        url: '/v1/jobs',
+        payload: { modelId: bigId, method: { name: 'kmeans', bits: 8 } },
+      })
+    ).json().id;
     await waitFor(id, ['running']);
     const cancel = await app.inject({ method: 'POST', url: `/v1/jobs/${id}/cancel` });
     expect(cancel.statusCode).toBe(200);
     expect(cancel.json().status).toBe('cancelled');
     const queued = (await app.services.queues.quantize.getJob(id))!;
     const deadline = Date.now() + 30_000;
-    while (!(await queued.isCompleted()) && Date.now() < deadline) await new Promise((resolve) => setTimeout(resolve, 100));
+    while (!(await queued.isCompleted()) && Date.now() < deadline)
+      await new Promise((resolve) => setTimeout(resolve, 100));
     const finished = (await app.services.queues.quantize.getJob(id))!;
     expect(finished.returnvalue).toEqual({ status: 'cancelled' });
     expect(finished.attemptsMade).toBe(1);

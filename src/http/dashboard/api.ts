@@ -79,7 +79,8 @@ export async function dashboardApiRoutes(app: FastifyInstance): Promise<void> {
   async function findSucceededJob(request: FastifyRequest, id: string): Promise<JobRecord> {
     const job = isId('jobs', id) ? await records.get('jobs', request.tenant, id) : null;
     if (!job) throw new ApiProblem('not-found', `no job ${id}`);
-    if (job.status !== 'succeeded') throw new ApiProblem('conflict', `job ${job.id} is ${job.status}; its tensors exist once it succeeded`);
+    if (job.status !== 'succeeded')
+      throw new ApiProblem('conflict', `job ${job.id} is ${job.status}; its tensors exist once it succeeded`);
     return job;
   }
 
@@ -138,7 +139,10 @@ export async function dashboardApiRoutes(app: FastifyInstance): Promise<void> {
       schema: {
         summary: 'A weight’s histogram before and after quantization',
         params: Type.Composite([IdParams, Type.Object({ name: Type.String({ minLength: 1 }) })]),
-        querystring: Type.Object({ bins: Type.Integer({ minimum: 2, maximum: 512, default: 64 }) }, { additionalProperties: false }),
+        querystring: Type.Object(
+          { bins: Type.Integer({ minimum: 2, maximum: 512, default: 64 }) },
+          { additionalProperties: false },
+        ),
         response: { 200: HistogramResponse, 409: Problem, ...problemResponses },
       },
     },
@@ -150,13 +154,19 @@ export async function dashboardApiRoutes(app: FastifyInstance): Promise<void> {
       const sourceFiles: FileSet = new Map();
       for (const file of model.files) sourceFiles.set(file.path, new Uint8Array(await blobs.read(file.sha256)));
       const source = readModel(sourceFiles).weights.find((w) => w.name === name);
-      const quantized = readModel(await readFileSetFromDir(`${artifactDir(config.dataDir, job.tenant, job.id)}/model`)).weights.find(
-        (w) => w.name === name,
-      );
+      const quantized = readModel(
+        await readFileSetFromDir(`${artifactDir(config.dataDir, job.tenant, job.id)}/model`),
+      ).weights.find((w) => w.name === name);
       const before = floatValues(source);
       const after = floatValues(quantized);
       if (!source || !before || !after) throw new ApiProblem('not-found', `job ${job.id} has no float tensor ${name}`);
-      return { name, shape: source.shape, bins, ...sharedHistogram(before, after, bins), levelsAfter: new Set(after).size };
+      return {
+        name,
+        shape: source.shape,
+        bins,
+        ...sharedHistogram(before, after, bins),
+        levelsAfter: new Set(after).size,
+      };
     },
   );
 }

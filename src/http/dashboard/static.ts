@@ -15,7 +15,9 @@ import { Problem } from '../schemas.js';
 /** The public folder sits next to this module in src/; from dist/ it is found back in the source tree. */
 export function dashboardPublicDir(): string {
   const here = fileURLToPath(new URL('.', import.meta.url));
-  const root = here.includes('/dist/') ? new URL('../../../../', import.meta.url) : new URL('../../../', import.meta.url);
+  const root = here.includes('/dist/')
+    ? new URL('../../../../', import.meta.url)
+    : new URL('../../../', import.meta.url);
   return join(fileURLToPath(root), 'src', 'http', 'dashboard', 'public');
 }
 

@@ -6,7 +6,12 @@
  */
 import { Type } from '@sinclair/typebox';
 import type { FastifyInstance } from 'fastify';
-import { DatasetError, JSON_DATASET_MAX_BYTES, checkDatasetShapes, parseJsonDataset } from '../../model/dataset/index.js';
+import {
+  DatasetError,
+  JSON_DATASET_MAX_BYTES,
+  checkDatasetShapes,
+  parseJsonDataset,
+} from '../../model/dataset/index.js';
 import { NpyError, readNpyHeader } from '../../model/dataset/npy.js';
 import { NpzFile } from '../../model/dataset/npz.js';
 import { checkDatasetFitsModel, modelInputs, modelOutputs } from '../../model/signature.js';
@@ -55,7 +60,9 @@ async function fromJson(upload: Upload, file: UploadedFile): Promise<{ x: ArrayI
       `${file.path} is ${file.bytes} bytes; JSON datasets are parsed whole and capped at ${JSON_DATASET_MAX_BYTES} bytes — send .npy or .npz instead`,
     );
   }
-  const dataset = await checked('', async () => parseJsonDataset((await upload.contents(file)).toString('utf8'), file.path));
+  const dataset = await checked('', async () =>
+    parseJsonDataset((await upload.contents(file)).toString('utf8'), file.path),
+  );
   await dataset.close();
   const info = (sampleShape: number[]): ArrayInfo => ({
     dtype: dataset.x.dtype,
@@ -98,7 +105,9 @@ export async function checkJobDatasets(
   const named = Object.entries(data).filter((entry): entry is [string, string] => typeof entry[1] === 'string');
   if (named.length === 0) return;
   const modelJsonFile = model.files.find((f) => f.path === 'model.json');
-  const modelJson = modelJsonFile ? (JSON.parse((await services.blobs.read(modelJsonFile.sha256)).toString('utf8')) as Record<string, unknown>) : {};
+  const modelJson = modelJsonFile
+    ? (JSON.parse((await services.blobs.read(modelJsonFile.sha256)).toString('utf8')) as Record<string, unknown>)
+    : {};
   const inputs = modelInputs(modelJson);
   const outputs = modelOutputs(modelJson);
   for (const [role, id] of named) {
@@ -171,7 +180,13 @@ export async function datasetRoutes(app: FastifyInstance): Promise<void> {
 
   app.get(
     '/v1/datasets',
-    { schema: { summary: 'List datasets', querystring: ListQuery, response: { 200: pageOf(Dataset), ...problemResponses } } },
+    {
+      schema: {
+        summary: 'List datasets',
+        querystring: ListQuery,
+        response: { 200: pageOf(Dataset), ...problemResponses },
+      },
+    },
     async (request) => {
       const query = request.query as { cursor?: string; limit: number };
       return records.list('datasets', request.tenant, query);
@@ -204,7 +219,9 @@ export async function datasetRoutes(app: FastifyInstance): Promise<void> {
       if (!record) throw new ApiProblem('not-found', `no dataset ${id}`);
       const activeJobs = await jobsUsing(records, request.tenant, id);
       if (activeJobs.length > 0) {
-        throw new ApiProblem('conflict', `dataset ${id} is used by unfinished jobs: ${activeJobs.join(', ')}`, { jobs: activeJobs });
+        throw new ApiProblem('conflict', `dataset ${id} is used by unfinished jobs: ${activeJobs.join(', ')}`, {
+          jobs: activeJobs,
+        });
       }
       // Blobs are shared by content: `qaas sweep` removes those no record names any more (storage/sweep.ts).
       await records.delete('datasets', request.tenant, id);

@@ -62,7 +62,13 @@ export async function jobRoutes(app: FastifyInstance): Promise<void> {
         headers: Type.Object({ 'idempotency-key': Type.Optional(Type.String({ minLength: 1, maxLength: 255 })) }),
         querystring: Type.Object({ dryRun: Type.Optional(Type.Boolean()) }, { additionalProperties: false }),
         body: Type.Object({}, { additionalProperties: true }),
-        response: { 200: Type.Object({ spec: Type.Object({}, { additionalProperties: true }) }), 202: Job, 409: Problem, 422: Problem, ...problemResponses },
+        response: {
+          200: Type.Object({ spec: Type.Object({}, { additionalProperties: true }) }),
+          202: Job,
+          409: Problem,
+          422: Problem,
+          ...problemResponses,
+        },
       },
     },
     async (request, reply) => {
@@ -77,9 +83,15 @@ export async function jobRoutes(app: FastifyInstance): Promise<void> {
         const model = await records.get('models', request.tenant, spec.modelId);
         if (!model) throw noModel();
         // DoReFa and PACT train quantizer layers inserted into a tf.LayersModel; said now, not by a failed job.
-        const trained = spec.activations && spec.activations.quantizer !== 'calibrated' ? spec.activations.quantizer : null;
+        const trained =
+          spec.activations && spec.activations.quantizer !== 'calibrated' ? spec.activations.quantizer : null;
         if (trained && model.format !== 'layers-model') {
-          throw new SpecError([{ path: '/activations/quantizer', message: `${trained} activations need a layers model; ${model.id} is a ${model.format}` }]);
+          throw new SpecError([
+            {
+              path: '/activations/quantizer',
+              message: `${trained} activations need a layers model; ${model.id} is a ${model.format}`,
+            },
+          ]);
         }
         await checkJobDatasets(app.services, request.tenant, model, spec.data);
       }
@@ -99,7 +111,10 @@ export async function jobRoutes(app: FastifyInstance): Promise<void> {
         if (claimed === null) {
           const [storedHash, storedId] = ((await redis.get(key)) ?? ' ').split(' ');
           if (storedHash !== bodyHash) {
-            throw new ApiProblem('idempotency-key-reused', 'this Idempotency-Key was already used with a different body');
+            throw new ApiProblem(
+              'idempotency-key-reused',
+              'this Idempotency-Key was already used with a different body',
+            );
           }
           const existing = await records.get('jobs', request.tenant, storedId);
           if (existing) return reply.code(202).header('idempotent-replayed', 'true').send(existing);
@@ -110,7 +125,9 @@ export async function jobRoutes(app: FastifyInstance): Promise<void> {
       }
       let created = false;
       const { webhook, ...rest } = spec;
-      const secret = webhook?.secret ? { key: webhookSecretKey(config.redisPrefix, request.tenant, id), value: webhook.secret } : null;
+      const secret = webhook?.secret
+        ? { key: webhookSecretKey(config.redisPrefix, request.tenant, id), value: webhook.secret }
+        : null;
       try {
         if (secret) await redis.set(secret.key, secret.value);
         const job: JobRecord = {
@@ -135,13 +152,21 @@ export async function jobRoutes(app: FastifyInstance): Promise<void> {
         };
         created = await lifecycle.create(job);
         if (!created) throw noModel();
-        await enqueue(queues, 'quantize', 'ptq', { tenant: request.tenant, jobId: id }, { jobId: id, priority: spec.priority });
+        await enqueue(
+          queues,
+          'quantize',
+          'ptq',
+          { tenant: request.tenant, jobId: id },
+          { jobId: id, priority: spec.priority },
+        );
         request.log.info({ jobId: id, method: job.method }, 'job queued');
         return reply.code(202).header('location', `/v1/jobs/${id}`).send(job);
       } catch (error) {
         // A record whose job never reached the queue would stay "queued" forever: it ends failed instead.
         if (created) {
-          await lifecycle.fail(request.tenant, id, { message: 'the job could not be queued', type: 'internal' }).catch(() => undefined);
+          await lifecycle
+            .fail(request.tenant, id, { message: 'the job could not be queued', type: 'internal' })
+            .catch(() => undefined);
         }
         // A key whose job was never created must not block a retry for a day.
         if (claimedKey) await redis.del(claimedKey).catch(() => undefined);
@@ -157,15 +182,29 @@ export async function jobRoutes(app: FastifyInstance): Promise<void> {
       schema: {
         summary: 'List jobs',
         querystring: Type.Composite(
-          [ListQuery, Type.Object({ status: Type.Optional(JobStatus), modelId: Type.Optional(Type.String({ pattern: '^mdl_[0-9a-z]{25}$' })) })],
+          [
+            ListQuery,
+            Type.Object({
+              status: Type.Optional(JobStatus),
+              modelId: Type.Optional(Type.String({ pattern: '^mdl_[0-9a-z]{25}$' })),
+            }),
+          ],
           { additionalProperties: false },
         ),
         response: { 200: pageOf(Job), ...problemResponses },
       },
     },
     async (request) => {
-      const { modelId, ...query } = request.query as { cursor?: string; limit: number; status?: string; modelId?: string };
-      return records.list('jobs', request.tenant, { ...query, ...(modelId ? { where: { field: 'modelId', value: modelId } } : {}) });
+      const { modelId, ...query } = request.query as {
+        cursor?: string;
+        limit: number;
+        status?: string;
+        modelId?: string;
+      };
+      return records.list('jobs', request.tenant, {
+        ...query,
+        ...(modelId ? { where: { field: 'modelId', value: modelId } } : {}),
+      });
     },
   );
 
@@ -189,7 +228,9 @@ export async function jobRoutes(app: FastifyInstance): Promise<void> {
       if (!isTerminal(job)) throw new ApiProblem('conflict', `job ${job.id} is ${job.status}: cancel it first`);
       // The record goes first: a crash after it leaves only files that `qaas sweep` removes.
       if (!(await lifecycle.remove(job))) throw new ApiProblem('not-found', `no job ${job.id}`);
-      await Promise.all([queues.quantize.remove(job.id), queues.webhooks.remove(webhookJobId(job.id))]).catch(() => undefined);
+      await Promise.all([queues.quantize.remove(job.id), queues.webhooks.remove(webhookJobId(job.id))]).catch(
+        () => undefined,
+      );
       await rm(artifactDir(config.dataDir, request.tenant, job.id), { recursive: true, force: true });
       request.log.info({ jobId: job.id }, 'job deleted');
       return reply.code(204).send();
@@ -198,7 +239,9 @@ export async function jobRoutes(app: FastifyInstance): Promise<void> {
 
   app.post(
     '/v1/jobs/:id/cancel',
-    { schema: { summary: 'Cancel a job', params: IdParams, response: { 200: Job, 409: Problem, ...problemResponses } } },
+    {
+      schema: { summary: 'Cancel a job', params: IdParams, response: { 200: Job, 409: Problem, ...problemResponses } },
+    },
     async (request) => {
       const job = await findJob(request);
       if (isTerminal(job)) throw new ApiProblem('conflict', `job ${job.id} already ${job.status}`);
@@ -226,7 +269,8 @@ export async function jobRoutes(app: FastifyInstance): Promise<void> {
     },
     async (request, reply) => {
       const job = await findJob(request);
-      if (job.status !== 'succeeded') throw new ApiProblem('conflict', `job ${job.id} is ${job.status}; the report exists once it succeeded`);
+      if (job.status !== 'succeeded')
+        throw new ApiProblem('conflict', `job ${job.id} is ${job.status}; the report exists once it succeeded`);
       const text = await readFile(`${artifactDir(config.dataDir, job.tenant, job.id)}/report.json`, 'utf8');
       return reply.type('application/json').send(text);
     },
@@ -234,10 +278,17 @@ export async function jobRoutes(app: FastifyInstance): Promise<void> {
 
   app.get(
     '/v1/jobs/:id/artifacts.zip',
-    { schema: { summary: 'All artifacts as one zip', params: IdParams, response: { 409: Problem, ...problemResponses } } },
+    {
+      schema: {
+        summary: 'All artifacts as one zip',
+        params: IdParams,
+        response: { 409: Problem, ...problemResponses },
+      },
+    },
     async (request, reply) => {
       const job = await findJob(request);
-      if (job.status !== 'succeeded') throw new ApiProblem('conflict', `job ${job.id} is ${job.status}; artifacts exist once it succeeded`);
+      if (job.status !== 'succeeded')
+        throw new ApiProblem('conflict', `job ${job.id} is ${job.status}; artifacts exist once it succeeded`);
       const dir = artifactDir(config.dataDir, job.tenant, job.id);
       const zip = new yazl.ZipFile();
       for (const path of await listTree(dir)) zip.addFile(`${dir}/${path}`, path);
@@ -260,7 +311,8 @@ export async function jobRoutes(app: FastifyInstance): Promise<void> {
     },
     async (request, reply) => {
       const job = await findJob(request);
-      if (job.status !== 'succeeded') throw new ApiProblem('conflict', `job ${job.id} is ${job.status}; artifacts exist once it succeeded`);
+      if (job.status !== 'succeeded')
+        throw new ApiProblem('conflict', `job ${job.id} is ${job.status}; artifacts exist once it succeeded`);
       const path = (request.params as { '*': string })['*'];
       const file = artifactFile(artifactDir(config.dataDir, job.tenant, job.id), path);
       const info = file ? await stat(file).catch(() => null) : null;

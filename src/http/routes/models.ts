@@ -85,7 +85,9 @@ export async function modelRoutes(app: FastifyInstance): Promise<void> {
 
   app.get(
     '/v1/models',
-    { schema: { summary: 'List models', querystring: ListQuery, response: { 200: pageOf(Model), ...problemResponses } } },
+    {
+      schema: { summary: 'List models', querystring: ListQuery, response: { 200: pageOf(Model), ...problemResponses } },
+    },
     async (request) => {
       const query = request.query as { cursor?: string; limit: number };
       return records.list('models', request.tenant, query);
@@ -116,11 +118,15 @@ export async function modelRoutes(app: FastifyInstance): Promise<void> {
       const { id } = request.params as { id: string };
       const jobsKey = modelJobsKey(config.redisPrefix, request.tenant, id);
       // Blobs are shared by content: `qaas sweep` removes those no record names any more (storage/sweep.ts).
-      const outcome = isId('models', id) ? await records.delete('models', request.tenant, id, { guard: { key: jobsKey, expect: 'absent' } }) : 'missing';
+      const outcome = isId('models', id)
+        ? await records.delete('models', request.tenant, id, { guard: { key: jobsKey, expect: 'absent' } })
+        : 'missing';
       if (outcome === 'missing') throw new ApiProblem('not-found', `no model ${id}`);
       if (outcome === 'guarded') {
         const activeJobs = await redis.smembers(jobsKey);
-        throw new ApiProblem('conflict', `model ${id} is used by unfinished jobs: ${activeJobs.join(', ')}`, { jobs: activeJobs });
+        throw new ApiProblem('conflict', `model ${id} is used by unfinished jobs: ${activeJobs.join(', ')}`, {
+          jobs: activeJobs,
+        });
       }
       return reply.code(204).send();
     },

@@ -124,7 +124,8 @@ function memorySource(values: Float64Array, shape: number[]): ArraySource {
     dtype: 'float64',
     shape,
     async *slices(start, end, rows) {
-      for (let at = start; at < end; at += rows) yield values.subarray(at * rowSize, Math.min(end, at + rows) * rowSize);
+      for (let at = start; at < end; at += rows)
+        yield values.subarray(at * rowSize, Math.min(end, at + rows) * rowSize);
     },
   };
 }
@@ -216,7 +217,8 @@ class StreamedDataset implements Dataset {
   async *batches(batchSize: number, options: BatchOptions = {}): AsyncGenerator<DatasetBatch> {
     const start = options.start ?? 0;
     const end = options.end ?? this.samples;
-    if (!Number.isInteger(batchSize) || batchSize < 1) throw new DatasetError(`batch size ${batchSize} is not a positive integer`);
+    if (!Number.isInteger(batchSize) || batchSize < 1)
+      throw new DatasetError(`batch size ${batchSize} is not a positive integer`);
     if (!Number.isInteger(start) || !Number.isInteger(end) || start < 0 || end > this.samples || start > end) {
       throw new DatasetError(`sample range [${start}, ${end}) is outside [0, ${this.samples})`);
     }
@@ -319,11 +321,18 @@ export async function parseJsonDataset(text: string, what = 'JSON dataset'): Pro
   } catch (error) {
     throw new DatasetError(`${what} is not JSON: ${(error as Error).message}`);
   }
-  if (body === null || typeof body !== 'object' || Array.isArray(body)) throw new DatasetError(`${what} must be an object {x, y}`);
+  if (body === null || typeof body !== 'object' || Array.isArray(body))
+    throw new DatasetError(`${what} must be an object {x, y}`);
   const source = (value: unknown, label: string): ArraySource => {
     try {
       const shape = nestedShape(value, `/${label}`);
-      return memorySource(flatten(value, shape.reduce((a, b) => a * b, 1)), shape);
+      return memorySource(
+        flatten(
+          value,
+          shape.reduce((a, b) => a * b, 1),
+        ),
+        shape,
+      );
     } catch (error) {
       if (error instanceof NpyError) throw new DatasetError(`${what}: ${error.message}`);
       throw error;

@@ -90,7 +90,8 @@ export function npyHeaderLength(prefix: Uint8Array): number {
   if (major === 1) return 10 + view.getUint16(8, true);
   if (prefix.length < 12) throw new NpyError('.npy header is truncated');
   const length = view.getUint32(8, true);
-  if (length > maxHeaderBytes) throw new NpyError(`.npy header of ${length} bytes is over the ${maxHeaderBytes}-byte limit`);
+  if (length > maxHeaderBytes)
+    throw new NpyError(`.npy header of ${length} bytes is over the ${maxHeaderBytes}-byte limit`);
   return 12 + length;
 }
 
@@ -111,7 +112,8 @@ export function parseNpyHeader(prefix: Uint8Array, fileSize = prefix.length): Np
     throw new NpyError('.npy header lacks descr, fortran_order or shape');
   }
   const dtype = npyDescrs.includes(descr) ? dtypeOfCode[descr.slice(1)] : undefined;
-  if (dtype === undefined) throw new NpyError(
+  if (dtype === undefined)
+    throw new NpyError(
       `unsupported .npy dtype ${descr}; allowed: ${Object.keys(dtypeOfCode).join(', ')} after a byte order < or > (| for one-byte types)`,
     );
   if (fortran === 'True') {
@@ -127,7 +129,9 @@ export function parseNpyHeader(prefix: Uint8Array, fileSize = prefix.length): Np
   const expected = shape.reduce((a, b) => a * b, 1) * itemBytes;
   if (!Number.isSafeInteger(expected)) throw new NpyError(`.npy shape (${shape.join(', ')}) is too large`);
   if (fileSize - dataOffset !== expected) {
-    throw new NpyError(`.npy data holds ${fileSize - dataOffset} bytes, shape (${shape.join(', ')}) of ${descr} needs ${expected}`);
+    throw new NpyError(
+      `.npy data holds ${fileSize - dataOffset} bytes, shape (${shape.join(', ')}) of ${descr} needs ${expected}`,
+    );
   }
   return { descr, dtype, littleEndian: descr[0] !== '>', itemBytes, shape, dataOffset };
 }
@@ -182,9 +186,13 @@ function swapBytes(bytes: Uint8Array, itemBytes: number): void {
  * The elements of `bytes` (whole elements of `header`'s dtype) as a typed array of that dtype. Big-endian
  * data is byte-swapped in place, so `bytes` must be a scratch buffer the caller does not reuse.
  */
-export function decodeNpyValues(bytes: Uint8Array, header: Pick<NpyHeader, 'dtype' | 'littleEndian' | 'itemBytes'>): NumericArray {
+export function decodeNpyValues(
+  bytes: Uint8Array,
+  header: Pick<NpyHeader, 'dtype' | 'littleEndian' | 'itemBytes'>,
+): NumericArray {
   const { itemBytes } = header;
-  if (bytes.length % itemBytes !== 0) throw new NpyError(`${bytes.length} bytes are not whole ${header.dtype} elements`);
+  if (bytes.length % itemBytes !== 0)
+    throw new NpyError(`${bytes.length} bytes are not whole ${header.dtype} elements`);
   if (itemBytes > 1 && header.littleEndian !== hostLittleEndian) swapBytes(bytes, itemBytes);
   // Typed views need an aligned offset; fresh buffers are, slices of stream chunks may not be.
   const aligned = bytes.byteOffset % itemBytes === 0 ? bytes : bytes.slice();
@@ -227,12 +235,15 @@ export function nestedShape(value: unknown, path = ''): number[] {
     if (!Number.isFinite(value)) throw new NpyError(`${path || '/'}: ${value} is not a finite number`);
     return [];
   }
-  if (!Array.isArray(value) || value.length === 0) throw new NpyError(`${path || '/'}: expected a non-empty array or a number`);
+  if (!Array.isArray(value) || value.length === 0)
+    throw new NpyError(`${path || '/'}: expected a non-empty array or a number`);
   const first = nestedShape(value[0], `${path}/0`);
   for (let i = 1; i < value.length; i++) {
     const shape = nestedShape(value[i], `${path}/${i}`);
     if (shape.length !== first.length || shape.some((d, k) => d !== first[k])) {
-      throw new NpyError(`${path}/${i}: shape [${shape.join(', ')}] differs from [${first.join(', ')}] of its siblings`);
+      throw new NpyError(
+        `${path}/${i}: shape [${shape.join(', ')}] differs from [${first.join(', ')}] of its siblings`,
+      );
     }
   }
   return [value.length, ...first];

@@ -97,12 +97,16 @@ export class NpzFile {
       if (entries.has('x.npy')) names = entries.has('y.npy') ? ['x.npy', 'y.npy'] : ['x.npy'];
       else if (arrays.length === 0) throw new NpyError('the .npz holds no .npy arrays');
       else if (arrays.length > 2) {
-        throw new NpyError(`the .npz holds ${arrays.length} arrays (${arrays.join(', ')}) and none is named x; save them as x= and y=`);
+        throw new NpyError(
+          `the .npz holds ${arrays.length} arrays (${arrays.join(', ')}) and none is named x; save them as x= and y=`,
+        );
       } else names = arrays;
       for (const name of names) {
         const entry = entries.get(name)!;
         if (entry.isEncrypted() || !entry.canDecodeFileData()) {
-          throw new NpyError(`${name}: encrypted or unsupported compression (method ${entry.compressionMethod}); use np.savez or np.savez_compressed`);
+          throw new NpyError(
+            `${name}: encrypted or unsupported compression (method ${entry.compressionMethod}); use np.savez or np.savez_compressed`,
+          );
         }
       }
       const headers = await Promise.all(names.map((name) => readHeader(zip, entries.get(name)!)));
@@ -127,7 +131,11 @@ export class NpzFile {
     const start = array.header.dataOffset + offset;
     if (entry.compressionMethod === 0) {
       if (start >= entry.uncompressedSize) return new ChunkReader(nothing(), array.entry);
-      const stream = await this.zip.openReadStreamPromise(entry, { decodeFileData: false, start, end: entry.uncompressedSize });
+      const stream = await this.zip.openReadStreamPromise(entry, {
+        decodeFileData: false,
+        start,
+        end: entry.uncompressedSize,
+      });
       return new ChunkReader(stream, array.entry);
     }
     const reader = new ChunkReader(await this.zip.openReadStreamPromise(entry), array.entry);
@@ -163,8 +171,10 @@ async function readHeader(zip: yauzl.ZipFile, entry: yauzl.Entry): Promise<NpyHe
 function openZip(path: string): Promise<yauzl.ZipFile> {
   return new Promise((resolve, reject) => {
     // autoClose off: batches open entry streams long after the central directory was read.
-    yauzl.open(path, { lazyEntries: true, autoClose: false, decodeStrings: true, validateEntrySizes: true }, (error, zip) =>
-      error || !zip ? reject(error ?? new Error('no zip')) : resolve(zip),
+    yauzl.open(
+      path,
+      { lazyEntries: true, autoClose: false, decodeStrings: true, validateEntrySizes: true },
+      (error, zip) => (error || !zip ? reject(error ?? new Error('no zip')) : resolve(zip)),
     );
   });
 }

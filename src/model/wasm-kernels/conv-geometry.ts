@@ -8,7 +8,9 @@ import * as tf from '@tensorflow/tfjs';
 
 /** Kernel inputs arrive as TensorInfo; wrapping them lets the kernels use public ops (the wrapper shares the data). */
 export function asTensor<R extends tf.Rank>(info: tf.TensorInfo): tf.Tensor<R> {
-  return info instanceof tf.Tensor ? (info as tf.Tensor<R>) : (tf.engine().makeTensorFromTensorInfo(info) as tf.Tensor<R>);
+  return info instanceof tf.Tensor
+    ? (info as tf.Tensor<R>)
+    : (tf.engine().makeTensorFromTensorInfo(info) as tf.Tensor<R>);
 }
 
 /**
@@ -67,11 +69,10 @@ export function insertZeros(x: tf.Tensor4D, strideHeight: number, strideWidth: n
       [0, 0],
     ]);
     const dilated = tf.reshape(spread, [batch, height * strideHeight, width * strideWidth, channels]) as tf.Tensor4D;
-    return tf.slice(dilated, [0, 0, 0, 0], [
-      batch,
-      (height - 1) * strideHeight + 1,
-      (width - 1) * strideWidth + 1,
-      channels,
-    ]);
+    return tf.slice(
+      dilated,
+      [0, 0, 0, 0],
+      [batch, (height - 1) * strideHeight + 1, (width - 1) * strideWidth + 1, channels],
+    );
   });
 }

@@ -16,8 +16,21 @@ function depthwiseConv2dBackpropFilter({ inputs, attrs }: Parameters<tf.KernelFu
   return tf.tidy(() => {
     const x4 = asTensor<tf.Rank.R4>(x!);
     const dy4 = asTensor<tf.Rank.R4>(dy!);
-    const info = tf.backend_util.computeConv2DInfo(x4.shape, filterShape, strides, dilations ?? 1, pad, dimRoundingMode, true);
-    if (!tf.backend_util.eitherStridesOrDilationsAreOne([info.strideHeight, info.strideWidth], [info.dilationHeight, info.dilationWidth])) {
+    const info = tf.backend_util.computeConv2DInfo(
+      x4.shape,
+      filterShape,
+      strides,
+      dilations ?? 1,
+      pad,
+      dimRoundingMode,
+      true,
+    );
+    if (
+      !tf.backend_util.eitherStridesOrDilationsAreOne(
+        [info.strideHeight, info.strideWidth],
+        [info.dilationHeight, info.dilationWidth],
+      )
+    ) {
       throw new Error('DepthwiseConv2dNativeBackpropFilter on wasm: strides and dilations cannot both exceed 1');
     }
     const [filterHeight, filterWidth, inChannels, multiplier] = filterShape;
@@ -25,7 +38,12 @@ function depthwiseConv2dBackpropFilter({ inputs, attrs }: Parameters<tf.KernelFu
     const window = inputWindow(x4, info);
     const [, windowHeight, windowWidth] = window.shape;
     const folded = tf.reshape(tf.transpose(window, [1, 2, 0, 3]), [1, windowHeight, windowWidth, batch * inChannels]);
-    const dyFilter = tf.reshape(tf.transpose(dy4, [1, 2, 0, 3]), [info.outHeight, info.outWidth, batch * inChannels, multiplier]);
+    const dyFilter = tf.reshape(tf.transpose(dy4, [1, 2, 0, 3]), [
+      info.outHeight,
+      info.outWidth,
+      batch * inChannels,
+      multiplier,
+    ]);
     const perExample = tf.depthwiseConv2d(
       folded as tf.Tensor4D,
       dyFilter as tf.Tensor4D,

@@ -16,7 +16,15 @@ function depthwiseConv2dBackpropInput({ inputs, attrs }: Parameters<tf.KernelFun
   return tf.tidy(() => {
     const dy4 = asTensor<tf.Rank.R4>(dy!);
     const filter4 = asTensor<tf.Rank.R4>(filter!);
-    const info = tf.backend_util.computeConv2DInfo(inputShape, filter4.shape, strides, dilations ?? 1, pad, dimRoundingMode, true);
+    const info = tf.backend_util.computeConv2DInfo(
+      inputShape,
+      filter4.shape,
+      strides,
+      dilations ?? 1,
+      pad,
+      dimRoundingMode,
+      true,
+    );
     const [batch, inHeight, inWidth, inChannels] = inputShape;
     const [filterHeight, filterWidth, , multiplier] = filter4.shape;
     const spread = insertZeros(dy4, info.strideHeight, info.strideWidth);
@@ -31,7 +39,10 @@ function depthwiseConv2dBackpropInput({ inputs, attrs }: Parameters<tf.KernelFun
       inWidth + left - (info.outWidth - 1) * info.strideWidth - 1,
     );
     const flipped = tf.reshape(tf.reverse(filter4, [0, 1]), [filterHeight, filterWidth, inChannels * multiplier, 1]);
-    const terms = tf.depthwiseConv2d(framed, flipped as tf.Tensor4D, 1, 'valid', 'NHWC', [info.dilationHeight, info.dilationWidth]);
+    const terms = tf.depthwiseConv2d(framed, flipped as tf.Tensor4D, 1, 'valid', 'NHWC', [
+      info.dilationHeight,
+      info.dilationWidth,
+    ]);
     if (multiplier === 1) return terms;
     return tf.sum(tf.reshape(terms, [batch, inHeight, inWidth, inChannels, multiplier]), 4);
   });

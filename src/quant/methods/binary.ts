@@ -17,7 +17,10 @@ export const BinaryParams = Type.Object(
   {
     name: Type.Literal('binary', { default: 'binary' }),
     granularity: Granularity,
-    stochastic: Type.Boolean({ default: false, description: 'BinaryConnect: +α with probability clip((w/α+1)/2, 0, 1)' }),
+    stochastic: Type.Boolean({
+      default: false,
+      description: 'BinaryConnect: +α with probability clip((w/α+1)/2, 0, 1)',
+    }),
     ...seedField,
   },
   { additionalProperties: false },

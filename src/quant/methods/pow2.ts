@@ -24,7 +24,12 @@ import { Rounding, seedField } from './common.js';
 export const Pow2Params = Type.Object(
   {
     name: Type.Literal('pow2', { default: 'pow2' }),
-    bits: Type.Integer({ minimum: 2, maximum: 8, default: 4, description: 'zero and 2^(bits−1) − 1 powers of two per sign' }),
+    bits: Type.Integer({
+      minimum: 2,
+      maximum: 8,
+      default: 4,
+      description: 'zero and 2^(bits−1) − 1 powers of two per sign',
+    }),
     rounding: Rounding,
     ...seedField,
   },

@@ -60,11 +60,7 @@ export function packBits(codes: ArrayLike<number>, bits: number): Uint8Array {
  * Reads `count` codes of `bits` bits back from a stream written by packBits. Returns the narrowest array
  * that holds them: Uint8Array up to 8 bits, Uint16Array up to 16.
  */
-export function unpackBits(
-  bytes: Uint8Array,
-  bits: number,
-  count: number,
-): Uint32Array | Uint16Array | Uint8Array {
+export function unpackBits(bytes: Uint8Array, bits: number, count: number): Uint32Array | Uint16Array | Uint8Array {
   checkBits(bits);
   const byteLength = packedByteLength(count, bits);
   if (bytes.length < byteLength) {

@@ -149,7 +149,9 @@ export function decodePacked(manifest: object, weights: ArrayBuffer | Uint8Array
       out.set(new Uint8Array(values.buffer, values.byteOffset, values.byteLength), at);
     } else {
       if (weight.byteLength !== byteLength || weight.offset < 0 || weight.offset + byteLength > bytes.length) {
-        fail(`weight "${name}": raw ${dtype} [${shape}] needs ${byteLength} bytes at ${weight.offset} inside weights.bin`);
+        fail(
+          `weight "${name}": raw ${dtype} [${shape}] needs ${byteLength} bytes at ${weight.offset} inside weights.bin`,
+        );
       }
       out.set(bytes.subarray(weight.offset, weight.offset + byteLength), at);
     }

@@ -69,7 +69,8 @@ function checkQuantized(weight: Weight, tensor: QuantizedTensor): void {
       }
       const expected = encoding.kind === 'affine' ? channels : channels * levels;
       for (const side of sideInfoOf(encoding)) {
-        if (side.length !== expected) fail(`${encoding.kind} side information has ${side.length} values, expected ${expected}`);
+        if (side.length !== expected)
+          fail(`${encoding.kind} side information has ${side.length} values, expected ${expected}`);
       }
       break;
     }
@@ -83,7 +84,8 @@ function checkQuantized(weight: Weight, tensor: QuantizedTensor): void {
         fail(`pq subspaces ${subspaces} is neither 1 (shared) nor ⌈${rows} rows / ${subvectorLength}⌉`);
       }
       const expected = subspaces * levels * subvectorLength;
-      if (encoding.codebook.length !== expected) fail(`pq codebook has ${encoding.codebook.length} values, expected ${expected}`);
+      if (encoding.codebook.length !== expected)
+        fail(`pq codebook has ${encoding.codebook.length} values, expected ${expected}`);
       codeCount = blocks * pqColumns;
       break;
     }

@@ -64,7 +64,8 @@ function isTensorRef(value: unknown): value is TensorRef {
 export function reluOutputLayers(model: tf.LayersModel): string[] {
   return model.layers
     .filter((layer) => {
-      if (layer instanceof tf.LayersModel || layer.inboundNodes.length !== 1 || Array.isArray(layer.output)) return false;
+      if (layer instanceof tf.LayersModel || layer.inboundNodes.length !== 1 || Array.isArray(layer.output))
+        return false;
       if (layer.getClassName() === 'ReLU') return true;
       return (layer.getConfig() as { activation?: unknown }).activation === 'relu';
     })
@@ -89,12 +90,18 @@ export async function withTrainedActivationQuantizers(
     names.add(name);
     inserted.set(target, name);
     // Keys in Python style: tfjs turns them back into the layer's camelCase args on loading.
-    const layerConfig: Json = { name, bits: options.bits, gradient_bits: options.gradientBits ?? 32, seed: (options.seed ?? 0) + n };
+    const layerConfig: Json = {
+      name,
+      bits: options.bits,
+      gradient_bits: options.gradientBits ?? 32,
+      seed: (options.seed ?? 0) + n,
+    };
     if (options.quantizer === 'pact') layerConfig.alpha = options.alpha ?? 6;
     const quantizer: Json = { class_name: className, config: layerConfig };
     if (!sequential) {
       const source = (ref: TensorRef): TensorRef => (ref[0] === target ? [name, 0, 0, ...ref.slice(3)] : ref);
-      for (const other of layers) other.inbound_nodes = (other.inbound_nodes as TensorRef[][]).map((node) => node.map(source));
+      for (const other of layers)
+        other.inbound_nodes = (other.inbound_nodes as TensorRef[][]).map((node) => node.map(source));
       config.output_layers = (config.output_layers as unknown[]).map((ref) => (isTensorRef(ref) ? source(ref) : ref));
       quantizer.name = name;
       quantizer.inbound_nodes = [[[target, 0, 0, {}]]];
@@ -105,7 +112,9 @@ export async function withTrainedActivationQuantizers(
   for (const layer of model.layers) {
     if (layer.weights.length > 0) trained.getLayer(layer.name).setWeights(layer.getWeights());
   }
-  const pact = [...inserted.values()].map((name) => trained.getLayer(name)).filter((l): l is PactActivation => l instanceof PactActivation);
+  const pact = [...inserted.values()]
+    .map((name) => trained.getLayer(name))
+    .filter((l): l is PactActivation => l instanceof PactActivation);
   const decay = options.alphaDecay ?? 1e-4;
   const regularizer = pact.length > 0 && decay > 0 ? () => pactPenalty(pact, decay) : undefined;
   return { model: trained, inserted, regularizer };

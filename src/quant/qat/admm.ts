@@ -23,7 +23,13 @@ import type { ForwardWeights, KernelSetup, KernelState, KernelTrainer, StepConte
 import { projectionParams, type AdmmParams } from './methods.js';
 
 /** The W-step's gradient in place: g + ρ(W − G + λ). */
-export function admmGradient(gradient: Float32Array, w: Float32Array, g: Float32Array, lambda: Float32Array, rho: number): Float32Array {
+export function admmGradient(
+  gradient: Float32Array,
+  w: Float32Array,
+  g: Float32Array,
+  lambda: Float32Array,
+  rho: number,
+): Float32Array {
   for (let i = 0; i < gradient.length; i++) gradient[i] += rho * (w[i] - g[i] + lambda[i]);
   return gradient;
 }

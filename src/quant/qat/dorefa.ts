@@ -58,7 +58,8 @@ export class DoReFaActivation extends tf.layers.Layer {
 
   constructor(args: DoReFaArgs) {
     super({ name: args.name, trainable: false });
-    if (!Number.isInteger(args.bits) || args.bits < 1 || args.bits > 16) throw new RangeError(`DoReFa bits must be 1..16, got ${args.bits}`);
+    if (!Number.isInteger(args.bits) || args.bits < 1 || args.bits > 16)
+      throw new RangeError(`DoReFa bits must be 1..16, got ${args.bits}`);
     this.bits = args.bits;
     this.gradientBits = args.gradientBits ?? FLOAT_GRADIENT_BITS;
     this.seed = args.seed ?? 0;
@@ -77,7 +78,9 @@ export class DoReFaActivation extends tf.layers.Layer {
         value: dorefaGrid(input, this.bits),
         gradFunc: (gradient: tf.Tensor, saved: tf.Tensor[]) => {
           const [kept] = saved;
-          const inside = tf.tidy(() => tf.mul(gradient, tf.cast(tf.logicalAnd(tf.greaterEqual(kept, 0), tf.lessEqual(kept, 1)), 'float32')));
+          const inside = tf.tidy(() =>
+            tf.mul(gradient, tf.cast(tf.logicalAnd(tf.greaterEqual(kept, 0), tf.lessEqual(kept, 1)), 'float32')),
+          );
           if (this.gradientBits >= FLOAT_GRADIENT_BITS) return inside;
           const quantized = quantizeGradient(inside, this.gradientBits, (this.seed + 0x9e3779b9 * ++this.draws) >>> 0);
           inside.dispose();

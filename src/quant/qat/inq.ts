@@ -19,7 +19,14 @@
  */
 import { pow2 } from '../methods/pow2.js';
 import type { QuantizedTensor } from '../types.js';
-import { codebookTensor, type ForwardWeights, type KernelSetup, type KernelState, type KernelTrainer, type StepContext } from './kernel.js';
+import {
+  codebookTensor,
+  type ForwardWeights,
+  type KernelSetup,
+  type KernelState,
+  type KernelTrainer,
+  type StepContext,
+} from './kernel.js';
 import type { InqParams } from './methods.js';
 
 /**
@@ -117,13 +124,18 @@ export class InqKernel implements KernelTrainer {
   }
 
   result(shadow: Float32Array): QuantizedTensor {
-    if (this.frozenCount < shadow.length) throw new Error('inq: the kernel is not fully quantized until training finishes');
+    if (this.frozenCount < shadow.length)
+      throw new Error('inq: the kernel is not fully quantized until training finishes');
     return codebookTensor(Uint8Array.from(this.codes), Float32Array.from(this.codebook!), this.bits, 1);
   }
 
   getState(): KernelState {
     if (this.codebook === undefined) return {};
-    return { codebook: Float32Array.from(this.codebook), frozen: Float32Array.from(this.frozen), codes: Float32Array.from(this.codes) };
+    return {
+      codebook: Float32Array.from(this.codebook),
+      frozen: Float32Array.from(this.frozen),
+      codes: Float32Array.from(this.codes),
+    };
   }
 
   setState(state: KernelState): void {

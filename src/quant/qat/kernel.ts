@@ -167,7 +167,12 @@ export class ScalarAdam {
  * A codebook-encoded tensor: value i = codebook[c·2^bits + codes[i]], c = i % channels, with the packed
  * cost of the codes plus each channel's codebook as float32 (as the PTQ codebook methods count it).
  */
-export function codebookTensor(codes: Uint8Array, codebook: Float32Array, bits: number, channels: number): QuantizedTensor {
+export function codebookTensor(
+  codes: Uint8Array,
+  codebook: Float32Array,
+  bits: number,
+  channels: number,
+): QuantizedTensor {
   const levels = 2 ** bits;
   const size = codes.length;
   const dequantized = new Float32Array(size);

@@ -17,7 +17,13 @@
  */
 import { channelCount } from '../methods/common.js';
 import type { QuantizedTensor } from '../types.js';
-import { codebookTensor, type ForwardWeights, type KernelSetup, type KernelTrainer, type StepContext } from './kernel.js';
+import {
+  codebookTensor,
+  type ForwardWeights,
+  type KernelSetup,
+  type KernelTrainer,
+  type StepContext,
+} from './kernel.js';
 import type { LabParams } from './methods.js';
 
 /** Adam's ε, which d adds to √v̂. */
@@ -65,7 +71,8 @@ export class LabKernel implements KernelTrainer {
 
   result(shadow: Float32Array, context: StepContext): QuantizedTensor {
     const secondMoment = context.secondMoment();
-    const d = secondMoment === undefined ? undefined : Float64Array.from(secondMoment, (v) => Math.sqrt(v) + LAB_EPSILON);
+    const d =
+      secondMoment === undefined ? undefined : Float64Array.from(secondMoment, (v) => Math.sqrt(v) + LAB_EPSILON);
     return binaryTensor(shadow, labScales(shadow, d, this.channels));
   }
 }

@@ -33,14 +33,22 @@ export const AdmmParams = Type.Object(
     projection: Type.Union(
       [
         ...admmProjections.map((name) => Type.Literal(name)),
-        Type.Object({ name: Type.Union(admmProjections.map((name) => Type.Literal(name))) }, { additionalProperties: true }),
+        Type.Object(
+          { name: Type.Union(admmProjections.map((name) => Type.Literal(name))) },
+          { additionalProperties: true },
+        ),
       ],
       {
         default: 'ternary',
         description: 'the G-step projection: a PTQ method name, or its params object (e.g. {name: "affine", bits: 2})',
       },
     ),
-    rho: Type.Number({ exclusiveMinimum: 0, maximum: 1e4, default: 0.1, description: 'ρ of the penalty ρ/2‖W − G + λ‖²' }),
+    rho: Type.Number({
+      exclusiveMinimum: 0,
+      maximum: 1e4,
+      default: 0.1,
+      description: 'ρ of the penalty ρ/2‖W − G + λ‖²',
+    }),
     rhoGrowth: Type.Number({ minimum: 1, maximum: 10, default: 1.5, description: 'ρ ← ρ·rhoGrowth after every epoch' }),
     interval: Type.Integer({
       minimum: 0,
@@ -57,7 +65,12 @@ export type AdmmParams = Static<typeof AdmmParams>;
 export const InqParams = Type.Object(
   {
     name: Type.Literal('inq', { default: 'inq' }),
-    bits: Type.Integer({ minimum: 2, maximum: 8, default: 5, description: 'pow2 bits: zero and 2^(bits−1) − 1 powers per sign' }),
+    bits: Type.Integer({
+      minimum: 2,
+      maximum: 8,
+      default: 5,
+      description: 'pow2 bits: zero and 2^(bits−1) − 1 powers per sign',
+    }),
     steps: Type.Array(Type.Number({ exclusiveMinimum: 0, maximum: 1 }), {
       minItems: 1,
       maxItems: 16,
@@ -110,7 +123,8 @@ const admm: TrainingMethod<typeof AdmmParams> = {
 
 const inq: TrainingMethod<typeof InqParams> = {
   name: 'inq',
-  summary: 'incremental network quantization (Zhou et al. 2017): freeze 50/75/87.5/100% to powers of two, retrain the rest',
+  summary:
+    'incremental network quantization (Zhou et al. 2017): freeze 50/75/87.5/100% to powers of two, retrain the rest',
   params: InqParams,
   exportParams: (p) => parseMethodParams({ name: 'pow2', bits: p.bits, seed: p.seed }),
 };
@@ -128,7 +142,9 @@ export type TrainingMethodName = keyof typeof trainingMethods;
 
 export const trainingMethodNames = Object.keys(trainingMethods) as TrainingMethodName[];
 
-export type TrainingMethodParams = { [K in TrainingMethodName]: Static<(typeof trainingMethods)[K]['params']> }[TrainingMethodName];
+export type TrainingMethodParams = {
+  [K in TrainingMethodName]: Static<(typeof trainingMethods)[K]['params']>;
+}[TrainingMethodName];
 
 /** What a job's `method` (or a `layers.overrides` entry) holds once parsed. */
 export type AnyMethodParams = MethodParams | TrainingMethodParams;
@@ -160,7 +176,8 @@ export function exportParams(params: AnyMethodParams): MethodParams {
 export function parseAnyMethodParams(input: unknown, at = '', trainingAllowed = true): AnyMethodParams {
   const name = (input as { name?: unknown } | null)?.name;
   if (!isTrainingMethodName(name)) {
-    if (!trainingAllowed || (typeof name === 'string' && (methodNames as string[]).includes(name))) return parseMethodParams(input, at);
+    if (!trainingAllowed || (typeof name === 'string' && (methodNames as string[]).includes(name)))
+      return parseMethodParams(input, at);
     throw new MethodParamsError([
       {
         path: `${at}/name`,
@@ -177,7 +194,9 @@ export function parseAnyMethodParams(input: unknown, at = '', trainingAllowed = 
     const { steps } = parsed;
     const increasing = steps.every((s, i) => i === 0 || s > steps[i - 1]);
     if (!increasing || steps[steps.length - 1] !== 1) {
-      throw new MethodParamsError([{ path: `${at}/steps`, message: 'steps must increase and end at 1 (every weight quantized)' }]);
+      throw new MethodParamsError([
+        { path: `${at}/steps`, message: 'steps must increase and end at 1 (every weight quantized)' },
+      ]);
     }
   }
   if (parsed.name === 'admm') {
@@ -192,4 +211,3 @@ export function parseAnyMethodParams(input: unknown, at = '', trainingAllowed = 
   }
   return parsed;
 }
-

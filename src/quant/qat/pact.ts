@@ -42,7 +42,8 @@ export class PactActivation extends tf.layers.Layer {
 
   constructor(args: PactArgs) {
     super({ name: args.name, trainable: true });
-    if (!Number.isInteger(args.bits) || args.bits < 1 || args.bits > 16) throw new RangeError(`PACT bits must be 1..16, got ${args.bits}`);
+    if (!Number.isInteger(args.bits) || args.bits < 1 || args.bits > 16)
+      throw new RangeError(`PACT bits must be 1..16, got ${args.bits}`);
     this.bits = args.bits;
     this.initialAlpha = args.alpha ?? 6;
     if (!(this.initialAlpha > 0)) throw new RangeError(`PACT alpha must be > 0, got ${this.initialAlpha}`);
@@ -51,7 +52,14 @@ export class PactActivation extends tf.layers.Layer {
   }
 
   override build(): void {
-    this.alphaWeight = this.addWeight('alpha', [], 'float32', tf.initializers.constant({ value: this.initialAlpha }), undefined, true);
+    this.alphaWeight = this.addWeight(
+      'alpha',
+      [],
+      'float32',
+      tf.initializers.constant({ value: this.initialAlpha }),
+      undefined,
+      true,
+    );
     this.built = true;
   }
 
@@ -86,7 +94,13 @@ export class PactActivation extends tf.layers.Layer {
   }
 
   override getConfig(): tf.serialization.ConfigDict {
-    return { ...super.getConfig(), bits: this.bits, alpha: this.initialAlpha, gradientBits: this.gradientBits, seed: this.seed };
+    return {
+      ...super.getConfig(),
+      bits: this.bits,
+      alpha: this.initialAlpha,
+      gradientBits: this.gradientBits,
+      seed: this.seed,
+    };
   }
 }
 

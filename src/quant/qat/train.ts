@@ -232,7 +232,8 @@ function endsInSoftmax(model: TrainableModel): boolean {
 /** Integer labels (rank 1, or a trailing axis of 1 when the model has several outputs) → one-hot float. */
 function targetsFor(y: tf.Tensor, prediction: tf.Tensor): tf.Tensor {
   const classes = prediction.shape[prediction.rank - 1];
-  const isLabels = y.rank === prediction.rank - 1 || (y.rank === prediction.rank && y.shape[y.rank - 1] === 1 && classes > 1);
+  const isLabels =
+    y.rank === prediction.rank - 1 || (y.rank === prediction.rank && y.shape[y.rank - 1] === 1 && classes > 1);
   if (!isLabels) return y.dtype === 'float32' ? y : tf.cast(y, 'float32');
   return tf.oneHot(tf.cast(tf.reshape(y, [-1]), 'int32'), classes).toFloat();
 }
@@ -274,7 +275,8 @@ class QatSession implements QatStep {
     private readonly model: TrainableModel,
     private readonly options: QatStepOptions,
   ) {
-    if (model.outputs.length !== 1) throw new Error(`QAT trains single-output models; this one has ${model.outputs.length}`);
+    if (model.outputs.length !== 1)
+      throw new Error(`QAT trains single-output models; this one has ${model.outputs.length}`);
     this.ste = options.ste ?? 'identity';
     const byName = new Map(model.weights.map((w) => [w.originalName, w]));
     const trainable = model.trainableWeights;
@@ -286,7 +288,9 @@ class QatSession implements QatStep {
       const shape = entry.shape ?? (weight.shape as number[]);
       const size = weight.shape.reduce((a: number, b) => a * (b ?? 1), 1);
       if (shape.reduce((a, b) => a * b, 1) !== size) {
-        throw new Error(`QAT plan shape [${shape.join(', ')}] does not fit "${name}" of shape [${weight.shape.join(', ')}]`);
+        throw new Error(
+          `QAT plan shape [${shape.join(', ')}] does not fit "${name}" of shape [${weight.shape.join(', ')}]`,
+        );
       }
       const seedOf = entry.training ?? entry.params;
       const seed = 'seed' in seedOf ? seedOf.seed : 0;
@@ -300,7 +304,11 @@ class QatSession implements QatStep {
       };
     });
     this.optimizer = new ShadowOptimizer(
-      { name: options.optimizer ?? 'adam', learningRate: options.learningRate ?? 1e-3, momentum: options.momentum ?? 0.9 },
+      {
+        name: options.optimizer ?? 'adam',
+        learningRate: options.learningRate ?? 1e-3,
+        momentum: options.momentum ?? 0.9,
+      },
       this.trainableVariables,
       trainable.map((w) => w.originalName),
     );
@@ -330,7 +338,11 @@ class QatSession implements QatStep {
    * Puts Ŵ (the trainer's forward weights, or its inference weights) into every planned kernel and returns
    * the shadow tensors, the shadow values and the gradient masks.
    */
-  private quantizeKernels(mode: 'train' | 'inference'): { shadows: tf.Tensor[]; values: Float32Array[]; masks: (Float32Array | undefined)[] } {
+  private quantizeKernels(mode: 'train' | 'inference'): {
+    shadows: tf.Tensor[];
+    values: Float32Array[];
+    masks: (Float32Array | undefined)[];
+  } {
     const shadows: tf.Tensor[] = [];
     const values: Float32Array[] = [];
     const masks: (Float32Array | undefined)[] = [];
@@ -399,10 +411,16 @@ class QatSession implements QatStep {
         replaced.set(kernel.variable, () => {
           const g = Float32Array.from(gradient.dataSync() as Float32Array);
           if (mask !== undefined) for (let j = 0; j < g.length; j++) g[j] *= mask[j];
-          return tf.tensor(backward.call(kernel.trainer, g, values[i], this.context(kernel)), gradient.shape, 'float32');
+          return tf.tensor(
+            backward.call(kernel.trainer, g, values[i], this.context(kernel)),
+            gradient.shape,
+            'float32',
+          );
         });
       } else if (mask !== undefined) {
-        replaced.set(kernel.variable, () => tf.tidy(() => tf.mul(gradient, tf.tensor(mask, gradient.shape, 'float32'))));
+        replaced.set(kernel.variable, () =>
+          tf.tidy(() => tf.mul(gradient, tf.tensor(mask, gradient.shape, 'float32'))),
+        );
       }
     });
     const gradients = this.trainableVariables.map((variable) => {
@@ -427,14 +445,20 @@ class QatSession implements QatStep {
   /** Epoch `epoch` (0-based) of `epochs` begins: the trainers' schedules (INQ's partition). */
   beginEpoch(epoch: number, epochs: number): void {
     for (const kernel of this.kernels) {
-      const updated = kernel.trainer.beginEpoch?.(epoch, epochs, kernel.variable.dataSync() as Float32Array, this.context(kernel));
+      const updated = kernel.trainer.beginEpoch?.(
+        epoch,
+        epochs,
+        kernel.variable.dataSync() as Float32Array,
+        this.context(kernel),
+      );
       if (updated) this.assign(kernel, updated);
     }
   }
 
   /** Epoch `epoch` (0-based) ended (ADMM's G- and λ-steps, its ρ schedule). */
   endEpoch(epoch: number): void {
-    for (const kernel of this.kernels) kernel.trainer.endEpoch?.(epoch, kernel.variable.dataSync() as Float32Array, this.context(kernel));
+    for (const kernel of this.kernels)
+      kernel.trainer.endEpoch?.(epoch, kernel.variable.dataSync() as Float32Array, this.context(kernel));
   }
 
   /** Training is over: the trainers' last schedule step, then the tensors the training methods export. */
@@ -444,7 +468,10 @@ class QatSession implements QatStep {
       const updated = kernel.trainer.finish?.(kernel.variable.dataSync() as Float32Array, this.context(kernel));
       if (updated) this.assign(kernel, updated);
       if (kernel.trainer.exportsOwnTensor) {
-        quantized.set(kernel.name, kernel.trainer.result(kernel.variable.dataSync() as Float32Array, this.context(kernel)));
+        quantized.set(
+          kernel.name,
+          kernel.trainer.result(kernel.variable.dataSync() as Float32Array, this.context(kernel)),
+        );
       }
     }
     return quantized;
@@ -556,13 +583,21 @@ interface EpochData {
 function prepareData(data: TrainingData, options: QatOptions): EpochData {
   const batchSize = options.batchSize ?? 32;
   const split = options.validationSplit ?? 0;
-  if (!Number.isInteger(batchSize) || batchSize < 1) throw new RangeError(`batchSize must be a positive integer, got ${batchSize}`);
+  if (!Number.isInteger(batchSize) || batchSize < 1)
+    throw new RangeError(`batchSize must be a positive integer, got ${batchSize}`);
   if (!(split >= 0 && split < 1)) throw new RangeError(`validationSplit must be in [0, 1), got ${split}`);
   let validation: BatchSource | undefined;
   if (options.validationData !== undefined) {
     const held = options.validationData;
     validation = isBatch(held)
-      ? { [Symbol.iterator]: () => gatheredBatches(held, Int32Array.from({ length: held.x.shape[0] }, (_, i) => i), batchSize) }
+      ? {
+          [Symbol.iterator]: () =>
+            gatheredBatches(
+              held,
+              Int32Array.from({ length: held.x.shape[0] }, (_, i) => i),
+              batchSize,
+            ),
+        }
       : held;
   }
   if (!isBatch(data)) {
@@ -580,7 +615,9 @@ function prepareData(data: TrainingData, options: QatOptions): EpochData {
   }
   const seed = options.seed ?? 0;
   return {
-    train: (epoch) => ({ [Symbol.iterator]: () => gatheredBatches(data, shuffled(trainCount, mixSeed(seed, epoch)), batchSize) }),
+    train: (epoch) => ({
+      [Symbol.iterator]: () => gatheredBatches(data, shuffled(trainCount, mixSeed(seed, epoch)), batchSize),
+    }),
     validation,
     batchesPerEpoch: Math.ceil(trainCount / batchSize),
   };
@@ -598,7 +635,8 @@ export async function trainQuantizationAware(
   const { epochs, signal } = options;
   const learningRate = options.learningRate ?? 1e-3;
   const decay = options.learningRateDecay ?? 0;
-  if (!Number.isInteger(epochs) || epochs < 0) throw new RangeError(`epochs must be a non-negative integer, got ${epochs}`);
+  if (!Number.isInteger(epochs) || epochs < 0)
+    throw new RangeError(`epochs must be a non-negative integer, got ${epochs}`);
   if (!(learningRate > 0)) throw new RangeError(`learningRate must be positive, got ${learningRate}`);
   if (!(decay >= 0)) throw new RangeError(`learningRateDecay must be ≥ 0, got ${decay}`);
   const epochData = prepareData(data, options);

@@ -35,13 +35,18 @@ async function collect(dataset: Dataset, batchSize: number, options?: BatchOptio
   return out;
 }
 
-
 const range = (n: number, f: (i: number) => number = (i) => i) => Array.from({ length: n }, (_, i) => f(i));
 
 describe('openDataset: .npy pairs', () => {
   it('streams uint8 pixels with preprocess and big-endian int64 labels, batch by batch', async () => {
     // 5 samples of 2×2 pixels: sample i holds 10i, 10i+1, 10i+2, 10i+3.
-    const x = await file(npyOf('|u1', [5, 2, 2], range(20, (i) => 10 * Math.floor(i / 4) + (i % 4))));
+    const x = await file(
+      npyOf(
+        '|u1',
+        [5, 2, 2],
+        range(20, (i) => 10 * Math.floor(i / 4) + (i % 4)),
+      ),
+    );
     const y = await file(npyOf('>i8', [5], [3, 1, 4, 1, 5]));
     const dataset = await openDataset({ x, y });
     expect(dataset.samples).toBe(5);
@@ -58,7 +63,13 @@ describe('openDataset: .npy pairs', () => {
   });
 
   it('reads exactly the rows in [start, end)', async () => {
-    const x = await file(npyOf('>f8', [10, 3], range(30, (i) => i + 0.25)));
+    const x = await file(
+      npyOf(
+        '>f8',
+        [10, 3],
+        range(30, (i) => i + 0.25),
+      ),
+    );
     const dataset = await openDataset({ x });
     expect(dataset.y).toBeUndefined();
     const batches = await collect(dataset, 4, { start: 3, end: 8 });
@@ -75,7 +86,9 @@ describe('openDataset: .npy pairs', () => {
     const ids = await openDataset({ x: await file(npyOf('<f4', [2, 3], [0, 5, 15, 2, 2, 9])) });
     const [batch] = await collect(ids, 8, { xDtype: 'int32' });
     expect(batch.x).toEqual(new Int32Array([0, 5, 15, 2, 2, 9]));
-    await expect(collect(ids, 8, { xDtype: 'int32', preprocess: { scale: 2, offset: 0 } })).rejects.toThrow('preprocess');
+    await expect(collect(ids, 8, { xDtype: 'int32', preprocess: { scale: 2, offset: 0 } })).rejects.toThrow(
+      'preprocess',
+    );
     const fractional = await openDataset({ x: await file(npyOf('<f4', [2, 2], [1, 2, 3, 3.5])) });
     await expect(collect(fractional, 1, { xDtype: 'int32' })).rejects.toThrow('x of sample 1 is 3.5, not an int32');
     const large = await openDataset({ x: await file(npyOf('<i8', [1, 1], [2 ** 40])) });
@@ -107,7 +120,9 @@ describe('openDataset: .npy pairs', () => {
     const fortran = await file(npyOf('<f4', [2, 2], [1, 2, 3, 4], { fortran: true }));
     await expect(openDataset({ x: fortran })).rejects.toThrow(/^x: Fortran-ordered \.npy arrays are not supported/);
     const x = await file(npyOf('<f4', [3, 2], range(6)));
-    await expect(openDataset({ x, y: await file(npyOf('<i4', [2], [0, 1])) })).rejects.toThrow('x has 3 samples but y has 2');
+    await expect(openDataset({ x, y: await file(npyOf('<i4', [2], [0, 1])) })).rejects.toThrow(
+      'x has 3 samples but y has 2',
+    );
     await expect(openDataset({ x: await file(npyOf('<f4', [], [1])) })).rejects.toThrow('x is a scalar');
     await expect(openDataset({ x, y: fortran })).rejects.toBeInstanceOf(DatasetError);
   });
@@ -139,12 +154,26 @@ describe('label kinds', () => {
 });
 
 describe('openDataset: .npz', () => {
-  const x = npyOf('<f4', [6, 2], range(12, (i) => i / 2));
+  const x = npyOf(
+    '<f4',
+    [6, 2],
+    range(12, (i) => i / 2),
+  );
   const y = npyOf('<i8', [6], [0, 1, 2, 0, 1, 2]);
 
   for (const compress of [false, true]) {
     it(`streams x.npy and y.npy from a ${compress ? 'deflated' : 'stored'} archive`, async () => {
-      const path = await file(await zipOf([['y.npy', y], ['x.npy', x], ['meta.npy', npyOf('<f4', [1], [0])]], { compress }), '.npz');
+      const path = await file(
+        await zipOf(
+          [
+            ['y.npy', y],
+            ['x.npy', x],
+            ['meta.npy', npyOf('<f4', [1], [0])],
+          ],
+          { compress },
+        ),
+        '.npz',
+      );
       const dataset = await openDataset({ npz: path });
       expect(dataset.samples).toBe(6);
       expect(dataset.x).toEqual({ dtype: 'float32', sampleShape: [2] });
@@ -153,7 +182,10 @@ describe('openDataset: .npz', () => {
       expect(all.map((b) => b.count)).toEqual([4, 2]);
       expect(Array.from(all[1].x)).toEqual([4, 4.5, 5, 5.5]);
       const middle = await collect(dataset, 2, { start: 1, end: 4, preprocess: { scale: 2, offset: 1 } });
-      expect(middle.map((b) => Array.from(b.x))).toEqual([[3, 4, 5, 6], [7, 8]]);
+      expect(middle.map((b) => Array.from(b.x))).toEqual([
+        [3, 4, 5, 6],
+        [7, 8],
+      ]);
       expect(middle.map((b) => Array.from(b.y!))).toEqual([[1, 2], [0]]);
       // Leaving a loop early stops the entry streams it opened.
       for await (const batch of dataset.batches(1, { start: 2 })) {
@@ -167,13 +199,31 @@ describe('openDataset: .npz', () => {
   }
 
   it('takes the first two arrays of an archive without x.npy, and refuses three', async () => {
-    const path = await file(await zipOf([['arr_0.npy', x], ['arr_1.npy', y]]), '.npz');
+    const path = await file(
+      await zipOf([
+        ['arr_0.npy', x],
+        ['arr_1.npy', y],
+      ]),
+      '.npz',
+    );
     const dataset = await openDataset({ npz: path });
     expect(dataset.y?.labels).toBe('index');
     expect((await collect(dataset, 6))[0].y).toEqual(new Int32Array([0, 1, 2, 0, 1, 2]));
     await dataset.close();
-    const three = await file(await zipOf([['a.npy', x], ['b.npy', y], ['c.npy', y]], { compress: false }), '.npz');
-    await expect(openDataset({ npz: three })).rejects.toThrow('holds 3 arrays (a.npy, b.npy, c.npy) and none is named x');
+    const three = await file(
+      await zipOf(
+        [
+          ['a.npy', x],
+          ['b.npy', y],
+          ['c.npy', y],
+        ],
+        { compress: false },
+      ),
+      '.npz',
+    );
+    await expect(openDataset({ npz: three })).rejects.toThrow(
+      'holds 3 arrays (a.npy, b.npy, c.npy) and none is named x',
+    );
     const fortran = await file(await zipOf([['x.npy', npyOf('<f4', [2, 2], [1, 2, 3, 4], { fortran: true })]]), '.npz');
     await expect(openDataset({ npz: fortran })).rejects.toThrow('x.npy: Fortran-ordered');
     await expect(openDataset({ npz: await file('not a zip', '.npz') })).rejects.toThrow('not a readable .npz');
@@ -182,7 +232,21 @@ describe('openDataset: .npz', () => {
 
 describe('openDataset: JSON', () => {
   it('parses {x, y} whole and batches it like the others', async () => {
-    const path = await file(JSON.stringify({ x: [[1, 2], [3, 4], [5, 6]], y: [[0, 1], [1, 0], [0, 1]] }), '.json');
+    const path = await file(
+      JSON.stringify({
+        x: [
+          [1, 2],
+          [3, 4],
+          [5, 6],
+        ],
+        y: [
+          [0, 1],
+          [1, 0],
+          [0, 1],
+        ],
+      }),
+      '.json',
+    );
     const dataset = await openDataset({ json: path });
     expect(dataset.x).toEqual({ dtype: 'float64', sampleShape: [2] });
     expect(dataset.y).toEqual({ dtype: 'float64', sampleShape: [2], labels: 'onehot' });
@@ -193,14 +257,20 @@ describe('openDataset: JSON', () => {
   });
 
   it('names ragged paths and refuses files over the cap', async () => {
-    await expect(openDataset({ json: await file(JSON.stringify({ x: [[1], [2, 3]] }), '.json') })).rejects.toThrow('/x/1: shape [2] differs');
-    await expect(openDataset({ json: await file('{"x": [1], "y": [1, 2]}', '.json') })).rejects.toThrow('x has 1 samples but y has 2');
+    await expect(openDataset({ json: await file(JSON.stringify({ x: [[1], [2, 3]] }), '.json') })).rejects.toThrow(
+      '/x/1: shape [2] differs',
+    );
+    await expect(openDataset({ json: await file('{"x": [1], "y": [1, 2]}', '.json') })).rejects.toThrow(
+      'x has 1 samples but y has 2',
+    );
     const big = join(dir, 'big.json');
     await writeFile(big, '');
     const handle = await open(big, 'r+');
     await handle.truncate(JSON_DATASET_MAX_BYTES + 1);
     await handle.close();
-    await expect(openDataset({ json: big })).rejects.toThrow(`capped at ${JSON_DATASET_MAX_BYTES} bytes — send .npy or .npz instead`);
+    await expect(openDataset({ json: big })).rejects.toThrow(
+      `capped at ${JSON_DATASET_MAX_BYTES} bytes — send .npy or .npz instead`,
+    );
   });
 });
 

@@ -64,6 +64,11 @@ export function elements(descr: string, values: readonly (number | bigint)[]): U
 }
 
 /** A .npy file holding `values` as `descr`. */
-export function npyOf(descr: string, shape: number[], values: readonly (number | bigint)[], options: NpyOptions = {}): Uint8Array {
+export function npyOf(
+  descr: string,
+  shape: number[],
+  values: readonly (number | bigint)[],
+  options: NpyOptions = {},
+): Uint8Array {
   return npy(descr, shape, elements(descr, values), options);
 }

@@ -2,7 +2,13 @@ import { mkdtemp, open, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { decodeNpyValues, nestedShape, npyHeaderLength, parseNpyHeader, readNpyHeader } from '../../../src/model/dataset/npy.js';
+import {
+  decodeNpyValues,
+  nestedShape,
+  npyHeaderLength,
+  parseNpyHeader,
+  readNpyHeader,
+} from '../../../src/model/dataset/npy.js';
 import { npy, npyOf } from './npy-fixture.js';
 
 let dir: string;
@@ -32,8 +38,19 @@ const cases: [string, number[]][] = [
 describe('parseNpyHeader', () => {
   it('reads descr, dtype, byte order, shape and data offset', () => {
     const file = npy('<f4', [2, 3], new Uint8Array(24));
-    expect(parseNpyHeader(file)).toEqual({ descr: '<f4', dtype: 'float32', littleEndian: true, itemBytes: 4, shape: [2, 3], dataOffset: 128 });
-    expect(parseNpyHeader(npy('>i8', [5], new Uint8Array(40)))).toMatchObject({ dtype: 'int64', littleEndian: false, shape: [5] });
+    expect(parseNpyHeader(file)).toEqual({
+      descr: '<f4',
+      dtype: 'float32',
+      littleEndian: true,
+      itemBytes: 4,
+      shape: [2, 3],
+      dataOffset: 128,
+    });
+    expect(parseNpyHeader(npy('>i8', [5], new Uint8Array(40)))).toMatchObject({
+      dtype: 'int64',
+      littleEndian: false,
+      shape: [5],
+    });
     expect(parseNpyHeader(npy('|u1', [], new Uint8Array(1))).shape).toEqual([]);
   });
 
@@ -49,8 +66,12 @@ describe('parseNpyHeader', () => {
   });
 
   it('rejects data that does not match the shape, unknown dtypes, Fortran order and bad magic', () => {
-    expect(() => parseNpyHeader(npy('<f4', [2, 3], new Uint8Array(20)))).toThrow('holds 20 bytes, shape (2, 3) of <f4 needs 24');
-    expect(() => parseNpyHeader(npy('<c8', [1], new Uint8Array(8)))).toThrow('unsupported .npy dtype <c8; allowed: b1, i1, i2, i4, i8, u1');
+    expect(() => parseNpyHeader(npy('<f4', [2, 3], new Uint8Array(20)))).toThrow(
+      'holds 20 bytes, shape (2, 3) of <f4 needs 24',
+    );
+    expect(() => parseNpyHeader(npy('<c8', [1], new Uint8Array(8)))).toThrow(
+      'unsupported .npy dtype <c8; allowed: b1, i1, i2, i4, i8, u1',
+    );
     expect(() => parseNpyHeader(npy('|f4', [1], new Uint8Array(4)))).toThrow('unsupported .npy dtype |f4');
     expect(() => parseNpyHeader(npy('<f4', [2, 2], new Uint8Array(16), { fortran: true }))).toThrow(
       'Fortran-ordered .npy arrays are not supported; save in C order',
@@ -116,7 +137,13 @@ describe('readNpyHeader', () => {
 
 describe('nestedShape', () => {
   it('measures rectangular arrays and names the first ragged path', () => {
-    expect(nestedShape([[1, 2], [3, 4], [5, 6]])).toEqual([3, 2]);
+    expect(
+      nestedShape([
+        [1, 2],
+        [3, 4],
+        [5, 6],
+      ]),
+    ).toEqual([3, 2]);
     expect(() => nestedShape([[1, 2], [3]], '/x')).toThrow('/x/1: shape [1] differs from [2]');
     expect(() => nestedShape([[1, Number.NaN]], '/x')).toThrow('/x/0/1');
   });

@@ -83,7 +83,8 @@ describe('affine on hand-worked examples', () => {
     expect(s).toBeGreaterThanOrEqual(Math.fround(1 / 255));
     expect(s / (1 / 255) - 1).toBeLessThan(2 ** -16);
     expect(result.dequantized[1]).toBe(0);
-    for (let i = 0; i < weights.length; i++) expect(Math.abs(weights[i] - result.dequantized[i])).toBeLessThanOrEqual(s / 2 + 1e-9);
+    for (let i = 0; i < weights.length; i++)
+      expect(Math.abs(weights[i] - result.dequantized[i])).toBeLessThanOrEqual(s / 2 + 1e-9);
     expectConsistent(result, [6]);
   });
 
@@ -162,9 +163,9 @@ describe('affine ranges', () => {
       expect(squaredError(weights, mse.dequantized)).toBeLessThan(squaredError(weights, minmax.dequantized) / 2);
       expectConsistent(mse, [4000]);
       const random = randomTensor(rng, 500);
-      expect(squaredError(random, run(random, [500], { bits: 3, symmetric, range: 'mse' }).dequantized)).toBeLessThanOrEqual(
-        squaredError(random, run(random, [500], { bits: 3, symmetric }).dequantized),
-      );
+      expect(
+        squaredError(random, run(random, [500], { bits: 3, symmetric, range: 'mse' }).dequantized),
+      ).toBeLessThanOrEqual(squaredError(random, run(random, [500], { bits: 3, symmetric }).dequantized));
     }
   });
 
@@ -225,7 +226,9 @@ describe('affine properties on random tensors', () => {
           const hi = rng.next() * 10 ** (rng.next() * 6 - 3);
           const grid = affineGrid(lo, hi, bits, symmetric);
           expect(Math.fround(grid.zeroPoint * grid.scale + grid.min)).toBe(0);
-          expect(grid.scale * (grid.maxCode - grid.zeroPoint)).toBeGreaterThanOrEqual(symmetric ? hi * (1 - 2 ** -23) : hi - grid.scale / 2);
+          expect(grid.scale * (grid.maxCode - grid.zeroPoint)).toBeGreaterThanOrEqual(
+            symmetric ? hi * (1 - 2 ** -23) : hi - grid.scale / 2,
+          );
         }
       }
     }
@@ -276,7 +279,12 @@ describe('affine stochastic rounding', () => {
     const sums = new Float64Array(8);
     const runs = 3000;
     for (let seed = 0; seed < runs; seed++) {
-      const result = run(weights, shape, { bits: 3, symmetric: true, granularity: 'per-channel', rounding: 'stochastic', seed }, seed);
+      const result = run(
+        weights,
+        shape,
+        { bits: 3, symmetric: true, granularity: 'per-channel', rounding: 'stochastic', seed },
+        seed,
+      );
       const scales = scalesOf(result);
       for (let i = 0; i < 8; i++) {
         expect(Math.abs(result.dequantized[i] - weights[i])).toBeLessThan(scales[i % 4] * (1 + 1e-6));
@@ -306,7 +314,12 @@ describe('affine through tfjs manifest decoding', () => {
       const tfjs = result.tfjsEncoding;
       if (!tfjs || tfjs.dtype === 'float16') throw new Error('expected a uint manifest encoding');
       const decoded = tf.io.decodeWeights(result.codes.slice().buffer, [
-        { name: 'w', shape: [3000], dtype: 'float32', quantization: { dtype: tfjs.dtype, min: tfjs.min, scale: tfjs.scale } },
+        {
+          name: 'w',
+          shape: [3000],
+          dtype: 'float32',
+          quantization: { dtype: tfjs.dtype, min: tfjs.min, scale: tfjs.scale },
+        },
       ]);
       expectSameValues(decoded.w.dataSync(), result.dequantized);
       decoded.w.dispose();

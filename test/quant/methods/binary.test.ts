@@ -25,14 +25,21 @@ describe('binary', () => {
       stochastic: false,
       seed: 0,
     });
-    expect(Value.Check(BinaryParams, { name: 'binary', granularity: 'per-tensor', stochastic: false, seed: 0, bits: 1 })).toBe(false);
+    expect(
+      Value.Check(BinaryParams, { name: 'binary', granularity: 'per-tensor', stochastic: false, seed: 0, bits: 1 }),
+    ).toBe(false);
   });
 
   it('per tensor: α = ‖W‖₁/n = 2.5/4 = 0.625', () => {
     const result = run(W, [4]);
     expect(Array.from(result.codes)).toEqual([1, 0, 1, 0]);
     expect(Array.from(result.dequantized)).toEqual([0.625, -0.625, 0.625, -0.625]);
-    expect(result.encoding).toEqual({ kind: 'codebook', bits: 1, channels: 1, codebook: new Float32Array([-0.625, 0.625]) });
+    expect(result.encoding).toEqual({
+      kind: 'codebook',
+      bits: 1,
+      channels: 1,
+      codebook: new Float32Array([-0.625, 0.625]),
+    });
     expect(result.tfjsEncoding).toEqual({ dtype: 'uint8', min: -0.625, scale: 1.25 });
     expect(result.bitsPerWeight).toBe(1 + 64 / 4);
   });

@@ -77,13 +77,20 @@ describe('kmeans', () => {
     const result = run(weights, { bits: 2, init, seed: 3 });
     const codebook = result.encoding.kind === 'codebook' ? result.encoding.codebook : new Float32Array();
     expect(Array.from(codebook)).toEqual(sums.map((s, j) => Math.fround(s / counts[j])));
-    expect(firstDifference(result.codes, Uint8Array.from({ length: size }, (_, i) => i % 4))).toBe(-1);
+    expect(
+      firstDifference(
+        result.codes,
+        Uint8Array.from({ length: size }, (_, i) => i % 4),
+      ),
+    ).toBe(-1);
   });
 
   it('keeps every value when there are fewer distinct values than centroids, padding with the last', () => {
     const weights = new Float32Array([2, 1, 3, 1, 2]);
     const result = run(weights, { bits: 3 });
-    expect(result.encoding.kind === 'codebook' && Array.from(result.encoding.codebook)).toEqual([1, 2, 3, 3, 3, 3, 3, 3]);
+    expect(result.encoding.kind === 'codebook' && Array.from(result.encoding.codebook)).toEqual([
+      1, 2, 3, 3, 3, 3, 3, 3,
+    ]);
     expect(Array.from(result.codes)).toEqual([1, 0, 2, 0, 1]);
     expect(result.dequantized).toEqual(weights);
   });

@@ -117,23 +117,28 @@ describe('pq', () => {
     [64, 96, 4, 3],
     [40, 300, 6, 4],
     [33, 200, 10, 2],
-  ])('on a normal [%i, %i] tensor with %i bits, d = %i: decodes bit-exactly, Lloyd lowers the error', (rows, columns, bits, d) => {
-    const weights = normalValues(rows * columns, rows + columns);
-    const shape = [rows, columns];
-    const result = run(weights, shape, { bits, subvectorLength: d });
-    expect(result.dequantized).toEqual(decodeTensor(result.encoding, result.codes, shape));
-    expect(result.codes).toBeInstanceOf(bits <= 8 ? Uint8Array : Uint16Array);
-    expect(result.codes.every((code) => code < 2 ** bits)).toBe(true);
-    const subspaces = Math.ceil(rows / d);
-    expect(result.codes.length).toBe(subspaces * columns);
-    expect(result.bitsPerWeight).toBe((subspaces * columns * bits + subspaces * 2 ** bits * d * 32) / (rows * columns));
-    const error = sumSquaredError(weights, result.dequantized);
-    if (columns <= 2 ** bits) expect(error).toBe(0);
-    else {
-      const oneStep = run(weights, shape, { bits, subvectorLength: d, maxIterations: 1 });
-      expect(error).toBeLessThan(sumSquaredError(weights, oneStep.dequantized));
-    }
-  });
+  ])(
+    'on a normal [%i, %i] tensor with %i bits, d = %i: decodes bit-exactly, Lloyd lowers the error',
+    (rows, columns, bits, d) => {
+      const weights = normalValues(rows * columns, rows + columns);
+      const shape = [rows, columns];
+      const result = run(weights, shape, { bits, subvectorLength: d });
+      expect(result.dequantized).toEqual(decodeTensor(result.encoding, result.codes, shape));
+      expect(result.codes).toBeInstanceOf(bits <= 8 ? Uint8Array : Uint16Array);
+      expect(result.codes.every((code) => code < 2 ** bits)).toBe(true);
+      const subspaces = Math.ceil(rows / d);
+      expect(result.codes.length).toBe(subspaces * columns);
+      expect(result.bitsPerWeight).toBe(
+        (subspaces * columns * bits + subspaces * 2 ** bits * d * 32) / (rows * columns),
+      );
+      const error = sumSquaredError(weights, result.dequantized);
+      if (columns <= 2 ** bits) expect(error).toBe(0);
+      else {
+        const oneStep = run(weights, shape, { bits, subvectorLength: d, maxIterations: 1 });
+        expect(error).toBeLessThan(sumSquaredError(weights, oneStep.dequantized));
+      }
+    },
+  );
 
   it('assigns every sub-vector to its nearest centroid once converged', () => {
     const rows = 16;
@@ -145,7 +150,8 @@ describe('pq', () => {
       for (let c = 0; c < columns; c++) {
         const distances = Array.from({ length: 16 }, (_, k) => {
           let sum = 0;
-          for (let o = 0; o < 4; o++) sum += (weights[(block * 4 + o) * columns + c] - codebook[(block * 16 + k) * 4 + o]) ** 2;
+          for (let o = 0; o < 4; o++)
+            sum += (weights[(block * 4 + o) * columns + c] - codebook[(block * 16 + k) * 4 + o]) ** 2;
           return sum;
         });
         expect(distances[result.codes[block * columns + c]]).toBeLessThanOrEqual(Math.min(...distances) + 1e-9);
@@ -208,7 +214,12 @@ describe('pq with a shared codebook', () => {
     const columns = 100;
     const weights = normalValues(rows * columns, 21);
     for (const trainingSample of [256, 65536]) {
-      const result = run(weights, [rows, columns], { bits: 5, subvectorLength: 4, codebooks: 'shared', trainingSample });
+      const result = run(weights, [rows, columns], {
+        bits: 5,
+        subvectorLength: 4,
+        codebooks: 'shared',
+        trainingSample,
+      });
       expect(result.dequantized).toEqual(decodeTensor(result.encoding, result.codes, [rows, columns]));
       expect(result.codes.length).toBe(8 * columns);
       const codebook = codebookOf(result);
@@ -229,7 +240,13 @@ describe('pq with a shared codebook', () => {
 
   it('costs < 2.5 bits per weight on a [1024, 1024] kernel at 8 bits, d = 4 (per-block: 10)', () => {
     const weights = normalValues(1024 * 1024, 5);
-    const result = run(weights, [1024, 1024], { bits: 8, subvectorLength: 4, codebooks: 'shared', maxIterations: 3, trainingSample: 4096 });
+    const result = run(weights, [1024, 1024], {
+      bits: 8,
+      subvectorLength: 4,
+      codebooks: 'shared',
+      maxIterations: 3,
+      trainingSample: 4096,
+    });
     // 256·1024 codes · 8 bits + 256 · 4 floats · 32 bits over 2^20 weights.
     expect(result.bitsPerWeight).toBe((256 * 1024 * 8 + 256 * 4 * 32) / 2 ** 20);
     expect(result.bitsPerWeight).toBeLessThan(2.5);

@@ -20,14 +20,24 @@ describe('ternary (TWN)', () => {
       thresholdFactor: 0.7,
       seed: 0,
     });
-    expect(Value.Check(TernaryParams, { ...(Value.Default(TernaryParams, { name: 'ternary' }) as object), thresholdFactor: -1 })).toBe(false);
+    expect(
+      Value.Check(TernaryParams, {
+        ...(Value.Default(TernaryParams, { name: 'ternary' }) as object),
+        thresholdFactor: -1,
+      }),
+    ).toBe(false);
   });
 
   it('per tensor: Δ = 0.7·0.625 = 0.4375, α = mean(0.5, 1, 0.75) = 0.75', () => {
     const result = run(W, [4]);
     expect(Array.from(result.codes)).toEqual([2, 0, 1, 0]);
     expect(Array.from(result.dequantized)).toEqual([0.75, -0.75, 0, -0.75]);
-    expect(result.encoding).toEqual({ kind: 'codebook', bits: 2, channels: 1, codebook: new Float32Array([-0.75, 0, 0.75, 0]) });
+    expect(result.encoding).toEqual({
+      kind: 'codebook',
+      bits: 2,
+      channels: 1,
+      codebook: new Float32Array([-0.75, 0, 0.75, 0]),
+    });
     expect(result.tfjsEncoding).toEqual({ dtype: 'uint8', min: -0.75, scale: 0.75 });
     expect(result.bitsPerWeight).toBe(2 + 128 / 4);
     expectConsistent(result, [4]);

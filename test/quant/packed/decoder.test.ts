@@ -25,13 +25,17 @@ describe('decodePacked into tfjs', () => {
     const rng = createRng(11);
     const model = tf.sequential({ layers: [tf.layers.dense({ units: 4, inputShape: [8], activation: 'relu' })] });
     let saved: tf.io.ModelArtifacts | undefined;
-    await model.save(tf.io.withSaveHandler(async (artifacts) => {
-      saved = artifacts;
-      return { modelArtifactsInfo: { dateSaved: new Date(), modelTopologyType: 'JSON' } };
-    }));
+    await model.save(
+      tf.io.withSaveHandler(async (artifacts) => {
+        saved = artifacts;
+        return { modelArtifactsInfo: { dateSaved: new Date(), modelTopologyType: 'JSON' } };
+      }),
+    );
     const [kernelSpec, biasSpec] = saved!.weightSpecs!;
     const kernel = quantizedTensor(
-      { kind: 'affine', bits: 4, channels: 4, scales: randomFloats(rng, 4), mins: randomFloats(rng, 4) }, [8, 4], rng,
+      { kind: 'affine', bits: 4, channels: 4, scales: randomFloats(rng, 4), mins: randomFloats(rng, 4) },
+      [8, 4],
+      rng,
     );
     const bias = quantizedTensor({ kind: 'codebook', bits: 2, channels: 1, codebook: randomFloats(rng, 4) }, [4], rng);
     const weights: Weight[] = [
@@ -44,7 +48,10 @@ describe('decodePacked into tfjs', () => {
         modelJson: { modelTopology: saved!.modelTopology, format: 'layers-model', generatedBy: saved!.generatedBy },
         weights,
       },
-      new Map([[kernelSpec.name, kernel], [biasSpec.name, bias]]),
+      new Map([
+        [kernelSpec.name, kernel],
+        [biasSpec.name, bias],
+      ]),
     );
     const artifacts = decodePacked(manifestOf(files), files.get('packed/weights.bin')!);
     const loaded = await tf.loadLayersModel(tf.io.fromMemory(artifacts));
@@ -68,18 +75,23 @@ describe('decodePacked into tfjs', () => {
       node: [
         { name: 'x', op: 'Placeholder', attr: { dtype: { type: 'DT_FLOAT' }, shape: { shape: dim(-1, 6) } } },
         {
-          name: 'w', op: 'Const',
+          name: 'w',
+          op: 'Const',
           attr: { dtype: { type: 'DT_FLOAT' }, value: { tensor: { dtype: 'DT_FLOAT', tensorShape: dim(6, 3) } } },
         },
         {
-          name: 'y', op: 'MatMul', input: ['x', 'w'],
+          name: 'y',
+          op: 'MatMul',
+          input: ['x', 'w'],
           attr: { T: { type: 'DT_FLOAT' }, transpose_a: { b: false }, transpose_b: { b: false } },
         },
       ],
       versions: { producer: 1 },
     };
     const kernel = quantizedTensor(
-      { kind: 'pq', bits: 3, subvectorLength: 4, subspaces: 2, codebook: randomFloats(rng, 2 * 8 * 4) }, [6, 3], rng,
+      { kind: 'pq', bits: 3, subvectorLength: 4, subspaces: 2, codebook: randomFloats(rng, 2 * 8 * 4) },
+      [6, 3],
+      rng,
     );
     const files = packModel(
       {
@@ -89,7 +101,9 @@ describe('decodePacked into tfjs', () => {
       },
       new Map([['w', kernel]]),
     );
-    const graph = await tf.loadGraphModel(tf.io.fromMemory(decodePacked(manifestOf(files), files.get('packed/weights.bin')!)));
+    const graph = await tf.loadGraphModel(
+      tf.io.fromMemory(decodePacked(manifestOf(files), files.get('packed/weights.bin')!)),
+    );
     const x = tf.tensor(randomFloats(rng, 2 * 6), [2, 6]);
     const w = tf.tensor(kernel.dequantized, [6, 3]);
     const got = (graph.execute(x, 'y') as tf.Tensor).dataSync();

@@ -87,12 +87,21 @@ describe('packModel', () => {
 
     const affine = manifest.weights[0] as PackedQuantizedWeight;
     expect(affine).toMatchObject({
-      shape: [5, 6], dtype: 'float32', count: 30, codesBytes: 15,
+      shape: [5, 6],
+      dtype: 'float32',
+      count: 30,
+      codesBytes: 15,
       encoding: { kind: 'affine', bits: 4, channels: 6, scalesOffset: 0, minsOffset: 24 },
     });
     const pq = manifest.weights.find((w) => w.name === 'pq/kernel') as PackedQuantizedWeight;
-    expect(pq).toMatchObject({ count: 12, codesBytes: 3, encoding: { kind: 'pq', bits: 2, subvectorLength: 3, subspaces: 3 } });
-    expect(manifest.weights.find((w) => w.name === 'half/kernel')).toMatchObject({ encoding: { kind: 'float16', bits: 16 } });
+    expect(pq).toMatchObject({
+      count: 12,
+      codesBytes: 3,
+      encoding: { kind: 'pq', bits: 2, subvectorLength: 3, subspaces: 3 },
+    });
+    expect(manifest.weights.find((w) => w.name === 'half/kernel')).toMatchObject({
+      encoding: { kind: 'float16', bits: 16 },
+    });
     // Codes follow the 4-byte section (272 B side info + 24 B bias + 12 B int32 = 308 B), back to back.
     expect(affine.codesOffset).toBe(308);
     for (const weight of manifest.weights) {
@@ -107,46 +116,79 @@ describe('packModel', () => {
     const { weights } = mixedModel();
     const rng = createRng(1);
     const wrongChannels = quantizedTensor(
-      { kind: 'affine', bits: 4, channels: 5, scales: new Float32Array(5), mins: new Float32Array(5) }, [6, 5], rng,
+      { kind: 'affine', bits: 4, channels: 5, scales: new Float32Array(5), mins: new Float32Array(5) },
+      [6, 5],
+      rng,
     );
-    expect(() => packModel({ format: 'layers-model', modelJson, weights }, new Map([['affine_pc/kernel', wrongChannels]])))
-      .toThrow(/"affine_pc\/kernel": channels 5 is neither 1 nor the product of the last axes of \[[0-9,]+\]/);
+    expect(() =>
+      packModel({ format: 'layers-model', modelJson, weights }, new Map([['affine_pc/kernel', wrongChannels]])),
+    ).toThrow(/"affine_pc\/kernel": channels 5 is neither 1 nor the product of the last axes of \[[0-9,]+\]/);
     const shortCodes = quantizedTensor({ kind: 'float16' }, [29], rng);
-    expect(() => packModel({ format: 'layers-model', modelJson, weights }, new Map([['affine_pc/kernel', shortCodes]])))
-      .toThrow(/"affine_pc\/kernel": 29 codes, expected 30/);
-    expect(() => packModel({ format: 'layers-model', modelJson, weights }, new Map([['nope', shortCodes]])))
-      .toThrow(/"nope" is not a weight/);
+    expect(() =>
+      packModel({ format: 'layers-model', modelJson, weights }, new Map([['affine_pc/kernel', shortCodes]])),
+    ).toThrow(/"affine_pc\/kernel": 29 codes, expected 30/);
+    expect(() => packModel({ format: 'layers-model', modelJson, weights }, new Map([['nope', shortCodes]]))).toThrow(
+      /"nope" is not a weight/,
+    );
   });
 
   it('packs a pq kernel with one shared codebook (subspaces 1) and rejects any other subspace count', () => {
     const { weights } = mixedModel();
     const rng = createRng(2);
     // pq/kernel is [7, 4] with d = 3: 3 blocks × 4 columns = 12 codes, all read through one codebook.
-    const shared = quantizedTensor({ kind: 'pq', bits: 2, subvectorLength: 3, subspaces: 1, codebook: randomFloats(rng, 4 * 3) }, [7, 4], rng);
+    const shared = quantizedTensor(
+      { kind: 'pq', bits: 2, subvectorLength: 3, subspaces: 1, codebook: randomFloats(rng, 4 * 3) },
+      [7, 4],
+      rng,
+    );
     expect(shared.codes.length).toBe(12);
     const files = packModel({ format: 'layers-model', modelJson, weights }, new Map([['pq/kernel', shared]]));
     const manifest = JSON.parse(new TextDecoder().decode(files.get('packed/manifest.json'))) as PackedManifest;
-    expect(manifest.weights.find((w) => w.name === 'pq/kernel')).toMatchObject({ count: 12, codesBytes: 3, encoding: { subspaces: 1 } });
+    expect(manifest.weights.find((w) => w.name === 'pq/kernel')).toMatchObject({
+      count: 12,
+      codesBytes: 3,
+      encoding: { subspaces: 1 },
+    });
     const artifacts = decodePacked(manifest, files.get('packed/weights.bin')!);
     const index = artifacts.weightSpecs.findIndex((s) => s.name === 'pq/kernel');
-    expect(weightBytes(artifacts.weightSpecs, artifacts.weightData, index)).toEqual(new Uint8Array(shared.dequantized.buffer));
+    expect(weightBytes(artifacts.weightSpecs, artifacts.weightData, index)).toEqual(
+      new Uint8Array(shared.dequantized.buffer),
+    );
 
-    const twoOfThree = quantizedTensor({ kind: 'pq', bits: 2, subvectorLength: 3, subspaces: 2, codebook: randomFloats(rng, 2 * 4 * 3) }, [7, 4], rng);
-    expect(() => packModel({ format: 'layers-model', modelJson, weights }, new Map([['pq/kernel', twoOfThree]])))
-      .toThrow(/"pq\/kernel": pq subspaces 2 is neither 1 \(shared\) nor ⌈7 rows \/ 3⌉/);
+    const twoOfThree = quantizedTensor(
+      { kind: 'pq', bits: 2, subvectorLength: 3, subspaces: 2, codebook: randomFloats(rng, 2 * 4 * 3) },
+      [7, 4],
+      rng,
+    );
+    expect(() =>
+      packModel({ format: 'layers-model', modelJson, weights }, new Map([['pq/kernel', twoOfThree]])),
+    ).toThrow(/"pq\/kernel": pq subspaces 2 is neither 1 \(shared\) nor ⌈7 rows \/ 3⌉/);
   });
 
   it('accepts channels over the last two axes of a depthwise kernel', () => {
     const { weights } = mixedModel();
     const kernel = weights.find((w) => w.name === 'affine_pc/kernel')!;
-    const depthwise = { ...kernel, name: 'depthwise/depthwise_kernel', shape: [kernel.shape[0], kernel.shape[1] / 2, 2] };
+    const depthwise = {
+      ...kernel,
+      name: 'depthwise/depthwise_kernel',
+      shape: [kernel.shape[0], kernel.shape[1] / 2, 2],
+    };
     const channels = depthwise.shape[1] * depthwise.shape[2];
     const tensor = quantizedTensor(
-      { kind: 'affine', bits: 4, channels, scales: new Float32Array(channels).fill(0.5), mins: new Float32Array(channels) },
+      {
+        kind: 'affine',
+        bits: 4,
+        channels,
+        scales: new Float32Array(channels).fill(0.5),
+        mins: new Float32Array(channels),
+      },
       [kernel.shape[0], channels],
       createRng(2),
     );
-    const files = packModel({ format: 'layers-model', modelJson, weights: [depthwise] }, new Map([[depthwise.name, tensor]]));
+    const files = packModel(
+      { format: 'layers-model', modelJson, weights: [depthwise] },
+      new Map([[depthwise.name, tensor]]),
+    );
     expect(files.get('packed/weights.bin')!.byteLength).toBe(channels * 8 + Math.ceil((kernel.values.length * 4) / 8));
   });
 });
@@ -186,7 +228,9 @@ describe('decodePacked', () => {
 
   it('refuses a truncated weights.bin and a foreign manifest', () => {
     const { manifest, bin } = pack();
-    expect(() => decodePacked(manifest, bin.subarray(0, bin.length - 1))).toThrow(/weights.bin has 377 bytes, manifest says 378/);
+    expect(() => decodePacked(manifest, bin.subarray(0, bin.length - 1))).toThrow(
+      /weights.bin has 377 bytes, manifest says 378/,
+    );
     expect(() => decodePacked({ ...manifest, version: 2 }, bin)).toThrow(/not qaas-packed version 1/);
     const broken = structuredClone(manifest);
     (broken.weights[0] as PackedQuantizedWeight).count = 29;

@@ -45,10 +45,18 @@ export function mixedModel(seed = 7): MixedModel {
     if (encoding) quantized.set(name, quantizedTensor(encoding, shape, rng));
   };
   add('affine_pc/kernel', [5, 6], {
-    kind: 'affine', bits: 4, channels: 6, scales: randomFloats(rng, 6), mins: randomFloats(rng, 6),
+    kind: 'affine',
+    bits: 4,
+    channels: 6,
+    scales: randomFloats(rng, 6),
+    mins: randomFloats(rng, 6),
   });
   add('affine_pt/kernel', [7], {
-    kind: 'affine', bits: 3, channels: 1, scales: randomFloats(rng, 1), mins: randomFloats(rng, 1),
+    kind: 'affine',
+    bits: 3,
+    channels: 1,
+    scales: randomFloats(rng, 1),
+    mins: randomFloats(rng, 1),
   });
   add('binary/kernel', [9, 3], { kind: 'codebook', bits: 1, channels: 3, codebook: randomFloats(rng, 3 * 2) });
   add('ternary/kernel', [4, 5], { kind: 'codebook', bits: 2, channels: 1, codebook: randomFloats(rng, 4) });
@@ -56,7 +64,11 @@ export function mixedModel(seed = 7): MixedModel {
   add('half/kernel', [3, 5], { kind: 'float16' });
   // 7 rows in sub-vectors of 3: the last sub-space holds one row.
   add('pq/kernel', [7, 4], {
-    kind: 'pq', bits: 2, subvectorLength: 3, subspaces: 3, codebook: randomFloats(rng, 3 * 4 * 3),
+    kind: 'pq',
+    bits: 2,
+    subvectorLength: 3,
+    subspaces: 3,
+    codebook: randomFloats(rng, 3 * 4 * 3),
   });
   add('dense/bias', [6]);
   weights.push({ name: 'step', shape: [3], dtype: 'int32', values: Int32Array.from([1, -2, 2 ** 31 - 1]) });

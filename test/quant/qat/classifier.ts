@@ -6,8 +6,19 @@ import { createRng } from '../../../src/quant/rng.js';
 export function classifier(seed: number): { model: tf.LayersModel; x: tf.Tensor; y: tf.Tensor } {
   const model = tf.sequential({
     layers: [
-      tf.layers.dense({ inputShape: [6], units: 8, activation: 'relu', name: 'hidden', kernelInitializer: tf.initializers.glorotUniform({ seed }) }),
-      tf.layers.dense({ units: 3, activation: 'softmax', name: 'out', kernelInitializer: tf.initializers.glorotUniform({ seed: seed + 1 }) }),
+      tf.layers.dense({
+        inputShape: [6],
+        units: 8,
+        activation: 'relu',
+        name: 'hidden',
+        kernelInitializer: tf.initializers.glorotUniform({ seed }),
+      }),
+      tf.layers.dense({
+        units: 3,
+        activation: 'softmax',
+        name: 'out',
+        kernelInitializer: tf.initializers.glorotUniform({ seed: seed + 1 }),
+      }),
     ],
   });
   const rng = createRng(seed);

@@ -23,7 +23,12 @@ function tinyDense(): tf.LayersModel {
   const model = tf.sequential({
     layers: [tf.layers.dense({ inputShape: [2], units: 2, useBias: false, name: 'dense' })],
   });
-  model.setWeights([tf.tensor2d([[0.5, -0.1], [0.2, -0.4]])]);
+  model.setWeights([
+    tf.tensor2d([
+      [0.5, -0.1],
+      [0.2, -0.4],
+    ]),
+  ]);
   return model;
 }
 
@@ -46,7 +51,13 @@ beforeAll(async () => {
 describe('STE clip ranges', () => {
   it('affine: the grid ends widened by half a step (symmetric grids start at code 1)', () => {
     const quantized = {
-      encoding: { kind: 'affine', bits: 2, channels: 1, scales: new Float32Array([0.5]), mins: new Float32Array([-0.5]) },
+      encoding: {
+        kind: 'affine',
+        bits: 2,
+        channels: 1,
+        scales: new Float32Array([0.5]),
+        mins: new Float32Array([-0.5]),
+      },
     } as unknown as QuantizedTensor;
     const asymmetric = clipRange(quantized)!;
     expect([asymmetric.lo[0], asymmetric.hi[0]]).toEqual([-0.75, 1.25]);
@@ -57,7 +68,9 @@ describe('STE clip ranges', () => {
 
   it('binary per channel: |w| ≤ α of the channel', () => {
     const weights = new Float32Array([0.5, -2, -0.1, 1]);
-    const params = parseMethodParams({ name: 'binary', granularity: 'per-channel' }) as Parameters<typeof binary.quantize>[2];
+    const params = parseMethodParams({ name: 'binary', granularity: 'per-channel' }) as Parameters<
+      typeof binary.quantize
+    >[2];
     const range = clipRange(binary.quantize(weights, [2, 2], params, createRng(0)))!;
     expect(Array.from(range.hi, (v) => Math.fround(v))).toEqual([Math.fround(0.3), 1.5]);
     expect(Array.from(steMask(weights, range)!)).toEqual([0, 0, 1, 1]);
@@ -72,17 +85,21 @@ describe('trainQuantizationAware: one step on a 2×2 Dense, by hand', () => {
     const x = tf.tensor2d([[1, 2]]);
     const y = tf.tensor2d([[0, 0]]);
     const losses: number[] = [];
-    await trainQuantizationAware(model, { x, y }, {
-      plan: new Map([['dense/kernel', { params: BINARY }]]),
-      epochs: 1,
-      batchSize: 1,
-      optimizer: 'sgd',
-      momentum: 0,
-      learningRate: 0.1,
-      loss: 'mse',
-      ste,
-      onBatch: (m) => void losses.push(m.loss),
-    });
+    await trainQuantizationAware(
+      model,
+      { x, y },
+      {
+        plan: new Map([['dense/kernel', { params: BINARY }]]),
+        epochs: 1,
+        batchSize: 1,
+        optimizer: 'sgd',
+        momentum: 0,
+        learningRate: 0.1,
+        loss: 'mse',
+        ste,
+        onBatch: (m) => void losses.push(m.loss),
+      },
+    );
     const kernel = kernelValues(model, 'dense/kernel');
     tf.dispose([x, y]);
     model.dispose();
@@ -127,7 +144,12 @@ describe('QAT on every layer type', () => {
       const entry = plan.get(weight.originalName);
       if (entry === undefined) continue;
       const values = weight.read().dataSync() as Float32Array;
-      const q = binary.quantize(values, entry.shape!, params as Parameters<typeof binary.quantize>[2], createRng(0)).dequantized;
+      const q = binary.quantize(
+        values,
+        entry.shape!,
+        params as Parameters<typeof binary.quantize>[2],
+        createRng(0),
+      ).dequantized;
       quantizedBefore.set(weight.originalName, q);
       const t = tf.tensor(q, weight.shape as number[]);
       (weight.read() as tf.Variable).assign(t);
@@ -173,11 +195,15 @@ describe('the training loop', () => {
 
     const whole = classifier(5);
     const checkpoints: QatCheckpoint[] = [];
-    const unbroken = await trainQuantizationAware(whole.model, { x: whole.x, y: whole.y }, {
-      ...common,
-      epochs: 3,
-      onCheckpoint: (c) => void checkpoints.push(c),
-    });
+    const unbroken = await trainQuantizationAware(
+      whole.model,
+      { x: whole.x, y: whole.y },
+      {
+        ...common,
+        epochs: 3,
+        onCheckpoint: (c) => void checkpoints.push(c),
+      },
+    );
     expect(checkpoints.map((c) => c.epoch)).toEqual([1, 2, 3]);
     expect(unbroken.history.map((h) => h.epoch)).toEqual([1, 2, 3]);
     expect(unbroken.history[0].valMetric).toBeGreaterThanOrEqual(0);
@@ -185,17 +211,22 @@ describe('the training loop', () => {
     // A fresh model (other initial weights) resumed after epoch 1.
     const fresh = classifier(99);
     const resumedEpochs: number[] = [];
-    const resumed = await trainQuantizationAware(fresh.model, { x: whole.x, y: whole.y }, {
-      ...common,
-      epochs: 3,
-      resumeFrom: checkpoints[0],
-      onEpoch: (m) => void resumedEpochs.push(m.epoch),
-    });
+    const resumed = await trainQuantizationAware(
+      fresh.model,
+      { x: whole.x, y: whole.y },
+      {
+        ...common,
+        epochs: 3,
+        resumeFrom: checkpoints[0],
+        onEpoch: (m) => void resumedEpochs.push(m.epoch),
+      },
+    );
     expect(resumedEpochs).toEqual([2, 3]);
     expect(resumed.history.map((h) => h.epoch)).toEqual([1, 2, 3]);
     expect(resumed.history[2].loss).toBe(unbroken.history[2].loss);
     const expected = weightMap(whole.model);
-    for (const [name, values] of weightMap(fresh.model)) expect(Array.from(values), name).toEqual(Array.from(expected.get(name)!));
+    for (const [name, values] of weightMap(fresh.model))
+      expect(Array.from(values), name).toEqual(Array.from(expected.get(name)!));
 
     tf.dispose([whole.x, whole.y, fresh.x, fresh.y]);
     whole.model.dispose();
@@ -206,16 +237,20 @@ describe('the training loop', () => {
     const { model, x, y } = classifier(7);
     const controller = new AbortController();
     let batches = 0;
-    const run = trainQuantizationAware(model, { x, y }, {
-      plan: classifierPlan(),
-      epochs: 5,
-      batchSize: 4,
-      signal: controller.signal,
-      onBatch: () => {
-        batches++;
-        if (batches === 2) controller.abort();
+    const run = trainQuantizationAware(
+      model,
+      { x, y },
+      {
+        plan: classifierPlan(),
+        epochs: 5,
+        batchSize: 4,
+        signal: controller.signal,
+        onBatch: () => {
+          batches++;
+          if (batches === 2) controller.abort();
+        },
       },
-    });
+    );
     await expect(run).rejects.toMatchObject({ name: 'AbortError' });
     expect(batches).toBe(2);
     expect(new Set(kernelValues(model, 'hidden/kernel')).size).toBeGreaterThan(2);
@@ -225,12 +260,16 @@ describe('the training loop', () => {
 
   it('early stop ends training after the epoch it accepts', async () => {
     const { model, x, y } = classifier(11);
-    const result = await trainQuantizationAware(model, { x, y }, {
-      plan: classifierPlan(),
-      epochs: 10,
-      batchSize: 10,
-      earlyStop: (m) => m.epoch === 2,
-    });
+    const result = await trainQuantizationAware(
+      model,
+      { x, y },
+      {
+        plan: classifierPlan(),
+        epochs: 10,
+        batchSize: 10,
+        earlyStop: (m) => m.epoch === 2,
+      },
+    );
     expect(result.stoppedEarly).toBe(true);
     expect(result.history).toHaveLength(2);
     expect(result.checkpoint.epoch).toBe(2);
@@ -241,32 +280,44 @@ describe('the training loop', () => {
   it('leaks no tensors: finished, cancelled, momentum sgd, clipped STE, validation, batch sources', async () => {
     const { model, x, y } = classifier(13);
     const start = tf.memory().numTensors;
-    await trainQuantizationAware(model, { x, y }, {
-      plan: classifierPlan(),
-      epochs: 2,
-      batchSize: 8,
-      validationSplit: 0.2,
-      ste: 'clipped',
-      onCheckpoint: () => undefined,
-    });
-    expect(tf.memory().numTensors).toBe(start);
-    await trainQuantizationAware(model, { x, y }, {
-      plan: classifierPlan(),
-      epochs: 2,
-      optimizer: 'sgd',
-      learningRateDecay: 0.5,
-      validationData: { x, y },
-    });
-    expect(tf.memory().numTensors).toBe(start);
-    const controller = new AbortController();
-    await expect(
-      trainQuantizationAware(model, { x, y }, {
+    await trainQuantizationAware(
+      model,
+      { x, y },
+      {
         plan: classifierPlan(),
         epochs: 2,
         batchSize: 8,
-        signal: controller.signal,
-        onBatch: () => controller.abort(),
-      }),
+        validationSplit: 0.2,
+        ste: 'clipped',
+        onCheckpoint: () => undefined,
+      },
+    );
+    expect(tf.memory().numTensors).toBe(start);
+    await trainQuantizationAware(
+      model,
+      { x, y },
+      {
+        plan: classifierPlan(),
+        epochs: 2,
+        optimizer: 'sgd',
+        learningRateDecay: 0.5,
+        validationData: { x, y },
+      },
+    );
+    expect(tf.memory().numTensors).toBe(start);
+    const controller = new AbortController();
+    await expect(
+      trainQuantizationAware(
+        model,
+        { x, y },
+        {
+          plan: classifierPlan(),
+          epochs: 2,
+          batchSize: 8,
+          signal: controller.signal,
+          onBatch: () => controller.abort(),
+        },
+      ),
     ).rejects.toMatchObject({ name: 'AbortError' });
     expect(tf.memory().numTensors).toBe(start);
     // A stream of batches the caller owns: the trainer neither keeps nor disposes them.

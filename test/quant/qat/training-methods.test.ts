@@ -43,7 +43,10 @@ describe('lab: α = ‖d⊙w‖₁ / ‖d‖₁', () => {
     close(labScales(w, [4, 3, 2, 1], 2), [5 / 3, 2.5]);
   });
   it('the kernel takes d = √v̂ + ε from Adam and exports ±α codes (sign(0) = +1)', () => {
-    const kernel = new LabKernel({ name: 'lab', granularity: 'per-tensor', seed: 0 } as LabParams, { shape: [4], ste: 'identity' });
+    const kernel = new LabKernel({ name: 'lab', granularity: 'per-tensor', seed: 0 } as LabParams, {
+      shape: [4],
+      ste: 'identity',
+    });
     const shadow = Float32Array.of(1, -2, 0, -4);
     const result = kernel.result(shadow, context(Float32Array.of(16, 9, 4, 1)));
     // d = (4, 3, 2, 1): (4 + 6 + 0 + 4)/10 = 1.4
@@ -67,10 +70,13 @@ describe('ttq: Δ = t·max|w|, learned Wp and Wn', () => {
     close(ttqScaleGradients(g, Uint8Array.of(2, 0, 1, 2, 0), 1), [0.5, 0.7]);
   });
   it('one step: scales start at the mean |w| of each side, the shadow gradient is scaled by them, Adam moves each by η', () => {
-    const kernel = new TtqKernel({ name: 'ttq', granularity: 'per-tensor', thresholdFactor: 0.05, seed: 0 } as TtqParams, {
-      shape: [5],
-      ste: 'identity',
-    });
+    const kernel = new TtqKernel(
+      { name: 'ttq', granularity: 'per-tensor', thresholdFactor: 0.05, seed: 0 } as TtqParams,
+      {
+        shape: [5],
+        ste: 'identity',
+      },
+    );
     const { weights } = kernel.forward(w);
     // Wp = (0.5 + 0.3)/2 = 0.4, Wn = 1 (the only weight below −Δ).
     close(weights, [0.4, -1, 0, 0.4, 0]);
@@ -112,7 +118,10 @@ describe('inq: partition by magnitude, pow2 levels', () => {
 describe('admm: the W-step gradient', () => {
   it('g + ρ(W − G + λ)', () => {
     const g = Float32Array.of(0.1, -0.1);
-    close(admmGradient(g, Float32Array.of(0.5, -0.2), Float32Array.of(0.4, 0), Float32Array.of(0.1, -0.3), 2), [0.5, -1.1]);
+    close(
+      admmGradient(g, Float32Array.of(0.5, -0.2), Float32Array.of(0.4, 0), Float32Array.of(0.1, -0.3), 2),
+      [0.5, -1.1],
+    );
   });
 });
 
@@ -168,12 +177,25 @@ describe('pact', () => {
     close(dAlpha.dataSync(), [0.7]);
     const layer = new PactActivation({ bits: 4, alpha: 2 });
     layer.build();
-    const { value, grads } = tf.variableGrads(() => tf.sum(tf.mul(layer.apply(x) as tf.Tensor, dy)) as tf.Scalar, [layer.alpha]);
+    const { value, grads } = tf.variableGrads(
+      () => tf.sum(tf.mul(layer.apply(x) as tf.Tensor, dy)) as tf.Scalar,
+      [layer.alpha],
+    );
     close(grads[layer.alpha.name].dataSync(), [0.7]);
     const penalty = tf.variableGrads(() => pactPenalty([layer], 0.01), [layer.alpha]);
     // d(λα²)/dα = 2·0.01·2
     close(penalty.grads[layer.alpha.name].dataSync(), [0.04]);
-    tf.dispose([x, dy, alpha, dx, dAlpha, value, penalty.value, ...Object.values(grads), ...Object.values(penalty.grads)]);
+    tf.dispose([
+      x,
+      dy,
+      alpha,
+      dx,
+      dAlpha,
+      value,
+      penalty.value,
+      ...Object.values(grads),
+      ...Object.values(penalty.grads),
+    ]);
     layer.alpha.dispose();
   });
   it('inserts a quantizer after each ReLU output and keeps the weights', async () => {
@@ -204,21 +226,51 @@ describe('job spec', () => {
   it('fills every default of the training methods and activations', () => {
     const spec = parseJobSpec({ ...base, method: { name: 'inq' }, activations: { quantizer: 'pact', bits: 4 } });
     expect(spec.method).toEqual({ name: 'inq', bits: 5, steps: [0.5, 0.75, 0.875, 1], seed: 0 });
-    expect(spec.activations).toMatchObject({ quantizer: 'pact', bits: 4, gradientBits: 32, alpha: 6, alphaDecay: 1e-4 });
-    expect(parseAnyMethodParams({ name: 'admm' })).toEqual({ name: 'admm', projection: 'ternary', rho: 0.1, rhoGrowth: 1.5, interval: 20, seed: 0 });
-    expect(parseJobSpec({ ...base, method: { name: 'ttq' } }).method).toEqual({ name: 'ttq', granularity: 'per-tensor', thresholdFactor: 0.05, seed: 0 });
+    expect(spec.activations).toMatchObject({
+      quantizer: 'pact',
+      bits: 4,
+      gradientBits: 32,
+      alpha: 6,
+      alphaDecay: 1e-4,
+    });
+    expect(parseAnyMethodParams({ name: 'admm' })).toEqual({
+      name: 'admm',
+      projection: 'ternary',
+      rho: 0.1,
+      rhoGrowth: 1.5,
+      interval: 20,
+      seed: 0,
+    });
+    expect(parseJobSpec({ ...base, method: { name: 'ttq' } }).method).toEqual({
+      name: 'ttq',
+      granularity: 'per-tensor',
+      thresholdFactor: 0.05,
+      seed: 0,
+    });
   });
   it('is 400 with the allowed values', () => {
     expect(problems({ method: { name: 'lab' } })).toContain('"lab" is a training method: it needs kind "qat"');
     expect(problems({ ...base, method: { name: 'nope' } })).toContain(
       'allowed: affine, float16, binary, ternary, pow2, kmeans, pq (and, with kind "qat", lab, admm, inq, ttq)',
     );
-    expect(problems({ method: { name: 'nope' } })).toMatch(/allowed: affine, float16, binary, ternary, pow2, kmeans, pq$/);
-    expect(problems({ ...base, method: { name: 'lab' }, qat: { optimizer: 'sgd' } })).toContain('optimizer must be "adam"');
-    expect(problems({ ...base, method: { name: 'inq', steps: [0.5, 0.9] } })).toContain('/method/steps: steps must increase and end at 1');
-    expect(problems({ ...base, method: { name: 'admm', projection: 'kmeans' } })).toContain('allowed: binary, ternary, pow2, affine');
-    expect(problems({ ...base, method: { name: 'admm', projection: { name: 'affine', bits: 1 } } })).toContain('/method/projection/bits');
-    expect(problems({ method: { name: 'binary' }, activations: { quantizer: 'dorefa' } })).toContain('they need kind "qat"');
+    expect(problems({ method: { name: 'nope' } })).toMatch(
+      /allowed: affine, float16, binary, ternary, pow2, kmeans, pq$/,
+    );
+    expect(problems({ ...base, method: { name: 'lab' }, qat: { optimizer: 'sgd' } })).toContain(
+      'optimizer must be "adam"',
+    );
+    expect(problems({ ...base, method: { name: 'inq', steps: [0.5, 0.9] } })).toContain(
+      '/method/steps: steps must increase and end at 1',
+    );
+    expect(problems({ ...base, method: { name: 'admm', projection: 'kmeans' } })).toContain(
+      'allowed: binary, ternary, pow2, affine',
+    );
+    expect(problems({ ...base, method: { name: 'admm', projection: { name: 'affine', bits: 1 } } })).toContain(
+      '/method/projection/bits',
+    );
+    expect(problems({ method: { name: 'binary' }, activations: { quantizer: 'dorefa' } })).toContain(
+      'they need kind "qat"',
+    );
     expect(problems({ ...base, method: { name: 'binary' }, activations: { quantizer: 'pact' } })).toBe('');
   });
 });

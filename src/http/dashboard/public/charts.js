@@ -54,12 +54,29 @@ export function histogramChart(canvas, histogram) {
     data: {
       labels: centers.map((c) => c.toPrecision(3)),
       datasets: [
-        { label: 'before (float)', data: histogram.before, backgroundColor: 'rgba(138,148,168,0.75)', grouped: false, barPercentage: 1, categoryPercentage: 1 },
-        { label: 'after (quantized)', data: histogram.after, backgroundColor: 'rgba(35,87,198,0.55)', grouped: false, barPercentage: 0.6, categoryPercentage: 1 },
+        {
+          label: 'before (float)',
+          data: histogram.before,
+          backgroundColor: 'rgba(138,148,168,0.75)',
+          grouped: false,
+          barPercentage: 1,
+          categoryPercentage: 1,
+        },
+        {
+          label: 'after (quantized)',
+          data: histogram.after,
+          backgroundColor: 'rgba(35,87,198,0.55)',
+          grouped: false,
+          barPercentage: 0.6,
+          categoryPercentage: 1,
+        },
       ],
     },
     options: {
-      scales: { x: { title: { display: true, text: 'weight value (bin centre)' } }, y: { title: { display: true, text: 'count' } } },
+      scales: {
+        x: { title: { display: true, text: 'weight value (bin centre)' } },
+        y: { title: { display: true, text: 'count' } },
+      },
     },
   });
 }
@@ -71,8 +88,19 @@ export function frontierChart(canvas, points, metricName) {
     type: 'scatter',
     data: {
       datasets: [
-        { label: 'configs tried', data: points.filter((p) => !p.chosen), backgroundColor: palette.after, pointRadius: 4 },
-        { label: 'chosen', data: points.filter((p) => p.chosen), backgroundColor: palette.chosen, pointRadius: 8, pointStyle: 'rectRot' },
+        {
+          label: 'configs tried',
+          data: points.filter((p) => !p.chosen),
+          backgroundColor: palette.after,
+          pointRadius: 4,
+        },
+        {
+          label: 'chosen',
+          data: points.filter((p) => p.chosen),
+          backgroundColor: palette.chosen,
+          pointRadius: 8,
+          pointStyle: 'rectRot',
+        },
       ],
     },
     options: {

@@ -6,12 +6,33 @@
  */
 import { barChart, chartBox, frontierChart, histogramChart } from './charts.js';
 import {
-  api, apiKey, download, el, errorBox, followJob, formatBytes, formatDate, formatDuration, isTerminal, jobDuration, progressBar, statusBadge,
+  api,
+  apiKey,
+  download,
+  el,
+  errorBox,
+  followJob,
+  formatBytes,
+  formatDate,
+  formatDuration,
+  isTerminal,
+  jobDuration,
+  progressBar,
+  statusBadge,
 } from './lib.js';
 import { renderTryIt } from './tryit.js';
 
 const knownStages = ['queued', 'load', 'quantize', 'write', 'pack', 'report', 'store', 'done'];
-const stageNames = { queued: 'queued', load: 'load model', quantize: 'quantize', write: 'write model', pack: 'pack', report: 'report', store: 'store', done: 'done' };
+const stageNames = {
+  queued: 'queued',
+  load: 'load model',
+  quantize: 'quantize',
+  write: 'write model',
+  pack: 'pack',
+  report: 'report',
+  store: 'store',
+  done: 'done',
+};
 
 export function renderJob(view, id) {
   const stages = [...knownStages];
@@ -21,7 +42,12 @@ export function renderJob(view, id) {
   const header = el('div');
   const meta = el('dl', { class: 'meta' });
   const specText = el('pre', { class: 'mono' });
-  const specView = el('details', { id: 'job-spec' }, el('summary', {}, 'Spec as it runs (defaults filled in)'), specText);
+  const specView = el(
+    'details',
+    { id: 'job-spec' },
+    el('summary', {}, 'Spec as it runs (defaults filled in)'),
+    specText,
+  );
   const timeline = el('ol', { class: 'timeline', 'aria-label': 'Stages' });
   const progress = progressBar(`Progress of job ${id}`);
   const log = el('ol', { class: 'log', 'aria-live': 'polite', 'aria-label': 'Log', hidden: true });
@@ -30,9 +56,17 @@ export function renderJob(view, id) {
   const report = el('section', { 'aria-label': 'Report' });
   view.append(
     header,
-    el('section', { class: 'panel', 'aria-labelledby': 'progress-title' },
-      el('h2', { id: 'progress-title' }, 'Progress'), timeline, progress.root, failure,
-      el('h2', { style: 'margin-top:14px' }, 'Log'), logEmpty, log),
+    el(
+      'section',
+      { class: 'panel', 'aria-labelledby': 'progress-title' },
+      el('h2', { id: 'progress-title' }, 'Progress'),
+      timeline,
+      progress.root,
+      failure,
+      el('h2', { style: 'margin-top:14px' }, 'Log'),
+      logEmpty,
+      log,
+    ),
     el('section', { class: 'panel', 'aria-label': 'Job details' }, meta, specView),
     report,
   );
@@ -40,34 +74,61 @@ export function renderJob(view, id) {
   let job = null;
   function showJob(next, source) {
     job = { ...(job ?? {}), ...next };
-    header.replaceChildren(el('div', { class: 'toolbar' },
-      el('h1', {}, 'Job ', el('span', { class: 'mono' }, job.id)), statusBadge(job.status), el('span', { class: 'spacer' }),
-      isTerminal(job)
-        ? el('button', { type: 'button', class: 'secondary', onclick: remove }, 'Delete job')
-        : el('button', { type: 'button', class: 'secondary', onclick: cancel }, 'Cancel job'),
-      el('a', { href: '#/jobs' }, '← All jobs')));
+    header.replaceChildren(
+      el(
+        'div',
+        { class: 'toolbar' },
+        el('h1', {}, 'Job ', el('span', { class: 'mono' }, job.id)),
+        statusBadge(job.status),
+        el('span', { class: 'spacer' }),
+        isTerminal(job)
+          ? el('button', { type: 'button', class: 'secondary', onclick: remove }, 'Delete job')
+          : el('button', { type: 'button', class: 'secondary', onclick: cancel }, 'Cancel job'),
+        el('a', { href: '#/jobs' }, '← All jobs'),
+      ),
+    );
     const rows = [
-      ['Kind', job.kind], ['Method', job.method], ['Model', job.modelId], ['Created', formatDate(job.createdAt)],
-      ['Started', formatDate(job.startedAt)], ['Finished', formatDate(job.finishedAt)], ['Duration', formatDuration(jobDuration(job))],
-      ['Attempts', job.attempts], ['Priority', job.spec?.priority ?? 0], ['Method params', Object.entries(job.spec?.method ?? {}).filter(([k]) => k !== 'name').map(([k, v]) => `${k} ${v}`).join(', ')],
+      ['Kind', job.kind],
+      ['Method', job.method],
+      ['Model', job.modelId],
+      ['Created', formatDate(job.createdAt)],
+      ['Started', formatDate(job.startedAt)],
+      ['Finished', formatDate(job.finishedAt)],
+      ['Duration', formatDuration(jobDuration(job))],
+      ['Attempts', job.attempts],
+      ['Priority', job.spec?.priority ?? 0],
+      [
+        'Method params',
+        Object.entries(job.spec?.method ?? {})
+          .filter(([k]) => k !== 'name')
+          .map(([k, v]) => `${k} ${v}`)
+          .join(', '),
+      ],
     ];
     meta.replaceChildren(...rows.flatMap(([k, v]) => [el('dt', {}, k), el('dd', {}, String(v ?? '–'))]));
     specText.textContent = JSON.stringify(job.spec ?? {}, null, 2);
     drawTimeline(job.stage, job.status);
     progress.set(job, source);
-    failure.replaceChildren(job.error && job.status !== 'succeeded' ? el('div', { class: 'error-box', role: 'alert' }, `${job.status}: ${job.error.message}`) : '');
+    failure.replaceChildren(
+      job.error && job.status !== 'succeeded'
+        ? el('div', { class: 'error-box', role: 'alert' }, `${job.status}: ${job.error.message}`)
+        : '',
+    );
   }
 
   function drawTimeline(stage, status) {
     // Stages this page does not know yet (qat's training, say) take their place before storing.
-    if (stage && !stages.includes(stage) && !['failed', 'cancelled', 'retrying'].includes(stage)) stages.splice(stages.indexOf('store'), 0, stage);
+    if (stage && !stages.includes(stage) && !['failed', 'cancelled', 'retrying'].includes(stage))
+      stages.splice(stages.indexOf('store'), 0, stage);
     const at = status === 'succeeded' ? stages.length - 1 : stages.indexOf(stage);
-    timeline.replaceChildren(...stages.map((name, i) => {
-      const current = i === at && status !== 'succeeded';
-      const failed = current && (status === 'failed' || status === 'cancelled');
-      const cls = failed ? 'failed' : current ? 'current' : i <= at ? 'done' : '';
-      return el('li', { class: cls, 'aria-current': current ? 'step' : null }, stageNames[name] ?? name);
-    }));
+    timeline.replaceChildren(
+      ...stages.map((name, i) => {
+        const current = i === at && status !== 'succeeded';
+        const failed = current && (status === 'failed' || status === 'cancelled');
+        const cls = failed ? 'failed' : current ? 'current' : i <= at ? 'done' : '';
+        return el('li', { class: cls, 'aria-current': current ? 'step' : null }, stageNames[name] ?? name);
+      }),
+    );
     if (status === 'failed' || status === 'cancelled') {
       if (at < 0) timeline.append(el('li', { class: 'failed', 'aria-current': 'step' }, status));
     }
@@ -102,10 +163,13 @@ export function renderJob(view, id) {
     try {
       showJob(await api(`/v1/jobs/${encodeURIComponent(id)}`));
     } catch (error) {
-      header.replaceChildren(el('h1', {}, 'Job ', el('span', { class: 'mono' }, id)), errorBox(error, () => {
-        view.replaceChildren();
-        renderJob(view, id);
-      }));
+      header.replaceChildren(
+        el('h1', {}, 'Job ', el('span', { class: 'mono' }, id)),
+        errorBox(error, () => {
+          view.replaceChildren();
+          renderJob(view, id);
+        }),
+      );
       return;
     }
     if (isTerminal(job)) {
@@ -164,33 +228,64 @@ function renderReport(root, job, report, charts) {
   const model = report.model ?? {};
   const tensors = report.tensors ?? [];
   root.replaceChildren();
-  root.append(el('div', { class: 'cards' },
-    card('weights before', formatBytes(model.bytesBefore)),
-    card('stock TF.js model after', formatBytes(model.bytesAfter)),
-    card('packed', formatBytes(model.packedBytes)),
-    card('compression (packed)', `${fixed(model.compressionRatio)}×`),
-    card('bits per weight', fixed(model.bitsPerWeight)),
-    card('quantized params', `${model.quantizedParams ?? '–'} / ${model.params ?? '–'}`)));
+  root.append(
+    el(
+      'div',
+      { class: 'cards' },
+      card('weights before', formatBytes(model.bytesBefore)),
+      card('stock TF.js model after', formatBytes(model.bytesAfter)),
+      card('packed', formatBytes(model.packedBytes)),
+      card('compression (packed)', `${fixed(model.compressionRatio)}×`),
+      card('bits per weight', fixed(model.bitsPerWeight)),
+      card('quantized params', `${model.quantizedParams ?? '–'} / ${model.params ?? '–'}`),
+    ),
+  );
 
   const height = Math.max(160, 34 + tensors.length * 26);
   const [sqnrBox, sqnrCanvas] = chartBox('chart-sqnr', 'SQNR in dB per tensor', height);
   const [bytesBox, bytesCanvas] = chartBox('chart-bytes', 'Bytes before and after per tensor', height);
   const [totalBox, totalCanvas] = chartBox('chart-totals', 'Model bytes in total', 220);
-  const grid = el('div', { class: 'grid' },
+  const grid = el(
+    'div',
+    { class: 'grid' },
     el('section', { class: 'panel' }, el('h2', {}, 'SQNR per tensor (dB)'), sqnrBox),
     el('section', { class: 'panel' }, el('h2', {}, 'Bytes per tensor: float vs packed'), bytesBox),
-    el('section', { class: 'panel' }, el('h2', {}, 'Model bytes in total'), totalBox));
+    el('section', { class: 'panel' }, el('h2', {}, 'Model bytes in total'), totalBox),
+  );
   root.append(grid);
   const names = tensors.map((t) => t.name);
-  charts.push(barChart(sqnrCanvas, { labels: names, horizontal: true, xTitle: 'SQNR (dB)', datasets: [{ label: 'SQNR (dB)', data: tensors.map((t) => t.sqnrDb), color: '#2357c6' }] }));
-  charts.push(barChart(bytesCanvas, {
-    labels: names, horizontal: true, xTitle: 'bytes',
-    datasets: [{ label: 'before', data: tensors.map((t) => t.bytesBefore) }, { label: 'after (packed)', data: tensors.map((t) => t.bytesAfter) }],
-  }));
-  charts.push(barChart(totalCanvas, {
-    labels: ['float', 'stock TF.js', 'packed', 'gzip float', 'gzip stock'], yTitle: 'bytes',
-    datasets: [{ label: 'bytes', data: [model.bytesBefore, model.bytesAfter, model.packedBytes, model.gzipBytesBefore, model.gzipBytesAfter], backgroundColor: ['#8a94a8', '#2357c6', '#1b7f3b', '#b9c0cc', '#7d9be0'] }],
-  }));
+  charts.push(
+    barChart(sqnrCanvas, {
+      labels: names,
+      horizontal: true,
+      xTitle: 'SQNR (dB)',
+      datasets: [{ label: 'SQNR (dB)', data: tensors.map((t) => t.sqnrDb), color: '#2357c6' }],
+    }),
+  );
+  charts.push(
+    barChart(bytesCanvas, {
+      labels: names,
+      horizontal: true,
+      xTitle: 'bytes',
+      datasets: [
+        { label: 'before', data: tensors.map((t) => t.bytesBefore) },
+        { label: 'after (packed)', data: tensors.map((t) => t.bytesAfter) },
+      ],
+    }),
+  );
+  charts.push(
+    barChart(totalCanvas, {
+      labels: ['float', 'stock TF.js', 'packed', 'gzip float', 'gzip stock'],
+      yTitle: 'bytes',
+      datasets: [
+        {
+          label: 'bytes',
+          data: [model.bytesBefore, model.bytesAfter, model.packedBytes, model.gzipBytesBefore, model.gzipBytesAfter],
+          backgroundColor: ['#8a94a8', '#2357c6', '#1b7f3b', '#b9c0cc', '#7d9be0'],
+        },
+      ],
+    }),
+  );
 
   if (model.metrics && Object.keys(model.metrics).length > 0) grid.append(metricsPanel(model.metrics, charts));
   if (tensors.length > 0) grid.append(histogramPanel(job, tensors, charts));
@@ -206,23 +301,64 @@ function renderReport(root, job, report, charts) {
 
 function metricsPanel(metrics, charts) {
   const stageOrder = ['float', 'ptq', 'qat'];
-  const stagesPresent = [...stageOrder.filter((s) => s in metrics), ...Object.keys(metrics).filter((s) => !stageOrder.includes(s))];
+  const stagesPresent = [
+    ...stageOrder.filter((s) => s in metrics),
+    ...Object.keys(metrics).filter((s) => !stageOrder.includes(s)),
+  ];
   const metricNames = [...new Set(stagesPresent.flatMap((s) => Object.keys(metrics[s] ?? {})))].filter((name) =>
-    stagesPresent.some((s) => Number.isFinite(metrics[s]?.[name])));
+    stagesPresent.some((s) => Number.isFinite(metrics[s]?.[name])),
+  );
   const [box, canvas] = chartBox('chart-metrics', 'Metrics per stage', 240);
-  const table = el('table', {}, el('thead', {}, el('tr', {}, el('th', { scope: 'col' }, 'metric'), stagesPresent.map((s) => el('th', { scope: 'col', class: 'num' }, s)))),
-    el('tbody', {}, metricNames.map((name) => el('tr', {}, el('th', { scope: 'row' }, name),
-      stagesPresent.map((s) => el('td', { class: 'num' }, Number.isFinite(metrics[s]?.[name]) ? metrics[s][name].toPrecision(4) : '–'))))));
-  const panel = el('section', { class: 'panel' }, el('h2', {}, 'Metrics per stage'), box, el('details', {}, el('summary', {}, 'As a table'), table));
-  charts.push(barChart(canvas, {
-    labels: metricNames,
-    datasets: stagesPresent.map((s) => ({ label: s, data: metricNames.map((name) => metrics[s]?.[name] ?? null) })),
-  }));
+  const table = el(
+    'table',
+    {},
+    el(
+      'thead',
+      {},
+      el(
+        'tr',
+        {},
+        el('th', { scope: 'col' }, 'metric'),
+        stagesPresent.map((s) => el('th', { scope: 'col', class: 'num' }, s)),
+      ),
+    ),
+    el(
+      'tbody',
+      {},
+      metricNames.map((name) =>
+        el(
+          'tr',
+          {},
+          el('th', { scope: 'row' }, name),
+          stagesPresent.map((s) =>
+            el('td', { class: 'num' }, Number.isFinite(metrics[s]?.[name]) ? metrics[s][name].toPrecision(4) : '–'),
+          ),
+        ),
+      ),
+    ),
+  );
+  const panel = el(
+    'section',
+    { class: 'panel' },
+    el('h2', {}, 'Metrics per stage'),
+    box,
+    el('details', {}, el('summary', {}, 'As a table'), table),
+  );
+  charts.push(
+    barChart(canvas, {
+      labels: metricNames,
+      datasets: stagesPresent.map((s) => ({ label: s, data: metricNames.map((name) => metrics[s]?.[name] ?? null) })),
+    }),
+  );
   return panel;
 }
 
 function histogramPanel(job, tensors, charts) {
-  const select = el('select', { id: 'histogram-tensor' }, tensors.map((t) => el('option', { value: t.name }, t.name)));
+  const select = el(
+    'select',
+    { id: 'histogram-tensor' },
+    tensors.map((t) => el('option', { value: t.name }, t.name)),
+  );
   const note = el('p', { class: 'muted', id: 'histogram-note' });
   const [box, canvas] = chartBox('chart-histogram', 'Weight histogram before and after quantization', 240);
   let chart = null;
@@ -241,8 +377,14 @@ function histogramPanel(job, tensors, charts) {
   select.addEventListener('change', draw);
   charts.push({ destroy: () => chart?.destroy() });
   queueMicrotask(draw);
-  return el('section', { class: 'panel wide' }, el('h2', {}, 'Weight histogram'),
-    el('div', { class: 'field' }, el('label', { for: 'histogram-tensor' }, 'Tensor'), select), box, note);
+  return el(
+    'section',
+    { class: 'panel wide' },
+    el('h2', {}, 'Weight histogram'),
+    el('div', { class: 'field' }, el('label', { for: 'histogram-tensor' }, 'Tensor'), select),
+    box,
+    note,
+  );
 }
 
 /** `report.frontier` (auto jobs): configs with bytes and metrics; the chosen one flagged or named by index. */
@@ -263,41 +405,132 @@ function frontierPanel(report, charts) {
 function sensitivityTable(report) {
   const rows = Array.isArray(report.sensitivity)
     ? report.sensitivity
-    : (report.tensors ?? []).filter((t) => t.sensitivity !== undefined).map((t) => ({ name: t.name, sensitivity: t.sensitivity }));
+    : (report.tensors ?? [])
+        .filter((t) => t.sensitivity !== undefined)
+        .map((t) => ({ name: t.name, sensitivity: t.sensitivity }));
   if (rows.length === 0) return null;
   const columns = [...new Set(rows.flatMap((r) => Object.keys(r)))];
-  const show = (v) => (typeof v === 'number' ? (Number.isInteger(v) ? String(v) : v.toPrecision(4)) : typeof v === 'object' ? JSON.stringify(v) : String(v));
-  return el('section', { class: 'panel table-wrap' }, el('h2', {}, 'Sensitivity per layer'),
-    el('table', {}, el('thead', {}, el('tr', {}, columns.map((c) => el('th', { scope: 'col' }, c)))),
-      el('tbody', {}, rows.map((r) => el('tr', {}, columns.map((c) => el('td', {}, r[c] === undefined ? '–' : show(r[c]))))))));
+  const show = (v) =>
+    typeof v === 'number'
+      ? Number.isInteger(v)
+        ? String(v)
+        : v.toPrecision(4)
+      : typeof v === 'object'
+        ? JSON.stringify(v)
+        : String(v);
+  return el(
+    'section',
+    { class: 'panel table-wrap' },
+    el('h2', {}, 'Sensitivity per layer'),
+    el(
+      'table',
+      {},
+      el(
+        'thead',
+        {},
+        el(
+          'tr',
+          {},
+          columns.map((c) => el('th', { scope: 'col' }, c)),
+        ),
+      ),
+      el(
+        'tbody',
+        {},
+        rows.map((r) =>
+          el(
+            'tr',
+            {},
+            columns.map((c) => el('td', {}, r[c] === undefined ? '–' : show(r[c]))),
+          ),
+        ),
+      ),
+    ),
+  );
 }
 
 function tensorTable(tensors) {
-  const head = ['tensor', 'shape', 'method', 'bits', 'stored as', 'SQNR dB', 'cosine', 'max |error|', 'before', 'after'];
-  return el('section', { class: 'panel table-wrap' }, el('h2', {}, 'Tensors'),
-    el('table', { id: 'tensor-table' },
-      el('thead', {}, el('tr', {}, head.map((h, i) => el('th', { scope: 'col', class: i >= 5 ? 'num' : null }, h)))),
-      el('tbody', {}, tensors.map((t) => el('tr', {},
-        el('th', { scope: 'row', class: 'mono' }, t.name), el('td', {}, (t.shape ?? []).join('×')), el('td', {}, t.method), el('td', {}, t.bits),
-        el('td', {}, t.storedAs ?? '–'), el('td', { class: 'num' }, fixed(t.sqnrDb, 1)), el('td', { class: 'num' }, fixed(t.cosine, 5)),
-        el('td', { class: 'num' }, Number.isFinite(t.maxAbsError) ? t.maxAbsError.toExponential(2) : '–'),
-        el('td', { class: 'num' }, formatBytes(t.bytesBefore)), el('td', { class: 'num' }, formatBytes(t.bytesAfter)))))));
+  const head = [
+    'tensor',
+    'shape',
+    'method',
+    'bits',
+    'stored as',
+    'SQNR dB',
+    'cosine',
+    'max |error|',
+    'before',
+    'after',
+  ];
+  return el(
+    'section',
+    { class: 'panel table-wrap' },
+    el('h2', {}, 'Tensors'),
+    el(
+      'table',
+      { id: 'tensor-table' },
+      el(
+        'thead',
+        {},
+        el(
+          'tr',
+          {},
+          head.map((h, i) => el('th', { scope: 'col', class: i >= 5 ? 'num' : null }, h)),
+        ),
+      ),
+      el(
+        'tbody',
+        {},
+        tensors.map((t) =>
+          el(
+            'tr',
+            {},
+            el('th', { scope: 'row', class: 'mono' }, t.name),
+            el('td', {}, (t.shape ?? []).join('×')),
+            el('td', {}, t.method),
+            el('td', {}, t.bits),
+            el('td', {}, t.storedAs ?? '–'),
+            el('td', { class: 'num' }, fixed(t.sqnrDb, 1)),
+            el('td', { class: 'num' }, fixed(t.cosine, 5)),
+            el('td', { class: 'num' }, Number.isFinite(t.maxAbsError) ? t.maxAbsError.toExponential(2) : '–'),
+            el('td', { class: 'num' }, formatBytes(t.bytesBefore)),
+            el('td', { class: 'num' }, formatBytes(t.bytesAfter)),
+          ),
+        ),
+      ),
+    ),
+  );
 }
 
 function downloadsPanel(job) {
   const link = (path, label) => {
     const href = `/v1/jobs/${job.id}/${path}`;
     const filename = path.split('/').pop();
-    return el('a', {
-      class: 'button secondary', href, download: filename,
-      // A plain link cannot carry the API key; with one, fetch the file and save it.
-      onclick: (event) => {
-        if (!apiKey()) return;
-        event.preventDefault();
-        download(href, filename);
+    return el(
+      'a',
+      {
+        class: 'button secondary',
+        href,
+        download: filename,
+        // A plain link cannot carry the API key; with one, fetch the file and save it.
+        onclick: (event) => {
+          if (!apiKey()) return;
+          event.preventDefault();
+          download(href, filename);
+        },
       },
-    }, label);
+      label,
+    );
   };
-  return el('section', { class: 'panel' }, el('h2', {}, 'Downloads'),
-    el('div', { class: 'downloads' }, link('artifacts.zip', 'All artifacts (.zip)'), (job.artifacts ?? []).map((a) => link(`artifacts/${a}`, a))));
+  return el(
+    'section',
+    { class: 'panel' },
+    el('h2', {}, 'Downloads'),
+    el(
+      'div',
+      { class: 'downloads' },
+      link('artifacts.zip', 'All artifacts (.zip)'),
+      (job.artifacts ?? []).map((a) => link(`artifacts/${a}`, a)),
+    ),
+  );
 }

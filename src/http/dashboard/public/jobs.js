@@ -3,7 +3,18 @@
  * one live progress bar per unfinished job. Up to `maxStreams` unfinished jobs follow their SSE stream (a
  * browser allows only a few connections per host); the list is polled only for the jobs beyond that.
  */
-import { api, el, errorBox, followJob, formatDate, formatDuration, isTerminal, jobDuration, progressBar, statusBadge } from './lib.js';
+import {
+  api,
+  el,
+  errorBox,
+  followJob,
+  formatDate,
+  formatDuration,
+  isTerminal,
+  jobDuration,
+  progressBar,
+  statusBadge,
+} from './lib.js';
 
 const statuses = ['queued', 'running', 'succeeded', 'failed', 'cancelled'];
 const maxStreams = 4;
@@ -14,8 +25,12 @@ export function renderJobs(view) {
   let cursor = null;
   const rows = new Map();
 
-  const filter = el('select', { id: 'status-filter', onchange: () => load(true) },
-    el('option', { value: '' }, 'All statuses'), statuses.map((s) => el('option', { value: s }, s)));
+  const filter = el(
+    'select',
+    { id: 'status-filter', onchange: () => load(true) },
+    el('option', { value: '' }, 'All statuses'),
+    statuses.map((s) => el('option', { value: s }, s)),
+  );
   const params = new URLSearchParams(location.hash.split('?')[1] ?? '');
   filter.value = params.get('status') ?? '';
   const modelId = params.get('modelId');
@@ -27,21 +42,53 @@ export function renderJobs(view) {
     return query;
   };
   const body = el('tbody');
-  const table = el('table', { class: 'jobs-table' },
+  const table = el(
+    'table',
+    { class: 'jobs-table' },
     el('caption', { class: 'visually-hidden' }, 'Jobs, newest first'),
-    el('thead', {}, el('tr', {},
-      el('th', { scope: 'col' }, 'Job'), el('th', { scope: 'col' }, 'Status'), el('th', { scope: 'col', class: 'opt' }, 'Kind'),
-      el('th', { scope: 'col' }, 'Method'), el('th', { scope: 'col', class: 'opt' }, 'Model'), el('th', { scope: 'col', class: 'opt' }, 'Created'),
-      el('th', { scope: 'col', class: 'num opt' }, 'Duration'), el('th', { scope: 'col' }, 'Progress'))),
-    body);
-  const more = el('button', { type: 'button', class: 'secondary', hidden: true, onclick: () => load(false) }, 'Load more');
+    el(
+      'thead',
+      {},
+      el(
+        'tr',
+        {},
+        el('th', { scope: 'col' }, 'Job'),
+        el('th', { scope: 'col' }, 'Status'),
+        el('th', { scope: 'col', class: 'opt' }, 'Kind'),
+        el('th', { scope: 'col' }, 'Method'),
+        el('th', { scope: 'col', class: 'opt' }, 'Model'),
+        el('th', { scope: 'col', class: 'opt' }, 'Created'),
+        el('th', { scope: 'col', class: 'num opt' }, 'Duration'),
+        el('th', { scope: 'col' }, 'Progress'),
+      ),
+    ),
+    body,
+  );
+  const more = el(
+    'button',
+    { type: 'button', class: 'secondary', hidden: true, onclick: () => load(false) },
+    'Load more',
+  );
   const message = el('div');
   view.append(
-    el('div', { class: 'toolbar' },
-      el('h1', {}, 'Jobs'), el('span', { class: 'spacer' }),
-      modelId ? el('span', { id: 'model-filter' }, 'Model ', el('span', { class: 'mono' }, modelId), ' ', el('a', { href: '#/jobs' }, 'all models')) : null,
+    el(
+      'div',
+      { class: 'toolbar' },
+      el('h1', {}, 'Jobs'),
+      el('span', { class: 'spacer' }),
+      modelId
+        ? el(
+            'span',
+            { id: 'model-filter' },
+            'Model ',
+            el('span', { class: 'mono' }, modelId),
+            ' ',
+            el('a', { href: '#/jobs' }, 'all models'),
+          )
+        : null,
       el('div', {}, el('label', { for: 'status-filter' }, 'Status'), filter),
-      el('a', { class: 'button', href: '#/new' }, 'New job')),
+      el('a', { class: 'button', href: '#/new' }, 'New job'),
+    ),
     message,
     el('div', { class: 'panel table-wrap' }, table, more),
   );
@@ -61,12 +108,22 @@ export function renderJobs(view) {
     progress.set(job);
     const status = el('td', {}, statusBadge(job.status));
     const duration = el('td', { class: 'num opt' }, formatDuration(jobDuration(job)));
-    const tr = el('tr', { dataset: { job: job.id } },
+    const tr = el(
+      'tr',
+      { dataset: { job: job.id } },
       el('td', {}, el('a', { href: `#/jobs/${job.id}`, class: 'mono' }, job.id)),
-      status, el('td', { class: 'opt' }, job.kind), el('td', {}, job.method),
-      el('td', { class: 'opt mono' }, el('a', { href: `#/jobs?modelId=${job.modelId}`, title: 'This model’s jobs' }, job.modelId)),
-      el('td', { class: 'opt' }, formatDate(job.createdAt)), duration,
-      el('td', {}, progress.root));
+      status,
+      el('td', { class: 'opt' }, job.kind),
+      el('td', {}, job.method),
+      el(
+        'td',
+        { class: 'opt mono' },
+        el('a', { href: `#/jobs?modelId=${job.modelId}`, title: 'This model’s jobs' }, job.modelId),
+      ),
+      el('td', { class: 'opt' }, formatDate(job.createdAt)),
+      duration,
+      el('td', {}, progress.root),
+    );
     rows.set(job.id, { job: { ...job }, status, duration, progress });
     return tr;
   }
@@ -131,9 +188,18 @@ export function renderJobs(view) {
       cursor = page.nextCursor;
       more.hidden = !cursor;
       if (rows.size === 0) {
-        body.append(el('tr', {}, el('td', { colspan: 8, class: 'empty' },
-          filter.value || modelId ? `No ${filter.value} jobs${modelId ? ' of this model' : ''}.` : 'No jobs yet. ',
-          filter.value || modelId ? null : el('a', { href: '#/new' }, 'Upload a model and create one.'))));
+        body.append(
+          el(
+            'tr',
+            {},
+            el(
+              'td',
+              { colspan: 8, class: 'empty' },
+              filter.value || modelId ? `No ${filter.value} jobs${modelId ? ' of this model' : ''}.` : 'No jobs yet. ',
+              filter.value || modelId ? null : el('a', { href: '#/new' }, 'Upload a model and create one.'),
+            ),
+          ),
+        );
       }
       schedule();
     } catch (error) {

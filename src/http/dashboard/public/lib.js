@@ -43,7 +43,10 @@ export async function api(path, options = {}) {
   try {
     response = await fetch(path, { ...options, headers, body });
   } catch (error) {
-    throw new ApiError(0, { title: 'The server did not answer', detail: `The server did not answer (${error.message}).` });
+    throw new ApiError(0, {
+      title: 'The server did not answer',
+      detail: `The server did not answer (${error.message}).`,
+    });
   }
   if (response.status === 401) events.dispatchEvent(new Event('unauthorized'));
   if (!response.ok) {
@@ -163,7 +166,11 @@ export function el(tag, attributes = {}, ...children) {
   for (const [name, value] of Object.entries(attributes)) {
     if (value === undefined || value === null || value === false) continue;
     if (name.startsWith('on') && typeof value === 'function') node.addEventListener(name.slice(2), value);
-    else if (name === 'dataset') Object.assign(node.dataset, Object.fromEntries(Object.entries(value).filter(([, v]) => v !== undefined && v !== null)));
+    else if (name === 'dataset')
+      Object.assign(
+        node.dataset,
+        Object.fromEntries(Object.entries(value).filter(([, v]) => v !== undefined && v !== null)),
+      );
     else node.setAttribute(name, value === true ? '' : String(value));
   }
   for (const child of children.flat()) if (child !== null && child !== undefined && child !== false) node.append(child);
@@ -208,7 +215,18 @@ export function statusBadge(status) {
 /** A labelled progress bar; `set(job-like)` updates it. */
 export function progressBar(label) {
   const fill = el('span', { style: 'width:0%' });
-  const bar = el('div', { class: 'bar', role: 'progressbar', 'aria-label': label, 'aria-valuemin': 0, 'aria-valuemax': 100, 'aria-valuenow': 0 }, fill);
+  const bar = el(
+    'div',
+    {
+      class: 'bar',
+      role: 'progressbar',
+      'aria-label': label,
+      'aria-valuemin': 0,
+      'aria-valuemax': 100,
+      'aria-valuenow': 0,
+    },
+    fill,
+  );
   const pct = el('span', { class: 'pct' }, '0%');
   const root = el('div', { class: 'progress-cell' }, bar, pct);
   return {
@@ -228,7 +246,12 @@ export function progressBar(label) {
 
 export function errorBox(error, retry) {
   const detail = error instanceof ApiError ? error.message : String(error?.message ?? error);
-  return el('div', { class: 'error-box', role: 'alert' }, detail, retry ? el('button', { type: 'button', class: 'secondary', onclick: retry }, 'Retry') : null);
+  return el(
+    'div',
+    { class: 'error-box', role: 'alert' },
+    detail,
+    retry ? el('button', { type: 'button', class: 'secondary', onclick: retry }, 'Retry') : null,
+  );
 }
 
 export function announce(text) {

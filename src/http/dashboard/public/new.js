@@ -7,14 +7,24 @@
 import { ApiError, api, el, errorBox, formatBytes } from './lib.js';
 
 export function renderNew(view) {
-  const jobSection = el('section', { class: 'panel', 'aria-labelledby': 'job-title' }, el('h2', { id: 'job-title' }, 'New job'), el('p', { class: 'muted' }, 'Loading the job spec schema…'));
+  const jobSection = el(
+    'section',
+    { class: 'panel', 'aria-labelledby': 'job-title' },
+    el('h2', { id: 'job-title' }, 'New job'),
+    el('p', { class: 'muted' }, 'Loading the job spec schema…'),
+  );
   const modelsChanged = [];
   const datasetsChanged = [];
-  view.append(el('h1', {}, 'Upload & new job'),
-    el('div', { class: 'grid' },
+  view.append(
+    el('h1', {}, 'Upload & new job'),
+    el(
+      'div',
+      { class: 'grid' },
       modelUpload((model) => modelsChanged.forEach((f) => f(model))),
-      datasetUpload((dataset) => datasetsChanged.forEach((f) => f(dataset)))),
-    jobSection);
+      datasetUpload((dataset) => datasetsChanged.forEach((f) => f(dataset))),
+    ),
+    jobSection,
+  );
   jobForm(jobSection, modelsChanged, datasetsChanged);
 }
 
@@ -34,8 +44,19 @@ function modelUpload(onUploaded) {
     list.replaceChildren(...files.map((f) => el('li', {}, `${f.name} (${formatBytes(f.size)})`)));
     button.disabled = files.length === 0;
   };
-  const zone = el('div', { class: 'dropzone', id: 'model-drop', tabindex: 0, role: 'button', 'aria-label': 'Drop model.json and its weight shards, or one zip, here; Enter to choose files' },
-    el('strong', {}, 'Drop model.json + weight shards, or one .zip / .tar.gz'), el('br'), el('span', { class: 'muted' }, 'or press Enter to choose files'));
+  const zone = el(
+    'div',
+    {
+      class: 'dropzone',
+      id: 'model-drop',
+      tabindex: 0,
+      role: 'button',
+      'aria-label': 'Drop model.json and its weight shards, or one zip, here; Enter to choose files',
+    },
+    el('strong', {}, 'Drop model.json + weight shards, or one .zip / .tar.gz'),
+    el('br'),
+    el('span', { class: 'muted' }, 'or press Enter to choose files'),
+  );
   zone.addEventListener('dragover', (event) => {
     event.preventDefault();
     zone.classList.add('over');
@@ -53,7 +74,16 @@ function modelUpload(onUploaded) {
     }
   });
   input.addEventListener('change', () => choose(input.files));
-  const form = el('form', { class: 'panel', 'aria-labelledby': 'upload-model-title' }, el('h2', { id: 'upload-model-title' }, 'Upload a model'), zone, list, field, button, result);
+  const form = el(
+    'form',
+    { class: 'panel', 'aria-labelledby': 'upload-model-title' },
+    el('h2', { id: 'upload-model-title' }, 'Upload a model'),
+    zone,
+    list,
+    field,
+    button,
+    result,
+  );
   form.addEventListener('submit', async (event) => {
     event.preventDefault();
     const body = new FormData();
@@ -62,14 +92,33 @@ function modelUpload(onUploaded) {
     result.replaceChildren(el('p', { class: 'muted' }, 'Uploading…'));
     try {
       const model = await api('/v1/models', { method: 'POST', body });
-      const signature = (list) => (list ?? []).map((t) => `${t.name} [${t.shape === null ? '?' : t.shape.map((d) => d ?? 'n').join(', ')}] ${t.dtype}`).join('; ');
+      const signature = (list) =>
+        (list ?? [])
+          .map((t) => `${t.name} [${t.shape === null ? '?' : t.shape.map((d) => d ?? 'n').join(', ')}] ${t.dtype}`)
+          .join('; ');
       result.replaceChildren(
-        el('p', {}, 'Stored ', el('span', { class: 'mono', id: 'model-id' }, model.id), `: ${model.format}, ${model.params} params, ${formatBytes(model.bytes)}.`),
-        el('p', { class: 'muted', id: 'model-signature' }, `Inputs: ${signature(model.inputs) || '–'}. Outputs: ${signature(model.outputs) || '–'}. Datasets must fit these (n: any batch size).`),
+        el(
+          'p',
+          {},
+          'Stored ',
+          el('span', { class: 'mono', id: 'model-id' }, model.id),
+          `: ${model.format}, ${model.params} params, ${formatBytes(model.bytes)}.`,
+        ),
+        el(
+          'p',
+          { class: 'muted', id: 'model-signature' },
+          `Inputs: ${signature(model.inputs) || '–'}. Outputs: ${signature(model.outputs) || '–'}. Datasets must fit these (n: any batch size).`,
+        ),
       );
       onUploaded(model);
     } catch (error) {
-      const where = error instanceof ApiError ? ['weight', 'file', 'layer'].filter((k) => error.problem[k]).map((k) => ` (${k} ${error.problem[k]})`).join('') : '';
+      const where =
+        error instanceof ApiError
+          ? ['weight', 'file', 'layer']
+              .filter((k) => error.problem[k])
+              .map((k) => ` (${k} ${error.problem[k]})`)
+              .join('')
+          : '';
       result.replaceChildren(errorBox(`${error.message}${where}`));
     } finally {
       button.disabled = files.length === 0;
@@ -83,14 +132,25 @@ function datasetUpload(onUploaded) {
   const y = el('input', { type: 'file', id: 'dataset-y', accept: '.npy' });
   const json = el('input', { type: 'file', id: 'dataset-json', accept: '.json' });
   const result = el('div', { id: 'dataset-result', role: 'status' });
-  const form = el('form', { class: 'panel', 'aria-labelledby': 'upload-dataset-title' },
+  const form = el(
+    'form',
+    { class: 'panel', 'aria-labelledby': 'upload-dataset-title' },
     el('h2', { id: 'upload-dataset-title' }, 'Upload a dataset'),
-    el('p', { class: 'muted' }, 'For calibration, evaluation or fine-tuning: x (and optionally y) as .npy, or one JSON file {"x": [...], "y": [...]}.'),
-    el('div', { class: 'form-grid' },
+    el(
+      'p',
+      { class: 'muted' },
+      'For calibration, evaluation or fine-tuning: x (and optionally y) as .npy, or one JSON file {"x": [...], "y": [...]}.',
+    ),
+    el(
+      'div',
+      { class: 'form-grid' },
       el('div', { class: 'field' }, el('label', { for: 'dataset-x' }, 'x (.npy)'), x),
-      el('div', { class: 'field' }, el('label', { for: 'dataset-y' }, 'y (.npy, optional)'), y)),
+      el('div', { class: 'field' }, el('label', { for: 'dataset-y' }, 'y (.npy, optional)'), y),
+    ),
     el('div', { class: 'field' }, el('label', { for: 'dataset-json' }, 'Or one JSON file'), json),
-    el('button', { type: 'submit' }, 'Upload dataset'), result);
+    el('button', { type: 'submit' }, 'Upload dataset'),
+    result,
+  );
   form.addEventListener('submit', async (event) => {
     event.preventDefault();
     const body = new FormData();
@@ -101,7 +161,15 @@ function datasetUpload(onUploaded) {
     }
     try {
       const dataset = await api('/v1/datasets', { method: 'POST', body });
-      result.replaceChildren(el('p', {}, 'Stored ', el('span', { class: 'mono', id: 'dataset-id' }, dataset.id), `: ${dataset.samples} samples, x ${dataset.x.shape.join('×')}.`));
+      result.replaceChildren(
+        el(
+          'p',
+          {},
+          'Stored ',
+          el('span', { class: 'mono', id: 'dataset-id' }, dataset.id),
+          `: ${dataset.samples} samples, x ${dataset.x.shape.join('×')}.`,
+        ),
+      );
       onUploaded(dataset);
     } catch (error) {
       result.replaceChildren(errorBox(error));
@@ -123,7 +191,9 @@ function literals(schema) {
 function control(given, path, label) {
   // A nullable field (`anyOf: [{type}, {type: 'null'}]`) is edited as its non-null type; empty means unset.
   const member = literals(given) ? null : given.anyOf?.find((s) => s.type && s.type !== 'null');
-  const schema = member ? { ...member, description: given.description ?? member.description, default: given.default ?? member.default } : given;
+  const schema = member
+    ? { ...member, description: given.description ?? member.description, default: given.default ?? member.default }
+    : given;
   const id = fieldId(path);
   const hintId = `${id}-hint`;
   const errorId = `${id}-error`;
@@ -132,36 +202,71 @@ function control(given, path, label) {
   let input;
   let kind;
   if (options) {
-    input = el('select', { id, 'aria-describedby': described }, options.map((o) => el('option', { value: String(o) }, String(o))));
+    input = el(
+      'select',
+      { id, 'aria-describedby': described },
+      options.map((o) => el('option', { value: String(o) }, String(o))),
+    );
     if (schema.default !== undefined) input.value = String(schema.default);
     kind = typeof options[0] === 'number' ? 'number' : 'string';
   } else if (schema.type === 'integer' || schema.type === 'number') {
-    input = el('input', { type: 'number', id, step: schema.type === 'integer' ? 1 : 'any', value: schema.default, 'aria-describedby': described });
+    input = el('input', {
+      type: 'number',
+      id,
+      step: schema.type === 'integer' ? 1 : 'any',
+      value: schema.default,
+      'aria-describedby': described,
+    });
     kind = 'number';
   } else if (schema.type === 'boolean' && schema.default === undefined) {
     // No default: leaving it unset lets the server decide, which a checkbox cannot say.
-    input = el('select', { id, 'aria-describedby': described }, el('option', { value: '' }, '(server default)'), el('option', { value: 'true' }, 'true'), el('option', { value: 'false' }, 'false'));
+    input = el(
+      'select',
+      { id, 'aria-describedby': described },
+      el('option', { value: '' }, '(server default)'),
+      el('option', { value: 'true' }, 'true'),
+      el('option', { value: 'false' }, 'false'),
+    );
     kind = 'optional-boolean';
   } else if (schema.type === 'boolean') {
     input = el('input', { type: 'checkbox', id, checked: schema.default === true, 'aria-describedby': described });
     kind = 'boolean';
   } else if (schema.type === 'array' && schema.items?.type !== 'object') {
-    input = el('input', { type: 'text', id, value: (schema.default ?? []).join(', '), placeholder: 'comma separated', 'aria-describedby': described });
+    input = el('input', {
+      type: 'text',
+      id,
+      value: (schema.default ?? []).join(', '),
+      placeholder: 'comma separated',
+      'aria-describedby': described,
+    });
     kind = 'list';
   } else if (schema.type === 'object' || schema.type === 'array') {
     // Objects, and lists of objects (e.g. search candidates), are edited as JSON.
-    input = el('textarea', { id, rows: 2, placeholder: schema.type === 'array' ? '[]' : '{}', 'aria-describedby': described });
+    input = el('textarea', {
+      id,
+      rows: 2,
+      placeholder: schema.type === 'array' ? '[]' : '{}',
+      'aria-describedby': described,
+    });
     kind = 'json';
   } else {
-    input = el('input', { type: schema.format === 'uri' ? 'url' : 'text', id, value: schema.default, 'aria-describedby': described });
+    input = el('input', {
+      type: schema.format === 'uri' ? 'url' : 'text',
+      id,
+      value: schema.default,
+      'aria-describedby': described,
+    });
     kind = 'string';
   }
   input.dataset.path = path;
   input.dataset.kind = kind;
-  const wrapper = el('div', { class: `field${kind === 'boolean' ? ' check' : ''}`, dataset: { fieldPath: path } },
+  const wrapper = el(
+    'div',
+    { class: `field${kind === 'boolean' ? ' check' : ''}`, dataset: { fieldPath: path } },
     kind === 'boolean' ? [input, el('label', { for: id }, label)] : [el('label', { for: id }, label), input],
     schema.description ? el('p', { class: 'hint', id: hintId }, schema.description) : null,
-    el('p', { class: 'field-error', id: errorId, hidden: true }));
+    el('p', { class: 'field-error', id: errorId, hidden: true }),
+  );
   return wrapper;
 }
 
@@ -180,10 +285,13 @@ function objectFields(schema, path, skip = []) {
       const childPath = `${path}/${name}`;
       if (property.type === 'object' && property.properties) {
         const optional = !(schema.required ?? []).includes(name);
-        const fieldset = el('fieldset', { dataset: { fieldPath: childPath }, disabled: optional },
+        const fieldset = el(
+          'fieldset',
+          { dataset: { fieldPath: childPath }, disabled: optional },
           el('legend', {}, optional ? includeToggle(childPath, name) : name),
           property.description ? el('p', { class: 'hint' }, property.description) : null,
-          el('div', { class: 'form-grid' }, objectFields(property, childPath)));
+          el('div', { class: 'form-grid' }, objectFields(property, childPath)),
+        );
         return fieldset;
       }
       return control(property, childPath, name);
@@ -200,7 +308,10 @@ function readValue(input) {
       return input.value === '' ? undefined : Number(input.value);
     case 'list': {
       // Empty means unset: the server fills its default (and a list with a minimum length is not sent empty).
-      const items = input.value.split(',').map((s) => s.trim()).filter(Boolean);
+      const items = input.value
+        .split(',')
+        .map((s) => s.trim())
+        .filter(Boolean);
       return items.length > 0 ? items : undefined;
     }
     case 'json':
@@ -242,7 +353,9 @@ function showProblems(form, problems, general) {
   let first = null;
   for (const problem of problems) {
     // The deepest field whose path is a prefix of the problem's (`/layers/overrides/x` → the overrides box).
-    const inputs = [...form.querySelectorAll('[data-path]')].filter((i) => problem.path === i.dataset.path || problem.path.startsWith(`${i.dataset.path}/`));
+    const inputs = [...form.querySelectorAll('[data-path]')].filter(
+      (i) => problem.path === i.dataset.path || problem.path.startsWith(`${i.dataset.path}/`),
+    );
     const input = inputs.sort((a, b) => b.dataset.path.length - a.dataset.path.length)[0];
     if (!input) {
       unplaced.push(problem);
@@ -255,7 +368,9 @@ function showProblems(form, problems, general) {
     input.setAttribute('aria-invalid', 'true');
     first ??= input;
   }
-  general.replaceChildren(...unplaced.map((p) => el('div', { class: 'error-box', role: 'alert' }, `${p.path || '/'}: ${p.message}`)));
+  general.replaceChildren(
+    ...unplaced.map((p) => el('div', { class: 'error-box', role: 'alert' }, `${p.path || '/'}: ${p.message}`)),
+  );
   first?.focus();
 }
 
@@ -264,9 +379,16 @@ async function jobForm(section, modelsChanged, datasetsChanged) {
   let models;
   let datasets;
   try {
-    [schemas, models, datasets] = await Promise.all([api('/v1/schema/job-spec'), api('/v1/models?limit=100'), api('/v1/datasets?limit=100')]);
+    [schemas, models, datasets] = await Promise.all([
+      api('/v1/schema/job-spec'),
+      api('/v1/models?limit=100'),
+      api('/v1/datasets?limit=100'),
+    ]);
   } catch (error) {
-    section.replaceChildren(el('h2', { id: 'job-title' }, 'New job'), errorBox(error, () => jobForm(section, modelsChanged, datasetsChanged)));
+    section.replaceChildren(
+      el('h2', { id: 'job-title' }, 'New job'),
+      errorBox(error, () => jobForm(section, modelsChanged, datasetsChanged)),
+    );
     return;
   }
   const spec = schemas.spec;
@@ -276,7 +398,8 @@ async function jobForm(section, modelsChanged, datasetsChanged) {
   const fillModels = (selected) => {
     modelSelect.replaceChildren(
       el('option', { value: '' }, models.items.length ? 'Choose a model' : 'No models yet: upload one above'),
-      ...models.items.map((m) => el('option', { value: m.id }, `${m.id} (${m.format}, ${m.params} params)`)));
+      ...models.items.map((m) => el('option', { value: m.id }, `${m.id} (${m.format}, ${m.params} params)`)),
+    );
     if (selected) modelSelect.value = selected;
   };
   fillModels(models.items[0]?.id);
@@ -286,29 +409,67 @@ async function jobForm(section, modelsChanged, datasetsChanged) {
   });
 
   const methodNames = Object.keys(schemas.methods);
-  const methodSelect = el('select', { id: fieldId('/method/name') }, methodNames.map((n) => el('option', { value: n }, n)));
+  const methodSelect = el(
+    'select',
+    { id: fieldId('/method/name') },
+    methodNames.map((n) => el('option', { value: n }, n)),
+  );
   methodSelect.dataset.path = '/method/name';
   methodSelect.dataset.kind = 'string';
   const methodParams = el('div', { class: 'form-grid', id: 'method-params' });
-  const drawMethod = () => methodParams.replaceChildren(...objectFields(schemas.methods[methodSelect.value], '/method', ['name']));
+  const drawMethod = () =>
+    methodParams.replaceChildren(...objectFields(schemas.methods[methodSelect.value], '/method', ['name']));
   methodSelect.addEventListener('change', drawMethod);
   drawMethod();
 
-  const groups = Object.entries(spec.properties).filter(([name, p]) => name !== 'method' && p.type === 'object' && p.properties).map(([name]) => name);
-  const datasetList = el('datalist', { id: 'dataset-ids' }, datasets.items.map((d) => el('option', { value: d.id }, `${d.samples} samples`)));
-  datasetsChanged.push((dataset) => datasetList.prepend(el('option', { value: dataset.id }, `${dataset.samples} samples`)));
+  const groups = Object.entries(spec.properties)
+    .filter(([name, p]) => name !== 'method' && p.type === 'object' && p.properties)
+    .map(([name]) => name);
+  const datasetList = el(
+    'datalist',
+    { id: 'dataset-ids' },
+    datasets.items.map((d) => el('option', { value: d.id }, `${d.samples} samples`)),
+  );
+  datasetsChanged.push((dataset) =>
+    datasetList.prepend(el('option', { value: dataset.id }, `${dataset.samples} samples`)),
+  );
   const general = el('div', { id: 'form-problems' });
   const result = el('div', { id: 'job-result', role: 'status' });
   const submit = el('button', { type: 'submit', id: 'job-submit' }, 'Create job');
   const errorSlot = (path) => el('p', { class: 'field-error', id: `${fieldId(path)}-error`, hidden: true });
-  const form = el('form', { id: 'job-form', novalidate: true },
-    el('div', { class: 'form-grid' },
-      el('div', { class: 'field', dataset: { fieldPath: '/modelId' } }, el('label', { for: modelSelect.id }, 'Model'), modelSelect, errorSlot('/modelId')),
-      el('div', { class: 'field', dataset: { fieldPath: '/method/name' } }, el('label', { for: methodSelect.id }, 'Method'), methodSelect, errorSlot('/method/name')),
-      ...objectFields(spec, '', ['modelId', 'method', ...groups])),
+  const form = el(
+    'form',
+    { id: 'job-form', novalidate: true },
+    el(
+      'div',
+      { class: 'form-grid' },
+      el(
+        'div',
+        { class: 'field', dataset: { fieldPath: '/modelId' } },
+        el('label', { for: modelSelect.id }, 'Model'),
+        modelSelect,
+        errorSlot('/modelId'),
+      ),
+      el(
+        'div',
+        { class: 'field', dataset: { fieldPath: '/method/name' } },
+        el('label', { for: methodSelect.id }, 'Method'),
+        methodSelect,
+        errorSlot('/method/name'),
+      ),
+      ...objectFields(spec, '', ['modelId', 'method', ...groups]),
+    ),
     el('fieldset', {}, el('legend', {}, 'Method parameters'), methodParams),
-    ...objectFields(spec, '', Object.keys(spec.properties).filter((n) => !groups.includes(n))),
-    datasetList, general, submit, result);
+    ...objectFields(
+      spec,
+      '',
+      Object.keys(spec.properties).filter((n) => !groups.includes(n)),
+    ),
+    datasetList,
+    general,
+    submit,
+    result,
+  );
   // Dataset ids are offered wherever the spec asks for one.
   for (const input of form.querySelectorAll('[data-path^="/data/"]')) input.setAttribute('list', 'dataset-ids');
   form.addEventListener('submit', async (event) => {
@@ -318,8 +479,16 @@ async function jobForm(section, modelsChanged, datasetsChanged) {
     try {
       const job = await api('/v1/jobs', { method: 'POST', body: collect(form) });
       showProblems(form, [], general);
-      result.replaceChildren(el('p', {}, 'Job ', el('a', { href: `#/jobs/${job.id}`, id: 'new-job-link' }, job.id), ' queued. ',
-        el('a', { href: '#/jobs' }, 'Watch it on the jobs page.')));
+      result.replaceChildren(
+        el(
+          'p',
+          {},
+          'Job ',
+          el('a', { href: `#/jobs/${job.id}`, id: 'new-job-link' }, job.id),
+          ' queued. ',
+          el('a', { href: '#/jobs' }, 'Watch it on the jobs page.'),
+        ),
+      );
     } catch (error) {
       const problems = error instanceof ApiError ? error.problem.problems : null;
       if (problems?.length) showProblems(form, problems, general);
@@ -328,6 +497,13 @@ async function jobForm(section, modelsChanged, datasetsChanged) {
       submit.disabled = false;
     }
   });
-  section.replaceChildren(el('h2', { id: 'job-title' }, 'New job'),
-    el('p', { class: 'muted' }, 'Generated from the server’s job spec schema; the server checks every field and its errors appear next to them.'), form);
+  section.replaceChildren(
+    el('h2', { id: 'job-title' }, 'New job'),
+    el(
+      'p',
+      { class: 'muted' },
+      'Generated from the server’s job spec schema; the server checks every field and its errors appear next to them.',
+    ),
+    form,
+  );
 }

@@ -39,7 +39,9 @@ function inputOf(model) {
 
 function randomSample({ shape, vocabulary }) {
   const size = shape.reduce((a, b) => a * b, 1);
-  return Array.from({ length: size }, () => (vocabulary ? Math.floor(Math.random() * vocabulary) : Number((Math.random() * 2 - 1).toFixed(4))));
+  return Array.from({ length: size }, () =>
+    vocabulary ? Math.floor(Math.random() * vocabulary) : Number((Math.random() * 2 - 1).toFixed(4)),
+  );
 }
 
 /** Parses a little-endian .npy (v1–v3) into { shape, values }. */
@@ -51,9 +53,19 @@ function parseNpy(buffer) {
   const start = major === 1 ? 10 : 12;
   const header = new TextDecoder().decode(bytes.subarray(start, start + headerLength));
   const descr = /'descr':\s*'([^']+)'/.exec(header)?.[1];
-  const shape = (/'shape':\s*\(([^)]*)\)/.exec(header)?.[1] ?? '').split(',').map((s) => s.trim()).filter(Boolean).map(Number);
+  const shape = (/'shape':\s*\(([^)]*)\)/.exec(header)?.[1] ?? '')
+    .split(',')
+    .map((s) => s.trim())
+    .filter(Boolean)
+    .map(Number);
   const data = buffer.slice(start + headerLength);
-  const arrays = { '<f4': Float32Array, '<f8': Float64Array, '<i4': Int32Array, '|u1': Uint8Array, '<i8': BigInt64Array };
+  const arrays = {
+    '<f4': Float32Array,
+    '<f8': Float64Array,
+    '<i4': Int32Array,
+    '|u1': Uint8Array,
+    '<i8': BigInt64Array,
+  };
   const Type = arrays[descr];
   if (!Type) throw new Error(`unsupported .npy dtype ${descr}`);
   return { shape, values: Array.from(new Type(data), Number) };
@@ -104,11 +116,24 @@ const printed = (values) => values.map((v) => Number(v.toPrecision(7))).join(', 
 const argmax = (values) => values.reduce((best, v, i) => (v > values[best] ? i : best), 0);
 
 export function renderTryIt(job) {
-  const status = el('p', { class: 'muted', id: 'tryit-status' }, 'Loads both models with stock TF.js in this page (CPU backend).');
+  const status = el(
+    'p',
+    { class: 'muted', id: 'tryit-status' },
+    'Loads both models with stock TF.js in this page (CPU backend).',
+  );
   const loadButton = el('button', { type: 'button', id: 'tryit-load' }, 'Load both models');
-  const sample = el('textarea', { id: 'tryit-sample', rows: 3, disabled: true, 'aria-describedby': 'tryit-sample-hint' });
+  const sample = el('textarea', {
+    id: 'tryit-sample',
+    rows: 3,
+    disabled: true,
+    'aria-describedby': 'tryit-sample-hint',
+  });
   const sampleHint = el('p', { class: 'hint', id: 'tryit-sample-hint' });
-  const randomButton = el('button', { type: 'button', class: 'secondary', id: 'tryit-random', disabled: true }, 'Random sample');
+  const randomButton = el(
+    'button',
+    { type: 'button', class: 'secondary', id: 'tryit-random', disabled: true },
+    'Random sample',
+  );
   const imageInput = el('input', { type: 'file', id: 'tryit-image', accept: 'image/*', disabled: true });
   const datasetInput = el('input', { type: 'file', id: 'tryit-dataset', accept: '.npy,.json', disabled: true });
   const rowInput = el('input', { type: 'number', id: 'tryit-row', min: 0, value: 0, disabled: true });
@@ -138,7 +163,8 @@ export function renderTryIt(job) {
       state = { tf, float, quantized, input };
       for (const control of [sample, randomButton, datasetInput, rowInput, runButton]) control.disabled = false;
       imageInput.disabled = input.shape.length !== 3;
-      sampleHint.textContent = `A JSON array of ${input.shape.reduce((a, b) => a * b, 1)} numbers: input shape [${input.shape.join(', ')}]` +
+      sampleHint.textContent =
+        `A JSON array of ${input.shape.reduce((a, b) => a * b, 1)} numbers: input shape [${input.shape.join(', ')}]` +
         (input.vocabulary ? `, token ids below ${input.vocabulary}.` : '.');
       setSample(randomSample(input));
       status.textContent = `Loaded: ${source.format}, TF.js ${tf.version.tfjs}, backend ${tf.getBackend()}.`;
@@ -173,7 +199,10 @@ export function renderTryIt(job) {
       if (!Array.isArray(values) || values.length !== size || !values.every(Number.isFinite)) {
         throw new Error(`the sample must be a JSON array of ${size} numbers`);
       }
-      const [a, b] = await Promise.all([predict(state.tf, state.float, values, state.input), predict(state.tf, state.quantized, values, state.input)]);
+      const [a, b] = await Promise.all([
+        predict(state.tf, state.float, values, state.input),
+        predict(state.tf, state.quantized, values, state.input),
+      ]);
       floatOut.textContent = printed(a);
       quantOut.textContent = printed(b);
       const maxDiff = a.reduce((m, v, i) => Math.max(m, Math.abs(v - b[i])), 0);
@@ -184,16 +213,33 @@ export function renderTryIt(job) {
     }
   });
 
-  return el('section', { class: 'panel', 'aria-labelledby': 'tryit-title' },
-    el('h2', { id: 'tryit-title' }, 'Try it in the browser'), status, loadButton, message,
-    el('div', { class: 'form-grid', style: 'margin-top:12px' },
+  return el(
+    'section',
+    { class: 'panel', 'aria-labelledby': 'tryit-title' },
+    el('h2', { id: 'tryit-title' }, 'Try it in the browser'),
+    status,
+    loadButton,
+    message,
+    el(
+      'div',
+      { class: 'form-grid', style: 'margin-top:12px' },
       el('div', { class: 'field' }, el('label', { for: 'tryit-image' }, 'Sample from an image'), imageInput),
-      el('div', { class: 'field' }, el('label', { for: 'tryit-dataset' }, 'Sample from a dataset file (.npy or JSON)'), datasetInput),
-      el('div', { class: 'field' }, el('label', { for: 'tryit-row' }, 'Dataset row'), rowInput)),
+      el(
+        'div',
+        { class: 'field' },
+        el('label', { for: 'tryit-dataset' }, 'Sample from a dataset file (.npy or JSON)'),
+        datasetInput,
+      ),
+      el('div', { class: 'field' }, el('label', { for: 'tryit-row' }, 'Dataset row'), rowInput),
+    ),
     el('div', { class: 'field' }, el('label', { for: 'tryit-sample' }, 'Sample values'), sample, sampleHint),
     el('div', { class: 'toolbar' }, randomButton, runButton),
-    el('div', { class: 'outputs' },
+    el(
+      'div',
+      { class: 'outputs' },
       el('div', {}, el('h3', {}, 'Float model (uploaded)'), floatOut),
-      el('div', {}, el('h3', {}, 'Quantized model (artifact)'), quantOut)),
-    comparison);
+      el('div', {}, el('h3', {}, 'Quantized model (artifact)'), quantOut),
+    ),
+    comparison,
+  );
 }
