@@ -13,12 +13,13 @@ import cliProgress from 'cli-progress';
 import { Redis } from 'ioredis';
 import { ApiError, QaasClient, type RemoteJob } from './client/index.js';
 import { loadConfig } from './config.js';
+import { InputError } from './errors.js';
 import { parseJobSpec, SpecError, type JobSpec } from './jobs/spec.js';
 import { selectBackend } from './model/backend.js';
-import { ModelError } from './model/errors.js';
 import { readModelDir } from './model/read.js';
-import { datasetFiles, DatasetError, openDataset, type Dataset } from './model/dataset/index.js';
-import { runJob, type JobDatasets, type JobReport } from './pipeline/job.js';
+import { datasetFiles, openDataset, type Dataset } from './model/dataset/index.js';
+import { runJob } from './pipeline/run.js';
+import type { JobDatasets, JobReport } from './pipeline/types.js';
 import { methodNames } from './quant/methods/index.js';
 import { BlobStore } from './storage/blobs.js';
 import { isId, RecordStore } from './storage/records.js';
@@ -500,9 +501,7 @@ function isBadInput(error: unknown): boolean {
   const code = (error as NodeJS.ErrnoException | undefined)?.code ?? '';
   return (
     error instanceof UsageError ||
-    error instanceof SpecError ||
-    error instanceof ModelError ||
-    error instanceof DatasetError ||
+    error instanceof InputError ||
     (error instanceof ApiError && error.status < 500) ||
     code === 'ENOENT' ||
     code.startsWith('ERR_PARSE_ARGS')
