@@ -1,7 +1,7 @@
 # syntax=docker/dockerfile:1
 # Build stage: full install (tfjs-node's install script fetches libtensorflow, so this stage needs the
 # network) and the TypeScript build; dev dependencies are pruned before the runtime stage copies node_modules.
-FROM node:20-bookworm-slim AS build
+FROM node:22-bookworm-slim AS build
 WORKDIR /app
 RUN apt-get update \
  && apt-get install -y --no-install-recommends python3 make g++ ca-certificates \
@@ -16,7 +16,7 @@ COPY workers ./workers
 # bench/ is left out: it imports test fixtures, and the image runs the service, not benchmarks.
 RUN npm run build && npm prune --omit=dev --include=optional
 
-FROM node:20-bookworm-slim
+FROM node:22-bookworm-slim
 ENV NODE_ENV=production \
     HOST=0.0.0.0 \
     PORT=8080 \
