@@ -352,7 +352,11 @@ async function follow(
   try {
     for (;;) {
       for await (const { event, data } of client.events(queued.id)) {
-        if (event === 'final') return data as unknown as RemoteJob;
+        if (event === 'final') {
+          const job = data as unknown as RemoteJob;
+          bar?.update(job.progress, { stage: job.stage });
+          return job;
+        }
         if (event === 'progress') bar?.update(data.progress as number, { stage: data.stage });
         if (event === 'log') bar?.update({ message: data.message });
       }

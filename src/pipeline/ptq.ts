@@ -229,7 +229,7 @@ export async function runPtq(model: LoadedModel, spec: JobSpec, options: Pipelin
     },
   };
   files.set('report.json', new TextEncoder().encode(`${JSON.stringify(report, null, 2)}\n`));
-  await progress('report', 100, 'done');
+  await progress('report', 100, `${tensors.length} tensors quantized, ${packedBytes} bytes packed`);
   return { files, report };
 }
 
