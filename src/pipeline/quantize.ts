@@ -44,6 +44,7 @@ const span = {
   ptq: [60, 85],
   evaluate: [85, 93],
   calibrate: [93, 100],
+  report: [100, 100],
 } as const;
 
 export async function runQuantizeJob(
@@ -184,7 +185,9 @@ export async function runQuantizeJob(
       ...(training ? { training } : {}),
       timings: { ...ptq.report.timings, ...timings, totalMs: Math.round((performance.now() - started) * 10) / 10 },
     };
-    await report('calibrate', span.calibrate, 1, 'done');
+    // The job's last step here is the report, whatever stages ran: only the worker, once the artifacts are
+    // stored, says the job is done.
+    await report('report', span.report, 1, 'report written');
     return { files, report: jobReport };
   } finally {
     for (const runnable of owned) runnable.dispose();
