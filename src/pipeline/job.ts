@@ -5,8 +5,9 @@
  * this adds what needs data. Every tfjs model and tensor it creates is disposed before it returns.
  */
 import * as tf from '@tensorflow/tfjs';
-import type { JobSpec } from '../jobs/spec.js';
-import type { Dataset } from '../model/dataset/index.js';
+import { SpecError, type JobSpec } from '../jobs/spec.js';
+import { DatasetError, type Dataset } from '../model/dataset/index.js';
+import { ModelError } from '../model/errors.js';
 import { foldBatchNorm, type FoldResult } from '../model/fold-batchnorm.js';
 import { loadRunnable, type RunnableModel } from '../model/load.js';
 import { TrainableGraph } from '../model/trainable-graph.js';
@@ -174,7 +175,12 @@ export async function runJob(
       if (data.evaluation && floatModel) {
         exported ??= await loadArtifact(files, owned);
         if (!(exported instanceof tf.LayersModel))
-          throw new Error('trained activations need a layers model; this is a graph model');
+          throw new SpecError([
+            {
+              path: '/activations/quantizer',
+              message: 'trained activations need a layers model; this is a graph model',
+            },
+          ]);
         // FakeQuant reads only layer, bits, scale and zeroPoint: the learned grid [0, α] is one of its affine grids.
         const grids = learnedActivations.map(({ layer, bits, min, max, scale, zeroPoint }) => ({
           layer,
@@ -212,7 +218,16 @@ export async function runJob(
         const graphModel = exported;
         const modelFiles = artifactModelFiles(files);
         calibrated = await timed('calibrateMs', () =>
-          calibrateGraphActivations(graphModel, modelFiles, batchesOf(data.calibration!), calibration),
+          calibrateGraphActivations(graphModel, modelFiles, batchesOf(data.calibration!), calibration).catch(
+            (error: unknown) => {
+              // The float model ran; asking its graph for intermediate outputs is what failed (tfjs refuses
+              // that on graphs with control flow, for one): a property of the model, not worth a retry.
+              if (error instanceof Error && error.name !== 'AbortError') {
+                throw new ModelError('bad-topology', `activations cannot be observed in this graph: ${error.message}`);
+              }
+              throw error;
+            },
+          ),
         );
         simulate = () => loadRunnable(withFakeQuantGraphActivations(modelFiles, calibrated));
       }
@@ -260,13 +275,18 @@ export async function trainQat(
   progress: (fraction: number, message: string, extra?: Partial<JobProgress>) => Promise<void> | void,
 ): Promise<TrainedQat> {
   const dataset = data.training!;
-  if (!dataset.y) throw new Error('kind "qat" needs labels (y) in the training dataset');
+  if (!dataset.y) throw new DatasetError('kind "qat" needs labels (y) in the training dataset');
   const loaded = await loadTfModel(model, owned);
   let quantizers: TrainedActivations | undefined;
   if (spec.activations && spec.activations.quantizer !== 'calibrated') {
     const { quantizer, bits, gradientBits, alpha, alphaDecay } = spec.activations;
     if (!(loaded instanceof tf.LayersModel))
-      throw new Error(`${quantizer} activations are trained in a layers model; this is a graph model`);
+      throw new SpecError([
+        {
+          path: '/activations/quantizer',
+          message: `${quantizer} activations are trained in a layers model; this is a graph model`,
+        },
+      ]);
     quantizers = await withTrainedActivationQuantizers(loaded, {
       quantizer,
       bits,
