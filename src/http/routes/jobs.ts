@@ -411,7 +411,7 @@ export async function jobRoutes(app: FastifyInstance): Promise<void> {
       // A client that connects late gets the log so far (a line reported in this instant may come twice).
       for (const line of await lifecycle.log(first.id).catch(() => [])) send('log', line);
       if (isTerminal(current)) {
-        send('final', current);
+        send('final', publicJob(current));
         close();
       }
     },
