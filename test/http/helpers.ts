@@ -55,16 +55,14 @@ export function tinyModel(): Promise<FileSet> {
 export async function denseModel(widths: number[]): Promise<FileSet> {
   await tf.setBackend('cpu');
   const model = tf.sequential({
-    layers: widths
-      .slice(1)
-      .map((units, i) =>
-        tf.layers.dense({
-          ...(i === 0 ? { inputShape: [widths[0]] } : {}),
-          units,
-          activation: i < widths.length - 2 ? 'relu' : 'linear',
-          name: `dense_${i + 1}`,
-        }),
-      ),
+    layers: widths.slice(1).map((units, i) =>
+      tf.layers.dense({
+        ...(i === 0 ? { inputShape: [widths[0]] } : {}),
+        units,
+        activation: i < widths.length - 2 ? 'relu' : 'linear',
+        name: `dense_${i + 1}`,
+      }),
+    ),
   });
   let files: FileSet = new Map();
   await model.save(
