@@ -55,16 +55,14 @@ export function tinyModel(): Promise<FileSet> {
 export async function denseModel(widths: number[]): Promise<FileSet> {
   await tf.setBackend('cpu');
   const model = tf.sequential({
-    layers: widths
-      .slice(1)
-      .map((units, i) =>
-        tf.layers.dense({
-          ...(i === 0 ? { inputShape: [widths[0]] } : {}),
-          units,
-          activation: i < widths.length - 2 ? 'relu' : 'linear',
-          name: `dense_${i + 1}`,
-        }),
-      ),
+    layers: widths.slice(1).map((units, i) =>
+      tf.layers.dense({
+        ...(i === 0 ? { inputShape: [widths[0]] } : {}),
+        units,
+        activation: i < widths.length - 2 ? 'relu' : 'linear',
+        name: `dense_${i + 1}`,
+      }),
+    ),
   });
   let files: FileSet = new Map();
   await model.save(
@@ -117,10 +115,10 @@ export function filesAsParts(files: FileSet): Part[] {
 
 export function zipOf(
   entries: [string, Uint8Array][],
-  { compress = true }: { compress?: boolean } = {},
+  { compress = true, mtime }: { compress?: boolean; mtime?: Date } = {},
 ): Promise<Buffer> {
   const zip = new yazl.ZipFile();
-  for (const [name, data] of entries) zip.addBuffer(Buffer.from(data), name, { compress });
+  for (const [name, data] of entries) zip.addBuffer(Buffer.from(data), name, { compress, ...(mtime ? { mtime } : {}) });
   zip.end();
   return new Promise((resolve, reject) => {
     const chunks: Buffer[] = [];
