@@ -117,6 +117,29 @@ describe('qaas submit', () => {
     tf.dispose([input, output, stock]);
   });
 
+  it("on a terminal, draws the job's progress up to 100%", async () => {
+    // script(1) gives the CLI a pseudo-terminal, so it draws its bar as it does for a user.
+    const command = [
+      process.execPath,
+      cli,
+      'submit',
+      join(dir, 'model'),
+      '--api-key',
+      'alice-key',
+      '--method',
+      'ternary',
+    ]
+      .map((arg) => `'${arg}'`)
+      .join(' ');
+    const { stdout } = await run('script', ['-qefc', command, '/dev/null'], {
+      env: { ...process.env, QAAS_API_URL: baseUrl },
+    });
+    const percentages = [...stdout.matchAll(/(\d+)% \| /g)].map((match) => Number(match[1]));
+    expect(percentages.length).toBeGreaterThan(0);
+    expect(percentages.at(-1)).toBe(100);
+    expect(stdout).toContain('2 tensors quantized');
+  });
+
   it('uploads a model whose manifest names its shards with ./', async () => {
     const files = await tinyModel();
     const modelJson = JSON.parse(new TextDecoder().decode(files.get('model.json')));

@@ -139,6 +139,9 @@ export default async function quantize(job: SandboxedJob<QuantizePayload>): Prom
     if (controller.signal.aborted) throw Object.assign(new Error('cancelled'), { name: 'AbortError' });
     await report({ stage: 'store', progress: 97, message: 'writing artifacts' });
     await writeTreeAtomically(artifactDir(ctx.config.dataDir, tenant, jobId), result.files);
+    // The one "done" of the job, and its 100%: before the record ends, so a stream that closes on the end
+    // has seen it.
+    await report({ stage: 'store', progress: 100, message: `done: ${result.files.size} artifacts stored` });
     const m = result.report.model;
     const summary: JobSummary = {
       params: m.params,

@@ -69,11 +69,16 @@ export class Upload {
   /** Streams one multipart file part to a staged file, counting it against the limits. */
   async stagePart(part: MultipartFile): Promise<{ stagedPath: string; sha256: string; bytes: number }> {
     const limits = this.limits;
+    // A part's stream fails (maybe before we listen: see `errored`) when the body is not a whole multipart document.
+    let bodyError: unknown = null;
+    part.file.once('error', (error) => (bodyError = error));
     const staged = await this.stage(part.file, (chunkBytes) => {
       this.totalBytes += chunkBytes;
       return this.totalBytes > limits.maxTotalBytes
         ? new ApiProblem('upload-too-large', `the upload exceeds ${limits.maxTotalBytes} bytes in total`)
         : null;
+    }).catch((error: unknown) => {
+      throw bodyError === null && !part.file.errored ? error : malformedBody(error);
     });
     if (part.file.truncated) {
       throw new ApiProblem('upload-too-large', `${part.filename} exceeds the ${limits.maxFileBytes}-byte file limit`);
@@ -269,15 +274,47 @@ async function readTarGz(
   if (failure !== null) throw failure;
 }
 
+/**
+ * What the multipart parser (or a part's stream) throws for a body that is not a whole multipart document:
+ * a 400. Its limit errors (413) are Fastify errors with their own status and pass through as they are.
+ */
+function malformedBody(error: unknown): unknown {
+  if (error instanceof ApiProblem) return error;
+  const status = (error as { statusCode?: unknown } | null)?.statusCode;
+  if (typeof status === 'number' && status >= 400 && status < 500) return error;
+  return new ApiProblem('invalid-request', `malformed multipart body: ${(error as Error)?.message ?? String(error)}`);
+}
+
+/** RFC 2046 §5.1.1: 1–70 characters from a small set, quoted when they include a space or other specials. */
+const boundaryPattern =
+  /;\s*boundary=(?:"([0-9A-Za-z'()+_,\-./:=? ]{1,70})"|([0-9A-Za-z'()+_,\-./:=?]{1,70}))\s*(?:;|$)/i;
+
+function checkBoundary(contentType: string | undefined): void {
+  if (contentType && boundaryPattern.test(contentType)) return;
+  const given = /;\s*boundary=/i.test(contentType ?? '');
+  throw new ApiProblem(
+    'invalid-request',
+    given
+      ? "the multipart boundary must be 1–70 characters of letters, digits and '()+_,-./:=? (RFC 2046)"
+      : 'multipart/form-data needs a boundary parameter (RFC 2046)',
+  );
+}
+
 /** Collects every file part of a multipart request into an Upload; any failure discards what was staged. */
 export async function receiveUpload(request: FastifyRequest, blobs: BlobStore, limits: Limits): Promise<Upload> {
   if (!request.isMultipart()) {
     throw new ApiProblem('unsupported-media-type', 'send multipart/form-data with the files as parts');
   }
+  checkBoundary(request.headers['content-type']);
   const upload = new Upload(blobs, limits);
   try {
-    for await (const part of request.parts()) {
-      if (part.type === 'file') await upload.addPart(part);
+    const parts = request.parts();
+    for (;;) {
+      const next = await parts.next().catch((error: unknown) => {
+        throw malformedBody(error);
+      });
+      if (next.done) break;
+      if (next.value.type === 'file') await upload.addPart(next.value);
     }
     return upload;
   } catch (error) {

@@ -383,7 +383,7 @@ export async function runAutoJob(
       spec.kind === 'auto' ? 'search' : 'report',
       spec.kind === 'auto' ? span.search : span.export,
       1,
-      'done',
+      'report written',
     );
     return { files, report: jobReport };
   } finally {

@@ -93,6 +93,7 @@ const span = {
   ptq: [60, 85],
   evaluate: [85, 93],
   calibrate: [93, 100],
+  report: [100, 100],
 } as const;
 
 export async function runJob(
@@ -235,7 +236,9 @@ export async function runJob(
       timings: { ...ptq.report.timings, ...timings, totalMs: Math.round((performance.now() - started) * 10) / 10 },
     };
     files.set('report.json', new TextEncoder().encode(`${JSON.stringify(jobReport, null, 2)}\n`));
-    await report('calibrate', span.calibrate, 1, 'done');
+    // The job's last step here is the report, whatever stages ran: only the worker, once the artifacts are
+    // stored, says the job is done.
+    await report('report', span.report, 1, 'report written');
     return { files, report: jobReport };
   } finally {
     for (const runnable of owned) runnable.dispose();

@@ -12,7 +12,7 @@ import * as tf from '@tensorflow/tfjs';
 import '@tensorflow/tfjs-backend-cpu';
 import type { FastifyInstance } from 'fastify';
 import { chromium, type Browser, type Page } from 'playwright-core';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
 import type { Config } from '../../src/config.js';
 import { sharedHistogram } from '../../src/http/dashboard/api.js';
 import { buildApp } from '../../src/http/app.js';
@@ -41,16 +41,6 @@ beforeAll(async () => {
   modelDir = await mkdtemp(join(tmpdir(), 'qaas-dashboard-model-'));
   for (const [path, bytes] of source) await writeFile(join(modelDir, path), bytes);
   await mkdir(artifacts, { recursive: true });
-  browser = await chromium.launch({
-    executablePath: '/usr/bin/chromium',
-    args: [
-      '--headless',
-      '--no-sandbox',
-      '--disable-gpu',
-      '--disable-background-networking',
-      '--disable-component-update',
-    ],
-  });
 });
 
 afterAll(async () => {
@@ -166,6 +156,22 @@ describe('dashboard routes', () => {
 });
 
 describe('the dashboard in chromium', () => {
+  beforeAll(async () => {
+    // Found or installed by test/global-setup.ts; without one only these tests fail, with its reason.
+    const found = inject('chromium');
+    if ('error' in found) throw new Error(found.error);
+    browser = await chromium.launch({
+      executablePath: found.path,
+      args: [
+        '--headless',
+        '--no-sandbox',
+        '--disable-gpu',
+        '--disable-background-networking',
+        '--disable-component-update',
+      ],
+    });
+  });
+
   it('uploads, validates, creates a job, follows it by SSE, draws the report and runs the model', async () => {
     const context = await browser.newContext({ viewport: { width: 1280, height: 800 } });
     const page = await context.newPage();

@@ -76,7 +76,17 @@ describe('runJob', () => {
     }
     // The conv2d → BN pair of the small CNN is folded before quantization.
     expect(report.batchNorm!.folded.length).toBeGreaterThan(0);
-    expect(stages).toEqual(['fold', 'evaluate', 'quantize', 'write', 'pack', 'report', 'evaluate', 'calibrate']);
+    expect(stages).toEqual([
+      'fold',
+      'evaluate',
+      'quantize',
+      'write',
+      'pack',
+      'report',
+      'evaluate',
+      'calibrate',
+      'report',
+    ]);
     const written = JSON.parse(new TextDecoder().decode(files.get('report.json')));
     expect(written.model.metrics.ptq.accuracy).toBe(ptq!.accuracy);
   });

@@ -181,6 +181,31 @@ describe('a job through a sandboxed worker', () => {
     expect(metrics).toContain('qaas_http_request_duration_seconds_bucket');
   });
 
+  it("streams a job's stages as they ran: no calibrate stage without calibration data, one done, up to 100%", async () => {
+    const id = (
+      await app.inject({ method: 'POST', url: '/v1/jobs', payload: { modelId, method: { name: 'affine', bits: 4 } } })
+    ).json().id;
+    const live = await readEvents(`${baseUrl}/v1/jobs/${id}/events`);
+    const lastProgress = live.filter((e) => e.event === 'progress').at(-1);
+    expect(lastProgress?.data).toEqual({ stage: 'store', progress: 100 });
+    expect(live.filter((e) => e.event === 'stage').map((e) => e.data.stage)).not.toContain('calibrate');
+    expect(live.at(-1)).toMatchObject({ event: 'final', data: { status: 'succeeded', progress: 100 } });
+    expect(live.at(-1)!.data).not.toHaveProperty('tenant');
+
+    // The kept log is complete whenever the stream was opened: every stage in order, each once.
+    const lines = (await app.inject({ url: `/v1/jobs/${id}/log` })).json().lines as {
+      stage: string;
+      message: string;
+    }[];
+    const stages = lines.map((l) => l.stage).filter((stage, i, all) => stage !== all[i - 1]);
+    expect(stages).toEqual(['load', 'fold', 'quantize', 'write', 'pack', 'report', 'store']);
+    expect(lines.filter((l) => /\bdone\b/.test(l.message)).map((l) => l.message)).toEqual([
+      `done: ${(await waitFor(id, ['succeeded'])).artifacts.length} artifacts stored`,
+    ]);
+    const replay = await readEvents(`${baseUrl}/v1/jobs/${id}/events`);
+    expect(replay.at(-1)!.data).not.toHaveProperty('tenant');
+  });
+
   it('deletes a succeeded job with its artifacts', async () => {
     const id = (
       await app.inject({ method: 'POST', url: '/v1/jobs', payload: { modelId, method: { name: 'ternary' } } })
