@@ -20,6 +20,7 @@ import { readModelDir } from './model/read.js';
 import { datasetFiles, DatasetError, openDataset, type Dataset } from './model/dataset/index.js';
 import { runJob, type JobDatasets, type JobReport } from './pipeline/job.js';
 import { methodNames } from './quant/methods/index.js';
+import { EXACT_SQNR_DB } from './quant/metrics.js';
 import { BlobStore } from './storage/blobs.js';
 import { isId, RecordStore } from './storage/records.js';
 import { sweepBlobs } from './storage/sweep.js';
@@ -460,7 +461,7 @@ function formatSummary(report: JobReport): string {
     t.method,
     t.bitsPerWeight.toFixed(2),
     t.storedAs,
-    t.sqnrDb === null ? 'exact' : t.sqnrDb.toFixed(1),
+    t.sqnrDb >= EXACT_SQNR_DB ? 'exact' : t.sqnrDb.toFixed(1),
     t.cosine.toFixed(4),
   ]);
   const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i].length)));

@@ -2,7 +2,8 @@
  * Which weights of a model a quantization job touches (DESIGN.md §3–4): the kernels and embeddings that
  * hold almost all of a model's bytes. Biases, normalisation parameters and integer tensors never are.
  * Layers models are matched by weight name (`<layer name>/<weight>`, tfjs's own naming, which Keras
- * exports follow with extra scopes such as `lstm/lstm_cell/kernel`); graph models by what consumes a Const.
+ * exports follow with extra scopes such as `lstm/lstm_cell/kernel`); graph models by what consumes a Const,
+ * which also gives its role (a depthwise op's filter is a `depthwise_kernel`, as in a layers model).
  */
 import { flattenLayers, isObject, readLayersTopology, type LayerInfo } from './topology.js';
 import type { LoadedModel, QuantizableWeight, Weight, WeightRole } from './types.js';
@@ -42,6 +43,9 @@ const GRAPH_WEIGHT_INPUTS: Record<string, number[]> = {
   _FusedConv2D: [1],
   FusedDepthwiseConv2dNative: [1],
 };
+
+/** Ops whose weight is a depthwise kernel [h, w, in, multiplier]: its output channels are its last two axes. */
+const DEPTHWISE_OPS = new Set(['DepthwiseConv2dNative', 'FusedDepthwiseConv2dNative']);
 
 interface LayerRoles {
   layerType: string;
@@ -119,7 +123,12 @@ function selectGraph(model: LoadedModel): QuantizableWeight[] {
   }
   return model.weights
     .filter((w) => consumers.has(w.name))
-    .map((w) => ({ name: w.name, role: 'graph_const' as const, layerType: consumers.get(w.name) as string }));
+    .map((w) => {
+      const op = consumers.get(w.name) as string;
+      // The consuming op, not the Const, says what the weight is: per-channel quantization needs it.
+      const role: WeightRole = DEPTHWISE_OPS.has(op) ? 'depthwise_kernel' : 'graph_const';
+      return { name: w.name, role, layerType: op };
+    });
 }
 
 /** The weights to quantize, in manifest order. */

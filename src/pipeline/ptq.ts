@@ -58,6 +58,11 @@ export interface TensorReport extends TensorError {
   method: string;
   bits: number;
   bitsPerWeight: number;
+  /**
+   * Sets of side information (scale and offset, or codebook): 1 per tensor, else one per output channel
+   * (a depthwise kernel's in × multiplier), or pq's number of codebooks.
+   */
+  channels: number;
   /** What `model/` stores the tensor as. */
   storedAs: 'uint8' | 'uint16' | 'float16' | 'float32';
   bytesBefore: number;
@@ -143,6 +148,7 @@ export async function runPtq(model: LoadedModel, spec: JobSpec, options: Pipelin
       method: given !== undefined && target.training ? target.training.name : target.params.name,
       bits: 'bits' in result.encoding ? result.encoding.bits : 16,
       bitsPerWeight: result.bitsPerWeight,
+      channels: sideChannels(result.encoding),
       storedAs: 'float32',
       bytesBefore: storedBytes(weight),
       bytesAfter: Math.ceil((result.bitsPerWeight * values.length) / 8),
@@ -285,6 +291,11 @@ function withoutValues(result: QuantizedTensor, shape: readonly number[]): Quant
       return decodeTensor(encoding, codes, shape);
     },
   };
+}
+
+function sideChannels(encoding: QuantizedTensor['encoding']): number {
+  if (encoding.kind === 'affine' || encoding.kind === 'codebook') return encoding.channels;
+  return encoding.kind === 'pq' ? encoding.subspaces : 1;
 }
 
 /** A per-tensor seed, so a tensor's random choices don't depend on which other tensors the job includes. */

@@ -3,12 +3,18 @@
 export interface TensorError {
   /** mean((w − ŵ)²) */
   mse: number;
-  /** 10·log10(Σw² / Σ(w − ŵ)²); null when the reconstruction is exact (infinite SQNR has no JSON form). */
-  sqnrDb: number | null;
+  /**
+   * 10·log10(Σw² / Σ(w − ŵ)²), at most EXACT_SQNR_DB: an exact reconstruction is as good as float32 itself
+   * (infinite SQNR has no JSON form, and a null would read as "not measured").
+   */
+  sqnrDb: number;
   maxAbsError: number;
   /** ⟨w, ŵ⟩ / (‖w‖·‖ŵ‖); 1 when both are zero. */
   cosine: number;
 }
+
+/** The SQNR of float32 rounding: noise energy 2^-48 of the signal's (half an ulp at 24 bits, squared). */
+export const EXACT_SQNR_DB = 10 * Math.log10(2 ** 48);
 
 export function tensorError(original: Float32Array, reconstructed: Float32Array): TensorError {
   if (original.length !== reconstructed.length) {
@@ -34,7 +40,7 @@ export function tensorError(original: Float32Array, reconstructed: Float32Array)
   const norms = Math.sqrt(signalEnergy) * Math.sqrt(reconstructedEnergy);
   return {
     mse: errorEnergy / n,
-    sqnrDb: errorEnergy === 0 ? null : 10 * Math.log10(signalEnergy / errorEnergy),
+    sqnrDb: errorEnergy <= signalEnergy * 2 ** -48 ? EXACT_SQNR_DB : 10 * Math.log10(signalEnergy / errorEnergy),
     maxAbsError,
     cosine: norms === 0 ? (signalEnergy === reconstructedEnergy ? 1 : 0) : dot / norms,
   };

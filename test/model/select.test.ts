@@ -199,5 +199,11 @@ describe('quantizableWeights, graph models', () => {
       'frozen/kernel MatMul',
       'left/w MatMul',
     ]);
+    const roles = new Map(quantizableWeights(model).map((w) => [w.name, w.role]));
+    expect([roles.get('dw/w'), roles.get('fdw/w'), roles.get('conv/w')]).toEqual([
+      'depthwise_kernel',
+      'depthwise_kernel',
+      'graph_const',
+    ]);
   });
 });

@@ -8,8 +8,10 @@ import { runPtq, type PtqResult } from '../../src/pipeline/ptq.js';
 import { tensorError } from '../../src/quant/metrics.js';
 import { decodePacked } from '../../src/quant/packed/decoder.js';
 import {
+  buildDepthwiseGraphModel,
   buildGraphModel,
   buildLayersModel,
+  depthwiseGraphInput,
   graphInput,
   GRAPH_QUANTIZABLE,
   LAYERS_QUANTIZABLE,
@@ -169,6 +171,36 @@ describe('PTQ plan and report', () => {
     expect(depthwise.shape).toEqual([3, 3, 6, 1]);
     expect(depthwise.encoding!.channels).toBe(6);
     expect(manifest.weights.find((w) => w.name === 'dense/kernel')!.encoding!.channels).toBe(10);
+  });
+
+  it('quantizes the depthwise consts of a graph model per output channel (their last two axes)', async () => {
+    const source = buildDepthwiseGraphModel();
+    const float = await loadStockGraph(source);
+    const input = depthwiseGraphInput(16);
+    const reference = float.execute(input) as tf.Tensor;
+    const outputCosine = async (granularity: string) => {
+      const { report, files } = (await runMethod(source, { name: 'affine', bits: 8, granularity })).result;
+      const stock = await loadStockGraph(subtree(files, 'model/'));
+      const output = stock.execute(input) as tf.Tensor;
+      const cosine = tensorError(reference.dataSync() as Float32Array, output.dataSync() as Float32Array).cosine;
+      output.dispose();
+      stock.dispose();
+      return { cosine, byName: new Map(report.tensors.map((t) => [t.name, t])) };
+    };
+    const perChannel = await outputCosine('per-channel');
+    const perTensor = await outputCosine('per-tensor');
+    const dw1 = perChannel.byName.get('dw1/depthwise_weights')!;
+    expect([dw1.role, dw1.layerType, dw1.channels]).toEqual(['depthwise_kernel', 'FusedDepthwiseConv2dNative', 8]);
+    const dw2 = perChannel.byName.get('dw2/depthwise_weights')!;
+    expect([dw2.role, dw2.layerType, dw2.channels]).toEqual(['depthwise_kernel', 'DepthwiseConv2dNative', 16]);
+    expect(perChannel.byName.get('project/weights')!.channels).toBe(6);
+    expect(perTensor.byName.get('dw1/depthwise_weights')!.channels).toBe(1);
+    // One grid for channels 100× apart rounds the small ones away; one grid each keeps them.
+    expect(perChannel.cosine).toBeGreaterThan(0.9999);
+    expect(perTensor.cosine).toBeLessThan(0.99);
+    reference.dispose();
+    input.dispose();
+    float.dispose();
   });
 
   it('stops with an AbortError when cancelled, producing nothing', async () => {
