@@ -1,7 +1,7 @@
 # syntax=docker/dockerfile:1
 # Build stage: full install (tfjs-node's install script fetches libtensorflow, so this stage needs the
 # network) and the TypeScript build; dev dependencies are pruned before the runtime stage copies node_modules.
-FROM node:20-bookworm-slim AS build
+FROM node:22-bookworm-slim AS build
 WORKDIR /app
 RUN apt-get update \
  && apt-get install -y --no-install-recommends python3 make g++ ca-certificates \
@@ -16,7 +16,7 @@ COPY workers ./workers
 # bench/ is left out: it imports test fixtures, and the image runs the service, not benchmarks.
 RUN npm run build && npm prune --omit=dev --include=optional
 
-FROM node:20-bookworm-slim
+FROM node:22-bookworm-slim
 ENV NODE_ENV=production \
     HOST=0.0.0.0 \
     PORT=8080 \
@@ -31,8 +31,9 @@ COPY package.json openapi.yaml ./
 RUN mkdir -p /data && chown node:node /data
 USER node
 EXPOSE 8080
+# Healthy = ready: Redis answers and DATA_DIR is writable (/healthz only says the process is up).
 HEALTHCHECK --interval=15s --timeout=3s --start-period=20s --retries=3 \
-  CMD node -e "fetch('http://127.0.0.1:'+(process.env.PORT||8080)+'/healthz').then(r=>process.exit(r.ok?0:1),()=>process.exit(1))"
+  CMD node -e "fetch('http://127.0.0.1:'+(process.env.PORT||8080)+'/readyz').then(r=>process.exit(r.ok?0:1),()=>process.exit(1))"
 # A 64 MiB young generation: under job-submission load GC took 12.5% of the API's CPU with the
 # default and 7% with this (CPU profile of the bench:api load). npm start and bench:api use it too.
 CMD ["node", "--max-semi-space-size=64", "dist/src/cli.js", "serve"]

@@ -20,7 +20,7 @@ import type { RecordStore } from '../../storage/records.js';
 import { isId, newId } from '../../storage/records.js';
 import type { ArrayInfo, DatasetRecord, ModelRecord } from '../../storage/types.js';
 import { ApiProblem } from '../errors.js';
-import { Dataset, IdParams, ListQuery, pageOf, Problem, problemResponses } from '../schemas.js';
+import { Dataset, IdParams, ListQuery, pageOf, Problem, problemResponses, servablePage } from '../schemas.js';
 import { receiveUpload, type Upload, type UploadedFile } from '../upload.js';
 
 /** Parse errors become 422s naming the part they came from. */
@@ -187,9 +187,9 @@ export async function datasetRoutes(app: FastifyInstance): Promise<void> {
         response: { 200: pageOf(Dataset), ...problemResponses },
       },
     },
-    async (request) => {
+    async (request, reply) => {
       const query = request.query as { cursor?: string; limit: number };
-      return records.list('datasets', request.tenant, query);
+      return servablePage(reply, Dataset, await records.list('datasets', request.tenant, query));
     },
   );
 

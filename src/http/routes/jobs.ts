@@ -16,7 +16,7 @@ import { isId, newId } from '../../storage/records.js';
 import { listTree } from '../../storage/tree.js';
 import type { JobRecord } from '../../storage/types.js';
 import { ApiProblem } from '../errors.js';
-import { IdParams, Job, JobStatus, ListQuery, pageOf, Problem, problemResponses } from '../schemas.js';
+import { IdParams, Job, JobStatus, ListQuery, pageOf, Problem, problemResponses, servablePage } from '../schemas.js';
 import { checkJobDatasets } from './datasets.js';
 
 const idempotencyTtlSeconds = 24 * 3600;
@@ -42,6 +42,11 @@ const contentTypes: Record<string, string> = {
   js: 'text/javascript',
   md: 'text/markdown',
 };
+
+function contentTypeOf(path: string): string {
+  const extension = path.split('.').pop() ?? '';
+  return Object.hasOwn(contentTypes, extension) ? contentTypes[extension] : 'application/octet-stream';
+}
 
 export async function jobRoutes(app: FastifyInstance): Promise<void> {
   const { records, config, redis, queues } = app.services;
@@ -194,17 +199,18 @@ export async function jobRoutes(app: FastifyInstance): Promise<void> {
         response: { 200: pageOf(Job), ...problemResponses },
       },
     },
-    async (request) => {
+    async (request, reply) => {
       const { modelId, ...query } = request.query as {
         cursor?: string;
         limit: number;
         status?: string;
         modelId?: string;
       };
-      return records.list('jobs', request.tenant, {
+      const page = await records.list('jobs', request.tenant, {
         ...query,
         ...(modelId ? { where: { field: 'modelId', value: modelId } } : {}),
       });
+      return servablePage(reply, Job, page);
     },
   );
 
@@ -317,10 +323,7 @@ export async function jobRoutes(app: FastifyInstance): Promise<void> {
       const file = artifactFile(artifactDir(config.dataDir, job.tenant, job.id), path);
       const info = file ? await stat(file).catch(() => null) : null;
       if (!file || !info?.isFile()) throw new ApiProblem('not-found', `job ${job.id} has no artifact ${path}`);
-      return reply
-        .type(contentTypes[path.split('.').pop() ?? ''] ?? 'application/octet-stream')
-        .header('content-length', info.size)
-        .send(createReadStream(file));
+      return reply.type(contentTypeOf(path)).header('content-length', info.size).send(createReadStream(file));
     },
   );
 
