@@ -31,6 +31,7 @@ import {
   type TrainableModel,
 } from '../quant/qat/train.js';
 import { runAutoJob } from './auto.js';
+import { roundLayers, type RoundingCheckpoint, type RoundingReport } from './rounding.js';
 import { planTensors, runPtq, type PipelineOptions, type PipelineProgress, type PtqReport } from './ptq.js';
 import { stageClock, stageReporter } from './stages.js';
 
@@ -40,18 +41,25 @@ export interface JobDatasets {
   training?: Dataset;
 }
 
+/** What a retried job resumes from: QAT's last epoch, or the layers a learned rounding finished. */
+export type JobCheckpoint = QatCheckpoint | RoundingCheckpoint;
+
+export function isRoundingCheckpoint(checkpoint: JobCheckpoint | undefined): checkpoint is RoundingCheckpoint {
+  return (checkpoint as RoundingCheckpoint | undefined)?.kind === 'rounding';
+}
+
 export interface JobOptions extends Omit<PipelineOptions, 'onProgress'> {
   onProgress?: (progress: JobProgress) => void | Promise<void>;
-  /** QAT resumes after this checkpoint's epoch (a retried job). */
-  resumeFrom?: QatCheckpoint;
-  /** Called after every QAT epoch with the state to resume from. */
-  onCheckpoint?: (checkpoint: QatCheckpoint) => void | Promise<void>;
+  /** QAT resumes after this checkpoint's epoch, a learned rounding after its finished layers (a retried job). */
+  resumeFrom?: JobCheckpoint;
+  /** Called after every QAT epoch, or every layer of a learned rounding, with the state to resume from. */
+  onCheckpoint?: (checkpoint: JobCheckpoint) => void | Promise<void>;
   /** Evaluation and calibration batch size; default 64. */
   batchSize?: number;
 }
 
 export interface JobProgress {
-  stage: 'fold' | 'evaluate' | 'train' | PipelineProgress['stage'] | 'calibrate' | 'analyze' | 'search';
+  stage: 'fold' | 'evaluate' | 'train' | 'round' | PipelineProgress['stage'] | 'calibrate' | 'analyze' | 'search';
   progress: number;
   message: string;
   /** QAT batch and epoch numbers, for live charts. */
@@ -71,6 +79,8 @@ export interface JobReport extends Omit<PtqReport, 'kind'> {
   /** Calibrated ranges, or the DoReFa/PACT quantizers QAT trained (learned α per layer). */
   activations?: (ActivationRange | LearnedActivationRange)[];
   training?: { history: EpochMetrics[]; stoppedEarly: boolean };
+  /** ptq.algorithm gptq / adaround: per layer, time and output error with nearest rounding and after. */
+  rounding?: RoundingReport;
   timings: PtqReport['timings'] & Record<string, number>;
 }
 
@@ -121,7 +131,8 @@ export async function runJob(
       batchNorm = { folded: folded.folded, skipped: folded.skipped };
     }
 
-    const needsFloat = data.evaluation !== undefined || spec.kind === 'qat';
+    const learnedRounding = spec.kind === 'ptq' && spec.ptq.algorithm !== 'nearest';
+    const needsFloat = data.evaluation !== undefined || spec.kind === 'qat' || learnedRounding;
     const floatModel = needsFloat ? await loadTfModel(source, owned) : undefined;
     const inputDtype = floatModel ? inputDtypeOf(floatModel) : 'float32';
     const batchesOf = (dataset: Dataset, range: { start?: number; end?: number } = {}) =>
@@ -147,6 +158,28 @@ export async function runJob(
       training = trained.training;
       precomputed = trained.precomputed;
       learnedActivations = trained.activations;
+    }
+
+    let rounding: RoundingReport | undefined;
+    if (learnedRounding) {
+      if (!data.calibration) throw new Error(`ptq.algorithm "${spec.ptq.algorithm}" needs a calibration dataset`);
+      const rounded = await timed('roundMs', () =>
+        roundLayers(model, spec, {
+          signal: options.signal,
+          batches: () => batchesOf(data.calibration!, { end: spec.ptq.samples }),
+          resumeFrom: isRoundingCheckpoint(options.resumeFrom) ? options.resumeFrom : undefined,
+          onCheckpoint: options.onCheckpoint,
+          onLayer: (done, total, name) =>
+            report(
+              'round',
+              span.train,
+              total === 0 ? 1 : done / total,
+              name ? `${spec.ptq.algorithm}: ${name}` : 'rounded',
+            ),
+        }),
+      );
+      precomputed = rounded.precomputed;
+      rounding = rounded.report;
     }
 
     const ptq = await timed('ptqMs', () =>
@@ -248,6 +281,7 @@ export async function runJob(
       ...(batchNorm ? { batchNorm } : {}),
       ...(activations ? { activations } : {}),
       ...(training ? { training } : {}),
+      ...(rounding ? { rounding } : {}),
       timings: { ...ptq.report.timings, ...timings, totalMs: Math.round((performance.now() - started) * 10) / 10 },
     };
     files.set('report.json', new TextEncoder().encode(`${JSON.stringify(jobReport, null, 2)}\n`));
@@ -335,7 +369,7 @@ export async function trainQat(
         validationData:
           validationSplit > 0 ? (batches({ start: trainEnd }) as AsyncIterable<Required<Batch>>) : undefined,
         signal: options.signal,
-        resumeFrom: options.resumeFrom,
+        resumeFrom: isRoundingCheckpoint(options.resumeFrom) ? undefined : options.resumeFrom,
         onCheckpoint: options.onCheckpoint,
         onBatch: (m) =>
           progress(
