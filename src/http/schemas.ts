@@ -3,6 +3,8 @@
  * internal record fields (tenant, blob lists); openapi.yaml documents the same shapes.
  */
 import { Type, type Static, type TSchema } from '@sinclair/typebox';
+import type { FastifyReply } from 'fastify';
+import type { Page } from '../storage/records.js';
 import { jobStatuses, type JobStatus as JobStatusValue } from '../storage/types.js';
 
 /**
@@ -82,6 +84,27 @@ export const Job = Type.Object({
 
 export function pageOf<T extends TSchema>(item: T) {
   return Type.Object({ items: Type.Array(item), nextCursor: Nullable(Type.String()) });
+}
+
+/**
+ * A page as its response schema can serialise it: a record that does not fit `item` (written by an older
+ * version, or by hand) or does not parse is logged with its id and left out, so one bad record never turns a
+ * tenant's whole list into a 500.
+ */
+export function servablePage<T>(reply: FastifyReply, item: TSchema, page: Page<T>): Page<T> {
+  const serialize = reply.compileSerializationSchema(item);
+  for (const id of page.unreadable ?? []) reply.log.error({ id }, 'record left out of a list: its JSON does not parse');
+  const items = page.items.filter((record) => {
+    try {
+      serialize(record as Record<string, unknown>);
+      return true;
+    } catch (error) {
+      const id = (record as { id?: unknown }).id;
+      reply.log.error({ err: error, id }, 'record left out of a list: it does not fit its schema');
+      return false;
+    }
+  });
+  return { items, nextCursor: page.nextCursor };
 }
 
 export const ListQuery = Type.Object(

@@ -10,7 +10,7 @@ import { createHash } from 'node:crypto';
 import { createReadStream, createWriteStream } from 'node:fs';
 import { readFile, rename, rm, mkdir } from 'node:fs/promises';
 import { dirname, posix } from 'node:path';
-import { Readable, Transform, Writable } from 'node:stream';
+import { PassThrough, Readable, Transform, Writable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { createGunzip } from 'node:zlib';
 import type { MultipartFile } from '@fastify/multipart';
@@ -69,11 +69,16 @@ export class Upload {
   /** Streams one multipart file part to a staged file, counting it against the limits. */
   async stagePart(part: MultipartFile): Promise<{ stagedPath: string; sha256: string; bytes: number }> {
     const limits = this.limits;
+    // A part's stream fails (maybe before we listen: see `errored`) when the body is not a whole multipart document.
+    let bodyError: unknown = null;
+    part.file.once('error', (error) => (bodyError = error));
     const staged = await this.stage(part.file, (chunkBytes) => {
       this.totalBytes += chunkBytes;
       return this.totalBytes > limits.maxTotalBytes
         ? new ApiProblem('upload-too-large', `the upload exceeds ${limits.maxTotalBytes} bytes in total`)
         : null;
+    }).catch((error: unknown) => {
+      throw bodyError === null && !part.file.errored ? error : malformedBody(error);
     });
     if (part.file.truncated) {
       throw new ApiProblem('upload-too-large', `${part.filename} exceeds the ${limits.maxFileBytes}-byte file limit`);
@@ -136,8 +141,8 @@ export class Upload {
     const maxExpanded = Math.min(this.limits.maxTotalBytes, archiveBytes * this.limits.maxExpansionRatio);
     let expanded = 0;
     await read(async (path, declaredBytes, stream) => {
+      // A refused entry's stream is left unread: the archive readers destroy or drain it.
       if (!isSafeRelativePath(path)) {
-        stream.resume();
         throw new ApiProblem(
           'unsafe-archive-entry',
           `${archiveName}: entry "${path}" is absolute or leaves the archive`,
@@ -172,7 +177,10 @@ function readZip(
           reject(new ApiProblem('invalid-upload', `not a readable zip archive: ${openError?.message ?? 'unknown'}`));
           return;
         }
+        let settled = false;
         const fail = (error: unknown) => {
+          if (settled) return;
+          settled = true;
           zip.close();
           const message = (error as Error).message;
           // yauzl refuses `..` and absolute names itself, before we see the entry.
@@ -183,7 +191,10 @@ function readZip(
           reject(error instanceof ApiProblem ? error : new ApiProblem('invalid-upload', `bad zip archive: ${message}`));
         };
         zip.on('error', fail);
-        zip.on('end', () => resolve());
+        zip.on('end', () => {
+          settled = true;
+          resolve();
+        });
         zip.on('entry', (entry: yauzl.Entry) => {
           if (entry.fileName.endsWith('/')) {
             zip.readEntry();
@@ -197,7 +208,22 @@ function readZip(
           }
           zip.openReadStream(entry, (streamError, stream) => {
             if (streamError || !stream) return fail(streamError);
-            onEntry(entry.fileName, entry.uncompressedSize, stream).then(() => zip.readEntry(), fail);
+            // yauzl reports a size that lies or bad deflate data by emitting 'error' on the entry stream, even
+            // on one nobody reads (it checks the byte count as inflate ends) and before anyone reads it; unheard,
+            // that ends the process, and a plain emit leaves a later reader waiting forever. Piped into a
+            // PassThrough, every error destroys what onEntry reads, whenever it comes; once onEntry has
+            // consumed or refused the entry, the PassThrough is destroyed and the pipeline with it.
+            const entryStream = new PassThrough();
+            let entryError: Error | null = null;
+            stream.on('error', (error: Error) => (entryError ??= error));
+            pipeline(stream, entryStream).catch(() => undefined);
+            onEntry(entry.fileName, entry.uncompressedSize, entryStream)
+              .then(() => {
+                if (entryError) throw entryError;
+                zip.readEntry();
+              })
+              .catch(fail)
+              .finally(() => entryStream.destroy());
           });
         });
         zip.readEntry();
@@ -248,15 +274,47 @@ async function readTarGz(
   if (failure !== null) throw failure;
 }
 
+/**
+ * What the multipart parser (or a part's stream) throws for a body that is not a whole multipart document:
+ * a 400. Its limit errors (413) are Fastify errors with their own status and pass through as they are.
+ */
+function malformedBody(error: unknown): unknown {
+  if (error instanceof ApiProblem) return error;
+  const status = (error as { statusCode?: unknown } | null)?.statusCode;
+  if (typeof status === 'number' && status >= 400 && status < 500) return error;
+  return new ApiProblem('invalid-request', `malformed multipart body: ${(error as Error)?.message ?? String(error)}`);
+}
+
+/** RFC 2046 §5.1.1: 1–70 characters from a small set, quoted when they include a space or other specials. */
+const boundaryPattern =
+  /;\s*boundary=(?:"([0-9A-Za-z'()+_,\-./:=? ]{1,70})"|([0-9A-Za-z'()+_,\-./:=?]{1,70}))\s*(?:;|$)/i;
+
+function checkBoundary(contentType: string | undefined): void {
+  if (contentType && boundaryPattern.test(contentType)) return;
+  const given = /;\s*boundary=/i.test(contentType ?? '');
+  throw new ApiProblem(
+    'invalid-request',
+    given
+      ? "the multipart boundary must be 1–70 characters of letters, digits and '()+_,-./:=? (RFC 2046)"
+      : 'multipart/form-data needs a boundary parameter (RFC 2046)',
+  );
+}
+
 /** Collects every file part of a multipart request into an Upload; any failure discards what was staged. */
 export async function receiveUpload(request: FastifyRequest, blobs: BlobStore, limits: Limits): Promise<Upload> {
   if (!request.isMultipart()) {
     throw new ApiProblem('unsupported-media-type', 'send multipart/form-data with the files as parts');
   }
+  checkBoundary(request.headers['content-type']);
   const upload = new Upload(blobs, limits);
   try {
-    for await (const part of request.parts()) {
-      if (part.type === 'file') await upload.addPart(part);
+    const parts = request.parts();
+    for (;;) {
+      const next = await parts.next().catch((error: unknown) => {
+        throw malformedBody(error);
+      });
+      if (next.done) break;
+      if (next.value.type === 'file') await upload.addPart(next.value);
     }
     return upload;
   } catch (error) {

@@ -13,7 +13,8 @@ export type ModelErrorCode =
   | 'unknown-dtype'
   | 'duplicate-weight'
   | 'unknown-layer'
-  | 'bad-topology';
+  | 'bad-topology'
+  | 'too-deep';
 
 export interface ModelErrorLocation {
   weight?: string;

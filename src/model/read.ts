@@ -12,7 +12,14 @@ import path from 'node:path';
 import * as tf from '@tensorflow/tfjs';
 import { halfToFloat } from '../quant/packed/decode-tensor.js';
 import { ModelError } from './errors.js';
-import { CONTAINER_CLASSES, detectFormat, flattenLayers, isObject, readLayersTopology } from './topology.js';
+import {
+  CONTAINER_CLASSES,
+  checkGraphShapes,
+  detectFormat,
+  flattenLayers,
+  isObject,
+  readLayersTopology,
+} from './topology.js';
 import type { FileSet, LoadedModel, Weight, WeightDtype } from './types.js';
 
 export const VALUE_BYTES: Record<WeightDtype | 'uint8' | 'uint16' | 'float16', number> = {
@@ -198,6 +205,7 @@ export function readManifest(modelJsonBytes: Uint8Array): Manifest {
   const format = detectFormat(json);
   const groups = manifestGroups(json);
   if (format === 'layers-model') checkLayerClasses(json.modelTopology as Record<string, unknown>);
+  else checkGraphShapes(json);
   return { json, format, groups };
 }
 

@@ -25,9 +25,16 @@ type Json = Record<string, unknown>;
 const isObject = (value: unknown): value is Json =>
   typeof value === 'object' && value !== null && !Array.isArray(value);
 
+const isSize = (d: unknown): d is number => Number.isSafeInteger(d) && (d as number) >= 0;
+
 function asShape(value: unknown): Shape {
   if (!Array.isArray(value)) return null;
-  return value.map((d) => (typeof d === 'number' && d >= 0 ? d : null));
+  return value.map((d) => (isSize(d) ? d : null));
+}
+
+/** A shape folded from config arithmetic may hold fractions or overflow; those sizes are unknown, not wrong. */
+function sized(signatures: TensorSignature[]): TensorSignature[] {
+  return signatures.map((s) => ({ ...s, shape: s.shape && s.shape.map((d) => (isSize(d) ? d : null)) }));
 }
 
 /** The `{class_name, config}` of a layers model, wherever the writer put it. */
@@ -307,7 +314,8 @@ const graphDtypes: Record<string, string> = {
 };
 
 function graphDtype(value: unknown): string {
-  return typeof value === 'string' ? (graphDtypes[value] ?? value.replace(/^DT_/, '').toLowerCase()) : 'float32';
+  if (typeof value !== 'string') return 'float32';
+  return Object.hasOwn(graphDtypes, value) ? graphDtypes[value] : value.replace(/^DT_/, '').toLowerCase();
 }
 
 /** A TensorShapeProto (`{dim: [{size: '-1'}]}` or `{unknownRank: true}`) → Shape. */
@@ -316,7 +324,7 @@ function protoShape(value: unknown): Shape {
   const dims = Array.isArray(value.dim) ? value.dim : [];
   return dims.map((d) => {
     const size = Number(isObject(d) ? (d.size ?? 0) : 0);
-    return size >= 0 ? size : null;
+    return isSize(size) ? size : null;
   });
 }
 
@@ -381,6 +389,15 @@ function graphOutputs(modelJson: Json): TensorSignature[] {
 
 /** The model's inputs, batch dimension first. */
 export function modelInputs(modelJson: Json): TensorSignature[] {
+  return sized(declaredInputs(modelJson));
+}
+
+/** The model's outputs, batch dimension first; shapes are inferred for layers models (see the module comment). */
+export function modelOutputs(modelJson: Json): TensorSignature[] {
+  return sized(inferredOutputs(modelJson));
+}
+
+function declaredInputs(modelJson: Json): TensorSignature[] {
   if (isGraph(modelJson)) return graphInputs(modelJson);
   const model = layersTopology(modelJson);
   if (!model) return [];
@@ -391,8 +408,7 @@ export function modelInputs(modelJson: Json): TensorSignature[] {
   return functionalInputs(model);
 }
 
-/** The model's outputs, batch dimension first; shapes are inferred for layers models (see the module comment). */
-export function modelOutputs(modelJson: Json): TensorSignature[] {
+function inferredOutputs(modelJson: Json): TensorSignature[] {
   if (isGraph(modelJson)) return graphOutputs(modelJson);
   const model = layersTopology(modelJson);
   if (!model) return [];

@@ -5,9 +5,9 @@
  * this adds what needs data. Every tfjs model and tensor it creates is disposed before it returns.
  */
 import * as tf from '@tensorflow/tfjs';
-import { InputError } from '../errors.js';
-import type { JobSpec } from '../jobs/spec.js';
+import { SpecError, type JobSpec } from '../jobs/spec.js';
 import { DatasetError, type Dataset } from '../model/dataset/index.js';
+import { ModelError } from '../model/errors.js';
 import { foldBatchNorm } from '../model/fold-batchnorm.js';
 import { loadRunnable, type RunnableModel } from '../model/load.js';
 import { TrainableGraph } from '../model/trainable-graph.js';
@@ -25,9 +25,18 @@ import { qatPlan } from '../quant/qat/plan.js';
 import type { Metrics, QuantizedTensor } from '../quant/types.js';
 import { trainQuantizationAware, type TrainableModel } from '../quant/qat/train.js';
 import { planTensors, runPtq } from './ptq.js';
+import { roundLayers, type RoundingReport } from './rounding.js';
 import { artifactModelFiles, inputDtypeOf, loadArtifact, loadTfModel, tensorBatches } from './runtime.js';
 import { stageClock, stageReporter } from './stages.js';
-import type { JobDatasets, JobOptions, JobProgress, JobReport, JobResult, StageMetrics } from './types.js';
+import {
+  isRoundingCheckpoint,
+  type JobDatasets,
+  type JobOptions,
+  type JobProgress,
+  type JobReport,
+  type JobResult,
+  type StageMetrics,
+} from './types.js';
 
 export interface TrainedQat {
   model: LoadedModel;
@@ -70,7 +79,8 @@ export async function runQuantizeJob(
       batchNorm = { folded: folded.folded, skipped: folded.skipped };
     }
 
-    const needsFloat = data.evaluation !== undefined || spec.kind === 'qat';
+    const learnedRounding = spec.kind === 'ptq' && spec.ptq.algorithm !== 'nearest';
+    const needsFloat = data.evaluation !== undefined || spec.kind === 'qat' || learnedRounding;
     const floatModel = needsFloat ? await loadTfModel(source, owned) : undefined;
     const inputDtype = floatModel ? inputDtypeOf(floatModel) : 'float32';
     const batchesOf = (dataset: Dataset, range: { start?: number; end?: number } = {}) =>
@@ -96,6 +106,32 @@ export async function runQuantizeJob(
       training = trained.training;
       precomputed = trained.precomputed;
       learnedActivations = trained.activations;
+    }
+
+    let rounding: RoundingReport | undefined;
+    if (learnedRounding) {
+      if (!data.calibration) {
+        throw new SpecError([
+          { path: '/data/calibration', message: `ptq.algorithm "${spec.ptq.algorithm}" needs a calibration dataset` },
+        ]);
+      }
+      const rounded = await timed('roundMs', () =>
+        roundLayers(model, spec, {
+          signal: options.signal,
+          batches: () => batchesOf(data.calibration!, { end: spec.ptq.samples }),
+          resumeFrom: isRoundingCheckpoint(options.resumeFrom) ? options.resumeFrom : undefined,
+          onCheckpoint: options.onCheckpoint,
+          onLayer: (done, total, name) =>
+            report(
+              'round',
+              span.train,
+              total === 0 ? 1 : done / total,
+              name ? `${spec.ptq.algorithm}: ${name}` : 'rounded',
+            ),
+        }),
+      );
+      precomputed = rounded.precomputed;
+      rounding = rounded.report;
     }
 
     const ptq = await timed('ptqMs', () =>
@@ -124,7 +160,12 @@ export async function runQuantizeJob(
       if (data.evaluation && floatModel) {
         exported ??= await loadArtifact(files, owned);
         if (!(exported instanceof tf.LayersModel))
-          throw new InputError('invalid-job-spec', 'trained activations need a layers model; this is a graph model');
+          throw new SpecError([
+            {
+              path: '/activations/quantizer',
+              message: 'trained activations need a layers model; this is a graph model',
+            },
+          ]);
         // FakeQuant reads only layer, bits, scale and zeroPoint: the learned grid [0, α] is one of its affine grids.
         const grids = learnedActivations.map(({ layer, bits, min, max, scale, zeroPoint }) => ({
           layer,
@@ -162,7 +203,16 @@ export async function runQuantizeJob(
         const graphModel = exported;
         const modelFiles = artifactModelFiles(files);
         calibrated = await timed('calibrateMs', () =>
-          calibrateGraphActivations(graphModel, modelFiles, batchesOf(data.calibration!), calibration),
+          calibrateGraphActivations(graphModel, modelFiles, batchesOf(data.calibration!), calibration).catch(
+            (error: unknown) => {
+              // The float model ran; asking its graph for intermediate outputs is what failed (tfjs refuses
+              // that on graphs with control flow, for one): a property of the model, not worth a retry.
+              if (error instanceof Error && error.name !== 'AbortError') {
+                throw new ModelError('bad-topology', `activations cannot be observed in this graph: ${error.message}`);
+              }
+              throw error;
+            },
+          ),
         );
         simulate = () => loadRunnable(withFakeQuantGraphActivations(modelFiles, calibrated));
       }
@@ -183,6 +233,7 @@ export async function runQuantizeJob(
       ...(batchNorm ? { batchNorm } : {}),
       ...(activations ? { activations } : {}),
       ...(training ? { training } : {}),
+      ...(rounding ? { rounding } : {}),
       timings: { ...ptq.report.timings, ...timings, totalMs: Math.round((performance.now() - started) * 10) / 10 },
     };
     // The job's last step here is the report, whatever stages ran: only the worker, once the artifacts are
@@ -215,10 +266,12 @@ export async function trainQat(
   if (spec.activations && spec.activations.quantizer !== 'calibrated') {
     const { quantizer, bits, gradientBits, alpha, alphaDecay } = spec.activations;
     if (!(loaded instanceof tf.LayersModel))
-      throw new InputError(
-        'invalid-job-spec',
-        `${quantizer} activations are trained in a layers model; this is a graph model`,
-      );
+      throw new SpecError([
+        {
+          path: '/activations/quantizer',
+          message: `${quantizer} activations are trained in a layers model; this is a graph model`,
+        },
+      ]);
     quantizers = await withTrainedActivationQuantizers(loaded, {
       quantizer,
       bits,
@@ -267,7 +320,7 @@ export async function trainQat(
         validationData:
           validationSplit > 0 ? (batches({ start: trainEnd }) as AsyncIterable<Required<Batch>>) : undefined,
         signal: options.signal,
-        resumeFrom: options.resumeFrom,
+        resumeFrom: isRoundingCheckpoint(options.resumeFrom) ? undefined : options.resumeFrom,
         onCheckpoint: options.onCheckpoint,
         onBatch: (m) =>
           progress(

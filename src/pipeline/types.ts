@@ -12,6 +12,7 @@ import type { Metrics } from '../quant/types.js';
 import type { LearnedActivationRange } from '../quant/qat/activation-layers.js';
 import type { EpochMetrics, QatCheckpoint } from '../quant/qat/train.js';
 import type { PipelineOptions, PipelineProgress, PtqReport } from './ptq.js';
+import type { RoundingCheckpoint, RoundingReport } from './rounding.js';
 
 export interface JobDatasets {
   calibration?: Dataset;
@@ -19,18 +20,25 @@ export interface JobDatasets {
   training?: Dataset;
 }
 
+/** What a retried job resumes from: QAT's last epoch, or the layers a learned rounding finished. */
+export type JobCheckpoint = QatCheckpoint | RoundingCheckpoint;
+
+export function isRoundingCheckpoint(checkpoint: JobCheckpoint | undefined): checkpoint is RoundingCheckpoint {
+  return (checkpoint as RoundingCheckpoint | undefined)?.kind === 'rounding';
+}
+
 export interface JobOptions extends Omit<PipelineOptions, 'onProgress'> {
   onProgress?: (progress: JobProgress) => void | Promise<void>;
-  /** QAT resumes after this checkpoint's epoch (a retried job). */
-  resumeFrom?: QatCheckpoint;
-  /** Called after every QAT epoch with the state to resume from. */
-  onCheckpoint?: (checkpoint: QatCheckpoint) => void | Promise<void>;
+  /** QAT resumes after this checkpoint's epoch, a learned rounding after its finished layers (a retried job). */
+  resumeFrom?: JobCheckpoint;
+  /** Called after every QAT epoch, or every layer of a learned rounding, with the state to resume from. */
+  onCheckpoint?: (checkpoint: JobCheckpoint) => void | Promise<void>;
   /** Evaluation and calibration batch size; default 64. */
   batchSize?: number;
 }
 
 export interface JobProgress {
-  stage: 'fold' | 'evaluate' | 'train' | PipelineProgress['stage'] | 'calibrate' | 'analyze' | 'search';
+  stage: 'fold' | 'evaluate' | 'train' | 'round' | PipelineProgress['stage'] | 'calibrate' | 'analyze' | 'search';
   progress: number;
   message: string;
   /** QAT batch and epoch numbers, for live charts. */
@@ -50,6 +58,8 @@ export interface JobReport extends Omit<PtqReport, 'kind'> {
   /** Calibrated ranges, or the DoReFa/PACT quantizers QAT trained (learned α per layer). */
   activations?: (ActivationRange | LearnedActivationRange)[];
   training?: { history: EpochMetrics[]; stoppedEarly: boolean };
+  /** ptq.algorithm gptq / adaround: per layer, time and output error with nearest rounding and after. */
+  rounding?: RoundingReport;
   timings: PtqReport['timings'] & Record<string, number>;
 }
 

@@ -87,6 +87,8 @@ export interface WriteEffects {
 export interface Page<T> {
   items: T[];
   nextCursor: string | null;
+  /** Ids on the page whose stored JSON does not parse: left out of `items`, named for the caller to report. */
+  unreadable?: string[];
 }
 
 /** The compare-and-set script as an ioredis command: sent once, then run by its SHA (EVALSHA). */
@@ -193,11 +195,20 @@ export class RecordStore {
     const pageIds = ids.slice(0, options.limit);
     const jsons =
       pageIds.length > 0 ? await this.redis.mget(pageIds.map((id) => this.recordKey(kind, tenant, id))) : [];
+    const unreadable: string[] = [];
     const items = jsons
-      .filter((json): json is string => json !== null)
-      .map((json) => JSON.parse(json) as RecordOf[K])
+      .flatMap((json, i) => {
+        if (json === null) return [];
+        try {
+          return [JSON.parse(json) as RecordOf[K]];
+        } catch {
+          unreadable.push(pageIds[i]);
+          return [];
+        }
+      })
       .filter((record) => !where || !status || statusOf(record) === status);
-    return { items, nextCursor: ids.length > options.limit ? pageIds[pageIds.length - 1] : null };
+    const nextCursor = ids.length > options.limit ? pageIds[pageIds.length - 1] : null;
+    return unreadable.length > 0 ? { items, nextCursor, unreadable } : { items, nextCursor };
   }
 
   /** Every record of `kind`, across tenants, in no particular order (SCAN: it does not block Redis). */

@@ -52,6 +52,11 @@ export function sharedHistogram(before: Float32Array, after: Float32Array, bins:
 
 const contentTypes: Record<string, string> = { json: 'application/json', bin: 'application/octet-stream' };
 
+function contentTypeOf(path: string): string {
+  const extension = path.split('.').pop() ?? '';
+  return Object.hasOwn(contentTypes, extension) ? contentTypes[extension] : 'application/octet-stream';
+}
+
 const HistogramResponse = Type.Object({
   name: Type.String(),
   shape: Type.Array(Type.Integer()),
@@ -127,7 +132,7 @@ export async function dashboardApiRoutes(app: FastifyInstance): Promise<void> {
       const file = model.files.find((f) => f.path === path);
       if (!file) throw new ApiProblem('not-found', `model ${id} has no file ${path}`);
       return reply
-        .type(contentTypes[path.split('.').pop() ?? ''] ?? 'application/octet-stream')
+        .type(contentTypeOf(path))
         .header('content-length', file.bytes)
         .send(createReadStream(blobs.pathOf(file.sha256)));
     },

@@ -11,13 +11,16 @@ import yazl from 'yazl';
 import { JobLifecycle, isTerminal } from '../../jobs/lifecycle.js';
 import { enqueue, webhookJobId, webhookSecretKey, type JobProgressEvent } from '../../jobs/queue.js';
 import { parseJobSpec, SpecError } from '../../jobs/spec.js';
+import { nothingToSearch } from '../../pipeline/auto.js';
+import { planTensors } from '../../pipeline/ptq.js';
 import { artifactDir, artifactFile } from '../../storage/artifacts.js';
 import { isId, newId } from '../../storage/records.js';
 import { listTree } from '../../storage/tree.js';
 import type { JobRecord } from '../../storage/types.js';
+import type { WeightDtype } from '../../model/types.js';
 import { ApiProblem } from '../errors.js';
-import { IdParams, Job, JobStatus, ListQuery, pageOf, Problem, problemResponses } from '../schemas.js';
-import { checkJobDatasets } from './datasets.js';
+import { IdParams, Job, JobStatus, ListQuery, pageOf, Problem, problemResponses, servablePage } from '../schemas.js';
+import { checkJobDatasets, storedModelJson } from './datasets.js';
 
 const idempotencyTtlSeconds = 24 * 3600;
 
@@ -43,8 +46,13 @@ const contentTypes: Record<string, string> = {
   md: 'text/markdown',
 };
 
+function contentTypeOf(path: string): string {
+  const extension = path.split('.').pop() ?? '';
+  return Object.hasOwn(contentTypes, extension) ? contentTypes[extension] : 'application/octet-stream';
+}
+
 export async function jobRoutes(app: FastifyInstance): Promise<void> {
-  const { records, config, redis, queues } = app.services;
+  const { records, config, redis, queues, blobs } = app.services;
   const lifecycle = new JobLifecycle(records, redis, config.redisPrefix);
 
   async function findJob(request: FastifyRequest): Promise<JobRecord> {
@@ -93,7 +101,16 @@ export async function jobRoutes(app: FastifyInstance): Promise<void> {
             },
           ]);
         }
-        await checkJobDatasets(app.services, request.tenant, model, spec.data);
+        await checkJobDatasets(app.services, request.tenant, model, spec.data, spec.kind === 'qat' ? ['training'] : []);
+        if ((spec.kind === 'auto' || spec.kind === 'analyze') && spec.layers.skip.length > 0) {
+          const modelJson = await storedModelJson(blobs, model);
+          const described = {
+            format: model.format,
+            modelJson,
+            weights: model.tensors.map((t) => ({ ...t, dtype: t.dtype as WeightDtype, values: new Float32Array(0) })),
+          };
+          if (planTensors(described, spec).selected.length === 0) throw nothingToSearch(spec);
+        }
       }
       if (dryRun) {
         // Every check a submission makes has passed; nothing is stored or queued.
@@ -194,17 +211,18 @@ export async function jobRoutes(app: FastifyInstance): Promise<void> {
         response: { 200: pageOf(Job), ...problemResponses },
       },
     },
-    async (request) => {
+    async (request, reply) => {
       const { modelId, ...query } = request.query as {
         cursor?: string;
         limit: number;
         status?: string;
         modelId?: string;
       };
-      return records.list('jobs', request.tenant, {
+      const page = await records.list('jobs', request.tenant, {
         ...query,
         ...(modelId ? { where: { field: 'modelId', value: modelId } } : {}),
       });
+      return servablePage(reply, Job, page);
     },
   );
 
@@ -317,10 +335,7 @@ export async function jobRoutes(app: FastifyInstance): Promise<void> {
       const file = artifactFile(artifactDir(config.dataDir, job.tenant, job.id), path);
       const info = file ? await stat(file).catch(() => null) : null;
       if (!file || !info?.isFile()) throw new ApiProblem('not-found', `job ${job.id} has no artifact ${path}`);
-      return reply
-        .type(contentTypes[path.split('.').pop() ?? ''] ?? 'application/octet-stream')
-        .header('content-length', info.size)
-        .send(createReadStream(file));
+      return reply.type(contentTypeOf(path)).header('content-length', info.size).send(createReadStream(file));
     },
   );
 

@@ -13,7 +13,7 @@ import { validateModelFiles, type DiskFileSet } from '../../model/validate-strea
 import { isId, newId } from '../../storage/records.js';
 import type { ModelRecord, StoredFile } from '../../storage/types.js';
 import { ApiProblem } from '../errors.js';
-import { IdParams, ListQuery, Model, pageOf, Problem, problemResponses } from '../schemas.js';
+import { IdParams, ListQuery, Model, pageOf, Problem, problemResponses, servablePage } from '../schemas.js';
 import { receiveUpload, type UploadedFile } from '../upload.js';
 
 function modelIdentity(files: StoredFile[]): string {
@@ -88,9 +88,9 @@ export async function modelRoutes(app: FastifyInstance): Promise<void> {
     {
       schema: { summary: 'List models', querystring: ListQuery, response: { 200: pageOf(Model), ...problemResponses } },
     },
-    async (request) => {
+    async (request, reply) => {
       const query = request.query as { cursor?: string; limit: number };
-      return records.list('models', request.tenant, query);
+      return servablePage(reply, Model, await records.list('models', request.tenant, query));
     },
   );
 

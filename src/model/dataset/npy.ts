@@ -232,15 +232,27 @@ export function decodeNpyValues(
 
 /** Shape of a rectangular nested array of finite numbers; throws naming the first irregular path. */
 export function nestedShape(value: unknown, path = ''): number[] {
+  return shapeOf(value, path, 0);
+}
+
+/** NumPy's own bound on dimensions; it also keeps the recursion of shapeOf shallow. */
+const MAX_DIMENSIONS = 32;
+
+function shapeOf(value: unknown, path: string, depth: number): number[] {
+  if (depth > MAX_DIMENSIONS) {
+    throw new NpyError(
+      `${path || '/'}: arrays nested deeper than ${MAX_DIMENSIONS} levels (at most ${MAX_DIMENSIONS} dimensions)`,
+    );
+  }
   if (typeof value === 'number') {
     if (!Number.isFinite(value)) throw new NpyError(`${path || '/'}: ${value} is not a finite number`);
     return [];
   }
   if (!Array.isArray(value) || value.length === 0)
     throw new NpyError(`${path || '/'}: expected a non-empty array or a number`);
-  const first = nestedShape(value[0], `${path}/0`);
+  const first = shapeOf(value[0], `${path}/0`, depth + 1);
   for (let i = 1; i < value.length; i++) {
-    const shape = nestedShape(value[i], `${path}/${i}`);
+    const shape = shapeOf(value[i], `${path}/${i}`, depth + 1);
     if (shape.length !== first.length || shape.some((d, k) => d !== first[k])) {
       throw new NpyError(
         `${path}/${i}: shape [${shape.join(', ')}] differs from [${first.join(', ')}] of its siblings`,

@@ -32,7 +32,8 @@ export class MethodParamsError extends InputError {
 }
 
 export function getMethod(name: string): QuantMethod<TSchema> {
-  const method = (methods as Record<string, QuantMethod<TSchema>>)[name];
+  // Own properties only: a name like "constructor" must not find Object.prototype's members.
+  const method = Object.hasOwn(methods, name) ? (methods as Record<string, QuantMethod<TSchema>>)[name] : undefined;
   if (!method) throw new Error(`unknown method "${name}"; allowed: ${methodNames.join(', ')}`);
   return method;
 }
@@ -43,7 +44,7 @@ export function getMethod(name: string): QuantMethod<TSchema> {
  */
 export function parseMethodParams(input: unknown, at = ''): MethodParams {
   const name = (input as { name?: unknown } | null)?.name;
-  if (typeof name !== 'string' || !(name in methods)) {
+  if (typeof name !== 'string' || !Object.hasOwn(methods, name)) {
     throw new MethodParamsError([
       { path: `${at}/name`, message: `unknown method ${JSON.stringify(name)}; allowed: ${methodNames.join(', ')}` },
     ]);
