@@ -17,6 +17,7 @@ import { buildApp } from './http/app.js';
 import { workerConnection, workerRedis, type QuantizePayload, type WebhookPayload } from './jobs/queue.js';
 import { rejectSandboxInitOnExit } from './jobs/sandbox-init.js';
 import { RecordStore } from './storage/records.js';
+import { RedisKeys } from './storage/keys.js';
 import { webhookProcessor } from '../workers/webhook.js';
 
 export interface Closable {
@@ -54,7 +55,7 @@ export interface WorkerOptions {
 }
 
 export function startWorkers(config: Config, options: WorkerOptions = {}): Closable & { quantize: Worker } {
-  const prefix = `${config.redisPrefix}:bull`;
+  const prefix = new RedisKeys(config.redisPrefix).bull();
   const script = processorFile('quantize');
   if (!existsSync(script)) throw new Error(`${script} is missing: run \`npm run build\` first`);
   rejectSandboxInitOnExit();
@@ -73,7 +74,7 @@ export function startWorkers(config: Config, options: WorkerOptions = {}): Closa
   const redis = workerRedis(config.redisUrl);
   const webhooks = new Worker<WebhookPayload>(
     'webhooks',
-    webhookProcessor({ records: new RecordStore(redis, config.redisPrefix), redis, prefix: config.redisPrefix }),
+    webhookProcessor({ records: new RecordStore(redis, config.redisPrefix), redis }),
     { connection: workerConnection(config.redisUrl), prefix, concurrency: 4 },
   );
   // A worker's connection errors are retried by ioredis; they are logged, not fatal.

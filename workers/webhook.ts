@@ -6,23 +6,22 @@
 import { createHmac } from 'node:crypto';
 import type { Job } from 'bullmq';
 import type { Redis } from 'ioredis';
-import { webhookSecretKey, type WebhookPayload } from '../src/jobs/queue.js';
+import type { WebhookPayload } from '../src/jobs/queue.js';
+import { publicJob } from '../src/jobs/view.js';
 import type { RecordStore } from '../src/storage/records.js';
 
 export function signBody(secret: string, body: string): string {
   return `sha256=${createHmac('sha256', secret).update(body).digest('hex')}`;
 }
 
-export function webhookProcessor(deps: { records: RecordStore; redis: Redis; prefix: string; timeoutMs?: number }) {
+export function webhookProcessor(deps: { records: RecordStore; redis: Redis; timeoutMs?: number }) {
   return async (job: Job<WebhookPayload>): Promise<{ status: number }> => {
     const { tenant, jobId } = job.data;
     const record = await deps.records.get('jobs', tenant, jobId);
     if (!record?.webhookUrl) return { status: 0 };
     const { webhookUrl } = record;
-    const publicRecord: Partial<typeof record> = { ...record };
-    delete publicRecord.tenant;
-    const body = JSON.stringify({ event: `job.${record.status}`, job: publicRecord });
-    const secret = await deps.redis.get(webhookSecretKey(deps.prefix, tenant, jobId));
+    const body = JSON.stringify({ event: `job.${record.status}`, job: publicJob(record) });
+    const secret = await deps.redis.get(deps.records.keys.webhookSecret(tenant, jobId));
     const response = await fetch(webhookUrl, {
       method: 'POST',
       headers: {
