@@ -7,7 +7,7 @@
 import { randomUUID } from 'node:crypto';
 import { existsSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
-import { resolve } from 'node:path';
+import { basename, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
 import cliProgress from 'cli-progress';
 import { Redis } from 'ioredis';
@@ -16,7 +16,9 @@ import { loadConfig } from './config.js';
 import { parseJobSpec, SpecError, type JobSpec } from './jobs/spec.js';
 import { selectBackend } from './model/backend.js';
 import { ModelError } from './model/errors.js';
-import { readModelDir } from './model/read.js';
+import { convertKerasBytes, isKerasPath } from './model/keras/index.js';
+import { readModel, readModelDir } from './model/read.js';
+import type { LoadedModel } from './model/types.js';
 import { datasetFiles, DatasetError, openDataset, type Dataset } from './model/dataset/index.js';
 import { runJob, type JobDatasets, type JobReport } from './pipeline/job.js';
 import { methodNames } from './quant/methods/index.js';
@@ -33,13 +35,14 @@ const usage = `qaas ${packageVersion} — quantization as a service
 Usage:
   qaas serve                      API + embedded workers (env: PORT, HOST, REDIS_URL, DATA_DIR, QAAS_WORKERS, ...)
   qaas worker                     workers only, on the same REDIS_URL and DATA_DIR
-  qaas quantize <modelDir> --out <outDir> [options]
+  qaas quantize <modelDir | model.keras | model.h5> --out <outDir> [options]
+                                  a Keras .keras / .h5 is converted to a TF.js layers model first
   qaas fetch <jobId> [--out <outDir>]
                                   waits for a job (e.g. one submitted with --detach) and downloads it
   qaas sweep [--grace-minutes <n>] [--dry-run]
                                   removes the blobs no model or dataset names any more, once older than
                                   the grace period (default 60 minutes), and dead uploads' temp files
-  qaas submit <modelDir | archive | modelId> [--out <outDir>] [options]
+  qaas submit <modelDir | archive | model.keras | model.h5 | modelId> [--out <outDir>] [options]
                                   the same job through a running service: uploads the model and the local
                                   datasets, submits, follows the job's events, downloads its artifacts
 
@@ -211,18 +214,27 @@ function progressBar(quiet: boolean | undefined): cliProgress.SingleBar | undefi
   );
 }
 
+/** A TF.js model directory, or a Keras `.keras` / `.h5` file converted as the service converts uploads. */
+async function readLocalModel(path: string): Promise<LoadedModel> {
+  if (!isKerasPath(path)) return readModelDir(path);
+  const { files } = await convertKerasBytes(new Uint8Array(await readFile(path)), basename(path));
+  return readModel(files);
+}
+
 async function quantize(args: string[]): Promise<number> {
   const { values, positionals } = parseArgs({
     args,
     allowPositionals: true,
     options: { ...specOptions, out: { type: 'string', short: 'o' } },
   });
-  if (positionals.length !== 1) throw new UsageError('quantize takes one model directory; run qaas --help');
+  if (positionals.length !== 1) {
+    throw new UsageError('quantize takes one model directory or Keras file; run qaas --help');
+  }
   if (!values.out) throw new UsageError('quantize needs --out <outDir>');
   const spec = parseJobSpec(await specFromFlags(values));
 
   const backend = await selectBackend(loadConfig().tfBackend);
-  const model = await readModelDir(resolve(positionals[0]));
+  const model = await readLocalModel(resolve(positionals[0]));
   const datasets = await openDatasets(spec);
   const bar = progressBar(values.quiet);
   bar?.start(100, 0, { stage: 'load', message: '' });
