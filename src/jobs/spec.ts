@@ -130,6 +130,21 @@ export const QatSpec = Type.Object(
   { additionalProperties: false, default: {} },
 );
 
+export const PtqSpec = Type.Object(
+  {
+    equalize: Type.Optional(
+      Type.Boolean({
+        description:
+          'move each kernel’s per-channel scale out of it (Nagel et al. 2019): a BatchNorm after a Conv/Dense is folded ' +
+          'but kept as a per-channel scale, so every kernel channel shares one range and a per-tensor grid (the ' +
+          'compact stock uint8 form) keeps per-channel precision; a per-channel method then quantizes such a kernel ' +
+          'on one grid. Default: on, except for float16 (nothing to equalize)',
+      }),
+    ),
+  },
+  { additionalProperties: false, default: {}, description: 'post-training quantization options' },
+);
+
 export const TargetSpec = Type.Object(
   {
     metric: Type.Union(
@@ -197,8 +212,13 @@ export const JobSpecSchema = Type.Object(
     data: DataSpec,
     preprocess: PreprocessSpec,
     foldBatchNorm: Type.Optional(
-      Type.Boolean({ description: 'fold BatchNormalization into the preceding Conv/Dense (default: true for ptq)' }),
+      Type.Boolean({
+        description:
+          'fold BatchNormalization into the preceding Conv/Dense (default: true for ptq; with ptq.equalize the BN ' +
+          'stays as the per-channel scale)',
+      }),
     ),
+    ptq: PtqSpec,
     activations: Type.Optional(ActivationsSpec),
     qat: QatSpec,
     target: Type.Optional(TargetSpec),
@@ -265,6 +285,11 @@ export function parseJobSpec(input: unknown): JobSpec {
  * An override that names another method replaces the base params outright (they would not fit the other
  * method's schema); one without a name, or with the same name, changes only the fields it gives.
  */
+/** ptq.equalize when the spec leaves it out: on, except for float16, whose values keep their own scale. */
+export function equalizes(spec: Pick<JobSpec, 'ptq' | 'method'>): boolean {
+  return spec.ptq.equalize ?? spec.method.name !== 'float16';
+}
+
 export function mergeOverride(base: { name: string }, override: Record<string, unknown>): Record<string, unknown> {
   if (typeof override.name === 'string' && override.name !== base.name) return override;
   return { ...base, ...override };

@@ -5,7 +5,7 @@
  * this adds what needs data. Every tfjs model and tensor it creates is disposed before it returns.
  */
 import * as tf from '@tensorflow/tfjs';
-import type { JobSpec } from '../jobs/spec.js';
+import { equalizes, type JobSpec } from '../jobs/spec.js';
 import type { Dataset } from '../model/dataset/index.js';
 import { foldBatchNorm, type FoldResult } from '../model/fold-batchnorm.js';
 import { loadRunnable, type RunnableModel } from '../model/load.js';
@@ -66,7 +66,7 @@ export type StageMetrics = Partial<Record<'float' | 'ptq' | 'qat' | 'integer', M
 export interface JobReport extends Omit<PtqReport, 'kind'> {
   kind: JobSpec['kind'];
   model: PtqReport['model'] & { metrics: StageMetrics };
-  batchNorm?: { folded: string[]; skipped: FoldResult['skipped'] };
+  batchNorm?: { folded: string[]; skipped: FoldResult['skipped']; scaled: FoldResult['scaled'] };
   /** Calibrated ranges, or the DoReFa/PACT quantizers QAT trained (learned α per layer). */
   activations?: (ActivationRange | LearnedActivationRange)[];
   training?: { history: EpochMetrics[]; stoppedEarly: boolean };
@@ -115,9 +115,9 @@ export async function runJob(
     let batchNorm: JobReport['batchNorm'];
     if (spec.foldBatchNorm ?? spec.kind === 'ptq') {
       await report('fold', span.fold, 0, 'folding BatchNormalization into the preceding layers');
-      const folded = foldBatchNorm(model);
+      const folded = foldBatchNorm(model, { keepScale: equalizes(spec) });
       model = folded.model;
-      batchNorm = { folded: folded.folded, skipped: folded.skipped };
+      batchNorm = { folded: folded.folded, skipped: folded.skipped, scaled: folded.scaled };
     }
 
     const needsFloat = data.evaluation !== undefined || spec.kind === 'qat';
@@ -151,6 +151,8 @@ export async function runJob(
     const ptq = await timed('ptqMs', () =>
       runPtq(model, spec, {
         backend: options.backend,
+        source,
+        equalized: batchNorm?.scaled,
         signal: options.signal,
         precomputed,
         onProgress: (p) => report(p.stage, span.ptq, p.progress / 100, p.message),

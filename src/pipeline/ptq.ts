@@ -25,6 +25,7 @@ import {
 } from '../quant/qat/methods.js';
 import { createRng } from '../quant/rng.js';
 import type { QuantizedTensor, TfjsEncoding } from '../quant/types.js';
+import type { BatchNormScaling } from '../model/fold-batchnorm.js';
 import { quantizableWeights } from '../model/select.js';
 import type { FileSet, LoadedModel, Weight } from '../model/types.js';
 import { writeModel } from '../model/write.js';
@@ -48,6 +49,13 @@ export interface PipelineOptions {
    * weight name: written as given instead of being quantized again.
    */
   precomputed?: Map<string, QuantizedTensor>;
+  /** The model as uploaded, when `model` is a rewrite of it (BatchNorm folded): `bytesBefore` counts its bytes. */
+  source?: LoadedModel;
+  /**
+   * Kernels whose per-channel scale now lives in the BatchNorm after them (ptq.equalize): a per-channel
+   * method quantizes them on one grid, which stock TF.js stores as uint8/uint16.
+   */
+  equalized?: readonly BatchNormScaling[];
 }
 
 export interface TensorReport extends TensorError {
@@ -65,16 +73,19 @@ export interface TensorReport extends TensorError {
   channels: number;
   /** What `model/` stores the tensor as. */
   storedAs: 'uint8' | 'uint16' | 'float16' | 'float32';
+  /** Bytes of the tensor as uploaded (its manifest dtype: 1 for uint8, 2 for uint16/float16, else 4). */
   bytesBefore: number;
   /** Bytes of the tensor in the packed form (codes + side information). */
   bytesAfter: number;
+  /** The BatchNorm that holds this kernel's per-channel scale (ptq.equalize), when one does. */
+  channelScaleIn?: string;
 }
 
 export interface ModelReport {
   format: string;
   params: number;
   quantizedParams: number;
-  /** Weight bytes of the source model as it was stored. */
+  /** Weight bytes of the model as uploaded (its shards). */
   bytesBefore: number;
   /** Weight bytes of the stock-loadable `model/`. */
   bytesAfter: number;
@@ -99,6 +110,8 @@ export interface PtqReport {
   model: ModelReport;
   tensors: TensorReport[];
   skipped: { name: string; reason: string }[];
+  /** Kernels whose per-channel scale moved into the BatchNorm after them (ptq.equalize), per layer pair. */
+  equalization: BatchNormScaling[];
   timings: { quantizeMs: number; writeMs: number; packMs: number; reportMs: number; totalMs: number };
 }
 
@@ -122,6 +135,9 @@ export async function runPtq(model: LoadedModel, spec: JobSpec, options: Pipelin
 
   const plan = planTensors(model, spec);
   const weightsByName = new Map(model.weights.map((w) => [w.name, w]));
+  const source = options.source ?? model;
+  const uploaded = new Map(source.weights.map((w) => [w.name, w]));
+  const scaleHolders = new Map((options.equalized ?? []).map((e) => [e.kernel, e.batchNorm]));
   const totalWork = plan.selected.reduce((sum, t) => sum + weightsByName.get(t.name)!.values.length, 0) || 1;
   const quantized = new Map<string, QuantizedTensor>();
   const tensors: TensorReport[] = [];
@@ -132,14 +148,20 @@ export async function runPtq(model: LoadedModel, spec: JobSpec, options: Pipelin
     const weight = weightsByName.get(target.name)!;
     const values = weight.values as Float32Array;
     await progress('quantize', (90 * done) / totalWork, `quantizing ${weight.name} (${target.params.name})`);
-    const method = getMethod(target.params.name);
-    const shape = quantizationShape(weight.shape, target.role, target.params.name);
-    const seed = tensorSeed('seed' in target.params ? target.params.seed : 0, weight.name);
+    const scaleHolder = scaleHolders.get(weight.name);
+    // The channels already share one range: one grid is per-channel precision, in a stock-storable form.
+    const params: MethodParams =
+      scaleHolder !== undefined && 'granularity' in target.params && target.params.granularity === 'per-channel'
+        ? { ...target.params, granularity: 'per-tensor' }
+        : target.params;
+    const method = getMethod(params.name);
+    const shape = quantizationShape(weight.shape, target.role, params.name);
+    const seed = tensorSeed('seed' in params ? params.seed : 0, weight.name);
     const given = options.precomputed?.get(weight.name);
     if (given !== undefined && given.codes.length !== values.length) {
       throw new Error(`precomputed ${weight.name} has ${given.codes.length} codes for ${values.length} weights`);
     }
-    const result = given ?? method.quantize(values, shape, target.params, createRng(seed));
+    const result = given ?? method.quantize(values, shape, params, createRng(seed));
     tensors.push({
       name: weight.name,
       shape: weight.shape,
@@ -150,8 +172,9 @@ export async function runPtq(model: LoadedModel, spec: JobSpec, options: Pipelin
       bitsPerWeight: result.bitsPerWeight,
       channels: sideChannels(result.encoding),
       storedAs: 'float32',
-      bytesBefore: storedBytes(weight),
+      bytesBefore: storedBytes(uploaded.get(weight.name) ?? weight),
       bytesAfter: Math.ceil((result.bitsPerWeight * values.length) / 8),
+      ...(scaleHolder !== undefined ? { channelScaleIn: scaleHolder } : {}),
       ...tensorError(values, result.dequantized),
     });
     quantized.set(weight.name, withoutValues(result, shape));
@@ -188,7 +211,7 @@ export async function runPtq(model: LoadedModel, spec: JobSpec, options: Pipelin
   for (const [path, bytes] of packedFiles) files.set(path, bytes);
 
   const shardBytes = [...modelFiles].filter(([path]) => path.endsWith('.bin')).map(([, bytes]) => bytes);
-  const bytesBefore = model.weights.reduce((sum, w) => sum + storedBytes(w), 0);
+  const bytesBefore = source.weights.reduce((sum, w) => sum + storedBytes(w), 0);
   const bytesAfter = shardBytes.reduce((sum, b) => sum + b.byteLength, 0);
   const packedBytes =
     packedFiles.get('packed/weights.bin')!.byteLength + packedFiles.get('packed/manifest.json')!.byteLength;
@@ -201,7 +224,7 @@ export async function runPtq(model: LoadedModel, spec: JobSpec, options: Pipelin
     bytesBefore,
     bytesAfter,
     packedBytes,
-    gzipBytesBefore: await gzipSize(model.weights.map(storedView)),
+    gzipBytesBefore: await gzipSize(source.weights.map(storedView)),
     gzipBytesAfter: await gzipSize(shardBytes),
     compressionRatio: bytesBefore / packedBytes,
     stockCompressionRatio: bytesBefore / bytesAfter,
@@ -220,6 +243,7 @@ export async function runPtq(model: LoadedModel, spec: JobSpec, options: Pipelin
     model: modelReport,
     tensors,
     skipped: plan.skipped,
+    equalization: options.equalized ? [...options.equalized] : [],
     timings: {
       quantizeMs: round(quantizeMs),
       writeMs: round(writeMs),
