@@ -10,7 +10,7 @@ import { createHash } from 'node:crypto';
 import { createReadStream, createWriteStream } from 'node:fs';
 import { readFile, rename, rm, mkdir } from 'node:fs/promises';
 import { dirname, posix } from 'node:path';
-import { Readable, Transform, Writable } from 'node:stream';
+import { PassThrough, Readable, Transform, Writable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { createGunzip } from 'node:zlib';
 import type { MultipartFile } from '@fastify/multipart';
@@ -141,8 +141,8 @@ export class Upload {
     const maxExpanded = Math.min(this.limits.maxTotalBytes, archiveBytes * this.limits.maxExpansionRatio);
     let expanded = 0;
     await read(async (path, declaredBytes, stream) => {
+      // A refused entry's stream is left unread: the archive readers destroy or drain it.
       if (!isSafeRelativePath(path)) {
-        stream.resume();
         throw new ApiProblem(
           'unsafe-archive-entry',
           `${archiveName}: entry "${path}" is absolute or leaves the archive`,
@@ -177,7 +177,10 @@ function readZip(
           reject(new ApiProblem('invalid-upload', `not a readable zip archive: ${openError?.message ?? 'unknown'}`));
           return;
         }
+        let settled = false;
         const fail = (error: unknown) => {
+          if (settled) return;
+          settled = true;
           zip.close();
           const message = (error as Error).message;
           // yauzl refuses `..` and absolute names itself, before we see the entry.
@@ -188,7 +191,10 @@ function readZip(
           reject(error instanceof ApiProblem ? error : new ApiProblem('invalid-upload', `bad zip archive: ${message}`));
         };
         zip.on('error', fail);
-        zip.on('end', () => resolve());
+        zip.on('end', () => {
+          settled = true;
+          resolve();
+        });
         zip.on('entry', (entry: yauzl.Entry) => {
           if (entry.fileName.endsWith('/')) {
             zip.readEntry();
@@ -202,7 +208,22 @@ function readZip(
           }
           zip.openReadStream(entry, (streamError, stream) => {
             if (streamError || !stream) return fail(streamError);
-            onEntry(entry.fileName, entry.uncompressedSize, stream).then(() => zip.readEntry(), fail);
+            // yauzl reports a size that lies or bad deflate data by emitting 'error' on the entry stream, even
+            // on one nobody reads (it checks the byte count as inflate ends) and before anyone reads it; unheard,
+            // that ends the process, and a plain emit leaves a later reader waiting forever. Piped into a
+            // PassThrough, every error destroys what onEntry reads, whenever it comes; once onEntry has
+            // consumed or refused the entry, the PassThrough is destroyed and the pipeline with it.
+            const entryStream = new PassThrough();
+            let entryError: Error | null = null;
+            stream.on('error', (error: Error) => (entryError ??= error));
+            pipeline(stream, entryStream).catch(() => undefined);
+            onEntry(entry.fileName, entry.uncompressedSize, entryStream)
+              .then(() => {
+                if (entryError) throw entryError;
+                zip.readEntry();
+              })
+              .catch(fail)
+              .finally(() => entryStream.destroy());
           });
         });
         zip.readEntry();

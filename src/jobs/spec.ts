@@ -60,11 +60,19 @@ export const maxPriority = 2 ** 21 - 1;
 
 const DatasetRef = Type.String({ minLength: 1, description: 'a dataset id (API) or a file path (CLI)' });
 
+/**
+ * The kinds a block of the spec is read by (a JSON Schema extension keyword, ignored by validation): the
+ * dashboard's form shows a block only for them. Absent: every kind reads it.
+ */
+function kinds(...names: ('ptq' | 'qat' | 'analyze' | 'auto')[]): { 'x-kinds': string[] } {
+  return { 'x-kinds': names };
+}
+
 export const DataSpec = Type.Object(
   {
-    calibration: Type.Optional(DatasetRef),
+    calibration: Type.Optional({ ...DatasetRef, ...kinds('ptq', 'qat') }),
     evaluation: Type.Optional(DatasetRef),
-    training: Type.Optional(DatasetRef),
+    training: Type.Optional({ ...DatasetRef, ...kinds('qat', 'auto') }),
   },
   { additionalProperties: false, default: {} },
 );
@@ -113,7 +121,11 @@ export const ActivationsSpec = Type.Object(
       description: 'pact: λ of the L2 penalty λ·α² on each α',
     }),
   },
-  { additionalProperties: false, description: 'simulate integer activations (fake-quant after each layer)' },
+  {
+    additionalProperties: false,
+    description: 'simulate integer activations (fake-quant after each layer)',
+    ...kinds('ptq', 'qat'),
+  },
 );
 
 export const QatSpec = Type.Object(
@@ -127,7 +139,7 @@ export const QatSpec = Type.Object(
     validationSplit: Type.Number({ minimum: 0, maximum: 0.5, default: 0 }),
     ste: Type.Union([Type.Literal('identity'), Type.Literal('clipped')], { default: 'clipped' }),
   },
-  { additionalProperties: false, default: {} },
+  { additionalProperties: false, default: {}, ...kinds('qat', 'auto') },
 );
 
 export const PtqSpec = Type.Object(
@@ -164,7 +176,7 @@ export const TargetSpec = Type.Object(
     }),
     maxBytes: Type.Optional(Type.Integer({ minimum: 1, description: 'largest acceptable packed size (auto)' })),
   },
-  { additionalProperties: false },
+  { additionalProperties: false, ...kinds('qat', 'analyze', 'auto') },
 );
 
 export const SearchSpec = Type.Object(
@@ -195,7 +207,7 @@ export const SearchSpec = Type.Object(
       description: 'evaluation samples the per-tensor sensitivity is measured on (verification uses them all)',
     }),
   },
-  { additionalProperties: false, default: {}, description: 'kind analyze and auto' },
+  { additionalProperties: false, default: {}, description: 'kind analyze and auto', ...kinds('analyze', 'auto') },
 );
 
 export const JobSpecSchema = Type.Object(

@@ -30,6 +30,13 @@ let baseUrl: string;
 let browser: Browser;
 let modelDir: string;
 let source: FileSet;
+let longNames: string[] = [];
+
+/** What the test reads of a Chart.js chart in the page. */
+interface ChartLike {
+  data: { labels: string[] };
+  options: { plugins: { tooltip: { callbacks: { title(items: { dataIndex: number }[]): string } } } };
+}
 
 beforeAll(async () => {
   await tf.setBackend('cpu');
@@ -226,6 +233,33 @@ describe('the dashboard in chromium', () => {
     await bitsError.waitFor();
     expect(await bitsError.textContent()).toMatch(/16/);
     expect(await page.getAttribute('#field-method-bits', 'aria-invalid')).toBe('true');
+
+    // The form shows the blocks the chosen kind reads, and offers the uploaded datasets by name.
+    const blocks = async () =>
+      page.$$eval('#job-form [data-field-path]', (nodes) =>
+        nodes.filter((n) => !(n as HTMLElement).closest('[hidden]')).map((n) => (n as HTMLElement).dataset.fieldPath),
+      );
+    expect(await blocks()).toEqual(expect.arrayContaining(['/activations', '/data/calibration', '/layers']));
+    expect(await blocks()).not.toEqual(expect.arrayContaining(['/qat']));
+    expect(await blocks()).not.toContain('/search');
+    expect(await blocks()).not.toContain('/data/training');
+    await page.selectOption('#field-kind', 'auto');
+    expect(await blocks()).toEqual(expect.arrayContaining(['/search', '/target', '/qat', '/data/training']));
+    expect(await blocks()).not.toContain('/activations');
+    expect(await blocks()).not.toContain('/data/calibration');
+    await page.selectOption('#field-kind', 'ptq');
+    expect(await page.locator('#field-data-evaluation').evaluate((n) => n.tagName)).toBe('SELECT');
+    const npyDir = await mkdtemp(join(tmpdir(), 'qaas-dashboard-data-'));
+    await writeFile(join(npyDir, 'x.npy'), npy('<f4', [5, 12], new Uint8Array(new Float32Array(60).buffer)));
+    await page.setInputFiles('#dataset-x', join(npyDir, 'x.npy'));
+    await page.getByRole('button', { name: 'Upload dataset' }).click();
+    const datasetId = (await page.locator('#dataset-id').textContent())!;
+    expect(datasetId).toMatch(/^ds_/);
+    await rm(npyDir, { recursive: true, force: true });
+    expect(await page.locator('#field-data-evaluation option').allTextContents()).toEqual([
+      'None',
+      `${datasetId} (5 samples, x 5×12)`,
+    ]);
     await page.screenshot({ path: join(artifacts, 'dashboard-new-job.png'), fullPage: true, animations: 'disabled' });
 
     // Hold the worker so the jobs page is open before any progress happens.
@@ -257,6 +291,24 @@ describe('the dashboard in chromium', () => {
     expect(requests.filter((r) => r === `/v1/jobs/${jobId}`)).toEqual([]);
     expect(requests).toContain(`/v1/jobs/${jobId}/events`);
     await page.locator(`tr[data-job="${jobId}"] .badge.succeeded`).waitFor();
+    // Precision and result size tell jobs apart: the live row got the summary from the stream's final event.
+    const { summary, spec: uiSpec } = (await app.inject({ url: `/v1/jobs/${jobId}` })).json();
+    expect(uiSpec.method).toMatchObject({ bits: 8, granularity: 'per-tensor' });
+    const rowText = await page.locator(`tr[data-job="${jobId}"]`).innerText();
+    expect(rowText).toContain('8-bit · per-tensor');
+    expect(rowText).toContain(`(${summary.compressionRatio.toFixed(1)}×)`);
+    const fourBit = (
+      await app.inject({
+        method: 'POST',
+        url: '/v1/jobs',
+        payload: { modelId, method: { name: 'affine', bits: 4 } },
+      })
+    ).json().id;
+    await page.reload();
+    await page.locator(`tr[data-job="${fourBit}"] .badge.succeeded`).waitFor({ timeout: 30_000 });
+    const fourBitSummary = (await app.inject({ url: `/v1/jobs/${fourBit}` })).json().summary;
+    expect(fourBitSummary.packedBytes).toBeLessThan(summary.packedBytes);
+    expect(await page.locator(`tr[data-job="${fourBit}"]`).innerText()).toContain('4-bit · per-tensor');
     await page.screenshot({ path: join(artifacts, 'dashboard-jobs.png'), animations: 'disabled' });
 
     // The report as pictures.
@@ -372,6 +424,11 @@ describe('the dashboard in chromium', () => {
         { bytes: 1200, metrics: { accuracy: 0.9 }, chosen: true },
         { bytes: 700, metrics: { accuracy: 0.7 } },
       ];
+      // MobileNet-like names, alike at both ends: the axis must still tell them apart.
+      longNames = real.tensors.map(
+        (_: unknown, i: number) => `MobilenetV2/expanded_conv_${i + 1}/depthwise/depthwise_weights`,
+      );
+      real.tensors.forEach((t: { name: string }, i: number) => (t.name = longNames[i]));
       real.sensitivity = [
         { name: 'dense/kernel', bits: 4, drop: 0.012 },
         { name: 'logits/kernel', bits: 4, drop: 0.08 },
@@ -383,6 +440,26 @@ describe('the dashboard in chromium', () => {
     for (const id of ['chart-metrics', 'chart-frontier'])
       expect((await inked(page, `#${id}`)).drawn, id).toBeGreaterThan(1000);
     expect(await page.getByRole('row', { name: /logits\/kernel 4 0\.08/ }).count()).toBe(1);
+    const axis = () =>
+      page.$eval('#chart-sqnr', (canvas) => {
+        const chart = (window as unknown as { Chart: { getChart(c: Element): ChartLike } }).Chart.getChart(canvas);
+        return {
+          labels: chart.data.labels,
+          hover: chart.data.labels.map((_, i) => chart.options.plugins.tooltip.callbacks.title([{ dataIndex: i }])),
+        };
+      });
+    // Long names get the chart a row of its own, with room for them whole.
+    expect((await axis()).labels).toEqual(longNames);
+    await page.screenshot({ path: join(artifacts, 'dashboard-job-long-names.png'), fullPage: true });
+    // Too narrow for them: the distinguishing segment stays, the full name is on hover.
+    await page.setViewportSize({ width: 390, height: 844 });
+    await page.reload();
+    await page.locator('#chart-frontier').waitFor();
+    const narrow = await axis();
+    narrow.labels.forEach((label, i) => expect(label).toMatch(new RegExp(`^expanded_conv_${i + 1}/…$`)));
+    expect(narrow.hover).toEqual(longNames);
+    await page.screenshot({ path: join(artifacts, 'dashboard-job-long-names-phone.png'), fullPage: true });
+    await page.setViewportSize({ width: 1280, height: 800 });
     await page.unroute(`**/v1/jobs/${second.id}/report`);
 
     // An ended job can be deleted from its page, after a confirmation; the list no longer has it.

@@ -115,10 +115,10 @@ export function filesAsParts(files: FileSet): Part[] {
 
 export function zipOf(
   entries: [string, Uint8Array][],
-  { compress = true }: { compress?: boolean } = {},
+  { compress = true, mtime }: { compress?: boolean; mtime?: Date } = {},
 ): Promise<Buffer> {
   const zip = new yazl.ZipFile();
-  for (const [name, data] of entries) zip.addBuffer(Buffer.from(data), name, { compress });
+  for (const [name, data] of entries) zip.addBuffer(Buffer.from(data), name, { compress, ...(mtime ? { mtime } : {}) });
   zip.end();
   return new Promise((resolve, reject) => {
     const chunks: Buffer[] = [];

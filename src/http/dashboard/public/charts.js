@@ -22,6 +22,39 @@ export function chartBox(id, label, height) {
   return [el('div', { class: 'chart', style: `height:${height}px` }, canvas), canvas];
 }
 
+/**
+ * Axis labels for tensor names that may be long and alike (`block_3/depthwise/depthwise_kernel`): the fewest
+ * trailing path segments that tell a name from every other, the middle elided. When that is still longer
+ * than `maxChars`, the distinguishing segment comes first (cut from its start, where names share a stem)
+ * and the common tail goes: a label must tell its bar from the others before it says what they share.
+ */
+export function distinctLabels(names, maxChars = 32) {
+  const split = names.map((name) => name.split('/'));
+  const suffix = (segments, count) => segments.slice(-count).join('/');
+  const cut = (text, room) => (text.length <= room ? text : `…${text.slice(text.length - room + 1)}`);
+  return split.map((segments, i) => {
+    const name = names[i];
+    if (name.length <= maxChars) return name;
+    let count = 1;
+    while (
+      count < segments.length &&
+      split.some((other, j) => j !== i && suffix(other, count) === suffix(segments, count))
+    )
+      count++;
+    if (count === 1) return cut(name.slice(name.lastIndexOf('/') + 1), maxChars);
+    const distinct = segments[segments.length - count];
+    const last = segments[segments.length - 1];
+    const whole = count === 2 ? `${distinct}/${last}` : `${distinct}/…/${last}`;
+    return whole.length <= maxChars ? whole : `${cut(distinct, maxChars - 2)}/…`;
+  });
+}
+
+/** Characters of a 12 px label that fit in `pixels` (Chart.js gives a side axis at most half the chart). */
+function labelRoom(canvas) {
+  const width = canvas.parentElement?.clientWidth || 600;
+  return Math.max(12, Math.floor(width / 2 / 7));
+}
+
 export function barChart(canvas, { labels, datasets, horizontal = false, xTitle, yTitle, logScale = false }) {
   const Chart = setup();
   const colors = [palette.before, palette.after, palette.third, palette.fourth];
@@ -34,13 +67,17 @@ export function barChart(canvas, { labels, datasets, horizontal = false, xTitle,
   return new Chart(canvas, {
     type: 'bar',
     data: {
-      labels,
+      labels: distinctLabels(labels, horizontal ? labelRoom(canvas) : 32),
       datasets: datasets.map((d, i) => ({ backgroundColor: d.color ?? colors[i % colors.length], ...d })),
     },
     options: {
       indexAxis: horizontal ? 'y' : 'x',
       scales,
-      plugins: { legend: { display: datasets.length > 1 } },
+      plugins: {
+        legend: { display: datasets.length > 1 },
+        // The axis may show a shortened name; hovering a bar gives the whole one.
+        tooltip: { callbacks: { title: (items) => labels[items[0].dataIndex] } },
+      },
     },
   });
 }

@@ -242,14 +242,16 @@ function renderReport(root, job, report, charts) {
   );
 
   const height = Math.max(160, 34 + tensors.length * 26);
+  // Long tensor names get the per-tensor charts a row each, room for their labels.
+  const wide = tensors.some((t) => t.name.length > 24) ? ' wide' : '';
   const [sqnrBox, sqnrCanvas] = chartBox('chart-sqnr', 'SQNR in dB per tensor', height);
   const [bytesBox, bytesCanvas] = chartBox('chart-bytes', 'Bytes before and after per tensor', height);
   const [totalBox, totalCanvas] = chartBox('chart-totals', 'Model bytes in total', 220);
   const grid = el(
     'div',
     { class: 'grid' },
-    el('section', { class: 'panel' }, el('h2', {}, 'SQNR per tensor (dB)'), sqnrBox),
-    el('section', { class: 'panel' }, el('h2', {}, 'Bytes per tensor: float vs packed'), bytesBox),
+    el('section', { class: `panel${wide}` }, el('h2', {}, 'SQNR per tensor (dB)'), sqnrBox),
+    el('section', { class: `panel${wide}` }, el('h2', {}, 'Bytes per tensor: float vs packed'), bytesBox),
     el('section', { class: 'panel' }, el('h2', {}, 'Model bytes in total'), totalBox),
   );
   root.append(grid);

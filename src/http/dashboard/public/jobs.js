@@ -8,6 +8,7 @@ import {
   el,
   errorBox,
   followJob,
+  formatBytes,
   formatDate,
   formatDuration,
   isTerminal,
@@ -56,6 +57,8 @@ export function renderJobs(view) {
         el('th', { scope: 'col' }, 'Status'),
         el('th', { scope: 'col', class: 'opt' }, 'Kind'),
         el('th', { scope: 'col' }, 'Method'),
+        el('th', { scope: 'col' }, 'Bits'),
+        el('th', { scope: 'col', class: 'num' }, 'Result'),
         el('th', { scope: 'col', class: 'opt' }, 'Model'),
         el('th', { scope: 'col', class: 'opt' }, 'Created'),
         el('th', { scope: 'col', class: 'num opt' }, 'Duration'),
@@ -99,6 +102,7 @@ export function renderJobs(view) {
     Object.assign(row.job, job);
     row.status.replaceChildren(statusBadge(row.job.status));
     row.duration.textContent = formatDuration(jobDuration(row.job));
+    row.result.replaceChildren(resultSize(row.job));
     row.progress.set(row.job, source);
     if (isTerminal(row.job)) streams.get(job.id)?.();
   }
@@ -108,6 +112,7 @@ export function renderJobs(view) {
     progress.set(job);
     const status = el('td', {}, statusBadge(job.status));
     const duration = el('td', { class: 'num opt' }, formatDuration(jobDuration(job)));
+    const result = el('td', { class: 'num nowrap' }, resultSize(job));
     const tr = el(
       'tr',
       { dataset: { job: job.id } },
@@ -115,6 +120,8 @@ export function renderJobs(view) {
       status,
       el('td', { class: 'opt' }, job.kind),
       el('td', {}, job.method),
+      el('td', { class: 'nowrap' }, precision(job.spec)),
+      result,
       el(
         'td',
         { class: 'opt mono' },
@@ -124,7 +131,7 @@ export function renderJobs(view) {
       duration,
       el('td', {}, progress.root),
     );
-    rows.set(job.id, { job: { ...job }, status, duration, progress });
+    rows.set(job.id, { job: { ...job }, status, duration, result, progress });
     return tr;
   }
 
@@ -194,7 +201,7 @@ export function renderJobs(view) {
             {},
             el(
               'td',
-              { colspan: 8, class: 'empty' },
+              { colspan: 10, class: 'empty' },
               filter.value || modelId ? `No ${filter.value} jobs${modelId ? ' of this model' : ''}.` : 'No jobs yet. ',
               filter.value || modelId ? null : el('a', { href: '#/new' }, 'Upload a model and create one.'),
             ),
@@ -212,4 +219,28 @@ export function renderJobs(view) {
     clearTimeout(pollTimer);
     for (const stop of [...streams.values()]) stop();
   };
+}
+
+/** The weights' precision the spec asked for: bits and granularity, what tells an 8-bit job from a 4-bit one. */
+function precision(spec) {
+  const method = spec?.method ?? {};
+  const bits = method.bits ?? (method.name === 'float16' ? 16 : method.name === 'binary' ? 1 : undefined);
+  const parts = [
+    bits === undefined ? (method.name === 'ternary' ? 'ternary' : null) : `${bits}-bit`,
+    method.granularity ?? null,
+  ].filter(Boolean);
+  const overrides = Object.keys(spec?.layers?.overrides ?? {}).length;
+  if (overrides > 0) parts.push(`+${overrides} override${overrides > 1 ? 's' : ''}`);
+  return parts.join(' · ') || '–';
+}
+
+/** The packed result's size and how much smaller it is, once the job has one. */
+function resultSize(job) {
+  const summary = job.summary;
+  if (!summary) return '–';
+  return el(
+    'span',
+    { title: `stock TF.js model ${formatBytes(summary.bytesAfter)}; packed ${formatBytes(summary.packedBytes)}` },
+    `${formatBytes(summary.packedBytes)} (${summary.compressionRatio.toFixed(1)}×)`,
+  );
 }

@@ -262,7 +262,7 @@ function control(given, path, label) {
   input.dataset.kind = kind;
   const wrapper = el(
     'div',
-    { class: `field${kind === 'boolean' ? ' check' : ''}`, dataset: { fieldPath: path } },
+    { class: `field${kind === 'boolean' ? ' check' : ''}`, dataset: { fieldPath: path, kinds: kindsOf(given) } },
     kind === 'boolean' ? [input, el('label', { for: id }, label)] : [el('label', { for: id }, label), input],
     schema.description ? el('p', { class: 'hint', id: hintId }, schema.description) : null,
     el('p', { class: 'field-error', id: errorId, hidden: true }),
@@ -277,6 +277,17 @@ function includeToggle(path, name) {
   return el('span', {}, box, el('label', { for: id, style: 'display:inline;margin-left:6px' }, `${name} (optional)`));
 }
 
+/** The job kinds a schema's block applies to (its `x-kinds`, space separated), or undefined for all. */
+function kindsOf(schema) {
+  return schema['x-kinds']?.join(' ');
+}
+
+/** Shows the blocks and fields that apply to `kind`; hidden ones are not sent (see collect). */
+function showKind(form, kind) {
+  for (const block of form.querySelectorAll('[data-kinds]'))
+    block.hidden = !block.dataset.kinds.split(' ').includes(kind);
+}
+
 /** An object schema as a fieldset of its properties (nested objects with properties recurse). */
 function objectFields(schema, path, skip = []) {
   return Object.entries(schema.properties ?? {})
@@ -287,7 +298,7 @@ function objectFields(schema, path, skip = []) {
         const optional = !(schema.required ?? []).includes(name);
         const fieldset = el(
           'fieldset',
-          { dataset: { fieldPath: childPath }, disabled: optional },
+          { dataset: { fieldPath: childPath, kinds: kindsOf(property) }, disabled: optional },
           el('legend', {}, optional ? includeToggle(childPath, name) : name),
           property.description ? el('p', { class: 'hint' }, property.description) : null,
           el('div', { class: 'form-grid' }, objectFields(property, childPath)),
@@ -333,14 +344,41 @@ function setAt(target, path, value) {
   node[keys[keys.length - 1]] = value;
 }
 
-/** The spec the form describes: every enabled field with a value; empty fields take the server's defaults. */
+/**
+ * The spec the form describes: every enabled, shown field with a value; empty fields take the server's
+ * defaults, and a block hidden because the kind does not read it is not sent.
+ */
 function collect(form) {
   const spec = {};
   for (const input of form.querySelectorAll('[data-path]')) {
     const value = readValue(input);
-    if (value !== undefined && !input.matches(':disabled')) setAt(spec, input.dataset.path, value);
+    if (value !== undefined && !input.matches(':disabled') && !input.closest('[hidden]'))
+      setAt(spec, input.dataset.path, value);
   }
   return spec;
+}
+
+/** A dataset as an option: its id, size and x shape (what has to fit the model's input). */
+function datasetOption(dataset) {
+  return el(
+    'option',
+    { value: dataset.id },
+    `${dataset.id} (${dataset.samples} samples, x ${dataset.x.shape.join('×')}${dataset.y ? ', with y' : ''})`,
+  );
+}
+
+/** A select of the uploaded datasets in place of a free-text dataset id field. */
+function datasetSelect(input, datasets) {
+  const select = el(
+    'select',
+    { id: input.id, 'aria-describedby': input.getAttribute('aria-describedby') },
+    el('option', { value: '' }, datasets.length ? 'None' : 'None (no datasets yet: upload one above)'),
+    datasets.map(datasetOption),
+  );
+  select.dataset.path = input.dataset.path;
+  select.dataset.kind = 'string';
+  input.replaceWith(select);
+  return select;
 }
 
 function showProblems(form, problems, general) {
@@ -425,14 +463,6 @@ async function jobForm(section, modelsChanged, datasetsChanged) {
   const groups = Object.entries(spec.properties)
     .filter(([name, p]) => name !== 'method' && p.type === 'object' && p.properties)
     .map(([name]) => name);
-  const datasetList = el(
-    'datalist',
-    { id: 'dataset-ids' },
-    datasets.items.map((d) => el('option', { value: d.id }, `${d.samples} samples`)),
-  );
-  datasetsChanged.push((dataset) =>
-    datasetList.prepend(el('option', { value: dataset.id }, `${dataset.samples} samples`)),
-  );
   const general = el('div', { id: 'form-problems' });
   const result = el('div', { id: 'job-result', role: 'status' });
   const submit = el('button', { type: 'submit', id: 'job-submit' }, 'Create job');
@@ -465,13 +495,23 @@ async function jobForm(section, modelsChanged, datasetsChanged) {
       '',
       Object.keys(spec.properties).filter((n) => !groups.includes(n)),
     ),
-    datasetList,
     general,
     submit,
     result,
   );
-  // Dataset ids are offered wherever the spec asks for one.
-  for (const input of form.querySelectorAll('[data-path^="/data/"]')) input.setAttribute('list', 'dataset-ids');
+  // Wherever the spec asks for a dataset, the uploaded ones are offered, a new upload among them at once.
+  const datasetSelects = [...form.querySelectorAll('[data-path^="/data/"]')].map((input) =>
+    datasetSelect(input, datasets.items),
+  );
+  datasetsChanged.push((dataset) => {
+    for (const select of datasetSelects) {
+      select.options[0].textContent = 'None';
+      select.options[0].after(datasetOption(dataset));
+    }
+  });
+  const kindSelect = form.querySelector('[data-path="/kind"]');
+  kindSelect.addEventListener('change', () => showKind(form, kindSelect.value));
+  showKind(form, kindSelect.value);
   form.addEventListener('submit', async (event) => {
     event.preventDefault();
     submit.disabled = true;
