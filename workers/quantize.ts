@@ -26,8 +26,7 @@ import { readModel } from '../src/model/read.js';
 import type { FileSet } from '../src/model/types.js';
 import type { Dataset } from '../src/model/dataset/index.js';
 import { DatasetError } from '../src/model/dataset/index.js';
-import { runJob, type JobDatasets } from '../src/pipeline/job.js';
-import type { QatCheckpoint } from '../src/quant/qat/train.js';
+import { isRoundingCheckpoint, runJob, type JobCheckpoint, type JobDatasets } from '../src/pipeline/job.js';
 import { CheckpointStore } from '../src/storage/checkpoints.js';
 import { openStoredDataset } from '../src/storage/datasets.js';
 import { artifactDir } from '../src/storage/artifacts.js';
@@ -42,7 +41,7 @@ interface Context {
   blobs: BlobStore;
   lifecycle: JobLifecycle;
   queues: Queues;
-  checkpoints: CheckpointStore<QatCheckpoint>;
+  checkpoints: CheckpointStore<JobCheckpoint>;
   backend: string;
   log: pino.Logger;
 }
@@ -65,7 +64,7 @@ function getContext(): Promise<Context> {
       blobs: new BlobStore(config.dataDir),
       lifecycle: new JobLifecycle(records, redis, config.redisPrefix),
       queues: createQueues(redis, config.redisPrefix),
-      checkpoints: new CheckpointStore<QatCheckpoint>(config.dataDir),
+      checkpoints: new CheckpointStore<JobCheckpoint>(config.dataDir),
       backend: await selectBackend(config.tfBackend),
       log,
     };
@@ -126,7 +125,11 @@ export default async function quantize(job: SandboxedJob<QuantizePayload>): Prom
     const loaded = readModel(files);
     datasets = await openJobDatasets(ctx, tenant, spec);
     const resumeFrom = await ctx.checkpoints.load(tenant, jobId);
-    if (resumeFrom) log.info({ epoch: resumeFrom.epoch }, 'resuming training from the last checkpoint');
+    if (isRoundingCheckpoint(resumeFrom)) {
+      log.info({ layers: resumeFrom.done.length }, 'resuming the rounding after its last finished layer');
+    } else if (resumeFrom) {
+      log.info({ epoch: resumeFrom.epoch }, 'resuming training from the last checkpoint');
+    }
     const result = await runJob(loaded, spec, datasets, {
       backend: ctx.backend,
       signal: controller.signal,

@@ -23,7 +23,7 @@
  * re-runs `chosenSpec` will fold it.
  */
 import * as tf from '@tensorflow/tfjs';
-import { equalizes, type JobSpec } from '../jobs/spec.js';
+import { equalizes, SpecError, type JobSpec } from '../jobs/spec.js';
 import type { Dataset } from '../model/dataset/index.js';
 import { foldBatchNorm } from '../model/fold-batchnorm.js';
 import { loadRunnable, type RunnableModel } from '../model/load.js';
@@ -168,6 +168,7 @@ export async function runAutoJob(
       spec.search.candidates ?? DEFAULT_CANDIDATES.map((c, i) => parseMethodParams(c, `/search/candidates/${i}`)),
     );
     const planned = planTensors(model, spec).selected;
+    if (planned.length === 0) throw nothingToSearch(spec);
     const weights = new Map(model.weights.map((w) => [w.name, w]));
     const quantize = (name: string, params: MethodParams) => {
       const weight = weights.get(name)!;
@@ -412,6 +413,16 @@ function searchTensorsOf(rows: SensitivityRow[], tensors: { name: string; size: 
     floatBytes: 4 * t.size,
     options: rows.filter((r) => r.name === t.name).map((r) => ({ config: r.config, drop: r.drop, bytes: r.bytes })),
   }));
+}
+
+/** Said at submission when the API can tell (http/routes/jobs.ts); here for a model only the worker reads. */
+export function nothingToSearch(spec: JobSpec): SpecError {
+  return new SpecError([
+    {
+      path: '/layers/skip',
+      message: `no quantizable tensor is left once layers.skip is applied: kind "${spec.kind}" has nothing to measure`,
+    },
+  ]);
 }
 
 /** A weight name as a glob that matches exactly it (layers.skip and layers.overrides are picomatch globs). */

@@ -5,8 +5,9 @@
  * this adds what needs data. Every tfjs model and tensor it creates is disposed before it returns.
  */
 import * as tf from '@tensorflow/tfjs';
-import { equalizes, type JobSpec } from '../jobs/spec.js';
-import type { Dataset } from '../model/dataset/index.js';
+import { equalizes, SpecError, type JobSpec } from '../jobs/spec.js';
+import { DatasetError, type Dataset } from '../model/dataset/index.js';
+import { ModelError } from '../model/errors.js';
 import { foldBatchNorm, type FoldResult } from '../model/fold-batchnorm.js';
 import { loadRunnable, type RunnableModel } from '../model/load.js';
 import { TrainableGraph } from '../model/trainable-graph.js';
@@ -30,6 +31,7 @@ import {
   type TrainableModel,
 } from '../quant/qat/train.js';
 import { runAutoJob } from './auto.js';
+import { roundLayers, type RoundingCheckpoint, type RoundingReport } from './rounding.js';
 import { planTensors, runPtq, type PipelineOptions, type PipelineProgress, type PtqReport } from './ptq.js';
 import { stageClock, stageReporter } from './stages.js';
 
@@ -39,18 +41,25 @@ export interface JobDatasets {
   training?: Dataset;
 }
 
+/** What a retried job resumes from: QAT's last epoch, or the layers a learned rounding finished. */
+export type JobCheckpoint = QatCheckpoint | RoundingCheckpoint;
+
+export function isRoundingCheckpoint(checkpoint: JobCheckpoint | undefined): checkpoint is RoundingCheckpoint {
+  return (checkpoint as RoundingCheckpoint | undefined)?.kind === 'rounding';
+}
+
 export interface JobOptions extends Omit<PipelineOptions, 'onProgress'> {
   onProgress?: (progress: JobProgress) => void | Promise<void>;
-  /** QAT resumes after this checkpoint's epoch (a retried job). */
-  resumeFrom?: QatCheckpoint;
-  /** Called after every QAT epoch with the state to resume from. */
-  onCheckpoint?: (checkpoint: QatCheckpoint) => void | Promise<void>;
+  /** QAT resumes after this checkpoint's epoch, a learned rounding after its finished layers (a retried job). */
+  resumeFrom?: JobCheckpoint;
+  /** Called after every QAT epoch, or every layer of a learned rounding, with the state to resume from. */
+  onCheckpoint?: (checkpoint: JobCheckpoint) => void | Promise<void>;
   /** Evaluation and calibration batch size; default 64. */
   batchSize?: number;
 }
 
 export interface JobProgress {
-  stage: 'fold' | 'evaluate' | 'train' | PipelineProgress['stage'] | 'calibrate' | 'analyze' | 'search';
+  stage: 'fold' | 'evaluate' | 'train' | 'round' | PipelineProgress['stage'] | 'calibrate' | 'analyze' | 'search';
   progress: number;
   message: string;
   /** QAT batch and epoch numbers, for live charts. */
@@ -70,6 +79,8 @@ export interface JobReport extends Omit<PtqReport, 'kind'> {
   /** Calibrated ranges, or the DoReFa/PACT quantizers QAT trained (learned α per layer). */
   activations?: (ActivationRange | LearnedActivationRange)[];
   training?: { history: EpochMetrics[]; stoppedEarly: boolean };
+  /** ptq.algorithm gptq / adaround: per layer, time and output error with nearest rounding and after. */
+  rounding?: RoundingReport;
   timings: PtqReport['timings'] & Record<string, number>;
 }
 
@@ -120,7 +131,8 @@ export async function runJob(
       batchNorm = { folded: folded.folded, skipped: folded.skipped, scaled: folded.scaled };
     }
 
-    const needsFloat = data.evaluation !== undefined || spec.kind === 'qat';
+    const learnedRounding = spec.kind === 'ptq' && spec.ptq.algorithm !== 'nearest';
+    const needsFloat = data.evaluation !== undefined || spec.kind === 'qat' || learnedRounding;
     const floatModel = needsFloat ? await loadTfModel(source, owned) : undefined;
     const inputDtype = floatModel ? inputDtypeOf(floatModel) : 'float32';
     const batchesOf = (dataset: Dataset, range: { start?: number; end?: number } = {}) =>
@@ -146,6 +158,28 @@ export async function runJob(
       training = trained.training;
       precomputed = trained.precomputed;
       learnedActivations = trained.activations;
+    }
+
+    let rounding: RoundingReport | undefined;
+    if (learnedRounding) {
+      if (!data.calibration) throw new Error(`ptq.algorithm "${spec.ptq.algorithm}" needs a calibration dataset`);
+      const rounded = await timed('roundMs', () =>
+        roundLayers(model, spec, {
+          signal: options.signal,
+          batches: () => batchesOf(data.calibration!, { end: spec.ptq.samples }),
+          resumeFrom: isRoundingCheckpoint(options.resumeFrom) ? options.resumeFrom : undefined,
+          onCheckpoint: options.onCheckpoint,
+          onLayer: (done, total, name) =>
+            report(
+              'round',
+              span.train,
+              total === 0 ? 1 : done / total,
+              name ? `${spec.ptq.algorithm}: ${name}` : 'rounded',
+            ),
+        }),
+      );
+      precomputed = rounded.precomputed;
+      rounding = rounded.report;
     }
 
     const ptq = await timed('ptqMs', () =>
@@ -176,7 +210,12 @@ export async function runJob(
       if (data.evaluation && floatModel) {
         exported ??= await loadArtifact(files, owned);
         if (!(exported instanceof tf.LayersModel))
-          throw new Error('trained activations need a layers model; this is a graph model');
+          throw new SpecError([
+            {
+              path: '/activations/quantizer',
+              message: 'trained activations need a layers model; this is a graph model',
+            },
+          ]);
         // FakeQuant reads only layer, bits, scale and zeroPoint: the learned grid [0, α] is one of its affine grids.
         const grids = learnedActivations.map(({ layer, bits, min, max, scale, zeroPoint }) => ({
           layer,
@@ -214,7 +253,16 @@ export async function runJob(
         const graphModel = exported;
         const modelFiles = artifactModelFiles(files);
         calibrated = await timed('calibrateMs', () =>
-          calibrateGraphActivations(graphModel, modelFiles, batchesOf(data.calibration!), calibration),
+          calibrateGraphActivations(graphModel, modelFiles, batchesOf(data.calibration!), calibration).catch(
+            (error: unknown) => {
+              // The float model ran; asking its graph for intermediate outputs is what failed (tfjs refuses
+              // that on graphs with control flow, for one): a property of the model, not worth a retry.
+              if (error instanceof Error && error.name !== 'AbortError') {
+                throw new ModelError('bad-topology', `activations cannot be observed in this graph: ${error.message}`);
+              }
+              throw error;
+            },
+          ),
         );
         simulate = () => loadRunnable(withFakeQuantGraphActivations(modelFiles, calibrated));
       }
@@ -235,6 +283,7 @@ export async function runJob(
       ...(batchNorm ? { batchNorm } : {}),
       ...(activations ? { activations } : {}),
       ...(training ? { training } : {}),
+      ...(rounding ? { rounding } : {}),
       timings: { ...ptq.report.timings, ...timings, totalMs: Math.round((performance.now() - started) * 10) / 10 },
     };
     files.set('report.json', new TextEncoder().encode(`${JSON.stringify(jobReport, null, 2)}\n`));
@@ -262,13 +311,18 @@ export async function trainQat(
   progress: (fraction: number, message: string, extra?: Partial<JobProgress>) => Promise<void> | void,
 ): Promise<TrainedQat> {
   const dataset = data.training!;
-  if (!dataset.y) throw new Error('kind "qat" needs labels (y) in the training dataset');
+  if (!dataset.y) throw new DatasetError('kind "qat" needs labels (y) in the training dataset');
   const loaded = await loadTfModel(model, owned);
   let quantizers: TrainedActivations | undefined;
   if (spec.activations && spec.activations.quantizer !== 'calibrated') {
     const { quantizer, bits, gradientBits, alpha, alphaDecay } = spec.activations;
     if (!(loaded instanceof tf.LayersModel))
-      throw new Error(`${quantizer} activations are trained in a layers model; this is a graph model`);
+      throw new SpecError([
+        {
+          path: '/activations/quantizer',
+          message: `${quantizer} activations are trained in a layers model; this is a graph model`,
+        },
+      ]);
     quantizers = await withTrainedActivationQuantizers(loaded, {
       quantizer,
       bits,
@@ -317,7 +371,7 @@ export async function trainQat(
         validationData:
           validationSplit > 0 ? (batches({ start: trainEnd }) as AsyncIterable<Required<Batch>>) : undefined,
         signal: options.signal,
-        resumeFrom: options.resumeFrom,
+        resumeFrom: isRoundingCheckpoint(options.resumeFrom) ? undefined : options.resumeFrom,
         onCheckpoint: options.onCheckpoint,
         onBatch: (m) =>
           progress(

@@ -176,8 +176,11 @@ export function withFakeQuantGraphActivations(files: FileSet, ranges: Activation
   for (const range of ranges) {
     const node = range.layer;
     if (!known.has(node)) throw new Error(`activation range names node ${node}, which the graph does not have`);
-    const at = `${node}${FAKE_QUANT}`;
-    if (known.has(at)) throw new Error(`the graph already has a node ${at}`);
+    // A graph may already hold a node of that name (one exported with our suffix, say): take the next free one.
+    const taken = (at: string) =>
+      ['', '/scale', '/low', '/high', '/div', '/round', '/clip'].some((s) => known.has(at + s));
+    let at = `${node}${FAKE_QUANT}`;
+    for (let n = 1; taken(at); n++) at = `${node}${FAKE_QUANT}_${n}`;
     const qmax = 2 ** range.bits - 1;
     const scale = constant(`${at}/scale`, range.scale);
     const low = constant(`${at}/low`, -range.zeroPoint);
