@@ -149,8 +149,8 @@ export const PtqSpec = Type.Object(
         description:
           'move each kernel’s per-channel scale out of it (Nagel et al. 2019): a BatchNorm after a Conv/Dense is folded ' +
           'but kept as a per-channel scale, so every kernel channel shares one range and a per-tensor grid (the ' +
-          'compact stock uint8 form) keeps per-channel precision; a per-channel method then quantizes such a kernel ' +
-          'on one grid. Default: on, except for float16 (nothing to equalize)',
+          'compact stock uint8 form) keeps per-channel precision; per-channel affine (symmetric, or ≥ 8 bits) then ' +
+          'quantizes such a kernel on one grid. Default: on, except for float16 (nothing to equalize)',
       }),
     ),
     algorithm: Type.Union([Type.Literal('nearest'), Type.Literal('gptq'), Type.Literal('adaround')], {

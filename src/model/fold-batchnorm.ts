@@ -346,7 +346,7 @@ function scaleInto(
   };
   const folded = Float32Array.from(kernel.values as Float32Array, (v, i) => v * result.factors[i % channels]);
 
-  weights.set(kernelName, { ...kernel, values: result.kernel });
+  weights.set(kernelName, { ...kernel, values: result.kernel, channelScaleIn: bnName });
   if (inputs.useBias) {
     producerConfig.use_bias = false;
     removed.add(inputs.biasName);

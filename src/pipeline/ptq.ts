@@ -51,10 +51,7 @@ export interface PipelineOptions {
   precomputed?: Map<string, QuantizedTensor>;
   /** The model as uploaded, when `model` is a rewrite of it (BatchNorm folded): `bytesBefore` counts its bytes. */
   source?: LoadedModel;
-  /**
-   * Kernels whose per-channel scale now lives in the BatchNorm after them (ptq.equalize): a per-channel
-   * method quantizes them on one grid, which stock TF.js stores as uint8/uint16.
-   */
+  /** The layer/BatchNorm pairs ptq.equalize rewrote, for the report. */
   equalized?: readonly BatchNormScaling[];
 }
 
@@ -137,7 +134,6 @@ export async function runPtq(model: LoadedModel, spec: JobSpec, options: Pipelin
   const weightsByName = new Map(model.weights.map((w) => [w.name, w]));
   const source = options.source ?? model;
   const uploaded = new Map(source.weights.map((w) => [w.name, w]));
-  const scaleHolders = new Map((options.equalized ?? []).map((e) => [e.kernel, e.batchNorm]));
   const totalWork = plan.selected.reduce((sum, t) => sum + weightsByName.get(t.name)!.values.length, 0) || 1;
   const quantized = new Map<string, QuantizedTensor>();
   const tensors: TensorReport[] = [];
@@ -148,12 +144,7 @@ export async function runPtq(model: LoadedModel, spec: JobSpec, options: Pipelin
     const weight = weightsByName.get(target.name)!;
     const values = weight.values as Float32Array;
     await progress('quantize', (90 * done) / totalWork, `quantizing ${weight.name} (${target.params.name})`);
-    const scaleHolder = scaleHolders.get(weight.name);
-    // The channels already share one range: one grid is per-channel precision, in a stock-storable form.
-    const params: MethodParams =
-      scaleHolder !== undefined && 'granularity' in target.params && target.params.granularity === 'per-channel'
-        ? { ...target.params, granularity: 'per-tensor' }
-        : target.params;
+    const { params } = target;
     const method = getMethod(params.name);
     const shape = quantizationShape(weight.shape, target.role, params.name);
     const seed = tensorSeed('seed' in params ? params.seed : 0, weight.name);
@@ -174,7 +165,7 @@ export async function runPtq(model: LoadedModel, spec: JobSpec, options: Pipelin
       storedAs: 'float32',
       bytesBefore: storedBytes(uploaded.get(weight.name) ?? weight),
       bytesAfter: Math.ceil((result.bitsPerWeight * values.length) / 8),
-      ...(scaleHolder !== undefined ? { channelScaleIn: scaleHolder } : {}),
+      ...(weight.channelScaleIn !== undefined ? { channelScaleIn: weight.channelScaleIn } : {}),
       ...tensorError(values, result.dequantized),
     });
     quantized.set(weight.name, withoutValues(result, shape));
@@ -269,7 +260,12 @@ export interface PlannedTensor {
 
 /**
  * Which weights get which method: the quantizable ones (kernels, embeddings, graph MatMul/Conv constants),
- * minus `layers.skip`, with the first matching `layers.overrides` glob merged over `method`.
+ * minus `layers.skip`, with the first matching `layers.overrides` glob merged over `method`. A kernel whose
+ * per-channel scale lives in the BatchNorm after it (Weight.channelScaleIn) is quantized per-tensor by
+ * per-channel affine: its channels share one max |w|, so a symmetric grid is the same for each, and at 8 bits
+ * or more one asymmetric grid keeps per-channel precision to within its rounding (the MobileNetV2-shaped test:
+ * cosine ≥ 0.999) while stock TF.js stores it as uint8/uint16 instead of float16 values. Below 8 bits an
+ * asymmetric grid per channel fits each channel's own [min, max] measurably better, so it stays.
  */
 export function planTensors(
   model: LoadedModel,
@@ -283,6 +279,7 @@ export function planTensors(
   }));
   const selected: PlannedTensor[] = [];
   const skipped: { name: string; reason: string }[] = [];
+  const equalized = new Set(model.weights.filter((w) => w.channelScaleIn !== undefined).map((w) => w.name));
   for (const candidate of quantizableWeights(model)) {
     const skippedBy = skip.find((s) => s.match(candidate.name));
     if (skippedBy) {
@@ -291,9 +288,17 @@ export function planTensors(
     }
     const override = overrides.find((o) => o.match(candidate.name));
     const params = override ? override.params : spec.method;
+    const exported = exportParams(params);
+    const oneGrid =
+      equalized.has(candidate.name) &&
+      !isTrainingParams(params) &&
+      'granularity' in exported &&
+      exported.granularity === 'per-channel' &&
+      exported.name === 'affine' &&
+      (exported.symmetric || exported.bits >= 8);
     selected.push({
       ...candidate,
-      params: exportParams(params),
+      params: oneGrid ? { ...exported, granularity: 'per-tensor' } : exported,
       ...(isTrainingParams(params) ? { training: params } : {}),
     });
   }
