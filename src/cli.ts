@@ -14,12 +14,13 @@ import { Redis } from 'ioredis';
 import { closestFlag, commandUsage, parseCommand, UsageError, type Command, type Flags } from './cli/args.js';
 import { ApiError, QaasClient, type RemoteJob } from './client/index.js';
 import { loadConfig } from './config.js';
+import { InputError } from './errors.js';
 import { parseJobSpec, SpecError, type JobSpec } from './jobs/spec.js';
 import { selectBackend } from './model/backend.js';
-import { ModelError } from './model/errors.js';
 import { readModelDir } from './model/read.js';
-import { datasetFiles, DatasetError, openDataset, type Dataset } from './model/dataset/index.js';
-import { runJob, type JobDatasets, type JobReport } from './pipeline/job.js';
+import { datasetFiles, openDataset, type Dataset } from './model/dataset/index.js';
+import { runJob } from './pipeline/run.js';
+import type { JobDatasets, JobReport } from './pipeline/types.js';
 import { methodNames } from './quant/methods/index.js';
 import { EXACT_SQNR_DB } from './quant/metrics.js';
 import { BlobStore } from './storage/blobs.js';
@@ -535,9 +536,7 @@ function isBadInput(error: unknown): boolean {
   const code = (error as NodeJS.ErrnoException | undefined)?.code ?? '';
   return (
     error instanceof UsageError ||
-    error instanceof SpecError ||
-    error instanceof ModelError ||
-    error instanceof DatasetError ||
+    error instanceof InputError ||
     (error instanceof ApiError && error.status < 500) ||
     code === 'ENOENT' ||
     code.startsWith('ERR_PARSE_ARGS')

@@ -4,7 +4,8 @@ import { beforeAll, describe, expect, it } from 'vitest';
 import { parseJobSpec } from '../../src/jobs/spec.js';
 import { readModel } from '../../src/model/read.js';
 import type { FileSet } from '../../src/model/types.js';
-import { runJob, type JobReport } from '../../src/pipeline/job.js';
+import { runJob } from '../../src/pipeline/run.js';
+import type { JobReport } from '../../src/pipeline/types.js';
 import { tensorError } from '../../src/quant/metrics.js';
 import { buildMobileNetLikeModel, loadStockLayers, MOBILENET_CLASSES, mobileNetInput } from '../fixtures/models.js';
 
