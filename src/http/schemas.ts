@@ -46,6 +46,12 @@ export const Model = Type.Object({
   inputs: Type.Optional(Type.Array(Signature)),
   outputs: Type.Optional(Type.Array(Signature)),
   files: Type.Array(Type.Object({ path: Type.String(), bytes: Type.Integer(), sha256: Type.String() })),
+  source: Type.Optional(
+    Type.Object({
+      format: Type.Unsafe<'keras' | 'h5'>({ type: 'string', enum: ['keras', 'h5'] }),
+      kerasVersion: Type.String(),
+    }),
+  ),
   createdAt: Timestamp,
 });
 

@@ -123,7 +123,8 @@ export class Upload {
   async addPart(part: MultipartFile): Promise<void> {
     const name = part.filename || part.fieldname;
     const staged = await this.stagePart(part);
-    if (/\.zip$/i.test(name)) {
+    // A Keras 3 `.keras` is a zip (config.json, metadata.json, model.weights.h5): the same limits apply.
+    if (/\.(zip|keras)$/i.test(name)) {
       await this.expand(name, staged.bytes, (onEntry) => readZip(staged.stagedPath, onEntry));
     } else if (/\.(tar\.gz|tgz)$/i.test(name)) {
       await this.expand(name, staged.bytes, (onEntry) => readTarGz(staged.stagedPath, onEntry));

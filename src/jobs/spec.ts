@@ -5,6 +5,7 @@
  */
 import { Type, type Static } from '@sinclair/typebox';
 import { FormatRegistry } from '@sinclair/typebox';
+import { InputError } from '../errors.js';
 import { withDefaults } from '../quant/schema.js';
 import { MethodParamsError, methodNames, parseMethodParams, type MethodParams } from '../quant/methods/index.js';
 import {
@@ -305,10 +306,11 @@ export interface SpecProblem {
   message: string;
 }
 
-export class SpecError extends Error {
+export class SpecError extends InputError {
+  override name = 'SpecError';
+
   constructor(readonly problems: SpecProblem[]) {
-    super(problems.map((p) => `${p.path || '/'}: ${p.message}`).join('; '));
-    this.name = 'SpecError';
+    super('invalid-job-spec', problems.map((p) => `${p.path || '/'}: ${p.message}`).join('; '), { problems });
   }
 }
 

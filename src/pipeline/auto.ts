@@ -11,7 +11,7 @@
  *   set against the float model. The report gets `frontier` (every trial: packed bytes, metrics, chosen),
  *   `chosenSpec` (a plain ptq spec that reproduces the chosen trial) and `search`; the artifacts are the
  *   chosen trial's files. When no trial meets `target.maxDrop` and the job has a training set and a layers
- *   model, the best trial's per-tensor config is trained quantization-aware (job.ts trainQat with `spec.qat`, stage `train`),
+ *   model, the best trial's per-tensor config is trained quantization-aware (quantize.ts trainQat with `spec.qat`, stage `train`),
  *   exported and measured like the trials, and added to the frontier as one more entry (`qat: true`, its
  *   estimates those of the trial it started from); it is chosen when its drop is below the best trial's, and
  *   `chosenSpec` is then a `kind: "qat"` spec with the same overrides. `search.targetMet` covers both.
@@ -29,10 +29,11 @@ import { foldBatchNorm } from '../model/fold-batchnorm.js';
 import { loadRunnable, type RunnableModel } from '../model/load.js';
 import type { LoadedModel } from '../model/types.js';
 import { writeModel } from '../model/write.js';
-import { evaluate, type Batch, type Metrics } from '../quant/evaluate.js';
+import { evaluate, type Batch } from '../quant/evaluate.js';
 import { quantizationShape } from '../quant/methods/common.js';
 import { getMethod, parseMethodParams, type MethodParams } from '../quant/methods/index.js';
 import { createRng } from '../quant/rng.js';
+import type { Metrics } from '../quant/types.js';
 import {
   FLOAT,
   dropOf,
@@ -53,21 +54,11 @@ import {
   type SensitivityRow,
   type WithWeight,
 } from '../quant/sensitivity.js';
-import {
-  inputDtypeOf,
-  loadArtifact,
-  loadTfModel,
-  tensorBatches,
-  trainQat,
-  type JobDatasets,
-  type TrainedQat,
-  type JobOptions,
-  type JobProgress,
-  type JobReport,
-  type JobResult,
-} from './job.js';
 import { planTensors, runPtq, tensorSeed, type PtqResult } from './ptq.js';
+import { trainQat, type TrainedQat } from './quantize.js';
+import { inputDtypeOf, loadArtifact, loadTfModel, tensorBatches } from './runtime.js';
 import { stageClock, stageReporter } from './stages.js';
+import type { JobDatasets, JobOptions, JobProgress, JobReport, JobResult } from './types.js';
 
 export interface FrontierEntry {
   trial: number;
@@ -131,7 +122,8 @@ export async function runAutoJob(
   options: JobOptions,
 ): Promise<JobResult> {
   const evaluation = data.evaluation;
-  if (!evaluation) throw new Error(`kind "${spec.kind}" needs an evaluation dataset`);
+  if (!evaluation)
+    throw new SpecError([{ path: '/data/evaluation', message: `kind "${spec.kind}" needs an evaluation dataset` }]);
   const started = performance.now();
   const { timings, timed } = stageClock();
   const report = stageReporter(options.onProgress);
@@ -379,7 +371,6 @@ export async function runAutoJob(
       ...extra,
       timings: { ...ptq.report.timings, ...timings, totalMs: Math.round((performance.now() - started) * 10) / 10 },
     };
-    files.set('report.json', new TextEncoder().encode(`${JSON.stringify(jobReport, null, 2)}\n`));
     await report(
       spec.kind === 'auto' ? 'search' : 'report',
       spec.kind === 'auto' ? span.search : span.export,

@@ -2,7 +2,7 @@
  * The records the service keeps in Redis, one JSON document each, always owned by one tenant. What the API
  * returns is a projection of these (response schemas drop the internal fields).
  */
-import type { Metrics } from '../quant/evaluate.js';
+import type { Metrics } from '../quant/types.js';
 import type { TensorSignature } from '../model/signature.js';
 import type { ModelFormat } from '../model/types.js';
 
@@ -25,7 +25,16 @@ export interface ModelRecord {
   inputs?: TensorSignature[];
   outputs?: TensorSignature[];
   files: StoredFile[];
+  /** Set when the upload was a Keras model: the stored files are its conversion to TF.js layers form. */
+  source?: ModelSource;
   createdAt: string;
+}
+
+export interface ModelSource {
+  /** `keras`: a Keras 3 `.keras` archive; `h5`: a legacy Keras HDF5 file. */
+  format: 'keras' | 'h5';
+  /** The Keras version that saved it. */
+  kerasVersion: string;
 }
 
 export interface ArrayInfo {
