@@ -15,6 +15,7 @@ import { pino } from 'pino';
 import type { Config } from './config.js';
 import { buildApp } from './http/app.js';
 import { workerConnection, workerRedis, type QuantizePayload, type WebhookPayload } from './jobs/queue.js';
+import { rejectSandboxInitOnExit } from './jobs/sandbox-init.js';
 import { RecordStore } from './storage/records.js';
 import { webhookProcessor } from '../workers/webhook.js';
 
@@ -56,6 +57,7 @@ export function startWorkers(config: Config, options: WorkerOptions = {}): Closa
   const prefix = `${config.redisPrefix}:bull`;
   const script = processorFile('quantize');
   if (!existsSync(script)) throw new Error(`${script} is missing: run \`npm run build\` first`);
+  rejectSandboxInitOnExit();
   const quantize = new Worker<QuantizePayload>('quantize', script, {
     connection: workerConnection(config.redisUrl),
     prefix,
@@ -71,7 +73,13 @@ export function startWorkers(config: Config, options: WorkerOptions = {}): Closa
   const redis = workerRedis(config.redisUrl);
   const webhooks = new Worker<WebhookPayload>(
     'webhooks',
-    webhookProcessor({ records: new RecordStore(redis, config.redisPrefix), redis, prefix: config.redisPrefix }),
+    webhookProcessor({
+      records: new RecordStore(redis, config.redisPrefix),
+      redis,
+      prefix: config.redisPrefix,
+      allow: config.webhooks.allow,
+      timeoutMs: config.webhooks.timeoutMs,
+    }),
     { connection: workerConnection(config.redisUrl), prefix, concurrency: 4 },
   );
   // A worker's connection errors are retried by ioredis; they are logged, not fatal.
