@@ -73,6 +73,16 @@ export interface JobSummary {
   metrics?: Partial<Record<string, Metrics>>;
 }
 
+export interface WebhookDelivery {
+  /** refused: the URL's address may not receive webhooks (never retried); failed: this attempt did not land. */
+  status: 'delivered' | 'failed' | 'refused';
+  at: string;
+  attempt: number;
+  /** The receiver's HTTP status, when it answered. */
+  httpStatus?: number;
+  detail?: string;
+}
+
 export interface JobRecord {
   id: string;
   tenant: string;
@@ -92,6 +102,8 @@ export interface JobRecord {
   error: { message: string; type?: string } | null;
   summary: JobSummary | null;
   artifacts: string[];
+  /** The last webhook delivery attempt's outcome (absent until one was made). */
+  webhookDelivery?: WebhookDelivery;
   /** The Redis key of the Idempotency-Key that created the job (internal: deleting the job frees it). */
   idempotencyKey?: string;
 }
