@@ -86,7 +86,13 @@ export function startWorkers(
   const records = new RecordStore(redis, config.redisPrefix);
   const webhooks = new Worker<WebhookPayload>(
     'webhooks',
-    webhookProcessor({ records, redis, prefix: config.redisPrefix }),
+    webhookProcessor({
+      records,
+      redis,
+      prefix: config.redisPrefix,
+      allow: config.webhooks.allow,
+      timeoutMs: config.webhooks.timeoutMs,
+    }),
     { connection: workerConnection(config.redisUrl), prefix, concurrency: 4 },
   );
   // A worker's connection errors are retried by ioredis; they are logged, not fatal.

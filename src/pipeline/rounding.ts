@@ -58,10 +58,6 @@ export interface RoundingOptions {
   onCheckpoint?: (checkpoint: RoundingCheckpoint) => void | Promise<void>;
 }
 
-function throwIfAborted(signal: AbortSignal | undefined): void {
-  if (signal?.aborted) throw Object.assign(new Error('job cancelled'), { name: 'AbortError' });
-}
-
 /** The values of `model` with some weights replaced (the layers rounded so far). */
 function withValues(model: LoadedModel, replaced: Map<string, Float32Array>): LoadedModel {
   return {
@@ -131,7 +127,7 @@ export async function roundLayers(
   });
 
   for (const [index, target] of targets.entries()) {
-    throwIfAborted(options.signal);
+    options.signal?.throwIfAborted();
     await options.onLayer?.(index, targets.length, target.name);
     const started = performance.now();
     const weight = weights.get(target.name)!;

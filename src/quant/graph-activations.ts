@@ -17,7 +17,7 @@
  * signature's outputs) reads N/fake_quant instead. The three constants of each are added as weights.
  */
 import * as tf from '@tensorflow/tfjs';
-import type { FileSet } from '../model/types.js';
+import type { FileSet } from './model.js';
 import { ActivationObserver, rangeFromObserver, type ActivationOptions, type ActivationRange } from './activations.js';
 import type { BatchSource } from './evaluate.js';
 
@@ -131,11 +131,7 @@ export async function calibrateGraphActivations(
   const observers = names.map(() => new ActivationObserver());
   const floats = names.map(() => true);
   for await (const batch of batches) {
-    if (options.signal?.aborted) {
-      const error = new Error('calibration cancelled');
-      error.name = 'AbortError';
-      throw error;
-    }
+    options.signal?.throwIfAborted();
     const outputs = model.execute(batch.x, names) as tf.Tensor[];
     try {
       for (let i = 0; i < names.length; i++) {

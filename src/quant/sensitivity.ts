@@ -18,7 +18,8 @@
  */
 import * as tf from '@tensorflow/tfjs';
 import type { MethodParams } from './methods/index.js';
-import { evaluate, predict, type Batch, type EvaluableModel, type MetricName, type Metrics } from './evaluate.js';
+import { evaluate, predict, type Batch, type EvaluableModel } from './evaluate.js';
+import type { MetricName, Metrics } from './types.js';
 import { dropOf, type MetricGoal } from './search.js';
 import type { QuantizedTensor } from './types.js';
 

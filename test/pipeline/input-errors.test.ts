@@ -11,7 +11,7 @@ import { selectBackend } from '../../src/model/backend.js';
 import { DatasetError, parseJsonDataset, type Dataset } from '../../src/model/dataset/index.js';
 import { readModel } from '../../src/model/read.js';
 import type { FileSet } from '../../src/model/types.js';
-import { runJob } from '../../src/pipeline/job.js';
+import { runJob } from '../../src/pipeline/run.js';
 import { buildGraphModel, graphInput } from '../fixtures/models.js';
 
 const encode = (value: unknown) => new TextEncoder().encode(JSON.stringify(value));

@@ -12,7 +12,7 @@ import {
   checkDatasetShapes,
   parseJsonDataset,
 } from '../../model/dataset/index.js';
-import { NpyError, readNpyHeader } from '../../model/dataset/npy.js';
+import { readNpyHeader } from '../../model/dataset/npy.js';
 import { NpzFile } from '../../model/dataset/npz.js';
 import { checkDatasetFitsModel, modelInputs, modelOutputs } from '../../model/signature.js';
 import type { BlobStore } from '../../storage/blobs.js';
@@ -24,14 +24,12 @@ import { ApiProblem } from '../errors.js';
 import { Dataset, IdParams, ListQuery, pageOf, Problem, problemResponses, servablePage } from '../schemas.js';
 import { receiveUpload, type Upload, type UploadedFile } from '../upload.js';
 
-/** Parse errors become 422s naming the part they came from. */
+/** Parse errors (422s, as every DatasetError) name the part they came from. */
 async function checked<T>(label: string, work: () => Promise<T>): Promise<T> {
   try {
     return await work();
   } catch (error) {
-    if (error instanceof NpyError || error instanceof DatasetError) {
-      throw new ApiProblem('invalid-dataset', label ? `${label}: ${error.message}` : error.message);
-    }
+    if (label && error instanceof DatasetError) throw new DatasetError(`${label}: ${error.message}`);
     throw error;
   }
 }

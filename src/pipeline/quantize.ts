@@ -1,20 +1,19 @@
 /**
- * A whole job (DESIGN.md §3–§5): optional BatchNorm folding, the float model's metrics, quantization-aware
+ * Jobs of kind `ptq` and `qat` (DESIGN.md §3–§5): optional BatchNorm folding, the float model's metrics, quantization-aware
  * training (kind `qat`), PTQ export, the exported model's metrics measured on the artifact itself (loaded
  * with the stock tfjs loaders), and simulated integer activations. runPtq does the quantizing and writing;
  * this adds what needs data. Every tfjs model and tensor it creates is disposed before it returns.
  */
 import * as tf from '@tensorflow/tfjs';
-import { SpecError, type JobSpec } from '../jobs/spec.js';
+import { equalizes, SpecError, type JobSpec } from '../jobs/spec.js';
 import { DatasetError, type Dataset } from '../model/dataset/index.js';
 import { ModelError } from '../model/errors.js';
-import { foldBatchNorm, type FoldResult } from '../model/fold-batchnorm.js';
+import { foldBatchNorm } from '../model/fold-batchnorm.js';
 import { loadRunnable, type RunnableModel } from '../model/load.js';
 import { TrainableGraph } from '../model/trainable-graph.js';
-import type { FileSet, LoadedModel } from '../model/types.js';
-import { writeModel } from '../model/write.js';
+import type { LoadedModel } from '../model/types.js';
 import { calibrateActivations, withFakeQuantActivations, type ActivationRange } from '../quant/activations.js';
-import { evaluate, type Batch, type Metrics } from '../quant/evaluate.js';
+import { evaluate, type Batch } from '../quant/evaluate.js';
 import { calibrateGraphActivations, withFakeQuantGraphActivations } from '../quant/graph-activations.js';
 import {
   learnedActivationRanges,
@@ -23,77 +22,27 @@ import {
   type TrainedActivations,
 } from '../quant/qat/activation-layers.js';
 import { qatPlan } from '../quant/qat/plan.js';
-import type { QuantizedTensor } from '../quant/types.js';
-import {
-  trainQuantizationAware,
-  type EpochMetrics,
-  type QatCheckpoint,
-  type TrainableModel,
-} from '../quant/qat/train.js';
-import { runAutoJob } from './auto.js';
-import { roundLayers, type RoundingCheckpoint, type RoundingReport } from './rounding.js';
-import { planTensors, runPtq, type PipelineOptions, type PipelineProgress, type PtqReport } from './ptq.js';
+import type { Metrics, QuantizedTensor } from '../quant/types.js';
+import { trainQuantizationAware, type TrainableModel } from '../quant/qat/train.js';
+import { planTensors, runPtq } from './ptq.js';
+import { roundLayers, type RoundingReport } from './rounding.js';
+import { artifactModelFiles, inputDtypeOf, loadArtifact, loadTfModel, tensorBatches } from './runtime.js';
 import { stageClock, stageReporter } from './stages.js';
-
-export interface JobDatasets {
-  calibration?: Dataset;
-  evaluation?: Dataset;
-  training?: Dataset;
-}
-
-/** What a retried job resumes from: QAT's last epoch, or the layers a learned rounding finished. */
-export type JobCheckpoint = QatCheckpoint | RoundingCheckpoint;
-
-export function isRoundingCheckpoint(checkpoint: JobCheckpoint | undefined): checkpoint is RoundingCheckpoint {
-  return (checkpoint as RoundingCheckpoint | undefined)?.kind === 'rounding';
-}
-
-export interface JobOptions extends Omit<PipelineOptions, 'onProgress'> {
-  onProgress?: (progress: JobProgress) => void | Promise<void>;
-  /** QAT resumes after this checkpoint's epoch, a learned rounding after its finished layers (a retried job). */
-  resumeFrom?: JobCheckpoint;
-  /** Called after every QAT epoch, or every layer of a learned rounding, with the state to resume from. */
-  onCheckpoint?: (checkpoint: JobCheckpoint) => void | Promise<void>;
-  /** Evaluation and calibration batch size; default 64. */
-  batchSize?: number;
-}
-
-export interface JobProgress {
-  stage: 'fold' | 'evaluate' | 'train' | 'round' | PipelineProgress['stage'] | 'calibrate' | 'analyze' | 'search';
-  progress: number;
-  message: string;
-  /** QAT batch and epoch numbers, for live charts. */
-  training?: { epoch: number; batch?: number; loss: number; metric: number; valMetric?: number };
-}
-
-/**
- * Metrics by stage: `float` (the source model), `ptq` or `qat` (the exported model/ artifact), and
- * `integer` (the exported weights with activations fake-quantized to `activations.bits`).
- */
-export type StageMetrics = Partial<Record<'float' | 'ptq' | 'qat' | 'integer', Metrics>>;
-
-export interface JobReport extends Omit<PtqReport, 'kind'> {
-  kind: JobSpec['kind'];
-  model: PtqReport['model'] & { metrics: StageMetrics };
-  batchNorm?: { folded: string[]; skipped: FoldResult['skipped'] };
-  /** Calibrated ranges, or the DoReFa/PACT quantizers QAT trained (learned α per layer). */
-  activations?: (ActivationRange | LearnedActivationRange)[];
-  training?: { history: EpochMetrics[]; stoppedEarly: boolean };
-  /** ptq.algorithm gptq / adaround: per layer, time and output error with nearest rounding and after. */
-  rounding?: RoundingReport;
-  timings: PtqReport['timings'] & Record<string, number>;
-}
+import {
+  isRoundingCheckpoint,
+  type JobDatasets,
+  type JobOptions,
+  type JobProgress,
+  type JobReport,
+  type JobResult,
+  type StageMetrics,
+} from './types.js';
 
 export interface TrainedQat {
   model: LoadedModel;
   training: JobReport['training'];
   precomputed: Map<string, QuantizedTensor>;
   activations?: LearnedActivationRange[];
-}
-
-export interface JobResult {
-  files: FileSet;
-  report: JobReport;
 }
 
 /** Stage boundaries on the 0–100 progress scale. */
@@ -107,13 +56,12 @@ const span = {
   report: [100, 100],
 } as const;
 
-export async function runJob(
+export async function runQuantizeJob(
   source: LoadedModel,
   spec: JobSpec,
   data: JobDatasets,
   options: JobOptions,
 ): Promise<JobResult> {
-  if (spec.kind === 'analyze' || spec.kind === 'auto') return runAutoJob(source, spec, data, options);
   const started = performance.now();
   const { timings, timed } = stageClock();
   const report = stageReporter(options.onProgress);
@@ -126,9 +74,9 @@ export async function runJob(
     let batchNorm: JobReport['batchNorm'];
     if (spec.foldBatchNorm ?? spec.kind === 'ptq') {
       await report('fold', span.fold, 0, 'folding BatchNormalization into the preceding layers');
-      const folded = foldBatchNorm(model);
+      const folded = foldBatchNorm(model, { keepScale: equalizes(spec) });
       model = folded.model;
-      batchNorm = { folded: folded.folded, skipped: folded.skipped };
+      batchNorm = { folded: folded.folded, skipped: folded.skipped, scaled: folded.scaled };
     }
 
     const learnedRounding = spec.kind === 'ptq' && spec.ptq.algorithm !== 'nearest';
@@ -162,7 +110,11 @@ export async function runJob(
 
     let rounding: RoundingReport | undefined;
     if (learnedRounding) {
-      if (!data.calibration) throw new Error(`ptq.algorithm "${spec.ptq.algorithm}" needs a calibration dataset`);
+      if (!data.calibration) {
+        throw new SpecError([
+          { path: '/data/calibration', message: `ptq.algorithm "${spec.ptq.algorithm}" needs a calibration dataset` },
+        ]);
+      }
       const rounded = await timed('roundMs', () =>
         roundLayers(model, spec, {
           signal: options.signal,
@@ -185,6 +137,8 @@ export async function runJob(
     const ptq = await timed('ptqMs', () =>
       runPtq(model, spec, {
         backend: options.backend,
+        source,
+        equalized: batchNorm?.scaled,
         signal: options.signal,
         precomputed,
         onProgress: (p) => report(p.stage, span.ptq, p.progress / 100, p.message),
@@ -284,7 +238,6 @@ export async function runJob(
       ...(rounding ? { rounding } : {}),
       timings: { ...ptq.report.timings, ...timings, totalMs: Math.round((performance.now() - started) * 10) / 10 },
     };
-    files.set('report.json', new TextEncoder().encode(`${JSON.stringify(jobReport, null, 2)}\n`));
     // The job's last step here is the report, whatever stages ran: only the worker, once the artifacts are
     // stored, says the job is done.
     await report('report', span.report, 1, 'report written');
@@ -404,58 +357,5 @@ export async function trainQat(
     };
   } finally {
     graph?.dispose();
-  }
-}
-
-export async function loadTfModel(model: LoadedModel, owned: RunnableModel[]): Promise<RunnableModel> {
-  const runnable = await loadRunnable(writeModel(model, new Map()));
-  owned.push(runnable);
-  return runnable;
-}
-
-/** The stock TF.js model of an artifact tree: its files under model/. */
-function artifactModelFiles(files: FileSet): FileSet {
-  const modelFiles: FileSet = new Map();
-  for (const [path, bytes] of files) if (path.startsWith('model/')) modelFiles.set(path.slice('model/'.length), bytes);
-  return modelFiles;
-}
-
-export async function loadArtifact(files: FileSet, owned: RunnableModel[]): Promise<RunnableModel> {
-  const runnable = await loadRunnable(artifactModelFiles(files));
-  owned.push(runnable);
-  return runnable;
-}
-
-export function inputDtypeOf(model: RunnableModel): 'float32' | 'int32' {
-  const dtype = model.inputs[0]?.dtype;
-  return dtype === 'int32' ? 'int32' : 'float32';
-}
-
-/**
- * Dataset rows as tensors, one batch at a time: each batch is disposed when the next is asked for (or the
- * loop ends), so a consumer that keeps no references holds one batch in memory.
- */
-export async function* tensorBatches(
-  dataset: Dataset,
-  batchSize: number,
-  spec: JobSpec,
-  xDtype: 'float32' | 'int32',
-  range: { start?: number; end?: number },
-): AsyncGenerator<Batch> {
-  for await (const batch of dataset.batches(batchSize, { preprocess: spec.preprocess, xDtype, ...range })) {
-    const x = tf.tensor(batch.x, [batch.count, ...dataset.x.sampleShape], xDtype);
-    const labels = dataset.y;
-    const y =
-      batch.y && labels
-        ? labels.labels === 'index'
-          ? tf.tensor1d(batch.y, 'int32')
-          : tf.tensor(batch.y, [batch.count, ...labels.sampleShape], 'float32')
-        : undefined;
-    try {
-      yield y ? { x, y } : { x };
-    } finally {
-      x.dispose();
-      y?.dispose();
-    }
   }
 }
