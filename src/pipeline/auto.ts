@@ -54,7 +54,7 @@ import {
   type WithWeight,
 } from '../quant/sensitivity.js';
 import {
-  inputDtypeOf,
+  inputsOf,
   loadArtifact,
   loadTfModel,
   tensorBatches,
@@ -152,8 +152,8 @@ export async function runAutoJob(
     const floatModel = await loadTfModel(source, owned);
     // The folded model computes the same function; it is the one whose weights get quantized.
     const perturbable = folding.folded.length > 0 ? await loadTfModel(model, owned) : floatModel;
-    const inputDtype = inputDtypeOf(floatModel);
-    const batchesOf = (range: { end?: number } = {}) => tensorBatches(evaluation, batchSize, spec, inputDtype, range);
+    const feed = inputsOf(floatModel);
+    const batchesOf = (range: { end?: number } = {}) => tensorBatches(evaluation, batchSize, spec, feed, range);
 
     await report('evaluate', span.float, 0, 'evaluating the float model');
     const floatMetrics = await timed('evaluateFloatMs', () =>

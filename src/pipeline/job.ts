@@ -6,9 +6,10 @@
  */
 import * as tf from '@tensorflow/tfjs';
 import type { JobSpec } from '../jobs/spec.js';
-import type { Dataset } from '../model/dataset/index.js';
+import { DatasetError, type Dataset } from '../model/dataset/index.js';
 import { foldBatchNorm, type FoldResult } from '../model/fold-batchnorm.js';
 import { loadRunnable, type RunnableModel } from '../model/load.js';
+import { sameInput } from '../model/signature.js';
 import { TrainableGraph } from '../model/trainable-graph.js';
 import type { FileSet, LoadedModel } from '../model/types.js';
 import { writeModel } from '../model/write.js';
@@ -25,6 +26,7 @@ import { qatPlan } from '../quant/qat/plan.js';
 import type { QuantizedTensor } from '../quant/types.js';
 import {
   trainQuantizationAware,
+  type Batch as TrainingBatch,
   type EpochMetrics,
   type QatCheckpoint,
   type TrainableModel,
@@ -122,14 +124,14 @@ export async function runJob(
 
     const needsFloat = data.evaluation !== undefined || spec.kind === 'qat';
     const floatModel = needsFloat ? await loadTfModel(source, owned) : undefined;
-    const inputDtype = floatModel ? inputDtypeOf(floatModel) : 'float32';
-    const batchesOf = (dataset: Dataset, range: { start?: number; end?: number } = {}) =>
-      tensorBatches(dataset, batchSize, spec, inputDtype, range);
+    // Every model of a job (float, exported, simulated) takes the same inputs in the same order.
+    const batchesOf = (feeds: RunnableModel, dataset: Dataset) =>
+      tensorBatches(dataset, batchSize, spec, inputsOf(feeds), {});
 
     if (data.evaluation && floatModel) {
       await report('evaluate', span.float, 0, 'evaluating the float model');
       metrics.float = await timed('evaluateFloatMs', () =>
-        evaluate(floatModel, batchesOf(data.evaluation!), { signal: options.signal }),
+        evaluate(floatModel, batchesOf(floatModel, data.evaluation!), { signal: options.signal }),
       );
     }
 
@@ -164,7 +166,7 @@ export async function runJob(
       await report('evaluate', span.evaluate, 0, `evaluating the exported model (${exportedStage})`);
       exported = await loadArtifact(files, owned);
       metrics[exportedStage] = await timed('evaluateExportedMs', () =>
-        evaluate(exported!, batchesOf(data.evaluation!), { reference: floatModel, signal: options.signal }),
+        evaluate(exported!, batchesOf(floatModel, data.evaluation!), { reference: floatModel, signal: options.signal }),
       );
     }
 
@@ -188,7 +190,10 @@ export async function runJob(
         const simulated = await withFakeQuantActivations(exported, grids);
         owned.push(simulated);
         metrics.integer = await timed('evaluateIntegerMs', () =>
-          evaluate(simulated, batchesOf(data.evaluation!), { reference: floatModel, signal: options.signal }),
+          evaluate(simulated, batchesOf(floatModel, data.evaluation!), {
+            reference: floatModel,
+            signal: options.signal,
+          }),
         );
       }
     } else if (spec.activations && data.calibration) {
@@ -205,14 +210,14 @@ export async function runJob(
       if (exported instanceof tf.LayersModel) {
         const layersModel = exported;
         calibrated = await timed('calibrateMs', () =>
-          calibrateActivations(layersModel, batchesOf(data.calibration!), calibration),
+          calibrateActivations(layersModel, batchesOf(layersModel, data.calibration!), calibration),
         );
         simulate = () => withFakeQuantActivations(layersModel, calibrated);
       } else {
         const graphModel = exported;
         const modelFiles = artifactModelFiles(files);
         calibrated = await timed('calibrateMs', () =>
-          calibrateGraphActivations(graphModel, modelFiles, batchesOf(data.calibration!), calibration),
+          calibrateGraphActivations(graphModel, modelFiles, batchesOf(graphModel, data.calibration!), calibration),
         );
         simulate = () => loadRunnable(withFakeQuantGraphActivations(modelFiles, calibrated));
       }
@@ -221,7 +226,10 @@ export async function runJob(
         const simulated = await simulate();
         owned.push(simulated);
         metrics.integer = await timed('evaluateIntegerMs', () =>
-          evaluate(simulated, batchesOf(data.evaluation!), { reference: floatModel, signal: options.signal }),
+          evaluate(simulated, batchesOf(floatModel, data.evaluation!), {
+            reference: floatModel,
+            signal: options.signal,
+          }),
         );
       }
     }
@@ -283,10 +291,17 @@ export async function trainQat(
   try {
     const { epochs, batchSize, learningRate, optimizer, momentum, learningRateDecay, validationSplit, ste } = spec.qat;
     const trainEnd = Math.floor(dataset.samples * (1 - validationSplit));
-    const inputDtype = inputDtypeOf(loaded);
-    const batches = (range: { start?: number; end?: number }) => ({
-      [Symbol.asyncIterator]: () => tensorBatches(dataset, batchSize, spec, inputDtype, range)[Symbol.asyncIterator](),
-    });
+    const feed = inputsOf(loaded);
+    if (feed.length !== 1) {
+      throw new DatasetError(
+        `quantization-aware training takes single-input models; this one has ${feed.length} inputs (PTQ calibrates and evaluates them)`,
+      );
+    }
+    // One input: each batch's x is a single tensor, as training takes it.
+    const batches = (range: { start?: number; end?: number }) =>
+      ({
+        [Symbol.asyncIterator]: () => tensorBatches(dataset, batchSize, spec, feed, range)[Symbol.asyncIterator](),
+      }) as AsyncIterable<TrainingBatch>;
     const plan = qatPlan(
       planTensors(model, spec).selected.map((t) => ({
         name: t.name,
@@ -299,43 +314,38 @@ export async function trainQat(
     const batchesPerEpoch = Math.ceil(trainEnd / batchSize);
     const maxDrop = spec.target?.maxDrop;
     const floatAccuracy = floatMetrics?.accuracy;
-    const result = await trainQuantizationAware(
-      trainable,
-      batches({ end: trainEnd }) as AsyncIterable<Required<Batch>>,
-      {
-        plan,
-        epochs,
-        learningRate,
-        optimizer,
-        momentum,
-        learningRateDecay,
-        ste,
-        seed: 'seed' in spec.method ? spec.method.seed : 0,
-        regularizer: quantizers?.regularizer,
-        validationData:
-          validationSplit > 0 ? (batches({ start: trainEnd }) as AsyncIterable<Required<Batch>>) : undefined,
-        signal: options.signal,
-        resumeFrom: options.resumeFrom,
-        onCheckpoint: options.onCheckpoint,
-        onBatch: (m) =>
-          progress(
-            ((m.epoch - 1) * batchesPerEpoch + m.batch) / (epochs * batchesPerEpoch),
-            `epoch ${m.epoch}/${epochs} batch ${m.batch}`,
-            {
-              training: { epoch: m.epoch, batch: m.batch, loss: m.loss, metric: m.metric },
-            },
-          ),
-        onEpoch: (m) =>
-          progress(m.epoch / epochs, `epoch ${m.epoch}/${epochs}: loss ${m.loss.toFixed(4)}`, {
-            training: { epoch: m.epoch, loss: m.loss, metric: m.metric, valMetric: m.valMetric },
-          }),
-        // Early stop once the held-out accuracy at Q(w) is within the allowed drop of the float model's.
-        earlyStop:
-          maxDrop !== undefined && floatAccuracy !== undefined
-            ? (m) => m.valMetric !== undefined && m.metricName === 'accuracy' && floatAccuracy - m.valMetric <= maxDrop
-            : undefined,
-      },
-    );
+    const result = await trainQuantizationAware(trainable, batches({ end: trainEnd }), {
+      plan,
+      epochs,
+      learningRate,
+      optimizer,
+      momentum,
+      learningRateDecay,
+      ste,
+      seed: 'seed' in spec.method ? spec.method.seed : 0,
+      regularizer: quantizers?.regularizer,
+      validationData: validationSplit > 0 ? batches({ start: trainEnd }) : undefined,
+      signal: options.signal,
+      resumeFrom: options.resumeFrom,
+      onCheckpoint: options.onCheckpoint,
+      onBatch: (m) =>
+        progress(
+          ((m.epoch - 1) * batchesPerEpoch + m.batch) / (epochs * batchesPerEpoch),
+          `epoch ${m.epoch}/${epochs} batch ${m.batch}`,
+          {
+            training: { epoch: m.epoch, batch: m.batch, loss: m.loss, metric: m.metric },
+          },
+        ),
+      onEpoch: (m) =>
+        progress(m.epoch / epochs, `epoch ${m.epoch}/${epochs}: loss ${m.loss.toFixed(4)}`, {
+          training: { epoch: m.epoch, loss: m.loss, metric: m.metric, valMetric: m.valMetric },
+        }),
+      // Early stop once the held-out accuracy at Q(w) is within the allowed drop of the float model's.
+      earlyStop:
+        maxDrop !== undefined && floatAccuracy !== undefined
+          ? (m) => m.valMetric !== undefined && m.metricName === 'accuracy' && floatAccuracy - m.valMetric <= maxDrop
+          : undefined,
+    });
     const trainedValues = new Map(trainable.weights.map((w) => [w.originalName, w.read().dataSync() as Float32Array]));
     const weights = model.weights.map((w) =>
       trainedValues.has(w.name) && w.dtype === 'float32'
@@ -372,9 +382,45 @@ export async function loadArtifact(files: FileSet, owned: RunnableModel[]): Prom
   return runnable;
 }
 
-export function inputDtypeOf(model: RunnableModel): 'float32' | 'int32' {
-  const dtype = model.inputs[0]?.dtype;
-  return dtype === 'int32' ? 'int32' : 'float32';
+/** One input of a model, in the order its predict takes inputs. */
+export interface ModelInputInfo {
+  name: string;
+  dtype: 'float32' | 'int32';
+}
+
+export function inputsOf(model: RunnableModel): ModelInputInfo[] {
+  const names = model instanceof tf.LayersModel ? model.inputNames : model.inputs.map((input) => input.name);
+  return model.inputs.map((input, i) => ({ name: names[i], dtype: input.dtype === 'int32' ? 'int32' : 'float32' }));
+}
+
+/**
+ * Which of a dataset's named arrays feeds each of the model's inputs, in the model's order (null: the
+ * dataset's one x feeds the model's only input).
+ */
+function inputOrder(dataset: Dataset, feed: ModelInputInfo[]): number[] | null {
+  const named = dataset.inputs;
+  if (!named) {
+    if (feed.length > 1) {
+      throw new DatasetError(
+        `the model has ${feed.length} inputs (${feed.map((i) => i.name).join(', ')}); the dataset gives one x: send one array per input, named by it`,
+      );
+    }
+    return null;
+  }
+  if (named.length !== feed.length) {
+    throw new DatasetError(
+      `the dataset has ${named.length} inputs (${named.map((a) => a.name).join(', ')}) for a model of ${feed.length} (${feed.map((i) => i.name).join(', ')})`,
+    );
+  }
+  return feed.map((input) => {
+    const at = named.findIndex((array) => sameInput(array.name, input.name));
+    if (at < 0) {
+      throw new DatasetError(
+        `the dataset has no array for input '${input.name}' (it has ${named.map((a) => a.name).join(', ')})`,
+      );
+    }
+    return at;
+  });
 }
 
 /**
@@ -385,11 +431,20 @@ export async function* tensorBatches(
   dataset: Dataset,
   batchSize: number,
   spec: JobSpec,
-  xDtype: 'float32' | 'int32',
+  feed: ModelInputInfo[],
   range: { start?: number; end?: number },
 ): AsyncGenerator<Batch> {
-  for await (const batch of dataset.batches(batchSize, { preprocess: spec.preprocess, xDtype, ...range })) {
-    const x = tf.tensor(batch.x, [batch.count, ...dataset.x.sampleShape], xDtype);
+  const order = inputOrder(dataset, feed);
+  const named = dataset.inputs;
+  const xDtype = feed[0]?.dtype ?? 'float32';
+  const inputDtypes = order && named ? Object.fromEntries(order.map((at, k) => [named[at].name, feed[k].dtype])) : {};
+  const options = { preprocess: spec.preprocess, xDtype, inputDtypes, ...range };
+  for await (const batch of dataset.batches(batchSize, options)) {
+    const tensors =
+      order && named && batch.inputs
+        ? order.map((at, k) => tf.tensor(batch.inputs![at], [batch.count, ...named[at].sampleShape], feed[k].dtype))
+        : [tf.tensor(batch.x, [batch.count, ...dataset.x.sampleShape], xDtype)];
+    const x = tensors.length === 1 ? tensors[0] : tensors;
     const labels = dataset.y;
     const y =
       batch.y && labels
@@ -400,7 +455,7 @@ export async function* tensorBatches(
     try {
       yield y ? { x, y } : { x };
     } finally {
-      x.dispose();
+      tf.dispose(tensors);
       y?.dispose();
     }
   }
