@@ -8,17 +8,19 @@ import { randomUUID } from 'node:crypto';
 import { existsSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
 import { resolve } from 'node:path';
-import { parseArgs } from 'node:util';
+import type { parseArgs } from 'node:util';
 import cliProgress from 'cli-progress';
 import { Redis } from 'ioredis';
+import { closestFlag, commandUsage, parseCommand, UsageError, type Command, type Flags } from './cli/args.js';
 import { ApiError, QaasClient, type RemoteJob } from './client/index.js';
 import { loadConfig } from './config.js';
+import { InputError } from './errors.js';
 import { parseJobSpec, SpecError, type JobSpec } from './jobs/spec.js';
 import { selectBackend } from './model/backend.js';
-import { ModelError } from './model/errors.js';
 import { readModelDir } from './model/read.js';
-import { datasetFiles, DatasetError, openDataset, type Dataset } from './model/dataset/index.js';
-import { runJob, type JobDatasets, type JobReport } from './pipeline/job.js';
+import { datasetFiles, openDataset, type Dataset } from './model/dataset/index.js';
+import { runJob } from './pipeline/run.js';
+import type { JobDatasets, JobReport } from './pipeline/types.js';
 import { methodNames } from './quant/methods/index.js';
 import { EXACT_SQNR_DB } from './quant/metrics.js';
 import { BlobStore } from './storage/blobs.js';
@@ -28,58 +30,122 @@ import { terminalStatuses } from './storage/types.js';
 import { writeTreeAtomically } from './storage/tree.js';
 import { packageVersion } from './version.js';
 
+/** The job spec's fields as flags, shared by `quantize` and `submit`; they override the --spec file's fields. */
+const specFlags = {
+  spec: { type: 'string', arg: 'file', help: 'job spec JSON (its method, layers and output fields)' },
+  method: { type: 'string', short: 'm', arg: 'name', help: methodNames.join(' | ') },
+  bits: { type: 'string', short: 'b', arg: 'n', help: 'bits per code' },
+  symmetric: { type: 'boolean', help: 'affine: zero point 0' },
+  asymmetric: { type: 'boolean', help: 'affine: a zero point from the range' },
+  granularity: { type: 'string', arg: 'g', help: 'per-tensor | per-channel' },
+  rounding: { type: 'string', arg: 'r', help: 'nearest | stochastic' },
+  range: { type: 'string', arg: 'r', help: 'affine clipping range: minmax | percentile | mse' },
+  percentile: { type: 'string', arg: 'p', help: 'with --range percentile' },
+  init: { type: 'string', arg: 'i', help: 'kmeans init: linear | density | kmeans++' },
+  'subvector-length': { type: 'string', arg: 'd', help: 'pq sub-vector length' },
+  codebooks: {
+    type: 'string',
+    arg: 'c',
+    help: 'pq: per-block | shared (one codebook for the whole tensor: ~bits/d bits per weight)',
+  },
+  stochastic: { type: 'boolean', help: 'stochastic binarization' },
+  seed: { type: 'string', arg: 'n', help: 'seed of every random choice' },
+  skip: { type: 'string', multiple: true, arg: 'glob', help: 'leave matching weights in float32 (repeatable)' },
+  'shard-size': { type: 'string', arg: 'bytes', help: 'model/ shard size (default 4 MiB)' },
+  kind: {
+    type: 'string',
+    arg: 'k',
+    help: 'ptq (default) | qat (needs --train) | analyze (needs --eval) | auto (--eval and a target)',
+  },
+  'max-drop': { type: 'string', arg: 'd', help: 'auto target: the largest metric drop allowed (e.g. 0.01)' },
+  'max-bytes': { type: 'string', arg: 'n', help: 'auto target: the largest packed size' },
+  data: { type: 'string', arg: 'ref', help: 'one dataset for calibration, evaluation and training (unless given)' },
+  calibration: {
+    type: 'string',
+    arg: 'ref',
+    help: 'activation ranges; a ref is data.npz, data.json {x, y}, x.npy or x.npy,y.npy',
+  },
+  eval: { type: 'string', arg: 'ref', help: 'metrics of the float and the exported model (accuracy, agreement, ...)' },
+  train: { type: 'string', arg: 'ref', help: 'quantization-aware training' },
+  'activation-bits': { type: 'string', arg: 'n', help: 'simulate n-bit integer activations (needs calibration data)' },
+  'activation-calibration': { type: 'string', arg: 'c', help: 'minmax | percentile | mse | kl' },
+  scale: { type: 'string', arg: 's', help: 'preprocess: x * scale + offset (0.00392156862 for raw pixels)' },
+  offset: { type: 'string', arg: 'o', help: 'preprocess: x * scale + offset' },
+  quiet: { type: 'boolean', short: 'q', help: 'no progress bar or table' },
+} as const satisfies Flags;
+
+const serviceFlags = {
+  api: { type: 'string', arg: 'url', help: 'the service (default $QAAS_API_URL, else http://127.0.0.1:8080)' },
+  'api-key': { type: 'string', arg: 'key', help: 'bearer key (default $QAAS_API_KEY)' },
+} as const satisfies Flags;
+
+const outFlag = {
+  out: { type: 'string', short: 'o', arg: 'outDir', help: 'where model/, packed/ and report.json are written' },
+} as const satisfies Flags;
+
+const commands = {
+  serve: {
+    name: 'serve',
+    synopsis: 'serve',
+    about:
+      'The API and QAAS_WORKERS embedded workers until SIGTERM/SIGINT. Configured by the environment: PORT, HOST,\n' +
+      'REDIS_URL, DATA_DIR, QAAS_WORKERS, QAAS_API_KEYS, ... (README, Configuration).',
+    flags: {},
+  },
+  worker: {
+    name: 'worker',
+    synopsis: 'worker',
+    about: 'Workers only (QAAS_WORKERS at a time), on the same REDIS_URL and DATA_DIR as the API, until SIGTERM.',
+    flags: {},
+  },
+  quantize: {
+    name: 'quantize',
+    synopsis: 'quantize <modelDir> --out <outDir> [options]',
+    about: 'Runs the job on local files with no service or Redis (the offline path).',
+    flags: { ...outFlag, ...specFlags },
+  },
+  submit: {
+    name: 'submit',
+    synopsis: 'submit <modelDir | archive | modelId> [--out <outDir>] [options]',
+    about:
+      'The same job through a running service: uploads the model and the local datasets (a dataset ref may\n' +
+      "also be a ds_ id), submits, follows the job's events and downloads its artifacts. Exit 0 when the job\n" +
+      'succeeded, 1 when it failed or was cancelled, 2 on bad input.',
+    flags: {
+      ...outFlag,
+      ...serviceFlags,
+      priority: { type: 'string', arg: 'n', help: 'queue order: 0 (default) first, larger numbers later' },
+      detach: { type: 'boolean', help: 'print the job id once it is queued and exit' },
+      ...specFlags,
+    },
+  },
+  fetch: {
+    name: 'fetch',
+    synopsis: 'fetch <jobId> [--out <outDir>]',
+    about: 'Waits for a job (e.g. one submitted with --detach) and downloads it; exit codes as submit.',
+    flags: { ...outFlag, ...serviceFlags, quiet: specFlags.quiet },
+  },
+  sweep: {
+    name: 'sweep',
+    synopsis: 'sweep [--grace-minutes <n>] [--dry-run]',
+    about:
+      'Removes the blobs no model or dataset names any more once older than the grace period, the temp files\n' +
+      'of uploads that died and the artifacts of deleted jobs (REDIS_URL, DATA_DIR).',
+    flags: {
+      'grace-minutes': { type: 'string', arg: 'n', help: 'age before an unreferenced blob goes (default 60)' },
+      'dry-run': { type: 'boolean', help: 'only count what would be removed' },
+    },
+  },
+} as const satisfies Record<string, Command<Flags>>;
+
 const usage = `qaas ${packageVersion} — quantization as a service
 
-Usage:
-  qaas serve                      API + embedded workers (env: PORT, HOST, REDIS_URL, DATA_DIR, QAAS_WORKERS, ...)
-  qaas worker                     workers only, on the same REDIS_URL and DATA_DIR
-  qaas quantize <modelDir> --out <outDir> [options]
-  qaas fetch <jobId> [--out <outDir>]
-                                  waits for a job (e.g. one submitted with --detach) and downloads it
-  qaas sweep [--grace-minutes <n>] [--dry-run]
-                                  removes the blobs no model or dataset names any more, once older than
-                                  the grace period (default 60 minutes), and dead uploads' temp files
-  qaas submit <modelDir | archive | modelId> [--out <outDir>] [options]
-                                  the same job through a running service: uploads the model and the local
-                                  datasets, submits, follows the job's events, downloads its artifacts
+Usage: qaas <command> [options]     (qaas <command> --help lists its options)
 
-submit and fetch options:
-  --api <url>                the service (default $QAAS_API_URL, else http://127.0.0.1:8080)
-  --api-key <key>            bearer key (default $QAAS_API_KEY)
-  --priority <n>             queue order: 0 (default) first, larger numbers later
-  --detach                   print the job id once it is queued and exit
-
-options of both (override the --spec file's fields; a dataset ref for submit may also be a ds_ id):
-  --spec <file>              job spec JSON (its method, layers and output fields)
-  --method <name>            ${methodNames.join(' | ')}
-  --bits <n>                 bits per code
-  --symmetric / --asymmetric affine zero point
-  --granularity <g>          per-tensor | per-channel
-  --rounding <r>             nearest | stochastic
-  --range <r>                affine clipping range: minmax | percentile | mse
-  --percentile <p>           with --range percentile
-  --init <i>                 kmeans init: linear | density | kmeans++
-  --subvector-length <d>     pq sub-vector length
-  --codebooks <c>            pq: per-block | shared (one codebook for the whole tensor: ~bits/d bits per weight)
-  --stochastic               stochastic binarization
-  --seed <n>                 seed of every random choice
-  --skip <glob>              leave matching weights in float32 (repeatable)
-  --kind <k>                 ptq (default) | qat (needs --train; epochs etc. from the spec's qat block)
-                             | analyze (per-tensor sensitivity, needs --eval) | auto (needs --eval and a target)
-  --max-drop <d>             target for auto: the largest metric drop allowed (e.g. 0.01)
-  --max-bytes <n>            target for auto: the largest packed size
-  --data <ref>               one dataset for calibration, evaluation and training (unless given below)
-  --calibration <ref>        activation ranges; a ref is data.npz, data.json {x, y}, x.npy or x.npy,y.npy
-  --eval <ref>               metrics of the float and the exported model (accuracy, agreement, ...)
-  --train <ref>              quantization-aware training
-  --activation-bits <n>      simulate n-bit integer activations (needs calibration data)
-  --activation-calibration <c>  minmax | percentile | mse | kl
-  --scale <s> --offset <o>   preprocess: x * scale + offset (e.g. --scale 0.00392156862 for raw pixels)
-  --shard-size <bytes>       model/ shard size (default 4 MiB)
-  --quiet                    no progress bar or table
+${Object.values(commands)
+  .map((command) => `  qaas ${command.synopsis}\n${command.about.replace(/^/gm, '      ')}`)
+  .join('\n')}
 `;
-
-class UsageError extends Error {}
 
 async function main(argv: string[]): Promise<number> {
   const [command, ...rest] = argv;
@@ -94,6 +160,10 @@ async function main(argv: string[]): Promise<number> {
       return sweep(rest);
     case 'serve':
     case 'worker': {
+      const parsed = parseCommand(commands[command], rest);
+      if (!parsed) return 0;
+      if (parsed.positionals.length > 0)
+        throw new UsageError(`${command} takes no arguments; run qaas ${command} --help`);
       const { serve, runWorkers } = await import('./service.js');
       await (command === 'serve' ? serve(loadConfig()) : runWorkers(loadConfig()));
       return 0;
@@ -101,50 +171,29 @@ async function main(argv: string[]): Promise<number> {
     case undefined:
     case '-h':
     case '--help':
-    case 'help':
       process.stdout.write(usage);
       return 0;
+    case 'help': {
+      const topic = rest[0];
+      if (topic === undefined) process.stdout.write(usage);
+      else if (Object.hasOwn(commands, topic))
+        process.stdout.write(commandUsage(commands[topic as keyof typeof commands]));
+      else throw new UsageError(`unknown command "${topic}"; run qaas --help`);
+      return 0;
+    }
     case '--version':
       process.stdout.write(`${packageVersion}\n`);
       return 0;
-    default:
-      throw new UsageError(`unknown command "${command}"; run qaas --help`);
+    default: {
+      const suggestion = closestFlag(command, Object.keys(commands));
+      throw new UsageError(
+        `unknown command "${command}"${suggestion ? ` (did you mean ${suggestion}?)` : ''}; run qaas --help`,
+      );
+    }
   }
 }
 
-/** The job spec's fields as flags, shared by `quantize` and `submit`. */
-const specOptions = {
-  spec: { type: 'string' },
-  method: { type: 'string', short: 'm' },
-  bits: { type: 'string', short: 'b' },
-  symmetric: { type: 'boolean' },
-  asymmetric: { type: 'boolean' },
-  granularity: { type: 'string' },
-  rounding: { type: 'string' },
-  range: { type: 'string' },
-  percentile: { type: 'string' },
-  init: { type: 'string' },
-  'subvector-length': { type: 'string' },
-  codebooks: { type: 'string' },
-  stochastic: { type: 'boolean' },
-  seed: { type: 'string' },
-  skip: { type: 'string', multiple: true },
-  'shard-size': { type: 'string' },
-  kind: { type: 'string' },
-  'max-drop': { type: 'string' },
-  'max-bytes': { type: 'string' },
-  data: { type: 'string' },
-  calibration: { type: 'string' },
-  eval: { type: 'string' },
-  train: { type: 'string' },
-  'activation-bits': { type: 'string' },
-  'activation-calibration': { type: 'string' },
-  scale: { type: 'string' },
-  offset: { type: 'string' },
-  quiet: { type: 'boolean', short: 'q' },
-} as const;
-
-type SpecFlags = ReturnType<typeof parseArgs<{ options: typeof specOptions }>>['values'];
+type SpecFlags = ReturnType<typeof parseArgs<{ options: typeof specFlags }>>['values'];
 
 /** The spec the flags describe, over the --spec file's fields; not yet validated (parseJobSpec does that). */
 async function specFromFlags(values: SpecFlags): Promise<Record<string, unknown>> {
@@ -212,13 +261,11 @@ function progressBar(quiet: boolean | undefined): cliProgress.SingleBar | undefi
 }
 
 async function quantize(args: string[]): Promise<number> {
-  const { values, positionals } = parseArgs({
-    args,
-    allowPositionals: true,
-    options: { ...specOptions, out: { type: 'string', short: 'o' } },
-  });
-  if (positionals.length !== 1) throw new UsageError('quantize takes one model directory; run qaas --help');
-  if (!values.out) throw new UsageError('quantize needs --out <outDir>');
+  const parsed = parseCommand(commands.quantize, args);
+  if (!parsed) return 0;
+  const { values, positionals } = parsed;
+  if (positionals.length !== 1) throw new UsageError('quantize takes one model directory; run qaas quantize --help');
+  if (!values.out) throw new UsageError('quantize needs --out <outDir>; run qaas quantize --help');
   const spec = parseJobSpec(await specFromFlags(values));
 
   const backend = await selectBackend(loadConfig().tfBackend);
@@ -240,20 +287,11 @@ async function quantize(args: string[]): Promise<number> {
 }
 
 async function submit(args: string[]): Promise<number> {
-  const { values, positionals } = parseArgs({
-    args,
-    allowPositionals: true,
-    options: {
-      ...specOptions,
-      out: { type: 'string', short: 'o' },
-      api: { type: 'string' },
-      'api-key': { type: 'string' },
-      priority: { type: 'string' },
-      detach: { type: 'boolean' },
-    },
-  });
+  const parsed = parseCommand(commands.submit, args);
+  if (!parsed) return 0;
+  const { values, positionals } = parsed;
   if (positionals.length !== 1)
-    throw new UsageError('submit takes one model directory, archive or model id; run qaas --help');
+    throw new UsageError('submit takes one model directory, archive or model id; run qaas submit --help');
   const [model] = positionals;
   const raw = {
     ...(await specFromFlags(values)),
@@ -293,18 +331,11 @@ async function submit(args: string[]): Promise<number> {
 
 /** `qaas fetch <jobId>`: waits for a job submitted earlier (say with --detach) and downloads it like submit. */
 async function fetchJob(args: string[]): Promise<number> {
-  const { values, positionals } = parseArgs({
-    args,
-    allowPositionals: true,
-    options: {
-      out: { type: 'string', short: 'o' },
-      api: { type: 'string' },
-      'api-key': { type: 'string' },
-      quiet: { type: 'boolean', short: 'q' },
-    },
-  });
+  const parsed = parseCommand(commands.fetch, args);
+  if (!parsed) return 0;
+  const { values, positionals } = parsed;
   if (positionals.length !== 1 || !isId('jobs', positionals[0]))
-    throw new UsageError('fetch takes one job id (job_…); run qaas --help');
+    throw new UsageError('fetch takes one job id (job_…); run qaas fetch --help');
   const client = serviceClient(values);
   return awaitJob(client, await client.job(positionals[0]), values);
 }
@@ -370,10 +401,10 @@ async function follow(
 }
 
 async function sweep(args: string[]): Promise<number> {
-  const { values } = parseArgs({
-    args,
-    options: { 'grace-minutes': { type: 'string' }, 'dry-run': { type: 'boolean' } },
-  });
+  const parsed = parseCommand(commands.sweep, args);
+  if (!parsed) return 0;
+  const { values, positionals } = parsed;
+  if (positionals.length > 0) throw new UsageError('sweep takes no arguments; run qaas sweep --help');
   const graceMinutes = numberFlag('grace-minutes', values['grace-minutes']) ?? 60;
   if (graceMinutes < 0) throw new UsageError('--grace-minutes must be ≥ 0');
   const config = loadConfig();
@@ -505,9 +536,7 @@ function isBadInput(error: unknown): boolean {
   const code = (error as NodeJS.ErrnoException | undefined)?.code ?? '';
   return (
     error instanceof UsageError ||
-    error instanceof SpecError ||
-    error instanceof ModelError ||
-    error instanceof DatasetError ||
+    error instanceof InputError ||
     (error instanceof ApiError && error.status < 500) ||
     code === 'ENOENT' ||
     code.startsWith('ERR_PARSE_ARGS')

@@ -15,6 +15,7 @@ import { pino } from 'pino';
 import type { Config } from './config.js';
 import { buildApp } from './http/app.js';
 import { workerConnection, workerRedis, type QuantizePayload, type WebhookPayload } from './jobs/queue.js';
+import { rejectSandboxInitOnExit } from './jobs/sandbox-init.js';
 import { RecordStore } from './storage/records.js';
 import { webhookProcessor } from '../workers/webhook.js';
 
@@ -56,6 +57,7 @@ export function startWorkers(config: Config, options: WorkerOptions = {}): Closa
   const prefix = `${config.redisPrefix}:bull`;
   const script = processorFile('quantize');
   if (!existsSync(script)) throw new Error(`${script} is missing: run \`npm run build\` first`);
+  rejectSandboxInitOnExit();
   const quantize = new Worker<QuantizePayload>('quantize', script, {
     connection: workerConnection(config.redisUrl),
     prefix,

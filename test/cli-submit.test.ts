@@ -215,7 +215,7 @@ describe('qaas submit', () => {
     expect(report.tensors.map((t: { method: string }) => t.method)).toEqual(['ternary', 'ternary']);
     const badId = await qaas('fetch', 'not-a-job');
     expect(badId.code).toBe(2);
-    expect(badId.stderr).toBe('qaas: fetch takes one job id (job_…); run qaas --help\n');
+    expect(badId.stderr).toBe('qaas: fetch takes one job id (job_…); run qaas fetch --help\n');
   });
 
   it('waits out the rate limit (429 with Retry-After) instead of failing', async () => {

@@ -117,3 +117,54 @@ describe('qaas quantize', () => {
     expect(badBits.stderr).toContain('/method/bits');
   });
 });
+
+describe('qaas help and flags', () => {
+  it('gives every subcommand a --help that exits 0 and lists the flags its parser takes', async () => {
+    const expected: Record<string, string[]> = {
+      serve: [],
+      worker: [],
+      quantize: ['--out, -o <outDir>', '--bits, -b <n>', '--granularity <g>', '--skip <glob>', '--quiet, -q'],
+      submit: ['--api <url>', '--api-key <key>', '--priority <n>', '--detach', '--bits, -b <n>', '--eval <ref>'],
+      fetch: ['--out, -o <outDir>', '--api <url>', '--api-key <key>', '--quiet, -q'],
+      sweep: ['--grace-minutes <n>', '--dry-run'],
+    };
+    for (const [command, flags] of Object.entries(expected)) {
+      for (const help of command === 'quantize' ? ['--help', '-h'] : ['--help']) {
+        const result = await qaas(command, help);
+        expect(result.code, `${command} ${help}`).toBe(0);
+        expect(result.stderr).toBe('');
+        expect(result.stdout.split('\n')[0]).toMatch(new RegExp(`^Usage: qaas ${command}\\b`));
+        for (const flag of [...flags, '--help, -h'])
+          expect(result.stdout, `${command}: ${flag}`).toContain(`  ${flag}  `);
+      }
+    }
+    const top = await qaas('--help');
+    expect(top.code).toBe(0);
+    for (const command of Object.keys(expected)) expect(top.stdout).toContain(`  qaas ${command}`);
+  });
+
+  it('names the closest flag for a typo, lists the flags, and exits 2', async () => {
+    const typo = await qaas('quantize', join(dir, 'model'), '--out', join(dir, 'typo'), '--bitz', '4');
+    expect(typo.code).toBe(2);
+    const lines = typo.stderr.split('\n');
+    expect(lines[0]).toBe('qaas: unknown option --bitz for quantize; did you mean --bits?');
+    expect(lines[2]).toBe('Usage: qaas quantize <modelDir> --out <outDir> [options]');
+    expect(typo.stderr).toContain('  --bits, -b <n>  ');
+    expect(typo.stdout).toBe('');
+    const prefix = await qaas('submit', 'mdl_x', '--gran', 'per-channel');
+    expect(prefix.stderr.split('\n')[0]).toBe('qaas: unknown option --gran for submit; did you mean --granularity?');
+    const far = await qaas('sweep', '--frobnicate');
+    expect(far.code).toBe(2);
+    expect(far.stderr.split('\n')[0]).toBe('qaas: unknown option --frobnicate for sweep');
+    expect(far.stderr).toContain('  --dry-run  ');
+    const command = await qaas('quantise');
+    expect(command.code).toBe(2);
+    expect(command.stderr).toBe('qaas: unknown command "quantise" (did you mean quantize?); run qaas --help\n');
+    const missing = await qaas('quantize', join(dir, 'model'), '--out');
+    expect(missing.code).toBe(2);
+    expect(missing.stderr).toBe("qaas: Option '-o, --out <value>' argument missing; run qaas quantize --help\n");
+    const extra = await qaas('serve', 'now');
+    expect(extra.code).toBe(2);
+    expect(extra.stderr).toBe('qaas: serve takes no arguments; run qaas serve --help\n');
+  });
+});

@@ -5,6 +5,7 @@
  */
 import { Type, type Static } from '@sinclair/typebox';
 import { FormatRegistry } from '@sinclair/typebox';
+import { InputError } from '../errors.js';
 import { withDefaults } from '../quant/schema.js';
 import { MethodParamsError, methodNames, parseMethodParams, type MethodParams } from '../quant/methods/index.js';
 import {
@@ -142,6 +143,65 @@ export const QatSpec = Type.Object(
   { additionalProperties: false, default: {}, ...kinds('qat', 'auto') },
 );
 
+export const PtqSpec = Type.Object(
+  {
+    algorithm: Type.Union([Type.Literal('nearest'), Type.Literal('gptq'), Type.Literal('adaround')], {
+      default: 'nearest',
+      description:
+        'how affine weights pick their codes: nearest rounding, or learned from data.calibration layer by layer — ' +
+        'gptq (Frantar et al. 2022: inverse-Hessian error feedback) or adaround (Nagel et al. 2020: learned up/down ' +
+        'rounding); Dense, Conv2D and DepthwiseConv2D kernels (graph MatMul, Conv2D, DepthwiseConv2dNative)',
+    }),
+    samples: Type.Integer({
+      minimum: 1,
+      maximum: 65536,
+      default: 256,
+      description: 'calibration samples each layer’s inputs are collected from',
+    }),
+    maxPositions: Type.Integer({
+      minimum: 1,
+      maximum: 65536,
+      default: 256,
+      description: 'output positions of a convolution sampled per calibration sample (im2col rows)',
+    }),
+    gptq: Type.Object(
+      {
+        percdamp: Type.Number({
+          minimum: 0,
+          maximum: 1,
+          default: 0.01,
+          description: 'dampening λ = percdamp · mean(diag H)',
+        }),
+        actOrder: Type.Boolean({ default: true, description: 'quantize inputs in order of decreasing diag(H)' }),
+        blockSize: Type.Integer({ minimum: 1, maximum: 65536, default: 128, description: 'lazy-update block size' }),
+      },
+      { additionalProperties: false, default: {} },
+    ),
+    adaround: Type.Object(
+      {
+        iterations: Type.Integer({ minimum: 1, maximum: 100000, default: 1000 }),
+        learningRate: Type.Number({ exclusiveMinimum: 0, maximum: 10, default: 0.05, description: 'Adam, on V' }),
+        regularization: Type.Number({
+          minimum: 0,
+          maximum: 100,
+          default: 0.1,
+          description: 'λ of the rounding regulariser (the reconstruction term is 1 at nearest rounding)',
+        }),
+        betaStart: Type.Number({ exclusiveMinimum: 0, maximum: 1000, default: 20 }),
+        betaEnd: Type.Number({ exclusiveMinimum: 0, maximum: 1000, default: 2 }),
+        warmup: Type.Number({
+          minimum: 0,
+          maximum: 1,
+          default: 0.2,
+          description: 'share of the iterations before the regulariser starts',
+        }),
+      },
+      { additionalProperties: false, default: {} },
+    ),
+  },
+  { additionalProperties: false, default: {}, description: 'post-training rounding (kind ptq)' },
+);
+
 export const TargetSpec = Type.Object(
   {
     metric: Type.Union(
@@ -212,6 +272,7 @@ export const JobSpecSchema = Type.Object(
       Type.Boolean({ description: 'fold BatchNormalization into the preceding Conv/Dense (default: true for ptq)' }),
     ),
     activations: Type.Optional(ActivationsSpec),
+    ptq: PtqSpec,
     qat: QatSpec,
     target: Type.Optional(TargetSpec),
     search: SearchSpec,
@@ -245,10 +306,11 @@ export interface SpecProblem {
   message: string;
 }
 
-export class SpecError extends Error {
+export class SpecError extends InputError {
+  override name = 'SpecError';
+
   constructor(readonly problems: SpecProblem[]) {
-    super(problems.map((p) => `${p.path || '/'}: ${p.message}`).join('; '));
-    this.name = 'SpecError';
+    super('invalid-job-spec', problems.map((p) => `${p.path || '/'}: ${p.message}`).join('; '), { problems });
   }
 }
 
@@ -311,6 +373,7 @@ function combinationProblems(spec: RawJobSpec): SpecProblem[] {
       });
     }
   }
+  if (spec.ptq.algorithm !== 'nearest') problems.push(...learnedRoundingProblems(spec));
   const trainedActivations = spec.activations !== undefined && spec.activations.quantizer !== 'calibrated';
   if (trainedActivations && spec.kind !== 'qat') {
     problems.push({
@@ -330,6 +393,34 @@ function combinationProblems(spec: RawJobSpec): SpecProblem[] {
     problems.push({
       path: '/data/evaluation',
       message: 'target.maxDrop needs an evaluation dataset to measure the drop on',
+    });
+  }
+  return problems;
+}
+
+/** GPTQ and AdaRound choose codes on the affine grid from layer inputs: they need both. */
+function learnedRoundingProblems(spec: RawJobSpec): SpecProblem[] {
+  const algorithm = spec.ptq.algorithm;
+  const problems: SpecProblem[] = [];
+  if (spec.kind !== 'ptq' && spec.kind !== 'auto') {
+    problems.push({ path: '/ptq/algorithm', message: `"${algorithm}" rounds after training: kind must be "ptq"` });
+  }
+  if (!spec.data.calibration) {
+    problems.push({
+      path: '/data/calibration',
+      message: `ptq.algorithm "${algorithm}" needs a calibration dataset to take each layer's inputs from`,
+    });
+  }
+  const method = spec.method as { name: string; rounding?: unknown };
+  if (method.name !== 'affine') {
+    problems.push({
+      path: '/method/name',
+      message: `ptq.algorithm "${algorithm}" chooses codes on the affine grid: method must be "affine", not "${method.name}"`,
+    });
+  } else if (method.rounding === 'stochastic') {
+    problems.push({
+      path: '/method/rounding',
+      message: `ptq.algorithm "${algorithm}" replaces the rounding: method.rounding must be "nearest"`,
     });
   }
   return problems;

@@ -1,7 +1,8 @@
 /**
  * Post-training quantization of a whole model: pick the weights the spec asks for, run each through its
- * method, and produce the three artifacts of DESIGN.md §5 (stock-loadable `model/`, bit-packed `packed/`,
- * `report.json`) as an in-memory file set. The CLI writes it to a directory, the worker to storage.
+ * method, and produce the artifacts of DESIGN.md §5 (stock-loadable `model/`, bit-packed `packed/`) as an
+ * in-memory file set, and the report (run.ts writes it as `report.json`). The CLI writes the files to a
+ * directory, the worker to storage.
  *
  * Memory: the source model is one float copy; per tensor only codes and side information are kept after its
  * error is measured, and the writer re-derives values from them one tensor at a time, so no second float
@@ -112,13 +113,6 @@ export async function runPtq(model: LoadedModel, spec: JobSpec, options: Pipelin
   const progress = async (stage: PipelineProgress['stage'], percent: number, message: string): Promise<void> => {
     await options.onProgress?.({ stage, progress: Math.round(percent * 10) / 10, message });
   };
-  const checkAborted = (): void => {
-    if (options.signal?.aborted) {
-      const error = new Error('job cancelled');
-      error.name = 'AbortError';
-      throw error;
-    }
-  };
 
   const plan = planTensors(model, spec);
   const weightsByName = new Map(model.weights.map((w) => [w.name, w]));
@@ -128,7 +122,7 @@ export async function runPtq(model: LoadedModel, spec: JobSpec, options: Pipelin
   let done = 0;
 
   for (const target of plan.selected) {
-    checkAborted();
+    options.signal?.throwIfAborted();
     const weight = weightsByName.get(target.name)!;
     const values = weight.values as Float32Array;
     await progress('quantize', (90 * done) / totalWork, `quantizing ${weight.name} (${target.params.name})`);
@@ -161,7 +155,7 @@ export async function runPtq(model: LoadedModel, spec: JobSpec, options: Pipelin
   }
   const quantizeMs = performance.now() - started;
 
-  checkAborted();
+  options.signal?.throwIfAborted();
   await progress('write', 90, 'writing the stock TF.js model');
   const writeStarted = performance.now();
   const modelFiles = writeModel(model, quantized, { shardSizeBytes: spec.output.shardSizeBytes });
@@ -169,7 +163,7 @@ export async function runPtq(model: LoadedModel, spec: JobSpec, options: Pipelin
   for (const tensor of tensors) tensor.storedAs = storedAs.get(tensor.name) ?? 'float32';
   const writeMs = performance.now() - writeStarted;
 
-  checkAborted();
+  options.signal?.throwIfAborted();
   await progress('pack', 94, 'bit-packing codes');
   const packStarted = performance.now();
   const packedFiles = packModel(
@@ -228,7 +222,6 @@ export async function runPtq(model: LoadedModel, spec: JobSpec, options: Pipelin
       totalMs: round(performance.now() - started),
     },
   };
-  files.set('report.json', new TextEncoder().encode(`${JSON.stringify(report, null, 2)}\n`));
   await progress('report', 100, `${tensors.length} tensors quantized, ${packedBytes} bytes packed`);
   return { files, report };
 }

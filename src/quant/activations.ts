@@ -27,7 +27,7 @@
  * range (each old bin to the new bin holding its centre).
  */
 import * as tf from '@tensorflow/tfjs';
-import { FakeQuant } from '../model/fake-quant-layer.js';
+import { FakeQuant } from './fake-quant-layer.js';
 import type { BatchSource } from './evaluate.js';
 
 export type ActivationCalibration = 'minmax' | 'percentile' | 'mse' | 'kl';
@@ -344,11 +344,7 @@ export async function calibrateActivations(
   const probe = tf.model({ inputs: model.inputs, outputs: layers.map((layer) => layer.output as tf.SymbolicTensor) });
   const observers = layers.map(() => new ActivationObserver());
   for await (const batch of batches) {
-    if (options.signal?.aborted) {
-      const error = new Error('calibration cancelled');
-      error.name = 'AbortError';
-      throw error;
-    }
+    options.signal?.throwIfAborted();
     const outputs = probe.predict(batch.x) as tf.Tensor | tf.Tensor[];
     const list = Array.isArray(outputs) ? outputs : [outputs];
     try {

@@ -18,16 +18,8 @@
  */
 import * as tf from '@tensorflow/tfjs';
 import type { MethodParams } from './methods/index.js';
-import {
-  batchRows,
-  evaluate,
-  predict,
-  type Batch,
-  type EvaluableModel,
-  type MetricName,
-  type Metrics,
-  type ModelInput,
-} from './evaluate.js';
+import { batchRows, evaluate, predict, type Batch, type EvaluableModel, type ModelInput } from './evaluate.js';
+import type { MetricName, Metrics } from './types.js';
 import { dropOf, type MetricGoal } from './search.js';
 import type { QuantizedTensor } from './types.js';
 

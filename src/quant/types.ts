@@ -52,3 +52,16 @@ export interface QuantMethod<S extends TSchema = TSchema> {
   params: S;
   quantize(weights: Float32Array, shape: readonly number[], params: Static<S>, rng: Rng): QuantizedTensor;
 }
+
+/** What evaluation measures (src/quant/evaluate.ts); jobs record it per stage. */
+export type MetricName = 'accuracy' | 'top5' | 'mse' | 'mae' | 'agreement' | 'sqnrDb';
+
+export interface Metrics {
+  accuracy?: number;
+  top5?: number;
+  mse?: number;
+  mae?: number;
+  agreement?: number;
+  sqnrDb?: number | null;
+  samples: number;
+}

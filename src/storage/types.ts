@@ -2,7 +2,7 @@
  * The records the service keeps in Redis, one JSON document each, always owned by one tenant. What the API
  * returns is a projection of these (response schemas drop the internal fields).
  */
-import type { Metrics } from '../quant/evaluate.js';
+import type { Metrics } from '../quant/types.js';
 import type { TensorSignature } from '../model/signature.js';
 import type { ModelFormat } from '../model/types.js';
 

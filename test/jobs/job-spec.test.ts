@@ -29,6 +29,33 @@ describe('parseJobSpec', () => {
     expect(spec.output).toEqual({ shardSizeBytes: 4 * 1024 * 1024 });
   });
 
+  it('defaults ptq.algorithm to nearest and checks what gptq and adaround need', () => {
+    expect(parseJobSpec({ method: { name: 'affine' } }).ptq).toMatchObject({
+      algorithm: 'nearest',
+      samples: 256,
+      gptq: { percdamp: 0.01, actOrder: true, blockSize: 128 },
+      adaround: { iterations: 1000, betaStart: 20, betaEnd: 2 },
+    });
+    expect(problemsOf({ method: { name: 'kmeans' }, ptq: { algorithm: 'gptq' } })).toEqual([
+      {
+        path: '/data/calibration',
+        message: `ptq.algorithm "gptq" needs a calibration dataset to take each layer's inputs from`,
+      },
+      {
+        path: '/method/name',
+        message: 'ptq.algorithm "gptq" chooses codes on the affine grid: method must be "affine", not "kmeans"',
+      },
+    ]);
+    expect(
+      problemsOf({
+        method: { name: 'affine', rounding: 'stochastic' },
+        ptq: { algorithm: 'adaround' },
+        data: { calibration: 'ds' },
+      }).map((p) => p.path),
+    ).toEqual(['/method/rounding']);
+    expect(problemsOf({ method: { name: 'affine' }, ptq: { algorithm: 'bogus' } })[0].path).toBe('/ptq/algorithm');
+  });
+
   it('names the allowed methods for an unknown one', () => {
     expect(problemsOf({ method: { name: 'int3' } })).toEqual([
       {

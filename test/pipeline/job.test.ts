@@ -8,7 +8,7 @@ import { selectBackend } from '../../src/model/backend.js';
 import type { Dataset } from '../../src/model/dataset/index.js';
 import { readModel } from '../../src/model/read.js';
 import type { LoadedModel } from '../../src/model/types.js';
-import { runJob } from '../../src/pipeline/job.js';
+import { runJob } from '../../src/pipeline/run.js';
 import { openDataset } from '../../src/model/dataset/index.js';
 import { loadRunnable } from '../../src/model/load.js';
 import { buildGraphModel, graphInput, GRAPH_INPUT_SHAPE, saveLayersModel } from '../fixtures/models.js';

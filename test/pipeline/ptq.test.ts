@@ -156,7 +156,8 @@ describe('PTQ plan and report', () => {
       files.get('packed/weights.bin')!.byteLength + files.get('packed/manifest.json')!.byteLength,
     );
     expect(report.model.compressionRatio).toBeCloseTo(report.model.bytesBefore / report.model.packedBytes, 10);
-    expect(json(files.get('report.json')).tensors).toHaveLength(report.tensors.length);
+    // report.json is the job's (runJob writes it once, whatever the kind), not runPtq's.
+    expect(files.has('report.json')).toBe(false);
     for (const name of ['decoder.js', 'decode-tensor.js', 'bits.js']) expect(files.has(`packed/${name}`)).toBe(true);
   });
 

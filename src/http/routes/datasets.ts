@@ -15,25 +15,24 @@ import {
   checkInputShapes,
   parseJsonDataset,
 } from '../../model/dataset/index.js';
-import { NpyError, readNpyHeader } from '../../model/dataset/npy.js';
+import { readNpyHeader } from '../../model/dataset/npy.js';
 import { NpzFile } from '../../model/dataset/npz.js';
 import { checkDatasetFitsModel, modelInputs, modelOutputs } from '../../model/signature.js';
 import type { BlobStore } from '../../storage/blobs.js';
 import type { RecordStore } from '../../storage/records.js';
 import { isId, newId } from '../../storage/records.js';
 import type { ArrayInfo, DatasetRecord, ModelRecord } from '../../storage/types.js';
+import { SpecError } from '../../jobs/spec.js';
 import { ApiProblem } from '../errors.js';
 import { Dataset, IdParams, ListQuery, pageOf, Problem, problemResponses, servablePage } from '../schemas.js';
 import { receiveUpload, type Upload, type UploadedFile } from '../upload.js';
 
-/** Parse errors become 422s naming the part they came from. */
+/** Parse errors (422s, as every DatasetError) name the part they came from. */
 async function checked<T>(label: string, work: () => Promise<T>): Promise<T> {
   try {
     return await work();
   } catch (error) {
-    if (error instanceof NpyError || error instanceof DatasetError) {
-      throw new ApiProblem('invalid-dataset', label ? `${label}: ${error.message}` : error.message);
-    }
+    if (label && error instanceof DatasetError) throw new DatasetError(`${label}: ${error.message}`);
     throw error;
   }
 }
@@ -117,23 +116,36 @@ async function jobsUsing(records: RecordStore, tenant: string, datasetId: string
  * x the model's input, y (evaluation and training; calibration needs no labels) its output (422 naming the
  * mismatch). The model's shapes come from its stored model.json.
  */
+/** A model's model.json as stored (its manifest included). */
+export async function storedModelJson(blobs: BlobStore, model: ModelRecord): Promise<Record<string, unknown>> {
+  const file = model.files.find((f) => f.path === 'model.json');
+  return file ? (JSON.parse((await blobs.read(file.sha256)).toString('utf8')) as Record<string, unknown>) : {};
+}
+
+/**
+ * Every dataset a job names exists for the tenant and fits the model; `labelled` names the roles whose
+ * dataset must carry labels (y) for the job's kind.
+ */
 export async function checkJobDatasets(
   services: { records: RecordStore; blobs: BlobStore },
   tenant: string,
   model: ModelRecord,
   data: Partial<Record<'calibration' | 'evaluation' | 'training', string>>,
+  labelled: readonly string[] = [],
 ): Promise<void> {
   const named = Object.entries(data).filter((entry): entry is [string, string] => typeof entry[1] === 'string');
   if (named.length === 0) return;
-  const modelJsonFile = model.files.find((f) => f.path === 'model.json');
-  const modelJson = modelJsonFile
-    ? (JSON.parse((await services.blobs.read(modelJsonFile.sha256)).toString('utf8')) as Record<string, unknown>)
-    : {};
+  const modelJson = await storedModelJson(services.blobs, model);
   const inputs = modelInputs(modelJson);
   const outputs = modelOutputs(modelJson);
   for (const [role, id] of named) {
     const record = isId('datasets', id) ? await services.records.get('datasets', tenant, id) : null;
     if (!record) throw new ApiProblem('not-found', `no dataset ${id} (data.${role})`, { dataset: id, role });
+    if (labelled.includes(role) && !record.y) {
+      throw new SpecError([
+        { path: `/data/${role}`, message: `dataset ${id} has no labels (y); this job trains against them` },
+      ]);
+    }
     const problem = checkDatasetFitsModel(
       {
         x: record.x && { sampleShape: record.x.shape.slice(1) },

@@ -27,6 +27,9 @@ import {
 } from './npy.js';
 import { NpzFile, type NpzArray } from './npz.js';
 
+import { DatasetError } from './errors.js';
+
+export { DatasetError };
 export { NpyError } from './npy.js';
 
 /** What a dataset is read from (CLI: file paths; service: blob paths, see openStoredDataset). */
@@ -84,10 +87,6 @@ export interface Dataset {
   y?: { dtype: string; sampleShape: number[]; labels: LabelKind };
   batches(batchSize: number, options?: BatchOptions): AsyncIterable<DatasetBatch>;
   close(): Promise<void>;
-}
-
-export class DatasetError extends Error {
-  override readonly name = 'DatasetError';
 }
 
 /** JSON datasets are parsed whole (a nested array costs ~10× its file size in memory): above this, use .npy. */

@@ -9,7 +9,7 @@
  * signed tensor (a linear Dense or BatchNormalization output) is left alone, as is a softmax output.
  *
  * After training, each quantizer is the affine grid min 0, max α (DoReFa: 1), scale α/(2^k − 1), zero point
- * 0: exactly what the FakeQuant layer (../../model/fake-quant-layer.ts) computes, so `learnedActivationRanges`
+ * 0: exactly what the FakeQuant layer (../fake-quant-layer.ts) computes, so `learnedActivationRanges`
  * hands the job ranges it can simulate on the exported model without calibrating, and reports α per layer.
  */
 import * as tf from '@tensorflow/tfjs';

@@ -1,20 +1,19 @@
 /**
- * A whole job (DESIGN.md §3–§5): optional BatchNorm folding, the float model's metrics, quantization-aware
+ * Jobs of kind `ptq` and `qat` (DESIGN.md §3–§5): optional BatchNorm folding, the float model's metrics, quantization-aware
  * training (kind `qat`), PTQ export, the exported model's metrics measured on the artifact itself (loaded
  * with the stock tfjs loaders), and simulated integer activations. runPtq does the quantizing and writing;
  * this adds what needs data. Every tfjs model and tensor it creates is disposed before it returns.
  */
 import * as tf from '@tensorflow/tfjs';
-import type { JobSpec } from '../jobs/spec.js';
+import { SpecError, type JobSpec } from '../jobs/spec.js';
 import { DatasetError, type Dataset } from '../model/dataset/index.js';
-import { foldBatchNorm, type FoldResult } from '../model/fold-batchnorm.js';
+import { ModelError } from '../model/errors.js';
+import { foldBatchNorm } from '../model/fold-batchnorm.js';
 import { loadRunnable, type RunnableModel } from '../model/load.js';
-import { sameInput } from '../model/signature.js';
 import { TrainableGraph } from '../model/trainable-graph.js';
-import type { FileSet, LoadedModel } from '../model/types.js';
-import { writeModel } from '../model/write.js';
+import type { LoadedModel } from '../model/types.js';
 import { calibrateActivations, withFakeQuantActivations, type ActivationRange } from '../quant/activations.js';
-import { evaluate, type Batch, type Metrics } from '../quant/evaluate.js';
+import { evaluate } from '../quant/evaluate.js';
 import { calibrateGraphActivations, withFakeQuantGraphActivations } from '../quant/graph-activations.js';
 import {
   learnedActivationRanges,
@@ -23,68 +22,27 @@ import {
   type TrainedActivations,
 } from '../quant/qat/activation-layers.js';
 import { qatPlan } from '../quant/qat/plan.js';
-import type { QuantizedTensor } from '../quant/types.js';
-import {
-  trainQuantizationAware,
-  type Batch as TrainingBatch,
-  type EpochMetrics,
-  type QatCheckpoint,
-  type TrainableModel,
-} from '../quant/qat/train.js';
-import { runAutoJob } from './auto.js';
-import { planTensors, runPtq, type PipelineOptions, type PipelineProgress, type PtqReport } from './ptq.js';
+import type { Metrics, QuantizedTensor } from '../quant/types.js';
+import { trainQuantizationAware, type Batch as TrainingBatch, type TrainableModel } from '../quant/qat/train.js';
+import { planTensors, runPtq } from './ptq.js';
+import { roundLayers, type RoundingReport } from './rounding.js';
+import { artifactModelFiles, inputsOf, loadArtifact, loadTfModel, tensorBatches } from './runtime.js';
 import { stageClock, stageReporter } from './stages.js';
-
-export interface JobDatasets {
-  calibration?: Dataset;
-  evaluation?: Dataset;
-  training?: Dataset;
-}
-
-export interface JobOptions extends Omit<PipelineOptions, 'onProgress'> {
-  onProgress?: (progress: JobProgress) => void | Promise<void>;
-  /** QAT resumes after this checkpoint's epoch (a retried job). */
-  resumeFrom?: QatCheckpoint;
-  /** Called after every QAT epoch with the state to resume from. */
-  onCheckpoint?: (checkpoint: QatCheckpoint) => void | Promise<void>;
-  /** Evaluation and calibration batch size; default 64. */
-  batchSize?: number;
-}
-
-export interface JobProgress {
-  stage: 'fold' | 'evaluate' | 'train' | PipelineProgress['stage'] | 'calibrate' | 'analyze' | 'search';
-  progress: number;
-  message: string;
-  /** QAT batch and epoch numbers, for live charts. */
-  training?: { epoch: number; batch?: number; loss: number; metric: number; valMetric?: number };
-}
-
-/**
- * Metrics by stage: `float` (the source model), `ptq` or `qat` (the exported model/ artifact), and
- * `integer` (the exported weights with activations fake-quantized to `activations.bits`).
- */
-export type StageMetrics = Partial<Record<'float' | 'ptq' | 'qat' | 'integer', Metrics>>;
-
-export interface JobReport extends Omit<PtqReport, 'kind'> {
-  kind: JobSpec['kind'];
-  model: PtqReport['model'] & { metrics: StageMetrics };
-  batchNorm?: { folded: string[]; skipped: FoldResult['skipped'] };
-  /** Calibrated ranges, or the DoReFa/PACT quantizers QAT trained (learned α per layer). */
-  activations?: (ActivationRange | LearnedActivationRange)[];
-  training?: { history: EpochMetrics[]; stoppedEarly: boolean };
-  timings: PtqReport['timings'] & Record<string, number>;
-}
+import {
+  isRoundingCheckpoint,
+  type JobDatasets,
+  type JobOptions,
+  type JobProgress,
+  type JobReport,
+  type JobResult,
+  type StageMetrics,
+} from './types.js';
 
 export interface TrainedQat {
   model: LoadedModel;
   training: JobReport['training'];
   precomputed: Map<string, QuantizedTensor>;
   activations?: LearnedActivationRange[];
-}
-
-export interface JobResult {
-  files: FileSet;
-  report: JobReport;
 }
 
 /** Stage boundaries on the 0–100 progress scale. */
@@ -98,13 +56,12 @@ const span = {
   report: [100, 100],
 } as const;
 
-export async function runJob(
+export async function runQuantizeJob(
   source: LoadedModel,
   spec: JobSpec,
   data: JobDatasets,
   options: JobOptions,
 ): Promise<JobResult> {
-  if (spec.kind === 'analyze' || spec.kind === 'auto') return runAutoJob(source, spec, data, options);
   const started = performance.now();
   const { timings, timed } = stageClock();
   const report = stageReporter(options.onProgress);
@@ -122,11 +79,12 @@ export async function runJob(
       batchNorm = { folded: folded.folded, skipped: folded.skipped };
     }
 
-    const needsFloat = data.evaluation !== undefined || spec.kind === 'qat';
+    const learnedRounding = spec.kind === 'ptq' && spec.ptq.algorithm !== 'nearest';
+    const needsFloat = data.evaluation !== undefined || spec.kind === 'qat' || learnedRounding;
     const floatModel = needsFloat ? await loadTfModel(source, owned) : undefined;
     // Every model of a job (float, exported, simulated) takes the same inputs in the same order.
-    const batchesOf = (feeds: RunnableModel, dataset: Dataset) =>
-      tensorBatches(dataset, batchSize, spec, inputsOf(feeds), {});
+    const batchesOf = (feeds: RunnableModel, dataset: Dataset, range: { end?: number } = {}) =>
+      tensorBatches(dataset, batchSize, spec, inputsOf(feeds), range);
 
     if (data.evaluation && floatModel) {
       await report('evaluate', span.float, 0, 'evaluating the float model');
@@ -148,6 +106,32 @@ export async function runJob(
       training = trained.training;
       precomputed = trained.precomputed;
       learnedActivations = trained.activations;
+    }
+
+    let rounding: RoundingReport | undefined;
+    if (learnedRounding) {
+      if (!data.calibration) {
+        throw new SpecError([
+          { path: '/data/calibration', message: `ptq.algorithm "${spec.ptq.algorithm}" needs a calibration dataset` },
+        ]);
+      }
+      const rounded = await timed('roundMs', () =>
+        roundLayers(model, spec, {
+          signal: options.signal,
+          batches: () => batchesOf(floatModel!, data.calibration!, { end: spec.ptq.samples }),
+          resumeFrom: isRoundingCheckpoint(options.resumeFrom) ? options.resumeFrom : undefined,
+          onCheckpoint: options.onCheckpoint,
+          onLayer: (done, total, name) =>
+            report(
+              'round',
+              span.train,
+              total === 0 ? 1 : done / total,
+              name ? `${spec.ptq.algorithm}: ${name}` : 'rounded',
+            ),
+        }),
+      );
+      precomputed = rounded.precomputed;
+      rounding = rounded.report;
     }
 
     const ptq = await timed('ptqMs', () =>
@@ -176,7 +160,12 @@ export async function runJob(
       if (data.evaluation && floatModel) {
         exported ??= await loadArtifact(files, owned);
         if (!(exported instanceof tf.LayersModel))
-          throw new Error('trained activations need a layers model; this is a graph model');
+          throw new SpecError([
+            {
+              path: '/activations/quantizer',
+              message: 'trained activations need a layers model; this is a graph model',
+            },
+          ]);
         // FakeQuant reads only layer, bits, scale and zeroPoint: the learned grid [0, α] is one of its affine grids.
         const grids = learnedActivations.map(({ layer, bits, min, max, scale, zeroPoint }) => ({
           layer,
@@ -217,7 +206,19 @@ export async function runJob(
         const graphModel = exported;
         const modelFiles = artifactModelFiles(files);
         calibrated = await timed('calibrateMs', () =>
-          calibrateGraphActivations(graphModel, modelFiles, batchesOf(graphModel, data.calibration!), calibration),
+          calibrateGraphActivations(
+            graphModel,
+            modelFiles,
+            batchesOf(graphModel, data.calibration!),
+            calibration,
+          ).catch((error: unknown) => {
+            // The float model ran; asking its graph for intermediate outputs is what failed (tfjs refuses
+            // that on graphs with control flow, for one): a property of the model, not worth a retry.
+            if (error instanceof Error && error.name !== 'AbortError') {
+              throw new ModelError('bad-topology', `activations cannot be observed in this graph: ${error.message}`);
+            }
+            throw error;
+          }),
         );
         simulate = () => loadRunnable(withFakeQuantGraphActivations(modelFiles, calibrated));
       }
@@ -241,9 +242,9 @@ export async function runJob(
       ...(batchNorm ? { batchNorm } : {}),
       ...(activations ? { activations } : {}),
       ...(training ? { training } : {}),
+      ...(rounding ? { rounding } : {}),
       timings: { ...ptq.report.timings, ...timings, totalMs: Math.round((performance.now() - started) * 10) / 10 },
     };
-    files.set('report.json', new TextEncoder().encode(`${JSON.stringify(jobReport, null, 2)}\n`));
     // The job's last step here is the report, whatever stages ran: only the worker, once the artifacts are
     // stored, says the job is done.
     await report('report', span.report, 1, 'report written');
@@ -268,13 +269,18 @@ export async function trainQat(
   progress: (fraction: number, message: string, extra?: Partial<JobProgress>) => Promise<void> | void,
 ): Promise<TrainedQat> {
   const dataset = data.training!;
-  if (!dataset.y) throw new Error('kind "qat" needs labels (y) in the training dataset');
+  if (!dataset.y) throw new DatasetError('kind "qat" needs labels (y) in the training dataset');
   const loaded = await loadTfModel(model, owned);
   let quantizers: TrainedActivations | undefined;
   if (spec.activations && spec.activations.quantizer !== 'calibrated') {
     const { quantizer, bits, gradientBits, alpha, alphaDecay } = spec.activations;
     if (!(loaded instanceof tf.LayersModel))
-      throw new Error(`${quantizer} activations are trained in a layers model; this is a graph model`);
+      throw new SpecError([
+        {
+          path: '/activations/quantizer',
+          message: `${quantizer} activations are trained in a layers model; this is a graph model`,
+        },
+      ]);
     quantizers = await withTrainedActivationQuantizers(loaded, {
       quantizer,
       bits,
@@ -326,7 +332,7 @@ export async function trainQat(
       regularizer: quantizers?.regularizer,
       validationData: validationSplit > 0 ? batches({ start: trainEnd }) : undefined,
       signal: options.signal,
-      resumeFrom: options.resumeFrom,
+      resumeFrom: isRoundingCheckpoint(options.resumeFrom) ? undefined : options.resumeFrom,
       onCheckpoint: options.onCheckpoint,
       onBatch: (m) =>
         progress(
@@ -360,103 +366,5 @@ export async function trainQat(
     };
   } finally {
     graph?.dispose();
-  }
-}
-
-export async function loadTfModel(model: LoadedModel, owned: RunnableModel[]): Promise<RunnableModel> {
-  const runnable = await loadRunnable(writeModel(model, new Map()));
-  owned.push(runnable);
-  return runnable;
-}
-
-/** The stock TF.js model of an artifact tree: its files under model/. */
-function artifactModelFiles(files: FileSet): FileSet {
-  const modelFiles: FileSet = new Map();
-  for (const [path, bytes] of files) if (path.startsWith('model/')) modelFiles.set(path.slice('model/'.length), bytes);
-  return modelFiles;
-}
-
-export async function loadArtifact(files: FileSet, owned: RunnableModel[]): Promise<RunnableModel> {
-  const runnable = await loadRunnable(artifactModelFiles(files));
-  owned.push(runnable);
-  return runnable;
-}
-
-/** One input of a model, in the order its predict takes inputs. */
-export interface ModelInputInfo {
-  name: string;
-  dtype: 'float32' | 'int32';
-}
-
-export function inputsOf(model: RunnableModel): ModelInputInfo[] {
-  const names = model instanceof tf.LayersModel ? model.inputNames : model.inputs.map((input) => input.name);
-  return model.inputs.map((input, i) => ({ name: names[i], dtype: input.dtype === 'int32' ? 'int32' : 'float32' }));
-}
-
-/**
- * Which of a dataset's named arrays feeds each of the model's inputs, in the model's order (null: the
- * dataset's one x feeds the model's only input).
- */
-function inputOrder(dataset: Dataset, feed: ModelInputInfo[]): number[] | null {
-  const named = dataset.inputs;
-  if (!named) {
-    if (feed.length > 1) {
-      throw new DatasetError(
-        `the model has ${feed.length} inputs (${feed.map((i) => i.name).join(', ')}); the dataset gives one x: send one array per input, named by it`,
-      );
-    }
-    return null;
-  }
-  if (named.length !== feed.length) {
-    throw new DatasetError(
-      `the dataset has ${named.length} inputs (${named.map((a) => a.name).join(', ')}) for a model of ${feed.length} (${feed.map((i) => i.name).join(', ')})`,
-    );
-  }
-  return feed.map((input) => {
-    const at = named.findIndex((array) => sameInput(array.name, input.name));
-    if (at < 0) {
-      throw new DatasetError(
-        `the dataset has no array for input '${input.name}' (it has ${named.map((a) => a.name).join(', ')})`,
-      );
-    }
-    return at;
-  });
-}
-
-/**
- * Dataset rows as tensors, one batch at a time: each batch is disposed when the next is asked for (or the
- * loop ends), so a consumer that keeps no references holds one batch in memory.
- */
-export async function* tensorBatches(
-  dataset: Dataset,
-  batchSize: number,
-  spec: JobSpec,
-  feed: ModelInputInfo[],
-  range: { start?: number; end?: number },
-): AsyncGenerator<Batch> {
-  const order = inputOrder(dataset, feed);
-  const named = dataset.inputs;
-  const xDtype = feed[0]?.dtype ?? 'float32';
-  const inputDtypes = order && named ? Object.fromEntries(order.map((at, k) => [named[at].name, feed[k].dtype])) : {};
-  const options = { preprocess: spec.preprocess, xDtype, inputDtypes, ...range };
-  for await (const batch of dataset.batches(batchSize, options)) {
-    const tensors =
-      order && named && batch.inputs
-        ? order.map((at, k) => tf.tensor(batch.inputs![at], [batch.count, ...named[at].sampleShape], feed[k].dtype))
-        : [tf.tensor(batch.x, [batch.count, ...dataset.x.sampleShape], xDtype)];
-    const x = tensors.length === 1 ? tensors[0] : tensors;
-    const labels = dataset.y;
-    const y =
-      batch.y && labels
-        ? labels.labels === 'index'
-          ? tf.tensor1d(batch.y, 'int32')
-          : tf.tensor(batch.y, [batch.count, ...labels.sampleShape], 'float32')
-        : undefined;
-    try {
-      yield y ? { x, y } : { x };
-    } finally {
-      tf.dispose(tensors);
-      y?.dispose();
-    }
   }
 }

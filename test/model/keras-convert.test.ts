@@ -1,0 +1,98 @@
+/**
+ * The Keras converter on files Keras itself saved (test/fixtures/keras/make_fixtures.py): each converted
+ * model, loaded by stock tf.loadLayersModel, must give Keras's own outputs on the saved inputs.
+ */
+import { readFile } from 'node:fs/promises';
+import path from 'node:path';
+import * as tf from '@tensorflow/tfjs';
+import { beforeAll, describe, expect, it } from 'vitest';
+import { ModelError } from '../../src/model/errors.js';
+import { convertKerasArchive, convertKerasH5 } from '../../src/model/keras/convert.js';
+import { readKerasArchive } from '../../src/model/keras/archive.js';
+import { loadRunnable } from '../../src/model/load.js';
+import type { FileSet } from '../../src/model/types.js';
+
+const FIXTURES = path.resolve(import.meta.dirname, '../fixtures/keras');
+
+interface SavedArray {
+  dtype: string;
+  shape: number[];
+  values: number[];
+}
+
+interface Expected {
+  keras_version: string;
+  x: SavedArray;
+  y: SavedArray;
+}
+
+async function fixture(name: string): Promise<Uint8Array> {
+  return new Uint8Array(await readFile(path.join(FIXTURES, name)));
+}
+
+async function expected(name: string): Promise<Expected> {
+  return JSON.parse(await readFile(path.join(FIXTURES, `${name}.expected.json`), 'utf8')) as Expected;
+}
+
+/** Largest |tfjs − Keras| over the fixture's saved input, with the model loaded by stock tfjs. */
+async function maxAbsError(files: FileSet, saved: Expected): Promise<number> {
+  const model = (await loadRunnable(files)) as tf.LayersModel;
+  try {
+    const x = tf.tensor(saved.x.values, saved.x.shape, saved.x.dtype === 'int32' ? 'int32' : 'float32');
+    const y = model.predict(x) as tf.Tensor;
+    expect(y.shape).toEqual(saved.y.shape);
+    const got = await y.data();
+    tf.dispose([x, y]);
+    return saved.y.values.reduce((worst, want, i) => Math.max(worst, Math.abs(got[i] - want)), 0);
+  } finally {
+    model.dispose();
+  }
+}
+
+beforeAll(async () => {
+  await tf.setBackend('cpu');
+});
+
+const MODELS = ['sequential_cnn', 'functional_skip_bn', 'lstm'];
+
+describe('Keras 3 .keras archives', () => {
+  it.each(MODELS)('%s: outputs match Keras within 1e-5', async (name) => {
+    const archive = await readKerasArchive(await fixture(`${name}.keras`));
+    const saved = await expected(name);
+    const { files, kerasVersion } = await convertKerasArchive(archive);
+    expect(kerasVersion).toBe(saved.keras_version);
+    const error = await maxAbsError(files, saved);
+    console.log(`${name}.keras max abs error ${error.toExponential(2)}`);
+    expect(error).toBeLessThan(1e-5);
+  });
+});
+
+describe('legacy .h5 files', () => {
+  it.each(MODELS)('%s: outputs match Keras within 1e-5', async (name) => {
+    const saved = await expected(name);
+    const { files, kerasVersion } = await convertKerasH5(await fixture(`${name}.h5`), `${name}.h5`);
+    expect(kerasVersion).toBe(saved.keras_version);
+    const error = await maxAbsError(files, saved);
+    console.log(`${name}.h5 max abs error ${error.toExponential(2)}`);
+    expect(error).toBeLessThan(1e-5);
+  });
+});
+
+describe('layers tfjs-layers cannot represent', () => {
+  it('a class tfjs-layers lacks is refused with the layer named', async () => {
+    const archive = await readKerasArchive(await fixture('unsupported_layer.keras'));
+    const error = await convertKerasArchive(archive).catch((e: unknown) => e);
+    expect(error).toBeInstanceOf(ModelError);
+    expect((error as ModelError).code).toBe('unknown-layer');
+    expect((error as ModelError).layer).toBe('groups');
+    expect((error as ModelError).message).toMatch(/groups: GroupNormalization is not a tf\.layers class/);
+  });
+
+  it('an option tfjs-layers lacks (GRU reset_after) is refused, not dropped', async () => {
+    const archive = await readKerasArchive(await fixture('gru_reset_after.keras'));
+    const error = await convertKerasArchive(archive).catch((e: unknown) => e);
+    expect((error as ModelError).code).toBe('unknown-layer');
+    expect((error as ModelError).layer).toBe('gru_after');
+    expect((error as ModelError).message).toMatch(/gru_after: GRU reset_after=True/);
+  });
+});
