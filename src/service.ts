@@ -73,7 +73,13 @@ export function startWorkers(config: Config, options: WorkerOptions = {}): Closa
   const redis = workerRedis(config.redisUrl);
   const webhooks = new Worker<WebhookPayload>(
     'webhooks',
-    webhookProcessor({ records: new RecordStore(redis, config.redisPrefix), redis, prefix: config.redisPrefix }),
+    webhookProcessor({
+      records: new RecordStore(redis, config.redisPrefix),
+      redis,
+      prefix: config.redisPrefix,
+      allow: config.webhooks.allow,
+      timeoutMs: config.webhooks.timeoutMs,
+    }),
     { connection: workerConnection(config.redisUrl), prefix, concurrency: 4 },
   );
   // A worker's connection errors are retried by ioredis; they are logged, not fatal.

@@ -46,6 +46,12 @@ export const Model = Type.Object({
   inputs: Type.Optional(Type.Array(Signature)),
   outputs: Type.Optional(Type.Array(Signature)),
   files: Type.Array(Type.Object({ path: Type.String(), bytes: Type.Integer(), sha256: Type.String() })),
+  source: Type.Optional(
+    Type.Object({
+      format: Type.Unsafe<'keras' | 'h5'>({ type: 'string', enum: ['keras', 'h5'] }),
+      kerasVersion: Type.String(),
+    }),
+  ),
   createdAt: Timestamp,
 });
 
@@ -81,6 +87,18 @@ export const Job = Type.Object({
   error: Nullable(Type.Object({ message: Type.String(), type: Type.Optional(Type.String()) })),
   summary: Nullable(Type.Object({}, { additionalProperties: true })),
   artifacts: Type.Array(Type.String()),
+  webhookDelivery: Type.Optional(
+    Type.Object({
+      status: Type.Unsafe<'delivered' | 'failed' | 'refused'>({
+        type: 'string',
+        enum: ['delivered', 'failed', 'refused'],
+      }),
+      at: Timestamp,
+      attempt: Type.Integer(),
+      httpStatus: Type.Optional(Type.Integer()),
+      detail: Type.Optional(Type.String()),
+    }),
+  ),
 });
 
 export function pageOf<T extends TSchema>(item: T) {

@@ -277,7 +277,10 @@ function modelOutputShapes(model: Json, inputs?: Shape[]): Shape[] {
     else if (layer.class_name === 'InputLayer') shape = layerOutput(layer, []);
     else {
       const nodes = Array.isArray(layer.inbound_nodes) ? layer.inbound_nodes : [];
-      const node = nodes[nodeIndex];
+      // A nested model's node 0 is its own input-to-output node, which configs leave out of its list: a
+      // reference to its node n ≥ 1 is the list's entry n − 1 (as tfjs-layers reads it).
+      const nested = layerList(layer).length > 0;
+      const node = nodes[nested ? Math.max(0, nodeIndex - 1) : nodeIndex];
       // tfjs / Keras 2 write a node as a list of [layer, node index, tensor index, kwargs].
       const refs = Array.isArray(node) ? node.filter(Array.isArray) : [];
       shape =

@@ -26,6 +26,7 @@ import {
 } from '../quant/qat/methods.js';
 import { createRng } from '../quant/rng.js';
 import type { QuantizedTensor, TfjsEncoding } from '../quant/types.js';
+import type { BatchNormScaling } from '../model/fold-batchnorm.js';
 import { quantizableWeights } from '../model/select.js';
 import type { FileSet, LoadedModel, Weight } from '../model/types.js';
 import { writeModel } from '../model/write.js';
@@ -49,6 +50,10 @@ export interface PipelineOptions {
    * weight name: written as given instead of being quantized again.
    */
   precomputed?: Map<string, QuantizedTensor>;
+  /** The model as uploaded, when `model` is a rewrite of it (BatchNorm folded): `bytesBefore` counts its bytes. */
+  source?: LoadedModel;
+  /** The layer/BatchNorm pairs ptq.equalize rewrote, for the report. */
+  equalized?: readonly BatchNormScaling[];
 }
 
 export interface TensorReport extends TensorError {
@@ -66,16 +71,19 @@ export interface TensorReport extends TensorError {
   channels: number;
   /** What `model/` stores the tensor as. */
   storedAs: 'uint8' | 'uint16' | 'float16' | 'float32';
+  /** Bytes of the tensor as uploaded (its manifest dtype: 1 for uint8, 2 for uint16/float16, else 4). */
   bytesBefore: number;
   /** Bytes of the tensor in the packed form (codes + side information). */
   bytesAfter: number;
+  /** The BatchNorm that holds this kernel's per-channel scale (ptq.equalize), when one does. */
+  channelScaleIn?: string;
 }
 
 export interface ModelReport {
   format: string;
   params: number;
   quantizedParams: number;
-  /** Weight bytes of the source model as it was stored. */
+  /** Weight bytes of the model as uploaded (its shards). */
   bytesBefore: number;
   /** Weight bytes of the stock-loadable `model/`. */
   bytesAfter: number;
@@ -100,6 +108,8 @@ export interface PtqReport {
   model: ModelReport;
   tensors: TensorReport[];
   skipped: { name: string; reason: string }[];
+  /** Kernels whose per-channel scale moved into the BatchNorm after them (ptq.equalize), per layer pair. */
+  equalization: BatchNormScaling[];
   timings: { quantizeMs: number; writeMs: number; packMs: number; reportMs: number; totalMs: number };
 }
 
@@ -116,6 +126,8 @@ export async function runPtq(model: LoadedModel, spec: JobSpec, options: Pipelin
 
   const plan = planTensors(model, spec);
   const weightsByName = new Map(model.weights.map((w) => [w.name, w]));
+  const source = options.source ?? model;
+  const uploaded = new Map(source.weights.map((w) => [w.name, w]));
   const totalWork = plan.selected.reduce((sum, t) => sum + weightsByName.get(t.name)!.values.length, 0) || 1;
   const quantized = new Map<string, QuantizedTensor>();
   const tensors: TensorReport[] = [];
@@ -126,14 +138,15 @@ export async function runPtq(model: LoadedModel, spec: JobSpec, options: Pipelin
     const weight = weightsByName.get(target.name)!;
     const values = weight.values as Float32Array;
     await progress('quantize', (90 * done) / totalWork, `quantizing ${weight.name} (${target.params.name})`);
-    const method = getMethod(target.params.name);
-    const shape = quantizationShape(weight.shape, target.role, target.params.name);
-    const seed = tensorSeed('seed' in target.params ? target.params.seed : 0, weight.name);
+    const { params } = target;
+    const method = getMethod(params.name);
+    const shape = quantizationShape(weight.shape, target.role, params.name);
+    const seed = tensorSeed('seed' in params ? params.seed : 0, weight.name);
     const given = options.precomputed?.get(weight.name);
     if (given !== undefined && given.codes.length !== values.length) {
       throw new Error(`precomputed ${weight.name} has ${given.codes.length} codes for ${values.length} weights`);
     }
-    const result = given ?? method.quantize(values, shape, target.params, createRng(seed));
+    const result = given ?? method.quantize(values, shape, params, createRng(seed));
     tensors.push({
       name: weight.name,
       shape: weight.shape,
@@ -144,8 +157,9 @@ export async function runPtq(model: LoadedModel, spec: JobSpec, options: Pipelin
       bitsPerWeight: result.bitsPerWeight,
       channels: sideChannels(result.encoding),
       storedAs: 'float32',
-      bytesBefore: storedBytes(weight),
+      bytesBefore: storedBytes(uploaded.get(weight.name) ?? weight),
       bytesAfter: Math.ceil((result.bitsPerWeight * values.length) / 8),
+      ...(weight.channelScaleIn !== undefined ? { channelScaleIn: weight.channelScaleIn } : {}),
       ...tensorError(values, result.dequantized),
     });
     quantized.set(weight.name, withoutValues(result, shape));
@@ -182,7 +196,7 @@ export async function runPtq(model: LoadedModel, spec: JobSpec, options: Pipelin
   for (const [path, bytes] of packedFiles) files.set(path, bytes);
 
   const shardBytes = [...modelFiles].filter(([path]) => path.endsWith('.bin')).map(([, bytes]) => bytes);
-  const bytesBefore = model.weights.reduce((sum, w) => sum + storedBytes(w), 0);
+  const bytesBefore = source.weights.reduce((sum, w) => sum + storedBytes(w), 0);
   const bytesAfter = shardBytes.reduce((sum, b) => sum + b.byteLength, 0);
   const packedBytes =
     packedFiles.get('packed/weights.bin')!.byteLength + packedFiles.get('packed/manifest.json')!.byteLength;
@@ -195,7 +209,7 @@ export async function runPtq(model: LoadedModel, spec: JobSpec, options: Pipelin
     bytesBefore,
     bytesAfter,
     packedBytes,
-    gzipBytesBefore: await gzipSize(model.weights.map(storedView)),
+    gzipBytesBefore: await gzipSize(source.weights.map(storedView)),
     gzipBytesAfter: await gzipSize(shardBytes),
     compressionRatio: bytesBefore / packedBytes,
     stockCompressionRatio: bytesBefore / bytesAfter,
@@ -214,6 +228,7 @@ export async function runPtq(model: LoadedModel, spec: JobSpec, options: Pipelin
     model: modelReport,
     tensors,
     skipped: plan.skipped,
+    equalization: options.equalized ? [...options.equalized] : [],
     timings: {
       quantizeMs: round(quantizeMs),
       writeMs: round(writeMs),
@@ -238,7 +253,12 @@ export interface PlannedTensor {
 
 /**
  * Which weights get which method: the quantizable ones (kernels, embeddings, graph MatMul/Conv constants),
- * minus `layers.skip`, with the first matching `layers.overrides` glob merged over `method`.
+ * minus `layers.skip`, with the first matching `layers.overrides` glob merged over `method`. A kernel whose
+ * per-channel scale lives in the BatchNorm after it (Weight.channelScaleIn) is quantized per-tensor by
+ * per-channel affine: its channels share one max |w|, so a symmetric grid is the same for each, and at 8 bits
+ * or more one asymmetric grid keeps per-channel precision to within its rounding (the MobileNetV2-shaped test:
+ * cosine ≥ 0.999) while stock TF.js stores it as uint8/uint16 instead of float16 values. Below 8 bits an
+ * asymmetric grid per channel fits each channel's own [min, max] measurably better, so it stays.
  */
 export function planTensors(
   model: LoadedModel,
@@ -252,6 +272,7 @@ export function planTensors(
   }));
   const selected: PlannedTensor[] = [];
   const skipped: { name: string; reason: string }[] = [];
+  const equalized = new Set(model.weights.filter((w) => w.channelScaleIn !== undefined).map((w) => w.name));
   for (const candidate of quantizableWeights(model)) {
     const skippedBy = skip.find((s) => s.match(candidate.name));
     if (skippedBy) {
@@ -260,9 +281,17 @@ export function planTensors(
     }
     const override = overrides.find((o) => o.match(candidate.name));
     const params = override ? override.params : spec.method;
+    const exported = exportParams(params);
+    const oneGrid =
+      equalized.has(candidate.name) &&
+      !isTrainingParams(params) &&
+      'granularity' in exported &&
+      exported.granularity === 'per-channel' &&
+      exported.name === 'affine' &&
+      (exported.symmetric || exported.bits >= 8);
     selected.push({
       ...candidate,
-      params: exportParams(params),
+      params: oneGrid ? { ...exported, granularity: 'per-tensor' } : exported,
       ...(isTrainingParams(params) ? { training: params } : {}),
     });
   }

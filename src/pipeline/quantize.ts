@@ -5,7 +5,7 @@
  * this adds what needs data. Every tfjs model and tensor it creates is disposed before it returns.
  */
 import * as tf from '@tensorflow/tfjs';
-import { SpecError, type JobSpec } from '../jobs/spec.js';
+import { equalizes, SpecError, type JobSpec } from '../jobs/spec.js';
 import { DatasetError, type Dataset } from '../model/dataset/index.js';
 import { ModelError } from '../model/errors.js';
 import { foldBatchNorm } from '../model/fold-batchnorm.js';
@@ -74,9 +74,9 @@ export async function runQuantizeJob(
     let batchNorm: JobReport['batchNorm'];
     if (spec.foldBatchNorm ?? spec.kind === 'ptq') {
       await report('fold', span.fold, 0, 'folding BatchNormalization into the preceding layers');
-      const folded = foldBatchNorm(model);
+      const folded = foldBatchNorm(model, { keepScale: equalizes(spec) });
       model = folded.model;
-      batchNorm = { folded: folded.folded, skipped: folded.skipped };
+      batchNorm = { folded: folded.folded, skipped: folded.skipped, scaled: folded.scaled };
     }
 
     const learnedRounding = spec.kind === 'ptq' && spec.ptq.algorithm !== 'nearest';
@@ -137,6 +137,8 @@ export async function runQuantizeJob(
     const ptq = await timed('ptqMs', () =>
       runPtq(model, spec, {
         backend: options.backend,
+        source,
+        equalized: batchNorm?.scaled,
         signal: options.signal,
         precomputed,
         onProgress: (p) => report(p.stage, span.ptq, p.progress / 100, p.message),

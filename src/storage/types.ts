@@ -25,7 +25,16 @@ export interface ModelRecord {
   inputs?: TensorSignature[];
   outputs?: TensorSignature[];
   files: StoredFile[];
+  /** Set when the upload was a Keras model: the stored files are its conversion to TF.js layers form. */
+  source?: ModelSource;
   createdAt: string;
+}
+
+export interface ModelSource {
+  /** `keras`: a Keras 3 `.keras` archive; `h5`: a legacy Keras HDF5 file. */
+  format: 'keras' | 'h5';
+  /** The Keras version that saved it. */
+  kerasVersion: string;
 }
 
 export interface ArrayInfo {
@@ -67,6 +76,16 @@ export interface JobSummary {
   metrics?: Partial<Record<string, Metrics>>;
 }
 
+export interface WebhookDelivery {
+  /** refused: the URL's address may not receive webhooks (never retried); failed: this attempt did not land. */
+  status: 'delivered' | 'failed' | 'refused';
+  at: string;
+  attempt: number;
+  /** The receiver's HTTP status, when it answered. */
+  httpStatus?: number;
+  detail?: string;
+}
+
 export interface JobRecord {
   id: string;
   tenant: string;
@@ -86,6 +105,8 @@ export interface JobRecord {
   error: { message: string; type?: string } | null;
   summary: JobSummary | null;
   artifacts: string[];
+  /** The last webhook delivery attempt's outcome (absent until one was made). */
+  webhookDelivery?: WebhookDelivery;
   /** The Redis key of the Idempotency-Key that created the job (internal: deleting the job frees it). */
   idempotencyKey?: string;
 }

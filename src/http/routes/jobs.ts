@@ -11,6 +11,7 @@ import yazl from 'yazl';
 import { JobLifecycle, isTerminal } from '../../jobs/lifecycle.js';
 import { enqueue, webhookJobId, webhookSecretKey, type JobProgressEvent } from '../../jobs/queue.js';
 import { parseJobSpec, SpecError } from '../../jobs/spec.js';
+import { urlRefusal } from '../../jobs/webhook-target.js';
 import { nothingToSearch } from '../../pipeline/auto.js';
 import { planTensors } from '../../pipeline/ptq.js';
 import { artifactDir, artifactFile } from '../../storage/artifacts.js';
@@ -83,6 +84,8 @@ export async function jobRoutes(app: FastifyInstance): Promise<void> {
       const { dryRun } = request.query as { dryRun?: boolean };
       const spec = parseJobSpec(request.body);
       if (!spec.modelId) throw new SpecError([{ path: '/modelId', message: 'required: the id of an uploaded model' }]);
+      const webhookRefusal = spec.webhook ? urlRefusal(spec.webhook.url, config.webhooks.allow) : null;
+      if (webhookRefusal !== null) throw new SpecError([{ path: '/webhook/url', message: webhookRefusal }]);
       const noModel = () => new SpecError([{ path: '/modelId', message: `no model ${spec.modelId}` }]);
       if (!isId('models', spec.modelId)) throw noModel();
       const namesDatasets = Object.values(spec.data).some((id) => typeof id === 'string');
