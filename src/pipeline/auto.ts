@@ -56,7 +56,7 @@ import {
 } from '../quant/sensitivity.js';
 import { planTensors, runPtq, tensorSeed, type PtqResult } from './ptq.js';
 import { trainQat, type TrainedQat } from './quantize.js';
-import { inputDtypeOf, loadArtifact, loadTfModel, tensorBatches } from './runtime.js';
+import { inputsOf, loadArtifact, loadTfModel, tensorBatches } from './runtime.js';
 import { stageClock, stageReporter } from './stages.js';
 import type { JobDatasets, JobOptions, JobProgress, JobReport, JobResult } from './types.js';
 
@@ -146,8 +146,8 @@ export async function runAutoJob(
     const floatModel = await loadTfModel(source, owned);
     // The folded model computes the same function; it is the one whose weights get quantized.
     const perturbable = model !== source ? await loadTfModel(model, owned) : floatModel;
-    const inputDtype = inputDtypeOf(floatModel);
-    const batchesOf = (range: { end?: number } = {}) => tensorBatches(evaluation, batchSize, spec, inputDtype, range);
+    const feed = inputsOf(floatModel);
+    const batchesOf = (range: { end?: number } = {}) => tensorBatches(evaluation, batchSize, spec, feed, range);
 
     await report('evaluate', span.float, 0, 'evaluating the float model');
     const floatMetrics = await timed('evaluateFloatMs', () =>

@@ -169,7 +169,7 @@ function datasetUpload(onUploaded) {
           {},
           'Stored ',
           el('span', { class: 'mono', id: 'dataset-id' }, dataset.id),
-          `: ${dataset.samples} samples, x ${dataset.x.shape.join('×')}.`,
+          `: ${dataset.samples} samples, ${arraysOf(dataset)}.`,
         ),
       );
       onUploaded(dataset);
@@ -360,12 +360,18 @@ function collect(form) {
   return spec;
 }
 
+/** A dataset's input arrays and their shapes: its x, or one array per model input. */
+function arraysOf(dataset) {
+  const arrays = dataset.inputs ?? [{ name: 'x', ...dataset.x }];
+  return arrays.map((a) => `${a.name} ${a.shape.join('×')}`).join(', ');
+}
+
 /** A dataset as an option: its id, size and x shape (what has to fit the model's input). */
 function datasetOption(dataset) {
   return el(
     'option',
     { value: dataset.id },
-    `${dataset.id} (${dataset.samples} samples, x ${dataset.x.shape.join('×')}${dataset.y ? ', with y' : ''})`,
+    `${dataset.id} (${dataset.samples} samples, ${arraysOf(dataset)}${dataset.y ? ', with y' : ''})`,
   );
 }
 
