@@ -126,6 +126,8 @@ export function registerErrorHandling(app: FastifyInstance): void {
     const headers = (error as { headers?: Record<string, string> }).headers;
     if (problem.kind === 'rate-limited' && headers) reply.headers(headers);
     if (problem.kind === 'unauthorized') reply.header('www-authenticate', 'Bearer realm="qaas"');
+    // The rest of an oversized body is not worth reading: the connection ends with the answer.
+    if (problem.kind === 'upload-too-large') reply.header('connection', 'close');
     // ioredis retries the connection at most 2 s apart: a client that waits that long meets the next try.
     if (problem.kind === 'service-unavailable') reply.header('retry-after', '2');
     return sendProblem(request, reply, problem);

@@ -102,7 +102,8 @@ export async function checkJobDatasets(
     }
     const problem = checkDatasetFitsModel(
       {
-        x: { sampleShape: record.x.shape.slice(1) },
+        x: record.x && { sampleShape: record.x.shape.slice(1) },
+        inputs: record.inputs?.map((a) => ({ name: a.name, sampleShape: a.shape.slice(1) })),
         y: role === 'calibration' || !record.y ? null : { sampleShape: record.y.shape.slice(1) },
       },
       inputs,

@@ -6,6 +6,7 @@
  */
 import { createHash } from 'node:crypto';
 import type { Redis } from 'ioredis';
+import type { Config } from '../config.js';
 import { ConflictError, NotFoundError } from '../errors.js';
 import type { BlobStore } from '../storage/blobs.js';
 import type { RedisKeys } from '../storage/keys.js';
@@ -18,11 +19,13 @@ import { checkJobDatasets, storedModelJson } from './inputs.js';
 import type { JobLifecycle } from './lifecycle.js';
 import { enqueue, type Queues } from './queue.js';
 import { parseJobSpec, SpecError, type JobSpec } from './spec.js';
+import { urlRefusal } from './webhook-target.js';
 import { publicJob, type PublicJob } from './view.js';
 
 const idempotencyTtlSeconds = 24 * 3600;
 
 export interface SubmitDeps {
+  config: Pick<Config, 'webhooks'>;
   records: RecordStore;
   blobs: BlobStore;
   redis: Redis;
@@ -67,6 +70,8 @@ export async function checkSubmission(
 ): Promise<JobSpec> {
   const spec = parseJobSpec(body);
   if (!spec.modelId) throw new SpecError([{ path: '/modelId', message: 'required: the id of an uploaded model' }]);
+  const webhookRefusal = spec.webhook ? urlRefusal(spec.webhook.url, deps.config.webhooks.allow) : null;
+  if (webhookRefusal !== null) throw new SpecError([{ path: '/webhook/url', message: webhookRefusal }]);
   if (!isId('models', spec.modelId)) throw noModel(spec.modelId);
   const namesDatasets = Object.values(spec.data).some((id) => typeof id === 'string');
   if (!namesDatasets && !full) return spec;

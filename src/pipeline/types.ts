@@ -54,7 +54,7 @@ export type StageMetrics = Partial<Record<'float' | 'ptq' | 'qat' | 'integer', M
 export interface JobReport extends Omit<PtqReport, 'kind'> {
   kind: JobSpec['kind'];
   model: PtqReport['model'] & { metrics: StageMetrics };
-  batchNorm?: { folded: string[]; skipped: FoldResult['skipped'] };
+  batchNorm?: { folded: string[]; skipped: FoldResult['skipped']; scaled: FoldResult['scaled'] };
   /** Calibrated ranges, or the DoReFa/PACT quantizers QAT trained (learned α per layer). */
   activations?: (ActivationRange | LearnedActivationRange)[];
   training?: { history: EpochMetrics[]; stoppedEarly: boolean };

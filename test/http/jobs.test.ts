@@ -13,7 +13,8 @@ import { alice, bob, denseModel, filesAsParts, multipart } from './helpers.js';
 import { expectMatchesSpec } from './spec-validator.js';
 import { useTwoTenantApp } from './suite.js';
 
-const suite = useTwoTenantApp();
+// The webhook test's receiver listens on loopback, which webhooks may reach only when allowed.
+const suite = useTwoTenantApp({ QAAS_WEBHOOK_ALLOW: '127.0.0.1' });
 
 function submit(spec: unknown, headers: Record<string, string> = alice) {
   return suite.app.inject({ method: 'POST', url: '/v1/jobs', payload: spec as object, headers });
@@ -103,11 +104,11 @@ describe('POST /v1/jobs', () => {
     const res = await submit({
       modelId: suite.modelId,
       method: { name: 'float16' },
-      webhook: { url: 'http://127.0.0.1:9/hook', secret: 's3cret-value' },
+      webhook: { url: 'https://hooks.example.com/hook', secret: 's3cret-value' },
     });
     expect(res.statusCode).toBe(202);
     expect(res.body).not.toContain('s3cret-value');
-    expect(res.json().webhookUrl).toBe('http://127.0.0.1:9/hook');
+    expect(res.json().webhookUrl).toBe('https://hooks.example.com/hook');
   });
 });
 
@@ -222,7 +223,7 @@ describe('cancel, isolation, list', () => {
         .map((block) => JSON.parse(block.split('\ndata: ')[1]));
       expect(sse.map((job) => job.status)).toEqual(['cancelled', 'cancelled']);
 
-      await webhookProcessor(suite.app.services)({
+      await webhookProcessor({ ...suite.app.services, allow: suite.config.webhooks.allow })({
         id: `webhook-${id}`,
         data: { tenant: 'alice', jobId: id },
       } as Job<WebhookPayload>);
