@@ -21,6 +21,11 @@ import {
   type LearnedActivationRange,
   type TrainedActivations,
 } from '../quant/qat/activation-layers.js';
+import {
+  describeBinaryActivations,
+  withBinaryActivations,
+  type BinaryActivationMode,
+} from '../quant/qat/binary-activations.js';
 import { qatPlan } from '../quant/qat/plan.js';
 import type { QuantizedTensor } from '../quant/types.js';
 import {
@@ -69,14 +74,24 @@ export interface JobProgress {
  * Metrics by stage: `float` (the source model), `ptq` or `qat` (the exported model/ artifact), and
  * `integer` (the exported weights with activations fake-quantized to `activations.bits`).
  */
-export type StageMetrics = Partial<Record<'float' | 'ptq' | 'qat' | 'integer', Metrics>>;
+export type StageMetrics = Partial<Record<'float' | 'ptq' | 'qat', Metrics>> & {
+  /** `simulated` says what: which activations were quantized how, on which weights. */
+  integer?: Metrics & { simulated: string };
+};
+
+/** Binary / ternary activations put in place of the ReLUs of these layers (../quant/qat/binary-activations.ts). */
+export interface BinaryActivationReport {
+  layer: string;
+  quantizer: BinaryActivationMode;
+  bits: number;
+}
 
 export interface JobReport extends Omit<PtqReport, 'kind'> {
   kind: JobSpec['kind'];
   model: PtqReport['model'] & { metrics: StageMetrics };
   batchNorm?: { folded: string[]; skipped: FoldResult['skipped'] };
   /** Calibrated ranges, or the DoReFa/PACT quantizers QAT trained (learned α per layer). */
-  activations?: (ActivationRange | LearnedActivationRange)[];
+  activations?: (ActivationRange | LearnedActivationRange | BinaryActivationReport)[];
   training?: { history: EpochMetrics[]; stoppedEarly: boolean };
   /** ptq.algorithm gptq / adaround: per layer, time and output error with nearest rounding and after. */
   rounding?: RoundingReport;
@@ -220,9 +235,29 @@ export async function runJob(
         }));
         const simulated = await withFakeQuantActivations(exported, grids);
         owned.push(simulated);
-        metrics.integer = await timed('evaluateIntegerMs', () =>
-          evaluate(simulated, batchesOf(data.evaluation!), { reference: floatModel, signal: options.signal }),
-        );
+        const { quantizer, bits } = learnedActivations[0] ?? { quantizer: 'dorefa', bits: 0 };
+        metrics.integer = {
+          ...(await timed('evaluateIntegerMs', () =>
+            evaluate(simulated, batchesOf(data.evaluation!), { reference: floatModel, signal: options.signal }),
+          )),
+          simulated: `${exportedStage} weights, ${bits}-bit ${quantizer} activations after ${learnedActivations.length} ReLU outputs (trained grids)`,
+        };
+      }
+    } else if (spec.activations && isBinaryMode(spec.activations.quantizer)) {
+      const mode = spec.activations.quantizer;
+      exported ??= await loadArtifact(files, owned);
+      if (!(exported instanceof tf.LayersModel))
+        throw new Error(`${mode} activations replace the ReLUs of a layers model; this is a graph model`);
+      const binarized = await withBinaryActivations(exported, mode);
+      owned.push(binarized.model);
+      activations = binarized.layers.map((layer) => ({ layer, quantizer: mode, bits: spec.activations!.bits }));
+      if (data.evaluation && floatModel) {
+        metrics.integer = {
+          ...(await timed('evaluateIntegerMs', () =>
+            evaluate(binarized.model, batchesOf(data.evaluation!), { reference: floatModel, signal: options.signal }),
+          )),
+          simulated: `${exportedStage} weights, ${describeBinaryActivations(mode, binarized.layers.length)}`,
+        };
       }
     } else if (spec.activations && data.calibration) {
       await report(
@@ -253,9 +288,14 @@ export async function runJob(
       if (data.evaluation && floatModel) {
         const simulated = await simulate();
         owned.push(simulated);
-        metrics.integer = await timed('evaluateIntegerMs', () =>
-          evaluate(simulated, batchesOf(data.evaluation!), { reference: floatModel, signal: options.signal }),
-        );
+        metrics.integer = {
+          ...(await timed('evaluateIntegerMs', () =>
+            evaluate(simulated, batchesOf(data.evaluation!), { reference: floatModel, signal: options.signal }),
+          )),
+          simulated:
+            `${exportedStage} weights, ${spec.activations.bits}-bit affine activations fake-quantized after ` +
+            `${calibrated.length} layers (${spec.activations.calibration} ranges from the calibration set)`,
+        };
       }
     }
 
@@ -297,7 +337,13 @@ export async function trainQat(
   if (!dataset.y) throw new Error('kind "qat" needs labels (y) in the training dataset');
   const loaded = await loadTfModel(model, owned);
   let quantizers: TrainedActivations | undefined;
-  if (spec.activations && spec.activations.quantizer !== 'calibrated') {
+  let binarized: tf.LayersModel | undefined;
+  if (spec.activations && isBinaryMode(spec.activations.quantizer)) {
+    if (!(loaded instanceof tf.LayersModel))
+      throw new Error(`${spec.activations.quantizer} activations are trained in a layers model; this is a graph model`);
+    binarized = (await withBinaryActivations(loaded, spec.activations.quantizer)).model;
+    owned.push(binarized);
+  } else if (spec.activations?.quantizer === 'dorefa' || spec.activations?.quantizer === 'pact') {
     const { quantizer, bits, gradientBits, alpha, alphaDecay } = spec.activations;
     if (!(loaded instanceof tf.LayersModel))
       throw new Error(`${quantizer} activations are trained in a layers model; this is a graph model`);
@@ -313,7 +359,7 @@ export async function trainQat(
   }
   // A graph model trains through variables put in place of its weights, given back by dispose.
   const graph = loaded instanceof tf.GraphModel ? new TrainableGraph(loaded, model.modelJson) : undefined;
-  const trainable: TrainableModel = quantizers?.model ?? graph ?? (loaded as tf.LayersModel);
+  const trainable: TrainableModel = quantizers?.model ?? binarized ?? graph ?? (loaded as tf.LayersModel);
   try {
     const { epochs, batchSize, learningRate, optimizer, momentum, learningRateDecay, validationSplit, ste } = spec.qat;
     const trainEnd = Math.floor(dataset.samples * (1 - validationSplit));
@@ -438,4 +484,8 @@ export async function* tensorBatches(
       y?.dispose();
     }
   }
+}
+
+function isBinaryMode(quantizer: string): quantizer is BinaryActivationMode {
+  return quantizer === 'sign' || quantizer === 'ternary';
 }
