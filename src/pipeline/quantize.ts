@@ -245,6 +245,10 @@ export async function runQuantizeJob(
       ...(activations ? { activations } : {}),
       ...(training ? { training } : {}),
       ...(rounding ? { rounding } : {}),
+      warnings: [
+        ...(batchNorm?.skipped ?? []).map((s) => `BatchNorm ${s.layer} was not folded: ${s.reason}`),
+        ...ptq.report.warnings,
+      ],
       timings: { ...ptq.report.timings, ...timings, totalMs: Math.round((performance.now() - started) * 10) / 10 },
     };
     // The job's last step here is the report, whatever stages ran: only the worker, once the artifacts are
