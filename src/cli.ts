@@ -7,19 +7,22 @@
 import { randomUUID } from 'node:crypto';
 import { existsSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
-import { resolve } from 'node:path';
+import { basename, resolve } from 'node:path';
 import type { parseArgs } from 'node:util';
 import cliProgress from 'cli-progress';
 import { Redis } from 'ioredis';
 import { closestFlag, commandUsage, parseCommand, UsageError, type Command, type Flags } from './cli/args.js';
 import { ApiError, QaasClient, type RemoteJob } from './client/index.js';
 import { loadConfig } from './config.js';
+import { InputError } from './errors.js';
 import { parseJobSpec, SpecError, type JobSpec } from './jobs/spec.js';
 import { selectBackend } from './model/backend.js';
-import { ModelError } from './model/errors.js';
-import { readModelDir } from './model/read.js';
-import { datasetFiles, DatasetError, openDataset, type Dataset } from './model/dataset/index.js';
-import { runJob, type JobDatasets, type JobReport } from './pipeline/job.js';
+import { convertKerasBytes, isKerasPath } from './model/keras/index.js';
+import { readModel, readModelDir } from './model/read.js';
+import type { LoadedModel } from './model/types.js';
+import { datasetFiles, openDataset, type Dataset } from './model/dataset/index.js';
+import { runJob } from './pipeline/run.js';
+import type { JobDatasets, JobReport } from './pipeline/types.js';
 import { methodNames } from './quant/methods/index.js';
 import { EXACT_SQNR_DB } from './quant/metrics.js';
 import { BlobStore } from './storage/blobs.js';
@@ -99,13 +102,15 @@ const commands = {
   },
   quantize: {
     name: 'quantize',
-    synopsis: 'quantize <modelDir> --out <outDir> [options]',
-    about: 'Runs the job on local files with no service or Redis (the offline path).',
+    synopsis: 'quantize <modelDir | model.keras | model.h5> --out <outDir> [options]',
+    about:
+      'Runs the job on local files with no service or Redis (the offline path); a Keras .keras / .h5 is\n' +
+      'converted to a TF.js layers model first.',
     flags: { ...outFlag, ...specFlags },
   },
   submit: {
     name: 'submit',
-    synopsis: 'submit <modelDir | archive | modelId> [--out <outDir>] [options]',
+    synopsis: 'submit <modelDir | archive | model.keras | model.h5 | modelId> [--out <outDir>] [options]',
     about:
       'The same job through a running service: uploads the model and the local datasets (a dataset ref may\n' +
       "also be a ds_ id), submits, follows the job's events and downloads its artifacts. Exit 0 when the job\n" +
@@ -259,16 +264,24 @@ function progressBar(quiet: boolean | undefined): cliProgress.SingleBar | undefi
   );
 }
 
+/** A TF.js model directory, or a Keras `.keras` / `.h5` file converted as the service converts uploads. */
+async function readLocalModel(path: string): Promise<LoadedModel> {
+  if (!isKerasPath(path)) return readModelDir(path);
+  const { files } = await convertKerasBytes(new Uint8Array(await readFile(path)), basename(path));
+  return readModel(files);
+}
+
 async function quantize(args: string[]): Promise<number> {
   const parsed = parseCommand(commands.quantize, args);
   if (!parsed) return 0;
   const { values, positionals } = parsed;
-  if (positionals.length !== 1) throw new UsageError('quantize takes one model directory; run qaas quantize --help');
+  if (positionals.length !== 1)
+    throw new UsageError('quantize takes one model directory or Keras file; run qaas quantize --help');
   if (!values.out) throw new UsageError('quantize needs --out <outDir>; run qaas quantize --help');
   const spec = parseJobSpec(await specFromFlags(values));
 
   const backend = await selectBackend(loadConfig().tfBackend);
-  const model = await readModelDir(resolve(positionals[0]));
+  const model = await readLocalModel(resolve(positionals[0]));
   const datasets = await openDatasets(spec);
   const bar = progressBar(values.quiet);
   bar?.start(100, 0, { stage: 'load', message: '' });
@@ -508,6 +521,7 @@ function formatSummary(report: JobReport): string {
     `${report.tensors.length} tensors quantized, ${report.skipped.length} skipped; ` +
       `weights ${m.bytesBefore} B → model/ ${m.bytesAfter} B (${m.stockCompressionRatio.toFixed(2)}×), ` +
       `packed ${m.packedBytes} B (${m.compressionRatio.toFixed(2)}×, ${m.bitsPerWeight.toFixed(2)} bits/weight); backend ${m.backend}`,
+    ...(report.warnings ?? []).map((warning) => `warning: ${warning}`),
     ...Object.entries(m.metrics).map(
       ([stage, metrics]) =>
         `${stage}: ` +
@@ -535,9 +549,7 @@ function isBadInput(error: unknown): boolean {
   const code = (error as NodeJS.ErrnoException | undefined)?.code ?? '';
   return (
     error instanceof UsageError ||
-    error instanceof SpecError ||
-    error instanceof ModelError ||
-    error instanceof DatasetError ||
+    error instanceof InputError ||
     (error instanceof ApiError && error.status < 500) ||
     code === 'ENOENT' ||
     code.startsWith('ERR_PARSE_ARGS')

@@ -1,9 +1,10 @@
 /**
- * Service configuration (DESIGN.md §7), read once from the environment at start and passed down; nothing
+ * Service configuration (docs/operations.md), read once from the environment at start and passed down; nothing
  * else in the service reads `process.env`. API keys are kept only as sha256 hashes.
  */
 import { createHash } from 'node:crypto';
 import { resolve } from 'node:path';
+import { parseAllowList, type WebhookAllowList } from './jobs/webhook-target.js';
 
 export type BackendPreference = 'auto' | 'tensorflow' | 'wasm' | 'cpu';
 
@@ -33,6 +34,17 @@ export interface Config {
     maxExpansionRatio: number;
   };
   rateLimit: { max: number; timeWindowMs: number };
+  /**
+   * How long a client may take, so slow clients cannot hold connections (slowloris): the headers, the
+   * whole request (body included), and a connection's silence (idle, or between keep-alive requests).
+   */
+  timeouts: { headersMs: number; requestMs: number; idleMs: number; keepAliveMs: number };
+  webhooks: {
+    /** Addresses, ranges and host names that may receive webhooks though they are not global unicast. */
+    allow: WebhookAllowList;
+    /** A delivery's whole exchange, connecting to the last byte of the answer read. */
+    timeoutMs: number;
+  };
   /** Browser origins (scheme://host[:port]) whose pages may call the API; empty: none, `*`: any. */
   corsOrigins: string[];
   logLevel: string;
@@ -98,8 +110,30 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
       timeWindowMs: integer(env, 'QAAS_RATE_LIMIT_WINDOW_MS', 60_000, 1),
     },
     corsOrigins: parseOrigins(env.QAAS_CORS_ORIGINS),
+    timeouts: {
+      headersMs: integer(env, 'QAAS_HEADERS_TIMEOUT_MS', 10_000, 1),
+      // An upload of QAAS_MAX_UPLOAD_BYTES must fit in it: 5 minutes is 1 GiB at 3.6 MB/s.
+      requestMs: integer(env, 'QAAS_REQUEST_TIMEOUT_MS', 300_000, 1),
+      // The event stream writes a heartbeat every 15 s, so an idle limit above that never cuts one.
+      idleMs: integer(env, 'QAAS_IDLE_TIMEOUT_MS', 30_000, 1),
+      keepAliveMs: integer(env, 'QAAS_KEEP_ALIVE_TIMEOUT_MS', 5_000, 1),
+    },
+    webhooks: {
+      allow: webhookAllowList(env.QAAS_WEBHOOK_ALLOW),
+      timeoutMs: integer(env, 'QAAS_WEBHOOK_TIMEOUT_MS', 10_000, 1),
+    },
     logLevel: env.LOG_LEVEL || 'info',
   };
+}
+
+function webhookAllowList(raw: string | undefined): WebhookAllowList {
+  try {
+    return parseAllowList(raw);
+  } catch (error) {
+    throw new ConfigError(
+      `QAAS_WEBHOOK_ALLOW must be comma-separated addresses, CIDR ranges or host names: ${(error as Error).message}`,
+    );
+  }
 }
 
 function parseOrigins(raw: string | undefined): string[] {

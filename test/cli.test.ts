@@ -148,7 +148,7 @@ describe('qaas help and flags', () => {
     expect(typo.code).toBe(2);
     const lines = typo.stderr.split('\n');
     expect(lines[0]).toBe('qaas: unknown option --bitz for quantize; did you mean --bits?');
-    expect(lines[2]).toBe('Usage: qaas quantize <modelDir> --out <outDir> [options]');
+    expect(lines[2]).toBe('Usage: qaas quantize <modelDir | model.keras | model.h5> --out <outDir> [options]');
     expect(typo.stderr).toContain('  --bits, -b <n>  ');
     expect(typo.stdout).toBe('');
     const prefix = await qaas('submit', 'mdl_x', '--gran', 'per-channel');

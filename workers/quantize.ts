@@ -19,14 +19,14 @@ import {
   type QuantizePayload,
   type Queues,
 } from '../src/jobs/queue.js';
-import { parseJobSpec, SpecError, type JobSpec } from '../src/jobs/spec.js';
+import { InputError } from '../src/errors.js';
+import { parseJobSpec, type JobSpec } from '../src/jobs/spec.js';
 import { selectBackend } from '../src/model/backend.js';
-import { ModelError } from '../src/model/errors.js';
 import { readModel } from '../src/model/read.js';
 import type { FileSet } from '../src/model/types.js';
 import type { Dataset } from '../src/model/dataset/index.js';
-import { DatasetError } from '../src/model/dataset/index.js';
-import { isRoundingCheckpoint, runJob, type JobCheckpoint, type JobDatasets } from '../src/pipeline/job.js';
+import { runJob } from '../src/pipeline/run.js';
+import { isRoundingCheckpoint, type JobCheckpoint, type JobDatasets } from '../src/pipeline/types.js';
 import { CheckpointStore } from '../src/storage/checkpoints.js';
 import { openStoredDataset } from '../src/storage/datasets.js';
 import { artifactDir } from '../src/storage/artifacts.js';
@@ -139,7 +139,7 @@ export default async function quantize(job: SandboxedJob<QuantizePayload>): Prom
       onProgress: (progress) => report({ ...progress, progress: Math.round((2 + progress.progress * 0.93) * 10) / 10 }),
     });
     await checkCancel();
-    if (controller.signal.aborted) throw Object.assign(new Error('cancelled'), { name: 'AbortError' });
+    controller.signal.throwIfAborted();
     await report({ stage: 'store', progress: 97, message: 'writing artifacts' });
     await writeTreeAtomically(artifactDir(ctx.config.dataDir, tenant, jobId), result.files);
     // The one "done" of the job, and its 100%: before the record ends, so a stream that closes on the end
@@ -156,6 +156,7 @@ export default async function quantize(job: SandboxedJob<QuantizePayload>): Prom
       bitsPerWeight: m.bitsPerWeight,
       backend: m.backend,
       metrics: m.metrics,
+      warnings: result.report.warnings,
     };
     const done = await ctx.lifecycle.succeed(tenant, jobId, summary, [...result.files.keys()].sort());
     await ctx.checkpoints.remove(tenant, jobId);
@@ -170,17 +171,13 @@ export default async function quantize(job: SandboxedJob<QuantizePayload>): Prom
       await queueWebhook(ctx, tenant, jobId, cancelled?.webhookUrl ?? null);
       return { status: 'cancelled' };
     }
-    const badInput =
-      error instanceof ModelError ||
-      error instanceof SpecError ||
-      error instanceof DatasetError ||
-      error instanceof UnrecoverableError;
+    const badInput = error instanceof InputError || error instanceof UnrecoverableError;
     const message = error instanceof Error ? error.message : String(error);
     const lastAttempt = badInput || job.attemptsMade + 1 >= (job.opts.attempts ?? 1);
     if (lastAttempt) {
       const failed = await ctx.lifecycle.fail(tenant, jobId, {
         message,
-        type: error instanceof ModelError ? 'invalid-model' : badInput ? 'invalid-input' : 'internal',
+        type: error instanceof InputError ? error.problem : badInput ? 'invalid-input' : 'internal',
       });
       log.error({ err: error }, 'job failed');
       await queueWebhook(ctx, tenant, jobId, failed?.webhookUrl ?? null);

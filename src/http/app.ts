@@ -49,6 +49,15 @@ export async function buildApp(config: Config, deps: AppDeps = {}): Promise<Fast
       return typeof given === 'string' && /^[\w.-]{1,128}$/.test(given) ? given : crypto.randomUUID();
     },
     bodyLimit: 10 * 1024 * 1024,
+    // Slow clients (slowloris) hold a connection only this long: headers, whole request, silence, keep-alive.
+    requestTimeout: config.timeouts.requestMs,
+    connectionTimeout: config.timeouts.idleMs,
+    keepAliveTimeout: config.timeouts.keepAliveMs,
+    http: {
+      headersTimeout: Math.min(config.timeouts.headersMs, config.timeouts.requestMs),
+      // Node checks the header and request deadlines on this beat (30 s by default, longer than the deadlines).
+      connectionsCheckingInterval: Math.max(10, Math.min(1000, Math.floor(config.timeouts.headersMs / 4))),
+    },
     ajv: { customOptions: { coerceTypes: true, useDefaults: true, removeAdditional: false } },
   });
   if (deps.onRoute) app.addHook('onRoute', deps.onRoute);

@@ -1,12 +1,11 @@
 /**
  * Every problem the API can answer with, declared once (RFC 9457 problem+json). Handlers throw
  * `new ApiProblem('model-not-found', detail)`; the root error handler renders it with the request id, and
- * maps library errors (Fastify validation, multipart limits, rate limit, Redis, spec and model validation)
+ * maps library errors (Fastify validation, multipart limits, rate limit, Redis) and bad input (InputError)
  * onto the same catalogue. 5xx answers never carry the underlying message.
  */
 import type { FastifyError, FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
-import { ModelError } from '../model/errors.js';
-import { SpecError } from '../jobs/spec.js';
+import { InputError } from '../errors.js';
 
 export const problemCatalogue = {
   'invalid-request': { status: 400, title: 'The request is malformed' },
@@ -70,15 +69,7 @@ function isRedisUnavailable(error: Error): boolean {
 
 export function toProblem(error: unknown): ApiProblem {
   if (error instanceof ApiProblem) return error;
-  if (error instanceof SpecError) {
-    return new ApiProblem('invalid-job-spec', error.message, { problems: error.problems });
-  }
-  if (error instanceof ModelError) {
-    const where = Object.fromEntries(
-      Object.entries({ weight: error.weight, file: error.file, layer: error.layer }).filter(([, v]) => v !== undefined),
-    );
-    return new ApiProblem('invalid-model', error.message, { code: error.code, ...where });
-  }
+  if (error instanceof InputError) return new ApiProblem(error.problem, error.message, error.details);
   const fastifyError = error as FastifyError;
   if (fastifyError && typeof fastifyError === 'object') {
     if (fastifyError.validation) return new ApiProblem('invalid-request', fastifyError.message);
@@ -134,6 +125,8 @@ export function registerErrorHandling(app: FastifyInstance): void {
     const headers = (error as { headers?: Record<string, string> }).headers;
     if (problem.kind === 'rate-limited' && headers) reply.headers(headers);
     if (problem.kind === 'unauthorized') reply.header('www-authenticate', 'Bearer realm="qaas"');
+    // The rest of an oversized body is not worth reading: the connection ends with the answer.
+    if (problem.kind === 'upload-too-large') reply.header('connection', 'close');
     // ioredis retries the connection at most 2 s apart: a client that waits that long meets the next try.
     if (problem.kind === 'service-unavailable') reply.header('retry-after', '2');
     return sendProblem(request, reply, problem);

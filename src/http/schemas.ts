@@ -46,6 +46,12 @@ export const Model = Type.Object({
   inputs: Type.Optional(Type.Array(Signature)),
   outputs: Type.Optional(Type.Array(Signature)),
   files: Type.Array(Type.Object({ path: Type.String(), bytes: Type.Integer(), sha256: Type.String() })),
+  source: Type.Optional(
+    Type.Object({
+      format: Type.Unsafe<'keras' | 'h5'>({ type: 'string', enum: ['keras', 'h5'] }),
+      kerasVersion: Type.String(),
+    }),
+  ),
   createdAt: Timestamp,
 });
 
@@ -54,7 +60,8 @@ const ArrayInfo = Type.Object({ dtype: Type.String(), shape: Type.Array(Type.Int
 export const Dataset = Type.Object({
   id: Type.String(),
   samples: Type.Integer(),
-  x: ArrayInfo,
+  x: Nullable(ArrayInfo),
+  inputs: Type.Optional(Type.Array(Type.Object({ name: Type.String(), ...ArrayInfo.properties }))),
   y: Nullable(ArrayInfo),
   bytes: Type.Integer(),
   createdAt: Timestamp,
@@ -80,6 +87,18 @@ export const Job = Type.Object({
   error: Nullable(Type.Object({ message: Type.String(), type: Type.Optional(Type.String()) })),
   summary: Nullable(Type.Object({}, { additionalProperties: true })),
   artifacts: Type.Array(Type.String()),
+  webhookDelivery: Type.Optional(
+    Type.Object({
+      status: Type.Unsafe<'delivered' | 'failed' | 'refused'>({
+        type: 'string',
+        enum: ['delivered', 'failed', 'refused'],
+      }),
+      at: Timestamp,
+      attempt: Type.Integer(),
+      httpStatus: Type.Optional(Type.Integer()),
+      detail: Type.Optional(Type.String()),
+    }),
+  ),
 });
 
 export function pageOf<T extends TSchema>(item: T) {

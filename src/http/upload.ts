@@ -72,6 +72,12 @@ export class Upload {
     // A part's stream fails (maybe before we listen: see `errored`) when the body is not a whole multipart document.
     let bodyError: unknown = null;
     part.file.once('error', (error) => (bodyError = error));
+    // busboy would read (and drop) the rest of an oversized part before ending its stream: answer now.
+    const tooLarge = new ApiProblem(
+      'upload-too-large',
+      `${part.filename} exceeds the ${limits.maxFileBytes}-byte file limit`,
+    );
+    part.file.once('limit', () => part.file.destroy(tooLarge));
     const staged = await this.stage(part.file, (chunkBytes) => {
       this.totalBytes += chunkBytes;
       return this.totalBytes > limits.maxTotalBytes
@@ -117,7 +123,8 @@ export class Upload {
   async addPart(part: MultipartFile): Promise<void> {
     const name = part.filename || part.fieldname;
     const staged = await this.stagePart(part);
-    if (/\.zip$/i.test(name)) {
+    // A Keras 3 `.keras` is a zip (config.json, metadata.json, model.weights.h5): the same limits apply.
+    if (/\.(zip|keras)$/i.test(name)) {
       await this.expand(name, staged.bytes, (onEntry) => readZip(staged.stagedPath, onEntry));
     } else if (/\.(tar\.gz|tgz)$/i.test(name)) {
       await this.expand(name, staged.bytes, (onEntry) => readTarGz(staged.stagedPath, onEntry));
@@ -300,12 +307,24 @@ function checkBoundary(contentType: string | undefined): void {
   );
 }
 
+/** Room for one part's boundary and headers beside its bytes. */
+const multipartOverheadBytes = 1024;
+
 /** Collects every file part of a multipart request into an Upload; any failure discards what was staged. */
 export async function receiveUpload(request: FastifyRequest, blobs: BlobStore, limits: Limits): Promise<Upload> {
   if (!request.isMultipart()) {
     throw new ApiProblem('unsupported-media-type', 'send multipart/form-data with the files as parts');
   }
   checkBoundary(request.headers['content-type']);
+  // A declared length over what the limits can ever take is refused before a byte of the body is read.
+  const declared = Number(request.headers['content-length']);
+  const largest = limits.maxTotalBytes + (limits.maxFiles + 20) * multipartOverheadBytes;
+  if (declared > largest) {
+    throw new ApiProblem(
+      'upload-too-large',
+      `the body is ${declared} bytes; uploads take at most ${limits.maxTotalBytes}`,
+    );
+  }
   const upload = new Upload(blobs, limits);
   try {
     const parts = request.parts();

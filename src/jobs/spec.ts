@@ -1,10 +1,11 @@
 /**
- * The job spec (DESIGN.md §3): one schema shared by the API, the worker and the CLI's --spec file, so a spec
+ * The job spec (docs/job-spec.md): one schema shared by the API, the worker and the CLI's --spec file, so a spec
  * that runs offline runs the same way as a service job. `method` is checked against the method registry,
  * which owns each method's own params schema.
  */
 import { Type, type Static } from '@sinclair/typebox';
 import { FormatRegistry } from '@sinclair/typebox';
+import { InputError } from '../errors.js';
 import { withDefaults } from '../quant/schema.js';
 import { MethodParamsError, methodNames, parseMethodParams, type MethodParams } from '../quant/methods/index.js';
 import {
@@ -160,6 +161,15 @@ export const QatSpec = Type.Object(
 
 export const PtqSpec = Type.Object(
   {
+    equalize: Type.Optional(
+      Type.Boolean({
+        description:
+          'move each kernel’s per-channel scale out of it (Nagel et al. 2019): a BatchNorm after a Conv/Dense is folded ' +
+          'but kept as a per-channel scale, so every kernel channel shares one range and a per-tensor grid (the ' +
+          'compact stock uint8 form) keeps per-channel precision; per-channel affine (symmetric, or ≥ 8 bits) then ' +
+          'quantizes such a kernel on one grid. Default: on, except for float16 (nothing to equalize)',
+      }),
+    ),
     algorithm: Type.Union([Type.Literal('nearest'), Type.Literal('gptq'), Type.Literal('adaround')], {
       default: 'nearest',
       description:
@@ -214,7 +224,7 @@ export const PtqSpec = Type.Object(
       { additionalProperties: false, default: {} },
     ),
   },
-  { additionalProperties: false, default: {}, description: 'post-training rounding (kind ptq)' },
+  { additionalProperties: false, default: {}, description: 'post-training quantization: rounding and equalization' },
 );
 
 export const TargetSpec = Type.Object(
@@ -284,7 +294,11 @@ export const JobSpecSchema = Type.Object(
     data: DataSpec,
     preprocess: PreprocessSpec,
     foldBatchNorm: Type.Optional(
-      Type.Boolean({ description: 'fold BatchNormalization into the preceding Conv/Dense (default: true for ptq)' }),
+      Type.Boolean({
+        description:
+          'fold BatchNormalization into the preceding Conv/Dense (default: true for ptq; with ptq.equalize the BN ' +
+          'stays as the per-channel scale)',
+      }),
     ),
     activations: Type.Optional(ActivationsSpec),
     ptq: PtqSpec,
@@ -321,10 +335,11 @@ export interface SpecProblem {
   message: string;
 }
 
-export class SpecError extends Error {
+export class SpecError extends InputError {
+  override name = 'SpecError';
+
   constructor(readonly problems: SpecProblem[]) {
-    super(problems.map((p) => `${p.path || '/'}: ${p.message}`).join('; '));
-    this.name = 'SpecError';
+    super('invalid-job-spec', problems.map((p) => `${p.path || '/'}: ${p.message}`).join('; '), { problems });
   }
 }
 
@@ -354,6 +369,11 @@ export function parseJobSpec(input: unknown): JobSpec {
  * An override that names another method replaces the base params outright (they would not fit the other
  * method's schema); one without a name, or with the same name, changes only the fields it gives.
  */
+/** ptq.equalize when the spec leaves it out: on, except for float16, whose values keep their own scale. */
+export function equalizes(spec: Pick<JobSpec, 'ptq' | 'method'>): boolean {
+  return spec.ptq.equalize ?? spec.method.name !== 'float16';
+}
+
 export function mergeOverride(base: { name: string }, override: Record<string, unknown>): Record<string, unknown> {
   if (typeof override.name === 'string' && override.name !== base.name) return override;
   return { ...base, ...override };

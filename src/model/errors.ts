@@ -3,6 +3,7 @@
  * optional `weight` / `file` / `layer` say where, so the HTTP layer can answer 422 with the culprit named
  * and the CLI can print one line.
  */
+import { InputError } from '../errors.js';
 
 export type ModelErrorCode =
   | 'malformed-json'
@@ -21,15 +22,18 @@ export interface ModelErrorLocation {
   layer?: string;
 }
 
-export class ModelError extends Error {
-  override readonly name = 'ModelError';
+export class ModelError extends InputError {
+  override name = 'ModelError';
   readonly code: ModelErrorCode;
   readonly weight?: string;
   readonly file?: string;
   readonly layer?: string;
 
   constructor(code: ModelErrorCode, message: string, where: ModelErrorLocation = {}) {
-    super(message);
+    super('invalid-model', message, {
+      code,
+      ...Object.fromEntries(Object.entries(where).filter(([, value]) => value !== undefined)),
+    });
     this.code = code;
     if (where.weight !== undefined) this.weight = where.weight;
     if (where.file !== undefined) this.file = where.file;

@@ -1,5 +1,5 @@
 /**
- * Which weights of a model a quantization job touches (DESIGN.md §3–4): the kernels and embeddings that
+ * Which weights of a model a quantization job touches (docs/job-spec.md `layers`, docs/methods.md): the kernels and embeddings that
  * hold almost all of a model's bytes. Biases, normalisation parameters and integer tensors never are.
  * Layers models are matched by weight name (`<layer name>/<weight>`, tfjs's own naming, which Keras
  * exports follow with extra scopes such as `lstm/lstm_cell/kernel`); graph models by what consumes a Const,
@@ -53,10 +53,15 @@ interface LayerRoles {
 }
 
 /** A wrapper (Bidirectional, TimeDistributed) owns its inner layer's weights under its own name. */
+/** Own properties only: a class or op named "constructor" must not find Object.prototype's members. */
+function lookup<T>(table: Record<string, T>, key: string): T | undefined {
+  return Object.hasOwn(table, key) ? table[key] : undefined;
+}
+
 function rolesOf(layer: LayerInfo): LayerRoles {
-  const own = LAYER_ROLES[layer.className];
+  const own = lookup(LAYER_ROLES, layer.className);
   if (own !== undefined) return { layerType: layer.className, roles: own };
-  const wrapped = layer.inner.find((inner) => LAYER_ROLES[inner.className] !== undefined);
+  const wrapped = layer.inner.find((inner) => lookup(LAYER_ROLES, inner.className) !== undefined);
   if (wrapped !== undefined) return rolesOf(wrapped);
   return { layerType: layer.className, roles: [] };
 }
@@ -108,7 +113,7 @@ function selectGraph(model: LoadedModel): QuantizableWeight[] {
   };
   const consumers = new Map<string, string>();
   for (const node of nodes) {
-    const positions = GRAPH_WEIGHT_INPUTS[String(node.op)];
+    const positions = lookup(GRAPH_WEIGHT_INPUTS, String(node.op));
     if (positions === undefined || !Array.isArray(node.input)) continue;
     for (const position of positions) {
       const source = inputNode(node.input[position]);

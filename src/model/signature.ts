@@ -277,7 +277,10 @@ function modelOutputShapes(model: Json, inputs?: Shape[]): Shape[] {
     else if (layer.class_name === 'InputLayer') shape = layerOutput(layer, []);
     else {
       const nodes = Array.isArray(layer.inbound_nodes) ? layer.inbound_nodes : [];
-      const node = nodes[nodeIndex];
+      // A nested model's node 0 is its own input-to-output node, which configs leave out of its list: a
+      // reference to its node n ≥ 1 is the list's entry n − 1 (as tfjs-layers reads it).
+      const nested = layerList(layer).length > 0;
+      const node = nodes[nested ? Math.max(0, nodeIndex - 1) : nodeIndex];
       // tfjs / Keras 2 write a node as a list of [layer, node index, tensor index, kwargs].
       const refs = Array.isArray(node) ? node.filter(Array.isArray) : [];
       shape =
@@ -426,8 +429,15 @@ function inferredOutputs(modelJson: Json): TensorSignature[] {
 }
 
 export interface DatasetShape {
-  x: { sampleShape: number[] };
+  /** The only input's samples; null when `inputs` names one array per input. */
+  x: { sampleShape: number[] } | null;
+  inputs?: { name: string; sampleShape: number[] }[];
   y?: { sampleShape: number[]; labels?: 'index' | 'onehot' | 'values' } | null;
+}
+
+/** A dataset's input name matches a model input's with or without the graph output index (`input` = `input:0`). */
+export function sameInput(given: string, input: string): boolean {
+  return given.replace(/:0$/, '') === input.replace(/:0$/, '');
 }
 
 const show = (dims: (number | null)[]): string => `[${dims.map((d) => (d === null ? '?' : d)).join(',')}]`;
@@ -447,13 +457,36 @@ export function checkDatasetFitsModel(
   inputs: TensorSignature[],
   outputs: TensorSignature[],
 ): string | null {
-  if (inputs.length !== 1) {
-    return `the model has ${inputs.length} inputs (${inputs.map((i) => `'${i.name}'`).join(', ')}); a dataset feeds exactly one`;
-  }
-  const [input] = inputs;
-  const x = dataset.x.sampleShape;
-  if (input.shape !== null && !fits(x, input.shape.slice(1))) {
-    return `dataset x samples are ${show(x)} but input '${input.name}' expects ${show(input.shape.slice(1))}`;
+  const quoted = (names: string[]) => names.map((name) => `'${name}'`).join(', ');
+  if (dataset.inputs) {
+    const given = dataset.inputs;
+    const missing = inputs.filter((input) => !given.some((array) => sameInput(array.name, input.name)));
+    const extra = given.filter((array) => !inputs.some((input) => sameInput(array.name, input.name)));
+    if (missing.length > 0 || extra.length > 0) {
+      return (
+        `dataset inputs ${quoted(given.map((a) => a.name))} must be the model's inputs ${quoted(inputs.map((i) => i.name))}` +
+        (missing.length > 0 ? `: ${quoted(missing.map((i) => i.name))} missing` : '') +
+        (extra.length > 0 ? `${missing.length > 0 ? ',' : ':'} ${quoted(extra.map((a) => a.name))} not an input` : '')
+      );
+    }
+    for (const input of inputs) {
+      const array = given.find((a) => sameInput(a.name, input.name))!;
+      if (input.shape !== null && !fits(array.sampleShape, input.shape.slice(1))) {
+        return `dataset input '${array.name}' samples are ${show(array.sampleShape)} but input '${input.name}' expects ${show(input.shape.slice(1))}`;
+      }
+    }
+  } else {
+    if (inputs.length !== 1) {
+      return (
+        `the model has ${inputs.length} inputs (${quoted(inputs.map((i) => i.name))}): send one array per input, ` +
+        'named by it (.npz keys, upload part names, or JSON x as an object)'
+      );
+    }
+    const [input] = inputs;
+    const x = dataset.x!.sampleShape;
+    if (input.shape !== null && !fits(x, input.shape.slice(1))) {
+      return `dataset x samples are ${show(x)} but input '${input.name}' expects ${show(input.shape.slice(1))}`;
+    }
   }
   const y = dataset.y;
   if (!y) return null;

@@ -12,6 +12,7 @@
  * tensors back, so the GraphModel disposes what it loaded.
  */
 import * as tf from '@tensorflow/tfjs';
+import { ModelError } from './errors.js';
 import type { TrainableModel, TrainableWeight } from '../quant/qat/train.js';
 
 type WeightMap = Record<string, tf.Tensor[]>;
@@ -81,7 +82,7 @@ export class TrainableGraph implements TrainableModel {
   apply(x: tf.Tensor): tf.Tensor {
     const output = this.model.execute(x);
     if (Array.isArray(output))
-      throw new Error(`QAT trains single-output models; this graph has ${output.length} outputs`);
+      throw new ModelError('bad-topology', `QAT trains single-output models; this graph has ${output.length} outputs`);
     return output;
   }
 

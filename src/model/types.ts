@@ -3,25 +3,10 @@
  * weight decoded (manifest quantization undone) in manifest order.
  */
 
-/** Relative path (e.g. `model.json`, `group1-shard1of2.bin`) → bytes. */
-export type FileSet = Map<string, Uint8Array>;
+import type { ModelFormat, Weight } from '../quant/model.js';
 
-export type ModelFormat = 'layers-model' | 'graph-model';
-
-export type WeightDtype = 'float32' | 'int32' | 'bool';
-
-export interface Weight {
-  name: string;
-  shape: number[];
-  dtype: WeightDtype;
-  /** float32 for float weights (dequantized when the manifest was quantized), Int32Array / Uint8Array else. */
-  values: Float32Array | Int32Array | Uint8Array;
-  /**
-   * The manifest quantization the source file used: kept for the report, and so a weight left as it was
-   * goes back out in the same bytes (min and scale are set for uint8/uint16).
-   */
-  sourceQuantization?: { dtype: 'uint8' | 'uint16' | 'float16'; min?: number; scale?: number };
-}
+// Defined with the engine, which works on them (src/quant imports nothing from src/model).
+export type { FileSet, ModelFormat, Weight, WeightDtype } from '../quant/model.js';
 
 export interface LoadedModel {
   format: ModelFormat;
@@ -30,7 +15,7 @@ export interface LoadedModel {
   weights: Weight[];
 }
 
-/** Why a weight is a candidate for quantization (DESIGN.md §4 "Which tensors"). */
+/** Why a weight is a candidate for quantization (docs/job-spec.md, `layers`). */
 export type WeightRole =
   'kernel' | 'recurrent_kernel' | 'depthwise_kernel' | 'pointwise_kernel' | 'embeddings' | 'graph_const';
 

@@ -1,5 +1,5 @@
 /**
- * Jobs of kind `analyze` and `auto` (DESIGN.md §4 `auto`, issue 5).
+ * Jobs of kind `analyze` and `auto` (docs/methods.md, `analyze` and `auto`).
  *
  * - analyze: the float model's metrics, the per-tensor sensitivity table (src/quant/sensitivity.ts: each
  *   quantizable weight × each candidate config, alone, on the first `search.analysisSamples` evaluation
@@ -11,7 +11,7 @@
  *   set against the float model. The report gets `frontier` (every trial: packed bytes, metrics, chosen),
  *   `chosenSpec` (a plain ptq spec that reproduces the chosen trial) and `search`; the artifacts are the
  *   chosen trial's files. When no trial meets `target.maxDrop` and the job has a training set and a layers
- *   model, the best trial's per-tensor config is trained quantization-aware (job.ts trainQat with `spec.qat`, stage `train`),
+ *   model, the best trial's per-tensor config is trained quantization-aware (quantize.ts trainQat with `spec.qat`, stage `train`),
  *   exported and measured like the trials, and added to the frontier as one more entry (`qat: true`, its
  *   estimates those of the trial it started from); it is chosen when its drop is below the best trial's, and
  *   `chosenSpec` is then a `kind: "qat"` spec with the same overrides. `search.targetMet` covers both.
@@ -23,16 +23,17 @@
  * re-runs `chosenSpec` will fold it.
  */
 import * as tf from '@tensorflow/tfjs';
-import type { JobSpec } from '../jobs/spec.js';
+import { equalizes, SpecError, type JobSpec } from '../jobs/spec.js';
 import type { Dataset } from '../model/dataset/index.js';
 import { foldBatchNorm } from '../model/fold-batchnorm.js';
 import { loadRunnable, type RunnableModel } from '../model/load.js';
 import type { LoadedModel } from '../model/types.js';
 import { writeModel } from '../model/write.js';
-import { evaluate, type Batch, type Metrics } from '../quant/evaluate.js';
+import { evaluate, type Batch } from '../quant/evaluate.js';
 import { quantizationShape } from '../quant/methods/common.js';
 import { getMethod, parseMethodParams, type MethodParams } from '../quant/methods/index.js';
 import { createRng } from '../quant/rng.js';
+import type { Metrics } from '../quant/types.js';
 import {
   FLOAT,
   dropOf,
@@ -53,21 +54,11 @@ import {
   type SensitivityRow,
   type WithWeight,
 } from '../quant/sensitivity.js';
-import {
-  inputDtypeOf,
-  loadArtifact,
-  loadTfModel,
-  tensorBatches,
-  trainQat,
-  type JobDatasets,
-  type TrainedQat,
-  type JobOptions,
-  type JobProgress,
-  type JobReport,
-  type JobResult,
-} from './job.js';
 import { planTensors, runPtq, tensorSeed, type PtqResult } from './ptq.js';
+import { trainQat, type TrainedQat } from './quantize.js';
+import { inputsOf, loadArtifact, loadTfModel, tensorBatches } from './runtime.js';
 import { stageClock, stageReporter } from './stages.js';
+import type { JobDatasets, JobOptions, JobProgress, JobReport, JobResult } from './types.js';
 
 export interface FrontierEntry {
   trial: number;
@@ -131,7 +122,8 @@ export async function runAutoJob(
   options: JobOptions,
 ): Promise<JobResult> {
   const evaluation = data.evaluation;
-  if (!evaluation) throw new Error(`kind "${spec.kind}" needs an evaluation dataset`);
+  if (!evaluation)
+    throw new SpecError([{ path: '/data/evaluation', message: `kind "${spec.kind}" needs an evaluation dataset` }]);
   const started = performance.now();
   const { timings, timed } = stageClock();
   const report = stageReporter(options.onProgress);
@@ -147,13 +139,15 @@ export async function runAutoJob(
       0,
       foldBn ? 'folding BatchNormalization into the preceding layers' : 'loading the model',
     );
-    const folding = foldBn ? foldBatchNorm(source) : { model: source, folded: [], skipped: [] };
+    const folding = foldBn
+      ? foldBatchNorm(source, { keepScale: equalizes(spec) })
+      : { model: source, folded: [], skipped: [], scaled: [] };
     const model = folding.model;
     const floatModel = await loadTfModel(source, owned);
     // The folded model computes the same function; it is the one whose weights get quantized.
-    const perturbable = folding.folded.length > 0 ? await loadTfModel(model, owned) : floatModel;
-    const inputDtype = inputDtypeOf(floatModel);
-    const batchesOf = (range: { end?: number } = {}) => tensorBatches(evaluation, batchSize, spec, inputDtype, range);
+    const perturbable = model !== source ? await loadTfModel(model, owned) : floatModel;
+    const feed = inputsOf(floatModel);
+    const batchesOf = (range: { end?: number } = {}) => tensorBatches(evaluation, batchSize, spec, feed, range);
 
     await report('evaluate', span.float, 0, 'evaluating the float model');
     const floatMetrics = await timed('evaluateFloatMs', () =>
@@ -166,6 +160,7 @@ export async function runAutoJob(
       spec.search.candidates ?? DEFAULT_CANDIDATES.map((c, i) => parseMethodParams(c, `/search/candidates/${i}`)),
     );
     const planned = planTensors(model, spec).selected;
+    if (planned.length === 0) throw nothingToSearch(spec);
     const weights = new Map(model.weights.map((w) => [w.name, w]));
     const quantize = (name: string, params: MethodParams) => {
       const weight = weights.get(name)!;
@@ -202,6 +197,8 @@ export async function runAutoJob(
         backend: options.backend,
         signal: options.signal,
         precomputed: trained?.precomputed,
+        source,
+        equalized: folding.scaled,
       });
       const artifactOwner: RunnableModel[] = [];
       try {
@@ -370,15 +367,14 @@ export async function runAutoJob(
       kind: spec.kind,
       spec,
       model: { ...ptq.report.model, metrics: { float: floatMetrics, [extra.training ? 'qat' : 'ptq']: metrics } },
-      ...(folding.folded.length > 0 || folding.skipped.length > 0
-        ? { batchNorm: { folded: folding.folded, skipped: folding.skipped } }
+      ...(folding.folded.length > 0 || folding.skipped.length > 0 || folding.scaled.length > 0
+        ? { batchNorm: { folded: folding.folded, skipped: folding.skipped, scaled: folding.scaled } }
         : {}),
       sensitivity: sensitivity.rows,
       search: summary,
       ...extra,
       timings: { ...ptq.report.timings, ...timings, totalMs: Math.round((performance.now() - started) * 10) / 10 },
     };
-    files.set('report.json', new TextEncoder().encode(`${JSON.stringify(jobReport, null, 2)}\n`));
     await report(
       spec.kind === 'auto' ? 'search' : 'report',
       spec.kind === 'auto' ? span.search : span.export,
@@ -408,6 +404,16 @@ function searchTensorsOf(rows: SensitivityRow[], tensors: { name: string; size: 
     floatBytes: 4 * t.size,
     options: rows.filter((r) => r.name === t.name).map((r) => ({ config: r.config, drop: r.drop, bytes: r.bytes })),
   }));
+}
+
+/** Said at submission when the API can tell (http/routes/jobs.ts); here for a model only the worker reads. */
+export function nothingToSearch(spec: JobSpec): SpecError {
+  return new SpecError([
+    {
+      path: '/layers/skip',
+      message: `no quantizable tensor is left once layers.skip is applied: kind "${spec.kind}" has nothing to measure`,
+    },
+  ]);
 }
 
 /** A weight name as a glob that matches exactly it (layers.skip and layers.overrides are picomatch globs). */

@@ -58,10 +58,6 @@ export interface RoundingOptions {
   onCheckpoint?: (checkpoint: RoundingCheckpoint) => void | Promise<void>;
 }
 
-function throwIfAborted(signal: AbortSignal | undefined): void {
-  if (signal?.aborted) throw Object.assign(new Error('job cancelled'), { name: 'AbortError' });
-}
-
 /** The values of `model` with some weights replaced (the layers rounded so far). */
 function withValues(model: LoadedModel, replaced: Map<string, Float32Array>): LoadedModel {
   return {
@@ -87,10 +83,11 @@ async function observeInputs(
   }
   const graph = runnable instanceof tf.GraphModel ? runnable : undefined;
   // A kernel that reads the model's own input sees the batch as it is.
-  const readsModelInput = graph !== undefined && 'node' in site && graph.inputs.some((i) => i.name === site.node);
+  const modelInput = graph !== undefined && 'node' in site ? graph.inputs.findIndex((i) => i.name === site.node) : -1;
   for await (const batch of batches) {
-    if (readsModelInput) {
-      statistics.observe((await batch.x.data()) as Float32Array, batch.x.shape);
+    if (modelInput >= 0) {
+      const x = Array.isArray(batch.x) ? batch.x[modelInput] : batch.x;
+      statistics.observe((await x.data()) as Float32Array, x.shape);
       continue;
     }
     const input = probe
@@ -131,7 +128,7 @@ export async function roundLayers(
   });
 
   for (const [index, target] of targets.entries()) {
-    throwIfAborted(options.signal);
+    options.signal?.throwIfAborted();
     await options.onLayer?.(index, targets.length, target.name);
     const started = performance.now();
     const weight = weights.get(target.name)!;

@@ -1,5 +1,5 @@
-/** Timing and progress bookkeeping shared by the job flows (runJob, runAutoJob). */
-import type { JobProgress } from './job.js';
+/** Timing and progress bookkeeping shared by the job flows (runQuantizeJob, runAutoJob). */
+import type { JobProgress } from './types.js';
 
 /** Wall time per named step, in ms with one decimal, as the report's `timings` shows them. */
 export function stageClock(): {

@@ -1,5 +1,5 @@
 /**
- * Evaluation of a model on a stream of batches (issue 4, "Evaluation"; DESIGN.md §5 `model.metrics`):
+ * Evaluation of a model on a stream of batches (docs/report.md `model.metrics`):
  *
  * - `accuracy`: top-1, labels as integers ([b] or [b, 1]) or one-hot ([b, classes]);
  * - `top5`: the label is among the 5 largest outputs (among all of them when there are fewer than 6);
@@ -13,27 +13,25 @@
  * makes them disposes each one when it is resumed).
  */
 import * as tf from '@tensorflow/tfjs';
+import { InputError } from '../errors.js';
+import type { MetricName, Metrics } from './types.js';
 
 export type EvaluableModel = tf.LayersModel | tf.GraphModel;
 
+/** A batch's model input: one tensor, or one per input of a multi-input model in the model's input order. */
+export type ModelInput = tf.Tensor | tf.Tensor[];
+
 export interface Batch {
-  x: tf.Tensor;
+  x: ModelInput;
   y?: tf.Tensor;
 }
 
-export type BatchSource = AsyncIterable<Batch> | Iterable<Batch>;
-
-export type MetricName = 'accuracy' | 'top5' | 'mse' | 'mae' | 'agreement' | 'sqnrDb';
-
-export interface Metrics {
-  accuracy?: number;
-  top5?: number;
-  mse?: number;
-  mae?: number;
-  agreement?: number;
-  sqnrDb?: number | null;
-  samples: number;
+/** The number of samples in a batch's input. */
+export function batchRows(x: ModelInput): number {
+  return (Array.isArray(x) ? x[0] : x).shape[0];
 }
+
+export type BatchSource = AsyncIterable<Batch> | Iterable<Batch>;
 
 export interface EvaluateOptions {
   /** The float model the quantized one stands for: enables `agreement` and `sqnrDb`. */
@@ -48,7 +46,7 @@ export interface EvaluateOptions {
 }
 
 /** The model's (first) output for a batch. */
-export function predict(model: EvaluableModel, x: tf.Tensor): tf.Tensor {
+export function predict(model: EvaluableModel, x: ModelInput): tf.Tensor {
   const output = model.predict(x) as tf.Tensor | tf.Tensor[] | tf.NamedTensorMap;
   if (output instanceof tf.Tensor) return output;
   const outputs = Array.isArray(output) ? output : Object.values(output);
@@ -66,7 +64,8 @@ function labelKind(y: tf.Tensor, output: tf.Tensor, oneHotRow: () => boolean): L
   if (sameShape) return classes > 1 && oneHotRow() ? 'one-hot' : 'regression';
   const integerShape = y.size === output.shape[0] && output.rank === 2 && classes > 1;
   if (integerShape) return 'integer';
-  throw new Error(
+  throw new InputError(
+    'invalid-dataset',
     `labels of shape [${y.shape.join(', ')}] fit neither class ids nor the output shape [${output.shape.join(', ')}]`,
   );
 }
@@ -142,11 +141,7 @@ export async function evaluate(
   let metrics: Set<MetricName> | undefined;
   let kind: LabelKind | undefined;
   for await (const batch of batches) {
-    if (options.signal?.aborted) {
-      const error = new Error('evaluation cancelled');
-      error.name = 'AbortError';
-      throw error;
-    }
+    options.signal?.throwIfAborted();
     const output = predict(model, batch.x);
     const reference = options.reference ? predict(options.reference, batch.x) : undefined;
     try {
@@ -179,12 +174,16 @@ function checkRequested(
   for (const metric of metrics) {
     const needsReference = metric === 'agreement' || metric === 'sqnrDb';
     if (needsReference && !hasReference) throw new Error(`metric ${metric} needs a reference model`);
-    if (!needsReference && !hasLabels) throw new Error(`metric ${metric} needs labels (y) in every batch`);
+    if (!needsReference && !hasLabels)
+      throw new InputError('invalid-dataset', `metric ${metric} needs labels (y) in every batch`);
     if ((metric === 'accuracy' || metric === 'top5') && kind === 'regression') {
-      throw new Error(`metric ${metric} needs class labels (integer or one-hot), not regression targets`);
+      throw new InputError(
+        'invalid-dataset',
+        `metric ${metric} needs class labels (integer or one-hot), not regression targets`,
+      );
     }
     if ((metric === 'mse' || metric === 'mae') && kind === 'integer') {
-      throw new Error(`metric ${metric} needs targets of the output's shape, not class ids`);
+      throw new InputError('invalid-dataset', `metric ${metric} needs targets of the output's shape, not class ids`);
     }
   }
 }

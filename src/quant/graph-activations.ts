@@ -17,7 +17,7 @@
  * signature's outputs) reads N/fake_quant instead. The three constants of each are added as weights.
  */
 import * as tf from '@tensorflow/tfjs';
-import type { FileSet } from '../model/types.js';
+import type { FileSet } from './model.js';
 import { ActivationObserver, rangeFromObserver, type ActivationOptions, type ActivationRange } from './activations.js';
 import type { BatchSource } from './evaluate.js';
 
@@ -131,11 +131,7 @@ export async function calibrateGraphActivations(
   const observers = names.map(() => new ActivationObserver());
   const floats = names.map(() => true);
   for await (const batch of batches) {
-    if (options.signal?.aborted) {
-      const error = new Error('calibration cancelled');
-      error.name = 'AbortError';
-      throw error;
-    }
+    options.signal?.throwIfAborted();
     const outputs = model.execute(batch.x, names) as tf.Tensor[];
     try {
       for (let i = 0; i < names.length; i++) {
@@ -176,8 +172,11 @@ export function withFakeQuantGraphActivations(files: FileSet, ranges: Activation
   for (const range of ranges) {
     const node = range.layer;
     if (!known.has(node)) throw new Error(`activation range names node ${node}, which the graph does not have`);
-    const at = `${node}${FAKE_QUANT}`;
-    if (known.has(at)) throw new Error(`the graph already has a node ${at}`);
+    // A graph may already hold a node of that name (one exported with our suffix, say): take the next free one.
+    const taken = (at: string) =>
+      ['', '/scale', '/low', '/high', '/div', '/round', '/clip'].some((s) => known.has(at + s));
+    let at = `${node}${FAKE_QUANT}`;
+    for (let n = 1; taken(at); n++) at = `${node}${FAKE_QUANT}_${n}`;
     const qmax = 2 ** range.bits - 1;
     const scale = constant(`${at}/scale`, range.scale);
     const low = constant(`${at}/low`, -range.zeroPoint);

@@ -1,5 +1,5 @@
 /**
- * The `auto` search (DESIGN.md §4, issue 5): per-tensor configs chosen from the sensitivity table, each
+ * The `auto` search (docs/methods.md, `analyze` and `auto`): per-tensor configs chosen from the sensitivity table, each
  * candidate verified by the caller's `measure` (the real export and evaluation), backing off where the
  * measured drop breaks the budget.
  *
@@ -22,6 +22,7 @@
  * Packed size = Σ tensor bytes + a fixed part (unquantized tensors, manifest), the latter learnt from each
  * measured trial. Pure: no tfjs, no files; `measure` does the work.
  */
+import { InputError } from '../errors.js';
 
 export type GoalMetric = 'accuracy' | 'top5' | 'agreement' | 'mse' | 'mae';
 
@@ -117,7 +118,8 @@ export async function searchConfigs(options: SearchOptions): Promise<SearchResul
   const { tensors, budget } = options;
   if (budget.maxDrop === undefined && budget.maxBytes === undefined)
     throw new Error('the search needs maxDrop or maxBytes');
-  if (tensors.length === 0) throw new Error('there is no quantizable tensor to search configs for');
+  if (tensors.length === 0)
+    throw new InputError('invalid-model', 'there is no quantizable tensor to search configs for');
   const optionsOf = new Map(
     tensors.map((t) => [
       t.name,

@@ -29,7 +29,7 @@ export type Encoding =
    */
   | { kind: 'pq'; bits: number; subvectorLength: number; subspaces: number; codebook: Float32Array };
 
-/** How the stock TF.js manifest can store the tensor exactly (DESIGN.md §5); absent → plain float values. */
+/** How the stock TF.js manifest can store the tensor exactly (docs/report.md); absent → plain float values. */
 export type TfjsEncoding = { dtype: 'uint8' | 'uint16'; min: number; scale: number } | { dtype: 'float16' };
 
 export interface QuantizedTensor {
@@ -44,11 +44,24 @@ export interface QuantizedTensor {
   tfjsEncoding?: TfjsEncoding;
 }
 
-/** One method = a params schema + a pure quantize function (DESIGN.md §4). */
+/** One method = a params schema + a pure quantize function (docs/methods.md). */
 export interface QuantMethod<S extends TSchema = TSchema> {
   name: string;
   /** One line for `--help` and error messages. */
   summary: string;
   params: S;
   quantize(weights: Float32Array, shape: readonly number[], params: Static<S>, rng: Rng): QuantizedTensor;
+}
+
+/** What evaluation measures (src/quant/evaluate.ts); jobs record it per stage. */
+export type MetricName = 'accuracy' | 'top5' | 'mse' | 'mae' | 'agreement' | 'sqnrDb';
+
+export interface Metrics {
+  accuracy?: number;
+  top5?: number;
+  mse?: number;
+  mae?: number;
+  agreement?: number;
+  sqnrDb?: number | null;
+  samples: number;
 }

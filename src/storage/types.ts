@@ -2,7 +2,7 @@
  * The records the service keeps in Redis, one JSON document each, always owned by one tenant. What the API
  * returns is a projection of these (response schemas drop the internal fields).
  */
-import type { Metrics } from '../quant/evaluate.js';
+import type { Metrics } from '../quant/types.js';
 import type { TensorSignature } from '../model/signature.js';
 import type { ModelFormat } from '../model/types.js';
 
@@ -25,7 +25,16 @@ export interface ModelRecord {
   inputs?: TensorSignature[];
   outputs?: TensorSignature[];
   files: StoredFile[];
+  /** Set when the upload was a Keras model: the stored files are its conversion to TF.js layers form. */
+  source?: ModelSource;
   createdAt: string;
+}
+
+export interface ModelSource {
+  /** `keras`: a Keras 3 `.keras` archive; `h5`: a legacy Keras HDF5 file. */
+  format: 'keras' | 'h5';
+  /** The Keras version that saved it. */
+  kerasVersion: string;
 }
 
 export interface ArrayInfo {
@@ -41,7 +50,10 @@ export interface DatasetRecord {
   id: string;
   tenant: string;
   samples: number;
-  x: ArrayInfo;
+  /** The array that feeds a single-input model; null when the dataset has named `inputs` instead. */
+  x: ArrayInfo | null;
+  /** One array per model input, named by it (multi-input models); absent when `x` is the input. */
+  inputs?: (ArrayInfo & { name: string })[];
   y: ArrayInfo | null;
   bytes: number;
   createdAt: string;
@@ -62,6 +74,18 @@ export interface JobSummary {
   backend: string;
   /** Metrics by stage (float, ptq, qat, integer) when the job named an evaluation dataset. */
   metrics?: Partial<Record<string, Metrics>>;
+  /** The report's warnings (model/ not smaller than the upload, a tensor left in float32, ...). */
+  warnings?: string[];
+}
+
+export interface WebhookDelivery {
+  /** refused: the URL's address may not receive webhooks (never retried); failed: this attempt did not land. */
+  status: 'delivered' | 'failed' | 'refused';
+  at: string;
+  attempt: number;
+  /** The receiver's HTTP status, when it answered. */
+  httpStatus?: number;
+  detail?: string;
 }
 
 export interface JobRecord {
@@ -83,6 +107,8 @@ export interface JobRecord {
   error: { message: string; type?: string } | null;
   summary: JobSummary | null;
   artifacts: string[];
+  /** The last webhook delivery attempt's outcome (absent until one was made). */
+  webhookDelivery?: WebhookDelivery;
   /** The Redis key of the Idempotency-Key that created the job (internal: deleting the job frees it). */
   idempotencyKey?: string;
 }

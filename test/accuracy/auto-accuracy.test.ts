@@ -14,7 +14,7 @@ import type { Dataset } from '../../src/model/dataset/index.js';
 import { readModel } from '../../src/model/read.js';
 import type { FileSet, LoadedModel } from '../../src/model/types.js';
 import type { AutoReport } from '../../src/pipeline/auto.js';
-import { runJob } from '../../src/pipeline/job.js';
+import { runJob } from '../../src/pipeline/run.js';
 import { evaluate } from '../../src/quant/evaluate.js';
 import { loadStockLayers, saveLayersModel } from '../fixtures/models.js';
 import { toBatches, type ClassificationTask } from '../fixtures/tasks.js';

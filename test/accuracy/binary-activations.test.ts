@@ -17,7 +17,8 @@ import { selectBackend } from '../../src/model/backend.js';
 import type { Dataset } from '../../src/model/dataset/index.js';
 import { readModel } from '../../src/model/read.js';
 import type { LoadedModel } from '../../src/model/types.js';
-import { runJob } from '../../src/pipeline/job.js';
+import { runJob } from '../../src/pipeline/run.js';
+import { expectValidReport } from '../http/spec-validator.js';
 import { saveLayersModel } from '../fixtures/models.js';
 import { makeClassificationTask, sliceTask, taskDataset, trainSmallCnn } from '../fixtures/tasks.js';
 
@@ -71,6 +72,8 @@ describe('binary weights and binary activations (issue 13)', () => {
     });
     expect(spec.activations).toMatchObject({ bits: 1, quantizer: 'sign' });
     const qat = await runJob(source, spec, datasets, { backend: tf.getBackend() });
+    expectValidReport(ptq.report);
+    expectValidReport(qat.report);
     const float = qat.report.model.metrics.float!.accuracy!;
     const ptqAccuracy = ptq.report.model.metrics.integer!.accuracy!;
     const qatAccuracy = qat.report.model.metrics.integer!.accuracy!;

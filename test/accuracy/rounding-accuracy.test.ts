@@ -15,7 +15,9 @@ import type { Dataset } from '../../src/model/dataset/index.js';
 import { loadRunnable } from '../../src/model/load.js';
 import { readModel } from '../../src/model/read.js';
 import type { FileSet, LoadedModel } from '../../src/model/types.js';
-import { runJob, type JobResult } from '../../src/pipeline/job.js';
+import { runJob } from '../../src/pipeline/run.js';
+import type { JobResult } from '../../src/pipeline/types.js';
+import { expectValidReport } from '../http/spec-validator.js';
 import { predict } from '../../src/quant/evaluate.js';
 import { saveLayersModel } from '../fixtures/models.js';
 import { makeClassificationTask, sliceTask, taskDataset, toBatches, trainSmallCnn } from '../fixtures/tasks.js';
@@ -118,6 +120,7 @@ describe('learned rounding at 3 bits per channel (issue 13)', () => {
       'logits/kernel',
     ]);
     for (const layer of layers) expect(layer.outputMseAfter).toBeLessThanOrEqual(layer.outputMseBefore * (1 + 1e-9));
+    expectValidReport(learned.result.report);
   });
 
   it('writes the learned codes on the affine grid the nearest job uses (same scales, same storage)', () => {

@@ -17,7 +17,7 @@ import { readModel } from '../../src/model/read.js';
 import type { FileSet, LoadedModel } from '../../src/model/types.js';
 import { writeModel } from '../../src/model/write.js';
 import { openDataset } from '../../src/model/dataset/index.js';
-import { runJob } from '../../src/pipeline/job.js';
+import { runJob } from '../../src/pipeline/run.js';
 import { planTensors, runPtq } from '../../src/pipeline/ptq.js';
 import { calibrateActivations, withFakeQuantActivations } from '../../src/quant/activations.js';
 import { evaluate } from '../../src/quant/evaluate.js';

@@ -330,3 +330,67 @@ describe('keys that name Object.prototype members (item 7)', () => {
     expect(res.statusCode, res.body).toBe(400);
   });
 });
+
+describe('specs the API can tell will fail (item 8)', () => {
+  let modelId: string;
+  let unlabelled: string;
+  let labelled: string;
+  beforeAll(async () => {
+    modelId = (await upload(multipart(filesAsParts(await tinyModel())))).json().id;
+    const x = [
+      [1, 2, 3, 4],
+      [4, 3, 2, 1],
+    ];
+    const dataset = async (body: unknown) => {
+      const res = await upload(
+        multipart([{ field: 'data', filename: 'data.json', data: JSON.stringify(body) }]),
+        '/v1/datasets',
+      );
+      expect(res.statusCode, res.body).toBe(201);
+      return res.json().id as string;
+    };
+    unlabelled = await dataset({ x });
+    labelled = await dataset({ x, y: [0, 1] });
+  });
+
+  const submit = (spec: Record<string, unknown>) =>
+    app.inject({ method: 'POST', url: '/v1/jobs', payload: { modelId, method: { name: 'affine' }, ...spec } });
+
+  it('answers 400 for QAT on a training dataset without labels, naming data.training', async () => {
+    const res = await submit({ kind: 'qat', data: { training: unlabelled } });
+    expect(res.statusCode, res.body).toBe(400);
+    expect(res.json().problems).toEqual([{ path: '/data/training', message: expect.stringContaining('no labels') }]);
+    const ok = await app.inject({
+      method: 'POST',
+      url: '/v1/jobs?dryRun=true',
+      payload: { modelId, kind: 'qat', method: { name: 'affine' }, data: { training: labelled } },
+    });
+    expect(ok.statusCode, ok.body).toBe(200);
+  });
+
+  it('answers 400 for kind auto (and analyze) when layers.skip leaves no tensor to quantize', async () => {
+    for (const kind of ['auto', 'analyze']) {
+      const res = await submit({
+        kind,
+        layers: { skip: ['dense_*/kernel'] },
+        data: { evaluation: labelled },
+        target: { maxDrop: 0.1 },
+      });
+      expect(res.statusCode, res.body).toBe(400);
+      expect(res.json().problems[0].path).toBe('/layers/skip');
+    }
+    const partial = await app.inject({
+      method: 'POST',
+      url: '/v1/jobs?dryRun=true',
+      payload: {
+        modelId,
+        kind: 'auto',
+        method: { name: 'affine' },
+        layers: { skip: ['dense_1/*'] },
+        data: { evaluation: labelled },
+        target: { maxDrop: 0.1 },
+      },
+    });
+    expect(partial.statusCode, partial.body).toBe(200);
+  });
+});

@@ -5,18 +5,16 @@
  * matters), the process lives on and the next upload is stored. The refused entries' streams used to be
  * abandoned with no error listener, and yauzl's byte-count check then threw out of the event loop.
  */
-import { spawn, type ChildProcess } from 'node:child_process';
-import { createServer } from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { FastifyInstance } from 'fastify';
 import { buildApp } from '../../src/http/app.js';
 import type { Config } from '../../src/config.js';
 import { createRng } from '../../src/quant/rng.js';
+import { serveProcess, type Served } from '../fixtures/serve.js';
 import { cleanup, filesAsParts, multipart, testConfig, tinyModel, zipOf } from './helpers.js';
 
 const MiB = 1024 * 1024;
 const declaredSizes = [10 * MiB, 1024 * MiB, 2 ** 32 - 1];
-const cli = new URL('../../dist/src/cli.js', import.meta.url).pathname;
 
 let config: Config;
 let app: FastifyInstance;
@@ -114,57 +112,19 @@ describe('randomly corrupted zips', () => {
   });
 });
 
-function freePort(): Promise<number> {
-  return new Promise((resolve) => {
-    const server = createServer().listen(0, '127.0.0.1', () => {
-      const { port } = server.address() as { port: number };
-      server.close(() => resolve(port));
-    });
-  });
-}
-
 describe('qaas serve with its embedded worker', () => {
-  let server: ChildProcess | undefined;
+  let served: Served | undefined;
   let serverConfig: Config | undefined;
   afterAll(async () => {
-    if (server && server.exitCode === null && server.signalCode === null) {
-      const exited = new Promise((resolve) => server!.once('exit', resolve));
-      server.kill('SIGTERM');
-      await exited;
-    }
+    await served?.kill();
     if (serverConfig) await cleanup(serverConfig);
   });
 
   it('stays up through every lying zip over a real socket', async () => {
     serverConfig = await testConfig();
-    const port = await freePort();
-    let stderr = '';
-    server = spawn(process.execPath, [cli, 'serve'], {
-      stdio: ['ignore', 'ignore', 'pipe'],
-      env: {
-        ...process.env,
-        PORT: String(port),
-        HOST: '127.0.0.1',
-        REDIS_URL: serverConfig.redisUrl,
-        QAAS_REDIS_PREFIX: serverConfig.redisPrefix,
-        DATA_DIR: serverConfig.dataDir,
-        QAAS_WORKERS: '1',
-        QAAS_TF_BACKEND: 'cpu',
-        LOG_LEVEL: 'warn',
-      },
-    });
-    server.stderr!.on('data', (chunk: Buffer) => (stderr += chunk.toString()));
-    const base = `http://127.0.0.1:${port}`;
-    let up = false;
-    for (let i = 0; i < 300 && !up && server.exitCode === null; i++) {
-      up = await fetch(`${base}/healthz`).then(
-        (res) => res.ok,
-        () => false,
-      );
-      if (!up) await new Promise((resolve) => setTimeout(resolve, 100));
-    }
-    expect(up, stderr).toBe(true);
-
+    served = await serveProcess(serverConfig);
+    const { base } = served;
+    const stderr = served.stderr;
     let refused = 0;
     for (const size of declaredSizes) {
       const body = multipart([{ filename: 'model.zip', data: declaring(goodZip, size, placements[0]) }]);
@@ -175,13 +135,13 @@ describe('qaas serve with its embedded worker', () => {
       await res.arrayBuffer();
       if (res.status >= 400) refused++;
       const health = await fetch(`${base}/healthz`);
-      expect(health.status, stderr).toBe(200);
+      expect(health.status, stderr()).toBe(200);
     }
     expect(refused).toBe(declaredSizes.length);
     const good = multipart(goodParts);
     const stored = await fetch(`${base}/v1/models`, { method: 'POST', headers: good.headers, body: good.payload });
     expect(stored.status).toBe(201);
-    expect(server.exitCode, stderr).toBeNull();
-    expect(stderr).not.toMatch(/not enough bytes|too many bytes/);
+    expect(served.process.exitCode, stderr()).toBeNull();
+    expect(stderr()).not.toMatch(/not enough bytes|too many bytes/);
   });
 });

@@ -98,11 +98,11 @@ describe('POST /v1/jobs', () => {
     const res = await submit({
       modelId: suite.modelId,
       method: { name: 'float16' },
-      webhook: { url: 'http://127.0.0.1:9/hook', secret: 's3cret-value' },
+      webhook: { url: 'https://hooks.example.com/hook', secret: 's3cret-value' },
     });
     expect(res.statusCode).toBe(202);
     expect(res.body).not.toContain('s3cret-value');
-    expect(res.json().webhookUrl).toBe('http://127.0.0.1:9/hook');
+    expect(res.json().webhookUrl).toBe('https://hooks.example.com/hook');
   });
 });
 

@@ -59,6 +59,8 @@ describe('openapi.yaml', () => {
     expect(ui.headers['content-type']).toContain('text/html');
     const served = await app.inject({ url: '/docs/json' });
     expect(served.json().paths['/v1/jobs/{id}/events']).toBeDefined();
+    // Relative, so "Try it out" calls whichever host and port the page was loaded from.
+    expect(served.json().servers).toEqual([{ url: '/' }]);
   });
 
   it('uses only problem types from the catalogue', async () => {

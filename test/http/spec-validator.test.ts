@@ -67,3 +67,68 @@ describe('expectMatchesSpec', () => {
     expect(() => expectMatchesSpec('GET', '/v1/jobs/job_1', json(404, problem, 'text/html'))).toThrow('no text/html');
   });
 });
+
+describe('the Report schema', () => {
+  const tensor = {
+    name: 'dense/kernel',
+    shape: [4, 2],
+    role: 'kernel',
+    layerType: 'Dense',
+    method: 'affine',
+    bits: 8,
+    bitsPerWeight: 12,
+    channels: 1,
+    storedAs: 'uint8',
+    bytesBefore: 32,
+    bytesAfter: 12,
+    mse: 1e-5,
+    sqnrDb: 41.2,
+    maxAbsError: 0.004,
+    cosine: 0.9999,
+  };
+  const report = {
+    version: 1,
+    generatedBy: 'qaas 0.1.0',
+    kind: 'ptq',
+    spec: { modelId: 'mdl_1', method: { name: 'affine', bits: 8 } },
+    model: {
+      format: 'layers-model',
+      params: 10,
+      quantizedParams: 8,
+      bytesBefore: 40,
+      bytesAfter: 16,
+      packedBytes: 300,
+      gzipBytesBefore: 50,
+      gzipBytesAfter: 30,
+      compressionRatio: 0.13,
+      stockCompressionRatio: 2.5,
+      bitsPerWeight: 12,
+      backend: 'wasm',
+      metrics: {
+        float: { accuracy: 0.9, samples: 10 },
+        ptq: { accuracy: 0.9, agreement: 1, sqnrDb: null, samples: 10 },
+      },
+    },
+    tensors: [tensor],
+    skipped: [{ name: 'dense/bias', reason: 'bias' }],
+    timings: { quantizeMs: 1, writeMs: 1, packMs: 1, reportMs: 1, totalMs: 5, evaluateFloatMs: 2 },
+  };
+  const url = '/v1/jobs/job_1/report';
+
+  it('accepts a report with every field typed, and rejects a missing, mistyped or unknown one', () => {
+    expectMatchesSpec('GET', url, json(200, report));
+    const { packedBytes: _dropped, ...noPacked } = report.model;
+    for (const bad of [
+      { ...report, model: noPacked },
+      { ...report, tensors: [{ ...tensor, sqnrDb: '41 dB' }] },
+      { ...report, tensors: [{ ...tensor, storedAs: 'int4' }] },
+      { ...report, model: { ...report.model, metrics: { fp32: { samples: 1 } } } },
+      { ...report, timings: { ...report.timings, trainMs: 'slow' } },
+      { ...report, activations: [{ layer: 'dense', bits: 8, calibration: 'minmax', min: 0, max: 1, scale: 0.1 }] },
+      { ...report, kind: 'magic' },
+      { ...report, surprise: true },
+    ]) {
+      expect(() => expectMatchesSpec('GET', url, json(200, bad)), JSON.stringify(bad).slice(0, 80)).toThrow();
+    }
+  });
+});

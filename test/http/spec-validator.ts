@@ -77,3 +77,10 @@ export function expectMatchesSpec(
   const valid = validate(JSON.parse(response.body));
   expect(valid ? [] : validate.errors, `${method} ${url} → ${response.statusCode} against ${pointer}`).toEqual([]);
 }
+
+/** Asserts that a report (as the pipeline returns it, before the worker stores it) is openapi.yaml's Report. */
+export function expectValidReport(report: unknown): void {
+  const validate = ajv.getSchema(`${documentId}#/components/schemas/Report`)!;
+  const valid = validate(JSON.parse(JSON.stringify(report)));
+  expect(valid ? [] : validate.errors, 'the report against #/components/schemas/Report').toEqual([]);
+}

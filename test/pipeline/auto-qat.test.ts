@@ -9,7 +9,7 @@ import type { Dataset } from '../../src/model/dataset/index.js';
 import { readModel } from '../../src/model/read.js';
 import type { LoadedModel } from '../../src/model/types.js';
 import type { AutoReport } from '../../src/pipeline/auto.js';
-import { runJob } from '../../src/pipeline/job.js';
+import { runJob } from '../../src/pipeline/run.js';
 import { saveLayersModel } from '../fixtures/models.js';
 import { makeClassificationTask, sliceTask, taskDataset, trainSmallCnn } from '../fixtures/tasks.js';
 

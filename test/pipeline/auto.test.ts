@@ -9,7 +9,7 @@ import type { Dataset } from '../../src/model/dataset/index.js';
 import { readModel } from '../../src/model/read.js';
 import type { LoadedModel } from '../../src/model/types.js';
 import { escapeGlob, type AutoReport } from '../../src/pipeline/auto.js';
-import { runJob } from '../../src/pipeline/job.js';
+import { runJob } from '../../src/pipeline/run.js';
 import { saveLayersModel } from '../fixtures/models.js';
 import { BOTTLENECK, taskDataset, trainBottleneckMlp } from './auto-fixture.js';
 

@@ -8,7 +8,7 @@ import { selectBackend } from '../../src/model/backend.js';
 import type { Dataset } from '../../src/model/dataset/index.js';
 import { readModel } from '../../src/model/read.js';
 import type { LoadedModel } from '../../src/model/types.js';
-import { runJob } from '../../src/pipeline/job.js';
+import { runJob } from '../../src/pipeline/run.js';
 import { openDataset } from '../../src/model/dataset/index.js';
 import { loadRunnable } from '../../src/model/load.js';
 import { buildGraphModel, graphInput, GRAPH_INPUT_SHAPE, saveLayersModel } from '../fixtures/models.js';
@@ -74,8 +74,9 @@ describe('runJob', () => {
       expect(range.max).toBeGreaterThanOrEqual(0);
       expect(range.scale).toBeCloseTo((range.max - range.min) / 255, 6);
     }
-    // The conv2d → BN pair of the small CNN is folded before quantization.
-    expect(report.batchNorm!.folded.length).toBeGreaterThan(0);
+    // The conv2d → BN pair of the small CNN is folded before quantization, the BN kept as its channel scale.
+    expect(report.batchNorm!.scaled.length).toBeGreaterThan(0);
+    expect(report.batchNorm!.folded).toEqual([]);
     expect(stages).toEqual([
       'fold',
       'evaluate',

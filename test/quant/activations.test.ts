@@ -1,7 +1,7 @@
 import * as tf from '@tensorflow/tfjs';
 import '@tensorflow/tfjs-backend-wasm';
 import { beforeAll, describe, expect, it } from 'vitest';
-import { FakeQuant } from '../../src/model/fake-quant-layer.js';
+import { FakeQuant } from '../../src/quant/fake-quant-layer.js';
 import {
   ActivationObserver,
   activationLayers,

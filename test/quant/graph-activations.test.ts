@@ -7,7 +7,7 @@
 import * as tf from '@tensorflow/tfjs';
 import '@tensorflow/tfjs-backend-cpu';
 import { beforeAll, describe, expect, it } from 'vitest';
-import { FakeQuant } from '../../src/model/fake-quant-layer.js';
+import { FakeQuant } from '../../src/quant/fake-quant-layer.js';
 import { loadRunnable } from '../../src/model/load.js';
 import type { FileSet } from '../../src/model/types.js';
 import { affineRange, type ActivationRange } from '../../src/quant/activations.js';

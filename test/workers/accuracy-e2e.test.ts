@@ -1,6 +1,7 @@
 /**
  * Jobs with data through a real sandboxed worker: a PTQ job that evaluates on an uploaded dataset and
- * simulates 8-bit activations, and a QAT job, both reporting metrics by stage in the job summary.
+ * simulates 8-bit activations, and a QAT job, both reporting metrics by stage in the job summary; analyze and
+ * auto jobs. Each finished job's report is validated against openapi.yaml's Report, the richest ones there are.
  */
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
@@ -11,6 +12,7 @@ import { buildApp } from '../../src/http/app.js';
 import { createRng } from '../../src/quant/rng.js';
 import { startWorkers, type Closable } from '../../src/service.js';
 import { cleanup, denseModel, filesAsParts, multipart, testConfig } from '../http/helpers.js';
+import { expectMatchesSpec } from '../http/spec-validator.js';
 
 let config: Config;
 let app: FastifyInstance;
@@ -76,7 +78,9 @@ describe('jobs with datasets', () => {
     expect(ptq.samples).toBe(96);
     expect(ptq.agreement).toBeGreaterThanOrEqual(0.9);
     expect(integer.agreement).toBeGreaterThanOrEqual(0.8);
-    const report = (await app.inject({ url: `/v1/jobs/${job.id}/report` })).json();
+    const reportResponse = await app.inject({ url: `/v1/jobs/${job.id}/report` });
+    expectMatchesSpec('GET', `/v1/jobs/${job.id}/report`, reportResponse);
+    const report = reportResponse.json();
     expect(report.model.metrics.ptq.accuracy).toBe(ptq.accuracy);
     expect(report.activations.map((a: { layer: string }) => a.layer)).toEqual(['dense_1', 'dense_2']);
   });
@@ -89,7 +93,9 @@ describe('jobs with datasets', () => {
       qat: { epochs: 2, batchSize: 16, learningRate: 1e-2 },
     });
     expect(job.status, JSON.stringify(job.error)).toBe('succeeded');
-    const report = (await app.inject({ url: `/v1/jobs/${job.id}/report` })).json();
+    const reportResponse = await app.inject({ url: `/v1/jobs/${job.id}/report` });
+    expectMatchesSpec('GET', `/v1/jobs/${job.id}/report`, reportResponse);
+    const report = reportResponse.json();
     expect(report.kind).toBe('qat');
     expect(report.training.history).toHaveLength(2);
     expect(job.summary.metrics.qat.samples).toBe(96);
@@ -103,7 +109,9 @@ describe('jobs with datasets', () => {
       data: { evaluation: datasetId },
     });
     expect(analyze.status, JSON.stringify(analyze.error)).toBe('succeeded');
-    const analyzed = (await app.inject({ url: `/v1/jobs/${analyze.id}/report` })).json();
+    const analyzedResponse = await app.inject({ url: `/v1/jobs/${analyze.id}/report` });
+    expectMatchesSpec('GET', `/v1/jobs/${analyze.id}/report`, analyzedResponse);
+    const analyzed = analyzedResponse.json();
     // 2 kernels × 6 default candidate configs, most sensitive first.
     expect(analyzed.sensitivity).toHaveLength(12);
     const drops = analyzed.sensitivity.map((row: { drop: number }) => row.drop);
@@ -117,7 +125,9 @@ describe('jobs with datasets', () => {
       search: { maxTrials: 6 },
     });
     expect(auto.status, JSON.stringify(auto.error)).toBe('succeeded');
-    const report = (await app.inject({ url: `/v1/jobs/${auto.id}/report` })).json();
+    const reportResponse = await app.inject({ url: `/v1/jobs/${auto.id}/report` });
+    expectMatchesSpec('GET', `/v1/jobs/${auto.id}/report`, reportResponse);
+    const report = reportResponse.json();
     const chosen = report.frontier.filter((entry: { chosen: boolean }) => entry.chosen);
     expect(chosen).toHaveLength(1);
     expect(report.frontier.length).toBeLessThanOrEqual(6);

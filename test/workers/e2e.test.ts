@@ -28,7 +28,7 @@ let modelId: string;
 let baseUrl: string;
 
 beforeAll(async () => {
-  config = await testConfig();
+  config = await testConfig({ QAAS_WEBHOOK_ALLOW: '127.0.0.1' });
   app = await buildApp(config, { logger: false });
   baseUrl = await app.listen({ port: 0, host: '127.0.0.1' });
   workers = startWorkers(config, { concurrency: 1 });

@@ -1,6 +1,8 @@
 /**
  * /v1/datasets: upload (part `x` as a .npy with an optional part `y`, one `.npz` holding x and y, or one JSON
- * file `{x, y}` of nested arrays), list, show, delete (refused while an unfinished job names the dataset).
+ * file `{x, y}` of nested arrays; for a multi-input model one .npy part per input named by it, an .npz of
+ * arrays named by the inputs, or JSON x as an object of them), list, show, delete (refused while an
+ * unfinished job names the dataset).
  * Uploads are checked from the .npy headers alone (dtype, C order, shape against the file size, x and y
  * agreeing on the sample count); only JSON, which is capped and small, is parsed whole.
  */
@@ -10,27 +12,27 @@ import {
   DatasetError,
   JSON_DATASET_MAX_BYTES,
   checkDatasetShapes,
+  checkInputShapes,
   parseJsonDataset,
 } from '../../model/dataset/index.js';
-import { NpyError, readNpyHeader } from '../../model/dataset/npy.js';
+import { readNpyHeader } from '../../model/dataset/npy.js';
 import { NpzFile } from '../../model/dataset/npz.js';
 import { checkDatasetFitsModel, modelInputs, modelOutputs } from '../../model/signature.js';
 import type { BlobStore } from '../../storage/blobs.js';
 import type { RecordStore } from '../../storage/records.js';
 import { isId, newId } from '../../storage/records.js';
 import type { ArrayInfo, DatasetRecord, ModelRecord } from '../../storage/types.js';
+import { SpecError } from '../../jobs/spec.js';
 import { ApiProblem } from '../errors.js';
 import { Dataset, IdParams, ListQuery, pageOf, Problem, problemResponses, servablePage } from '../schemas.js';
 import { receiveUpload, type Upload, type UploadedFile } from '../upload.js';
 
-/** Parse errors become 422s naming the part they came from. */
+/** Parse errors (422s, as every DatasetError) name the part they came from. */
 async function checked<T>(label: string, work: () => Promise<T>): Promise<T> {
   try {
     return await work();
   } catch (error) {
-    if (error instanceof NpyError || error instanceof DatasetError) {
-      throw new ApiProblem('invalid-dataset', label ? `${label}: ${error.message}` : error.message);
-    }
+    if (label && error instanceof DatasetError) throw new DatasetError(`${label}: ${error.message}`);
     throw error;
   }
 }
@@ -40,7 +42,11 @@ async function fromNpy(file: UploadedFile, label: string): Promise<ArrayInfo> {
   return { dtype: header.descr, shape: header.shape, sha256: file.sha256, bytes: file.bytes, encoding: 'npy' };
 }
 
-async function fromNpz(file: UploadedFile): Promise<{ x: ArrayInfo; y: ArrayInfo | null }> {
+/** A dataset's arrays: one x, or one named array per model input. */
+type Arrays = { x: ArrayInfo | null; inputs?: NamedArray[]; y: ArrayInfo | null };
+type NamedArray = ArrayInfo & { name: string };
+
+async function fromNpz(file: UploadedFile): Promise<Arrays> {
   const npz = await checked(file.path, () => NpzFile.open(file.stagedPath));
   npz.close();
   const info = (header: { descr: string; shape: number[] }): ArrayInfo => ({
@@ -50,10 +56,14 @@ async function fromNpz(file: UploadedFile): Promise<{ x: ArrayInfo; y: ArrayInfo
     bytes: file.bytes,
     encoding: 'npz',
   });
-  return { x: info(npz.x.header), y: npz.y ? info(npz.y.header) : null };
+  const y = npz.y ? info(npz.y.header) : null;
+  if (npz.inputs) {
+    return { x: null, inputs: npz.inputs.map((a) => ({ name: a.entry.replace(/\.npy$/, ''), ...info(a.header) })), y };
+  }
+  return { x: info(npz.x.header), y };
 }
 
-async function fromJson(upload: Upload, file: UploadedFile): Promise<{ x: ArrayInfo; y: ArrayInfo | null }> {
+async function fromJson(upload: Upload, file: UploadedFile): Promise<Arrays> {
   if (file.bytes > JSON_DATASET_MAX_BYTES) {
     throw new ApiProblem(
       'invalid-dataset',
@@ -71,7 +81,17 @@ async function fromJson(upload: Upload, file: UploadedFile): Promise<{ x: ArrayI
     bytes: file.bytes,
     encoding: 'json',
   });
-  return { x: info(dataset.x.sampleShape), y: dataset.y ? info(dataset.y.sampleShape) : null };
+  const y = dataset.y ? info(dataset.y.sampleShape) : null;
+  if (dataset.inputs)
+    return { x: null, inputs: dataset.inputs.map((a) => ({ name: a.name, ...info(a.sampleShape) })), y };
+  return { x: info(dataset.x.sampleShape), y };
+}
+
+/** .npy parts named by the model's inputs (any part that is not x or y), each one input's array. */
+async function fromNamedNpy(files: UploadedFile[]): Promise<NamedArray[]> {
+  const inputs: NamedArray[] = [];
+  for (const file of files) inputs.push({ name: file.field, ...(await fromNpy(file, file.field)) });
+  return inputs;
 }
 
 /** Ids of the tenant's queued or running jobs whose spec names `datasetId` in `data`. */
@@ -96,26 +116,40 @@ async function jobsUsing(records: RecordStore, tenant: string, datasetId: string
  * x the model's input, y (evaluation and training; calibration needs no labels) its output (422 naming the
  * mismatch). The model's shapes come from its stored model.json.
  */
+/** A model's model.json as stored (its manifest included). */
+export async function storedModelJson(blobs: BlobStore, model: ModelRecord): Promise<Record<string, unknown>> {
+  const file = model.files.find((f) => f.path === 'model.json');
+  return file ? (JSON.parse((await blobs.read(file.sha256)).toString('utf8')) as Record<string, unknown>) : {};
+}
+
+/**
+ * Every dataset a job names exists for the tenant and fits the model; `labelled` names the roles whose
+ * dataset must carry labels (y) for the job's kind.
+ */
 export async function checkJobDatasets(
   services: { records: RecordStore; blobs: BlobStore },
   tenant: string,
   model: ModelRecord,
   data: Partial<Record<'calibration' | 'evaluation' | 'training', string>>,
+  labelled: readonly string[] = [],
 ): Promise<void> {
   const named = Object.entries(data).filter((entry): entry is [string, string] => typeof entry[1] === 'string');
   if (named.length === 0) return;
-  const modelJsonFile = model.files.find((f) => f.path === 'model.json');
-  const modelJson = modelJsonFile
-    ? (JSON.parse((await services.blobs.read(modelJsonFile.sha256)).toString('utf8')) as Record<string, unknown>)
-    : {};
+  const modelJson = await storedModelJson(services.blobs, model);
   const inputs = modelInputs(modelJson);
   const outputs = modelOutputs(modelJson);
   for (const [role, id] of named) {
     const record = isId('datasets', id) ? await services.records.get('datasets', tenant, id) : null;
     if (!record) throw new ApiProblem('not-found', `no dataset ${id} (data.${role})`, { dataset: id, role });
+    if (labelled.includes(role) && !record.y) {
+      throw new SpecError([
+        { path: `/data/${role}`, message: `dataset ${id} has no labels (y); this job trains against them` },
+      ]);
+    }
     const problem = checkDatasetFitsModel(
       {
-        x: { sampleShape: record.x.shape.slice(1) },
+        x: record.x && { sampleShape: record.x.shape.slice(1) },
+        inputs: record.inputs?.map((a) => ({ name: a.name, sampleShape: a.shape.slice(1) })),
         y: role === 'calibration' || !record.y ? null : { sampleShape: record.y.shape.slice(1) },
       },
       inputs,
@@ -143,28 +177,43 @@ export async function datasetRoutes(app: FastifyInstance): Promise<void> {
       try {
         const pick = (name: string) => upload.files.find((f) => f.field === name || f.path === `${name}.npy`);
         const xFile = pick('x');
+        const yFile = pick('y');
         const npz = upload.files.find((f) => f.path.toLowerCase().endsWith('.npz'));
         const json = upload.files.find((f) => f.path.toLowerCase().endsWith('.json'));
-        let arrays: { x: ArrayInfo; y: ArrayInfo | null };
+        const namedNpy = upload.files.filter((f) => f.path.toLowerCase().endsWith('.npy') && f !== yFile);
+        let arrays: Arrays;
         if (xFile && !xFile.path.toLowerCase().endsWith('.npz')) {
-          const yFile = pick('y');
           arrays = { x: await fromNpy(xFile, 'x'), y: yFile ? await fromNpy(yFile, 'y') : null };
         } else if (npz) {
           arrays = await fromNpz(npz);
         } else if (json) {
           arrays = await fromJson(upload, json);
+        } else if (namedNpy.length > 0) {
+          arrays = { x: null, inputs: await fromNamedNpy(namedNpy), y: yFile ? await fromNpy(yFile, 'y') : null };
         } else {
-          throw new ApiProblem('invalid-upload', 'send part x (a .npy) [+ part y], one .npz, or one JSON file {x, y}');
+          throw new ApiProblem(
+            'invalid-upload',
+            'send part x (a .npy) [+ part y], one .npy part per model input named by it [+ y], one .npz, or one JSON file {x, y}',
+          );
         }
-        const { x, y } = arrays;
-        await checked('', async () => checkDatasetShapes(x.shape, y?.shape));
-        const used = upload.files.filter((f) => f.sha256 === x.sha256 || f.sha256 === y?.sha256);
+        const { x, inputs, y } = arrays;
+        await checked('', async () =>
+          inputs
+            ? checkInputShapes(
+                inputs.map((a) => ({ name: a.name, shape: a.shape })),
+                y?.shape,
+              )
+            : checkDatasetShapes(x!.shape, y?.shape),
+        );
+        const arrayBlobs = new Set([...(inputs ?? [x!]), ...(y ? [y] : [])].map((a) => a.sha256));
+        const used = upload.files.filter((f) => arrayBlobs.has(f.sha256));
         await upload.commit(used);
         const record: DatasetRecord = {
           id: newId('datasets'),
           tenant: request.tenant,
-          samples: x.shape[0],
+          samples: (inputs?.[0] ?? x!).shape[0],
           x,
+          ...(inputs ? { inputs } : {}),
           y,
           bytes: [...new Map(used.map((f) => [f.sha256, f.bytes])).values()].reduce((sum, bytes) => sum + bytes, 0),
           createdAt: new Date().toISOString(),

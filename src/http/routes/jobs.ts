@@ -11,13 +11,17 @@ import yazl from 'yazl';
 import { JobLifecycle, isTerminal } from '../../jobs/lifecycle.js';
 import { enqueue, webhookJobId, webhookSecretKey, type JobProgressEvent } from '../../jobs/queue.js';
 import { parseJobSpec, SpecError } from '../../jobs/spec.js';
+import { urlRefusal } from '../../jobs/webhook-target.js';
+import { nothingToSearch } from '../../pipeline/auto.js';
+import { planTensors } from '../../pipeline/ptq.js';
 import { artifactDir, artifactFile } from '../../storage/artifacts.js';
 import { isId, newId } from '../../storage/records.js';
 import { listTree } from '../../storage/tree.js';
 import type { JobRecord } from '../../storage/types.js';
+import type { WeightDtype } from '../../model/types.js';
 import { ApiProblem } from '../errors.js';
 import { IdParams, Job, JobStatus, ListQuery, pageOf, Problem, problemResponses, servablePage } from '../schemas.js';
-import { checkJobDatasets } from './datasets.js';
+import { checkJobDatasets, storedModelJson } from './datasets.js';
 
 const idempotencyTtlSeconds = 24 * 3600;
 
@@ -49,7 +53,7 @@ function contentTypeOf(path: string): string {
 }
 
 export async function jobRoutes(app: FastifyInstance): Promise<void> {
-  const { records, config, redis, queues } = app.services;
+  const { records, config, redis, queues, blobs } = app.services;
   const lifecycle = new JobLifecycle(records, redis, config.redisPrefix);
 
   async function findJob(request: FastifyRequest): Promise<JobRecord> {
@@ -80,6 +84,8 @@ export async function jobRoutes(app: FastifyInstance): Promise<void> {
       const { dryRun } = request.query as { dryRun?: boolean };
       const spec = parseJobSpec(request.body);
       if (!spec.modelId) throw new SpecError([{ path: '/modelId', message: 'required: the id of an uploaded model' }]);
+      const webhookRefusal = spec.webhook ? urlRefusal(spec.webhook.url, config.webhooks.allow) : null;
+      if (webhookRefusal !== null) throw new SpecError([{ path: '/webhook/url', message: webhookRefusal }]);
       const noModel = () => new SpecError([{ path: '/modelId', message: `no model ${spec.modelId}` }]);
       if (!isId('models', spec.modelId)) throw noModel();
       const namesDatasets = Object.values(spec.data).some((id) => typeof id === 'string');
@@ -98,7 +104,16 @@ export async function jobRoutes(app: FastifyInstance): Promise<void> {
             },
           ]);
         }
-        await checkJobDatasets(app.services, request.tenant, model, spec.data);
+        await checkJobDatasets(app.services, request.tenant, model, spec.data, spec.kind === 'qat' ? ['training'] : []);
+        if ((spec.kind === 'auto' || spec.kind === 'analyze') && spec.layers.skip.length > 0) {
+          const modelJson = await storedModelJson(blobs, model);
+          const described = {
+            format: model.format,
+            modelJson,
+            weights: model.tensors.map((t) => ({ ...t, dtype: t.dtype as WeightDtype, values: new Float32Array(0) })),
+          };
+          if (planTensors(described, spec).selected.length === 0) throw nothingToSearch(spec);
+        }
       }
       if (dryRun) {
         // Every check a submission makes has passed; nothing is stored or queued.

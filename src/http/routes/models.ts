@@ -1,7 +1,8 @@
 /**
  * /v1/models: upload (multipart files or one archive, streamed to staged files and validated from disk by
- * `validateModelFiles` before any record exists, so a model's size never becomes the server's memory), list,
- * show, delete (refused while a job still needs the model).
+ * `validateModelFiles` before any record exists, so a model's size never becomes the server's memory; a
+ * Keras `.keras` / `.h5` is converted to a TF.js layers model and that is what is stored), list, show,
+ * delete (refused while a job still needs the model).
  */
 import { createHash } from 'node:crypto';
 import { posix } from 'node:path';
@@ -9,9 +10,11 @@ import { Type } from '@sinclair/typebox';
 import type { FastifyInstance } from 'fastify';
 import { modelJobsKey } from '../../jobs/lifecycle.js';
 import { modelInputs, modelOutputs } from '../../model/signature.js';
-import { validateModelFiles, type DiskFileSet } from '../../model/validate-stream.js';
+import { convertFoundKeras, findKerasModel } from '../../model/keras/index.js';
+import { readModel } from '../../model/read.js';
+import { validateModelFiles, type DiskFileSet, type ModelSummary } from '../../model/validate-stream.js';
 import { isId, newId } from '../../storage/records.js';
-import type { ModelRecord, StoredFile } from '../../storage/types.js';
+import type { ModelRecord, ModelSource, StoredFile } from '../../storage/types.js';
 import { ApiProblem } from '../errors.js';
 import { IdParams, ListQuery, Model, pageOf, Problem, problemResponses, servablePage } from '../schemas.js';
 import { receiveUpload, type UploadedFile } from '../upload.js';
@@ -47,7 +50,7 @@ export async function modelRoutes(app: FastifyInstance): Promise<void> {
     '/v1/models',
     {
       schema: {
-        summary: 'Upload a TF.js model',
+        summary: 'Upload a TF.js or Keras model',
         consumes: ['multipart/form-data'],
         response: { 201: Model, 413: Problem, 415: Problem, 422: Problem, ...problemResponses },
       },
@@ -56,11 +59,26 @@ export async function modelRoutes(app: FastifyInstance): Promise<void> {
       const upload = await receiveUpload(request, blobs, config.upload);
       app.metrics.bytesUploaded.inc(upload.totalBytes);
       try {
-        const { files } = rootAtModelJson(upload.files);
-        const staged: DiskFileSet = new Map(files.map((file) => [file.path, file.stagedPath]));
-        const model = await validateModelFiles(staged);
-        await upload.commit(files);
-        const storedFiles: StoredFile[] = files.map(({ path, sha256, bytes }) => ({ path, sha256, bytes }));
+        const keras = findKerasModel(upload.files.map((file) => file.path));
+        let model: ModelSummary;
+        let storedFiles: StoredFile[];
+        let source: ModelSource | undefined;
+        if (keras) {
+          // Keras files are converted in memory (HDF5 is read whole); the converted files are what is stored.
+          const byPath = new Map(upload.files.map((file) => [file.path, file]));
+          const converted = await convertFoundKeras(keras, async (path) => upload.contents(byPath.get(path)!));
+          model = readModel(converted.files);
+          storedFiles = await Promise.all(
+            [...converted.files].map(async ([path, bytes]) => ({ path, ...(await blobs.putBytes(bytes)) })),
+          );
+          source = { format: converted.format, kerasVersion: converted.kerasVersion };
+        } else {
+          const { files } = rootAtModelJson(upload.files);
+          const staged: DiskFileSet = new Map(files.map((file) => [file.path, file.stagedPath]));
+          model = await validateModelFiles(staged);
+          await upload.commit(files);
+          storedFiles = files.map(({ path, sha256, bytes }) => ({ path, sha256, bytes }));
+        }
         const record: ModelRecord = {
           id: newId('models'),
           tenant: request.tenant,
@@ -72,6 +90,7 @@ export async function modelRoutes(app: FastifyInstance): Promise<void> {
           inputs: modelInputs(model.modelJson),
           outputs: modelOutputs(model.modelJson),
           files: storedFiles,
+          ...(source && { source }),
           createdAt: new Date().toISOString(),
         };
         await records.create('models', record);

@@ -7,6 +7,7 @@
  * Supported: bool, int8–int64, uint8–uint64, float16/32/64, little (`<`) or big (`>`) endian, `|` for
  * one-byte types; C order only (Fortran order would put a sample's values far apart in the file).
  */
+import { DatasetError } from './errors.js';
 import { open, type FileHandle } from 'node:fs/promises';
 import { endianness } from 'node:os';
 import { halfToFloat } from '../../quant/packed/decode-tensor.js';
@@ -69,8 +70,8 @@ export interface NpyHeader {
   dataOffset: number;
 }
 
-export class NpyError extends Error {
-  override readonly name = 'NpyError';
+export class NpyError extends DatasetError {
+  override name = 'NpyError';
 }
 
 const magic = [0x93, 0x4e, 0x55, 0x4d, 0x50, 0x59];

@@ -11,7 +11,7 @@
  */
 import * as tf from '@tensorflow/tfjs';
 import { ModelError } from '../errors.js';
-import { isObject } from '../topology.js';
+import { isObject, readLayersTopology } from '../topology.js';
 import type { FileSet, LoadedModel } from '../types.js';
 import { writeModel, type WriteOptions } from '../write.js';
 import { groupAt, stringAttribute, withHdf5 } from './hdf5.js';
@@ -61,6 +61,8 @@ async function convert(
 ): Promise<ConvertedKerasModel> {
   const modelConfig = toTfjsModelConfig(kerasConfig, kerasVersion);
   const modelTopology = { keras_version: kerasVersion, ...(backend && { backend }), model_config: modelConfig };
+  // The bounds every model.json meets (nesting, path length) before tfjs-layers recurses through it.
+  readLayersTopology(modelTopology);
   const built = await buildInTfjs(modelTopology);
   let weights: LoadedModel['weights'];
   try {

@@ -14,7 +14,7 @@
  */
 import * as tf from '@tensorflow/tfjs';
 import { ModelError } from '../errors.js';
-import { isObject } from '../topology.js';
+import { isObject, MAX_NESTING } from '../topology.js';
 
 type Json = Record<string, unknown>;
 
@@ -24,6 +24,9 @@ export interface KerasModelConfig {
 }
 
 const CONTAINERS = new Set(['Sequential', 'Functional', 'Model']);
+
+/** JSON levels inside one layer's own config (initializers, regularizers): a handful in real configs. */
+const MAX_VALUE_DEPTH = 64;
 
 /** Keys Keras writes for its own registry and build bookkeeping; tfjs reads none of them. */
 const KERAS_ONLY_KEYS = new Set(['module', 'registered_name', 'shared_object_id', 'build_config', 'compile_config']);
@@ -64,6 +67,8 @@ interface Refusal {
 
 class Translator {
   readonly refusals: Refusal[] = [];
+  /** Models and wrappers around the layer being translated (bounded as for model.json: topology.ts). */
+  private nesting = 0;
   private readonly layerClasses = tfjsLayerClasses();
 
   /** `kerasMajor` 2 or 3: Keras 3 redefined `hard_sigmoid` (x/6 + 1/2 where Keras 2 and tfjs use 0.2x + 1/2). */
@@ -83,6 +88,22 @@ class Translator {
     }
     const className = entry.class_name;
     const name = typeof entry.config.name === 'string' ? entry.config.name : where;
+    if (this.nesting >= MAX_NESTING) {
+      throw new ModelError(
+        'too-deep',
+        `layer ${name} is nested more than ${MAX_NESTING} models or wrappers deep; at most ${MAX_NESTING} levels are supported`,
+        { layer: name },
+      );
+    }
+    this.nesting++;
+    try {
+      return this.translateLayer(entry as Json & { config: Json }, className, name, nested);
+    } finally {
+      this.nesting--;
+    }
+  }
+
+  private translateLayer(entry: Json & { config: Json }, className: string, name: string, nested?: Set<string>): Json {
     if (!this.layerClasses.has(className)) {
       this.refuse(name, `${className} is not a tf.layers class`);
     }
@@ -102,8 +123,8 @@ class Translator {
     const layers = config.layers;
     if (!Array.isArray(layers))
       throw new ModelError('bad-topology', `model ${name}: config has no layers list`, { layer: name });
-    const out = this.clean(config) as Json;
-    delete out.build_input_shape;
+    const { layers: _layers, build_input_shape: _shape, ...rest } = config;
+    const out = this.clean(rest) as Json;
     if (className === 'Sequential') {
       out.layers = foldSequentialInput(layers.map((layer, i) => this.layer(layer, `${name} layer ${i}`)));
       return out;
@@ -224,8 +245,11 @@ class Translator {
    * A copy without Keras's registry keys, with DTypePolicy objects as their dtype name and L1 / L2
    * regularizers as tfjs's L1L2. Nested layers (wrappers) are translated by `layer`, not here.
    */
-  private clean(value: unknown): unknown {
-    if (Array.isArray(value)) return value.map((item) => this.clean(item));
+  private clean(value: unknown, depth = 0): unknown {
+    if (depth > MAX_VALUE_DEPTH) {
+      throw new ModelError('bad-topology', `a layer config nests values more than ${MAX_VALUE_DEPTH} deep`);
+    }
+    if (Array.isArray(value)) return value.map((item) => this.clean(item, depth + 1));
     if (!isObject(value)) return value;
     const { class_name: className, config } = value;
     if (typeof className === 'string' && /DTypePolicy$/.test(className) && isObject(config)) return config.name;
@@ -234,7 +258,7 @@ class Translator {
     }
     const out: Json = {};
     for (const [key, item] of Object.entries(value)) {
-      if (!KERAS_ONLY_KEYS.has(key)) out[key] = this.clean(item);
+      if (!KERAS_ONLY_KEYS.has(key)) out[key] = this.clean(item, depth + 1);
     }
     return out;
   }

@@ -3,6 +3,7 @@
  * method's own schema, with its defaults filled in, before any work starts.
  */
 import type { Static, TSchema } from '@sinclair/typebox';
+import { InputError } from '../../errors.js';
 import { withDefaults } from '../schema.js';
 import type { QuantMethod } from '../types.js';
 import { affine } from './affine.js';
@@ -22,10 +23,11 @@ export const methodNames = Object.keys(methods) as MethodName[];
 /** Params of any method, defaults filled in; `name` tells which. */
 export type MethodParams = { [K in MethodName]: Static<(typeof methods)[K]['params']> }[MethodName];
 
-export class MethodParamsError extends Error {
+export class MethodParamsError extends InputError {
+  override name = 'MethodParamsError';
+
   constructor(readonly problems: { path: string; message: string }[]) {
-    super(problems.map((p) => `${p.path}: ${p.message}`).join('; '));
-    this.name = 'MethodParamsError';
+    super('invalid-job-spec', problems.map((p) => `${p.path}: ${p.message}`).join('; '), { problems });
   }
 }
 

@@ -1,5 +1,5 @@
 /**
- * Writes the `packed/` artifact (DESIGN.md §5): every quantized tensor's codes bit-packed at its encoding's
+ * Writes the `packed/` artifact (docs/report.md): every quantized tensor's codes bit-packed at its encoding's
  * width plus its scales/codebooks as float32, the other tensors raw, and a manifest that says where each
  * lives. The byte layout is docs/packed-format.md; decoder.ts reads it back.
  *
@@ -8,7 +8,7 @@
  * order (bit-packed codes, raw bool tensors). So every float32 starts 4-byte aligned, each tensor's codes
  * start on a byte, and the file length is exactly Σ side info + Σ raw bytes + Σ ⌈count·bits/8⌉.
  */
-import type { FileSet, ModelFormat, Weight } from '../../model/types.js';
+import type { FileSet, ModelFormat, Weight } from '../model.js';
 import type { Encoding, QuantizedTensor } from '../types.js';
 import { packBits, packedByteLength } from './bits.js';
 import { PACKED_FORMAT, PACKED_VERSION } from './decoder.js';

@@ -1,5 +1,5 @@
 /**
- * Trained activation quantizers (DESIGN.md §4 "Training"; issue 5): DoReFa's fixed [0, 1] grid (./dorefa.ts)
+ * Trained activation quantizers (docs/methods.md, Quantization-aware training): DoReFa's fixed [0, 1] grid (./dorefa.ts)
  * or PACT's learned clipping level α (./pact.ts), inserted as layers into a copy of the model that QAT
  * trains, so the network learns around quantized activations.
  *
@@ -9,7 +9,7 @@
  * signed tensor (a linear Dense or BatchNormalization output) is left alone, as is a softmax output.
  *
  * After training, each quantizer is the affine grid min 0, max α (DoReFa: 1), scale α/(2^k − 1), zero point
- * 0: exactly what the FakeQuant layer (../../model/fake-quant-layer.ts) computes, so `learnedActivationRanges`
+ * 0: exactly what the FakeQuant layer (../fake-quant-layer.ts) computes, so `learnedActivationRanges`
  * hands the job ranges it can simulate on the exported model without calibrating, and reports α per layer.
  */
 import * as tf from '@tensorflow/tfjs';

@@ -10,18 +10,12 @@
  * round-trips through `getState`/`setState` for checkpoints.
  *
  * `SteKernel` is the BinaryConnect-style trainer of every PTQ method (Ŵ = Q(W), straight-through gradient);
- * `createKernelTrainer` picks it or a training method's own (lab, admm, inq, ttq).
+ * ./trainers.ts picks it or a training method's own (lab, admm, inq, ttq), which implement this contract.
  */
 import type { MethodParams } from '../methods/index.js';
-import { getMethod } from '../methods/index.js';
 import type { Rng } from '../rng.js';
 import type { QuantMethod, QuantizedTensor } from '../types.js';
-import { AdmmKernel } from './admm.js';
-import { InqKernel } from './inq.js';
-import { LabKernel } from './lab.js';
-import type { TrainingMethodParams } from './methods.js';
 import { clipRange, steMask, type SteMode } from './ste.js';
-import { TtqKernel } from './ttq.js';
 
 export interface StepContext {
   /** Optimizer updates applied so far. */
@@ -99,25 +93,6 @@ export interface KernelSetup {
   /** The shape the method sees (PTQ's quantizationShape). */
   shape: readonly number[];
   ste: SteMode;
-}
-
-export function createKernelTrainer(
-  params: MethodParams,
-  training: TrainingMethodParams | undefined,
-  setup: KernelSetup,
-  method?: QuantMethod,
-): KernelTrainer {
-  if (training === undefined) return new SteKernel(method ?? getMethod(params.name), params, setup.shape, setup.ste);
-  switch (training.name) {
-    case 'lab':
-      return new LabKernel(training, setup);
-    case 'ttq':
-      return new TtqKernel(training, setup);
-    case 'inq':
-      return new InqKernel(training, setup);
-    case 'admm':
-      return new AdmmKernel(training, setup);
-  }
 }
 
 /**

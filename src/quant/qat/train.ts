@@ -1,5 +1,5 @@
 /**
- * Quantization-aware training (DESIGN.md §4 "Training"), BinaryConnect-style (Courbariaux et al. 2015):
+ * Quantization-aware training (docs/methods.md, Quantization-aware training), BinaryConnect-style (Courbariaux et al. 2015):
  * the model's variables keep float "shadow" weights W; each step
  *   1. puts Q(W) into the planned kernels' variables, Q being the very method module PTQ runs (so the weights
  *      trained against are exactly the ones PTQ of the final shadow weights writes),
@@ -24,7 +24,9 @@ import * as tf from '@tensorflow/tfjs';
 import type { MethodParams } from '../methods/index.js';
 import { createRng } from '../rng.js';
 import type { QuantMethod, QuantizedTensor } from '../types.js';
-import { createKernelTrainer, type KernelState, type KernelTrainer, type StepContext } from './kernel.js';
+import { InputError } from '../../errors.js';
+import type { KernelState, KernelTrainer, StepContext } from './kernel.js';
+import { createKernelTrainer } from './trainers.js';
 import type { TrainingMethodParams } from './methods.js';
 import { ShadowOptimizer, type OptimizerName, type OptimizerState } from './optimizer.js';
 import type { SteMode } from './ste.js';
@@ -203,12 +205,6 @@ interface ResolvedLoss {
   metric(y: tf.Tensor, prediction: tf.Tensor): tf.Scalar;
 }
 
-function abortError(): Error {
-  const error = new Error('job cancelled');
-  error.name = 'AbortError';
-  return error;
-}
-
 /** A 32-bit hash of (seed, name): each kernel's stochastic choices are its own. */
 function kernelSeed(seed: number, name: string): number {
   let hash = 0x811c9dc5;
@@ -276,7 +272,7 @@ class QatSession implements QatStep {
     private readonly options: QatStepOptions,
   ) {
     if (model.outputs.length !== 1)
-      throw new Error(`QAT trains single-output models; this one has ${model.outputs.length}`);
+      throw new InputError('invalid-model', `QAT trains single-output models; this one has ${model.outputs.length}`);
     this.ste = options.ste ?? 'identity';
     const byName = new Map(model.weights.map((w) => [w.originalName, w]));
     const trainable = model.trainableWeights;
@@ -651,7 +647,7 @@ export async function trainQuantizationAware(
     }
     let stoppedEarly = false;
     for (; epoch < epochs; epoch++) {
-      if (signal?.aborted) throw abortError();
+      signal?.throwIfAborted();
       const started = performance.now();
       session.optimizer.learningRate = learningRate / (1 + decay * epoch);
       session.beginEpoch(epoch, epochs);
@@ -660,7 +656,7 @@ export async function trainQuantizationAware(
       let samples = 0;
       let batch = 0;
       for await (const { x, y } of epochData.train(epoch)) {
-        if (signal?.aborted) throw abortError();
+        signal?.throwIfAborted();
         const { loss, metric } = session.step(x, y);
         const size = x.shape[0];
         lossSum += loss * size;
@@ -694,7 +690,7 @@ export async function trainQuantizationAware(
           let valMetric = 0;
           let count = 0;
           for await (const held of source) {
-            if (signal?.aborted) throw abortError();
+            signal?.throwIfAborted();
             const result = session.evaluate(held.x, held.y);
             const size = held.x.shape[0];
             valLoss += result.loss * size;
