@@ -1,6 +1,6 @@
 /**
  * Post-training quantization of a whole model: pick the weights the spec asks for, run each through its
- * method, and produce the artifacts of DESIGN.md §5 (stock-loadable `model/`, bit-packed `packed/`) as an
+ * method, and produce the artifacts of docs/report.md (stock-loadable `model/`, bit-packed `packed/`) as an
  * in-memory file set, and the report (run.ts writes it as `report.json`). The CLI writes the files to a
  * directory, the worker to storage.
  *
@@ -29,7 +29,8 @@ import type { QuantizedTensor, TfjsEncoding } from '../quant/types.js';
 import type { BatchNormScaling } from '../model/fold-batchnorm.js';
 import { quantizableWeights } from '../model/select.js';
 import type { FileSet, LoadedModel, Weight } from '../model/types.js';
-import { writeModel } from '../model/write.js';
+import { writeModel, type WeightReplacement } from '../model/write.js';
+import { encodeFloat16, halfToFloat } from '../quant/float16.js';
 import { packageVersion } from '../version.js';
 
 export interface PipelineProgress {
@@ -110,6 +111,11 @@ export interface PtqReport {
   skipped: { name: string; reason: string }[];
   /** Kernels whose per-channel scale moved into the BatchNorm after them (ptq.equalize), per layer pair. */
   equalization: BatchNormScaling[];
+  /**
+   * What a user should know before deploying: model/ not smaller than the upload, packed larger than float32,
+   * settings that would inflate a tensor (and what was done instead), a stage skipped.
+   */
+  warnings: string[];
   timings: { quantizeMs: number; writeMs: number; packMs: number; reportMs: number; totalMs: number };
 }
 
@@ -130,7 +136,9 @@ export async function runPtq(model: LoadedModel, spec: JobSpec, options: Pipelin
   const uploaded = new Map(source.weights.map((w) => [w.name, w]));
   const totalWork = plan.selected.reduce((sum, t) => sum + weightsByName.get(t.name)!.values.length, 0) || 1;
   const quantized = new Map<string, QuantizedTensor>();
+  const halfStoredNames = new Set<string>();
   const tensors: TensorReport[] = [];
+  const warnings: string[] = [];
   let done = 0;
 
   for (const target of plan.selected) {
@@ -146,7 +154,28 @@ export async function runPtq(model: LoadedModel, spec: JobSpec, options: Pipelin
     if (given !== undefined && given.codes.length !== values.length) {
       throw new Error(`precomputed ${weight.name} has ${given.codes.length} codes for ${values.length} weights`);
     }
-    const result = given ?? method.quantize(values, shape, params, createRng(seed));
+    let result = given ?? method.quantize(values, shape, params, createRng(seed));
+    if (given === undefined && params.name === 'pq' && params.codebooks === 'per-block' && result.bitsPerWeight > 32) {
+      const perBlock = result.bitsPerWeight;
+      result = method.quantize(values, shape, { ...params, codebooks: 'shared' }, createRng(seed));
+      warnings.push(
+        `${weight.name}: pq per-block codebooks would cost ${perBlock.toFixed(1)} bits/weight (more than float32) on ` +
+          `[${weight.shape.join(', ')}]; one shared codebook was used (${result.bitsPerWeight.toFixed(1)} bits/weight)`,
+      );
+    }
+    if (result.bitsPerWeight > 32) {
+      warnings.push(
+        `${weight.name}: ${params.name} costs ${result.bitsPerWeight.toFixed(1)} bits/weight on [${weight.shape.join(', ')}], ` +
+          'more than float32; it was left in float32',
+      );
+      plan.skipped.push({ name: weight.name, reason: `${params.name} would inflate it beyond float32` });
+      done += values.length;
+      continue;
+    }
+    // model/ keeps the method's exact values when stock TF.js can (uint8/uint16 grid, exact float16), else
+    // float16 when its rounding adds at most 1% to the method's own squared error, else float32.
+    const halfStored = result.tfjsEncoding === undefined && halfIsFaithful(values, result.dequantized);
+    const stored = halfStored ? roundToHalf(result.dequantized) : result.dequantized;
     tensors.push({
       name: weight.name,
       shape: weight.shape,
@@ -160,9 +189,10 @@ export async function runPtq(model: LoadedModel, spec: JobSpec, options: Pipelin
       bytesBefore: storedBytes(uploaded.get(weight.name) ?? weight),
       bytesAfter: Math.ceil((result.bitsPerWeight * values.length) / 8),
       ...(weight.channelScaleIn !== undefined ? { channelScaleIn: weight.channelScaleIn } : {}),
-      ...tensorError(values, result.dequantized),
+      ...tensorError(values, stored),
     });
     quantized.set(weight.name, withoutValues(result, shape));
+    if (halfStored) halfStoredNames.add(weight.name);
     done += values.length;
     // Yield so a cancel flag or a lock renewal can be seen between tensors.
     await new Promise((resolve) => setImmediate(resolve));
@@ -172,7 +202,10 @@ export async function runPtq(model: LoadedModel, spec: JobSpec, options: Pipelin
   options.signal?.throwIfAborted();
   await progress('write', 90, 'writing the stock TF.js model');
   const writeStarted = performance.now();
-  const modelFiles = writeModel(model, quantized, { shardSizeBytes: spec.output.shardSizeBytes });
+  const stockValues = new Map<string, WeightReplacement>(
+    [...quantized].map(([name, tensor]) => [name, halfStoredNames.has(name) ? asHalves(tensor) : tensor]),
+  );
+  const modelFiles = writeModel(model, stockValues, { shardSizeBytes: spec.output.shardSizeBytes });
   const storedAs = manifestDtypes(modelFiles.get('model.json')!);
   for (const tensor of tensors) tensor.storedAs = storedAs.get(tensor.name) ?? 'float32';
   const writeMs = performance.now() - writeStarted;
@@ -219,6 +252,13 @@ export async function runPtq(model: LoadedModel, spec: JobSpec, options: Pipelin
         : tensors.reduce((sum, t) => sum + t.bitsPerWeight * t.shape.reduce((a, b) => a * b, 1), 0) / quantizedParams,
     backend: options.backend,
   };
+  if (bytesAfter >= bytesBefore) {
+    warnings.push(`model/ holds ${bytesAfter} weight bytes, not fewer than the ${bytesBefore} uploaded`);
+  }
+  const float32Bytes = 4 * params;
+  if (packedBytes > float32Bytes) {
+    warnings.push(`packed/ is ${packedBytes} bytes, more than the ${float32Bytes} of the weights in float32`);
+  }
   const reportMs = performance.now() - reportStarted;
   const report: PtqReport = {
     version: 1,
@@ -229,6 +269,7 @@ export async function runPtq(model: LoadedModel, spec: JobSpec, options: Pipelin
     tensors,
     skipped: plan.skipped,
     equalization: options.equalized ? [...options.equalized] : [],
+    warnings,
     timings: {
       quantizeMs: round(quantizeMs),
       writeMs: round(writeMs),
@@ -318,6 +359,35 @@ function withoutValues(result: QuantizedTensor, shape: readonly number[]): Quant
 function sideChannels(encoding: QuantizedTensor['encoding']): number {
   if (encoding.kind === 'affine' || encoding.kind === 'codebook') return encoding.channels;
   return encoding.kind === 'pq' ? encoding.subspaces : 1;
+}
+
+/** Whether float16 storage of `dequantized` adds at most 1% to the method's squared error vs `original`. */
+function halfIsFaithful(original: Float32Array, dequantized: Float32Array): boolean {
+  const halves = roundToHalf(dequantized);
+  let methodError = 0;
+  let halfError = 0;
+  for (let i = 0; i < original.length; i++) {
+    methodError += (original[i] - dequantized[i]) ** 2;
+    halfError += (original[i] - halves[i]) ** 2;
+  }
+  return halfError <= methodError * 1.01;
+}
+
+function roundToHalf(values: Float32Array): Float32Array {
+  return Float32Array.from(encodeFloat16(values), halfToFloat);
+}
+
+/** The writer's view of a tensor stored as float16: half patterns, decoded from the codes when read. */
+function asHalves(tensor: QuantizedTensor): WeightReplacement {
+  return {
+    get dequantized() {
+      return roundToHalf(tensor.dequantized);
+    },
+    get codes() {
+      return encodeFloat16(tensor.dequantized);
+    },
+    tfjsEncoding: { dtype: 'float16' },
+  };
 }
 
 /** A per-tensor seed, so a tensor's random choices don't depend on which other tensors the job includes. */

@@ -1,5 +1,5 @@
 /**
- * Jobs of kind `ptq` and `qat` (DESIGN.md §3–§5): optional BatchNorm folding, the float model's metrics, quantization-aware
+ * Jobs of kind `ptq` and `qat` (docs/job-spec.md, docs/report.md): optional BatchNorm folding, the float model's metrics, quantization-aware
  * training (kind `qat`), PTQ export, the exported model's metrics measured on the artifact itself (loaded
  * with the stock tfjs loaders), and simulated integer activations. runPtq does the quantizing and writing;
  * this adds what needs data. Every tfjs model and tensor it creates is disposed before it returns.
@@ -245,6 +245,10 @@ export async function runQuantizeJob(
       ...(activations ? { activations } : {}),
       ...(training ? { training } : {}),
       ...(rounding ? { rounding } : {}),
+      warnings: [
+        ...(batchNorm?.skipped ?? []).map((s) => `BatchNorm ${s.layer} was not folded: ${s.reason}`),
+        ...ptq.report.warnings,
+      ],
       timings: { ...ptq.report.timings, ...timings, totalMs: Math.round((performance.now() - started) * 10) / 10 },
     };
     // The job's last step here is the report, whatever stages ran: only the worker, once the artifacts are

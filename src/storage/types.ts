@@ -74,6 +74,8 @@ export interface JobSummary {
   backend: string;
   /** Metrics by stage (float, ptq, qat, integer) when the job named an evaluation dataset. */
   metrics?: Partial<Record<string, Metrics>>;
+  /** The report's warnings (model/ not smaller than the upload, a tensor left in float32, ...). */
+  warnings?: string[];
 }
 
 export interface WebhookDelivery {

@@ -34,7 +34,7 @@ function filesField(id, label, accept) {
 }
 
 function modelUpload(onUploaded) {
-  const [field, input] = filesField('model-files', 'Or choose files', '.json,.bin,.zip,.tar.gz,.tgz');
+  const [field, input] = filesField('model-files', 'Or choose files', '.json,.bin,.zip,.tar.gz,.tgz,.keras,.h5');
   const list = el('ul', { class: 'file-list', 'aria-label': 'Chosen files' });
   const result = el('div', { id: 'model-result', role: 'status' });
   const button = el('button', { type: 'submit', id: 'model-upload', disabled: true }, 'Upload model');
@@ -51,9 +51,10 @@ function modelUpload(onUploaded) {
       id: 'model-drop',
       tabindex: 0,
       role: 'button',
-      'aria-label': 'Drop model.json and its weight shards, or one zip, here; Enter to choose files',
+      'aria-label':
+        'Drop model.json and its weight shards, one zip, or a Keras .keras or .h5 here; Enter to choose files',
     },
-    el('strong', {}, 'Drop model.json + weight shards, or one .zip / .tar.gz'),
+    el('strong', {}, 'Drop model.json + weight shards, one .zip / .tar.gz, or a Keras .keras / .h5'),
     el('br'),
     el('span', { class: 'muted' }, 'or press Enter to choose files'),
   );
@@ -102,7 +103,8 @@ function modelUpload(onUploaded) {
           {},
           'Stored ',
           el('span', { class: 'mono', id: 'model-id' }, model.id),
-          `: ${model.format}, ${model.params} params, ${formatBytes(model.bytes)}.`,
+          `: ${model.format}, ${model.params} params, ${formatBytes(model.bytes)}` +
+            (model.source ? `, converted from Keras ${model.source.kerasVersion} (.${model.source.format}).` : '.'),
         ),
         el(
           'p',
