@@ -12,7 +12,7 @@ import type { FastifyInstance } from 'fastify';
 import { buildApp } from '../../src/http/app.js';
 import type { Config } from '../../src/config.js';
 import type { FileSet } from '../../src/model/types.js';
-import { cleanup, denseModel, filesAsParts, multipart, testConfig, zipOf } from './helpers.js';
+import { cleanup, denseModel, multipart, testConfig, zipOf } from './helpers.js';
 
 let config: Config;
 let app: FastifyInstance;
