@@ -1,5 +1,5 @@
 /**
- * The job spec (DESIGN.md §3): one schema shared by the API, the worker and the CLI's --spec file, so a spec
+ * The job spec (docs/job-spec.md): one schema shared by the API, the worker and the CLI's --spec file, so a spec
  * that runs offline runs the same way as a service job. `method` is checked against the method registry,
  * which owns each method's own params schema.
  */

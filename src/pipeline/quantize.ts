@@ -1,5 +1,5 @@
 /**
- * Jobs of kind `ptq` and `qat` (DESIGN.md §3–§5): optional BatchNorm folding, the float model's metrics, quantization-aware
+ * Jobs of kind `ptq` and `qat` (docs/job-spec.md, docs/report.md): optional BatchNorm folding, the float model's metrics, quantization-aware
  * training (kind `qat`), PTQ export, the exported model's metrics measured on the artifact itself (loaded
  * with the stock tfjs loaders), and simulated integer activations. runPtq does the quantizing and writing;
  * this adds what needs data. Every tfjs model and tensor it creates is disposed before it returns.
