@@ -1,5 +1,5 @@
 /**
- * Jobs of kind `analyze` and `auto` (DESIGN.md §4 `auto`, issue 5).
+ * Jobs of kind `analyze` and `auto` (docs/methods.md, `analyze` and `auto`).
  *
  * - analyze: the float model's metrics, the per-tensor sensitivity table (src/quant/sensitivity.ts: each
  *   quantizable weight × each candidate config, alone, on the first `search.analysisSamples` evaluation

@@ -1,6 +1,6 @@
 /**
  * Post-training quantization of a whole model: pick the weights the spec asks for, run each through its
- * method, and produce the artifacts of DESIGN.md §5 (stock-loadable `model/`, bit-packed `packed/`) as an
+ * method, and produce the artifacts of docs/report.md (stock-loadable `model/`, bit-packed `packed/`) as an
  * in-memory file set, and the report (run.ts writes it as `report.json`). The CLI writes the files to a
  * directory, the worker to storage.
  *

@@ -1,5 +1,5 @@
 /**
- * Evaluation of a model on a stream of batches (issue 4, "Evaluation"; DESIGN.md §5 `model.metrics`):
+ * Evaluation of a model on a stream of batches (docs/report.md `model.metrics`):
  *
  * - `accuracy`: top-1, labels as integers ([b] or [b, 1]) or one-hot ([b, classes]);
  * - `top5`: the label is among the 5 largest outputs (among all of them when there are fewer than 6);

@@ -1,5 +1,5 @@
 /**
- * Per-tensor sensitivity (DESIGN.md §4 `auto`, issue 5 `kind: "analyze"`): quantize one weight tensor at a
+ * Per-tensor sensitivity (docs/methods.md, `analyze` and `auto`): quantize one weight tensor at a
  * time with each candidate config, leave every other weight in float, and measure how far the model's metric
  * drops on an evaluation set. The table it returns (tensor × config → drop, packed bytes, output SQNR) is what
  * the search (search.ts) picks per-tensor configs from.

@@ -99,3 +99,16 @@ describe('layers tfjs-layers cannot represent', () => {
     expect((error as ModelError).message).toMatch(/gru_after: GRU reset_after=True/);
   });
 });
+
+describe('damaged Keras files', () => {
+  it('a truncated or corrupted .h5 is a malformed-file ModelError naming it, never a crash', async () => {
+    const whole = await fixture('lstm.h5');
+    const cut = await convertKerasH5(whole.slice(0, 8000), 'cut.h5').catch((e: unknown) => e);
+    expect(cut).toMatchObject({ code: 'malformed-file', file: 'cut.h5' });
+    expect((cut as ModelError).message).toMatch(/cut\.h5 is not a readable HDF5 file: truncated file/);
+    const flipped = whole.slice();
+    for (let i = 4000; i < 9000; i += 7) flipped[i] ^= 0xff;
+    const corrupt = await convertKerasH5(flipped, 'corrupt.h5').catch((e: unknown) => e);
+    expect(corrupt).toMatchObject({ code: 'malformed-file', file: 'corrupt.h5' });
+  });
+});
