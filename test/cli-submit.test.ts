@@ -114,7 +114,8 @@ describe('qaas submit', () => {
     const input = tf.tensor2d([[0.5, -1, 2, 0.25]]);
     const output = stock.predict(input) as tf.Tensor;
     expect(output.shape).toEqual([1, 2]);
-    tf.dispose([input, output, stock]);
+    tf.dispose([input, output]);
+    stock.dispose();
   });
 
   it("on a terminal, draws the job's progress up to 100%", async () => {

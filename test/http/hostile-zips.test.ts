@@ -128,7 +128,11 @@ describe('qaas serve with its embedded worker', () => {
     let refused = 0;
     for (const size of declaredSizes) {
       const body = multipart([{ filename: 'model.zip', data: declaring(goodZip, size, placements[0]) }]);
-      const res = await fetch(`${base}/v1/models`, { method: 'POST', headers: body.headers, body: body.payload });
+      const res = await fetch(`${base}/v1/models`, {
+        method: 'POST',
+        headers: body.headers,
+        body: new Uint8Array(body.payload),
+      });
       expect(res.status).toBeGreaterThanOrEqual(400);
       expect(res.status).toBeLessThan(500);
       expect(res.headers.get('content-type')).toMatch(/^application\/problem\+json/);
@@ -139,7 +143,11 @@ describe('qaas serve with its embedded worker', () => {
     }
     expect(refused).toBe(declaredSizes.length);
     const good = multipart(goodParts);
-    const stored = await fetch(`${base}/v1/models`, { method: 'POST', headers: good.headers, body: good.payload });
+    const stored = await fetch(`${base}/v1/models`, {
+      method: 'POST',
+      headers: good.headers,
+      body: new Uint8Array(good.payload),
+    });
     expect(stored.status).toBe(201);
     expect(served.process.exitCode, stderr()).toBeNull();
     expect(stderr()).not.toMatch(/not enough bytes|too many bytes/);

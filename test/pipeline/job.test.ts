@@ -9,6 +9,8 @@ import type { Dataset } from '../../src/model/dataset/index.js';
 import { readModel } from '../../src/model/read.js';
 import type { LoadedModel } from '../../src/model/types.js';
 import { runJob } from '../../src/pipeline/run.js';
+import type { ActivationRange } from '../../src/quant/activations.js';
+import type { QatCheckpoint } from '../../src/quant/qat/train.js';
 import { openDataset } from '../../src/model/dataset/index.js';
 import { loadRunnable } from '../../src/model/load.js';
 import { buildGraphModel, graphInput, GRAPH_INPUT_SHAPE, saveLayersModel } from '../fixtures/models.js';
@@ -68,7 +70,7 @@ describe('runJob', () => {
     expect(Math.abs(ptq!.accuracy! - float!.accuracy!)).toBeLessThanOrEqual(0.03);
     expect(integer!.agreement).toBeGreaterThanOrEqual(0.9);
     expect(report.activations!.length).toBeGreaterThan(0);
-    for (const range of report.activations!) {
+    for (const range of report.activations! as ActivationRange[]) {
       expect(range.bits).toBe(8);
       expect(range.min).toBeLessThanOrEqual(0);
       expect(range.max).toBeGreaterThanOrEqual(0);
@@ -113,7 +115,7 @@ describe('runJob', () => {
       { training, evaluation },
       {
         backend: 'wasm',
-        onCheckpoint: (checkpoint) => void epochs.push(checkpoint.epoch),
+        onCheckpoint: (checkpoint) => void epochs.push((checkpoint as QatCheckpoint).epoch),
       },
     );
     expect(epochs).toEqual([1, 2, 3]);
@@ -186,7 +188,8 @@ describe('runJob', () => {
     const labels = tf.tidy(() => (reference.predict(x) as tf.Tensor).argMax(-1));
     const y = Int32Array.from(await labels.data());
     const xValues = (await x.data()) as Float32Array;
-    tf.dispose([x, labels, reference]);
+    tf.dispose([x, labels]);
+    reference.dispose();
     await writeFile(join(dir, 'graph-x.npy'), npy('<f4', [64, ...GRAPH_INPUT_SHAPE], new Uint8Array(xValues.buffer)));
     await writeFile(join(dir, 'graph-y.npy'), npy('<i4', [64], new Uint8Array(y.buffer)));
     const data = await openDataset({ x: join(dir, 'graph-x.npy'), y: join(dir, 'graph-y.npy') });

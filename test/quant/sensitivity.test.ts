@@ -78,12 +78,12 @@ describe('analyzeSensitivity', () => {
     const names = ['wide1/kernel', BOTTLENECK, 'wide2/kernel', 'logits/kernel'];
     const before = tf.memory().numTensors;
     const batches = await cacheBatches(toBatches(evaluation, 100), 300);
-    expect(batches.reduce((n, b) => n + b.x.shape[0], 0)).toBe(300);
+    expect(batches.reduce((n, b) => n + (b.x as tf.Tensor).shape[0], 0)).toBe(300);
     const progress: number[] = [];
     const started = performance.now();
     const result = await analyzeSensitivity({
       model,
-      tensors: names.map((name) => ({ name, size: weights.get(name)!.shape.reduce((a, b) => a * b!, 1) })),
+      tensors: names.map((name) => ({ name, size: weights.get(name)!.shape.reduce((a: number, b) => a * b!, 1) })),
       candidates,
       quantize: (name, params) => {
         const variable = weights.get(name)!;

@@ -110,7 +110,7 @@ describe('sweepBlobs', () => {
     for (const file of gone.files) expect(existsSync(blobs.pathOf(file.sha256))).toBe(false);
     for (const file of kept.files) expect(existsSync(blobs.pathOf(file.sha256))).toBe(true);
     const storedDataset = await records.get('datasets', 'local', dataset.json().id);
-    expect(existsSync(blobs.pathOf(storedDataset!.x.sha256))).toBe(true);
+    expect(existsSync(blobs.pathOf(storedDataset!.x!.sha256))).toBe(true);
   });
 
   it('puts back a blob rewritten while it was being removed', async () => {

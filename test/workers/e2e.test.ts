@@ -152,7 +152,9 @@ describe('a job through a sandboxed worker', () => {
     expect(quantized).toHaveLength(2);
     // 8-bit affine: each weight within s/2 of its original; the outputs of a 2-layer net stay close.
     for (let i = 0; i < 2; i++) expect(Math.abs(quantized[i] - reference[i])).toBeLessThan(0.05);
-    tf.dispose([input, loaded, original]);
+    tf.dispose(input);
+    loaded.dispose();
+    original.dispose();
 
     const zip = await app.inject({ url: `/v1/jobs/${id}/artifacts.zip` });
     expect(zip.statusCode).toBe(200);

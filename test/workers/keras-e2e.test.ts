@@ -75,7 +75,8 @@ async function maxAbsError(files: FileSet, saved: Expected): Promise<number> {
   const y = model.predict(x) as tf.Tensor;
   expect(y.shape).toEqual(saved.y.shape);
   const got = await y.data();
-  tf.dispose([x, y, model]);
+  tf.dispose([x, y]);
+  model.dispose();
   return saved.y.values.reduce((worst, want, i) => Math.max(worst, Math.abs(got[i] - want)), 0);
 }
 
@@ -167,7 +168,8 @@ describe('qaas quantize on Keras files', () => {
     const y = tf.tidy(() => tf.oneHot((float.predict(x) as tf.Tensor).argMax(-1), 3));
     const dataset = path.join(dir, 'skip-bn.json');
     await writeFile(dataset, JSON.stringify({ x: await x.array(), y: await y.array() }));
-    tf.dispose([x, y, float]);
+    tf.dispose([x, y]);
+    float.dispose();
     const kinds: [string, string[], string][] = [
       ['qat', ['--train', dataset, '--eval', dataset], 'qat'],
       ['analyze', ['--eval', dataset], 'ptq'],

@@ -170,7 +170,8 @@ describe('datasets of one array per model input', () => {
     const inputs = [tf.tensor2d(features, [samples, 3]), tf.tensor2d(context, [samples, 2])];
     const predicted = stock.predict(inputs) as tf.Tensor;
     const classes = Array.from(predicted.argMax(-1).dataSync());
-    tf.dispose([...inputs, predicted, stock]);
+    tf.dispose([...inputs, predicted]);
+    stock.dispose();
     const accuracy = classes.filter((c, i) => c === labels[i]).length / samples;
 
     const { float, ptq, integer } = report.model.metrics;

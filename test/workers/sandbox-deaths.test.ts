@@ -33,7 +33,11 @@ async function killingServe(at: 'init' | 'progress', kills: number): Promise<{ s
 }
 
 async function post(base: string, path: string, body: { payload: Buffer | string; headers: Record<string, string> }) {
-  const res = await fetch(`${base}${path}`, { method: 'POST', headers: body.headers, body: body.payload });
+  const res = await fetch(`${base}${path}`, {
+    method: 'POST',
+    headers: body.headers,
+    body: typeof body.payload === 'string' ? body.payload : new Uint8Array(body.payload),
+  });
   return { status: res.status, json: await res.json() };
 }
 

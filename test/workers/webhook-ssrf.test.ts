@@ -164,7 +164,7 @@ describe('delivery', () => {
     await records.create('jobs', record);
     worker = new Worker<WebhookPayload>(
       'webhooks',
-      webhookProcessor({ records, redis, prefix, allow: parseAllowList(allow), timeoutMs }),
+      webhookProcessor({ records, redis, allow: parseAllowList(allow), timeoutMs }),
       { connection: workerConnection(redisUrl), prefix: `${prefix}:bull` },
     );
     await queue.add('deliver', { tenant: 'local', jobId: id }, { attempts: 1 });
