@@ -21,6 +21,11 @@ import {
   type LearnedActivationRange,
   type TrainedActivations,
 } from '../quant/qat/activation-layers.js';
+import {
+  describeBinaryActivations,
+  withBinaryActivations,
+  type BinaryActivationMode,
+} from '../quant/qat/binary-activations.js';
 import { qatPlan } from '../quant/qat/plan.js';
 import type { Metrics, QuantizedTensor } from '../quant/types.js';
 import { trainQuantizationAware, type Batch as TrainingBatch, type TrainableModel } from '../quant/qat/train.js';
@@ -180,12 +185,35 @@ export async function runQuantizeJob(
         }));
         const simulated = await withFakeQuantActivations(exported, grids);
         owned.push(simulated);
-        metrics.integer = await timed('evaluateIntegerMs', () =>
-          evaluate(simulated, batchesOf(floatModel, data.evaluation!), {
-            reference: floatModel,
-            signal: options.signal,
-          }),
-        );
+        const { quantizer, bits } = learnedActivations[0] ?? { quantizer: 'dorefa', bits: 0 };
+        metrics.integer = {
+          ...(await timed('evaluateIntegerMs', () =>
+            evaluate(simulated, batchesOf(floatModel, data.evaluation!), {
+              reference: floatModel,
+              signal: options.signal,
+            }),
+          )),
+          simulated: `${exportedStage} weights, ${bits}-bit ${quantizer} activations after ${learnedActivations.length} ReLU outputs (trained grids)`,
+        };
+      }
+    } else if (spec.activations && isBinaryMode(spec.activations.quantizer)) {
+      const mode = spec.activations.quantizer;
+      exported ??= await loadArtifact(files, owned);
+      if (!(exported instanceof tf.LayersModel))
+        throw new Error(`${mode} activations replace the ReLUs of a layers model; this is a graph model`);
+      const binarized = await withBinaryActivations(exported, mode);
+      owned.push(binarized.model);
+      activations = binarized.layers.map((layer) => ({ layer, quantizer: mode, bits: spec.activations!.bits }));
+      if (data.evaluation && floatModel) {
+        metrics.integer = {
+          ...(await timed('evaluateIntegerMs', () =>
+            evaluate(binarized.model, batchesOf(floatModel, data.evaluation!), {
+              reference: floatModel,
+              signal: options.signal,
+            }),
+          )),
+          simulated: `${exportedStage} weights, ${describeBinaryActivations(mode, binarized.layers.length)}`,
+        };
       }
     } else if (spec.activations && data.calibration) {
       await report(
@@ -228,12 +256,17 @@ export async function runQuantizeJob(
       if (data.evaluation && floatModel) {
         const simulated = await simulate();
         owned.push(simulated);
-        metrics.integer = await timed('evaluateIntegerMs', () =>
-          evaluate(simulated, batchesOf(floatModel, data.evaluation!), {
-            reference: floatModel,
-            signal: options.signal,
-          }),
-        );
+        metrics.integer = {
+          ...(await timed('evaluateIntegerMs', () =>
+            evaluate(simulated, batchesOf(floatModel, data.evaluation!), {
+              reference: floatModel,
+              signal: options.signal,
+            }),
+          )),
+          simulated:
+            `${exportedStage} weights, ${spec.activations.bits}-bit affine activations fake-quantized after ` +
+            `${calibrated.length} layers (${spec.activations.calibration} ranges from the calibration set)`,
+        };
       }
     }
 
@@ -278,7 +311,13 @@ export async function trainQat(
   if (!dataset.y) throw new DatasetError('kind "qat" needs labels (y) in the training dataset');
   const loaded = await loadTfModel(model, owned);
   let quantizers: TrainedActivations | undefined;
-  if (spec.activations && spec.activations.quantizer !== 'calibrated') {
+  let binarized: tf.LayersModel | undefined;
+  if (spec.activations && isBinaryMode(spec.activations.quantizer)) {
+    if (!(loaded instanceof tf.LayersModel))
+      throw new Error(`${spec.activations.quantizer} activations are trained in a layers model; this is a graph model`);
+    binarized = (await withBinaryActivations(loaded, spec.activations.quantizer)).model;
+    owned.push(binarized);
+  } else if (spec.activations?.quantizer === 'dorefa' || spec.activations?.quantizer === 'pact') {
     const { quantizer, bits, gradientBits, alpha, alphaDecay } = spec.activations;
     if (!(loaded instanceof tf.LayersModel))
       throw new SpecError([
@@ -299,7 +338,7 @@ export async function trainQat(
   }
   // A graph model trains through variables put in place of its weights, given back by dispose.
   const graph = loaded instanceof tf.GraphModel ? new TrainableGraph(loaded, model.modelJson) : undefined;
-  const trainable: TrainableModel = quantizers?.model ?? graph ?? (loaded as tf.LayersModel);
+  const trainable: TrainableModel = quantizers?.model ?? binarized ?? graph ?? (loaded as tf.LayersModel);
   try {
     const { epochs, batchSize, learningRate, optimizer, momentum, learningRateDecay, validationSplit, ste } = spec.qat;
     const trainEnd = Math.floor(dataset.samples * (1 - validationSplit));
@@ -373,4 +412,8 @@ export async function trainQat(
   } finally {
     graph?.dispose();
   }
+}
+
+function isBinaryMode(quantizer: string): quantizer is BinaryActivationMode {
+  return quantizer === 'sign' || quantizer === 'ternary';
 }

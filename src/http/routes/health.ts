@@ -5,9 +5,6 @@
  * and readiness is what keeps an instance that would lose accepted work out of rotation. What is only a
  * risk (no AOF; a wrong policy while maxmemory is 0, so nothing is evicted yet) is a warning.
  */
-import { randomUUID } from 'node:crypto';
-import { mkdir, rm, writeFile } from 'node:fs/promises';
-import { join } from 'node:path';
 import { Type } from '@sinclair/typebox';
 import type { FastifyInstance } from 'fastify';
 import type { Redis } from 'ioredis';
@@ -56,7 +53,7 @@ function infoFields(info: string): Map<string, string> {
 }
 
 export async function healthRoutes(app: FastifyInstance): Promise<void> {
-  const { redis, config } = app.services;
+  const { redis, config, blobs } = app.services;
 
   // Workers run the same backend choice with the same config on the same image, so the API's answer is theirs.
   const backend = await selectBackend(config.tfBackend);
@@ -101,11 +98,7 @@ export async function healthRoutes(app: FastifyInstance): Promise<void> {
         }
       }
       try {
-        const dir = join(config.dataDir, 'tmp');
-        await mkdir(dir, { recursive: true });
-        const probe = join(dir, `ready-${randomUUID()}`);
-        await writeFile(probe, '');
-        await rm(probe);
+        await blobs.probeWritable();
         checks.storage = 'ok';
       } catch (error) {
         checks.storage = `not writable: ${(error as Error).message}`;
