@@ -10,7 +10,8 @@ import { buildApp } from '../../src/http/app.js';
 import { MAX_LAYER_DEPTH } from '../../src/model/topology.js';
 import type { Config } from '../../src/config.js';
 import { buildGraphModel } from '../fixtures/models.js';
-import { cleanup, filesAsParts, multipart, testConfig, tinyModel } from './helpers.js';
+import { npy } from '../model/dataset/npy-fixture.js';
+import { cleanup, filesAsParts, multipart, testConfig, tinyModel, zipOf } from './helpers.js';
 
 let config: Config;
 let app: FastifyInstance;
@@ -392,5 +393,25 @@ describe('specs the API can tell will fail (item 8)', () => {
       },
     });
     expect(partial.statusCode, partial.body).toBe(200);
+  });
+});
+
+describe('what the fuzz run found', () => {
+  it('refuses a model.json whose format is nested 20,000 deep with 422 (quoting it overflowed the stack)', async () => {
+    const deep = '['.repeat(20_000) + ']'.repeat(20_000);
+    const res = await upload(
+      multipart([{ filename: 'model.json', data: `{"format": ${deep}, "modelTopology": {"node": []}}` }]),
+    );
+    expect(res.statusCode, res.body).toBe(422);
+    expect(res.json().detail).toContain('a deeply nested list');
+  });
+
+  it('refuses an .npz whose entry has a broken local header with 422', async () => {
+    const x = npy('<f4', [2, 2], new Uint8Array(16));
+    const npz = Buffer.from(await zipOf([['x.npy', x]], { compress: false }));
+    npz.writeUInt32LE(0x36034b50, 0);
+    const res = await upload(multipart([{ field: 'data', filename: 'data.npz', data: npz }]), '/v1/datasets');
+    expect(res.statusCode, res.body).toBe(422);
+    expect(res.json().detail).toMatch(/x\.npy: bad \.npz entry/);
   });
 });
