@@ -10,7 +10,7 @@ COPY package.json package-lock.json ./
 # Fail the build, rather than silently fall back to wasm, when the native backend did not install.
 RUN npm ci --include=optional --no-audit --no-fund \
  && node -e "require('@tensorflow/tfjs-node')"
-COPY tsconfig.json ./
+COPY tsconfig.json tsconfig.client.json ./
 COPY src ./src
 COPY workers ./workers
 # bench/ is left out: it imports test fixtures, and the image runs the service, not benchmarks.

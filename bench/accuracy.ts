@@ -18,7 +18,7 @@ import { selectBackend, type BackendPreference } from '../src/model/backend.js';
 import { loadRunnable, type RunnableModel } from '../src/model/load.js';
 import { readModel } from '../src/model/read.js';
 import { runPtq } from '../src/pipeline/ptq.js';
-import { evaluate, type Batch } from '../src/quant/evaluate.js';
+import { batchRows, evaluate, type Batch } from '../src/quant/evaluate.js';
 import { parseMethodParams } from '../src/quant/methods/index.js';
 import { createQatStep, type QatPlan } from '../src/quant/qat/train.js';
 import { createRng } from '../src/quant/rng.js';
@@ -67,7 +67,7 @@ async function stockMedianMs(model: tf.LayersModel, x: tf.Tensor, y: tf.Tensor):
 
 /** Samples per second of evaluate() over `batches`, the median of interleaved rounds for both models. */
 async function evaluationThroughputs(models: RunnableModel[], batches: Batch[]): Promise<number[]> {
-  const samples = batches.reduce((n, b) => n + b.x.shape[0], 0);
+  const samples = batches.reduce((n, b) => n + batchRows(b.x), 0);
   for (const model of models) await evaluate(model, batches);
   const times = models.map(() => [] as number[]);
   for (let round = 0; round < 7; round++) {

@@ -521,6 +521,7 @@ function formatSummary(report: JobReport): string {
     `${report.tensors.length} tensors quantized, ${report.skipped.length} skipped; ` +
       `weights ${m.bytesBefore} B → model/ ${m.bytesAfter} B (${m.stockCompressionRatio.toFixed(2)}×), ` +
       `packed ${m.packedBytes} B (${m.compressionRatio.toFixed(2)}×, ${m.bitsPerWeight.toFixed(2)} bits/weight); backend ${m.backend}`,
+    ...(report.warnings ?? []).map((warning) => `warning: ${warning}`),
     ...Object.entries(m.metrics).map(
       ([stage, metrics]) =>
         `${stage}: ` +

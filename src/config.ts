@@ -1,5 +1,5 @@
 /**
- * Service configuration (DESIGN.md §7), read once from the environment at start and passed down; nothing
+ * Service configuration (docs/operations.md), read once from the environment at start and passed down; nothing
  * else in the service reads `process.env`. API keys are kept only as sha256 hashes.
  */
 import { createHash } from 'node:crypto';

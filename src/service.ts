@@ -14,9 +14,18 @@ import { Redis } from 'ioredis';
 import { pino } from 'pino';
 import type { Config } from './config.js';
 import { buildApp } from './http/app.js';
-import { workerConnection, workerRedis, type QuantizePayload, type WebhookPayload } from './jobs/queue.js';
+import { JobLifecycle } from './jobs/lifecycle.js';
+import {
+  closeQueues,
+  createQueues,
+  workerConnection,
+  workerRedis,
+  type QuantizePayload,
+  type WebhookPayload,
+} from './jobs/queue.js';
 import { rejectSandboxInitOnExit } from './jobs/sandbox-init.js';
 import { RecordStore } from './storage/records.js';
+import { watchFailedJobs } from '../workers/failures.js';
 import { webhookProcessor } from '../workers/webhook.js';
 
 export interface Closable {
@@ -53,7 +62,10 @@ export interface WorkerOptions {
   stalledIntervalMs?: number;
 }
 
-export function startWorkers(config: Config, options: WorkerOptions = {}): Closable & { quantize: Worker } {
+export function startWorkers(
+  config: Config,
+  options: WorkerOptions = {},
+): Closable & { quantize: Worker; failuresWatched: Promise<void> } {
   const prefix = `${config.redisPrefix}:bull`;
   const script = processorFile('quantize');
   if (!existsSync(script)) throw new Error(`${script} is missing: run \`npm run build\` first`);
@@ -71,10 +83,11 @@ export function startWorkers(config: Config, options: WorkerOptions = {}): Closa
     maxStalledCount: 2,
   });
   const redis = workerRedis(config.redisUrl);
+  const records = new RecordStore(redis, config.redisPrefix);
   const webhooks = new Worker<WebhookPayload>(
     'webhooks',
     webhookProcessor({
-      records: new RecordStore(redis, config.redisPrefix),
+      records,
       redis,
       prefix: config.redisPrefix,
       allow: config.webhooks.allow,
@@ -86,12 +99,22 @@ export function startWorkers(config: Config, options: WorkerOptions = {}): Closa
   const log = pino({ level: config.logLevel, base: { pid: process.pid, role: 'worker-supervisor' } });
   for (const worker of [quantize, webhooks])
     worker.on('error', (error) => log.warn({ err: error, queue: worker.name }, 'worker error'));
+  const queues = createQueues(redis, config.redisPrefix);
+  const failures = watchFailedJobs({
+    connection: workerConnection(config.redisUrl),
+    prefix,
+    queues,
+    lifecycle: new JobLifecycle(records, redis, config.redisPrefix),
+    log,
+  });
   let closing: Promise<void> | null = null;
   return {
     quantize,
+    failuresWatched: failures.ready,
     close() {
       closing ??= (async () => {
         await Promise.allSettled([quantize.close(), webhooks.close()]);
+        await Promise.allSettled([failures.close(), closeQueues(queues)]);
         redis.disconnect();
       })();
       return closing;

@@ -156,6 +156,7 @@ export default async function quantize(job: SandboxedJob<QuantizePayload>): Prom
       bitsPerWeight: m.bitsPerWeight,
       backend: m.backend,
       metrics: m.metrics,
+      warnings: result.report.warnings,
     };
     const done = await ctx.lifecycle.succeed(tenant, jobId, summary, [...result.files.keys()].sort());
     await ctx.checkpoints.remove(tenant, jobId);

@@ -60,7 +60,8 @@ const ArrayInfo = Type.Object({ dtype: Type.String(), shape: Type.Array(Type.Int
 export const Dataset = Type.Object({
   id: Type.String(),
   samples: Type.Integer(),
-  x: ArrayInfo,
+  x: Nullable(ArrayInfo),
+  inputs: Type.Optional(Type.Array(Type.Object({ name: Type.String(), ...ArrayInfo.properties }))),
   y: Nullable(ArrayInfo),
   bytes: Type.Integer(),
   createdAt: Timestamp,

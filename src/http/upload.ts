@@ -10,9 +10,9 @@ import { createHash } from 'node:crypto';
 import { createReadStream, createWriteStream } from 'node:fs';
 import { readFile, rename, rm, mkdir } from 'node:fs/promises';
 import { dirname, posix } from 'node:path';
-import { PassThrough, Readable, Transform, Writable } from 'node:stream';
+import { Readable, Transform, Writable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
-import { createGunzip } from 'node:zlib';
+import { crc32, createGunzip } from 'node:zlib';
 import type { MultipartFile } from '@fastify/multipart';
 import type { FastifyRequest } from 'fastify';
 import { Parser as TarParser, type ReadEntry } from 'tar';
@@ -217,10 +217,10 @@ function readZip(
             if (streamError || !stream) return fail(streamError);
             // yauzl reports a size that lies or bad deflate data by emitting 'error' on the entry stream, even
             // on one nobody reads (it checks the byte count as inflate ends) and before anyone reads it; unheard,
-            // that ends the process, and a plain emit leaves a later reader waiting forever. Piped into a
-            // PassThrough, every error destroys what onEntry reads, whenever it comes; once onEntry has
-            // consumed or refused the entry, the PassThrough is destroyed and the pipeline with it.
-            const entryStream = new PassThrough();
+            // that ends the process, and a plain emit leaves a later reader waiting forever. Piped into the CRC
+            // check, every error destroys what onEntry reads, whenever it comes; once onEntry has consumed or
+            // refused the entry, the check is destroyed and the pipeline with it.
+            const entryStream = crcChecked(entry);
             let entryError: Error | null = null;
             stream.on('error', (error: Error) => (entryError ??= error));
             pipeline(stream, entryStream).catch(() => undefined);
@@ -239,6 +239,31 @@ function readZip(
   });
 }
 
+/**
+ * A pass-through that fails at the end of an entry whose bytes do not hash to the CRC-32 its zip headers
+ * give (yauzl checks sizes, not CRCs): a damaged or tampered archive is refused, not stored.
+ */
+function crcChecked(entry: yauzl.Entry): Transform {
+  let crc = 0;
+  return new Transform({
+    transform(chunk: Buffer, _encoding, done) {
+      crc = crc32(chunk, crc);
+      done(null, chunk);
+    },
+    flush(done) {
+      const hex = (value: number) => (value >>> 0).toString(16).padStart(8, '0');
+      done(
+        crc >>> 0 === entry.crc32 >>> 0
+          ? null
+          : new ApiProblem(
+              'invalid-upload',
+              `${entry.fileName}: CRC-32 is ${hex(crc)}, the archive says ${hex(entry.crc32)}: the zip is damaged`,
+            ),
+      );
+    },
+  });
+}
+
 async function readTarGz(
   file: string,
   onEntry: (path: string, declaredBytes: number, stream: Readable) => Promise<void>,
@@ -246,6 +271,7 @@ async function readTarGz(
   const parser = new TarParser({ strict: true });
   let failure: unknown = null;
   const pending: Promise<void>[] = [];
+  const reading = new Set<Readable>();
   parser.on('entry', (entry: ReadEntry) => {
     if (failure !== null || entry.type === 'Directory') return entry.resume();
     if (entry.type !== 'File' && entry.type !== 'OldFile' && entry.type !== 'ContiguousFile') {
@@ -257,11 +283,14 @@ async function readTarGz(
     }
     // ReadEntry is a minipass stream; a node Readable over it lets onEntry treat both archive kinds alike.
     const stream = Readable.from(entry as AsyncIterable<Buffer>);
+    reading.add(stream);
     pending.push(
-      onEntry(entry.path.replace(/^\.\//, ''), entry.size ?? 0, stream).catch((error) => {
-        failure ??= error;
-        entry.resume();
-      }),
+      onEntry(entry.path.replace(/^\.\//, ''), entry.size ?? 0, stream)
+        .catch((error) => {
+          failure ??= error;
+          entry.resume();
+        })
+        .finally(() => reading.delete(stream)),
     );
   });
   const done = new Promise<void>((resolve, reject) => {
@@ -275,7 +304,10 @@ async function readTarGz(
   try {
     await done;
   } catch (error) {
-    throw failure ?? new ApiProblem('invalid-upload', `not a readable .tar.gz archive: ${(error as Error).message}`);
+    failure ??= new ApiProblem('invalid-upload', `not a readable .tar.gz archive: ${(error as Error).message}`);
+    // A truncated archive ends mid-entry: that entry's stream would never end, and the file it is being
+    // staged to would outlive the upload's discard. Ending it first lets every staging settle.
+    for (const stream of reading) stream.destroy(failure as Error);
   }
   await Promise.all(pending);
   if (failure !== null) throw failure;

@@ -118,7 +118,7 @@ export class JobLifecycle {
   }
 
   async succeed(tenant: string, id: string, summary: JobSummary, artifacts: string[]): Promise<JobRecord | null> {
-    return this.finish(tenant, id, () => ({
+    const ended = await this.finish(tenant, id, () => ({
       status: 'succeeded',
       stage: 'done',
       progress: 100,
@@ -126,16 +126,27 @@ export class JobLifecycle {
       artifacts,
       error: null,
     }));
+    return ended.job;
   }
 
   async fail(tenant: string, id: string, error: { message: string; type?: string }): Promise<JobRecord | null> {
-    return this.finish(tenant, id, () => ({ status: 'failed', stage: 'failed', error }));
+    return (await this.finish(tenant, id, () => ({ status: 'failed', stage: 'failed', error }))).job;
+  }
+
+  /**
+   * Ends a job BullMQ has failed for good without its processor saying so (the sandbox died in every
+   * attempt, it stalled too often): the ended record when this call ended it, null when it had ended
+   * already (its processor, or another process that saw the same failure, came first) or is gone.
+   */
+  async abandon(tenant: string, id: string, error: { message: string; type: string }): Promise<JobRecord | null> {
+    const { job, written } = await this.finish(tenant, id, () => ({ status: 'failed', stage: 'failed', error }));
+    return written ? job : null;
   }
 
   /** Marks the record cancelled and raises the flag a running worker polls. */
   async cancel(tenant: string, id: string): Promise<JobRecord | null> {
     await this.redis.set(cancelKey(this.prefix, id), '1', 'EX', 7 * 24 * 3600);
-    return this.finish(tenant, id, () => ({ status: 'cancelled', stage: 'cancelled' }));
+    return (await this.finish(tenant, id, () => ({ status: 'cancelled', stage: 'cancelled' }))).job;
   }
 
   /**
@@ -185,15 +196,16 @@ export class JobLifecycle {
     tenant: string,
     id: string,
     patch: (job: JobRecord) => Partial<JobRecord>,
-  ): Promise<JobRecord | null> {
-    const { job, written } = await this.transition(tenant, id, (current) => ({
+  ): Promise<{ job: JobRecord | null; written: boolean }> {
+    const ended = await this.transition(tenant, id, (current) => ({
       ...patch(current),
       finishedAt: new Date().toISOString(),
     }));
+    const { job, written } = ended;
     if (written && job?.startedAt && job.finishedAt) {
       const seconds = (Date.parse(job.finishedAt) - Date.parse(job.startedAt)) / 1000;
       await this.durations.record(job.method, job.status, seconds).catch(() => undefined);
     }
-    return job;
+    return ended;
   }
 }

@@ -1,5 +1,5 @@
 /**
- * The job spec (DESIGN.md §3): one schema shared by the API, the worker and the CLI's --spec file, so a spec
+ * The job spec (docs/job-spec.md): one schema shared by the API, the worker and the CLI's --spec file, so a spec
  * that runs offline runs the same way as a service job. `method` is checked against the method registry,
  * which owns each method's own params schema.
  */
@@ -91,18 +91,34 @@ export const PreprocessSpec = Type.Object(
 
 export const ActivationsSpec = Type.Object(
   {
-    bits: Type.Integer({ minimum: 2, maximum: 16, default: 8 }),
+    bits: Type.Integer({
+      minimum: 1,
+      maximum: 16,
+      default: 8,
+      description: '1 means binary activations (quantizer "sign"); sign is 1 bit and ternary 2 bits whatever is given',
+    }),
     calibration: Type.Union(
       [Type.Literal('minmax'), Type.Literal('percentile'), Type.Literal('mse'), Type.Literal('kl')],
       { default: 'minmax' },
     ),
     percentile: Type.Number({ exclusiveMinimum: 50, maximum: 100, default: 99.99 }),
-    quantizer: Type.Union([Type.Literal('calibrated'), Type.Literal('dorefa'), Type.Literal('pact')], {
-      default: 'calibrated',
-      description:
-        'calibrated: ranges from the calibration set; dorefa (k-bit on [0, 1]) and pact (learned clipping α): ' +
-        'trained with kind "qat", after every ReLU output',
-    }),
+    quantizer: Type.Union(
+      [
+        Type.Literal('calibrated'),
+        Type.Literal('dorefa'),
+        Type.Literal('pact'),
+        Type.Literal('sign'),
+        Type.Literal('ternary'),
+      ],
+      {
+        default: 'calibrated',
+        description:
+          'calibrated: ranges from the calibration set; dorefa (k-bit on [0, 1]) and pact (learned clipping α): ' +
+          'trained with kind "qat", after every ReLU output; sign (α·sign(x), BNN/XNOR-Net) and ternary (TWN rule) ' +
+          'replace every ReLU, α = mean|x| per sample: trained through a clipped STE with kind "qat", simulated ' +
+          'on the exported weights otherwise (layers models)',
+      },
+    ),
     gradientBits: Type.Integer({
       minimum: 2,
       maximum: 32,
@@ -145,6 +161,15 @@ export const QatSpec = Type.Object(
 
 export const PtqSpec = Type.Object(
   {
+    equalize: Type.Optional(
+      Type.Boolean({
+        description:
+          'move each kernel’s per-channel scale out of it (Nagel et al. 2019): a BatchNorm after a Conv/Dense is folded ' +
+          'but kept as a per-channel scale, so every kernel channel shares one range and a per-tensor grid (the ' +
+          'compact stock uint8 form) keeps per-channel precision; per-channel affine (symmetric, or ≥ 8 bits) then ' +
+          'quantizes such a kernel on one grid. Default: on, except for float16 (nothing to equalize)',
+      }),
+    ),
     algorithm: Type.Union([Type.Literal('nearest'), Type.Literal('gptq'), Type.Literal('adaround')], {
       default: 'nearest',
       description:
@@ -199,7 +224,7 @@ export const PtqSpec = Type.Object(
       { additionalProperties: false, default: {} },
     ),
   },
-  { additionalProperties: false, default: {}, description: 'post-training rounding (kind ptq)' },
+  { additionalProperties: false, default: {}, description: 'post-training quantization: rounding and equalization' },
 );
 
 export const TargetSpec = Type.Object(
@@ -269,7 +294,11 @@ export const JobSpecSchema = Type.Object(
     data: DataSpec,
     preprocess: PreprocessSpec,
     foldBatchNorm: Type.Optional(
-      Type.Boolean({ description: 'fold BatchNormalization into the preceding Conv/Dense (default: true for ptq)' }),
+      Type.Boolean({
+        description:
+          'fold BatchNormalization into the preceding Conv/Dense (default: true for ptq; with ptq.equalize the BN ' +
+          'stays as the per-channel scale)',
+      }),
     ),
     activations: Type.Optional(ActivationsSpec),
     ptq: PtqSpec,
@@ -318,6 +347,7 @@ export class SpecError extends InputError {
 export function parseJobSpec(input: unknown): JobSpec {
   const { value: raw, problems } = withDefaults(JobSpecSchema, input);
   if (problems.length > 0) throw new SpecError(problems);
+  if (raw.activations) raw.activations = binaryActivationBits(raw.activations);
   const combinations = combinationProblems(raw);
   if (combinations.length > 0) throw new SpecError(combinations);
   try {
@@ -339,9 +369,24 @@ export function parseJobSpec(input: unknown): JobSpec {
  * An override that names another method replaces the base params outright (they would not fit the other
  * method's schema); one without a name, or with the same name, changes only the fields it gives.
  */
+/** ptq.equalize when the spec leaves it out: on, except for float16, whose values keep their own scale. */
+export function equalizes(spec: Pick<JobSpec, 'ptq' | 'method'>): boolean {
+  return spec.ptq.equalize ?? spec.method.name !== 'float16';
+}
+
 export function mergeOverride(base: { name: string }, override: Record<string, unknown>): Record<string, unknown> {
   if (typeof override.name === 'string' && override.name !== base.name) return override;
   return { ...base, ...override };
+}
+
+/** 1-bit activations are binary (sign); sign and ternary activations have a fixed width (1 and 2 bits). */
+function binaryActivationBits(
+  activations: NonNullable<RawJobSpec['activations']>,
+): NonNullable<RawJobSpec['activations']> {
+  if (activations.bits === 1 && activations.quantizer === 'calibrated') return { ...activations, quantizer: 'sign' };
+  if (activations.quantizer === 'sign') return { ...activations, bits: 1 };
+  if (activations.quantizer === 'ternary') return { ...activations, bits: 2 };
+  return activations;
 }
 
 /** Fields that are each valid but need another: said before any work starts. */
@@ -374,14 +419,15 @@ function combinationProblems(spec: RawJobSpec): SpecProblem[] {
     }
   }
   if (spec.ptq.algorithm !== 'nearest') problems.push(...learnedRoundingProblems(spec));
-  const trainedActivations = spec.activations !== undefined && spec.activations.quantizer !== 'calibrated';
+  const quantizer = spec.activations?.quantizer;
+  const trainedActivations = quantizer === 'dorefa' || quantizer === 'pact';
   if (trainedActivations && spec.kind !== 'qat') {
     problems.push({
       path: '/activations/quantizer',
       message: `"${spec.activations!.quantizer}" activations are trained: they need kind "qat" (otherwise use "calibrated")`,
     });
   }
-  if (spec.activations && !trainedActivations && !spec.data.calibration) {
+  if (quantizer === 'calibrated' && !spec.data.calibration) {
     problems.push({ path: '/data/calibration', message: 'activations need a calibration dataset to take ranges from' });
   }
   if ((spec.kind === 'analyze' || spec.kind === 'auto') && !spec.data.evaluation) {

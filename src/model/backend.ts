@@ -1,5 +1,5 @@
 /**
- * The tfjs backend choice (DESIGN.md §1): `tensorflow` (native, from the optional @tensorflow/tfjs-node)
+ * The tfjs backend choice (docs/architecture.md): `tensorflow` (native, from the optional @tensorflow/tfjs-node)
  * when it loads, else `wasm` (XNNPACK, 5–16× faster than cpu here, plus the gradient kernels it lacks from
  * ./wasm-kernels), else `cpu` (pure JS, always there). A forced choice that cannot load is an error, not a
  * silent fallback: whoever forced it wants to know.

@@ -7,6 +7,7 @@ import { InputError } from '../errors.js';
 
 export type ModelErrorCode =
   | 'malformed-json'
+  | 'malformed-file'
   | 'missing-file'
   | 'byte-length'
   | 'non-finite'

@@ -18,7 +18,14 @@
  *
  * Only the top-level layers of a layers model are looked at (the layers of a nested model are not). Graph
  * models come back unchanged: the converter already folds BatchNorm into the preceding op.
+ *
+ * `keepScale` (ptq.equalize): folding multiplies kernel channel c by f_c, so channels whose γ differ by 100×
+ * end 100× apart and one per-tensor grid rounds the small ones away. With keepScale the fold still happens,
+ * but the BatchNorm stays as a pure per-channel scale a_c (src/quant/equalize.ts scaleIntoBatchNorm): the
+ * kernel's channels all get the same range, the layer loses its bias (β takes it), and μ = 0, σ² = 1 − ε
+ * are constants stored as one byte each.
  */
+import { scaleIntoBatchNorm } from '../quant/equalize.js';
 import { ModelError } from './errors.js';
 import { CONTAINER_CLASSES, isObject, layersRoot } from './topology.js';
 import type { LoadedModel, Weight } from './types.js';
@@ -28,6 +35,24 @@ export interface FoldResult {
   /** The BatchNormalization layers folded away. */
   folded: string[];
   skipped: { layer: string; reason: string }[];
+  /** keepScale: the BatchNorms kept as the per-channel scale of the layer before them. */
+  scaled: BatchNormScaling[];
+}
+
+export interface BatchNormScaling {
+  /** The layer whose kernel channels now share one range, and that kernel's weight name. */
+  layer: string;
+  kernel: string;
+  batchNorm: string;
+  channels: number;
+  /** Largest ÷ smallest channel range of the folded kernel, before (the grid a plain fold would need). */
+  rangeRatioBefore: number;
+  /** The same after: 1 up to float16 rounding of the scales. */
+  rangeRatioAfter: number;
+}
+
+export interface FoldOptions {
+  keepScale?: boolean;
 }
 
 type Json = Record<string, unknown>;
@@ -76,8 +101,8 @@ function allRefs(config: Json, layers: Json[]): TensorRef[] {
 
 class Skip extends Error {}
 
-export function foldBatchNorm(model: LoadedModel): FoldResult {
-  if (model.format !== 'layers-model') return { model, folded: [], skipped: [] };
+export function foldBatchNorm(model: LoadedModel, options: FoldOptions = {}): FoldResult {
+  if (model.format !== 'layers-model') return { model, folded: [], skipped: [], scaled: [] };
   const modelJson = structuredClone(model.modelJson);
   const root = layersRoot(modelJson.modelTopology as Json);
   const className = String(root.class_name);
@@ -89,17 +114,22 @@ export function foldBatchNorm(model: LoadedModel): FoldResult {
   const sequential = className === 'Sequential';
   const weights = new Map(model.weights.map((w) => [w.name, w]));
   const removed = new Set<string>();
-  /** Kernel name → the bias a fold added to its layer, written right after the kernel. */
-  const addedBiases = new Map<string, string>();
+  /** Kernel name → the weights a fold added to its layer (a bias, or a kept BN's γ/β), written right after it. */
+  const added = new Map<string, string[]>();
   const folded: string[] = [];
   const skipped: FoldResult['skipped'] = [];
+  const scaled: BatchNormScaling[] = [];
 
   for (const bn of [...layers]) {
     if (bn.class_name !== 'BatchNormalization') continue;
     const bnName = layerName(bn);
     try {
       const { producer, source } = sequential ? sequentialProducer(layers, bn) : functionalProducer(config, layers, bn);
-      foldInto(producer, bn, weights, removed, addedBiases);
+      if (options.keepScale) {
+        scaled.push(scaleInto(producer, bn, weights, removed, added));
+        continue;
+      }
+      foldInto(producer, bn, weights, removed, added);
       layers.splice(layers.indexOf(bn), 1);
       if (!sequential) rewire(config, layers, bnName, source);
       folded.push(bnName);
@@ -114,10 +144,9 @@ export function foldBatchNorm(model: LoadedModel): FoldResult {
   for (const weight of model.weights) {
     if (removed.has(weight.name)) continue;
     outputWeights.push(weights.get(weight.name)!);
-    const addedBias = addedBiases.get(weight.name);
-    if (addedBias !== undefined) outputWeights.push(weights.get(addedBias)!);
+    for (const name of added.get(weight.name) ?? []) outputWeights.push(weights.get(name)!);
   }
-  return { model: { format: model.format, modelJson, weights: outputWeights }, folded, skipped };
+  return { model: { format: model.format, modelJson, weights: outputWeights }, folded, skipped, scaled };
 }
 
 function sequentialProducer(layers: Json[], bn: Json): { producer: Json; source: TensorRef } {
@@ -166,17 +195,27 @@ function floatValues(weights: Map<string, Weight>, name: string): Float32Array |
   return values instanceof Float32Array ? values : undefined;
 }
 
-/**
- * Folds `bn` into `producer`'s kernel and bias (in `weights`); marks the BN's weights in `removed` and a
- * bias it had to add in `addedBiases`.
- */
-function foldInto(
-  producer: Json,
-  bn: Json,
-  weights: Map<string, Weight>,
-  removed: Set<string>,
-  addedBiases: Map<string, string>,
-): void {
+interface FoldInputs {
+  producerName: string;
+  producerClass: string;
+  producerConfig: Json;
+  bnName: string;
+  bnConfig: Json;
+  kernelName: string;
+  kernel: Weight;
+  biasName: string;
+  useBias: boolean;
+  bias: Float32Array;
+  gamma?: Float32Array;
+  beta?: Float32Array;
+  mean: Float32Array;
+  variance: Float32Array;
+  epsilon: number;
+  channels: number;
+}
+
+/** Checks that `bn` can be folded into `producer` and reads every value a fold needs (else throws Skip). */
+function foldInputs(producer: Json, bn: Json, weights: Map<string, Weight>): FoldInputs {
   const producerName = layerName(producer);
   const producerClass = String(producer.class_name);
   const kind = FOLDABLE[producerClass];
@@ -218,8 +257,53 @@ function foldInto(
   const useBias = producerConfig.use_bias !== false;
   const bias = useBias ? floatValues(weights, biasName) : new Float32Array(channels);
   if (!bias) throw new Skip(`${biasName} is not in the manifest as float32`);
-
   const epsilon = typeof bnConfig.epsilon === 'number' ? bnConfig.epsilon : 1e-3;
+  return {
+    producerName,
+    producerClass,
+    producerConfig,
+    bnName,
+    bnConfig,
+    kernelName,
+    kernel,
+    biasName,
+    useBias,
+    bias,
+    gamma,
+    beta,
+    mean,
+    variance,
+    epsilon,
+    channels,
+  };
+}
+
+/**
+ * Folds `bn` into `producer`'s kernel and bias (in `weights`); marks the BN's weights in `removed` and a
+ * bias it had to add in `added`.
+ */
+function foldInto(
+  producer: Json,
+  bn: Json,
+  weights: Map<string, Weight>,
+  removed: Set<string>,
+  added: Map<string, string[]>,
+): void {
+  const {
+    producerConfig,
+    bnName,
+    kernelName,
+    kernel,
+    biasName,
+    useBias,
+    bias,
+    gamma,
+    beta,
+    mean,
+    variance,
+    epsilon,
+    channels,
+  } = foldInputs(producer, bn, weights);
   const factor = new Float64Array(channels);
   const foldedBias = new Float32Array(channels);
   for (let c = 0; c < channels; c++) {
@@ -233,7 +317,73 @@ function foldInto(
   weights.set(biasName, { name: biasName, shape: [channels], dtype: 'float32', values: foldedBias });
   if (!useBias) {
     producerConfig.use_bias = true;
-    addedBiases.set(kernelName, biasName);
+    added.set(kernelName, [biasName]);
   }
   for (const name of ['gamma', 'beta', 'moving_mean', 'moving_variance']) removed.add(`${bnName}/${name}`);
+}
+
+/**
+ * keepScale: the fold with the BN kept as the per-channel scale (see the module comment). The BN's weights
+ * are rewritten in place; γ or β it did not have are added after the kernel (tfjs matches layers weights by
+ * name, so their position in the manifest is free), and the producer's bias is dropped into β.
+ */
+function scaleInto(
+  producer: Json,
+  bn: Json,
+  weights: Map<string, Weight>,
+  removed: Set<string>,
+  added: Map<string, string[]>,
+): BatchNormScaling {
+  const inputs = foldInputs(producer, bn, weights);
+  const { producerName, producerClass, producerConfig, bnName, bnConfig, kernelName, kernel, channels } = inputs;
+  const layout = { shape: kernel.shape, depthwise: producerClass === 'DepthwiseConv2D' };
+  const result = scaleIntoBatchNorm(kernel.values as Float32Array, layout, inputs.bias, inputs);
+  const ratio = (values: Float32Array): number => {
+    const ranges = new Float64Array(channels);
+    for (let i = 0; i < values.length; i++) ranges[i % channels] = Math.max(ranges[i % channels], Math.abs(values[i]));
+    const nonzero = ranges.filter((r) => r > 0);
+    return nonzero.length === 0 ? 1 : Math.max(...nonzero) / Math.min(...nonzero);
+  };
+  const folded = Float32Array.from(kernel.values as Float32Array, (v, i) => v * result.factors[i % channels]);
+
+  weights.set(kernelName, { ...kernel, values: result.kernel, channelScaleIn: bnName });
+  if (inputs.useBias) {
+    producerConfig.use_bias = false;
+    removed.add(inputs.biasName);
+  }
+  const vector = (name: string, values: Float32Array, sourceQuantization?: Weight['sourceQuantization']): Weight => ({
+    name: `${bnName}/${name}`,
+    shape: [channels],
+    dtype: 'float32',
+    values,
+    ...(sourceQuantization ? { sourceQuantization } : {}),
+  });
+  // σ'² = 1 − ε makes √(σ'² + ε) one; stored, like μ' = 0, as a one-byte code for a constant.
+  const unitVariance = Math.fround(1 - inputs.epsilon);
+  const rewritten = [
+    vector('gamma', result.gamma, { dtype: 'float16' }),
+    vector('beta', result.beta),
+    vector('moving_mean', new Float32Array(channels), { dtype: 'uint8', min: 0, scale: 1 }),
+    vector('moving_variance', new Float32Array(channels).fill(unitVariance), {
+      dtype: 'uint8',
+      min: unitVariance,
+      scale: 1,
+    }),
+  ];
+  const missing: string[] = [];
+  for (const weight of rewritten) {
+    if (!weights.has(weight.name)) missing.push(weight.name);
+    weights.set(weight.name, weight);
+  }
+  bnConfig.scale = true;
+  bnConfig.center = true;
+  if (missing.length > 0) added.set(kernelName, missing);
+  return {
+    layer: producerName,
+    kernel: kernelName,
+    batchNorm: bnName,
+    channels,
+    rangeRatioBefore: ratio(folded),
+    rangeRatioAfter: ratio(result.kernel),
+  };
 }

@@ -1,5 +1,5 @@
 /**
- * Which weights of a model a quantization job touches (DESIGN.md §3–4): the kernels and embeddings that
+ * Which weights of a model a quantization job touches (docs/job-spec.md `layers`, docs/methods.md): the kernels and embeddings that
  * hold almost all of a model's bytes. Biases, normalisation parameters and integer tensors never are.
  * Layers models are matched by weight name (`<layer name>/<weight>`, tfjs's own naming, which Keras
  * exports follow with extra scopes such as `lstm/lstm_cell/kernel`); graph models by what consumes a Const,

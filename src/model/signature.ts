@@ -263,37 +263,59 @@ function modelOutputShapes(model: Json, inputs?: Shape[]): Shape[] {
   const inputNames = (Array.isArray(config.input_layers) ? config.input_layers : []).map((ref) =>
     String(Array.isArray(ref) ? ref[0] : ref),
   );
+  // A nested model's node 0 is its own input-to-output node, which configs leave out of its list: a
+  // reference to its node n ≥ 1 is the list's entry n − 1 (as tfjs-layers reads it). tfjs / Keras 2 write a
+  // node as a list of [layer, node index, tensor index, kwargs].
+  const inboundRefs = (layer: Json, nodeIndex: number): [string, number][] => {
+    const nodes = Array.isArray(layer.inbound_nodes) ? layer.inbound_nodes : [];
+    const nested = layerList(layer).length > 0;
+    const node = nodes[nested ? Math.max(0, nodeIndex - 1) : nodeIndex];
+    const refs = Array.isArray(node) ? node.filter(Array.isArray) : [];
+    return refs.map((ref) => [String(ref[0]), num(ref[1], 0)]);
+  };
   const memo = new Map<string, Shape>();
-  const visiting = new Set<string>();
+  // A post-order walk with its own stack, not recursion: a chain MAX_LAYER_DEPTH long ran V8's stack out
+  // inside a request on Node 22. A layer met again while its inputs are being resolved is a cycle: null.
   const output = (name: string, nodeIndex: number): Shape => {
-    const key = `${name}/${nodeIndex}`;
-    if (memo.has(key)) return memo.get(key)!;
-    const layer = byName.get(name);
-    if (!layer || visiting.has(key)) return null;
-    visiting.add(key);
-    let shape: Shape;
-    const inputAt = inputNames.indexOf(name);
-    if (inputAt >= 0 && inputs?.[inputAt] !== undefined) shape = inputs[inputAt];
-    else if (layer.class_name === 'InputLayer') shape = layerOutput(layer, []);
-    else {
-      const nodes = Array.isArray(layer.inbound_nodes) ? layer.inbound_nodes : [];
-      // A nested model's node 0 is its own input-to-output node, which configs leave out of its list: a
-      // reference to its node n ≥ 1 is the list's entry n − 1 (as tfjs-layers reads it).
-      const nested = layerList(layer).length > 0;
-      const node = nodes[nested ? Math.max(0, nodeIndex - 1) : nodeIndex];
-      // tfjs / Keras 2 write a node as a list of [layer, node index, tensor index, kwargs].
-      const refs = Array.isArray(node) ? node.filter(Array.isArray) : [];
-      shape =
-        refs.length === 0
-          ? null
-          : layerOutput(
-              layer,
-              refs.map((ref) => output(String(ref[0]), num(ref[1], 0))),
-            );
+    const expanding = new Map<string, [string, number][]>();
+    const stack: [string, number][] = [[name, nodeIndex]];
+    while (stack.length > 0) {
+      const [layerName, index] = stack[stack.length - 1];
+      const key = `${layerName}/${index}`;
+      if (memo.has(key)) {
+        stack.pop();
+        continue;
+      }
+      const layer = byName.get(layerName);
+      const inputAt = inputNames.indexOf(layerName);
+      let shape: Shape;
+      if (!layer) shape = null;
+      else if (inputAt >= 0 && inputs?.[inputAt] !== undefined) shape = inputs[inputAt];
+      else if (layer.class_name === 'InputLayer') shape = layerOutput(layer, []);
+      else {
+        const refs = expanding.get(key);
+        if (!refs) {
+          const inbound = inboundRefs(layer, index);
+          expanding.set(key, inbound);
+          for (const [ref, refIndex] of inbound) {
+            const refKey = `${ref}/${refIndex}`;
+            if (!memo.has(refKey) && !expanding.has(refKey)) stack.push([ref, refIndex]);
+          }
+          continue;
+        }
+        expanding.delete(key);
+        shape =
+          refs.length === 0
+            ? null
+            : layerOutput(
+                layer,
+                refs.map(([ref, refIndex]) => memo.get(`${ref}/${refIndex}`) ?? null),
+              );
+      }
+      memo.set(key, shape);
+      stack.pop();
     }
-    visiting.delete(key);
-    memo.set(key, shape);
-    return shape;
+    return memo.get(`${name}/${nodeIndex}`) ?? null;
   };
   const outputs = Array.isArray(config.output_layers) ? config.output_layers : [];
   return outputs.map((ref) => (Array.isArray(ref) ? output(String(ref[0]), num(ref[1], 0)) : null));
@@ -429,8 +451,15 @@ function inferredOutputs(modelJson: Json): TensorSignature[] {
 }
 
 export interface DatasetShape {
-  x: { sampleShape: number[] };
+  /** The only input's samples; null when `inputs` names one array per input. */
+  x: { sampleShape: number[] } | null;
+  inputs?: { name: string; sampleShape: number[] }[];
   y?: { sampleShape: number[]; labels?: 'index' | 'onehot' | 'values' } | null;
+}
+
+/** A dataset's input name matches a model input's with or without the graph output index (`input` = `input:0`). */
+export function sameInput(given: string, input: string): boolean {
+  return given.replace(/:0$/, '') === input.replace(/:0$/, '');
 }
 
 const show = (dims: (number | null)[]): string => `[${dims.map((d) => (d === null ? '?' : d)).join(',')}]`;
@@ -450,13 +479,36 @@ export function checkDatasetFitsModel(
   inputs: TensorSignature[],
   outputs: TensorSignature[],
 ): string | null {
-  if (inputs.length !== 1) {
-    return `the model has ${inputs.length} inputs (${inputs.map((i) => `'${i.name}'`).join(', ')}); a dataset feeds exactly one`;
-  }
-  const [input] = inputs;
-  const x = dataset.x.sampleShape;
-  if (input.shape !== null && !fits(x, input.shape.slice(1))) {
-    return `dataset x samples are ${show(x)} but input '${input.name}' expects ${show(input.shape.slice(1))}`;
+  const quoted = (names: string[]) => names.map((name) => `'${name}'`).join(', ');
+  if (dataset.inputs) {
+    const given = dataset.inputs;
+    const missing = inputs.filter((input) => !given.some((array) => sameInput(array.name, input.name)));
+    const extra = given.filter((array) => !inputs.some((input) => sameInput(array.name, input.name)));
+    if (missing.length > 0 || extra.length > 0) {
+      return (
+        `dataset inputs ${quoted(given.map((a) => a.name))} must be the model's inputs ${quoted(inputs.map((i) => i.name))}` +
+        (missing.length > 0 ? `: ${quoted(missing.map((i) => i.name))} missing` : '') +
+        (extra.length > 0 ? `${missing.length > 0 ? ',' : ':'} ${quoted(extra.map((a) => a.name))} not an input` : '')
+      );
+    }
+    for (const input of inputs) {
+      const array = given.find((a) => sameInput(a.name, input.name))!;
+      if (input.shape !== null && !fits(array.sampleShape, input.shape.slice(1))) {
+        return `dataset input '${array.name}' samples are ${show(array.sampleShape)} but input '${input.name}' expects ${show(input.shape.slice(1))}`;
+      }
+    }
+  } else {
+    if (inputs.length !== 1) {
+      return (
+        `the model has ${inputs.length} inputs (${quoted(inputs.map((i) => i.name))}): send one array per input, ` +
+        'named by it (.npz keys, upload part names, or JSON x as an object)'
+      );
+    }
+    const [input] = inputs;
+    const x = dataset.x!.sampleShape;
+    if (input.shape !== null && !fits(x, input.shape.slice(1))) {
+      return `dataset x samples are ${show(x)} but input '${input.name}' expects ${show(input.shape.slice(1))}`;
+    }
   }
   const y = dataset.y;
   if (!y) return null;

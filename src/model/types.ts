@@ -15,7 +15,7 @@ export interface LoadedModel {
   weights: Weight[];
 }
 
-/** Why a weight is a candidate for quantization (DESIGN.md §4 "Which tensors"). */
+/** Why a weight is a candidate for quantization (docs/job-spec.md, `layers`). */
 export type WeightRole =
   'kernel' | 'recurrent_kernel' | 'depthwise_kernel' | 'pointwise_kernel' | 'embeddings' | 'graph_const';
 

@@ -84,6 +84,20 @@ function gridCodesOf(values: Float32Array, min: number, scale: number): Uint32Ar
   return codes;
 }
 
+function onGrid(
+  values: Float32Array,
+  codes: Uint32Array,
+  encoding: { dtype: 'uint8' | 'uint16'; min: number; scale: number },
+): boolean {
+  const limit = encoding.dtype === 'uint8' ? 0xff : 0xffff;
+  const check = new Float32Array(1);
+  for (let i = 0; i < codes.length; i++) {
+    check[0] = codes[i] * encoding.scale + encoding.min;
+    if (codes[i] > limit || check[0] !== values[i]) return false;
+  }
+  return true;
+}
+
 /** Half patterns of `values` when every value is exactly a half, else undefined. */
 function exactHalves(values: Float32Array): Uint16Array | undefined {
   const halves = encodeFloat16(values);
@@ -117,6 +131,8 @@ function encodeWeight(weight: Weight, given: WeightReplacement | undefined): [Ma
     ) {
       const codes = gridCodesOf(weight.values, source.min, source.scale);
       const encoding = { dtype: source.dtype, min: source.min, scale: source.scale };
+      // Values changed since they were read (trained, say) are off the grid: they go out as floats.
+      if (!onGrid(weight.values, codes, encoding)) return floatEntry(entry, weight.values);
       const stored = gridCodes(weight.name, { dequantized: weight.values, codes }, encoding);
       return [{ ...entry, quantization: { ...encoding, original_dtype: 'float32' as const } }, bytesOf(stored)];
     }

@@ -1,5 +1,5 @@
 /**
- * Jobs of kind `analyze` and `auto` (DESIGN.md §4 `auto`, issue 5).
+ * Jobs of kind `analyze` and `auto` (docs/methods.md, `analyze` and `auto`).
  *
  * - analyze: the float model's metrics, the per-tensor sensitivity table (src/quant/sensitivity.ts: each
  *   quantizable weight × each candidate config, alone, on the first `search.analysisSamples` evaluation
@@ -23,7 +23,7 @@
  * re-runs `chosenSpec` will fold it.
  */
 import * as tf from '@tensorflow/tfjs';
-import { SpecError, type JobSpec } from '../jobs/spec.js';
+import { equalizes, SpecError, type JobSpec } from '../jobs/spec.js';
 import type { Dataset } from '../model/dataset/index.js';
 import { foldBatchNorm } from '../model/fold-batchnorm.js';
 import { loadRunnable, type RunnableModel } from '../model/load.js';
@@ -56,7 +56,7 @@ import {
 } from '../quant/sensitivity.js';
 import { planTensors, runPtq, tensorSeed, type PtqResult } from './ptq.js';
 import { trainQat, type TrainedQat } from './quantize.js';
-import { inputDtypeOf, loadArtifact, loadTfModel, tensorBatches } from './runtime.js';
+import { inputsOf, loadArtifact, loadTfModel, tensorBatches } from './runtime.js';
 import { stageClock, stageReporter } from './stages.js';
 import type { JobDatasets, JobOptions, JobProgress, JobReport, JobResult } from './types.js';
 
@@ -139,13 +139,15 @@ export async function runAutoJob(
       0,
       foldBn ? 'folding BatchNormalization into the preceding layers' : 'loading the model',
     );
-    const folding = foldBn ? foldBatchNorm(source) : { model: source, folded: [], skipped: [] };
+    const folding = foldBn
+      ? foldBatchNorm(source, { keepScale: equalizes(spec) })
+      : { model: source, folded: [], skipped: [], scaled: [] };
     const model = folding.model;
     const floatModel = await loadTfModel(source, owned);
     // The folded model computes the same function; it is the one whose weights get quantized.
-    const perturbable = folding.folded.length > 0 ? await loadTfModel(model, owned) : floatModel;
-    const inputDtype = inputDtypeOf(floatModel);
-    const batchesOf = (range: { end?: number } = {}) => tensorBatches(evaluation, batchSize, spec, inputDtype, range);
+    const perturbable = model !== source ? await loadTfModel(model, owned) : floatModel;
+    const feed = inputsOf(floatModel);
+    const batchesOf = (range: { end?: number } = {}) => tensorBatches(evaluation, batchSize, spec, feed, range);
 
     await report('evaluate', span.float, 0, 'evaluating the float model');
     const floatMetrics = await timed('evaluateFloatMs', () =>
@@ -195,6 +197,8 @@ export async function runAutoJob(
         backend: options.backend,
         signal: options.signal,
         precomputed: trained?.precomputed,
+        source,
+        equalized: folding.scaled,
       });
       const artifactOwner: RunnableModel[] = [];
       try {
@@ -363,8 +367,8 @@ export async function runAutoJob(
       kind: spec.kind,
       spec,
       model: { ...ptq.report.model, metrics: { float: floatMetrics, [extra.training ? 'qat' : 'ptq']: metrics } },
-      ...(folding.folded.length > 0 || folding.skipped.length > 0
-        ? { batchNorm: { folded: folding.folded, skipped: folding.skipped } }
+      ...(folding.folded.length > 0 || folding.skipped.length > 0 || folding.scaled.length > 0
+        ? { batchNorm: { folded: folding.folded, skipped: folding.skipped, scaled: folding.scaled } }
         : {}),
       sensitivity: sensitivity.rows,
       search: summary,

@@ -1,6 +1,6 @@
 /**
  * Post-training quantization of a whole model: pick the weights the spec asks for, run each through its
- * method, and produce the artifacts of DESIGN.md §5 (stock-loadable `model/`, bit-packed `packed/`) as an
+ * method, and produce the artifacts of docs/report.md (stock-loadable `model/`, bit-packed `packed/`) as an
  * in-memory file set, and the report (run.ts writes it as `report.json`). The CLI writes the files to a
  * directory, the worker to storage.
  *
@@ -26,9 +26,11 @@ import {
 } from '../quant/qat/methods.js';
 import { createRng } from '../quant/rng.js';
 import type { QuantizedTensor, TfjsEncoding } from '../quant/types.js';
+import type { BatchNormScaling } from '../model/fold-batchnorm.js';
 import { quantizableWeights } from '../model/select.js';
 import type { FileSet, LoadedModel, Weight } from '../model/types.js';
-import { writeModel } from '../model/write.js';
+import { writeModel, type WeightReplacement } from '../model/write.js';
+import { encodeFloat16, halfToFloat } from '../quant/float16.js';
 import { packageVersion } from '../version.js';
 
 export interface PipelineProgress {
@@ -49,6 +51,10 @@ export interface PipelineOptions {
    * weight name: written as given instead of being quantized again.
    */
   precomputed?: Map<string, QuantizedTensor>;
+  /** The model as uploaded, when `model` is a rewrite of it (BatchNorm folded): `bytesBefore` counts its bytes. */
+  source?: LoadedModel;
+  /** The layer/BatchNorm pairs ptq.equalize rewrote, for the report. */
+  equalized?: readonly BatchNormScaling[];
 }
 
 export interface TensorReport extends TensorError {
@@ -66,16 +72,19 @@ export interface TensorReport extends TensorError {
   channels: number;
   /** What `model/` stores the tensor as. */
   storedAs: 'uint8' | 'uint16' | 'float16' | 'float32';
+  /** Bytes of the tensor as uploaded (its manifest dtype: 1 for uint8, 2 for uint16/float16, else 4). */
   bytesBefore: number;
   /** Bytes of the tensor in the packed form (codes + side information). */
   bytesAfter: number;
+  /** The BatchNorm that holds this kernel's per-channel scale (ptq.equalize), when one does. */
+  channelScaleIn?: string;
 }
 
 export interface ModelReport {
   format: string;
   params: number;
   quantizedParams: number;
-  /** Weight bytes of the source model as it was stored. */
+  /** Weight bytes of the model as uploaded (its shards). */
   bytesBefore: number;
   /** Weight bytes of the stock-loadable `model/`. */
   bytesAfter: number;
@@ -100,6 +109,13 @@ export interface PtqReport {
   model: ModelReport;
   tensors: TensorReport[];
   skipped: { name: string; reason: string }[];
+  /** Kernels whose per-channel scale moved into the BatchNorm after them (ptq.equalize), per layer pair. */
+  equalization: BatchNormScaling[];
+  /**
+   * What a user should know before deploying: model/ not smaller than the upload, packed larger than float32,
+   * settings that would inflate a tensor (and what was done instead), a stage skipped.
+   */
+  warnings: string[];
   timings: { quantizeMs: number; writeMs: number; packMs: number; reportMs: number; totalMs: number };
 }
 
@@ -116,9 +132,13 @@ export async function runPtq(model: LoadedModel, spec: JobSpec, options: Pipelin
 
   const plan = planTensors(model, spec);
   const weightsByName = new Map(model.weights.map((w) => [w.name, w]));
+  const source = options.source ?? model;
+  const uploaded = new Map(source.weights.map((w) => [w.name, w]));
   const totalWork = plan.selected.reduce((sum, t) => sum + weightsByName.get(t.name)!.values.length, 0) || 1;
   const quantized = new Map<string, QuantizedTensor>();
+  const halfStoredNames = new Set<string>();
   const tensors: TensorReport[] = [];
+  const warnings: string[] = [];
   let done = 0;
 
   for (const target of plan.selected) {
@@ -126,14 +146,36 @@ export async function runPtq(model: LoadedModel, spec: JobSpec, options: Pipelin
     const weight = weightsByName.get(target.name)!;
     const values = weight.values as Float32Array;
     await progress('quantize', (90 * done) / totalWork, `quantizing ${weight.name} (${target.params.name})`);
-    const method = getMethod(target.params.name);
-    const shape = quantizationShape(weight.shape, target.role, target.params.name);
-    const seed = tensorSeed('seed' in target.params ? target.params.seed : 0, weight.name);
+    const { params } = target;
+    const method = getMethod(params.name);
+    const shape = quantizationShape(weight.shape, target.role, params.name);
+    const seed = tensorSeed('seed' in params ? params.seed : 0, weight.name);
     const given = options.precomputed?.get(weight.name);
     if (given !== undefined && given.codes.length !== values.length) {
       throw new Error(`precomputed ${weight.name} has ${given.codes.length} codes for ${values.length} weights`);
     }
-    const result = given ?? method.quantize(values, shape, target.params, createRng(seed));
+    let result = given ?? method.quantize(values, shape, params, createRng(seed));
+    if (given === undefined && params.name === 'pq' && params.codebooks === 'per-block' && result.bitsPerWeight > 32) {
+      const perBlock = result.bitsPerWeight;
+      result = method.quantize(values, shape, { ...params, codebooks: 'shared' }, createRng(seed));
+      warnings.push(
+        `${weight.name}: pq per-block codebooks would cost ${perBlock.toFixed(1)} bits/weight (more than float32) on ` +
+          `[${weight.shape.join(', ')}]; one shared codebook was used (${result.bitsPerWeight.toFixed(1)} bits/weight)`,
+      );
+    }
+    if (result.bitsPerWeight > 32) {
+      warnings.push(
+        `${weight.name}: ${params.name} costs ${result.bitsPerWeight.toFixed(1)} bits/weight on [${weight.shape.join(', ')}], ` +
+          'more than float32; it was left in float32',
+      );
+      plan.skipped.push({ name: weight.name, reason: `${params.name} would inflate it beyond float32` });
+      done += values.length;
+      continue;
+    }
+    // model/ keeps the method's exact values when stock TF.js can (uint8/uint16 grid, exact float16), else
+    // float16 when its rounding adds at most 1% to the method's own squared error, else float32.
+    const halfStored = result.tfjsEncoding === undefined && halfIsFaithful(values, result.dequantized);
+    const stored = halfStored ? roundToHalf(result.dequantized) : result.dequantized;
     tensors.push({
       name: weight.name,
       shape: weight.shape,
@@ -144,11 +186,13 @@ export async function runPtq(model: LoadedModel, spec: JobSpec, options: Pipelin
       bitsPerWeight: result.bitsPerWeight,
       channels: sideChannels(result.encoding),
       storedAs: 'float32',
-      bytesBefore: storedBytes(weight),
+      bytesBefore: storedBytes(uploaded.get(weight.name) ?? weight),
       bytesAfter: Math.ceil((result.bitsPerWeight * values.length) / 8),
-      ...tensorError(values, result.dequantized),
+      ...(weight.channelScaleIn !== undefined ? { channelScaleIn: weight.channelScaleIn } : {}),
+      ...tensorError(values, stored),
     });
     quantized.set(weight.name, withoutValues(result, shape));
+    if (halfStored) halfStoredNames.add(weight.name);
     done += values.length;
     // Yield so a cancel flag or a lock renewal can be seen between tensors.
     await new Promise((resolve) => setImmediate(resolve));
@@ -158,7 +202,10 @@ export async function runPtq(model: LoadedModel, spec: JobSpec, options: Pipelin
   options.signal?.throwIfAborted();
   await progress('write', 90, 'writing the stock TF.js model');
   const writeStarted = performance.now();
-  const modelFiles = writeModel(model, quantized, { shardSizeBytes: spec.output.shardSizeBytes });
+  const stockValues = new Map<string, WeightReplacement>(
+    [...quantized].map(([name, tensor]) => [name, halfStoredNames.has(name) ? asHalves(tensor) : tensor]),
+  );
+  const modelFiles = writeModel(model, stockValues, { shardSizeBytes: spec.output.shardSizeBytes });
   const storedAs = manifestDtypes(modelFiles.get('model.json')!);
   for (const tensor of tensors) tensor.storedAs = storedAs.get(tensor.name) ?? 'float32';
   const writeMs = performance.now() - writeStarted;
@@ -182,7 +229,7 @@ export async function runPtq(model: LoadedModel, spec: JobSpec, options: Pipelin
   for (const [path, bytes] of packedFiles) files.set(path, bytes);
 
   const shardBytes = [...modelFiles].filter(([path]) => path.endsWith('.bin')).map(([, bytes]) => bytes);
-  const bytesBefore = model.weights.reduce((sum, w) => sum + storedBytes(w), 0);
+  const bytesBefore = source.weights.reduce((sum, w) => sum + storedBytes(w), 0);
   const bytesAfter = shardBytes.reduce((sum, b) => sum + b.byteLength, 0);
   const packedBytes =
     packedFiles.get('packed/weights.bin')!.byteLength + packedFiles.get('packed/manifest.json')!.byteLength;
@@ -195,7 +242,7 @@ export async function runPtq(model: LoadedModel, spec: JobSpec, options: Pipelin
     bytesBefore,
     bytesAfter,
     packedBytes,
-    gzipBytesBefore: await gzipSize(model.weights.map(storedView)),
+    gzipBytesBefore: await gzipSize(source.weights.map(storedView)),
     gzipBytesAfter: await gzipSize(shardBytes),
     compressionRatio: bytesBefore / packedBytes,
     stockCompressionRatio: bytesBefore / bytesAfter,
@@ -205,6 +252,13 @@ export async function runPtq(model: LoadedModel, spec: JobSpec, options: Pipelin
         : tensors.reduce((sum, t) => sum + t.bitsPerWeight * t.shape.reduce((a, b) => a * b, 1), 0) / quantizedParams,
     backend: options.backend,
   };
+  if (bytesAfter >= bytesBefore) {
+    warnings.push(`model/ holds ${bytesAfter} weight bytes, not fewer than the ${bytesBefore} uploaded`);
+  }
+  const float32Bytes = 4 * params;
+  if (packedBytes > float32Bytes) {
+    warnings.push(`packed/ is ${packedBytes} bytes, more than the ${float32Bytes} of the weights in float32`);
+  }
   const reportMs = performance.now() - reportStarted;
   const report: PtqReport = {
     version: 1,
@@ -214,6 +268,8 @@ export async function runPtq(model: LoadedModel, spec: JobSpec, options: Pipelin
     model: modelReport,
     tensors,
     skipped: plan.skipped,
+    equalization: options.equalized ? [...options.equalized] : [],
+    warnings,
     timings: {
       quantizeMs: round(quantizeMs),
       writeMs: round(writeMs),
@@ -238,7 +294,12 @@ export interface PlannedTensor {
 
 /**
  * Which weights get which method: the quantizable ones (kernels, embeddings, graph MatMul/Conv constants),
- * minus `layers.skip`, with the first matching `layers.overrides` glob merged over `method`.
+ * minus `layers.skip`, with the first matching `layers.overrides` glob merged over `method`. A kernel whose
+ * per-channel scale lives in the BatchNorm after it (Weight.channelScaleIn) is quantized per-tensor by
+ * per-channel affine: its channels share one max |w|, so a symmetric grid is the same for each, and at 8 bits
+ * or more one asymmetric grid keeps per-channel precision to within its rounding (the MobileNetV2-shaped test:
+ * cosine ≥ 0.999) while stock TF.js stores it as uint8/uint16 instead of float16 values. Below 8 bits an
+ * asymmetric grid per channel fits each channel's own [min, max] measurably better, so it stays.
  */
 export function planTensors(
   model: LoadedModel,
@@ -252,6 +313,7 @@ export function planTensors(
   }));
   const selected: PlannedTensor[] = [];
   const skipped: { name: string; reason: string }[] = [];
+  const equalized = new Set(model.weights.filter((w) => w.channelScaleIn !== undefined).map((w) => w.name));
   for (const candidate of quantizableWeights(model)) {
     const skippedBy = skip.find((s) => s.match(candidate.name));
     if (skippedBy) {
@@ -260,9 +322,17 @@ export function planTensors(
     }
     const override = overrides.find((o) => o.match(candidate.name));
     const params = override ? override.params : spec.method;
+    const exported = exportParams(params);
+    const oneGrid =
+      equalized.has(candidate.name) &&
+      !isTrainingParams(params) &&
+      'granularity' in exported &&
+      exported.granularity === 'per-channel' &&
+      exported.name === 'affine' &&
+      (exported.symmetric || exported.bits >= 8);
     selected.push({
       ...candidate,
-      params: exportParams(params),
+      params: oneGrid ? { ...exported, granularity: 'per-tensor' } : exported,
       ...(isTrainingParams(params) ? { training: params } : {}),
     });
   }
@@ -289,6 +359,35 @@ function withoutValues(result: QuantizedTensor, shape: readonly number[]): Quant
 function sideChannels(encoding: QuantizedTensor['encoding']): number {
   if (encoding.kind === 'affine' || encoding.kind === 'codebook') return encoding.channels;
   return encoding.kind === 'pq' ? encoding.subspaces : 1;
+}
+
+/** Whether float16 storage of `dequantized` adds at most 1% to the method's squared error vs `original`. */
+function halfIsFaithful(original: Float32Array, dequantized: Float32Array): boolean {
+  const halves = roundToHalf(dequantized);
+  let methodError = 0;
+  let halfError = 0;
+  for (let i = 0; i < original.length; i++) {
+    methodError += (original[i] - dequantized[i]) ** 2;
+    halfError += (original[i] - halves[i]) ** 2;
+  }
+  return halfError <= methodError * 1.01;
+}
+
+function roundToHalf(values: Float32Array): Float32Array {
+  return Float32Array.from(encodeFloat16(values), halfToFloat);
+}
+
+/** The writer's view of a tensor stored as float16: half patterns, decoded from the codes when read. */
+function asHalves(tensor: QuantizedTensor): WeightReplacement {
+  return {
+    get dequantized() {
+      return roundToHalf(tensor.dequantized);
+    },
+    get codes() {
+      return encodeFloat16(tensor.dequantized);
+    },
+    tfjsEncoding: { dtype: 'float16' },
+  };
 }
 
 /** A per-tensor seed, so a tensor's random choices don't depend on which other tensors the job includes. */

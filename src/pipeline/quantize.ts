@@ -1,11 +1,11 @@
 /**
- * Jobs of kind `ptq` and `qat` (DESIGN.md §3–§5): optional BatchNorm folding, the float model's metrics, quantization-aware
+ * Jobs of kind `ptq` and `qat` (docs/job-spec.md, docs/report.md): optional BatchNorm folding, the float model's metrics, quantization-aware
  * training (kind `qat`), PTQ export, the exported model's metrics measured on the artifact itself (loaded
  * with the stock tfjs loaders), and simulated integer activations. runPtq does the quantizing and writing;
  * this adds what needs data. Every tfjs model and tensor it creates is disposed before it returns.
  */
 import * as tf from '@tensorflow/tfjs';
-import { SpecError, type JobSpec } from '../jobs/spec.js';
+import { equalizes, SpecError, type JobSpec } from '../jobs/spec.js';
 import { DatasetError, type Dataset } from '../model/dataset/index.js';
 import { ModelError } from '../model/errors.js';
 import { foldBatchNorm } from '../model/fold-batchnorm.js';
@@ -13,7 +13,7 @@ import { loadRunnable, type RunnableModel } from '../model/load.js';
 import { TrainableGraph } from '../model/trainable-graph.js';
 import type { LoadedModel } from '../model/types.js';
 import { calibrateActivations, withFakeQuantActivations, type ActivationRange } from '../quant/activations.js';
-import { evaluate, type Batch } from '../quant/evaluate.js';
+import { evaluate } from '../quant/evaluate.js';
 import { calibrateGraphActivations, withFakeQuantGraphActivations } from '../quant/graph-activations.js';
 import {
   learnedActivationRanges,
@@ -21,12 +21,17 @@ import {
   type LearnedActivationRange,
   type TrainedActivations,
 } from '../quant/qat/activation-layers.js';
+import {
+  describeBinaryActivations,
+  withBinaryActivations,
+  type BinaryActivationMode,
+} from '../quant/qat/binary-activations.js';
 import { qatPlan } from '../quant/qat/plan.js';
 import type { Metrics, QuantizedTensor } from '../quant/types.js';
-import { trainQuantizationAware, type TrainableModel } from '../quant/qat/train.js';
+import { trainQuantizationAware, type Batch as TrainingBatch, type TrainableModel } from '../quant/qat/train.js';
 import { planTensors, runPtq } from './ptq.js';
 import { roundLayers, type RoundingReport } from './rounding.js';
-import { artifactModelFiles, inputDtypeOf, loadArtifact, loadTfModel, tensorBatches } from './runtime.js';
+import { artifactModelFiles, inputsOf, loadArtifact, loadTfModel, tensorBatches } from './runtime.js';
 import { stageClock, stageReporter } from './stages.js';
 import {
   isRoundingCheckpoint,
@@ -74,22 +79,22 @@ export async function runQuantizeJob(
     let batchNorm: JobReport['batchNorm'];
     if (spec.foldBatchNorm ?? spec.kind === 'ptq') {
       await report('fold', span.fold, 0, 'folding BatchNormalization into the preceding layers');
-      const folded = foldBatchNorm(model);
+      const folded = foldBatchNorm(model, { keepScale: equalizes(spec) });
       model = folded.model;
-      batchNorm = { folded: folded.folded, skipped: folded.skipped };
+      batchNorm = { folded: folded.folded, skipped: folded.skipped, scaled: folded.scaled };
     }
 
     const learnedRounding = spec.kind === 'ptq' && spec.ptq.algorithm !== 'nearest';
     const needsFloat = data.evaluation !== undefined || spec.kind === 'qat' || learnedRounding;
     const floatModel = needsFloat ? await loadTfModel(source, owned) : undefined;
-    const inputDtype = floatModel ? inputDtypeOf(floatModel) : 'float32';
-    const batchesOf = (dataset: Dataset, range: { start?: number; end?: number } = {}) =>
-      tensorBatches(dataset, batchSize, spec, inputDtype, range);
+    // Every model of a job (float, exported, simulated) takes the same inputs in the same order.
+    const batchesOf = (feeds: RunnableModel, dataset: Dataset, range: { end?: number } = {}) =>
+      tensorBatches(dataset, batchSize, spec, inputsOf(feeds), range);
 
     if (data.evaluation && floatModel) {
       await report('evaluate', span.float, 0, 'evaluating the float model');
       metrics.float = await timed('evaluateFloatMs', () =>
-        evaluate(floatModel, batchesOf(data.evaluation!), { signal: options.signal }),
+        evaluate(floatModel, batchesOf(floatModel, data.evaluation!), { signal: options.signal }),
       );
     }
 
@@ -118,7 +123,7 @@ export async function runQuantizeJob(
       const rounded = await timed('roundMs', () =>
         roundLayers(model, spec, {
           signal: options.signal,
-          batches: () => batchesOf(data.calibration!, { end: spec.ptq.samples }),
+          batches: () => batchesOf(floatModel!, data.calibration!, { end: spec.ptq.samples }),
           resumeFrom: isRoundingCheckpoint(options.resumeFrom) ? options.resumeFrom : undefined,
           onCheckpoint: options.onCheckpoint,
           onLayer: (done, total, name) =>
@@ -137,6 +142,8 @@ export async function runQuantizeJob(
     const ptq = await timed('ptqMs', () =>
       runPtq(model, spec, {
         backend: options.backend,
+        source,
+        equalized: batchNorm?.scaled,
         signal: options.signal,
         precomputed,
         onProgress: (p) => report(p.stage, span.ptq, p.progress / 100, p.message),
@@ -150,7 +157,7 @@ export async function runQuantizeJob(
       await report('evaluate', span.evaluate, 0, `evaluating the exported model (${exportedStage})`);
       exported = await loadArtifact(files, owned);
       metrics[exportedStage] = await timed('evaluateExportedMs', () =>
-        evaluate(exported!, batchesOf(data.evaluation!), { reference: floatModel, signal: options.signal }),
+        evaluate(exported!, batchesOf(floatModel, data.evaluation!), { reference: floatModel, signal: options.signal }),
       );
     }
 
@@ -178,9 +185,35 @@ export async function runQuantizeJob(
         }));
         const simulated = await withFakeQuantActivations(exported, grids);
         owned.push(simulated);
-        metrics.integer = await timed('evaluateIntegerMs', () =>
-          evaluate(simulated, batchesOf(data.evaluation!), { reference: floatModel, signal: options.signal }),
-        );
+        const { quantizer, bits } = learnedActivations[0] ?? { quantizer: 'dorefa', bits: 0 };
+        metrics.integer = {
+          ...(await timed('evaluateIntegerMs', () =>
+            evaluate(simulated, batchesOf(floatModel, data.evaluation!), {
+              reference: floatModel,
+              signal: options.signal,
+            }),
+          )),
+          simulated: `${exportedStage} weights, ${bits}-bit ${quantizer} activations after ${learnedActivations.length} ReLU outputs (trained grids)`,
+        };
+      }
+    } else if (spec.activations && isBinaryMode(spec.activations.quantizer)) {
+      const mode = spec.activations.quantizer;
+      exported ??= await loadArtifact(files, owned);
+      if (!(exported instanceof tf.LayersModel))
+        throw new Error(`${mode} activations replace the ReLUs of a layers model; this is a graph model`);
+      const binarized = await withBinaryActivations(exported, mode);
+      owned.push(binarized.model);
+      activations = binarized.layers.map((layer) => ({ layer, quantizer: mode, bits: spec.activations!.bits }));
+      if (data.evaluation && floatModel) {
+        metrics.integer = {
+          ...(await timed('evaluateIntegerMs', () =>
+            evaluate(binarized.model, batchesOf(floatModel, data.evaluation!), {
+              reference: floatModel,
+              signal: options.signal,
+            }),
+          )),
+          simulated: `${exportedStage} weights, ${describeBinaryActivations(mode, binarized.layers.length)}`,
+        };
       }
     } else if (spec.activations && data.calibration) {
       await report(
@@ -196,23 +229,26 @@ export async function runQuantizeJob(
       if (exported instanceof tf.LayersModel) {
         const layersModel = exported;
         calibrated = await timed('calibrateMs', () =>
-          calibrateActivations(layersModel, batchesOf(data.calibration!), calibration),
+          calibrateActivations(layersModel, batchesOf(layersModel, data.calibration!), calibration),
         );
         simulate = () => withFakeQuantActivations(layersModel, calibrated);
       } else {
         const graphModel = exported;
         const modelFiles = artifactModelFiles(files);
         calibrated = await timed('calibrateMs', () =>
-          calibrateGraphActivations(graphModel, modelFiles, batchesOf(data.calibration!), calibration).catch(
-            (error: unknown) => {
-              // The float model ran; asking its graph for intermediate outputs is what failed (tfjs refuses
-              // that on graphs with control flow, for one): a property of the model, not worth a retry.
-              if (error instanceof Error && error.name !== 'AbortError') {
-                throw new ModelError('bad-topology', `activations cannot be observed in this graph: ${error.message}`);
-              }
-              throw error;
-            },
-          ),
+          calibrateGraphActivations(
+            graphModel,
+            modelFiles,
+            batchesOf(graphModel, data.calibration!),
+            calibration,
+          ).catch((error: unknown) => {
+            // The float model ran; asking its graph for intermediate outputs is what failed (tfjs refuses
+            // that on graphs with control flow, for one): a property of the model, not worth a retry.
+            if (error instanceof Error && error.name !== 'AbortError') {
+              throw new ModelError('bad-topology', `activations cannot be observed in this graph: ${error.message}`);
+            }
+            throw error;
+          }),
         );
         simulate = () => loadRunnable(withFakeQuantGraphActivations(modelFiles, calibrated));
       }
@@ -220,9 +256,17 @@ export async function runQuantizeJob(
       if (data.evaluation && floatModel) {
         const simulated = await simulate();
         owned.push(simulated);
-        metrics.integer = await timed('evaluateIntegerMs', () =>
-          evaluate(simulated, batchesOf(data.evaluation!), { reference: floatModel, signal: options.signal }),
-        );
+        metrics.integer = {
+          ...(await timed('evaluateIntegerMs', () =>
+            evaluate(simulated, batchesOf(floatModel, data.evaluation!), {
+              reference: floatModel,
+              signal: options.signal,
+            }),
+          )),
+          simulated:
+            `${exportedStage} weights, ${spec.activations.bits}-bit affine activations fake-quantized after ` +
+            `${calibrated.length} layers (${spec.activations.calibration} ranges from the calibration set)`,
+        };
       }
     }
 
@@ -234,6 +278,10 @@ export async function runQuantizeJob(
       ...(activations ? { activations } : {}),
       ...(training ? { training } : {}),
       ...(rounding ? { rounding } : {}),
+      warnings: [
+        ...(batchNorm?.skipped ?? []).map((s) => `BatchNorm ${s.layer} was not folded: ${s.reason}`),
+        ...ptq.report.warnings,
+      ],
       timings: { ...ptq.report.timings, ...timings, totalMs: Math.round((performance.now() - started) * 10) / 10 },
     };
     // The job's last step here is the report, whatever stages ran: only the worker, once the artifacts are
@@ -263,7 +311,13 @@ export async function trainQat(
   if (!dataset.y) throw new DatasetError('kind "qat" needs labels (y) in the training dataset');
   const loaded = await loadTfModel(model, owned);
   let quantizers: TrainedActivations | undefined;
-  if (spec.activations && spec.activations.quantizer !== 'calibrated') {
+  let binarized: tf.LayersModel | undefined;
+  if (spec.activations && isBinaryMode(spec.activations.quantizer)) {
+    if (!(loaded instanceof tf.LayersModel))
+      throw new Error(`${spec.activations.quantizer} activations are trained in a layers model; this is a graph model`);
+    binarized = (await withBinaryActivations(loaded, spec.activations.quantizer)).model;
+    owned.push(binarized);
+  } else if (spec.activations?.quantizer === 'dorefa' || spec.activations?.quantizer === 'pact') {
     const { quantizer, bits, gradientBits, alpha, alphaDecay } = spec.activations;
     if (!(loaded instanceof tf.LayersModel))
       throw new SpecError([
@@ -284,14 +338,21 @@ export async function trainQat(
   }
   // A graph model trains through variables put in place of its weights, given back by dispose.
   const graph = loaded instanceof tf.GraphModel ? new TrainableGraph(loaded, model.modelJson) : undefined;
-  const trainable: TrainableModel = quantizers?.model ?? graph ?? (loaded as tf.LayersModel);
+  const trainable: TrainableModel = quantizers?.model ?? binarized ?? graph ?? (loaded as tf.LayersModel);
   try {
     const { epochs, batchSize, learningRate, optimizer, momentum, learningRateDecay, validationSplit, ste } = spec.qat;
     const trainEnd = Math.floor(dataset.samples * (1 - validationSplit));
-    const inputDtype = inputDtypeOf(loaded);
-    const batches = (range: { start?: number; end?: number }) => ({
-      [Symbol.asyncIterator]: () => tensorBatches(dataset, batchSize, spec, inputDtype, range)[Symbol.asyncIterator](),
-    });
+    const feed = inputsOf(loaded);
+    if (feed.length !== 1) {
+      throw new DatasetError(
+        `quantization-aware training takes single-input models; this one has ${feed.length} inputs (PTQ calibrates and evaluates them)`,
+      );
+    }
+    // One input: each batch's x is a single tensor, as training takes it.
+    const batches = (range: { start?: number; end?: number }) =>
+      ({
+        [Symbol.asyncIterator]: () => tensorBatches(dataset, batchSize, spec, feed, range)[Symbol.asyncIterator](),
+      }) as AsyncIterable<TrainingBatch>;
     const plan = qatPlan(
       planTensors(model, spec).selected.map((t) => ({
         name: t.name,
@@ -304,43 +365,38 @@ export async function trainQat(
     const batchesPerEpoch = Math.ceil(trainEnd / batchSize);
     const maxDrop = spec.target?.maxDrop;
     const floatAccuracy = floatMetrics?.accuracy;
-    const result = await trainQuantizationAware(
-      trainable,
-      batches({ end: trainEnd }) as AsyncIterable<Required<Batch>>,
-      {
-        plan,
-        epochs,
-        learningRate,
-        optimizer,
-        momentum,
-        learningRateDecay,
-        ste,
-        seed: 'seed' in spec.method ? spec.method.seed : 0,
-        regularizer: quantizers?.regularizer,
-        validationData:
-          validationSplit > 0 ? (batches({ start: trainEnd }) as AsyncIterable<Required<Batch>>) : undefined,
-        signal: options.signal,
-        resumeFrom: isRoundingCheckpoint(options.resumeFrom) ? undefined : options.resumeFrom,
-        onCheckpoint: options.onCheckpoint,
-        onBatch: (m) =>
-          progress(
-            ((m.epoch - 1) * batchesPerEpoch + m.batch) / (epochs * batchesPerEpoch),
-            `epoch ${m.epoch}/${epochs} batch ${m.batch}`,
-            {
-              training: { epoch: m.epoch, batch: m.batch, loss: m.loss, metric: m.metric },
-            },
-          ),
-        onEpoch: (m) =>
-          progress(m.epoch / epochs, `epoch ${m.epoch}/${epochs}: loss ${m.loss.toFixed(4)}`, {
-            training: { epoch: m.epoch, loss: m.loss, metric: m.metric, valMetric: m.valMetric },
-          }),
-        // Early stop once the held-out accuracy at Q(w) is within the allowed drop of the float model's.
-        earlyStop:
-          maxDrop !== undefined && floatAccuracy !== undefined
-            ? (m) => m.valMetric !== undefined && m.metricName === 'accuracy' && floatAccuracy - m.valMetric <= maxDrop
-            : undefined,
-      },
-    );
+    const result = await trainQuantizationAware(trainable, batches({ end: trainEnd }), {
+      plan,
+      epochs,
+      learningRate,
+      optimizer,
+      momentum,
+      learningRateDecay,
+      ste,
+      seed: 'seed' in spec.method ? spec.method.seed : 0,
+      regularizer: quantizers?.regularizer,
+      validationData: validationSplit > 0 ? batches({ start: trainEnd }) : undefined,
+      signal: options.signal,
+      resumeFrom: isRoundingCheckpoint(options.resumeFrom) ? undefined : options.resumeFrom,
+      onCheckpoint: options.onCheckpoint,
+      onBatch: (m) =>
+        progress(
+          ((m.epoch - 1) * batchesPerEpoch + m.batch) / (epochs * batchesPerEpoch),
+          `epoch ${m.epoch}/${epochs} batch ${m.batch}`,
+          {
+            training: { epoch: m.epoch, batch: m.batch, loss: m.loss, metric: m.metric },
+          },
+        ),
+      onEpoch: (m) =>
+        progress(m.epoch / epochs, `epoch ${m.epoch}/${epochs}: loss ${m.loss.toFixed(4)}`, {
+          training: { epoch: m.epoch, loss: m.loss, metric: m.metric, valMetric: m.valMetric },
+        }),
+      // Early stop once the held-out accuracy at Q(w) is within the allowed drop of the float model's.
+      earlyStop:
+        maxDrop !== undefined && floatAccuracy !== undefined
+          ? (m) => m.valMetric !== undefined && m.metricName === 'accuracy' && floatAccuracy - m.valMetric <= maxDrop
+          : undefined,
+    });
     const trainedValues = new Map(trainable.weights.map((w) => [w.originalName, w.read().dataSync() as Float32Array]));
     const weights = model.weights.map((w) =>
       trainedValues.has(w.name) && w.dtype === 'float32'
@@ -356,4 +412,8 @@ export async function trainQat(
   } finally {
     graph?.dispose();
   }
+}
+
+function isBinaryMode(quantizer: string): quantizer is BinaryActivationMode {
+  return quantizer === 'sign' || quantizer === 'ternary';
 }

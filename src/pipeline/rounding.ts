@@ -83,10 +83,11 @@ async function observeInputs(
   }
   const graph = runnable instanceof tf.GraphModel ? runnable : undefined;
   // A kernel that reads the model's own input sees the batch as it is.
-  const readsModelInput = graph !== undefined && 'node' in site && graph.inputs.some((i) => i.name === site.node);
+  const modelInput = graph !== undefined && 'node' in site ? graph.inputs.findIndex((i) => i.name === site.node) : -1;
   for await (const batch of batches) {
-    if (readsModelInput) {
-      statistics.observe((await batch.x.data()) as Float32Array, batch.x.shape);
+    if (modelInput >= 0) {
+      const x = Array.isArray(batch.x) ? batch.x[modelInput] : batch.x;
+      statistics.observe((await x.data()) as Float32Array, x.shape);
       continue;
     }
     const input = probe

@@ -4,8 +4,9 @@
  */
 import * as tf from '@tensorflow/tfjs';
 import type { JobSpec } from '../jobs/spec.js';
-import type { Dataset } from '../model/dataset/index.js';
+import { DatasetError, type Dataset } from '../model/dataset/index.js';
 import { loadRunnable, type RunnableModel } from '../model/load.js';
+import { sameInput } from '../model/signature.js';
 import type { LoadedModel } from '../model/types.js';
 import { writeModel } from '../model/write.js';
 import type { FileSet } from '../quant/model.js';
@@ -30,9 +31,45 @@ export async function loadArtifact(files: FileSet, owned: RunnableModel[]): Prom
   return runnable;
 }
 
-export function inputDtypeOf(model: RunnableModel): 'float32' | 'int32' {
-  const dtype = model.inputs[0]?.dtype;
-  return dtype === 'int32' ? 'int32' : 'float32';
+/** One input of a model, in the order its predict takes inputs. */
+export interface ModelInputInfo {
+  name: string;
+  dtype: 'float32' | 'int32';
+}
+
+export function inputsOf(model: RunnableModel): ModelInputInfo[] {
+  const names = model instanceof tf.LayersModel ? model.inputNames : model.inputs.map((input) => input.name);
+  return model.inputs.map((input, i) => ({ name: names[i], dtype: input.dtype === 'int32' ? 'int32' : 'float32' }));
+}
+
+/**
+ * Which of a dataset's named arrays feeds each of the model's inputs, in the model's order (null: the
+ * dataset's one x feeds the model's only input).
+ */
+function inputOrder(dataset: Dataset, feed: ModelInputInfo[]): number[] | null {
+  const named = dataset.inputs;
+  if (!named) {
+    if (feed.length > 1) {
+      throw new DatasetError(
+        `the model has ${feed.length} inputs (${feed.map((i) => i.name).join(', ')}); the dataset gives one x: send one array per input, named by it`,
+      );
+    }
+    return null;
+  }
+  if (named.length !== feed.length) {
+    throw new DatasetError(
+      `the dataset has ${named.length} inputs (${named.map((a) => a.name).join(', ')}) for a model of ${feed.length} (${feed.map((i) => i.name).join(', ')})`,
+    );
+  }
+  return feed.map((input) => {
+    const at = named.findIndex((array) => sameInput(array.name, input.name));
+    if (at < 0) {
+      throw new DatasetError(
+        `the dataset has no array for input '${input.name}' (it has ${named.map((a) => a.name).join(', ')})`,
+      );
+    }
+    return at;
+  });
 }
 
 /**
@@ -43,11 +80,20 @@ export async function* tensorBatches(
   dataset: Dataset,
   batchSize: number,
   spec: JobSpec,
-  xDtype: 'float32' | 'int32',
+  feed: ModelInputInfo[],
   range: { start?: number; end?: number },
 ): AsyncGenerator<Batch> {
-  for await (const batch of dataset.batches(batchSize, { preprocess: spec.preprocess, xDtype, ...range })) {
-    const x = tf.tensor(batch.x, [batch.count, ...dataset.x.sampleShape], xDtype);
+  const order = inputOrder(dataset, feed);
+  const named = dataset.inputs;
+  const xDtype = feed[0]?.dtype ?? 'float32';
+  const inputDtypes = order && named ? Object.fromEntries(order.map((at, k) => [named[at].name, feed[k].dtype])) : {};
+  const options = { preprocess: spec.preprocess, xDtype, inputDtypes, ...range };
+  for await (const batch of dataset.batches(batchSize, options)) {
+    const tensors =
+      order && named && batch.inputs
+        ? order.map((at, k) => tf.tensor(batch.inputs![at], [batch.count, ...named[at].sampleShape], feed[k].dtype))
+        : [tf.tensor(batch.x, [batch.count, ...dataset.x.sampleShape], xDtype)];
+    const x = tensors.length === 1 ? tensors[0] : tensors;
     const labels = dataset.y;
     const y =
       batch.y && labels
@@ -58,7 +104,7 @@ export async function* tensorBatches(
     try {
       yield y ? { x, y } : { x };
     } finally {
-      x.dispose();
+      tf.dispose(tensors);
       y?.dispose();
     }
   }

@@ -10,6 +10,7 @@ import type { FileSet } from '../quant/model.js';
 import type { ActivationRange } from '../quant/activations.js';
 import type { Metrics } from '../quant/types.js';
 import type { LearnedActivationRange } from '../quant/qat/activation-layers.js';
+import type { BinaryActivationMode } from '../quant/qat/binary-activations.js';
 import type { EpochMetrics, QatCheckpoint } from '../quant/qat/train.js';
 import type { PipelineOptions, PipelineProgress, PtqReport } from './ptq.js';
 import type { RoundingCheckpoint, RoundingReport } from './rounding.js';
@@ -49,14 +50,24 @@ export interface JobProgress {
  * Metrics by stage: `float` (the source model), `ptq` or `qat` (the exported model/ artifact), and
  * `integer` (the exported weights with activations fake-quantized to `activations.bits`).
  */
-export type StageMetrics = Partial<Record<'float' | 'ptq' | 'qat' | 'integer', Metrics>>;
+export type StageMetrics = Partial<Record<'float' | 'ptq' | 'qat', Metrics>> & {
+  /** `simulated` says what: which activations were quantized how, on which weights. */
+  integer?: Metrics & { simulated: string };
+};
+
+/** Binary / ternary activations put in place of the ReLUs of these layers (../quant/qat/binary-activations.ts). */
+export interface BinaryActivationReport {
+  layer: string;
+  quantizer: BinaryActivationMode;
+  bits: number;
+}
 
 export interface JobReport extends Omit<PtqReport, 'kind'> {
   kind: JobSpec['kind'];
   model: PtqReport['model'] & { metrics: StageMetrics };
-  batchNorm?: { folded: string[]; skipped: FoldResult['skipped'] };
+  batchNorm?: { folded: string[]; skipped: FoldResult['skipped']; scaled: FoldResult['scaled'] };
   /** Calibrated ranges, or the DoReFa/PACT quantizers QAT trained (learned α per layer). */
-  activations?: (ActivationRange | LearnedActivationRange)[];
+  activations?: (ActivationRange | LearnedActivationRange | BinaryActivationReport)[];
   training?: { history: EpochMetrics[]; stoppedEarly: boolean };
   /** ptq.algorithm gptq / adaround: per layer, time and output error with nearest rounding and after. */
   rounding?: RoundingReport;

@@ -1,5 +1,5 @@
 /**
- * Activation quantization, simulated (DESIGN.md §4 "Activations"; issue 4): calibrate a range for each
+ * Activation quantization, simulated (docs/methods.md, Activations): calibrate a range for each
  * layer output over a calibration set, then fake-quantise those outputs so evaluation reports what a
  * W{b}A{b} integer target would score.
  *
@@ -10,7 +10,7 @@
  * reads), not reshaping layers (Flatten, Reshape, Dropout: they pass values through), not a layer called
  * more than once (one range per tensor), and not the layers of a nested model.
  *
- * Ranges, on the affine grid of DESIGN.md §4 (s = (max − min)/(2^b − 1), z = round(−min/s)) after the range
+ * Ranges, on the affine grid of docs/methods.md (s = (max − min)/(2^b − 1), z = round(−min/s)) after the range
  * is widened to hold 0 (so zero padding and ReLU's zeros are exact):
  * - minmax: the observed min and max;
  * - percentile: the (100 − p)th and pth percentiles;

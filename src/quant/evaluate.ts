@@ -1,5 +1,5 @@
 /**
- * Evaluation of a model on a stream of batches (issue 4, "Evaluation"; DESIGN.md §5 `model.metrics`):
+ * Evaluation of a model on a stream of batches (docs/report.md `model.metrics`):
  *
  * - `accuracy`: top-1, labels as integers ([b] or [b, 1]) or one-hot ([b, classes]);
  * - `top5`: the label is among the 5 largest outputs (among all of them when there are fewer than 6);
@@ -18,9 +18,17 @@ import type { MetricName, Metrics } from './types.js';
 
 export type EvaluableModel = tf.LayersModel | tf.GraphModel;
 
+/** A batch's model input: one tensor, or one per input of a multi-input model in the model's input order. */
+export type ModelInput = tf.Tensor | tf.Tensor[];
+
 export interface Batch {
-  x: tf.Tensor;
+  x: ModelInput;
   y?: tf.Tensor;
+}
+
+/** The number of samples in a batch's input. */
+export function batchRows(x: ModelInput): number {
+  return (Array.isArray(x) ? x[0] : x).shape[0];
 }
 
 export type BatchSource = AsyncIterable<Batch> | Iterable<Batch>;
@@ -38,7 +46,7 @@ export interface EvaluateOptions {
 }
 
 /** The model's (first) output for a batch. */
-export function predict(model: EvaluableModel, x: tf.Tensor): tf.Tensor {
+export function predict(model: EvaluableModel, x: ModelInput): tf.Tensor {
   const output = model.predict(x) as tf.Tensor | tf.Tensor[] | tf.NamedTensorMap;
   if (output instanceof tf.Tensor) return output;
   const outputs = Array.isArray(output) ? output : Object.values(output);

@@ -1,5 +1,5 @@
 /**
- * FakeQuant: a tf.layers layer that simulates an integer tensor (DESIGN.md §4 "Activations"). With the
+ * FakeQuant: a tf.layers layer that simulates an integer tensor (docs/methods.md, Activations). With the
  * affine grid of `bits` bits, scale s and zero point z:
  *
  *   q = clamp(round(x / s) + z, 0, 2^bits − 1),   x̂ = s · (q − z)

@@ -21,4 +21,9 @@ export interface Weight {
    * goes back out in the same bytes (min and scale are set for uint8/uint16).
    */
   sourceQuantization?: { dtype: 'uint8' | 'uint16' | 'float16'; min?: number; scale?: number };
+  /**
+   * Set on a kernel whose per-channel scale was moved into the BatchNorm after it (ptq.equalize): its channels
+   * share one range, so one grid gives per-channel precision. The BatchNorm's layer name.
+   */
+  channelScaleIn?: string;
 }

@@ -1,5 +1,5 @@
 /**
- * The `auto` search (DESIGN.md §4, issue 5): per-tensor configs chosen from the sensitivity table, each
+ * The `auto` search (docs/methods.md, `analyze` and `auto`): per-tensor configs chosen from the sensitivity table, each
  * candidate verified by the caller's `measure` (the real export and evaluation), backing off where the
  * measured drop breaks the budget.
  *

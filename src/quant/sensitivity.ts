@@ -1,5 +1,5 @@
 /**
- * Per-tensor sensitivity (DESIGN.md §4 `auto`, issue 5 `kind: "analyze"`): quantize one weight tensor at a
+ * Per-tensor sensitivity (docs/methods.md, `analyze` and `auto`): quantize one weight tensor at a
  * time with each candidate config, leave every other weight in float, and measure how far the model's metric
  * drops on an evaluation set. The table it returns (tensor × config → drop, packed bytes, output SQNR) is what
  * the search (search.ts) picks per-tensor configs from.
@@ -18,7 +18,7 @@
  */
 import * as tf from '@tensorflow/tfjs';
 import type { MethodParams } from './methods/index.js';
-import { evaluate, predict, type Batch, type EvaluableModel } from './evaluate.js';
+import { batchRows, evaluate, predict, type Batch, type EvaluableModel, type ModelInput } from './evaluate.js';
 import type { MetricName, Metrics } from './types.js';
 import { dropOf, type MetricGoal } from './search.js';
 import type { QuantizedTensor } from './types.js';
@@ -171,9 +171,10 @@ export async function cacheBatches(source: AsyncIterable<Batch> | Iterable<Batch
   let samples = 0;
   for await (const batch of source) {
     if (samples >= limit) break;
-    const take = Math.min(batch.x.shape[0], limit - samples);
+    const take = Math.min(batchRows(batch.x), limit - samples);
     const slice = (t: tf.Tensor): tf.Tensor => (take === t.shape[0] ? t.clone() : tf.tidy(() => t.slice(0, take)));
-    cached.push(batch.y ? { x: slice(batch.x), y: slice(batch.y) } : { x: slice(batch.x) });
+    const x = Array.isArray(batch.x) ? batch.x.map(slice) : slice(batch.x);
+    cached.push(batch.y ? { x, y: slice(batch.y) } : { x });
     samples += take;
   }
   return cached;
@@ -181,7 +182,7 @@ export async function cacheBatches(source: AsyncIterable<Batch> | Iterable<Batch
 
 export function disposeBatches(batches: Batch[]): void {
   for (const batch of batches) {
-    batch.x.dispose();
+    tf.dispose(batch.x);
     batch.y?.dispose();
   }
 }
@@ -194,10 +195,10 @@ async function cachedReference(
   model: EvaluableModel,
   batches: Batch[],
 ): Promise<{ model: EvaluableModel; dispose(): void }> {
-  const outputs = new Map<tf.Tensor, tf.Tensor>();
+  const outputs = new Map<ModelInput, tf.Tensor>();
   for (const batch of batches) outputs.set(batch.x, predict(model, batch.x));
   const reference = {
-    predict(x: tf.Tensor): tf.Tensor {
+    predict(x: ModelInput): tf.Tensor {
       const output = outputs.get(x);
       return output ? output.clone() : predict(model, x);
     },

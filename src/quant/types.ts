@@ -29,7 +29,7 @@ export type Encoding =
    */
   | { kind: 'pq'; bits: number; subvectorLength: number; subspaces: number; codebook: Float32Array };
 
-/** How the stock TF.js manifest can store the tensor exactly (DESIGN.md §5); absent → plain float values. */
+/** How the stock TF.js manifest can store the tensor exactly (docs/report.md); absent → plain float values. */
 export type TfjsEncoding = { dtype: 'uint8' | 'uint16'; min: number; scale: number } | { dtype: 'float16' };
 
 export interface QuantizedTensor {
@@ -44,7 +44,7 @@ export interface QuantizedTensor {
   tfjsEncoding?: TfjsEncoding;
 }
 
-/** One method = a params schema + a pure quantize function (DESIGN.md §4). */
+/** One method = a params schema + a pure quantize function (docs/methods.md). */
 export interface QuantMethod<S extends TSchema = TSchema> {
   name: string;
   /** One line for `--help` and error messages. */

@@ -7,8 +7,13 @@ import type { BlobStore } from './blobs.js';
 import type { DatasetRecord } from './types.js';
 
 export function openStoredDataset(record: DatasetRecord, blobs: BlobStore): Promise<Dataset> {
-  const { x, y } = record;
-  if (x.encoding === 'json') return openDataset({ json: blobs.pathOf(x.sha256) });
-  if (x.encoding === 'npz') return openDataset({ npz: blobs.pathOf(x.sha256) });
-  return openDataset(y ? { x: blobs.pathOf(x.sha256), y: blobs.pathOf(y.sha256) } : { x: blobs.pathOf(x.sha256) });
+  const { x, inputs, y } = record;
+  // One .npz or JSON blob holds every array; .npy arrays have a blob each.
+  const first = inputs?.[0] ?? x!;
+  if (first.encoding === 'json') return openDataset({ json: blobs.pathOf(first.sha256) });
+  if (first.encoding === 'npz') return openDataset({ npz: blobs.pathOf(first.sha256) });
+  const labels = y ? { y: blobs.pathOf(y.sha256) } : {};
+  if (inputs)
+    return openDataset({ inputs: inputs.map(({ name, sha256 }) => ({ name, path: blobs.pathOf(sha256) })), ...labels });
+  return openDataset({ x: blobs.pathOf(first.sha256), ...labels });
 }

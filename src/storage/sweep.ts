@@ -40,7 +40,7 @@ export async function referencedBlobs(records: RecordStore): Promise<Set<string>
   const referenced = new Set<string>();
   for await (const model of records.scanAll('models')) for (const file of model.files) referenced.add(file.sha256);
   for await (const dataset of records.scanAll('datasets')) {
-    referenced.add(dataset.x.sha256);
+    for (const array of dataset.inputs ?? [dataset.x!]) referenced.add(array.sha256);
     if (dataset.y) referenced.add(dataset.y.sha256);
   }
   return referenced;

@@ -50,7 +50,10 @@ export interface DatasetRecord {
   id: string;
   tenant: string;
   samples: number;
-  x: ArrayInfo;
+  /** The array that feeds a single-input model; null when the dataset has named `inputs` instead. */
+  x: ArrayInfo | null;
+  /** One array per model input, named by it (multi-input models); absent when `x` is the input. */
+  inputs?: (ArrayInfo & { name: string })[];
   y: ArrayInfo | null;
   bytes: number;
   createdAt: string;
@@ -71,6 +74,8 @@ export interface JobSummary {
   backend: string;
   /** Metrics by stage (float, ptq, qat, integer) when the job named an evaluation dataset. */
   metrics?: Partial<Record<string, Metrics>>;
+  /** The report's warnings (model/ not smaller than the upload, a tensor left in float32, ...). */
+  warnings?: string[];
 }
 
 export interface WebhookDelivery {

@@ -108,6 +108,24 @@ describe('POST /v1/models with Keras files', () => {
     expect(await count()).toBe(before);
   });
 
+  it('answers 422 for a weights-only .h5, a .keras without its weights, and bytes that are not HDF5', async () => {
+    const entries = await unzip(await fixture('lstm.keras'));
+    const weightsOnly = await upload('lstm.weights.h5', entries.find(([name]) => name === 'model.weights.h5')![1]);
+    expect(weightsOnly.statusCode).toBe(422);
+    expect(weightsOnly.json().detail).toMatch(
+      /lstm\.weights\.h5 has no model_config or model_weights: save the whole model/,
+    );
+
+    const noWeights = await upload('lstm.keras', await zipOf(entries.filter(([name]) => name !== 'model.weights.h5')));
+    expect(noWeights.statusCode).toBe(422);
+    expect(noWeights.json()).toMatchObject({ code: 'missing-file', file: 'model.weights.h5' });
+
+    const garbage = await upload('model.h5', new TextEncoder().encode('not hdf5 at all'));
+    expect(garbage.statusCode).toBe(422);
+    expect(garbage.json()).toMatchObject({ code: 'malformed-file', file: 'model.h5' });
+    expect(garbage.json().detail).toMatch(/model\.h5 is not a readable HDF5 file/);
+  });
+
   it('refuses a .keras whose entry climbs out of the archive, like any zip', async () => {
     const entries = await unzip(await fixture('sequential_cnn.keras'));
     const zip = await zipOf(entries.map(([name, data]) => [`aa/${name}`, data]));

@@ -64,7 +64,7 @@ describe('qaas_job_duration_seconds', () => {
       createdAt: new Date().toISOString(),
     };
     await records.create('models', model);
-    const [quick, slow, cancelled] = [job(model.id, 3), job(model.id, 45), job(model.id, 0.05)];
+    const [quick, slow, cancelled] = [job(model.id, 3), job(model.id, 45), job(model.id, 1.2)];
     for (const record of [quick, slow, cancelled]) expect(await lifecycle.create(record)).toBe(true);
     await lifecycle.succeed('local', quick.id, {} as never, []);
     await lifecycle.succeed('local', slow.id, {} as never, []);
@@ -83,7 +83,9 @@ describe('qaas_job_duration_seconds', () => {
       expect(line('bucket\\{le="\\+Inf",method="kmeans",status="succeeded"\\}')).toBe(2);
       expect(line('count\\{method="kmeans",status="succeeded"\\}')).toBe(2);
       expect(line('sum\\{method="kmeans",status="succeeded"\\}')).toBeCloseTo(48, 0);
-      expect(line('bucket\\{le="0.1",method="kmeans",status="cancelled"\\}')).toBe(1);
+      // Started 1.2 s before it was cancelled: the 2 s bucket, with 0.8 s to spare for a loaded machine.
+      expect(line('bucket\\{le="1",method="kmeans",status="cancelled"\\}')).toBe(0);
+      expect(line('bucket\\{le="2",method="kmeans",status="cancelled"\\}')).toBe(1);
       expect(line('count\\{method="kmeans",status="cancelled"\\}')).toBe(1);
       expect(text).not.toContain('status="failed"');
     }

@@ -56,6 +56,23 @@ describe('parseJobSpec', () => {
     expect(problemsOf({ method: { name: 'affine' }, ptq: { algorithm: 'bogus' } })[0].path).toBe('/ptq/algorithm');
   });
 
+  it('makes 1-bit activations binary (sign), and gives sign and ternary their width', () => {
+    const spec = (activations: Record<string, unknown>) => parseJobSpec({ method: { name: 'affine' }, activations });
+    expect(spec({ bits: 1 }).activations).toMatchObject({ bits: 1, quantizer: 'sign' });
+    expect(spec({ quantizer: 'ternary' }).activations).toMatchObject({ bits: 2, quantizer: 'ternary' });
+    expect(
+      parseJobSpec({
+        kind: 'qat',
+        method: { name: 'affine' },
+        activations: { bits: 1, quantizer: 'dorefa' },
+        data: { training: 'ds' },
+      }).activations,
+    ).toMatchObject({ bits: 1, quantizer: 'dorefa' });
+    expect(problemsOf({ method: { name: 'affine' }, activations: { bits: 4 } }).map((p) => p.path)).toEqual([
+      '/data/calibration',
+    ]);
+  });
+
   it('names the allowed methods for an unknown one', () => {
     expect(problemsOf({ method: { name: 'int3' } })).toEqual([
       {

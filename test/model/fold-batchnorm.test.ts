@@ -206,6 +206,6 @@ describe('foldBatchNorm', () => {
     tokens.dispose();
 
     const graph = readModel(buildGraphModel());
-    expect(foldBatchNorm(graph)).toEqual({ model: graph, folded: [], skipped: [] });
+    expect(foldBatchNorm(graph)).toEqual({ model: graph, folded: [], skipped: [], scaled: [] });
   });
 });

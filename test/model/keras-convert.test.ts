@@ -22,7 +22,8 @@ interface SavedArray {
 
 interface Expected {
   keras_version: string;
-  x: SavedArray;
+  /** The input, or the list of inputs of a multi-input model. */
+  x: SavedArray | SavedArray[];
   y: SavedArray;
 }
 
@@ -38,11 +39,13 @@ async function expected(name: string): Promise<Expected> {
 async function maxAbsError(files: FileSet, saved: Expected): Promise<number> {
   const model = (await loadRunnable(files)) as tf.LayersModel;
   try {
-    const x = tf.tensor(saved.x.values, saved.x.shape, saved.x.dtype === 'int32' ? 'int32' : 'float32');
-    const y = model.predict(x) as tf.Tensor;
+    const x = (Array.isArray(saved.x) ? saved.x : [saved.x]).map((input) =>
+      tf.tensor(input.values, input.shape, input.dtype === 'int32' ? 'int32' : 'float32'),
+    );
+    const y = model.predict(x.length === 1 ? x[0] : x) as tf.Tensor;
     expect(y.shape).toEqual(saved.y.shape);
     const got = await y.data();
-    tf.dispose([x, y]);
+    tf.dispose([...x, y]);
     return saved.y.values.reduce((worst, want, i) => Math.max(worst, Math.abs(got[i] - want)), 0);
   } finally {
     model.dispose();
@@ -53,7 +56,7 @@ beforeAll(async () => {
   await tf.setBackend('cpu');
 });
 
-const MODELS = ['sequential_cnn', 'functional_skip_bn', 'lstm'];
+const MODELS = ['sequential_cnn', 'functional_skip_bn', 'lstm', 'zoo'];
 
 describe('Keras 3 .keras archives', () => {
   it.each(MODELS)('%s: outputs match Keras within 1e-5', async (name) => {
@@ -94,5 +97,18 @@ describe('layers tfjs-layers cannot represent', () => {
     expect((error as ModelError).code).toBe('unknown-layer');
     expect((error as ModelError).layer).toBe('gru_after');
     expect((error as ModelError).message).toMatch(/gru_after: GRU reset_after=True/);
+  });
+});
+
+describe('damaged Keras files', () => {
+  it('a truncated or corrupted .h5 is a malformed-file ModelError naming it, never a crash', async () => {
+    const whole = await fixture('lstm.h5');
+    const cut = await convertKerasH5(whole.slice(0, 8000), 'cut.h5').catch((e: unknown) => e);
+    expect(cut).toMatchObject({ code: 'malformed-file', file: 'cut.h5' });
+    expect((cut as ModelError).message).toMatch(/cut\.h5 is not a readable HDF5 file: truncated file/);
+    const flipped = whole.slice();
+    for (let i = 4000; i < 9000; i += 7) flipped[i] ^= 0xff;
+    const corrupt = await convertKerasH5(flipped, 'corrupt.h5').catch((e: unknown) => e);
+    expect(corrupt).toMatchObject({ code: 'malformed-file', file: 'corrupt.h5' });
   });
 });

@@ -220,7 +220,23 @@ describe('checkDatasetFitsModel', () => {
     );
     const twoInputs: TensorSignature[] = [...image, { name: 'meta', shape: [null, 3], dtype: 'float32' }];
     expect(checkDatasetFitsModel({ x: { sampleShape: [28, 28, 1] } }, twoInputs, logits)).toBe(
-      "the model has 2 inputs ('img', 'meta'); a dataset feeds exactly one",
+      "the model has 2 inputs ('img', 'meta'): send one array per input, named by it (.npz keys, upload part names, or JSON x as an object)",
+    );
+    // One array per input, by name (`meta:0` is the graph spelling of `meta`), each of its input's shape.
+    const image28 = { sampleShape: [28, 28, 1] };
+    const named = (meta: number[], names = ['img', 'meta:0']) => ({
+      x: null,
+      inputs: [
+        { name: names[0], ...image28 },
+        { name: names[1], sampleShape: meta },
+      ],
+    });
+    expect(checkDatasetFitsModel(named([3]), twoInputs, logits)).toBeNull();
+    expect(checkDatasetFitsModel(named([4]), twoInputs, logits)).toBe(
+      "dataset input 'meta:0' samples are [4] but input 'meta' expects [3]",
+    );
+    expect(checkDatasetFitsModel(named([3], ['img', 'extra']), twoInputs, logits)).toBe(
+      "dataset inputs 'img', 'extra' must be the model's inputs 'img', 'meta': 'meta' missing, 'extra' not an input",
     );
     expect(
       checkDatasetFitsModel({ x: { sampleShape: [28, 28, 1] }, y: { sampleShape: [] } }, image, [...logits, ...logits]),

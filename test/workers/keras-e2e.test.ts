@@ -5,7 +5,7 @@
  * service) and `qaas quantize` (offline) taking `.keras` / `.h5` files.
  */
 import { execFile } from 'node:child_process';
-import { mkdtemp, readFile, rm } from 'node:fs/promises';
+import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { promisify } from 'node:util';
@@ -14,6 +14,7 @@ import type { FastifyInstance } from 'fastify';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Config } from '../../src/config.js';
 import { buildApp } from '../../src/http/app.js';
+import { convertKerasBytes } from '../../src/model/keras/index.js';
 import { loadRunnable } from '../../src/model/load.js';
 import { readFileSetFromDir } from '../../src/model/read.js';
 import type { FileSet } from '../../src/model/types.js';
@@ -153,6 +154,46 @@ describe('qaas quantize on Keras files', () => {
     console.log(`sequential_cnn.keras after 8-bit ptq: max abs error vs Keras ${error.toExponential(2)}`);
     expect(error).toBeGreaterThan(0);
     expect(error).toBeLessThan(0.02);
+  });
+
+  it('runs every job kind on a converted model: qat, analyze and auto as ptq', async () => {
+    // Labels are the converted float model's own argmax on random inputs, so the float accuracy is 1 exactly.
+    const { files } = await convertKerasBytes(
+      new Uint8Array(await readFile(path.join(FIXTURES, 'functional_skip_bn.keras'))),
+      'functional_skip_bn.keras',
+    );
+    const float = (await loadRunnable(files)) as tf.LayersModel;
+    const x = tf.randomNormal([16, 6, 6, 2], 0, 1, 'float32', 7);
+    const y = tf.tidy(() => tf.oneHot((float.predict(x) as tf.Tensor).argMax(-1), 3));
+    const dataset = path.join(dir, 'skip-bn.json');
+    await writeFile(dataset, JSON.stringify({ x: await x.array(), y: await y.array() }));
+    tf.dispose([x, y, float]);
+    const kinds: [string, string[], string][] = [
+      ['qat', ['--train', dataset, '--eval', dataset], 'qat'],
+      ['analyze', ['--eval', dataset], 'ptq'],
+      ['auto', ['--eval', dataset, '--max-drop', '0.2'], 'ptq'],
+    ];
+    for (const [kind, data, stage] of kinds) {
+      const out = path.join(dir, `kind-${kind}`);
+      const result = await qaas(
+        'quantize',
+        path.join(FIXTURES, 'functional_skip_bn.keras'),
+        '--out',
+        out,
+        '--kind',
+        kind,
+        '--bits',
+        '4',
+        ...data,
+        '-q',
+      );
+      expect(result.stderr, kind).toBe('');
+      expect(result.code, kind).toBe(0);
+      const report = JSON.parse(await readFile(path.join(out, 'report.json'), 'utf8'));
+      expect(report.model.metrics.float.accuracy, kind).toBe(1);
+      expect(report.model.metrics[stage].samples, kind).toBe(16);
+      await loadRunnable(await readFileSetFromDir(path.join(out, 'model'))).then((model) => model.dispose());
+    }
   });
 
   it('names the layer tfjs cannot represent and writes nothing', async () => {

@@ -85,3 +85,37 @@ describe('a sandbox SIGKILLed while it starts', () => {
     expect(exit).toEqual({ code: 0, signal: null });
   });
 });
+
+function metric(text: string, line: RegExp): number {
+  const found = text.split('\n').find((l) => line.test(l));
+  expect(found, `${line} in /metrics`).toBeDefined();
+  return Number(found!.split(' ').pop());
+}
+
+describe('a sandbox SIGKILLed mid-job in every attempt', () => {
+  it('ends the record failed once, not counted running, and its model can be deleted', async () => {
+    const { served, killDir } = await killingServe('progress', 3);
+    const model = await post(served.base, '/v1/models', multipart(filesAsParts(await tinyModel())));
+    expect(model.status).toBe(201);
+    const id = await submit(served.base, model.json.id);
+    // Three attempts with 1 s and 2 s of backoff between them; only a record left running gets this far.
+    const job = await ended(served.base, id, 90_000);
+    expect((await readdir(killDir)).sort()).toEqual(['kill-0', 'kill-1', 'kill-2']);
+    expect(job.status, served.stderr()).toBe('failed');
+    expect(job.attempts).toBe(3);
+    expect(job.error.type).toBe('worker-crashed');
+    expect(job.error.message).toMatch(
+      /died in every attempt \(3 attempts; last: Unexpected exit code: null signal: SIGKILL\)/,
+    );
+    console.log(`record after 3 SIGKILLed attempts: ${job.status}, attempts ${job.attempts}: ${job.error.message}`);
+
+    const metrics = await (await fetch(`${served.base}/metrics`)).text();
+    expect(metric(metrics, /^qaas_jobs\{status="running"\}/)).toBe(0);
+    expect(metric(metrics, /^qaas_jobs\{status="failed"\}/)).toBe(1);
+    // The run time is recorded only by the write that ended the job: once.
+    expect(metric(metrics, /^qaas_job_duration_seconds_count\{.*status="failed"/)).toBe(1);
+
+    const deleted = await fetch(`${served.base}/v1/models/${model.json.id}`, { method: 'DELETE' });
+    expect(deleted.status).toBe(204);
+  });
+});

@@ -1,6 +1,8 @@
 /**
  * /v1/datasets: upload (part `x` as a .npy with an optional part `y`, one `.npz` holding x and y, or one JSON
- * file `{x, y}` of nested arrays), list, show, delete (refused while an unfinished job names the dataset).
+ * file `{x, y}` of nested arrays; for a multi-input model one .npy part per input named by it, an .npz of
+ * arrays named by the inputs, or JSON x as an object of them), list, show, delete (refused while an
+ * unfinished job names the dataset).
  * Uploads are checked from the .npy headers alone (dtype, C order, shape against the file size, x and y
  * agreeing on the sample count); only JSON, which is capped and small, is parsed whole.
  */
@@ -10,6 +12,7 @@ import {
   DatasetError,
   JSON_DATASET_MAX_BYTES,
   checkDatasetShapes,
+  checkInputShapes,
   parseJsonDataset,
 } from '../../model/dataset/index.js';
 import { readNpyHeader } from '../../model/dataset/npy.js';
@@ -39,7 +42,11 @@ async function fromNpy(file: UploadedFile, label: string): Promise<ArrayInfo> {
   return { dtype: header.descr, shape: header.shape, sha256: file.sha256, bytes: file.bytes, encoding: 'npy' };
 }
 
-async function fromNpz(file: UploadedFile): Promise<{ x: ArrayInfo; y: ArrayInfo | null }> {
+/** A dataset's arrays: one x, or one named array per model input. */
+type Arrays = { x: ArrayInfo | null; inputs?: NamedArray[]; y: ArrayInfo | null };
+type NamedArray = ArrayInfo & { name: string };
+
+async function fromNpz(file: UploadedFile): Promise<Arrays> {
   const npz = await checked(file.path, () => NpzFile.open(file.stagedPath));
   npz.close();
   const info = (header: { descr: string; shape: number[] }): ArrayInfo => ({
@@ -49,10 +56,14 @@ async function fromNpz(file: UploadedFile): Promise<{ x: ArrayInfo; y: ArrayInfo
     bytes: file.bytes,
     encoding: 'npz',
   });
-  return { x: info(npz.x.header), y: npz.y ? info(npz.y.header) : null };
+  const y = npz.y ? info(npz.y.header) : null;
+  if (npz.inputs) {
+    return { x: null, inputs: npz.inputs.map((a) => ({ name: a.entry.replace(/\.npy$/, ''), ...info(a.header) })), y };
+  }
+  return { x: info(npz.x.header), y };
 }
 
-async function fromJson(upload: Upload, file: UploadedFile): Promise<{ x: ArrayInfo; y: ArrayInfo | null }> {
+async function fromJson(upload: Upload, file: UploadedFile): Promise<Arrays> {
   if (file.bytes > JSON_DATASET_MAX_BYTES) {
     throw new ApiProblem(
       'invalid-dataset',
@@ -70,7 +81,17 @@ async function fromJson(upload: Upload, file: UploadedFile): Promise<{ x: ArrayI
     bytes: file.bytes,
     encoding: 'json',
   });
-  return { x: info(dataset.x.sampleShape), y: dataset.y ? info(dataset.y.sampleShape) : null };
+  const y = dataset.y ? info(dataset.y.sampleShape) : null;
+  if (dataset.inputs)
+    return { x: null, inputs: dataset.inputs.map((a) => ({ name: a.name, ...info(a.sampleShape) })), y };
+  return { x: info(dataset.x.sampleShape), y };
+}
+
+/** .npy parts named by the model's inputs (any part that is not x or y), each one input's array. */
+async function fromNamedNpy(files: UploadedFile[]): Promise<NamedArray[]> {
+  const inputs: NamedArray[] = [];
+  for (const file of files) inputs.push({ name: file.field, ...(await fromNpy(file, file.field)) });
+  return inputs;
 }
 
 /** Ids of the tenant's queued or running jobs whose spec names `datasetId` in `data`. */
@@ -127,7 +148,8 @@ export async function checkJobDatasets(
     }
     const problem = checkDatasetFitsModel(
       {
-        x: { sampleShape: record.x.shape.slice(1) },
+        x: record.x && { sampleShape: record.x.shape.slice(1) },
+        inputs: record.inputs?.map((a) => ({ name: a.name, sampleShape: a.shape.slice(1) })),
         y: role === 'calibration' || !record.y ? null : { sampleShape: record.y.shape.slice(1) },
       },
       inputs,
@@ -155,28 +177,43 @@ export async function datasetRoutes(app: FastifyInstance): Promise<void> {
       try {
         const pick = (name: string) => upload.files.find((f) => f.field === name || f.path === `${name}.npy`);
         const xFile = pick('x');
+        const yFile = pick('y');
         const npz = upload.files.find((f) => f.path.toLowerCase().endsWith('.npz'));
         const json = upload.files.find((f) => f.path.toLowerCase().endsWith('.json'));
-        let arrays: { x: ArrayInfo; y: ArrayInfo | null };
+        const namedNpy = upload.files.filter((f) => f.path.toLowerCase().endsWith('.npy') && f !== yFile);
+        let arrays: Arrays;
         if (xFile && !xFile.path.toLowerCase().endsWith('.npz')) {
-          const yFile = pick('y');
           arrays = { x: await fromNpy(xFile, 'x'), y: yFile ? await fromNpy(yFile, 'y') : null };
         } else if (npz) {
           arrays = await fromNpz(npz);
         } else if (json) {
           arrays = await fromJson(upload, json);
+        } else if (namedNpy.length > 0) {
+          arrays = { x: null, inputs: await fromNamedNpy(namedNpy), y: yFile ? await fromNpy(yFile, 'y') : null };
         } else {
-          throw new ApiProblem('invalid-upload', 'send part x (a .npy) [+ part y], one .npz, or one JSON file {x, y}');
+          throw new ApiProblem(
+            'invalid-upload',
+            'send part x (a .npy) [+ part y], one .npy part per model input named by it [+ y], one .npz, or one JSON file {x, y}',
+          );
         }
-        const { x, y } = arrays;
-        await checked('', async () => checkDatasetShapes(x.shape, y?.shape));
-        const used = upload.files.filter((f) => f.sha256 === x.sha256 || f.sha256 === y?.sha256);
+        const { x, inputs, y } = arrays;
+        await checked('', async () =>
+          inputs
+            ? checkInputShapes(
+                inputs.map((a) => ({ name: a.name, shape: a.shape })),
+                y?.shape,
+              )
+            : checkDatasetShapes(x!.shape, y?.shape),
+        );
+        const arrayBlobs = new Set([...(inputs ?? [x!]), ...(y ? [y] : [])].map((a) => a.sha256));
+        const used = upload.files.filter((f) => arrayBlobs.has(f.sha256));
         await upload.commit(used);
         const record: DatasetRecord = {
           id: newId('datasets'),
           tenant: request.tenant,
-          samples: x.shape[0],
+          samples: (inputs?.[0] ?? x!).shape[0],
           x,
+          ...(inputs ? { inputs } : {}),
           y,
           bytes: [...new Map(used.map((f) => [f.sha256, f.bytes])).values()].reduce((sum, bytes) => sum + bytes, 0),
           createdAt: new Date().toISOString(),

@@ -66,7 +66,10 @@ export async function modelRoutes(app: FastifyInstance): Promise<void> {
         if (keras) {
           // Keras files are converted in memory (HDF5 is read whole); the converted files are what is stored.
           const byPath = new Map(upload.files.map((file) => [file.path, file]));
-          const converted = await convertFoundKeras(keras, async (path) => upload.contents(byPath.get(path)!));
+          const converted = await convertFoundKeras(keras, async (path) => {
+            const file = byPath.get(path);
+            return file && upload.contents(file);
+          });
           model = readModel(converted.files);
           storedFiles = await Promise.all(
             [...converted.files].map(async ([path, bytes]) => ({ path, ...(await blobs.putBytes(bytes)) })),

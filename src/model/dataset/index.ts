@@ -1,6 +1,9 @@
 /**
  * Datasets the engine streams in batches: `x` (model inputs) and optional `y` (labels or targets), from a
- * pair of `.npy` files, one `.npz`, or a small JSON `{x, y}` of nested arrays.
+ * pair of `.npy` files, one `.npz`, or a small JSON `{x, y}` of nested arrays. A model with several inputs
+ * is fed by a dataset of named inputs instead of one x: one array per input, named by it (`.npz` keys or
+ * upload part names), as ONNX Runtime's calibration readers and Qualcomm AI Hub's `{input_name: [arrays]}`
+ * take them.
  *
  * Nothing but JSON is loaded whole: a `.npy` batch is one positional read of exactly its rows, an `.npz`
  * entry is streamed (see npz.ts), and element types are converted per batch — big endian swapped,
@@ -30,7 +33,11 @@ export { DatasetError };
 export { NpyError } from './npy.js';
 
 /** What a dataset is read from (CLI: file paths; service: blob paths, see openStoredDataset). */
-export type DatasetFiles = { x: string; y?: string } | { npz: string } | { json: string };
+export type DatasetFiles =
+  | { x: string; y?: string }
+  | { inputs: { name: string; path: string }[]; y?: string }
+  | { npz: string }
+  | { json: string };
 
 /**
  * `index`: one integer class id ≥ 0 per sample (y of shape [n] or [n, 1]); `onehot`: rows of k ≥ 2
@@ -52,20 +59,31 @@ export interface BatchOptions {
   end?: number;
   /** `int32` for models whose input is int (token ids); values must then be integers in int32 range. */
   xDtype?: 'float32' | 'int32';
+  /** The same per named input (see Dataset.inputs); an input not named here takes `xDtype`. */
+  inputDtypes?: Record<string, 'float32' | 'int32'>;
 }
 
 export interface DatasetBatch {
   /** `count` samples of `x.sampleShape`, row-major. */
   x: Float32Array | Int32Array;
+  /** With named inputs: each input's `count` samples, in `Dataset.inputs` order (`x` is the first). */
+  inputs?: (Float32Array | Int32Array)[];
   /** Int32Array of `count` class ids for `index` labels, Float32Array of `count` rows of `y.sampleShape` else. */
   y?: Float32Array | Int32Array;
   count: number;
 }
 
+export interface DatasetArray {
+  dtype: string;
+  sampleShape: number[];
+}
+
 export interface Dataset {
   samples: number;
-  /** `dtype` is the stored element type (`uint8`, `float64`, ...), not the batch's. */
-  x: { dtype: string; sampleShape: number[] };
+  /** `dtype` is the stored element type (`uint8`, `float64`, ...), not the batch's. With named inputs: the first. */
+  x: DatasetArray;
+  /** One array per model input, by the input's name; absent when `x` feeds the model's only input. */
+  inputs?: (DatasetArray & { name: string })[];
   y?: { dtype: string; sampleShape: number[]; labels: LabelKind };
   batches(batchSize: number, options?: BatchOptions): AsyncIterable<DatasetBatch>;
   close(): Promise<void>;
@@ -196,20 +214,27 @@ function toInt32(values: NumericArray, rowSize: number, first: number, what: str
   return out;
 }
 
+/** The arrays a dataset feeds its model: one unnamed x, or one named array per input. */
+type InputSources = { name: string | null; source: ArraySource }[];
+
 class StreamedDataset implements Dataset {
   readonly samples: number;
   readonly x: Dataset['x'];
+  readonly inputs?: Dataset['inputs'];
   readonly y?: Dataset['y'];
   private closed: Promise<void> | undefined;
 
   constructor(
-    private readonly xSource: ArraySource,
+    private readonly sources: InputSources,
     private readonly ySource: ArraySource | undefined,
     labels: LabelKind | undefined,
     private readonly release: () => Promise<void>,
   ) {
-    this.samples = xSource.shape[0];
-    this.x = { dtype: xSource.dtype, sampleShape: xSource.shape.slice(1) };
+    const describe = (source: ArraySource) => ({ dtype: source.dtype, sampleShape: source.shape.slice(1) });
+    this.samples = sources[0].source.shape[0];
+    this.x = describe(sources[0].source);
+    if (sources[0].name !== null)
+      this.inputs = sources.map(({ name, source }) => ({ name: name!, ...describe(source) }));
     if (ySource && labels) this.y = { dtype: ySource.dtype, sampleShape: ySource.shape.slice(1), labels };
   }
 
@@ -221,24 +246,26 @@ class StreamedDataset implements Dataset {
     if (!Number.isInteger(start) || !Number.isInteger(end) || start < 0 || end > this.samples || start > end) {
       throw new DatasetError(`sample range [${start}, ${end}) is outside [0, ${this.samples})`);
     }
-    const xDtype = options.xDtype ?? 'float32';
     const { preprocess } = options;
-    if (xDtype === 'int32' && preprocess && (preprocess.scale !== 1 || preprocess.offset !== 0)) {
+    const dtypes = this.sources.map(({ name }) => (name !== null && options.inputDtypes?.[name]) || options.xDtype);
+    if (dtypes.includes('int32') && preprocess && (preprocess.scale !== 1 || preprocess.offset !== 0)) {
       throw new DatasetError('preprocess (scale, offset) applies to float inputs; this model takes int32 inputs');
     }
-    const xRowSize = sampleSize(this.xSource.shape);
-    const xSlices = this.xSource.slices(start, end, batchSize);
+    const rowSizes = this.sources.map(({ source }) => sampleSize(source.shape));
+    const slices = this.sources.map(({ source }) => source.slices(start, end, batchSize));
     const ySlices = this.ySource?.slices(start, end, batchSize);
     const labels = this.y?.labels;
     try {
       for (let at = start; at < end; at += batchSize) {
-        const xNext = await xSlices.next();
-        if (xNext.done) break;
-        const count = xNext.value.length / xRowSize;
-        const batch: DatasetBatch = {
-          x: xDtype === 'int32' ? toInt32(xNext.value, xRowSize, at, 'x') : toFloat32(xNext.value, preprocess),
-          count,
-        };
+        const nexts = await Promise.all(slices.map((s) => s.next()));
+        if (nexts[0].done) break;
+        const count = nexts[0].value.length / rowSizes[0];
+        const inputs = nexts.map((next, i) => {
+          const what = this.sources[i].name ?? 'x';
+          if (next.done) throw new DatasetError(`${what} ended before ${this.sources[0].name}`);
+          return dtypes[i] === 'int32' ? toInt32(next.value, rowSizes[i], at, what) : toFloat32(next.value, preprocess);
+        });
+        const batch: DatasetBatch = { x: inputs[0], count, ...(this.inputs ? { inputs } : {}) };
         if (ySlices) {
           const yNext = await ySlices.next();
           if (yNext.done) throw new DatasetError('y ended before x');
@@ -247,7 +274,7 @@ class StreamedDataset implements Dataset {
         yield batch;
       }
     } finally {
-      await xSlices.return(undefined);
+      await Promise.all(slices.map((s) => s.return(undefined)));
       await ySlices?.return(undefined);
     }
   }
@@ -270,11 +297,40 @@ export function checkDatasetShapes(x: number[], y?: number[]): void {
   if (y[0] !== x[0]) throw new DatasetError(`x has ${x[0]} samples but y has ${y[0]}`);
 }
 
-async function make(x: ArraySource, y: ArraySource | undefined, release: () => Promise<void>): Promise<Dataset> {
+/** The checks of checkDatasetShapes for a dataset of named inputs: each one's, and one sample count for all. */
+export function checkInputShapes(inputs: { name: string; shape: number[] }[], y?: number[]): void {
+  if (inputs.length === 0) throw new DatasetError('the dataset holds no inputs');
+  const names = new Set<string>();
+  for (const { name, shape } of inputs) {
+    if (names.has(name)) throw new DatasetError(`input ${name} is given twice`);
+    names.add(name);
+    try {
+      checkDatasetShapes(shape, y);
+    } catch (error) {
+      if (error instanceof DatasetError) throw new DatasetError(`input ${name}: ${error.message.replace(/^x /, '')}`);
+      throw error;
+    }
+    if (shape[0] !== inputs[0].shape[0]) {
+      throw new DatasetError(`input ${inputs[0].name} has ${inputs[0].shape[0]} samples but ${name} has ${shape[0]}`);
+    }
+  }
+}
+
+async function make(
+  x: ArraySource | InputSources,
+  y: ArraySource | undefined,
+  release: () => Promise<void>,
+): Promise<Dataset> {
   try {
-    checkDatasetShapes(x.shape, y?.shape);
+    const sources = Array.isArray(x) ? x : [{ name: null, source: x }];
+    if (Array.isArray(x))
+      checkInputShapes(
+        x.map(({ name, source }) => ({ name: name!, shape: source.shape })),
+        y?.shape,
+      );
+    else checkDatasetShapes(x.shape, y?.shape);
     const labels = y ? await detectLabels(y) : undefined;
-    return new StreamedDataset(x, y, labels, release);
+    return new StreamedDataset(sources, y, labels, release);
   } catch (error) {
     await release();
     throw error;
@@ -312,7 +368,10 @@ function flatten(value: unknown, size: number): Float64Array {
   return out;
 }
 
-/** A dataset from a JSON document `{x, y?}` of nested arrays (see JSON_DATASET_MAX_BYTES). */
+/**
+ * A dataset from a JSON document `{x, y?}` of nested arrays, x being one array or an object of them by
+ * input name (see JSON_DATASET_MAX_BYTES).
+ */
 export async function parseJsonDataset(text: string, what = 'JSON dataset'): Promise<Dataset> {
   let body: { x?: unknown; y?: unknown };
   try {
@@ -337,7 +396,11 @@ export async function parseJsonDataset(text: string, what = 'JSON dataset'): Pro
       throw error;
     }
   };
-  const x = source(body.x, 'x');
+  // `x` as an object: one nested array per named model input.
+  const x =
+    body.x !== null && typeof body.x === 'object' && !Array.isArray(body.x)
+      ? Object.entries(body.x).map(([name, value]) => ({ name, source: source(value, `x/${name}`) }))
+      : source(body.x, 'x');
   const y = body.y === undefined || body.y === null ? undefined : source(body.y, 'y');
   return make(x, y, async () => undefined);
 }
@@ -355,7 +418,26 @@ export async function openDataset(files: DatasetFiles): Promise<Dataset> {
   }
   if ('npz' in files) {
     const npz = await named('npz', NpzFile.open(files.npz));
-    return make(npzSource(npz, npz.x), npz.y ? npzSource(npz, npz.y) : undefined, async () => npz.close());
+    const x = npz.inputs
+      ? npz.inputs.map((array) => ({ name: array.entry.replace(/\.npy$/, ''), source: npzSource(npz, array) }))
+      : npzSource(npz, npz.x);
+    return make(x, npz.y ? npzSource(npz, npz.y) : undefined, async () => npz.close());
+  }
+  if ('inputs' in files) {
+    const opened: Awaited<ReturnType<typeof openNpy>>[] = [];
+    const closeAll = async () => {
+      await Promise.all(opened.map((file) => file.handle.close()));
+    };
+    try {
+      for (const { name, path } of files.inputs) opened.push(await openNpy(path, name));
+      const y = files.y === undefined ? undefined : await openNpy(files.y, 'y');
+      if (y) opened.push(y);
+      const sources = files.inputs.map(({ name }, i) => ({ name, source: opened[i].source }));
+      return make(sources, y?.source, closeAll);
+    } catch (error) {
+      await closeAll();
+      throw error;
+    }
   }
   const x = await openNpy(files.x, 'x');
   let y: Awaited<ReturnType<typeof openNpy>> | undefined;

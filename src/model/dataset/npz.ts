@@ -3,7 +3,8 @@
  * read with yauzl without extracting them. Which arrays are the dataset: `x.npy` and, if present, `y.npy`;
  * an archive without an `x.npy` (e.g. `np.savez(f, images, labels)` → `arr_0.npy`, `arr_1.npy`) gives its
  * first array as x and its second, if any, as y, in archive order — more than two unnamed arrays is
- * ambiguous and refused.
+ * ambiguous and refused. An archive of named arrays without an `x.npy` (`np.savez(f, tokens=t, mask=m, y=l)`)
+ * holds one array per model input, named by it, and `y.npy` as the labels if present.
  *
  * Stored entries are read at byte offsets like a plain .npy; deflated ones are inflated from the entry's
  * start and the rows before the requested range skipped, so either way only a batch is held at a time.
@@ -84,6 +85,8 @@ export class NpzFile {
     private readonly entries: Map<string, yauzl.Entry>,
     readonly x: NpzArray,
     readonly y: NpzArray | null,
+    /** The arrays of named inputs, x the first; null when x is the only input. */
+    readonly inputs: NpzArray[] | null,
   ) {}
 
   static async open(path: string): Promise<NpzFile> {
@@ -96,8 +99,12 @@ export class NpzFile {
     try {
       const entries = await readEntries(zip);
       const arrays = [...entries.keys()].filter((name) => name.endsWith('.npy'));
+      const namedInputs = arrays.filter((name) => name !== 'y.npy');
+      const named =
+        !entries.has('x.npy') && namedInputs.length > 0 && !namedInputs.every((n) => /^arr_\d+\.npy$/.test(n));
       let names: string[];
-      if (entries.has('x.npy')) names = entries.has('y.npy') ? ['x.npy', 'y.npy'] : ['x.npy'];
+      if (named) names = entries.has('y.npy') ? [...namedInputs, 'y.npy'] : namedInputs;
+      else if (entries.has('x.npy')) names = entries.has('y.npy') ? ['x.npy', 'y.npy'] : ['x.npy'];
       else if (arrays.length === 0) throw new NpyError('the .npz holds no .npy arrays');
       else if (arrays.length > 2) {
         throw new NpyError(
@@ -113,12 +120,12 @@ export class NpzFile {
         }
       }
       const headers = await Promise.all(names.map((name) => readHeader(zip, entries.get(name)!)));
-      return new NpzFile(
-        zip,
-        entries,
-        { entry: names[0], header: headers[0] },
-        names[1] ? { entry: names[1], header: headers[1] } : null,
-      );
+      const read = names.map((entry, i) => ({ entry, header: headers[i] }));
+      if (named) {
+        const inputs = read.filter((array) => array.entry !== 'y.npy');
+        return new NpzFile(zip, entries, inputs[0], read.find((array) => array.entry === 'y.npy') ?? null, inputs);
+      }
+      return new NpzFile(zip, entries, read[0], read[1] ?? null, null);
     } catch (error) {
       zip.close();
       throw error;

@@ -52,7 +52,7 @@ export async function readKerasArchive(
   try {
     zip = await openZip(bytes);
   } catch (error) {
-    throw new ModelError('malformed-json', `${label} is not a readable zip: ${(error as Error).message}`, {
+    throw new ModelError('malformed-file', `${label} is not a readable zip: ${(error as Error).message}`, {
       file: label,
     });
   }
@@ -71,7 +71,7 @@ export async function readKerasArchive(
       zip.readEntry();
     });
   } catch (error) {
-    throw new ModelError('malformed-json', `${label}: ${(error as Error).message}`, { file: label });
+    throw new ModelError('malformed-file', `${label}: ${(error as Error).message}`, { file: label });
   } finally {
     zip.close();
   }

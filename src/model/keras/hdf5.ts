@@ -12,12 +12,25 @@ export type Hdf5Group = h5wasm.Group;
 export type Hdf5Dataset = h5wasm.Dataset;
 
 /** Runs `read` on the HDF5 file held in `bytes`; `label` names the file in errors. */
+/** HDF5 reports faults through its error stack, which h5wasm prints; its throwing handler makes them errors. */
+const ready = h5wasm.ready.then((module) => {
+  module.activate_throwing_error_handler();
+  return module;
+});
+
+/** The innermost cause in an HDF5 error stack (`#006: ... in H5F__super_read(): file signature not found`). */
+function hdf5Cause(error: unknown): string {
+  const message = error instanceof Error ? error.message : String(error);
+  const causes = [...message.matchAll(/#\d+: .* in \w+\(\): (.*)$/gm)].map((match) => match[1]);
+  return causes.at(-1) ?? message.split('\n')[0];
+}
+
 export async function withHdf5<T>(
   bytes: Uint8Array,
   label: string,
   read: (file: h5wasm.File) => T | Promise<T>,
 ): Promise<T> {
-  const { FS } = await h5wasm.ready;
+  const { FS } = await ready;
   const path = `/${randomUUID()}.h5`;
   FS.writeFile(path, bytes);
   let file: h5wasm.File | undefined;
@@ -25,11 +38,19 @@ export async function withHdf5<T>(
     try {
       file = new h5wasm.File(path, 'r');
     } catch (error) {
-      throw new ModelError('malformed-json', `${label} is not a readable HDF5 file: ${(error as Error).message}`, {
+      throw new ModelError('malformed-file', `${label} is not a readable HDF5 file: ${hdf5Cause(error)}`, {
         file: label,
       });
     }
-    return await read(file);
+    try {
+      return await read(file);
+    } catch (error) {
+      // A file that opens can still fail to read (a truncated dataset, a corrupt B-tree): its fault, not ours.
+      if (error instanceof Error && error.message.startsWith('HDF5-DIAG')) {
+        throw new ModelError('malformed-file', `${label} cannot be read: ${hdf5Cause(error)}`, { file: label });
+      }
+      throw error;
+    }
   } finally {
     file?.close();
     FS.unlink(path);

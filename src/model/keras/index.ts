@@ -4,6 +4,7 @@
  * Keras 3 archive's three files (a `.keras` upload arrives expanded, like any zip) or one legacy `.h5`.
  */
 import path from 'node:path';
+import { ModelError } from '../errors.js';
 import type { WriteOptions } from '../write.js';
 import { readKerasArchive } from './archive.js';
 import {
@@ -24,7 +25,8 @@ export type FoundKeras = { format: 'keras' } | { format: 'h5'; file: string };
 /** Which Keras model `paths` (the relative paths of one upload) are, or undefined when they are none. */
 export function findKerasModel(paths: string[]): FoundKeras | undefined {
   if (paths.some((p) => path.posix.basename(p) === 'model.json')) return undefined;
-  if (KERAS_ARCHIVE_FILES.every((name) => paths.includes(name))) return { format: 'keras' };
+  // config.json + metadata.json are a Keras 3 archive's: a missing weights file is the converter's to name.
+  if (paths.includes('config.json') && paths.includes('metadata.json')) return { format: 'keras' };
   return paths.length === 1 && isKerasPath(paths[0]) && !/\.keras$/i.test(paths[0])
     ? { format: 'h5', file: paths[0] }
     : undefined;
@@ -33,17 +35,21 @@ export function findKerasModel(paths: string[]): FoundKeras | undefined {
 /** Converts the Keras model `findKerasModel` found, reading its files (by upload path) with `read`. */
 export async function convertFoundKeras(
   found: FoundKeras,
-  read: (path: string) => Promise<Uint8Array>,
+  read: (path: string) => Promise<Uint8Array | undefined>,
   options: WriteOptions = {},
 ): Promise<ConvertedKerasModel & { format: KerasFormat }> {
+  const readOrRefuse = async (name: string): Promise<Uint8Array> => {
+    const bytes = await read(name);
+    if (bytes !== undefined) return bytes;
+    const why = name === 'model.weights.h5' ? ' (sharded Keras weights are not supported)' : '';
+    throw new ModelError('missing-file', `the Keras model has no ${name}${why}`, { file: name });
+  };
   if (found.format === 'h5') {
-    return {
-      format: 'h5',
-      ...(await convertKerasH5(await read(found.file), path.posix.basename(found.file), options)),
-    };
+    const bytes = await readOrRefuse(found.file);
+    return { format: 'h5', ...(await convertKerasH5(bytes, path.posix.basename(found.file), options)) };
   }
   const archive = Object.fromEntries(
-    await Promise.all(KERAS_ARCHIVE_FILES.map(async (name) => [name, await read(name)] as const)),
+    await Promise.all(KERAS_ARCHIVE_FILES.map(async (name) => [name, await readOrRefuse(name)] as const)),
   ) as unknown as KerasArchiveFiles;
   return { format: 'keras', ...(await convertKerasArchive(archive, options)) };
 }

@@ -1,5 +1,5 @@
 /**
- * Writes the `packed/` artifact (DESIGN.md §5): every quantized tensor's codes bit-packed at its encoding's
+ * Writes the `packed/` artifact (docs/report.md): every quantized tensor's codes bit-packed at its encoding's
  * width plus its scales/codebooks as float32, the other tensors raw, and a manifest that says where each
  * lives. The byte layout is docs/packed-format.md; decoder.ts reads it back.
  *

@@ -1,5 +1,5 @@
 /**
- * Trained activation quantizers (DESIGN.md §4 "Training"; issue 5): DoReFa's fixed [0, 1] grid (./dorefa.ts)
+ * Trained activation quantizers (docs/methods.md, Quantization-aware training): DoReFa's fixed [0, 1] grid (./dorefa.ts)
  * or PACT's learned clipping level α (./pact.ts), inserted as layers into a copy of the model that QAT
  * trains, so the network learns around quantized activations.
  *

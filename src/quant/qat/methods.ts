@@ -1,5 +1,5 @@
 /**
- * The training methods' registry (DESIGN.md §4 "Training"): methods that only exist inside quantization-aware
+ * The training methods' registry (docs/methods.md, Quantization-aware training): methods that only exist inside quantization-aware
  * training — `lab`, `admm`, `inq`, `ttq` — with their params schemas and the PTQ quantizer whose encoding
  * each one exports (lab → binary, ttq → ternary, inq → pow2, admm → its projection).
  *

@@ -1,5 +1,5 @@
 /**
- * Quantization-aware training (DESIGN.md §4 "Training"), BinaryConnect-style (Courbariaux et al. 2015):
+ * Quantization-aware training (docs/methods.md, Quantization-aware training), BinaryConnect-style (Courbariaux et al. 2015):
  * the model's variables keep float "shadow" weights W; each step
  *   1. puts Q(W) into the planned kernels' variables, Q being the very method module PTQ runs (so the weights
  *      trained against are exactly the ones PTQ of the final shadow weights writes),

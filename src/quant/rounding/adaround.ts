@@ -18,6 +18,7 @@
  * At the end h ≥ ½ rounds up. Weights whose ⌊x⌋ falls outside the codes are clamped and not learned. If the
  * learned rounding reconstructs worse than nearest rounding (a bad λ or too few iterations), nearest is kept.
  */
+import { quadraticError } from './gram.js';
 import { codeValue, nearestCode, type ColumnGrid } from './grid.js';
 
 export interface AdaroundOptions {
@@ -45,24 +46,6 @@ export function annealedBeta(t: number, options: AdaroundOptions): number {
   const start = options.warmup * options.iterations;
   const progress = Math.min(1, Math.max(0, (t - start) / Math.max(1, options.iterations - start)));
   return options.betaEnd + (options.betaStart - options.betaEnd) * (1 - progress);
-}
-
-/** Σ_c Δ_cᵀ G Δ_c for Δ [rows, cols] (row-major); `product` receives GΔ. */
-function quadratic(g: Float64Array, delta: Float64Array, rows: number, cols: number, product: Float64Array): number {
-  product.fill(0);
-  for (let i = 0; i < rows; i++) {
-    const out = i * cols;
-    const gRow = i * rows;
-    for (let k = 0; k < rows; k++) {
-      const gik = g[gRow + k];
-      if (gik === 0) continue;
-      const row = k * cols;
-      for (let c = 0; c < cols; c++) product[out + c] += gik * delta[row + c];
-    }
-  }
-  let sum = 0;
-  for (let i = 0; i < rows * cols; i++) sum += delta[i] * product[i];
-  return sum;
 }
 
 /**
@@ -104,7 +87,7 @@ export function adaround(
   }
   const errorOf = (codes: Int32Array): number => {
     for (let i = 0; i < size; i++) delta[i] = codeValue(codes[i], i % cols, grid) - weights[i];
-    return quadratic(g, delta, rows, cols, product);
+    return quadraticError(g, delta, rows, cols, product);
   };
   const nearestError = errorOf(nearest);
   if (learned === 0 || !(nearestError > 0)) return nearest;
@@ -120,7 +103,7 @@ export function adaround(
       h[i] = learnable[i] ? rectifiedSigmoid(v[i]) : 0;
       delta[i] = grid.scales[c] * (floor[i] + h[i]) + grid.mins[c] - weights[i];
     }
-    quadratic(g, delta, rows, cols, product);
+    quadraticError(g, delta, rows, cols, product);
     const regularized = t >= options.warmup * options.iterations;
     const beta = annealedBeta(t, options);
     const step = t + 1;

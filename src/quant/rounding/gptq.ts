@@ -21,6 +21,8 @@
  */
 import { nearestCode, codeValue, type ColumnGrid } from './grid.js';
 
+const TILE = 16;
+
 export interface GptqOptions {
   /** λ = percdamp · mean(diag H). */
   percdamp: number;
@@ -48,11 +50,16 @@ export function cholesky(a: Float64Array, n: number): boolean {
   return true;
 }
 
-/** The upper Cholesky factor U of H⁻¹ (H⁻¹ = UᵀU), or undefined when H is not positive definite. */
+/**
+ * The upper Cholesky factor U of H⁻¹ (H⁻¹ = UᵀU), or undefined when H is not positive definite. With J the
+ * order reversal, factor JHJ = L̃L̃ᵀ: then H = RRᵀ with R = JL̃J upper, H⁻¹ = R⁻ᵀR⁻¹, and by uniqueness of the
+ * Cholesky factor U = R⁻¹ = J L̃⁻¹ J — one factorization and one triangular inverse, no explicit H⁻¹.
+ */
 export function inverseCholeskyUpper(h: Float64Array, n: number): Float64Array | undefined {
-  const l = Float64Array.from(h);
+  const l = new Float64Array(n * n);
+  for (let i = 0; i < n; i++) for (let j = 0; j < n; j++) l[i * n + j] = h[(n - 1 - i) * n + (n - 1 - j)];
   if (!cholesky(l, n)) return undefined;
-  // M = L⁻¹ (lower), row i = (e_i − Σ_{k<i} L_ik · row k) / L_ii: contiguous row updates.
+  // M = L̃⁻¹ (lower), row i = (e_i − Σ_{k<i} L̃_ik · row k) / L̃_ii: contiguous row updates.
   const m = new Float64Array(n * n);
   for (let i = 0; i < n; i++) {
     const rowI = i * n;
@@ -66,22 +73,8 @@ export function inverseCholeskyUpper(h: Float64Array, n: number): Float64Array |
     const pivot = l[rowI + i];
     for (let c = 0; c <= i; c++) m[rowI + c] /= pivot;
   }
-  // H⁻¹ = Mᵀ M, upper triangle accumulated row by row of M, then mirrored.
-  const inverse = new Float64Array(n * n);
-  for (let k = 0; k < n; k++) {
-    const rowK = k * n;
-    for (let i = 0; i <= k; i++) {
-      const mki = m[rowK + i];
-      if (mki === 0) continue;
-      const rowI = i * n;
-      for (let j = i; j <= k; j++) inverse[rowI + j] += mki * m[rowK + j];
-    }
-  }
-  for (let i = 0; i < n; i++) for (let j = i + 1; j < n; j++) inverse[j * n + i] = inverse[i * n + j];
-  if (!cholesky(inverse, n)) return undefined;
-  // U = Lᵀ of H⁻¹'s factor.
   const u = new Float64Array(n * n);
-  for (let i = 0; i < n; i++) for (let j = i; j < n; j++) u[i * n + j] = inverse[j * n + i];
+  for (let i = 0; i < n; i++) for (let j = i; j < n; j++) u[i * n + j] = m[(n - 1 - i) * n + (n - 1 - j)];
   return u;
 }
 
@@ -144,14 +137,18 @@ export function gptq(
         for (let c = 0; c < cols; c++) w[row + c] -= error[c] * factor;
       }
     }
-    // The block's errors reach the rows after it in one pass.
-    for (let j = end; j < rows; j++) {
-      const row = j * cols;
+    // The block's errors reach the rows after it in one pass, TILE rows at a time so each error row is
+    // read once per tile rather than once per row.
+    for (let j0 = end; j0 < rows; j0 += TILE) {
+      const j1 = Math.min(rows, j0 + TILE);
       for (let q = start; q < end; q++) {
-        const factor = u[q * rows + j];
-        if (factor === 0) continue;
         const error = errors.subarray((q - start) * cols, (q - start + 1) * cols);
-        for (let c = 0; c < cols; c++) w[row + c] -= error[c] * factor;
+        for (let j = j0; j < j1; j++) {
+          const factor = u[q * rows + j];
+          if (factor === 0) continue;
+          const row = j * cols;
+          for (let c = 0; c < cols; c++) w[row + c] -= error[c] * factor;
+        }
       }
     }
   }

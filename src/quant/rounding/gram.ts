@@ -167,6 +167,36 @@ export class InputStatistics {
   }
 }
 
+const TILE = 16;
+
+/** Σ_c Δ_cᵀ G Δ_c for Δ [rows, cols] (row-major) and G [rows, rows]; `product` (rows × cols) receives GΔ. */
+export function quadraticError(
+  g: Float64Array,
+  delta: Float64Array,
+  rows: number,
+  cols: number,
+  product = new Float64Array(rows * cols),
+): number {
+  product.fill(0);
+  // Row-wise axpy over tiles of TILE output rows: each row of Δ is read once per tile while the tile's rows
+  // of GΔ stay in cache (one pass per output row would stream all of Δ from memory rows times).
+  for (let i0 = 0; i0 < rows; i0 += TILE) {
+    const i1 = Math.min(rows, i0 + TILE);
+    for (let k = 0; k < rows; k++) {
+      const row = k * cols;
+      for (let i = i0; i < i1; i++) {
+        const gik = g[i * rows + k];
+        if (gik === 0) continue;
+        const out = i * cols;
+        for (let c = 0; c < cols; c++) product[out + c] += gik * delta[row + c];
+      }
+    }
+  }
+  let sum = 0;
+  for (let i = 0; i < rows * cols; i++) sum += delta[i] * product[i];
+  return sum;
+}
+
 /**
  * Squared output error of the rounding Ŵ of W summed over the output columns `columns` of a [rows,
  * totalColumns] kernel (row-major), averaged over the observed rows: Σ_c Δ_cᵀ G Δ_c, G of size rows × rows.
@@ -179,18 +209,12 @@ export function outputError(
   g: Float64Array,
 ): number {
   const rows = g.length === 0 ? 0 : Math.round(Math.sqrt(g.length));
-  const delta = new Float64Array(rows);
-  let sum = 0;
-  for (const c of columns) {
-    for (let r = 0; r < rows; r++) delta[r] = rounded[r * totalColumns + c] - original[r * totalColumns + c];
-    for (let i = 0; i < rows; i++) {
-      const di = delta[i];
-      if (di === 0) continue;
-      let dot = 0;
-      const offset = i * rows;
-      for (let j = 0; j < rows; j++) dot += g[offset + j] * delta[j];
-      sum += di * dot;
+  const cols = columns.length;
+  const delta = new Float64Array(rows * cols);
+  for (let r = 0; r < rows; r++) {
+    for (let k = 0; k < cols; k++) {
+      delta[r * cols + k] = rounded[r * totalColumns + columns[k]] - original[r * totalColumns + columns[k]];
     }
   }
-  return sum;
+  return quadraticError(g, delta, rows, cols);
 }

@@ -1,6 +1,6 @@
 /**
  * The affine grid a learned rounding puts values on: per output column c the grid of the affine method
- * (DESIGN.md §4), value = fround(code·scale_c + min_c), code ∈ [minCode, maxCode]. GPTQ and AdaRound only
+ * (docs/methods.md), value = fround(code·scale_c + min_c), code ∈ [minCode, maxCode]. GPTQ and AdaRound only
  * choose which code each weight gets; scales and zero points are the method's own, so the result has the
  * affine encoding and is written to `model/` and `packed/` exactly as nearest rounding is.
  */

@@ -198,6 +198,63 @@ describe('openDataset: .npz', () => {
     });
   }
 
+  it('reads an archive of named arrays as one input each, streamed together, each in its own dtype', async () => {
+    const tokens = npyOf('<i8', [3, 2], [1, 2, 3, 4, 5, 6]);
+    const scale = npyOf('<f4', [3, 1], [0.5, 1.5, 2.5]);
+    const labels = npyOf('<i4', [3], [1, 0, 1]);
+    const path = await file(
+      await zipOf([
+        ['tokens.npy', tokens],
+        ['scale.npy', scale],
+        ['y.npy', labels],
+      ]),
+      '.npz',
+    );
+    const dataset = await openDataset({ npz: path });
+    expect(dataset.inputs).toEqual([
+      { name: 'tokens', dtype: 'int64', sampleShape: [2] },
+      { name: 'scale', dtype: 'float32', sampleShape: [1] },
+    ]);
+    expect(dataset.samples).toBe(3);
+    const batches = await collect(dataset, 2, {
+      inputDtypes: { tokens: 'int32' },
+      preprocess: { scale: 1, offset: 0 },
+    });
+    expect(batches.map((b) => b.inputs!.map((a) => [a.constructor.name, Array.from(a)]))).toEqual([
+      [
+        ['Int32Array', [1, 2, 3, 4]],
+        ['Float32Array', [0.5, 1.5]],
+      ],
+      [
+        ['Int32Array', [5, 6]],
+        ['Float32Array', [2.5]],
+      ],
+    ]);
+    expect(batches.map((b) => Array.from(b.y!))).toEqual([[1, 0], [1]]);
+    await dataset.close();
+
+    // The same as one .npy file per input; their sample counts must agree.
+    const paths = await Promise.all([file(tokens, '.npy'), file(scale, '.npy')]);
+    const fromFiles = await openDataset({
+      inputs: [
+        { name: 'tokens', path: paths[0] },
+        { name: 'scale', path: paths[1] },
+      ],
+    });
+    expect(fromFiles.inputs!.map((a) => a.name)).toEqual(['tokens', 'scale']);
+    expect((await collect(fromFiles, 3))[0].inputs![1]).toEqual(new Float32Array([0.5, 1.5, 2.5]));
+    await fromFiles.close();
+    const short = await file(npyOf('<f4', [2, 1], [1, 2]), '.npy');
+    await expect(
+      openDataset({
+        inputs: [
+          { name: 'tokens', path: paths[0] },
+          { name: 'scale', path: short },
+        ],
+      }),
+    ).rejects.toThrow('input tokens has 3 samples but scale has 2');
+  });
+
   it('takes the first two arrays of an archive without x.npy, and refuses three', async () => {
     const path = await file(
       await zipOf([
@@ -213,16 +270,16 @@ describe('openDataset: .npz', () => {
     const three = await file(
       await zipOf(
         [
-          ['a.npy', x],
-          ['b.npy', y],
-          ['c.npy', y],
+          ['arr_0.npy', x],
+          ['arr_1.npy', y],
+          ['arr_2.npy', y],
         ],
         { compress: false },
       ),
       '.npz',
     );
     await expect(openDataset({ npz: three })).rejects.toThrow(
-      'holds 3 arrays (a.npy, b.npy, c.npy) and none is named x',
+      'holds 3 arrays (arr_0.npy, arr_1.npy, arr_2.npy) and none is named x',
     );
     const fortran = await file(await zipOf([['x.npy', npyOf('<f4', [2, 2], [1, 2, 3, 4], { fortran: true })]]), '.npz');
     await expect(openDataset({ npz: fortran })).rejects.toThrow('x.npy: Fortran-ordered');

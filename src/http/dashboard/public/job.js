@@ -240,6 +240,12 @@ function renderReport(root, job, report, charts) {
       card('quantized params', `${model.quantizedParams ?? '–'} / ${model.params ?? '–'}`),
     ),
   );
+  const warnings = report.warnings ?? [];
+  if (warnings.length > 0) {
+    root.append(
+      el('ul', { class: 'warnings', 'aria-label': 'warnings' }, ...warnings.map((warning) => el('li', {}, warning))),
+    );
+  }
 
   const height = Math.max(160, 34 + tensors.length * 26);
   // Long tensor names get the per-tensor charts a row each, room for their labels.

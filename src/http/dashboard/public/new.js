@@ -34,7 +34,7 @@ function filesField(id, label, accept) {
 }
 
 function modelUpload(onUploaded) {
-  const [field, input] = filesField('model-files', 'Or choose files', '.json,.bin,.zip,.tar.gz,.tgz');
+  const [field, input] = filesField('model-files', 'Or choose files', '.json,.bin,.zip,.tar.gz,.tgz,.keras,.h5');
   const list = el('ul', { class: 'file-list', 'aria-label': 'Chosen files' });
   const result = el('div', { id: 'model-result', role: 'status' });
   const button = el('button', { type: 'submit', id: 'model-upload', disabled: true }, 'Upload model');
@@ -51,9 +51,10 @@ function modelUpload(onUploaded) {
       id: 'model-drop',
       tabindex: 0,
       role: 'button',
-      'aria-label': 'Drop model.json and its weight shards, or one zip, here; Enter to choose files',
+      'aria-label':
+        'Drop model.json and its weight shards, one zip, or a Keras .keras or .h5 here; Enter to choose files',
     },
-    el('strong', {}, 'Drop model.json + weight shards, or one .zip / .tar.gz'),
+    el('strong', {}, 'Drop model.json + weight shards, one .zip / .tar.gz, or a Keras .keras / .h5'),
     el('br'),
     el('span', { class: 'muted' }, 'or press Enter to choose files'),
   );
@@ -102,7 +103,8 @@ function modelUpload(onUploaded) {
           {},
           'Stored ',
           el('span', { class: 'mono', id: 'model-id' }, model.id),
-          `: ${model.format}, ${model.params} params, ${formatBytes(model.bytes)}.`,
+          `: ${model.format}, ${model.params} params, ${formatBytes(model.bytes)}` +
+            (model.source ? `, converted from Keras ${model.source.kerasVersion} (.${model.source.format}).` : '.'),
         ),
         el(
           'p',
@@ -167,7 +169,7 @@ function datasetUpload(onUploaded) {
           {},
           'Stored ',
           el('span', { class: 'mono', id: 'dataset-id' }, dataset.id),
-          `: ${dataset.samples} samples, x ${dataset.x.shape.join('×')}.`,
+          `: ${dataset.samples} samples, ${arraysOf(dataset)}.`,
         ),
       );
       onUploaded(dataset);
@@ -358,12 +360,18 @@ function collect(form) {
   return spec;
 }
 
+/** A dataset's input arrays and their shapes: its x, or one array per model input. */
+function arraysOf(dataset) {
+  const arrays = dataset.inputs ?? [{ name: 'x', ...dataset.x }];
+  return arrays.map((a) => `${a.name} ${a.shape.join('×')}`).join(', ');
+}
+
 /** A dataset as an option: its id, size and x shape (what has to fit the model's input). */
 function datasetOption(dataset) {
   return el(
     'option',
     { value: dataset.id },
-    `${dataset.id} (${dataset.samples} samples, x ${dataset.x.shape.join('×')}${dataset.y ? ', with y' : ''})`,
+    `${dataset.id} (${dataset.samples} samples, ${arraysOf(dataset)}${dataset.y ? ', with y' : ''})`,
   );
 }
 
