@@ -29,6 +29,21 @@ module.exports = {
       to: { path: '^(src/(http|storage|service|cli)|workers)(/|\\.ts$)' },
     },
     {
+      name: 'jobs-are-framework-neutral',
+      severity: 'error',
+      comment:
+        'src/jobs holds the use cases (submit, view, inputs) HTTP, the CLI and the worker share: no Fastify in it.',
+      from: { path: '^src/jobs/' },
+      to: { path: '^(src/http/|workers/|node_modules/(fastify|@fastify)/)' },
+    },
+    {
+      name: 'routes-read-through-stores',
+      severity: 'error',
+      comment: 'Route handlers reach files through src/storage (blobs, artifacts), never node:fs themselves.',
+      from: { path: '^src/http/(routes|dashboard)/' },
+      to: { dependencyTypes: ['core'], path: '^(node:)?fs(/promises)?$' },
+    },
+    {
       name: 'no-unresolvable',
       severity: 'error',
       comment: 'An import that resolves to nothing is a typo or a moved file.',

@@ -25,6 +25,7 @@ import {
 } from './jobs/queue.js';
 import { rejectSandboxInitOnExit } from './jobs/sandbox-init.js';
 import { RecordStore } from './storage/records.js';
+import { RedisKeys } from './storage/keys.js';
 import { watchFailedJobs } from '../workers/failures.js';
 import { webhookProcessor } from '../workers/webhook.js';
 
@@ -66,7 +67,7 @@ export function startWorkers(
   config: Config,
   options: WorkerOptions = {},
 ): Closable & { quantize: Worker; failuresWatched: Promise<void> } {
-  const prefix = `${config.redisPrefix}:bull`;
+  const prefix = new RedisKeys(config.redisPrefix).bull();
   const script = processorFile('quantize');
   if (!existsSync(script)) throw new Error(`${script} is missing: run \`npm run build\` first`);
   rejectSandboxInitOnExit();
@@ -89,7 +90,6 @@ export function startWorkers(
     webhookProcessor({
       records,
       redis,
-      prefix: config.redisPrefix,
       allow: config.webhooks.allow,
       timeoutMs: config.webhooks.timeoutMs,
     }),

@@ -29,16 +29,16 @@ import { runJob } from '../src/pipeline/run.js';
 import { isRoundingCheckpoint, type JobCheckpoint, type JobDatasets } from '../src/pipeline/types.js';
 import { CheckpointStore } from '../src/storage/checkpoints.js';
 import { openStoredDataset } from '../src/storage/datasets.js';
-import { artifactDir } from '../src/storage/artifacts.js';
+import { ArtifactStore } from '../src/storage/artifacts.js';
 import { BlobStore } from '../src/storage/blobs.js';
 import { RecordStore } from '../src/storage/records.js';
-import { writeTreeAtomically } from '../src/storage/tree.js';
 import type { JobSummary } from '../src/storage/types.js';
 
 interface Context {
   config: Config;
   records: RecordStore;
   blobs: BlobStore;
+  artifacts: ArtifactStore;
   lifecycle: JobLifecycle;
   queues: Queues;
   checkpoints: CheckpointStore<JobCheckpoint>;
@@ -62,6 +62,7 @@ function getContext(): Promise<Context> {
       config,
       records,
       blobs: new BlobStore(config.dataDir),
+      artifacts: new ArtifactStore(config.dataDir),
       lifecycle: new JobLifecycle(records, redis, config.redisPrefix),
       queues: createQueues(redis, config.redisPrefix),
       checkpoints: new CheckpointStore<JobCheckpoint>(config.dataDir),
@@ -141,7 +142,7 @@ export default async function quantize(job: SandboxedJob<QuantizePayload>): Prom
     await checkCancel();
     controller.signal.throwIfAborted();
     await report({ stage: 'store', progress: 97, message: 'writing artifacts' });
-    await writeTreeAtomically(artifactDir(ctx.config.dataDir, tenant, jobId), result.files);
+    await ctx.artifacts.write(tenant, jobId, result.files);
     // The one "done" of the job, and its 100%: before the record ends, so a stream that closes on the end
     // has seen it.
     await report({ stage: 'store', progress: 100, message: `done: ${result.files.size} artifacts stored` });

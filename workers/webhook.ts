@@ -19,7 +19,8 @@ import { request as httpsRequest } from 'node:https';
 import type { LookupFunction } from 'node:net';
 import { UnrecoverableError, type Job } from 'bullmq';
 import type { Redis } from 'ioredis';
-import { webhookSecretKey, type WebhookPayload } from '../src/jobs/queue.js';
+import type { WebhookPayload } from '../src/jobs/queue.js';
+import { publicJob } from '../src/jobs/view.js';
 import {
   addressRefusal,
   emptyAllowList,
@@ -105,7 +106,6 @@ function post(
 export function webhookProcessor(deps: {
   records: RecordStore;
   redis: Redis;
-  prefix: string;
   allow?: WebhookAllowList;
   timeoutMs?: number;
 }) {
@@ -127,12 +127,10 @@ export function webhookProcessor(deps: {
       await note({ status: 'refused', detail: refusal });
       throw new UnrecoverableError(`webhook ${webhookUrl} refused: ${refusal}`);
     }
-    const publicRecord: Partial<typeof record> = { ...record };
-    delete publicRecord.tenant;
-    delete publicRecord.idempotencyKey;
-    delete publicRecord.webhookDelivery;
-    const body = JSON.stringify({ event: `job.${record.status}`, job: publicRecord });
-    const secret = await deps.redis.get(webhookSecretKey(deps.prefix, tenant, jobId));
+    // The delivery's own bookkeeping is not news to the receiver.
+    const { webhookDelivery: _delivery, ...shown } = publicJob(record);
+    const body = JSON.stringify({ event: `job.${record.status}`, job: shown });
+    const secret = await deps.redis.get(deps.records.keys.webhookSecret(tenant, jobId));
     const headers = {
       'content-type': 'application/json',
       'user-agent': 'qaas-webhook',

@@ -1,11 +1,12 @@
 /**
  * Every problem the API can answer with, declared once (RFC 9457 problem+json). Handlers throw
  * `new ApiProblem('model-not-found', detail)`; the root error handler renders it with the request id, and
- * maps library errors (Fastify validation, multipart limits, rate limit, Redis) and bad input (InputError)
+ * maps library errors (Fastify validation, multipart limits, rate limit, Redis) and the application's own
+ * (DomainError: bad input and conflicts, src/errors.ts)
  * onto the same catalogue. 5xx answers never carry the underlying message.
  */
 import type { FastifyError, FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
-import { InputError } from '../errors.js';
+import { DomainError } from '../errors.js';
 
 export const problemCatalogue = {
   'invalid-request': { status: 400, title: 'The request is malformed' },
@@ -69,7 +70,7 @@ function isRedisUnavailable(error: Error): boolean {
 
 export function toProblem(error: unknown): ApiProblem {
   if (error instanceof ApiProblem) return error;
-  if (error instanceof InputError) return new ApiProblem(error.problem, error.message, error.details);
+  if (error instanceof DomainError) return new ApiProblem(error.problem, error.message, error.details);
   const fastifyError = error as FastifyError;
   if (fastifyError && typeof fastifyError === 'object') {
     if (fastifyError.validation) return new ApiProblem('invalid-request', fastifyError.message);

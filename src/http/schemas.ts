@@ -2,6 +2,7 @@
  * TypeBox schemas of what the routes return. Fastify serialises responses through them, which also drops
  * internal record fields (tenant, blob lists); openapi.yaml documents the same shapes.
  */
+import type { Readable } from 'node:stream';
 import { Type, type Static, type TSchema } from '@sinclair/typebox';
 import type { FastifyReply } from 'fastify';
 import type { Page } from '../storage/records.js';
@@ -125,6 +126,9 @@ export function servablePage<T>(reply: FastifyReply, item: TSchema, page: Page<T
   });
   return { items, nextCursor: page.nextCursor };
 }
+
+/** A file's bytes, streamed as they are (Fastify serializes no stream). */
+export const FileStream = Type.Unsafe<Readable>({ description: 'the file' });
 
 export const ListQuery = Type.Object(
   {

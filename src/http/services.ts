@@ -1,22 +1,28 @@
 /**
  * The shared services every route uses, as one named plugin: the API's fail-fast Redis connections (an
- * auto-pipelined one for commands, a plain one for BullMQ), the record and blob stores, the BullMQ queues
- * and one QueueEvents reader (for SSE and metrics). Closed in onClose, in reverse order of opening.
+ * auto-pipelined one for commands, a plain one for BullMQ), the Redis key layout, the record, blob and
+ * artifact stores, the job lifecycle, the BullMQ queues and one QueueEvents reader (for SSE and metrics). Closed in onClose, in reverse order of opening.
  */
 import { QueueEvents } from 'bullmq';
 import type { FastifyInstance } from 'fastify';
 import fp from 'fastify-plugin';
 import type { Redis } from 'ioredis';
 import type { Config } from '../config.js';
+import { JobLifecycle } from '../jobs/lifecycle.js';
 import { apiRedis, closeQueues, createQueues, workerConnection, type Queues } from '../jobs/queue.js';
+import { ArtifactStore } from '../storage/artifacts.js';
 import { BlobStore } from '../storage/blobs.js';
+import type { RedisKeys } from '../storage/keys.js';
 import { RecordStore } from '../storage/records.js';
 
 export interface Services {
   config: Config;
   redis: Redis;
+  keys: RedisKeys;
   records: RecordStore;
   blobs: BlobStore;
+  artifacts: ArtifactStore;
+  lifecycle: JobLifecycle;
   queues: Queues;
   /** Created on first use: only SSE and metrics need a blocking reader. */
   queueEvents(): QueueEvents;
@@ -60,17 +66,21 @@ export const servicesPlugin = fp(
     const queues = createQueues(queueRedis, config.redisPrefix);
     for (const queue of Object.values(queues)) queue.on('error', () => undefined);
     let events: QueueEvents | null = null;
+    const records = new RecordStore(redis, config.redisPrefix);
     app.decorate('services', {
       config,
       redis,
-      records: new RecordStore(redis, config.redisPrefix),
+      keys: records.keys,
+      records,
       blobs: new BlobStore(config.dataDir),
+      artifacts: new ArtifactStore(config.dataDir),
+      lifecycle: new JobLifecycle(records, redis, config.redisPrefix),
       queues,
       queueEvents() {
         if (!events) {
           events = new QueueEvents('quantize', {
             connection: workerConnection(config.redisUrl),
-            prefix: `${config.redisPrefix}:bull`,
+            prefix: records.keys.bull(),
           });
           events.on('error', () => undefined);
           events.setMaxListeners(0);

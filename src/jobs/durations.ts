@@ -5,6 +5,7 @@
  * queue event to count them.
  */
 import type { Redis } from 'ioredis';
+import { RedisKeys } from '../storage/keys.js';
 
 /** Upper bounds (seconds) of the histogram's buckets; the last, +Inf, is implied. */
 export const jobDurationBuckets = [0.1, 0.5, 1, 2, 5, 10, 30, 60, 120, 300, 600, 1800];
@@ -24,7 +25,7 @@ export class JobDurations {
     private readonly redis: Redis,
     prefix: string,
   ) {
-    this.key = `${prefix}:job-durations`;
+    this.key = new RedisKeys(prefix).jobDurations();
   }
 
   async record(method: string, status: string, seconds: number): Promise<void> {

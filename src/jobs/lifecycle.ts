@@ -7,12 +7,9 @@
 import type { Redis } from 'ioredis';
 import type { RecordStore } from '../storage/records.js';
 import { terminalStatuses, type JobRecord, type JobSummary } from '../storage/types.js';
+import type { RedisKeys } from '../storage/keys.js';
 import { JobDurations } from './durations.js';
-import { cancelKey, webhookSecretKey } from './queue.js';
-
-export function modelJobsKey(prefix: string, tenant: string, modelId: string): string {
-  return `${prefix}:model-jobs:${tenant}:${modelId}`;
-}
+import { holdInputs, releaseInputs } from './inputs.js';
 
 /** One line of a job's log: what the worker reported, with when and in which stage. */
 export interface JobLogLine {
@@ -31,13 +28,15 @@ export function isTerminal(job: Pick<JobRecord, 'status'>): boolean {
 
 export class JobLifecycle {
   private readonly durations: JobDurations;
+  private readonly keys: RedisKeys;
 
   constructor(
     private readonly records: RecordStore,
     private readonly redis: Redis,
-    private readonly prefix: string,
+    prefix: string,
   ) {
     this.durations = new JobDurations(redis, prefix);
+    this.keys = records.keys;
   }
 
   private async change(
@@ -49,8 +48,8 @@ export class JobLifecycle {
   }
 
   /**
-   * The record after `patch` (null: no such job) and whether this call wrote it. A job leaves its model's
-   * set of unfinished jobs in the same write that ends it.
+   * The record after `patch` (null: no such job) and whether this call wrote it. A job leaves the sets of
+   * unfinished jobs of its model and datasets in the same write that ends it.
    */
   private async transition(
     tenant: string,
@@ -67,30 +66,26 @@ export class JobLifecycle {
         next = changes === null ? null : { ...current, ...changes };
         return next;
       },
-      (changed) =>
-        isTerminal(changed)
-          ? { membership: { key: modelJobsKey(this.prefix, tenant, changed.modelId), op: 'remove' } }
-          : {},
+      (changed) => (isTerminal(changed) ? releaseInputs(this.keys, changed) : {}),
     );
     return { job, written: job !== null && job === next };
   }
 
   /**
-   * Stores a queued job and adds it to its model's set of unfinished jobs, in one atomic step that happens
-   * only while the model exists: false (nothing stored) when it does not, so a model deleted meanwhile never
-   * gets a job, and a model with a job is never deleted (models.ts guards on the same set).
+   * Stores a queued job and adds it to the sets of unfinished jobs of its model and datasets, in one atomic
+   * step that happens only while they all exist: false (nothing stored) when one does not, so an input
+   * deleted meanwhile never gets a job, and an input with a job is never deleted (jobs/inputs.ts).
    */
   create(job: JobRecord): Promise<boolean> {
     return this.records.create('jobs', job, {
-      guard: { key: this.records.recordKey('models', job.tenant, job.modelId), expect: 'exists' },
-      membership: { key: modelJobsKey(this.prefix, job.tenant, job.modelId), op: 'add' },
+      ...holdInputs(this.keys, job),
       index: { key: this.byModelKey(job), op: 'add' },
     });
   }
 
   /** The index of a model's jobs, ended ones included, that GET /v1/jobs?modelId= walks. */
   private byModelKey(job: Pick<JobRecord, 'tenant' | 'modelId'>): string {
-    return this.records.fieldIndexKey('jobs', job.tenant, 'modelId', job.modelId);
+    return this.keys.fieldIndex('jobs', job.tenant, 'modelId', job.modelId);
   }
 
   start(tenant: string, id: string, attempt: number): Promise<JobRecord | null> {
@@ -145,7 +140,7 @@ export class JobLifecycle {
 
   /** Marks the record cancelled and raises the flag a running worker polls. */
   async cancel(tenant: string, id: string): Promise<JobRecord | null> {
-    await this.redis.set(cancelKey(this.prefix, id), '1', 'EX', 7 * 24 * 3600);
+    await this.redis.set(this.keys.cancel(id), '1', 'EX', 7 * 24 * 3600);
     return (await this.finish(tenant, id, () => ({ status: 'cancelled', stage: 'cancelled' }))).job;
   }
 
@@ -163,17 +158,13 @@ export class JobLifecycle {
       'deleted'
     )
       return false;
-    const keys = [this.logKey(id), cancelKey(this.prefix, id), webhookSecretKey(this.prefix, tenant, id)];
+    const keys = [this.keys.jobLog(id), this.keys.cancel(id), this.keys.webhookSecret(tenant, id)];
     await this.redis.del(...keys, ...(job.idempotencyKey ? [job.idempotencyKey] : []));
     return true;
   }
 
-  private logKey(id: string): string {
-    return `${this.prefix}:job-log:${id}`;
-  }
-
   async appendLog(id: string, line: JobLogLine): Promise<void> {
-    const key = this.logKey(id);
+    const key = this.keys.jobLog(id);
     await this.redis
       .multi()
       .rpush(key, JSON.stringify(line))
@@ -183,12 +174,12 @@ export class JobLifecycle {
   }
 
   async log(id: string): Promise<JobLogLine[]> {
-    const lines = await this.redis.lrange(this.logKey(id), 0, -1);
+    const lines = await this.redis.lrange(this.keys.jobLog(id), 0, -1);
     return lines.map((line) => JSON.parse(line) as JobLogLine);
   }
 
   async isCancelRequested(id: string): Promise<boolean> {
-    return (await this.redis.exists(cancelKey(this.prefix, id))) === 1;
+    return (await this.redis.exists(this.keys.cancel(id))) === 1;
   }
 
   /** Ends the job (if it has not ended) and records its run time for /metrics, once, where it ended. */

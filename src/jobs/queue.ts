@@ -5,6 +5,7 @@
  */
 import { Queue, type ConnectionOptions, type JobsOptions } from 'bullmq';
 import { Redis, type RedisOptions } from 'ioredis';
+import { RedisKeys } from '../storage/keys.js';
 
 export interface QuantizePayload {
   tenant: string;
@@ -85,9 +86,10 @@ function redisOptionsFromUrl(url: string): RedisOptions {
 export type Queues = { [Q in QueueName]: Queue };
 
 export function createQueues(connection: Redis, prefix: string): Queues {
+  const bull = new RedisKeys(prefix).bull();
   return {
-    quantize: new Queue('quantize', { connection, prefix: `${prefix}:bull` }),
-    webhooks: new Queue('webhooks', { connection, prefix: `${prefix}:bull` }),
+    quantize: new Queue('quantize', { connection, prefix: bull }),
+    webhooks: new Queue('webhooks', { connection, prefix: bull }),
   };
 }
 
@@ -105,16 +107,7 @@ export async function closeQueues(queues: Queues): Promise<void> {
   await Promise.allSettled(Object.values(queues).map((queue) => queue.close()));
 }
 
-/** The Redis key a cancel request sets and the worker polls. */
-export function cancelKey(prefix: string, jobId: string): string {
-  return `${prefix}:cancel:${jobId}`;
-}
-
 /** The webhooks-queue job that delivers a job's end: one per job, so a retried end is delivered once. */
 export function webhookJobId(jobId: string): string {
   return `webhook-${jobId}`;
-}
-
-export function webhookSecretKey(prefix: string, tenant: string, jobId: string): string {
-  return `${prefix}:webhook-secret:${tenant}:${jobId}`;
 }

@@ -115,6 +115,13 @@ export class BlobStore {
     return removed;
   }
 
+  /** Throws unless a file can be written (and removed) where the blobs are: the readiness check. */
+  async probeWritable(): Promise<void> {
+    const probe = await this.tempPath('.ready');
+    await writeFile(probe, '');
+    await rm(probe);
+  }
+
   /** A fresh path in the store's temp dir (same file system as the blobs, so rename is atomic). */
   async tempPath(suffix = ''): Promise<string> {
     await mkdir(this.tmpDir, { recursive: true });

@@ -7,6 +7,7 @@
  */
 import { randomBytes } from 'node:crypto';
 import type { Redis } from 'ioredis';
+import { RedisKeys } from './keys.js';
 import type { RecordKind, RecordOf } from './types.js';
 
 const idPrefixes: Record<RecordKind, string> = { models: 'mdl', datasets: 'ds', jobs: 'job' };
@@ -34,14 +35,19 @@ export function isId(kind: RecordKind, id: string): boolean {
   return idPattern.test(id) && id.startsWith(`${idPrefixes[kind]}_`);
 }
 
-// KEYS: record, index, old status index, new status index, counts hash, [guard key], [membership set],
-//       [extra index].
-// ARGV: expected current JSON ('' = must not exist), new JSON ('' = delete), id, old status, new status,
-//       guard ('' | 'exists' | 'absent'), membership ('' | 'add' | 'remove'), extra index ('' | 'add' | 'remove').
-// Returns 1 written, 0 the record was not as expected, -1 the guard failed.
+// KEYS: record, index, old status index, new status index, counts hash, then `g` guard keys, `m` membership
+//       sets and, when ARGV[8] is set, the extra index.
+// ARGV: expected current JSON ('' = must not exist), new JSON ('' = delete), id, old status, new status, g, m,
+//       extra index op ('' | 'add' | 'remove'), then g guard expectations ('exists' | 'absent'), then m
+//       membership ops ('add' | 'remove').
+// Returns 1 written, 0 the record was not as expected, -1 a guard failed.
 const compareAndSet = `
-if ARGV[6] == 'exists' and redis.call('EXISTS', KEYS[6]) == 0 then return -1 end
-if ARGV[6] == 'absent' and redis.call('EXISTS', KEYS[6]) == 1 then return -1 end
+local g = tonumber(ARGV[6])
+local m = tonumber(ARGV[7])
+for i = 1, g do
+  local exists = redis.call('EXISTS', KEYS[5 + i]) == 1
+  if (ARGV[8 + i] == 'exists') ~= exists then return -1 end
+end
 local current = redis.call('GET', KEYS[1])
 if ARGV[1] == '' then
   if current then return 0 end
@@ -65,21 +71,23 @@ if ARGV[4] ~= ARGV[5] or ARGV[1] == '' or ARGV[2] == '' then
     redis.call('HINCRBY', KEYS[5], ARGV[5], 1)
   end
 end
-if ARGV[7] == 'add' then redis.call('SADD', KEYS[7], ARGV[3]) end
-if ARGV[7] == 'remove' then redis.call('SREM', KEYS[7], ARGV[3]) end
-if ARGV[8] == 'add' then redis.call('ZADD', KEYS[8], 0, ARGV[3]) end
-if ARGV[8] == 'remove' then redis.call('ZREM', KEYS[8], ARGV[3]) end
+for i = 1, m do
+  if ARGV[8 + g + i] == 'add' then redis.call('SADD', KEYS[5 + g + i], ARGV[3]) end
+  if ARGV[8 + g + i] == 'remove' then redis.call('SREM', KEYS[5 + g + i], ARGV[3]) end
+end
+if ARGV[8] == 'add' then redis.call('ZADD', KEYS[6 + g + m], 0, ARGV[3]) end
+if ARGV[8] == 'remove' then redis.call('ZREM', KEYS[6 + g + m], ARGV[3]) end
 return 1
 `;
 
 /**
- * What else a write checks or changes in the same atomic step: `guard` makes it conditional on another key
- * existing (a job's model) or being absent (a model's set of unfinished jobs); `membership` adds the
- * record's id to a set or removes it; `index` does the same for a sorted index that `list` can walk.
+ * What else a write checks or changes in the same atomic step: `guards` make it conditional on other keys
+ * existing (a job's model and datasets) or being absent (a model's set of unfinished jobs); `memberships`
+ * add the record's id to sets or remove it; `index` does the same for a sorted index that `list` can walk.
  */
 export interface WriteEffects {
-  guard?: { key: string; expect: 'exists' | 'absent' };
-  membership?: { key: string; op: 'add' | 'remove' };
+  guards?: { key: string; expect: 'exists' | 'absent' }[];
+  memberships?: { key: string; op: 'add' | 'remove' }[];
   /** Another index the id enters or leaves (see indexKey: a record's jobs by model, listed like the others). */
   index?: { key: string; op: 'add' | 'remove' };
 }
@@ -97,34 +105,24 @@ type CompareAndSet = (keyCount: number, ...keysThenArgs: string[]) => Promise<nu
 export class RecordStore {
   private readonly compareAndSet: CompareAndSet;
 
+  readonly keys: RedisKeys;
+
   constructor(
     private readonly redis: Redis,
-    private readonly prefix: string,
+    prefix: string,
   ) {
+    this.keys = new RedisKeys(prefix);
     if (!('qaasCompareAndSet' in redis)) redis.defineCommand('qaasCompareAndSet', { lua: compareAndSet });
     const command = (redis as unknown as { qaasCompareAndSet: CompareAndSet }).qaasCompareAndSet;
     this.compareAndSet = command.bind(redis);
   }
 
-  recordKey(kind: RecordKind, tenant: string, id: string): string {
-    return `${this.prefix}:rec:${kind}:${tenant}:${id}`;
-  }
-
   private indexKey(kind: RecordKind, tenant: string, status?: string): string {
-    return status ? this.fieldIndexKey(kind, tenant, 'status', status) : `${this.prefix}:idx:${kind}:${tenant}`;
-  }
-
-  /** The index of a tenant's records whose `field` is `value`: kept here for status, by WriteEffects.index for others. */
-  fieldIndexKey(kind: RecordKind, tenant: string, field: string, value: string): string {
-    return `${this.prefix}:idx:${kind}:${tenant}:${field}:${value}`;
-  }
-
-  countsKey(kind: RecordKind): string {
-    return `${this.prefix}:counts:${kind}`;
+    return status ? this.keys.fieldIndex(kind, tenant, 'status', status) : this.keys.index(kind, tenant);
   }
 
   async get<K extends RecordKind>(kind: K, tenant: string, id: string): Promise<RecordOf[K] | null> {
-    const json = await this.redis.get(this.recordKey(kind, tenant, id));
+    const json = await this.redis.get(this.keys.record(kind, tenant, id));
     return json === null ? null : (JSON.parse(json) as RecordOf[K]);
   }
 
@@ -148,7 +146,7 @@ export class RecordStore {
     effects: (next: RecordOf[K]) => WriteEffects = () => ({}),
   ): Promise<RecordOf[K] | null> {
     for (;;) {
-      const json = await this.redis.get(this.recordKey(kind, tenant, id));
+      const json = await this.redis.get(this.keys.record(kind, tenant, id));
       if (json === null) return null;
       const current = JSON.parse(json) as RecordOf[K];
       const next = change(structuredClone(current));
@@ -165,7 +163,7 @@ export class RecordStore {
     effects: WriteEffects = {},
   ): Promise<'deleted' | 'missing' | 'guarded'> {
     for (;;) {
-      const json = await this.redis.get(this.recordKey(kind, tenant, id));
+      const json = await this.redis.get(this.keys.record(kind, tenant, id));
       if (json === null) return 'missing';
       const result = await this.write(kind, tenant, id, json, null, effects);
       if (result === 1) return 'deleted';
@@ -185,7 +183,7 @@ export class RecordStore {
     const { where, status } = options;
     const start = options.cursor ? `(${options.cursor}` : '+';
     const ids = await this.redis.zrevrangebylex(
-      where ? this.fieldIndexKey(kind, tenant, where.field, where.value) : this.indexKey(kind, tenant, status),
+      where ? this.keys.fieldIndex(kind, tenant, where.field, where.value) : this.indexKey(kind, tenant, status),
       start,
       '-',
       'LIMIT',
@@ -194,7 +192,7 @@ export class RecordStore {
     );
     const pageIds = ids.slice(0, options.limit);
     const jsons =
-      pageIds.length > 0 ? await this.redis.mget(pageIds.map((id) => this.recordKey(kind, tenant, id))) : [];
+      pageIds.length > 0 ? await this.redis.mget(pageIds.map((id) => this.keys.record(kind, tenant, id))) : [];
     const unreadable: string[] = [];
     const items = jsons
       .flatMap((json, i) => {
@@ -215,7 +213,7 @@ export class RecordStore {
   async *scanAll<K extends RecordKind>(kind: K): AsyncGenerator<RecordOf[K]> {
     let cursor = '0';
     do {
-      const [next, keys] = await this.redis.scan(cursor, 'MATCH', `${this.prefix}:rec:${kind}:*`, 'COUNT', 1000);
+      const [next, keys] = await this.redis.scan(cursor, 'MATCH', this.keys.records(kind), 'COUNT', 1000);
       cursor = next;
       const jsons = keys.length > 0 ? await this.redis.mget(keys) : [];
       for (const json of jsons) if (json !== null) yield JSON.parse(json) as RecordOf[K];
@@ -224,7 +222,7 @@ export class RecordStore {
 
   /** Record counts per status (jobs), across tenants. */
   async countByStatus(kind: RecordKind): Promise<Record<string, number>> {
-    const counts = await this.redis.hgetall(this.countsKey(kind));
+    const counts = await this.redis.hgetall(this.keys.counts(kind));
     return Object.fromEntries(Object.entries(counts).map(([status, n]) => [status, Number(n)]));
   }
 
@@ -234,20 +232,18 @@ export class RecordStore {
     id: string,
     currentJson: string | null,
     next: RecordOf[RecordKind] | null,
-    { guard, membership, index }: WriteEffects = {},
+    { guards = [], memberships = [], index }: WriteEffects = {},
   ): Promise<number> {
     const oldStatus = currentJson ? statusOf(JSON.parse(currentJson)) : '';
     const newStatus = next ? statusOf(next) : '';
     const keys = [
-      this.recordKey(kind, tenant, id),
+      this.keys.record(kind, tenant, id),
       this.indexKey(kind, tenant),
       this.indexKey(kind, tenant, oldStatus || 'none'),
       this.indexKey(kind, tenant, newStatus || 'none'),
-      this.countsKey(kind),
+      this.keys.counts(kind),
     ];
-    // A slot left unused repeats the record key: the script reads a slot only when its ARGV asks for it.
-    if (guard || membership || index)
-      keys.push(guard?.key ?? keys[0], membership?.key ?? keys[0], index?.key ?? keys[0]);
+    keys.push(...guards.map((g) => g.key), ...memberships.map((m) => m.key), ...(index ? [index.key] : []));
     return this.compareAndSet(
       keys.length,
       ...keys,
@@ -256,9 +252,11 @@ export class RecordStore {
       id,
       oldStatus,
       newStatus,
-      guard?.expect ?? '',
-      membership?.op ?? '',
+      String(guards.length),
+      String(memberships.length),
       index?.op ?? '',
+      ...guards.map((g) => g.expect),
+      ...memberships.map((m) => m.op),
     );
   }
 }

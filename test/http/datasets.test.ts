@@ -145,6 +145,38 @@ describe('GET and DELETE /v1/datasets', () => {
     expectMatchesSpec('DELETE', `/v1/datasets/${id}`, res);
     expect(res.json().detail).toMatch(new RegExp(`^dataset ${id} is used by unfinished jobs: job_`));
   });
+
+  it('deletes a dataset once the jobs that name it ended', async () => {
+    const id = await uploaded([{ field: 'x', filename: 'x.npy', data: xOf(4) }]);
+    const jobs = [(await submit({ calibration: id })).json().id, (await submit({ evaluation: id })).json().id];
+    const del = () => suite.app.inject({ method: 'DELETE', url: `/v1/datasets/${id}`, headers: alice });
+    const refused = await del();
+    expect(refused.statusCode).toBe(409);
+    expect(refused.json().jobs).toEqual([...jobs].sort());
+    await suite.app.inject({ method: 'POST', url: `/v1/jobs/${jobs[0]}/cancel`, headers: alice });
+    expect((await del()).json().jobs).toEqual([jobs[1]]);
+    await suite.app.inject({ method: 'POST', url: `/v1/jobs/${jobs[1]}/cancel`, headers: alice });
+    expect((await del()).statusCode).toBe(204);
+    expect((await suite.app.inject({ url: `/v1/datasets/${id}`, headers: alice })).statusCode).toBe(404);
+  });
+
+  it('never lets a delete and a submission both win: no job is left naming a deleted dataset', async () => {
+    for (let round = 0; round < 5; round++) {
+      const id = await uploaded([{ field: 'x', filename: 'x.npy', data: xOf(4) }]);
+      const [deleted, ...submitted] = await Promise.all([
+        suite.app.inject({ method: 'DELETE', url: `/v1/datasets/${id}`, headers: alice }),
+        ...Array.from({ length: 6 }, () => submit({ calibration: id })),
+      ]);
+      const accepted = submitted.filter((res) => res.statusCode === 202);
+      expect(submitted.every((res) => res.statusCode === 202 || res.statusCode === 404)).toBe(true);
+      if (deleted.statusCode === 204) expect(accepted).toHaveLength(0);
+      else expect(deleted.statusCode).toBe(409);
+      const exists = (await suite.app.services.records.get('datasets', 'alice', id)) !== null;
+      expect(exists || accepted.length === 0).toBe(true);
+      for (const res of accepted)
+        await suite.app.inject({ method: 'POST', url: `/v1/jobs/${res.json().id}/cancel`, headers: alice });
+    }
+  });
 });
 
 describe('POST /v1/jobs with data', () => {

@@ -143,8 +143,14 @@ export const alice = { authorization: 'Bearer alice-key' };
 export const bob = { authorization: 'Bearer bob-key' };
 
 /** An app with two tenants (alice, bob) and tinyModel uploaded by alice. */
-export async function twoTenantApp(): Promise<{ config: Config; app: FastifyInstance; modelId: string }> {
-  const config = await testConfig({ QAAS_API_KEYS: 'alice:alice-key,bob:bob-key', QAAS_RATE_LIMIT_MAX: '1000' });
+export async function twoTenantApp(
+  env: Record<string, string> = {},
+): Promise<{ config: Config; app: FastifyInstance; modelId: string }> {
+  const config = await testConfig({
+    QAAS_API_KEYS: 'alice:alice-key,bob:bob-key',
+    QAAS_RATE_LIMIT_MAX: '1000',
+    ...env,
+  });
   const app = await buildApp(config, { logger: false });
   const body = multipart(filesAsParts(await tinyModel()));
   const res = await app.inject({

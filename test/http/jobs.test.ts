@@ -2,13 +2,19 @@
  * The job API without workers: submission and validation, idempotency, cancel of a queued job (it leaves
  * the queue), tenant isolation, deleting a model an unfinished job needs, datasets.
  */
+import { createServer } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import type { Job } from 'bullmq';
 import { describe, expect, it } from 'vitest';
+import type { WebhookPayload } from '../../src/jobs/queue.js';
+import { webhookProcessor } from '../../workers/webhook.js';
 import { npy } from '../model/dataset/npy-fixture.js';
 import { alice, bob, denseModel, filesAsParts, multipart } from './helpers.js';
 import { expectMatchesSpec } from './spec-validator.js';
 import { useTwoTenantApp } from './suite.js';
 
-const suite = useTwoTenantApp();
+// The webhook test's receiver listens on loopback, which webhooks may reach only when allowed.
+const suite = useTwoTenantApp({ QAAS_WEBHOOK_ALLOW: '127.0.0.1' });
 
 function submit(spec: unknown, headers: Record<string, string> = alice) {
   return suite.app.inject({ method: 'POST', url: '/v1/jobs', payload: spec as object, headers });
@@ -182,6 +188,58 @@ describe('cancel, isolation, list', () => {
     expect(again.headers['idempotent-replayed']).toBeUndefined();
     expect(again.json().id).not.toBe(job.id);
     expect(again.json()).not.toHaveProperty('idempotencyKey');
+  });
+
+  it('shows a job without its tenant and Idempotency-Key everywhere: REST, SSE state and final, webhook body', async () => {
+    const deliveries: string[] = [];
+    const hook = createServer((request, response) => {
+      let body = '';
+      request.on('data', (chunk) => (body += chunk));
+      request.on('end', () => {
+        deliveries.push(body);
+        response.writeHead(204).end();
+      });
+    });
+    await new Promise<void>((resolve) => hook.listen(0, '127.0.0.1', resolve));
+    try {
+      const { port } = hook.address() as AddressInfo;
+      const spec = {
+        modelId: suite.modelId,
+        method: { name: 'affine' },
+        webhook: { url: `http://127.0.0.1:${port}/h` },
+      };
+      const submitted = await submit(spec, { ...alice, 'idempotency-key': 'public-view' });
+      const id = submitted.json().id;
+      const stored = await suite.app.services.records.get('jobs', 'alice', id);
+      // The record does keep both: what is checked is that no channel shows them.
+      expect(stored).toMatchObject({ tenant: 'alice', idempotencyKey: expect.stringContaining(':idem:alice:') });
+      await suite.app.inject({ method: 'POST', url: `/v1/jobs/${id}/cancel`, headers: alice });
+
+      const shown = [submitted.json(), (await suite.app.inject({ url: `/v1/jobs/${id}`, headers: alice })).json()];
+      const events = await suite.app.inject({ url: `/v1/jobs/${id}/events`, headers: alice });
+      const sse = events.body
+        .split('\n\n')
+        .filter((block) => block.startsWith('event: state') || block.startsWith('event: final'))
+        .map((block) => JSON.parse(block.split('\ndata: ')[1]));
+      expect(sse.map((job) => job.status)).toEqual(['cancelled', 'cancelled']);
+
+      await webhookProcessor({ ...suite.app.services, allow: suite.config.webhooks.allow })({
+        id: `webhook-${id}`,
+        data: { tenant: 'alice', jobId: id },
+      } as Job<WebhookPayload>);
+      expect(deliveries).toHaveLength(1);
+      const delivered = JSON.parse(deliveries[0]);
+      expect(delivered.event).toBe('job.cancelled');
+
+      for (const job of [...shown, ...sse, delivered.job]) {
+        expect(job.id).toBe(id);
+        expect(job).not.toHaveProperty('tenant');
+        expect(job).not.toHaveProperty('idempotencyKey');
+      }
+      expect(deliveries[0]).not.toContain(':idem:');
+    } finally {
+      hook.close();
+    }
   });
 
   it('hides one tenant from another with 404', async () => {

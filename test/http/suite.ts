@@ -8,10 +8,14 @@ import { cleanup, twoTenantApp } from './helpers.js';
  * twoTenantApp for a whole test file: created before its tests, closed and cleaned after them. Read the
  * fields inside tests (they are set once beforeAll has run).
  */
-export function useTwoTenantApp(): { config: Config; app: FastifyInstance; modelId: string } {
+export function useTwoTenantApp(env: Record<string, string> = {}): {
+  config: Config;
+  app: FastifyInstance;
+  modelId: string;
+} {
   const state = {} as { config: Config; app: FastifyInstance; modelId: string };
   beforeAll(async () => {
-    Object.assign(state, await twoTenantApp());
+    Object.assign(state, await twoTenantApp(env));
   });
   afterAll(async () => {
     await state.app?.close();

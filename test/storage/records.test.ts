@@ -1,11 +1,15 @@
 import { randomUUID } from 'node:crypto';
 import { Redis } from 'ioredis';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { JobLifecycle, modelJobsKey } from '../../src/jobs/lifecycle.js';
+import { ConflictError } from '../../src/errors.js';
+import { deleteInput } from '../../src/jobs/inputs.js';
+import { JobLifecycle } from '../../src/jobs/lifecycle.js';
+import { RedisKeys } from '../../src/storage/keys.js';
 import { RecordStore, isId, newId } from '../../src/storage/records.js';
-import type { JobRecord, ModelRecord } from '../../src/storage/types.js';
+import type { DatasetRecord, JobRecord, ModelRecord } from '../../src/storage/types.js';
 
 const prefix = `test-${randomUUID()}`;
+const keys = new RedisKeys(prefix);
 let redis: Redis;
 let records: RecordStore;
 
@@ -54,6 +58,11 @@ function model(tenant: string): ModelRecord {
     files: [],
     createdAt: new Date().toISOString(),
   };
+}
+
+function dataset(tenant: string): DatasetRecord {
+  const x = { dtype: '<f4', shape: [2, 3], sha256: 'cd', bytes: 24, encoding: 'npy' as const };
+  return { id: newId('datasets'), tenant, samples: 2, x, y: null, bytes: 24, createdAt: new Date().toISOString() };
 }
 
 describe('ids', () => {
@@ -124,24 +133,58 @@ describe('RecordStore', () => {
     const owner = model('t5');
     expect(await lifecycle.create(job('t5', newId('jobs'), owner.id))).toBe(false);
     expect((await records.list('jobs', 't5', { limit: 10 })).items).toHaveLength(0);
-    expect(await redis.exists(modelJobsKey(prefix, 't5', owner.id))).toBe(0);
+    expect(await redis.exists(keys.modelJobs('t5', owner.id))).toBe(0);
 
     await records.create('models', owner);
     const [first, second] = [job('t5', newId('jobs'), owner.id), job('t5', newId('jobs'), owner.id)];
     expect(await lifecycle.create(first)).toBe(true);
     expect(await lifecycle.create(second)).toBe(true);
-    expect((await redis.smembers(modelJobsKey(prefix, 't5', owner.id))).sort()).toEqual([first.id, second.id].sort());
+    expect((await redis.smembers(keys.modelJobs('t5', owner.id))).sort()).toEqual([first.id, second.id].sort());
 
-    const guard = { guard: { key: modelJobsKey(prefix, 't5', owner.id), expect: 'absent' as const } };
+    const guard = { guards: [{ key: keys.modelJobs('t5', owner.id), expect: 'absent' as const }] };
     await lifecycle.fail('t5', first.id, { message: 'boom' });
-    expect(await redis.smembers(modelJobsKey(prefix, 't5', owner.id))).toEqual([second.id]);
+    expect(await redis.smembers(keys.modelJobs('t5', owner.id))).toEqual([second.id]);
     expect(await records.delete('models', 't5', owner.id, guard)).toBe('guarded');
     expect(await records.get('models', 't5', owner.id)).not.toBeNull();
 
     await lifecycle.cancel('t5', second.id);
-    expect(await redis.exists(modelJobsKey(prefix, 't5', owner.id))).toBe(0);
+    expect(await redis.exists(keys.modelJobs('t5', owner.id))).toBe(0);
     expect(await records.delete('models', 't5', owner.id, guard)).toBe('deleted');
     expect(await records.delete('models', 't5', owner.id, guard)).toBe('missing');
     expect(await lifecycle.create(job('t5', newId('jobs'), owner.id))).toBe(false);
+  });
+
+  it('creates a job only while its datasets exist, and deletes a dataset only once its jobs ended', async () => {
+    const lifecycle = new JobLifecycle(records, redis, prefix);
+    const owner = model('t6');
+    await records.create('models', owner);
+    const [calibration, evaluation] = [dataset('t6'), dataset('t6')];
+    await records.create('datasets', calibration);
+    const naming = () => ({
+      ...job('t6', newId('jobs'), owner.id),
+      spec: { data: { calibration: calibration.id, evaluation: evaluation.id } },
+    });
+    // evaluation was never stored (or was deleted between the submission's check and this write).
+    expect(await lifecycle.create(naming())).toBe(false);
+    expect(await redis.exists(keys.datasetJobs('t6', calibration.id))).toBe(0);
+    expect(await redis.exists(keys.modelJobs('t6', owner.id))).toBe(0);
+
+    await records.create('datasets', evaluation);
+    const first = naming();
+    expect(await lifecycle.create(first)).toBe(true);
+    for (const id of [calibration.id, evaluation.id])
+      expect(await redis.smembers(keys.datasetJobs('t6', id))).toEqual([first.id]);
+    const refused = deleteInput({ records, redis, keys }, 'datasets', 't6', calibration.id);
+    await expect(refused).rejects.toBeInstanceOf(ConflictError);
+    await expect(refused).rejects.toMatchObject({ problem: 'conflict', details: { jobs: [first.id] } });
+    expect(await records.get('datasets', 't6', calibration.id)).not.toBeNull();
+
+    await lifecycle.succeed('t6', first.id, null as never, []);
+    expect(await redis.exists(keys.datasetJobs('t6', calibration.id))).toBe(0);
+    await deleteInput({ records, redis, keys }, 'datasets', 't6', calibration.id);
+    expect(await records.get('datasets', 't6', calibration.id)).toBeNull();
+    await expect(deleteInput({ records, redis, keys }, 'datasets', 't6', calibration.id)).rejects.toMatchObject({
+      problem: 'not-found',
+    });
   });
 });

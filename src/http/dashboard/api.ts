@@ -7,19 +7,17 @@
  * - `GET /v1/jobs/{id}/tensors/{name}/histogram`: one weight's value histogram before (the stored source
  *   model) and after (the job's `model/` artifact, decoded as TF.js would) on shared bin edges.
  */
-import { createReadStream } from 'node:fs';
+import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
 import { Type } from '@sinclair/typebox';
-import type { FastifyInstance, FastifyRequest } from 'fastify';
 import { JobSpecSchema } from '../../jobs/spec.js';
-import { readFileSetFromDir, readModel } from '../../model/read.js';
+import { readModel } from '../../model/read.js';
 import type { FileSet, Weight } from '../../model/types.js';
 import { methods } from '../../quant/methods/index.js';
 import { trainingMethodNames, trainingMethods } from '../../quant/qat/methods.js';
-import { artifactDir } from '../../storage/artifacts.js';
 import { isId } from '../../storage/records.js';
 import type { JobRecord, ModelRecord } from '../../storage/types.js';
 import { ApiProblem } from '../errors.js';
-import { IdParams, Problem, problemResponses } from '../schemas.js';
+import { FileStream, IdParams, Problem, problemResponses } from '../schemas.js';
 
 export interface Histogram {
   /** bins + 1 ascending edges; bin i holds edges[i] ≤ v < edges[i+1], the last bin includes its upper edge. */
@@ -72,16 +70,16 @@ function floatValues(weight: Weight | undefined): Float32Array | null {
   return weight && weight.values instanceof Float32Array ? weight.values : null;
 }
 
-export async function dashboardApiRoutes(app: FastifyInstance): Promise<void> {
-  const { records, blobs, config } = app.services;
+export const dashboardApiRoutes: FastifyPluginAsyncTypebox = async (app) => {
+  const { records, blobs, artifacts } = app.services;
 
-  async function findModel(request: FastifyRequest, id: string): Promise<ModelRecord> {
+  async function findModel(request: { tenant: string }, id: string): Promise<ModelRecord> {
     const model = isId('models', id) ? await records.get('models', request.tenant, id) : null;
     if (!model) throw new ApiProblem('not-found', `no model ${id}`);
     return model;
   }
 
-  async function findSucceededJob(request: FastifyRequest, id: string): Promise<JobRecord> {
+  async function findSucceededJob(request: { tenant: string }, id: string): Promise<JobRecord> {
     const job = isId('jobs', id) ? await records.get('jobs', request.tenant, id) : null;
     if (!job) throw new ApiProblem('not-found', `no job ${id}`);
     if (job.status !== 'succeeded')
@@ -123,18 +121,15 @@ export async function dashboardApiRoutes(app: FastifyInstance): Promise<void> {
       schema: {
         summary: 'One file of an uploaded model',
         params: Type.Object({ id: Type.String(), '*': Type.String() }),
-        response: problemResponses,
+        response: { 200: FileStream, ...problemResponses },
       },
     },
     async (request, reply) => {
-      const { id, '*': path } = request.params as { id: string; '*': string };
+      const { id, '*': path } = request.params;
       const model = await findModel(request, id);
       const file = model.files.find((f) => f.path === path);
       if (!file) throw new ApiProblem('not-found', `model ${id} has no file ${path}`);
-      return reply
-        .type(contentTypeOf(path))
-        .header('content-length', file.bytes)
-        .send(createReadStream(blobs.pathOf(file.sha256)));
+      return reply.type(contentTypeOf(path)).header('content-length', file.bytes).send(blobs.stream(file.sha256));
     },
   );
 
@@ -152,16 +147,16 @@ export async function dashboardApiRoutes(app: FastifyInstance): Promise<void> {
       },
     },
     async (request) => {
-      const { id, name } = request.params as { id: string; name: string };
-      const { bins } = request.query as { bins: number };
+      const { id, name } = request.params;
+      const { bins } = request.query;
       const job = await findSucceededJob(request, id);
       const model = await findModel(request, job.modelId);
       const sourceFiles: FileSet = new Map();
       for (const file of model.files) sourceFiles.set(file.path, new Uint8Array(await blobs.read(file.sha256)));
       const source = readModel(sourceFiles).weights.find((w) => w.name === name);
-      const quantized = readModel(
-        await readFileSetFromDir(`${artifactDir(config.dataDir, job.tenant, job.id)}/model`),
-      ).weights.find((w) => w.name === name);
+      const quantized = readModel(await artifacts.readModelFiles(job.tenant, job.id)).weights.find(
+        (w) => w.name === name,
+      );
       const before = floatValues(source);
       const after = floatValues(quantized);
       if (!source || !before || !after) throw new ApiProblem('not-found', `job ${job.id} has no float tensor ${name}`);
@@ -174,4 +169,4 @@ export async function dashboardApiRoutes(app: FastifyInstance): Promise<void> {
       };
     },
   );
-}
+};

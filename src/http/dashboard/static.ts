@@ -44,7 +44,7 @@ export async function dashboardStatic(app: FastifyInstance): Promise<void> {
     reply.header('cache-control', 'no-cache').sendFile('index.html', publicDir),
   );
 
-  app.get(
+  app.get<{ Params: { '*': string } }>(
     '/dashboard/*',
     {
       schema: {
@@ -55,7 +55,7 @@ export async function dashboardStatic(app: FastifyInstance): Promise<void> {
       },
     },
     (request, reply) => {
-      const path = (request.params as { '*': string })['*'];
+      const path = request.params['*'];
       const library = vendor.get(path);
       if (library) return reply.header('cache-control', 'public, max-age=86400').sendFile(library.file, library.dir);
       if (!publicFile.test(path)) throw new ApiProblem('not-found', `no dashboard file ${path}`);

@@ -6,8 +6,9 @@
  * Uploads are checked from the .npy headers alone (dtype, C order, shape against the file size, x and y
  * agreeing on the sample count); only JSON, which is capped and small, is parsed whole.
  */
+import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
 import { Type } from '@sinclair/typebox';
-import type { FastifyInstance } from 'fastify';
+import { deleteInput } from '../../jobs/inputs.js';
 import {
   DatasetError,
   JSON_DATASET_MAX_BYTES,
@@ -17,12 +18,8 @@ import {
 } from '../../model/dataset/index.js';
 import { readNpyHeader } from '../../model/dataset/npy.js';
 import { NpzFile } from '../../model/dataset/npz.js';
-import { checkDatasetFitsModel, modelInputs, modelOutputs } from '../../model/signature.js';
-import type { BlobStore } from '../../storage/blobs.js';
-import type { RecordStore } from '../../storage/records.js';
 import { isId, newId } from '../../storage/records.js';
-import type { ArrayInfo, DatasetRecord, ModelRecord } from '../../storage/types.js';
-import { SpecError } from '../../jobs/spec.js';
+import type { ArrayInfo, DatasetRecord } from '../../storage/types.js';
 import { ApiProblem } from '../errors.js';
 import { Dataset, IdParams, ListQuery, pageOf, Problem, problemResponses, servablePage } from '../schemas.js';
 import { receiveUpload, type Upload, type UploadedFile } from '../upload.js';
@@ -94,72 +91,7 @@ async function fromNamedNpy(files: UploadedFile[]): Promise<NamedArray[]> {
   return inputs;
 }
 
-/** Ids of the tenant's queued or running jobs whose spec names `datasetId` in `data`. */
-async function jobsUsing(records: RecordStore, tenant: string, datasetId: string): Promise<string[]> {
-  const users: string[] = [];
-  for (const status of ['queued', 'running']) {
-    let cursor: string | undefined;
-    do {
-      const page = await records.list('jobs', tenant, { status, cursor, limit: 100 });
-      for (const job of page.items) {
-        const data = (job.spec.data ?? {}) as Record<string, unknown>;
-        if (Object.values(data).includes(datasetId)) users.push(job.id);
-      }
-      cursor = page.nextCursor ?? undefined;
-    } while (cursor);
-  }
-  return users;
-}
-
-/**
- * Job submission's check of `spec.data`: every named dataset must be the tenant's (404) and fit the model —
- * x the model's input, y (evaluation and training; calibration needs no labels) its output (422 naming the
- * mismatch). The model's shapes come from its stored model.json.
- */
-/** A model's model.json as stored (its manifest included). */
-export async function storedModelJson(blobs: BlobStore, model: ModelRecord): Promise<Record<string, unknown>> {
-  const file = model.files.find((f) => f.path === 'model.json');
-  return file ? (JSON.parse((await blobs.read(file.sha256)).toString('utf8')) as Record<string, unknown>) : {};
-}
-
-/**
- * Every dataset a job names exists for the tenant and fits the model; `labelled` names the roles whose
- * dataset must carry labels (y) for the job's kind.
- */
-export async function checkJobDatasets(
-  services: { records: RecordStore; blobs: BlobStore },
-  tenant: string,
-  model: ModelRecord,
-  data: Partial<Record<'calibration' | 'evaluation' | 'training', string>>,
-  labelled: readonly string[] = [],
-): Promise<void> {
-  const named = Object.entries(data).filter((entry): entry is [string, string] => typeof entry[1] === 'string');
-  if (named.length === 0) return;
-  const modelJson = await storedModelJson(services.blobs, model);
-  const inputs = modelInputs(modelJson);
-  const outputs = modelOutputs(modelJson);
-  for (const [role, id] of named) {
-    const record = isId('datasets', id) ? await services.records.get('datasets', tenant, id) : null;
-    if (!record) throw new ApiProblem('not-found', `no dataset ${id} (data.${role})`, { dataset: id, role });
-    if (labelled.includes(role) && !record.y) {
-      throw new SpecError([
-        { path: `/data/${role}`, message: `dataset ${id} has no labels (y); this job trains against them` },
-      ]);
-    }
-    const problem = checkDatasetFitsModel(
-      {
-        x: record.x && { sampleShape: record.x.shape.slice(1) },
-        inputs: record.inputs?.map((a) => ({ name: a.name, sampleShape: a.shape.slice(1) })),
-        y: role === 'calibration' || !record.y ? null : { sampleShape: record.y.shape.slice(1) },
-      },
-      inputs,
-      outputs,
-    );
-    if (problem) throw new ApiProblem('invalid-dataset', `data.${role} (${id}): ${problem}`, { dataset: id, role });
-  }
-}
-
-export async function datasetRoutes(app: FastifyInstance): Promise<void> {
+export const datasetRoutes: FastifyPluginAsyncTypebox = async (app) => {
   const { records, blobs, config } = app.services;
 
   app.post(
@@ -237,8 +169,7 @@ export async function datasetRoutes(app: FastifyInstance): Promise<void> {
       },
     },
     async (request, reply) => {
-      const query = request.query as { cursor?: string; limit: number };
-      return servablePage(reply, Dataset, await records.list('datasets', request.tenant, query));
+      return servablePage(reply, Dataset, await records.list('datasets', request.tenant, request.query));
     },
   );
 
@@ -246,7 +177,7 @@ export async function datasetRoutes(app: FastifyInstance): Promise<void> {
     '/v1/datasets/:id',
     { schema: { summary: 'Show a dataset', params: IdParams, response: { 200: Dataset, ...problemResponses } } },
     async (request) => {
-      const { id } = request.params as { id: string };
+      const { id } = request.params;
       const record = isId('datasets', id) ? await records.get('datasets', request.tenant, id) : null;
       if (!record) throw new ApiProblem('not-found', `no dataset ${id}`);
       return record;
@@ -263,18 +194,8 @@ export async function datasetRoutes(app: FastifyInstance): Promise<void> {
       },
     },
     async (request, reply) => {
-      const { id } = request.params as { id: string };
-      const record = isId('datasets', id) ? await records.get('datasets', request.tenant, id) : null;
-      if (!record) throw new ApiProblem('not-found', `no dataset ${id}`);
-      const activeJobs = await jobsUsing(records, request.tenant, id);
-      if (activeJobs.length > 0) {
-        throw new ApiProblem('conflict', `dataset ${id} is used by unfinished jobs: ${activeJobs.join(', ')}`, {
-          jobs: activeJobs,
-        });
-      }
-      // Blobs are shared by content: `qaas sweep` removes those no record names any more (storage/sweep.ts).
-      await records.delete('datasets', request.tenant, id);
-      return reply.code(204).send();
+      await deleteInput(app.services, 'datasets', request.tenant, request.params.id);
+      return reply.code(204).send(null);
     },
   );
-}
+};

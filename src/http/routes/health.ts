@@ -1,7 +1,4 @@
 /** Liveness, readiness (Redis answers, DATA_DIR writable) and the Prometheus scrape endpoint. */
-import { randomUUID } from 'node:crypto';
-import { mkdir, rm, writeFile } from 'node:fs/promises';
-import { join } from 'node:path';
 import { Type } from '@sinclair/typebox';
 import type { FastifyInstance } from 'fastify';
 import { selectBackend } from '../../model/backend.js';
@@ -15,7 +12,7 @@ const Health = Type.Object({
 });
 
 export async function healthRoutes(app: FastifyInstance): Promise<void> {
-  const { redis, config } = app.services;
+  const { redis, config, blobs } = app.services;
 
   // Workers run the same backend choice with the same config on the same image, so the API's answer is theirs.
   const backend = await selectBackend(config.tfBackend);
@@ -37,11 +34,7 @@ export async function healthRoutes(app: FastifyInstance): Promise<void> {
         checks.redis = `unreachable: ${(error as Error).message}`;
       }
       try {
-        const dir = join(config.dataDir, 'tmp');
-        await mkdir(dir, { recursive: true });
-        const probe = join(dir, `ready-${randomUUID()}`);
-        await writeFile(probe, '');
-        await rm(probe);
+        await blobs.probeWritable();
         checks.storage = 'ok';
       } catch (error) {
         checks.storage = `not writable: ${(error as Error).message}`;

@@ -1,44 +1,30 @@
 /**
- * /v1/jobs: submit (spec validated by the same schema the CLI uses, Idempotency-Key honoured), list, show,
- * live events (SSE relayed from BullMQ QueueEvents), cancel, report and artifacts (one file or all as zip).
+ * /v1/jobs: submit (the spec validated by the schema the CLI and worker use, Idempotency-Key honoured), list,
+ * show, live events (SSE relayed from BullMQ QueueEvents), cancel, report and artifacts (one file or all as
+ * zip). Each handler adapts HTTP to a use case in src/jobs (submit.ts, view.ts) or a store.
  */
-import { createHash } from 'node:crypto';
-import { createReadStream } from 'node:fs';
-import { readFile, rm, stat } from 'node:fs/promises';
+import { TypeBoxValidatorCompiler, type FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
 import { Type } from '@sinclair/typebox';
-import type { FastifyInstance, FastifyRequest } from 'fastify';
-import yazl from 'yazl';
-import { JobLifecycle, isTerminal } from '../../jobs/lifecycle.js';
-import { enqueue, webhookJobId, webhookSecretKey, type JobProgressEvent } from '../../jobs/queue.js';
-import { parseJobSpec, SpecError } from '../../jobs/spec.js';
-import { urlRefusal } from '../../jobs/webhook-target.js';
-import { nothingToSearch } from '../../pipeline/auto.js';
-import { planTensors } from '../../pipeline/ptq.js';
-import { artifactDir, artifactFile } from '../../storage/artifacts.js';
-import { isId, newId } from '../../storage/records.js';
-import { listTree } from '../../storage/tree.js';
+import type { FastifySchemaCompiler } from 'fastify';
+import { isTerminal } from '../../jobs/lifecycle.js';
+import { webhookJobId, type JobProgressEvent } from '../../jobs/queue.js';
+import { JobSpecSchema, parseJobSpec } from '../../jobs/spec.js';
+import { checkSubmission, resolvedSpec, submitJob } from '../../jobs/submit.js';
+import { publicJob, type PublicJob } from '../../jobs/view.js';
+import { isId } from '../../storage/records.js';
 import type { JobRecord } from '../../storage/types.js';
-import type { WeightDtype } from '../../model/types.js';
 import { ApiProblem } from '../errors.js';
-import { IdParams, Job, JobStatus, ListQuery, pageOf, Problem, problemResponses, servablePage } from '../schemas.js';
-import { checkJobDatasets, storedModelJson } from './datasets.js';
-
-const idempotencyTtlSeconds = 24 * 3600;
-
-/** Stable JSON (sorted keys) so the same body hashes the same whatever its key order. */
-function canonicalJson(value: unknown): string {
-  if (Array.isArray(value)) return `[${value.map(canonicalJson).join(',')}]`;
-  if (value && typeof value === 'object') {
-    const entries = Object.entries(value as Record<string, unknown>).sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0));
-    return `{${entries.map(([k, v]) => `${JSON.stringify(k)}:${canonicalJson(v)}`).join(',')}}`;
-  }
-  return JSON.stringify(value) ?? 'null';
-}
-
-/** A record as the Job schema shows it, for the SSE events that are written without Fastify's serializer. */
-function publicJob({ tenant, idempotencyKey, ...job }: JobRecord): Omit<JobRecord, 'tenant' | 'idempotencyKey'> {
-  return job;
-}
+import {
+  FileStream,
+  IdParams,
+  Job,
+  JobStatus,
+  ListQuery,
+  pageOf,
+  Problem,
+  problemResponses,
+  servablePage,
+} from '../schemas.js';
 
 const contentTypes: Record<string, string> = {
   json: 'application/json',
@@ -52,14 +38,40 @@ function contentTypeOf(path: string): string {
   return Object.hasOwn(contentTypes, extension) ? contentTypes[extension] : 'application/octet-stream';
 }
 
-export async function jobRoutes(app: FastifyInstance): Promise<void> {
-  const { records, config, redis, queues, blobs } = app.services;
-  const lifecycle = new JobLifecycle(records, redis, config.redisPrefix);
+/**
+ * The submission body is checked by parseJobSpec, the job spec's own validation (defaults, per-method params,
+ * combinations), so a bad spec is answered as every SpecError is; the other parts by their TypeBox schemas.
+ */
+const submissionValidator: FastifySchemaCompiler<unknown> = (route) => {
+  if (route.httpPart !== 'body')
+    return TypeBoxValidatorCompiler(route as Parameters<typeof TypeBoxValidatorCompiler>[0]);
+  return (body: unknown) => {
+    try {
+      parseJobSpec(body);
+      return { value: body };
+    } catch (error) {
+      return { error: error as Error };
+    }
+  };
+};
 
-  async function findJob(request: FastifyRequest): Promise<JobRecord> {
-    const { id } = request.params as { id: string };
+export const jobRoutes: FastifyPluginAsyncTypebox = async (app) => {
+  const { records, queues, lifecycle, artifacts } = app.services;
+
+  /** `request` as every /v1/jobs/:id route has it: the tenant and the id in the path. */
+  type JobRequest = { tenant: string; params: { id: string } };
+
+  async function findJob(request: JobRequest): Promise<JobRecord> {
+    const { id } = request.params;
     const job = isId('jobs', id) ? await records.get('jobs', request.tenant, id) : null;
     if (!job) throw new ApiProblem('not-found', `no job ${id}`);
+    return job;
+  }
+
+  async function findSucceededJob(request: JobRequest, what: string): Promise<JobRecord> {
+    const job = await findJob(request);
+    if (job.status !== 'succeeded')
+      throw new ApiProblem('conflict', `job ${job.id} is ${job.status}; ${what} once it succeeded`);
     return job;
   }
 
@@ -70,7 +82,7 @@ export async function jobRoutes(app: FastifyInstance): Promise<void> {
         summary: 'Submit a job',
         headers: Type.Object({ 'idempotency-key': Type.Optional(Type.String({ minLength: 1, maxLength: 255 })) }),
         querystring: Type.Object({ dryRun: Type.Optional(Type.Boolean()) }, { additionalProperties: false }),
-        body: Type.Object({}, { additionalProperties: true }),
+        body: JobSpecSchema,
         response: {
           200: Type.Object({ spec: Type.Object({}, { additionalProperties: true }) }),
           202: Job,
@@ -79,120 +91,22 @@ export async function jobRoutes(app: FastifyInstance): Promise<void> {
           ...problemResponses,
         },
       },
+      validatorCompiler: submissionValidator,
     },
     async (request, reply) => {
-      const { dryRun } = request.query as { dryRun?: boolean };
-      const spec = parseJobSpec(request.body);
-      if (!spec.modelId) throw new SpecError([{ path: '/modelId', message: 'required: the id of an uploaded model' }]);
-      const webhookRefusal = spec.webhook ? urlRefusal(spec.webhook.url, config.webhooks.allow) : null;
-      if (webhookRefusal !== null) throw new SpecError([{ path: '/webhook/url', message: webhookRefusal }]);
-      const noModel = () => new SpecError([{ path: '/modelId', message: `no model ${spec.modelId}` }]);
-      if (!isId('models', spec.modelId)) throw noModel();
-      const namesDatasets = Object.values(spec.data).some((id) => typeof id === 'string');
-      // Without datasets the model's existence is all that matters, and lifecycle.create checks it atomically.
-      if (namesDatasets || dryRun) {
-        const model = await records.get('models', request.tenant, spec.modelId);
-        if (!model) throw noModel();
-        // DoReFa and PACT train quantizer layers inserted into a tf.LayersModel; said now, not by a failed job.
-        const trained =
-          spec.activations && spec.activations.quantizer !== 'calibrated' ? spec.activations.quantizer : null;
-        if (trained && model.format !== 'layers-model') {
-          throw new SpecError([
-            {
-              path: '/activations/quantizer',
-              message: `${trained} activations need a layers model; ${model.id} is a ${model.format}`,
-            },
-          ]);
-        }
-        await checkJobDatasets(app.services, request.tenant, model, spec.data, spec.kind === 'qat' ? ['training'] : []);
-        if ((spec.kind === 'auto' || spec.kind === 'analyze') && spec.layers.skip.length > 0) {
-          const modelJson = await storedModelJson(blobs, model);
-          const described = {
-            format: model.format,
-            modelJson,
-            weights: model.tensors.map((t) => ({ ...t, dtype: t.dtype as WeightDtype, values: new Float32Array(0) })),
-          };
-          if (planTensors(described, spec).selected.length === 0) throw nothingToSearch(spec);
-        }
+      if (request.query.dryRun) {
+        // Every check a submission makes; nothing is stored or queued.
+        const spec = await checkSubmission(app.services, request.tenant, request.body, true);
+        return reply.code(200).send({ spec: resolvedSpec(spec) });
       }
-      if (dryRun) {
-        // Every check a submission makes has passed; nothing is stored or queued.
-        const { webhook, ...resolved } = spec;
-        return reply.code(200).send({ spec: { ...resolved, ...(webhook ? { webhook: { url: webhook.url } } : {}) } });
-      }
-
-      const id = newId('jobs');
-      const idempotencyKey = request.headers['idempotency-key'] as string | undefined;
-      let claimedKey: string | null = null;
-      if (idempotencyKey) {
-        const bodyHash = createHash('sha256').update(canonicalJson(request.body)).digest('hex');
-        const key = `${config.redisPrefix}:idem:${request.tenant}:${createHash('sha256').update(idempotencyKey).digest('hex')}`;
-        const claimed = await redis.set(key, `${bodyHash} ${id}`, 'EX', idempotencyTtlSeconds, 'NX');
-        if (claimed === null) {
-          const [storedHash, storedId] = ((await redis.get(key)) ?? ' ').split(' ');
-          if (storedHash !== bodyHash) {
-            throw new ApiProblem(
-              'idempotency-key-reused',
-              'this Idempotency-Key was already used with a different body',
-            );
-          }
-          const existing = await records.get('jobs', request.tenant, storedId);
-          if (existing) return reply.code(202).header('idempotent-replayed', 'true').send(existing);
-          // The first request claimed the key but has not stored its record yet.
-          throw new ApiProblem('conflict', 'a request with this Idempotency-Key is still being processed; retry');
-        }
-        claimedKey = key;
-      }
-      let created = false;
-      const { webhook, ...rest } = spec;
-      const secret = webhook?.secret
-        ? { key: webhookSecretKey(config.redisPrefix, request.tenant, id), value: webhook.secret }
-        : null;
-      try {
-        if (secret) await redis.set(secret.key, secret.value);
-        const job: JobRecord = {
-          id,
-          tenant: request.tenant,
-          status: 'queued',
-          stage: 'queued',
-          progress: 0,
-          kind: spec.kind,
-          modelId: spec.modelId,
-          method: spec.method.name,
-          spec: rest,
-          webhookUrl: webhook?.url ?? null,
-          attempts: 0,
-          createdAt: new Date().toISOString(),
-          startedAt: null,
-          finishedAt: null,
-          error: null,
-          summary: null,
-          artifacts: [],
-          ...(claimedKey ? { idempotencyKey: claimedKey } : {}),
-        };
-        created = await lifecycle.create(job);
-        if (!created) throw noModel();
-        await enqueue(
-          queues,
-          'quantize',
-          'ptq',
-          { tenant: request.tenant, jobId: id },
-          { jobId: id, priority: spec.priority },
-        );
-        request.log.info({ jobId: id, method: job.method }, 'job queued');
-        return reply.code(202).header('location', `/v1/jobs/${id}`).send(job);
-      } catch (error) {
-        // A record whose job never reached the queue would stay "queued" forever: it ends failed instead.
-        if (created) {
-          await lifecycle
-            .fail(request.tenant, id, { message: 'the job could not be queued', type: 'internal' })
-            .catch(() => undefined);
-        }
-        // A key whose job was never created must not block a retry for a day.
-        if (claimedKey) await redis.del(claimedKey).catch(() => undefined);
-        if (secret && !created) await redis.del(secret.key).catch(() => undefined);
-        throw error;
-      }
+      const { job, replayed } = await submitJob(app.services, {
+        tenant: request.tenant,
+        body: request.body,
+        idempotencyKey: request.headers['idempotency-key'],
+      });
+      if (replayed) return reply.code(202).header('idempotent-replayed', 'true').send(job);
+      request.log.info({ jobId: job.id, method: job.method }, 'job queued');
+      return reply.code(202).header('location', `/v1/jobs/${job.id}`).send(job);
     },
   );
 
@@ -215,24 +129,19 @@ export async function jobRoutes(app: FastifyInstance): Promise<void> {
       },
     },
     async (request, reply) => {
-      const { modelId, ...query } = request.query as {
-        cursor?: string;
-        limit: number;
-        status?: string;
-        modelId?: string;
-      };
+      const { modelId, ...query } = request.query;
       const page = await records.list('jobs', request.tenant, {
         ...query,
         ...(modelId ? { where: { field: 'modelId', value: modelId } } : {}),
       });
-      return servablePage(reply, Job, page);
+      return servablePage(reply, Job, { ...page, items: page.items.map(publicJob) });
     },
   );
 
   app.get(
     '/v1/jobs/:id',
     { schema: { summary: 'Show a job', params: IdParams, response: { 200: Job, ...problemResponses } } },
-    (request) => findJob(request),
+    async (request): Promise<PublicJob> => publicJob(await findJob(request)),
   );
 
   app.delete(
@@ -252,9 +161,9 @@ export async function jobRoutes(app: FastifyInstance): Promise<void> {
       await Promise.all([queues.quantize.remove(job.id), queues.webhooks.remove(webhookJobId(job.id))]).catch(
         () => undefined,
       );
-      await rm(artifactDir(config.dataDir, request.tenant, job.id), { recursive: true, force: true });
+      await artifacts.remove(request.tenant, job.id);
       request.log.info({ jobId: job.id }, 'job deleted');
-      return reply.code(204).send();
+      return reply.code(204).send(null);
     },
   );
 
@@ -275,7 +184,7 @@ export async function jobRoutes(app: FastifyInstance): Promise<void> {
         throw new ApiProblem('conflict', `job ${job.id} already ${cancelled?.status ?? 'gone'}`);
       }
       request.log.info({ jobId: job.id }, 'job cancelled');
-      return cancelled;
+      return publicJob(cancelled);
     },
   );
 
@@ -289,11 +198,8 @@ export async function jobRoutes(app: FastifyInstance): Promise<void> {
       },
     },
     async (request, reply) => {
-      const job = await findJob(request);
-      if (job.status !== 'succeeded')
-        throw new ApiProblem('conflict', `job ${job.id} is ${job.status}; the report exists once it succeeded`);
-      const text = await readFile(`${artifactDir(config.dataDir, job.tenant, job.id)}/report.json`, 'utf8');
-      return reply.type('application/json').send(text);
+      const job = await findSucceededJob(request, 'the report exists');
+      return reply.type('application/json').send(await artifacts.readReport(job.tenant, job.id));
     },
   );
 
@@ -303,21 +209,15 @@ export async function jobRoutes(app: FastifyInstance): Promise<void> {
       schema: {
         summary: 'All artifacts as one zip',
         params: IdParams,
-        response: { 409: Problem, ...problemResponses },
+        response: { 200: FileStream, 409: Problem, ...problemResponses },
       },
     },
     async (request, reply) => {
-      const job = await findJob(request);
-      if (job.status !== 'succeeded')
-        throw new ApiProblem('conflict', `job ${job.id} is ${job.status}; artifacts exist once it succeeded`);
-      const dir = artifactDir(config.dataDir, job.tenant, job.id);
-      const zip = new yazl.ZipFile();
-      for (const path of await listTree(dir)) zip.addFile(`${dir}/${path}`, path);
-      zip.end();
+      const job = await findSucceededJob(request, 'artifacts exist');
       return reply
         .type('application/zip')
         .header('content-disposition', `attachment; filename="${job.id}.zip"`)
-        .send(zip.outputStream);
+        .send(await artifacts.zip(job.tenant, job.id));
     },
   );
 
@@ -327,18 +227,15 @@ export async function jobRoutes(app: FastifyInstance): Promise<void> {
       schema: {
         summary: 'One artifact file',
         params: Type.Object({ id: Type.String(), '*': Type.String() }),
-        response: { 409: Problem, ...problemResponses },
+        response: { 200: FileStream, 409: Problem, ...problemResponses },
       },
     },
     async (request, reply) => {
-      const job = await findJob(request);
-      if (job.status !== 'succeeded')
-        throw new ApiProblem('conflict', `job ${job.id} is ${job.status}; artifacts exist once it succeeded`);
-      const path = (request.params as { '*': string })['*'];
-      const file = artifactFile(artifactDir(config.dataDir, job.tenant, job.id), path);
-      const info = file ? await stat(file).catch(() => null) : null;
-      if (!file || !info?.isFile()) throw new ApiProblem('not-found', `job ${job.id} has no artifact ${path}`);
-      return reply.type(contentTypeOf(path)).header('content-length', info.size).send(createReadStream(file));
+      const job = await findSucceededJob(request, 'artifacts exist');
+      const path = request.params['*'];
+      const file = await artifacts.open(job.tenant, job.id, path);
+      if (!file) throw new ApiProblem('not-found', `job ${job.id} has no artifact ${path}`);
+      return reply.type(contentTypeOf(path)).header('content-length', file.bytes).send(file.stream);
     },
   );
 
@@ -434,4 +331,4 @@ export async function jobRoutes(app: FastifyInstance): Promise<void> {
       }
     },
   );
-}
+};

@@ -6,9 +6,9 @@
  */
 import { createHash } from 'node:crypto';
 import { posix } from 'node:path';
+import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
 import { Type } from '@sinclair/typebox';
-import type { FastifyInstance } from 'fastify';
-import { modelJobsKey } from '../../jobs/lifecycle.js';
+import { deleteInput } from '../../jobs/inputs.js';
 import { modelInputs, modelOutputs } from '../../model/signature.js';
 import { convertFoundKeras, findKerasModel } from '../../model/keras/index.js';
 import { readModel } from '../../model/read.js';
@@ -43,8 +43,8 @@ function rootAtModelJson(files: UploadedFile[]): { root: string; files: Uploaded
   };
 }
 
-export async function modelRoutes(app: FastifyInstance): Promise<void> {
-  const { records, blobs, config, redis } = app.services;
+export const modelRoutes: FastifyPluginAsyncTypebox = async (app) => {
+  const { records, blobs, config } = app.services;
 
   app.post(
     '/v1/models',
@@ -111,8 +111,7 @@ export async function modelRoutes(app: FastifyInstance): Promise<void> {
       schema: { summary: 'List models', querystring: ListQuery, response: { 200: pageOf(Model), ...problemResponses } },
     },
     async (request, reply) => {
-      const query = request.query as { cursor?: string; limit: number };
-      return servablePage(reply, Model, await records.list('models', request.tenant, query));
+      return servablePage(reply, Model, await records.list('models', request.tenant, request.query));
     },
   );
 
@@ -120,7 +119,7 @@ export async function modelRoutes(app: FastifyInstance): Promise<void> {
     '/v1/models/:id',
     { schema: { summary: 'Show a model', params: IdParams, response: { 200: Model, ...problemResponses } } },
     async (request) => {
-      const { id } = request.params as { id: string };
+      const { id } = request.params;
       const record = isId('models', id) ? await records.get('models', request.tenant, id) : null;
       if (!record) throw new ApiProblem('not-found', `no model ${id}`);
       return record;
@@ -137,20 +136,8 @@ export async function modelRoutes(app: FastifyInstance): Promise<void> {
       },
     },
     async (request, reply) => {
-      const { id } = request.params as { id: string };
-      const jobsKey = modelJobsKey(config.redisPrefix, request.tenant, id);
-      // Blobs are shared by content: `qaas sweep` removes those no record names any more (storage/sweep.ts).
-      const outcome = isId('models', id)
-        ? await records.delete('models', request.tenant, id, { guard: { key: jobsKey, expect: 'absent' } })
-        : 'missing';
-      if (outcome === 'missing') throw new ApiProblem('not-found', `no model ${id}`);
-      if (outcome === 'guarded') {
-        const activeJobs = await redis.smembers(jobsKey);
-        throw new ApiProblem('conflict', `model ${id} is used by unfinished jobs: ${activeJobs.join(', ')}`, {
-          jobs: activeJobs,
-        });
-      }
-      return reply.code(204).send();
+      await deleteInput(app.services, 'models', request.tenant, request.params.id);
+      return reply.code(204).send(null);
     },
   );
-}
+};

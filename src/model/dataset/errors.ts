@@ -4,7 +4,7 @@ import { InputError } from '../../errors.js';
 export class DatasetError extends InputError {
   override name = 'DatasetError';
 
-  constructor(message: string) {
-    super('invalid-dataset', message);
+  constructor(message: string, details: Record<string, unknown> = {}) {
+    super('invalid-dataset', message, details);
   }
 }
