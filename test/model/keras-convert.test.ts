@@ -70,6 +70,16 @@ describe('Keras 3 .keras archives', () => {
   });
 });
 
+describe('resources', () => {
+  it('a conversion leaves no tensors behind (the model tfjs builds to learn the weights is disposed)', async () => {
+    const archive = await readKerasArchive(await fixture('zoo.keras'));
+    const before = tf.memory().numTensors;
+    await convertKerasArchive(archive);
+    await convertKerasH5(await fixture('zoo.h5'), 'zoo.h5');
+    expect(tf.memory().numTensors).toBe(before);
+  });
+});
+
 describe('legacy .h5 files', () => {
   it.each(MODELS)('%s: outputs match Keras within 1e-5', async (name) => {
     const saved = await expected(name);

@@ -92,7 +92,7 @@ describe('Keras 3 spellings become tfjs-layers ones', () => {
     });
   });
 
-  it("renames LeakyReLU's negative_slope, silu and L2, and keeps a plain ReLU", () => {
+  it("renames LeakyReLU's negative_slope, silu, L2 and LecunNormal, and keeps a plain ReLU", () => {
     const out = toTfjsModelConfig(
       keras3Chain([
         { class_name: 'LeakyReLU', config: { name: 'leaky', negative_slope: 0.3 } },
@@ -103,6 +103,7 @@ describe('Keras 3 spellings become tfjs-layers ones', () => {
             units: 4,
             activation: 'silu',
             kernel_regularizer: { module: 'keras.regularizers', class_name: 'L2', config: { l2: 0.01 } },
+            kernel_initializer: { module: 'keras.initializers', class_name: 'LecunNormal', config: { seed: 1 } },
           },
         },
         { class_name: 'ReLU', config: { name: 'r', max_value: 6, negative_slope: 0, threshold: 0 } },
@@ -113,6 +114,7 @@ describe('Keras 3 spellings become tfjs-layers ones', () => {
     expect(leaky.config).toEqual({ dtype: 'float32', name: 'leaky', alpha: 0.3 });
     expect((dense.config as Json).activation).toBe('swish');
     expect((dense.config as Json).kernel_regularizer).toEqual({ class_name: 'L1L2', config: { l1: 0, l2: 0.01 } });
+    expect((dense.config as Json).kernel_initializer).toEqual({ class_name: 'LeCunNormal', config: { seed: 1 } });
     expect(relu.config).toEqual({ dtype: 'float32', name: 'r', max_value: 6 });
   });
 
@@ -195,6 +197,10 @@ describe('what tfjs-layers cannot compute the same way is refused, every layer n
         { class_name: 'Dense', config: { name: 'half', units: 4, dtype: policy('mixed_float16') } },
         { class_name: 'Dense', config: { name: 'hard', units: 4, activation: 'hard_sigmoid' } },
         { class_name: 'Subtract', config: { name: 'minus' } },
+        {
+          class_name: 'Dense',
+          config: { name: 'stft', units: 4, kernel_initializer: { class_name: 'STFTInitializer', config: {} } },
+        },
       ]),
     );
     expect(error.code).toBe('unknown-layer');
@@ -206,6 +212,7 @@ describe('what tfjs-layers cannot compute the same way is refused, every layer n
       'half: dtype policy mixed_float16',
       'hard: activation "hard_sigmoid" has no tfjs equivalent',
       'minus: Subtract is not a tf.layers class',
+      'stft: kernel_initializer STFTInitializer has no tfjs equivalent',
     ]) {
       expect(error.message).toContain(why);
     }

@@ -42,10 +42,29 @@ function parseJson(bytes: Uint8Array, label: string): unknown {
   }
 }
 
+/**
+ * `value` with every `*_initializer` as Zeros and LSTM's `unit_forget_bias` off: the model is built only to
+ * learn its weights' names and shapes. tfjs's Orthogonal initializer alone takes seconds for an LSTM(64) (a
+ * QR decomposition in JS), and its unit-forget-bias initializer leaves four tensors behind per LSTM.
+ */
+function shapesOnly(value: unknown): unknown {
+  if (Array.isArray(value)) return value.map(shapesOnly);
+  if (!isObject(value)) return value;
+  return Object.fromEntries(
+    Object.entries(value).map(([key, item]) => {
+      if (key.endsWith('_initializer') && isObject(item)) return [key, { class_name: 'Zeros', config: {} }];
+      if (key === 'unit_forget_bias') return [key, false];
+      return [key, shapesOnly(item)];
+    }),
+  );
+}
+
 /** tfjs-layers builds the model; its complaint (an option it rejects, shapes that do not fit) becomes a 422. */
 async function buildInTfjs(modelTopology: Record<string, unknown>): Promise<tf.LayersModel> {
   try {
-    return await tf.models.modelFromJSON({ modelTopology } as unknown as tf.io.ModelJSON);
+    return await tf.models.modelFromJSON({
+      modelTopology: shapesOnly(modelTopology),
+    } as unknown as tf.io.ModelJSON);
   } catch (error) {
     const message = (error as Error).message;
     throw new ModelError('bad-topology', `tfjs-layers cannot build the converted topology: ${message}`);

@@ -51,14 +51,20 @@ const ACTIVATIONS: Record<string, string> = {
 };
 
 /** The layer classes tfjs-layers registered on import (the map also holds initializers and the like). */
+function registeredClasses(): Record<string, [unknown, unknown]> {
+  return tf.serialization.SerializationMap.getMap().classNameMap as Record<string, [unknown, unknown]>;
+}
+
 function tfjsLayerClasses(): Set<string> {
-  const map = tf.serialization.SerializationMap.getMap().classNameMap as Record<string, [unknown, unknown]>;
   return new Set(
-    Object.entries(map)
+    Object.entries(registeredClasses())
       .filter(([, [cls]]) => typeof cls === 'function' && cls.prototype instanceof tf.layers.Layer)
       .map(([name]) => name),
   );
 }
+
+/** Initializer classes Keras and tfjs spell differently. */
+const INITIALIZER_NAMES: Record<string, string> = { LecunNormal: 'LeCunNormal', LecunUniform: 'LeCunUniform' };
 
 interface Refusal {
   layer: string;
@@ -70,6 +76,7 @@ class Translator {
   /** Models and wrappers around the layer being translated (bounded as for model.json: topology.ts). */
   private nesting = 0;
   private readonly layerClasses = tfjsLayerClasses();
+  private readonly registered = new Set(Object.keys(registeredClasses()));
 
   /** `kerasMajor` 2 or 3: Keras 3 redefined `hard_sigmoid` (x/6 + 1/2 where Keras 2 and tfjs use 0.2x + 1/2). */
   constructor(private readonly kerasMajor: number) {}
@@ -192,6 +199,15 @@ class Translator {
       const tfjsName = typeof activation === 'string' ? this.activation(activation) : undefined;
       if (tfjsName === undefined) this.refuse(name, `${key} ${JSON.stringify(activation)} has no tfjs equivalent`);
       else config[key] = tfjsName;
+    }
+    for (const [key, value] of Object.entries(config)) {
+      if (!key.endsWith('_initializer') || !isObject(value) || typeof value.class_name !== 'string') continue;
+      const tfjsName = INITIALIZER_NAMES[value.class_name] ?? value.class_name;
+      if (!this.registered.has(tfjsName) || this.layerClasses.has(tfjsName)) {
+        this.refuse(name, `${key} ${value.class_name} has no tfjs equivalent`);
+      } else {
+        config[key] = { ...value, class_name: tfjsName };
+      }
     }
     for (const wrapped of ['layer', 'backward_layer']) {
       if (isObject(raw[wrapped])) config[wrapped] = this.layer(raw[wrapped], `${name}.${wrapped}`);
