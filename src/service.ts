@@ -149,7 +149,8 @@ export class RedisUnavailableError extends Error {
 
 /**
  * Makes sure Redis answers on REDIS_URL: when nothing does and `redis-server` is on PATH, starts it as a
- * child (AOF on, no eviction, data under DATA_DIR/redis). Returns the child to stop on exit, or null.
+ * child (AOF fsynced every second, no eviction, data under DATA_DIR/redis). Returns the child to stop on
+ * exit, or null.
  */
 export async function ensureRedis(config: Config): Promise<ChildProcess | null> {
   if (await redisAnswers(config.redisUrl)) return null;
@@ -174,6 +175,8 @@ export async function ensureRedis(config: Config): Promise<ChildProcess | null> 
       dir,
       '--appendonly',
       'yes',
+      '--appendfsync',
+      'everysec',
       '--maxmemory-policy',
       'noeviction',
       '--save',

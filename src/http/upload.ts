@@ -283,6 +283,9 @@ async function readTarGz(
     }
     // ReadEntry is a minipass stream; a node Readable over it lets onEntry treat both archive kinds alike.
     const stream = Readable.from(entry as AsyncIterable<Buffer>);
+    // Its errors reach onEntry through the pipeline that reads it; one emitted when no pipeline listens any
+    // more (onEntry refused the entry first, or the destroy below) must not become an uncaught exception.
+    stream.on('error', () => undefined);
     reading.add(stream);
     pending.push(
       onEntry(entry.path.replace(/^\.\//, ''), entry.size ?? 0, stream)

@@ -41,3 +41,17 @@ export class ModelError extends InputError {
     if (where.layer !== undefined) this.layer = where.layer;
   }
 }
+
+/**
+ * A value from a model file, quoted for a message: short, and safe for any input (JSON.stringify recurses
+ * and runs out of stack on a value nested thousands deep).
+ */
+export function quoted(value: unknown): string {
+  let text: string;
+  try {
+    text = JSON.stringify(value) ?? String(value);
+  } catch {
+    return Array.isArray(value) ? 'a deeply nested list' : 'a deeply nested object';
+  }
+  return text.length > 80 ? `${text.slice(0, 77)}...` : text;
+}

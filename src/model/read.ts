@@ -11,7 +11,7 @@ import { readFile, realpath } from 'node:fs/promises';
 import path from 'node:path';
 import * as tf from '@tensorflow/tfjs';
 import { halfToFloat } from '../quant/packed/decode-tensor.js';
-import { ModelError } from './errors.js';
+import { ModelError, quoted } from './errors.js';
 import {
   CONTAINER_CLASSES,
   checkGraphShapes,
@@ -86,18 +86,14 @@ function parseSpec(entry: unknown, where: string): WeightSpec {
   const name = entry.name;
   const { shape, dtype, quantization } = entry;
   if (!Array.isArray(shape) || !shape.every((d) => Number.isSafeInteger(d) && (d as number) >= 0)) {
-    throw new ModelError('bad-topology', `weight ${name}: shape ${JSON.stringify(shape)} is not a list of sizes`, {
+    throw new ModelError('bad-topology', `weight ${name}: shape ${quoted(shape)} is not a list of sizes`, {
       weight: name,
     });
   }
   if (dtype !== 'float32' && dtype !== 'int32' && dtype !== 'bool') {
-    throw new ModelError(
-      'unknown-dtype',
-      `weight ${name}: dtype ${JSON.stringify(dtype)} is not float32, int32 or bool`,
-      {
-        weight: name,
-      },
-    );
+    throw new ModelError('unknown-dtype', `weight ${name}: dtype ${quoted(dtype)} is not float32, int32 or bool`, {
+      weight: name,
+    });
   }
   const spec: WeightSpec = { name, shape: shape as number[], dtype };
   if (quantization === undefined) return spec;
@@ -133,7 +129,7 @@ function parseSpec(entry: unknown, where: string): WeightSpec {
   } else {
     throw new ModelError(
       'unknown-dtype',
-      `weight ${name}: quantization dtype ${JSON.stringify(qDtype)} is not uint8, uint16 or float16`,
+      `weight ${name}: quantization dtype ${quoted(qDtype)} is not uint8, uint16 or float16`,
       { weight: name },
     );
   }

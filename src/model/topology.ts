@@ -2,7 +2,7 @@
  * What qaas needs to know about a model.json topology without building the model: its format, and for
  * layers models every layer (nested models, wrapped layers and RNN cells included) with its class name.
  */
-import { ModelError } from './errors.js';
+import { ModelError, quoted } from './errors.js';
 import type { ModelFormat } from './types.js';
 
 /** One layer of a layers-model topology. */
@@ -56,7 +56,7 @@ export function detectFormat(modelJson: Json): ModelFormat {
   if (declared !== undefined && declared !== 'layers-model' && declared !== 'graph-model') {
     throw new ModelError(
       'bad-topology',
-      `model.json format ${JSON.stringify(declared)} is neither layers-model nor graph-model`,
+      `model.json format ${quoted(declared)} is neither layers-model nor graph-model`,
     );
   }
   if (format === undefined) {
@@ -179,7 +179,7 @@ function checkProtoShape(shape: unknown, node: string, what: string): void {
     if (!isDimSize(size)) {
       throw new ModelError(
         'bad-topology',
-        `node ${node}: ${what} dim ${JSON.stringify(size)} is not a size (an integer ≥ 0, or -1 for any)`,
+        `node ${node}: ${what} dim ${quoted(size)} is not a size (an integer ≥ 0, or -1 for any)`,
         { layer: node },
       );
     }

@@ -2,6 +2,7 @@
  * Input a hostile client sends that once answered 5xx (issue 10 items 4–7): each must be a 4xx
  * problem+json, store nothing, and leave the tenant's lists answering.
  */
+import { gunzipSync, gzipSync } from 'node:zlib';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { FastifyInstance } from 'fastify';
 import { Redis } from 'ioredis';
@@ -9,8 +10,10 @@ import * as tf from '@tensorflow/tfjs';
 import { buildApp } from '../../src/http/app.js';
 import { MAX_LAYER_DEPTH } from '../../src/model/topology.js';
 import type { Config } from '../../src/config.js';
+import { tarGzOf } from '../../fuzz/cases.js';
 import { buildGraphModel } from '../fixtures/models.js';
-import { cleanup, filesAsParts, multipart, testConfig, tinyModel } from './helpers.js';
+import { npy } from '../model/dataset/npy-fixture.js';
+import { cleanup, filesAsParts, multipart, testConfig, tinyModel, zipOf } from './helpers.js';
 
 let config: Config;
 let app: FastifyInstance;
@@ -392,5 +395,57 @@ describe('specs the API can tell will fail (item 8)', () => {
       },
     });
     expect(partial.statusCode, partial.body).toBe(200);
+  });
+});
+
+describe('what the fuzz run found', () => {
+  it('refuses a model.json whose format is nested 20,000 deep with 422 (quoting it overflowed the stack)', async () => {
+    const deep = '['.repeat(20_000) + ']'.repeat(20_000);
+    const res = await upload(
+      multipart([{ filename: 'model.json', data: `{"format": ${deep}, "modelTopology": {"node": []}}` }]),
+    );
+    expect(res.statusCode, res.body).toBe(422);
+    expect(res.json().detail).toContain('a deeply nested list');
+  });
+
+  it('refuses an .npz whose entry has a broken local header with 422', async () => {
+    const x = npy('<f4', [2, 2], new Uint8Array(16));
+    const npz = Buffer.from(await zipOf([['x.npy', x]], { compress: false }));
+    npz.writeUInt32LE(0x36034b50, 0);
+    const res = await upload(multipart([{ field: 'data', filename: 'data.npz', data: npz }]), '/v1/datasets');
+    expect(res.statusCode, res.body).toBe(422);
+    expect(res.json().detail).toMatch(/x\.npy: bad \.npz entry/);
+  });
+});
+
+describe('a damaged .tar.gz (found by the fuzz run after tar staging changed)', () => {
+  it('is a 4xx, cut short or with a bad header checksum, with no uncaught exception from the entry streams it ends', async () => {
+    const uncaught: unknown[] = [];
+    const onUncaught = (error: unknown) => uncaught.push(error);
+    process.on('uncaughtException', onUncaught);
+    try {
+      const files = await tinyModel();
+      const archive = tarGzOf([
+        { name: '../../escape', data: Buffer.from('x') },
+        ...[...files].map(([name, data]) => ({ name, data: Buffer.from(data) })),
+      ]);
+      // The refused first entry, then a header whose checksum fails, parsed in the same chunk.
+      const tar = gunzipSync(archive);
+      tar[1024 + 148] ^= 1;
+      const damaged = [gzipSync(tar), ...[40, 200, 600].map((cut) => archive.subarray(0, cut))];
+      const statuses = new Set<number>();
+      for (const data of damaged) {
+        const res = await upload(multipart([{ filename: 'model.tar.gz', data }]));
+        statuses.add(res.statusCode);
+      }
+      await new Promise((resolve) => setTimeout(resolve, 50));
+      expect(
+        [...statuses].every((status) => status >= 400 && status < 500),
+        [...statuses].join(),
+      ).toBe(true);
+      expect(uncaught).toEqual([]);
+    } finally {
+      process.off('uncaughtException', onUncaught);
+    }
   });
 });

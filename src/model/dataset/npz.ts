@@ -33,7 +33,10 @@ export class ChunkReader {
 
   private async fill(n: number): Promise<void> {
     while (this.buffered < n) {
-      const next = await this.iterator.next();
+      // The stream is an archive entry's bytes: when they do not inflate or end early, the archive is bad.
+      const next = await this.iterator.next().catch((error: unknown) => {
+        throw error instanceof NpyError ? error : new NpyError(`${this.what}: ${(error as Error).message}`);
+      });
       if (next.done) throw new NpyError(`${this.what} ends ${n - this.buffered} bytes early`);
       this.chunks.push(next.value);
       this.buffered += next.value.length;
@@ -159,7 +162,10 @@ async function* nothing(): AsyncGenerator<Buffer> {}
 
 /** An entry's .npy header, inflating only its first bytes. */
 async function readHeader(zip: yauzl.ZipFile, entry: yauzl.Entry): Promise<NpyHeader> {
-  const reader = new ChunkReader(await zip.openReadStreamPromise(entry), entry.fileName);
+  const stream = await zip.openReadStreamPromise(entry).catch((error: unknown) => {
+    throw new NpyError(`${entry.fileName}: bad .npz entry: ${(error as Error).message}`);
+  });
+  const reader = new ChunkReader(stream, entry.fileName);
   try {
     const start = await reader.read(Math.min(12, entry.uncompressedSize));
     const length = npyHeaderLength(start);
