@@ -10,7 +10,6 @@ import { readFile } from 'node:fs/promises';
 import { basename, resolve } from 'node:path';
 import type { parseArgs } from 'node:util';
 import cliProgress from 'cli-progress';
-import { Redis } from 'ioredis';
 import { closestFlag, commandUsage, parseCommand, UsageError, type Command, type Flags } from './cli/args.js';
 import { ApiError, QaasClient, type RemoteJob } from './client/index.js';
 import { loadConfig } from './config.js';
@@ -452,6 +451,8 @@ async function sweep(args: string[]): Promise<number> {
   const graceMinutes = numberFlag('grace-minutes', values['grace-minutes']) ?? 60;
   if (graceMinutes < 0) throw new UsageError('--grace-minutes must be ≥ 0');
   const config = loadConfig();
+  // Only `sweep` talks to Redis directly: its client loads here, not at every start.
+  const { Redis } = await import('ioredis');
   const redis = new Redis(config.redisUrl, {
     lazyConnect: true,
     maxRetriesPerRequest: 1,

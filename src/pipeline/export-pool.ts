@@ -4,10 +4,11 @@
  * The per-tensor math is pure typed-array work (src/quant/export-affine.ts, export-tensor.ts); tfjs is never
  * loaded in a worker thread.
  *
- * A slot is a thread with its buffers: the input tensor (a SharedArrayBuffer the main thread reads the shards
- * into) and the outputs (SharedArrayBuffers of the thread's ExportScratch, which the main thread writes to
- * disk from the same memory). A slot is held from `acquire` until `release`, after its outputs are written,
- * so no buffer is copied between threads or reused before it is written.
+ * A slot is a set of buffers on one thread (two per thread): the input tensor (a SharedArrayBuffer the main
+ * thread reads the shards into) and the outputs (SharedArrayBuffers of the thread's ExportScratch for that
+ * slot, which the main thread writes to disk from the same memory). A slot is held from `acquire` until
+ * `release`, after its outputs are written, so no buffer is copied between threads or reused before it is
+ * written, and a thread quantizes its next tensor while the last one is written.
  */
 import { existsSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
@@ -76,25 +77,51 @@ function workerUrl(): URL {
   throw new Error('the export worker is not built: run `npm run build` first');
 }
 
-class WorkerSlot implements ExportSlot {
-  private shared = new SharedArrayBuffer(0);
+/** One worker thread and the replies it owes. */
+class WorkerThread {
+  readonly worker: Worker;
   private nextId = 0;
   private readonly pending = new Map<number, { resolve: (r: ExportedTensor) => void; reject: (e: Error) => void }>();
 
-  constructor(
-    readonly worker: Worker,
-    private readonly queue: SlotQueue<WorkerSlot>,
-  ) {
-    worker.on('message', (reply: WorkerReply) => {
+  constructor(url: URL) {
+    this.worker = new Worker(url);
+    this.worker.on('message', (reply: WorkerReply) => {
       const waiter = this.pending.get(reply.id);
       this.pending.delete(reply.id);
       if (reply.result) waiter?.resolve(reply.result);
       else if (reply.error?.nonFinite) waiter?.reject(new NonFiniteValues(reply.error.message));
       else waiter?.reject(new Error(`export worker: ${reply.error?.message}`));
     });
-    worker.on('error', (error) => this.failAll(error));
-    worker.on('exit', (code) => this.failAll(new Error(`export worker exited with code ${code}`)));
+    this.worker.on('error', (error) => this.failAll(error));
+    this.worker.on('exit', (code) => this.failAll(new Error(`export worker exited with code ${code}`)));
   }
+
+  request(job: Record<string, unknown>): Promise<ExportedTensor> {
+    const id = this.nextId++;
+    return new Promise((resolve, reject) => {
+      this.pending.set(id, { resolve, reject });
+      this.worker.postMessage({ ...job, id });
+    });
+  }
+
+  private failAll(error: Error): void {
+    for (const waiter of this.pending.values()) waiter.reject(error);
+    this.pending.clear();
+  }
+}
+
+/**
+ * A buffer set on a thread: its input, and the outputs of the thread's scratch for this slot. Two per
+ * thread, so a thread starts the next tensor while the main thread writes out the last one.
+ */
+class WorkerSlot implements ExportSlot {
+  private shared = new SharedArrayBuffer(0);
+
+  constructor(
+    private readonly thread: WorkerThread,
+    private readonly id: number,
+    private readonly queue: SlotQueue<WorkerSlot>,
+  ) {}
 
   input(bytes: number): Uint8Array {
     if (this.shared.byteLength < bytes) {
@@ -110,42 +137,39 @@ class WorkerSlot implements ExportSlot {
       view = new Float32Array(this.input(values.byteLength).buffer, 0, values.length);
       view.set(values);
     }
-    const id = this.nextId++;
-    return new Promise((resolve, reject) => {
-      this.pending.set(id, { resolve, reject });
-      this.worker.postMessage({
-        id,
-        input: view.buffer,
-        byteOffset: view.byteOffset,
-        length: view.length,
-        shape,
-        params,
-        seed,
-      });
+    return this.thread.request({
+      slot: this.id,
+      input: view.buffer,
+      byteOffset: view.byteOffset,
+      length: view.length,
+      shape,
+      params,
+      seed,
     });
   }
 
   release(): void {
     this.queue.put(this);
   }
-
-  private failAll(error: Error): void {
-    for (const waiter of this.pending.values()) waiter.reject(error);
-    this.pending.clear();
-  }
 }
+
+/** Buffer sets per thread: one being written out while the thread fills the other. */
+const SLOTS_PER_THREAD = 2;
 
 /** `threads` worker threads, started now (they load while the caller reads the model). */
 export function workerExporter(threads: number): Exporter {
   const queue = new SlotQueue<WorkerSlot>();
   const url = workerUrl();
-  const slots = Array.from({ length: threads }, () => new WorkerSlot(new Worker(url), queue));
+  const workers = Array.from({ length: threads }, () => new WorkerThread(url));
   // Not unref'd: a reply awaited from a worker is what keeps the process alive. close() ends them.
-  for (const slot of slots) queue.put(slot);
+  // Interleaved, so the first tensors go to different threads.
+  for (let k = 0; k < SLOTS_PER_THREAD; k++) {
+    for (const [t, thread] of workers.entries()) queue.put(new WorkerSlot(thread, k * threads + t, queue));
+  }
   return {
     acquire: () => queue.take(),
     close: async () => {
-      await Promise.all(slots.map((slot) => slot.worker.terminate()));
+      await Promise.all(workers.map((thread) => thread.worker.terminate()));
     },
   };
 }

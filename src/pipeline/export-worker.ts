@@ -1,8 +1,8 @@
 /**
- * A worker thread of the streaming PTQ (export-pool.ts): quantizes the tensor in the shared input buffer it
- * is sent and answers with the ExportedTensor, whose model/ and packed/ bytes are views of its own shared
- * scratch buffers (the main thread writes them to disk, then sends the next tensor). It loads the fused
- * affine module only, and the method registry the first time another method is asked for; never tfjs.
+ * A worker thread of the streaming PTQ (export-pool.ts): quantizes the tensor in the shared input buffer it is
+ * sent and answers with the ExportedTensor, whose model/ and packed/ bytes are views of the shared scratch
+ * buffers of the job's slot (the main thread writes them out before it sends that slot again). It loads the
+ * fused affine module only, and the method registry the first time another method is asked for; never tfjs.
  */
 import { parentPort } from 'node:worker_threads';
 import { exportAffineMinMax, ExportScratch, NonFiniteValues, type ExportedTensor } from '../quant/export-affine.js';
@@ -10,6 +10,8 @@ import type { MethodParams } from '../quant/methods/index.js';
 
 interface Job {
   id: number;
+  /** The buffer set (export-pool.ts WorkerSlot): each has its own scratch, written out while another fills. */
+  slot: number;
   input: SharedArrayBuffer;
   byteOffset: number;
   length: number;
@@ -18,12 +20,17 @@ interface Job {
   seed: number;
 }
 
-const scratch = new ExportScratch((bytes) => new SharedArrayBuffer(bytes));
+const scratches = new Map<number, ExportScratch>();
 let generic: typeof import('../quant/export-tensor.js') | undefined;
 
 async function exported(job: Job): Promise<ExportedTensor> {
   const values = new Float32Array(job.input, job.byteOffset, job.length);
   const { params } = job;
+  let scratch = scratches.get(job.slot);
+  if (scratch === undefined) {
+    scratch = new ExportScratch((bytes) => new SharedArrayBuffer(bytes));
+    scratches.set(job.slot, scratch);
+  }
   if (params.name === 'affine' && params.range === 'minmax' && params.rounding === 'nearest') {
     return exportAffineMinMax(values, job.shape, params, scratch);
   }

@@ -228,21 +228,25 @@ async function writeArtifacts(
   const totalWork = plan.selected.reduce((sum, t) => sum + count(model.weights.find((w) => w.name === t.name)!), 0);
   let done = 0;
 
-  const putWords = async (values: Float32Array | Int32Array): Promise<number> => {
+  // A tensor's writes (its model/ bytes, side information and codes) run at once; offsets are taken in
+  // model order when each write is started, so the layout does not depend on which write ends first.
+  const putWords = (values: Float32Array | Int32Array, writes: Promise<void>[]): number => {
     const offset = wordAt;
-    await clock('packMs', () => packed.writeAt(bytesOf(values), offset));
+    writes.push(clock('packMs', () => packed.writeAt(bytesOf(values), offset)));
     wordAt += values.byteLength;
     return offset;
   };
-  const putBytes = async (bytes: Uint8Array): Promise<number> => {
+  const putBytes = (bytes: Uint8Array, writes: Promise<void>[]): number => {
     const offset = byteAt;
-    await clock('packMs', () => packed.writeAt(bytes, offset));
+    writes.push(clock('packMs', () => packed.writeAt(bytes, offset)));
     byteAt += bytes.byteLength;
     return offset;
   };
-  const storeInModel = async (bytes: Uint8Array): Promise<void> => {
-    await clock('writeMs', () => shards.write(bytes));
-    await gzipAfter.add(bytes);
+  const storeInModel = (bytes: Uint8Array, writes: Promise<void>[]): void => {
+    writes.push(
+      clock('writeMs', () => shards.write(bytes)),
+      gzipAfter.add(bytes),
+    );
   };
 
   const writeTensor = async (
@@ -264,7 +268,8 @@ async function writeArtifacts(
                 : { ...exported.quantization, original_dtype: 'float32' as const },
           }),
     });
-    await storeInModel(exported.stored);
+    const writes: Promise<void>[] = [];
+    storeInModel(exported.stored, writes);
     let packedEncoding: PackedEncoding;
     switch (encoding.kind) {
       case 'affine':
@@ -272,8 +277,8 @@ async function writeArtifacts(
           kind: 'affine',
           bits: encoding.bits,
           channels: encoding.channels,
-          scalesOffset: await putWords(encoding.scales),
-          minsOffset: await putWords(encoding.mins),
+          scalesOffset: putWords(encoding.scales, writes),
+          minsOffset: putWords(encoding.mins, writes),
         };
         break;
       case 'codebook':
@@ -281,7 +286,7 @@ async function writeArtifacts(
           kind: 'codebook',
           bits: encoding.bits,
           channels: encoding.channels,
-          codebookOffset: await putWords(encoding.codebook),
+          codebookOffset: putWords(encoding.codebook, writes),
         };
         break;
       case 'float16':
@@ -297,7 +302,7 @@ async function writeArtifacts(
       ...base,
       dtype: 'float32',
       encoding: packedEncoding,
-      codesOffset: await putBytes(exported.packedCodes),
+      codesOffset: putBytes(exported.packedCodes, writes),
       codesBytes: exported.packedCodes.byteLength,
       count: exported.codeCount,
     });
@@ -315,6 +320,7 @@ async function writeArtifacts(
       bytesAfter: Math.ceil((exported.bitsPerWeight * count(weight)) / 8),
       ...exported.error,
     });
+    await Promise.all(writes);
   };
 
   const threads =
@@ -360,9 +366,11 @@ async function writeArtifacts(
           }
           const [entry, stored] = encodeWeight({ ...weight, values }, undefined);
           entries.push(entry);
-          await storeInModel(stored);
-          const offset = values instanceof Uint8Array ? await putBytes(values) : await putWords(values);
+          const writes: Promise<void>[] = [];
+          storeInModel(stored, writes);
+          const offset = values instanceof Uint8Array ? putBytes(values, writes) : putWords(values, writes);
           packedWeights.push({ ...base, offset, byteLength: values.byteLength });
+          await Promise.all(writes);
         });
         // Bounds what waits in memory for its turn.
         if (slot.byteLength >= HELD_BYTES_LIMIT) await chain;
