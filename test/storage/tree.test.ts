@@ -119,4 +119,24 @@ describe('BlobStore', () => {
     expect((await store.read(fromBytes.sha256)).toString()).toBe('hello');
     expect(await readdir(store.tmpDir)).toEqual([]);
   });
+
+  it('links blobs into a directory under their paths, sharing their bytes, and refuses paths that leave it', async () => {
+    const store = new BlobStore(join(dir, 'linked'));
+    const json = await store.putBytes(bytes('{"m":1}'));
+    const shard = await store.putBytes(bytes('weights'));
+    const linked = await store.linkDir([
+      { path: 'model.json', sha256: json.sha256 },
+      { path: 'sub/group1-shard1of1.bin', sha256: shard.sha256 },
+    ]);
+    expect(await listTree(linked)).toEqual(['model.json', 'sub/group1-shard1of1.bin']);
+    const [linkedStat, blobStat] = await Promise.all([
+      stat(join(linked, 'sub/group1-shard1of1.bin')),
+      stat(store.pathOf(shard.sha256)),
+    ]);
+    expect(linkedStat.ino).toBe(blobStat.ino);
+    expect(blobStat.nlink).toBe(2);
+    await rm(linked, { recursive: true });
+    await expect(store.linkDir([{ path: '../escape', sha256: json.sha256 }])).rejects.toThrow('unsafe path');
+    expect(await readdir(store.tmpDir)).toEqual([]);
+  });
 });
