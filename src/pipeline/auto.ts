@@ -54,6 +54,7 @@ import {
   type SensitivityRow,
   type WithWeight,
 } from '../quant/sensitivity.js';
+import { diagnoseJob } from './diagnose.js';
 import { planTensors, runPtq, tensorSeed, type PtqResult } from './ptq.js';
 import { trainQat, type TrainedQat } from './quantize.js';
 import { inputsOf, loadArtifact, loadTfModel, tensorBatches } from './runtime.js';
@@ -362,6 +363,19 @@ export async function runAutoJob(
 
     const { ptq, metrics } = chosen;
     const files = ptq.files;
+    await report('diagnose', span.export, 0.9, 'diagnosing the error layer by layer');
+    const diagnosed = await timed('diagnoseMs', () =>
+      diagnoseJob({
+        float: model,
+        files,
+        spec,
+        tensors: ptq.report.tensors,
+        evaluation,
+        calibration: data.calibration,
+        batchSize,
+        signal: options.signal,
+      }),
+    );
     const jobReport: AutoReport = {
       ...ptq.report,
       kind: spec.kind,
@@ -373,6 +387,8 @@ export async function runAutoJob(
       sensitivity: sensitivity.rows,
       search: summary,
       ...extra,
+      ...(diagnosed.diagnosis ? { diagnosis: diagnosed.diagnosis } : {}),
+      warnings: [...ptq.report.warnings, ...diagnosed.warnings],
       timings: { ...ptq.report.timings, ...timings, totalMs: Math.round((performance.now() - started) * 10) / 10 },
     };
     await report(
