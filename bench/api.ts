@@ -179,7 +179,8 @@ async function uploadSmall(baseUrl: string, files: FileSet): Promise<string> {
   const form = new FormData();
   for (const [name, data] of files) form.append('file', new Blob([Buffer.from(data)]), name);
   const res = await fetch(`${baseUrl}/v1/models`, { method: 'POST', body: form });
-  if (res.status !== 201) throw new Error(`upload answered ${res.status}: ${await res.text()}`);
+  // 200: the same files were uploaded before (a repeated round), answered with that model.
+  if (res.status !== 201 && res.status !== 200) throw new Error(`upload answered ${res.status}: ${await res.text()}`);
   return ((await res.json()) as { id: string }).id;
 }
 

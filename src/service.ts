@@ -61,6 +61,8 @@ export interface WorkerOptions {
   /** How long a job's lock lives without renewal; a dead worker's job is taken over after about this long. */
   lockDurationMs?: number;
   stalledIntervalMs?: number;
+  /** How often (and after how long) a record whose queue job is gone is ended failed. */
+  lostCheckMs?: number;
 }
 
 export function startWorkers(
@@ -105,7 +107,9 @@ export function startWorkers(
     prefix,
     queues,
     lifecycle: new JobLifecycle(records, redis, config.redisPrefix),
+    records,
     log,
+    lostCheckMs: options.lostCheckMs,
   });
   let closing: Promise<void> | null = null;
   return {

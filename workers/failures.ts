@@ -5,11 +5,17 @@
  * its model from being deleted. Every worker process watches the queue's `failed` events (published by
  * whichever worker failed the job, the stalled check included) and ends the record as failed when BullMQ
  * has given up on it; JobLifecycle's compare-and-set lets exactly one of them, or the processor, end it.
+ *
+ * A job can also leave the queue with no `failed` event at all: removed, drained or obliterated by an
+ * operator, or lost with a Redis that kept the records but not BullMQ's keys. The watch looks every
+ * `lostCheckMs` for unfinished records whose BullMQ job is gone and ends them the same way.
  */
 import { Job, QueueEvents, type ConnectionOptions } from 'bullmq';
 import type { Logger } from 'pino';
 import type { JobLifecycle } from '../src/jobs/lifecycle.js';
 import { enqueue, webhookJobId, type QuantizePayload, type Queues } from '../src/jobs/queue.js';
+import type { RecordStore } from '../src/storage/records.js';
+import { terminalStatuses, type JobRecord } from '../src/storage/types.js';
 
 /** What the record says about a job BullMQ failed for good: `failedReason` is BullMQ's last error. */
 export function abandonedJobError(attempts: number, failedReason: string): { message: string; type: string } {
@@ -40,28 +46,74 @@ export function watchFailedJobs(deps: {
   prefix: string;
   queues: Queues;
   lifecycle: JobLifecycle;
+  records: RecordStore;
   log: Logger;
+  /** How often to look for records whose queue job is gone, and how old such a record must be to count. */
+  lostCheckMs?: number;
 }): FailureWatch {
   const queue = deps.queues.quantize;
   const events = new QueueEvents(queue.name, { connection: deps.connection, prefix: deps.prefix });
   events.on('error', (error) => deps.log.warn({ err: error }, 'failed-jobs watch: Redis error'));
+  const end = async (tenant: string, jobId: string, error: { message: string; type: string }, why: object) => {
+    const ended = await deps.lifecycle.abandon(tenant, jobId, error);
+    if (!ended) return;
+    deps.log.warn({ jobId, ...why }, 'job ended by the queue; record ended');
+    if (ended.webhookUrl) {
+      await enqueue(deps.queues, 'webhooks', 'deliver', { tenant, jobId }, { jobId: webhookJobId(jobId) });
+    }
+  };
   const settle = async (bullId: string, failedReason: string) => {
     const job = await Job.fromId<QuantizePayload>(queue, bullId);
     // Retried (waiting, delayed, active again) or removed meanwhile: nothing to end.
     if (!job || (await job.getState()) !== 'failed') return;
     const { tenant, jobId } = job.data;
-    const ended = await deps.lifecycle.abandon(tenant, jobId, abandonedJobError(job.attemptsMade, failedReason));
-    if (!ended) return;
-    deps.log.warn({ jobId, attempts: job.attemptsMade, failedReason }, 'job failed by the queue; record ended');
-    if (ended.webhookUrl) {
-      await enqueue(deps.queues, 'webhooks', 'deliver', { tenant, jobId }, { jobId: webhookJobId(jobId) });
-    }
+    await end(tenant, jobId, abandonedJobError(job.attemptsMade, failedReason), {
+      attempts: job.attemptsMade,
+      failedReason,
+    });
   };
   events.on('failed', ({ jobId, failedReason }) => {
     settle(jobId, failedReason).catch((error) => deps.log.warn({ err: error, jobId }, 'ending a failed job failed'));
   });
+  const lostCheckMs = deps.lostCheckMs ?? 30_000;
+  const endLost = async () => {
+    for (const job of await lostJobs(deps.records, queue, Date.now() - lostCheckMs)) {
+      await end(job.tenant, job.id, lostJobError, { status: job.status });
+    }
+  };
+  const timer = setInterval(() => {
+    endLost().catch((error) => deps.log.warn({ err: error }, 'looking for lost jobs failed'));
+  }, lostCheckMs);
+  timer.unref();
   return {
     ready: events.waitUntilReady().then(() => undefined),
-    close: () => events.close(),
+    close: () => {
+      clearInterval(timer);
+      return events.close();
+    },
   };
+}
+
+export const lostJobError = {
+  type: 'worker-lost',
+  message: 'the queue no longer holds this job (it was removed from Redis before it ended)',
+};
+
+/**
+ * Unfinished records created before `createdBefore` whose BullMQ job does not exist. The age keeps a job
+ * that is being submitted (its record is written just before its queue job) from counting as lost.
+ */
+async function lostJobs(records: RecordStore, queue: Queues['quantize'], createdBefore: number): Promise<JobRecord[]> {
+  const counts = await records.countByStatus('jobs');
+  const unfinishedCount = Object.entries(counts)
+    .filter(([status]) => !(terminalStatuses as readonly string[]).includes(status))
+    .reduce((sum, [, n]) => sum + n, 0);
+  if (unfinishedCount === 0) return [];
+  const unfinished: JobRecord[] = [];
+  for await (const job of records.scanAll('jobs')) {
+    if (!terminalStatuses.includes(job.status) && Date.parse(job.createdAt) < createdBefore) unfinished.push(job);
+  }
+  if (unfinished.length === 0) return [];
+  const states = await Promise.all(unfinished.map((job) => queue.getJobState(job.id)));
+  return unfinished.filter((_, i) => states[i] === 'unknown');
 }

@@ -71,7 +71,7 @@ function kinds(...names: ('ptq' | 'qat' | 'analyze' | 'auto')[]): { 'x-kinds': s
 
 export const DataSpec = Type.Object(
   {
-    calibration: Type.Optional({ ...DatasetRef, ...kinds('ptq', 'qat') }),
+    calibration: Type.Optional({ ...DatasetRef, ...kinds('ptq', 'qat', 'analyze') }),
     evaluation: Type.Optional(DatasetRef),
     training: Type.Optional({ ...DatasetRef, ...kinds('qat', 'auto') }),
     verification: Type.Optional({
@@ -146,7 +146,7 @@ export const ActivationsSpec = Type.Object(
   {
     additionalProperties: false,
     description: 'simulate integer activations (fake-quant after each layer)',
-    ...kinds('ptq', 'qat'),
+    ...kinds('ptq', 'qat', 'analyze'),
   },
 );
 

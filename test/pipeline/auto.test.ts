@@ -114,7 +114,7 @@ describe('runJob kind analyze / auto', () => {
     expect(auto.model.metrics.float!.samples).toBe(400);
     expect(auto.model.metrics.ptq!.samples).toBe(400);
     expect(auto.frontier).toBeUndefined();
-    expect([...stages]).toEqual(['fold', 'evaluate', 'analyze', 'quantize', 'report']);
+    expect([...stages]).toEqual(['fold', 'evaluate', 'analyze', 'quantize', 'diagnose', 'report']);
     expect(files.has('model/model.json')).toBe(true);
     expect(written(files).sensitivity).toEqual(auto.sensitivity);
   });
