@@ -40,6 +40,23 @@ export async function writeTreeAtomically(dir: string, files: FileSet | Map<stri
   }
 }
 
+/**
+ * writeTreeAtomically for files written by `fill` into the directory it is given (a temp sibling of `dir`,
+ * renamed over `dir` once `fill` resolves; removed when it throws).
+ */
+export async function writeDirAtomically(dir: string, fill: (temp: string) => Promise<void>): Promise<void> {
+  const parent = dirname(dir);
+  await mkdir(parent, { recursive: true });
+  const temp = join(parent, `.${basename(dir)}.tmp-${randomUUID()}`);
+  try {
+    await fill(temp);
+    await replaceDir(temp, dir);
+  } catch (error) {
+    await rm(temp, { recursive: true, force: true });
+    throw error;
+  }
+}
+
 /** rename(2) replaces only an empty directory; a full one is moved aside first and removed after. */
 async function replaceDir(source: string, target: string): Promise<void> {
   try {
