@@ -502,12 +502,13 @@ async function openDatasets(spec: JobSpec): Promise<JobDatasets> {
     if (!opened.has(ref)) opened.set(ref, openDataset(datasetFiles(resolveDatasetRef(ref))));
     return opened.get(ref);
   };
-  const [calibration, evaluation, training] = await Promise.all([
+  const [calibration, evaluation, training, verification] = await Promise.all([
     open(spec.data.calibration),
     open(spec.data.evaluation),
     open(spec.data.training),
+    open(spec.data.verification),
   ]);
-  return definedOnly({ calibration, evaluation, training });
+  return definedOnly({ calibration, evaluation, training, verification });
 }
 
 function resolveDatasetRef(ref: string): string {
