@@ -17,7 +17,15 @@ import type { LoadedModel } from '../../src/model/types.js';
 import type { Diagnosis } from '../../src/pipeline/diagnose.js';
 import { runJob } from '../../src/pipeline/run.js';
 import { artifactModelFiles } from '../../src/pipeline/runtime.js';
-import { buildGraphModel, graphInput, GRAPH_INPUT_SHAPE, saveLayersModel } from '../fixtures/models.js';
+import {
+  buildGraphModel,
+  buildLayersModel,
+  graphInput,
+  GRAPH_INPUT_SHAPE,
+  LAYERS_SEQUENCE_LENGTH,
+  LAYERS_VOCABULARY,
+  saveLayersModel,
+} from '../fixtures/models.js';
 import { expectValidReport } from '../http/spec-validator.js';
 import { npy } from '../model/dataset/npy-fixture.js';
 
@@ -309,6 +317,37 @@ describe('kind analyze', () => {
     // The outlier sits in an input row, not an output channel: per-channel scales would not help, bits would.
     expect(narrow.suggestion).toBe('more-bits');
     expect(narrow.reason).toContain('at 4 bits');
+  });
+});
+
+describe('the layers fixture', () => {
+  it('diagnoses embedding, convolutions, the BatchNorm kept as a scale, LSTM and dense layers alike', async () => {
+    const model = readModel(await buildLayersModel());
+    const rows = Array.from({ length: 24 }, (_, r) =>
+      Array.from({ length: LAYERS_SEQUENCE_LENGTH }, (_, c) => (r * 7 + c * 3) % LAYERS_VOCABULARY),
+    );
+    const data = await dataset('fixture', rows);
+    const spec = parseJobSpec({
+      method: { name: 'affine', bits: 4, granularity: 'per-channel' },
+      data: { calibration: 'd', evaluation: 'd' },
+      activations: { bits: 8, calibration: 'minmax' },
+    });
+    const tensorsBefore = tf.memory().numTensors;
+    const { report } = await runJob(model, spec, { calibration: data, evaluation: data }, { backend: 'wasm' });
+    expect(tf.memory().numTensors).toBe(tensorsBefore);
+    expectValidReport(report);
+    const diagnosis = report.diagnosis!;
+    for (const l of diagnosis.layers) {
+      console.log(
+        `fixture: #${l.rank} ${l.name} (${l.op}): alone W ${l.localSqnrDb.weights.toFixed(1)} A ${l.localSqnrDb.activations!.toFixed(1)} dB → ${l.suggestion}`,
+      );
+    }
+    expect(diagnosis.layers.map((l) => l.name)).toEqual(
+      expect.arrayContaining(['embedding', 'conv2d', 'depthwise', 'separable', 'lstm', 'dense', 'logits']),
+    );
+    // Each quantized tensor belongs to exactly one diagnosed layer.
+    expect(diagnosis.layers.flatMap((l) => l.weights).sort()).toEqual(report.tensors.map((t) => t.name).sort());
+    expect(diagnosis.layers.map((l) => l.rank).sort((a, b) => a - b)).toEqual(diagnosis.layers.map((_, i) => i + 1));
   });
 });
 
