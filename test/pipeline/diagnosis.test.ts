@@ -337,6 +337,10 @@ describe('the layers fixture', () => {
     expect(tf.memory().numTensors).toBe(tensorsBefore);
     expectValidReport(report);
     const diagnosis = report.diagnosis!;
+    const { diagnoseMs, evaluateExportedMs, evaluateIntegerMs } = report.timings;
+    console.log(
+      `fixture: diagnosis ${diagnoseMs} ms; evaluating the artifact ${evaluateExportedMs} ms, W4A8 ${evaluateIntegerMs} ms`,
+    );
     for (const l of diagnosis.layers) {
       console.log(
         `fixture: #${l.rank} ${l.name} (${l.op}): alone W ${l.localSqnrDb.weights.toFixed(1)} A ${l.localSqnrDb.activations!.toFixed(1)} dB → ${l.suggestion}`,
