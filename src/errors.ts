@@ -8,7 +8,7 @@
  * the recorded error type. A ConflictError is a request that is valid but not now (a model still in use).
  */
 
-export type InputProblem = 'invalid-job-spec' | 'invalid-model' | 'invalid-dataset' | 'not-found';
+export type InputProblem = 'invalid-request' | 'invalid-job-spec' | 'invalid-model' | 'invalid-dataset' | 'not-found';
 export type ConflictProblem = 'conflict' | 'idempotency-key-reused';
 
 export abstract class DomainError extends Error {

@@ -23,6 +23,7 @@ import { healthRoutes } from './routes/health.js';
 import { jobRoutes } from './routes/jobs.js';
 import { modelRoutes } from './routes/models.js';
 import { servicesPlugin } from './services.js';
+import { maxFieldBytes } from './upload.js';
 
 export interface AppDeps {
   /** Fastify's logger option; tests pass false. */
@@ -72,7 +73,7 @@ export async function buildApp(config: Config, deps: AppDeps = {}): Promise<Fast
   if (config.corsOrigins.length > 0) {
     await app.register(cors, {
       origin: config.corsOrigins.includes('*') ? '*' : config.corsOrigins,
-      methods: ['GET', 'POST', 'DELETE'],
+      methods: ['GET', 'POST', 'PATCH', 'DELETE'],
       allowedHeaders: ['authorization', 'content-type', 'idempotency-key', 'x-request-id'],
       exposedHeaders: [
         'location',
@@ -97,6 +98,7 @@ export async function buildApp(config: Config, deps: AppDeps = {}): Promise<Fast
       fileSize: config.upload.maxFileBytes,
       files: config.upload.maxFiles,
       fields: 20,
+      fieldSize: maxFieldBytes,
       parts: config.upload.maxFiles + 20,
     },
     throwFileSizeLimit: true,

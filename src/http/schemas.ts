@@ -5,7 +5,8 @@
 import type { Readable } from 'node:stream';
 import { Type, type Static, type TSchema } from '@sinclair/typebox';
 import type { FastifyReply } from 'fastify';
-import type { Page } from '../storage/records.js';
+import { LabelsSchema, maxLabels, NameSchema, parseLabelSelector, type LabelSelector } from '../jobs/metadata.js';
+import type { ListFilter, Page } from '../storage/records.js';
 import { jobStatuses, type JobStatus as JobStatusValue } from '../storage/types.js';
 
 /**
@@ -37,8 +38,12 @@ const Signature = Type.Object({
   dtype: Type.String(),
 });
 
+/** Present when set: records stored before names existed have neither. */
+const metadata = { name: Type.Optional(NameSchema), labels: Type.Optional(LabelsSchema) };
+
 export const Model = Type.Object({
   id: Type.String(),
+  ...metadata,
   format: Type.String(),
   params: Type.Integer(),
   bytes: Type.Integer(),
@@ -60,11 +65,13 @@ const ArrayInfo = Type.Object({ dtype: Type.String(), shape: Type.Array(Type.Int
 
 export const Dataset = Type.Object({
   id: Type.String(),
+  ...metadata,
   samples: Type.Integer(),
   x: Nullable(ArrayInfo),
   inputs: Type.Optional(Type.Array(Type.Object({ name: Type.String(), ...ArrayInfo.properties }))),
   y: Nullable(ArrayInfo),
   bytes: Type.Integer(),
+  sha256: Type.Optional(Type.String()),
   createdAt: Timestamp,
 });
 
@@ -73,6 +80,7 @@ export const JobStatus = Type.Unsafe<JobStatusValue>({ type: 'string', enum: [..
 
 export const Job = Type.Object({
   id: Type.String(),
+  ...metadata,
   status: JobStatus,
   stage: Type.String(),
   progress: Type.Number({ minimum: 0, maximum: 100 }),
@@ -137,6 +145,25 @@ export const ListQuery = Type.Object(
   },
   { additionalProperties: false },
 );
+
+/** `?name=` and repeatable `?label=key=value` / `?label=key` filters of every list (ANDed). */
+export const MetadataQuery = Type.Object({
+  name: Type.Optional(NameSchema),
+  label: Type.Optional(
+    Type.Union([Type.String(), Type.Array(Type.String(), { maxItems: maxLabels })], {
+      description: 'key=value (that value) or key (any value); repeat for more, all must hold',
+    }),
+  ),
+});
+
+export const ListWithMetadataQuery = Type.Composite([ListQuery, MetadataQuery], { additionalProperties: false });
+
+/** The query of a list route as the record store's filter (label selectors checked: 400 if malformed). */
+export function listFilter(query: Static<typeof ListWithMetadataQuery>): ListFilter {
+  const { label, ...rest } = query;
+  const labels: LabelSelector[] = (label === undefined ? [] : [label].flat()).map(parseLabelSelector);
+  return { ...rest, ...(labels.length > 0 ? { labels } : {}) };
+}
 
 export const IdParams = Type.Object({ id: Type.String() });
 

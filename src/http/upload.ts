@@ -24,6 +24,9 @@ import { ApiProblem } from './errors.js';
 
 type Limits = Config['upload'];
 
+/** A text field's largest value (`labels` at its limits is under 20 KiB): fields are held in memory. */
+export const maxFieldBytes = 64 * 1024;
+
 /** One uploaded file, staged on disk. */
 export interface UploadedFile {
   /** Path inside the upload (archive entry path or the part's file name). */
@@ -37,6 +40,8 @@ export interface UploadedFile {
 
 export class Upload {
   readonly files: UploadedFile[] = [];
+  /** The text fields (not files) by name, in the order sent: `name` and `labels` (jobs/metadata.ts). */
+  readonly fields = new Map<string, string[]>();
   totalBytes = 0;
   private readonly staged: string[] = [];
 
@@ -368,7 +373,15 @@ export async function receiveUpload(request: FastifyRequest, blobs: BlobStore, l
         throw malformedBody(error);
       });
       if (next.done) break;
-      if (next.value.type === 'file') await upload.addPart(next.value);
+      const part = next.value;
+      if (part.type === 'file') {
+        await upload.addPart(part);
+      } else {
+        if (part.valueTruncated) {
+          throw new ApiProblem('upload-too-large', `field ${part.fieldname} exceeds ${maxFieldBytes} bytes`);
+        }
+        upload.fields.set(part.fieldname, [...(upload.fields.get(part.fieldname) ?? []), String(part.value)]);
+      }
     }
     return upload;
   } catch (error) {

@@ -71,9 +71,14 @@ function kinds(...names: ('ptq' | 'qat' | 'analyze' | 'auto')[]): { 'x-kinds': s
 
 export const DataSpec = Type.Object(
   {
-    calibration: Type.Optional({ ...DatasetRef, ...kinds('ptq', 'qat') }),
+    calibration: Type.Optional({ ...DatasetRef, ...kinds('ptq', 'qat', 'analyze') }),
     evaluation: Type.Optional(DatasetRef),
     training: Type.Optional({ ...DatasetRef, ...kinds('qat', 'auto') }),
+    verification: Type.Optional({
+      ...DatasetRef,
+      description: 'auto: held-out data every trial is verified on (default: a seeded part of data.evaluation)',
+      ...kinds('auto'),
+    }),
   },
   { additionalProperties: false, default: {} },
 );
@@ -141,7 +146,7 @@ export const ActivationsSpec = Type.Object(
   {
     additionalProperties: false,
     description: 'simulate integer activations (fake-quant after each layer)',
-    ...kinds('ptq', 'qat'),
+    ...kinds('ptq', 'qat', 'analyze'),
   },
 );
 
@@ -274,8 +279,17 @@ export const SearchSpec = Type.Object(
     analysisSamples: Type.Integer({
       minimum: 1,
       default: 1024,
-      description: 'evaluation samples the per-tensor sensitivity is measured on (verification uses them all)',
+      description: 'evaluation samples the per-tensor sensitivity is measured on (of the search part, for auto)',
     }),
+    verificationSplit: Type.Number({
+      exclusiveMinimum: 0,
+      maximum: 0.9,
+      default: 0.5,
+      description:
+        'auto without data.verification: the share of data.evaluation held out (chosen by `seed`), never searched ' +
+        'on; a config is chosen only if its drop on it meets target.maxDrop',
+    }),
+    seed: Type.Integer({ minimum: 0, maximum: 0xffffffff, default: 0, description: 'auto: seeds the held-out split' }),
   },
   { additionalProperties: false, default: {}, description: 'kind analyze and auto', ...kinds('analyze', 'auto') },
 );
@@ -429,6 +443,12 @@ function combinationProblems(spec: RawJobSpec): SpecProblem[] {
   }
   if (quantizer === 'calibrated' && !spec.data.calibration) {
     problems.push({ path: '/data/calibration', message: 'activations need a calibration dataset to take ranges from' });
+  }
+  if (spec.data.verification !== undefined && spec.kind !== 'auto') {
+    problems.push({
+      path: '/data/verification',
+      message: `only kind "auto" verifies on held-out data; kind "${spec.kind}" would not read it`,
+    });
   }
   if ((spec.kind === 'analyze' || spec.kind === 'auto') && !spec.data.evaluation) {
     problems.push({

@@ -29,6 +29,7 @@ import {
 import { qatPlan } from '../quant/qat/plan.js';
 import type { Metrics, QuantizedTensor } from '../quant/types.js';
 import { trainQuantizationAware, type Batch as TrainingBatch, type TrainableModel } from '../quant/qat/train.js';
+import { diagnoseJob } from './diagnose.js';
 import { planTensors, runPtq } from './ptq.js';
 import { roundLayers, type RoundingReport } from './rounding.js';
 import { artifactModelFiles, inputsOf, loadArtifact, loadTfModel, tensorBatches } from './runtime.js';
@@ -83,6 +84,8 @@ export async function runQuantizeJob(
       model = folded.model;
       batchNorm = { folded: folded.folded, skipped: folded.skipped, scaled: folded.scaled };
     }
+    // The float function the exported weights stand for, layer for layer: the diagnosis compares with it.
+    const quantizedFrom = model;
 
     const learnedRounding = spec.kind === 'ptq' && spec.ptq.algorithm !== 'nearest';
     const needsFloat = data.evaluation !== undefined || spec.kind === 'qat' || learnedRounding;
@@ -162,6 +165,7 @@ export async function runQuantizeJob(
     }
 
     let activations: JobReport['activations'];
+    let exportedRanges: ActivationRange[] | undefined;
     if (learnedActivations) {
       activations = learnedActivations;
       if (data.evaluation && floatModel) {
@@ -253,6 +257,7 @@ export async function runQuantizeJob(
         simulate = () => loadRunnable(withFakeQuantGraphActivations(modelFiles, calibrated));
       }
       activations = calibrated;
+      exportedRanges = calibrated;
       if (data.evaluation && floatModel) {
         const simulated = await simulate();
         owned.push(simulated);
@@ -270,6 +275,27 @@ export async function runQuantizeJob(
       }
     }
 
+    let diagnosis: JobReport['diagnosis'];
+    const warnings: string[] = [];
+    if (data.evaluation) {
+      await report('diagnose', span.calibrate, 1, 'diagnosing the error layer by layer');
+      const diagnosed = await timed('diagnoseMs', () =>
+        diagnoseJob({
+          float: quantizedFrom,
+          files,
+          spec,
+          tensors: ptq.report.tensors,
+          evaluation: data.evaluation!,
+          calibration: data.calibration,
+          exportedRanges,
+          batchSize,
+          signal: options.signal,
+        }),
+      );
+      diagnosis = diagnosed.diagnosis;
+      warnings.push(...diagnosed.warnings);
+    }
+
     const jobReport: JobReport = {
       ...ptq.report,
       kind: spec.kind,
@@ -278,9 +304,11 @@ export async function runQuantizeJob(
       ...(activations ? { activations } : {}),
       ...(training ? { training } : {}),
       ...(rounding ? { rounding } : {}),
+      ...(diagnosis ? { diagnosis } : {}),
       warnings: [
         ...(batchNorm?.skipped ?? []).map((s) => `BatchNorm ${s.layer} was not folded: ${s.reason}`),
         ...ptq.report.warnings,
+        ...warnings,
       ],
       timings: { ...ptq.report.timings, ...timings, totalMs: Math.round((performance.now() - started) * 10) / 10 },
     };

@@ -12,6 +12,7 @@ import type { Metrics } from '../quant/types.js';
 import type { LearnedActivationRange } from '../quant/qat/activation-layers.js';
 import type { BinaryActivationMode } from '../quant/qat/binary-activations.js';
 import type { EpochMetrics, QatCheckpoint } from '../quant/qat/train.js';
+import type { Diagnosis } from './diagnose.js';
 import type { PipelineOptions, PipelineProgress, PtqReport } from './ptq.js';
 import type { RoundingCheckpoint, RoundingReport } from './rounding.js';
 
@@ -19,6 +20,8 @@ export interface JobDatasets {
   calibration?: Dataset;
   evaluation?: Dataset;
   training?: Dataset;
+  /** auto: held-out data the search is verified on. */
+  verification?: Dataset;
 }
 
 /** What a retried job resumes from: QAT's last epoch, or the layers a learned rounding finished. */
@@ -39,7 +42,16 @@ export interface JobOptions extends Omit<PipelineOptions, 'onProgress'> {
 }
 
 export interface JobProgress {
-  stage: 'fold' | 'evaluate' | 'train' | 'round' | PipelineProgress['stage'] | 'calibrate' | 'analyze' | 'search';
+  stage:
+    | 'fold'
+    | 'evaluate'
+    | 'train'
+    | 'round'
+    | PipelineProgress['stage']
+    | 'calibrate'
+    | 'analyze'
+    | 'search'
+    | 'diagnose';
   progress: number;
   message: string;
   /** QAT batch and epoch numbers, for live charts. */
@@ -71,6 +83,8 @@ export interface JobReport extends Omit<PtqReport, 'kind'> {
   training?: { history: EpochMetrics[]; stoppedEarly: boolean };
   /** ptq.algorithm gptq / adaround: per layer, time and output error with nearest rounding and after. */
   rounding?: RoundingReport;
+  /** Jobs with evaluation data: per layer, the SQNR vs float split by source, ranked, with a remedy. */
+  diagnosis?: Diagnosis;
   timings: PtqReport['timings'] & Record<string, number>;
 }
 

@@ -19,6 +19,11 @@
  * Each candidate is verified; when its measured size overshoots, the room shrinks below its estimated bytes
  * by the overshoot and the knapsack is solved again, until it returns an assignment already measured.
  *
+ * A measurement may carry a held-out drop besides the drop the search steers by (auto: the drop on
+ * verification data the sensitivity table and the prefix estimates never saw). A trial then keeps maxDrop
+ * only when both drops do: only such a trial becomes the state to go on from, is feasible, and can be the
+ * best. Where nothing is feasible, the closest trial is the one whose larger drop is least.
+ *
  * Packed size = Σ tensor bytes + a fixed part (unquantized tensors, manifest), the latter learnt from each
  * measured trial. Pure: no tfjs, no files; `measure` does the work.
  */
@@ -68,7 +73,15 @@ export type Assignment = Record<string, string>;
 export interface Measurement {
   /** Packed bytes of the whole model. */
   bytes: number;
+  /** The drop on the data the search steers by. */
   drop: number;
+  /** The drop on held-out data, when there is some: the trial meets maxDrop only if this does too. */
+  heldOutDrop?: number;
+}
+
+/** The drop a trial is judged by: the larger of its measured drops. */
+export function worstDrop(m: Measurement): number {
+  return m.heldOutDrop === undefined ? m.drop : Math.max(m.drop, m.heldOutDrop);
 }
 
 export interface Trial extends Measurement {
@@ -130,7 +143,7 @@ export async function searchConfigs(options: SearchOptions): Promise<SearchResul
   const tensorBytes = (assignment: Assignment): number =>
     tensors.reduce((sum, t) => sum + option(t.name, assignment[t.name]).bytes, 0);
   const feasible = (m: Measurement): boolean =>
-    (budget.maxDrop === undefined || m.drop <= budget.maxDrop) &&
+    (budget.maxDrop === undefined || worstDrop(m) <= budget.maxDrop) &&
     (budget.maxBytes === undefined || m.bytes <= budget.maxBytes);
 
   const banned = new Set<string>();
@@ -180,7 +193,7 @@ export async function searchConfigs(options: SearchOptions): Promise<SearchResul
     const ok = trials.filter((t) => t.feasible);
     const pool = ok.length > 0 ? ok : trials;
     const byBytes = (a: Trial, b: Trial) => a.bytes - b.bytes || a.drop - b.drop;
-    const byDrop = (a: Trial, b: Trial) => a.drop - b.drop || a.bytes - b.bytes;
+    const byDrop = (a: Trial, b: Trial) => worstDrop(a) - worstDrop(b) || a.bytes - b.bytes;
     // Minimise bytes under maxDrop; maximise the metric under maxBytes alone. Nothing feasible: the closest.
     const minimiseBytes = ok.length > 0 ? budget.maxDrop !== undefined : budget.maxBytes !== undefined;
     return [...pool].sort(minimiseBytes ? byBytes : byDrop)[0];
@@ -287,7 +300,7 @@ export async function searchConfigs(options: SearchOptions): Promise<SearchResul
       }
       const trial = await run(apply(state, path.slice(0, steps)), estimate);
       // Moves only shrink the model, so a state over maxBytes but within maxDrop is still a place to go on from.
-      if (trial.drop <= maxDrop) {
+      if (worstDrop(trial) <= maxDrop) {
         state = trial.assignment;
         stateDrop = trial.drop;
         stepLimit = Infinity;

@@ -5,6 +5,10 @@
  *   {p}:rec:{kind}:{tenant}:{id}               a record's JSON (storage/records.ts)
  *   {p}:idx:{kind}:{tenant}                    the tenant's ids of that kind, a sorted set pagination walks
  *   {p}:idx:{kind}:{tenant}:{field}:{value}    the ids whose field has that value (jobs by status, by model)
+ *   {p}:idx:{kind}:{tenant}:name:{sha256}      the ids named so (sha256 of the name)
+ *   {p}:idx:{kind}:{tenant}:label:{sha256}     the ids carrying a label key=value (sha256 of "key\0value")
+ *   {p}:idx:{kind}:{tenant}:label-key:{sha256} the ids carrying a label key, whatever its value
+ *   {p}:content:{kind}:{tenant}:{sha256}       the id of the tenant's record with that content (uploads dedup on it)
  *   {p}:counts:{kind}                          records per status, for /metrics
  *   {p}:model-jobs:{tenant}:{modelId}          a model's unfinished jobs: its delete waits for none (jobs/inputs.ts)
  *   {p}:dataset-jobs:{tenant}:{datasetId}      a dataset's unfinished jobs, the same guard
@@ -38,6 +42,23 @@ export class RedisKeys {
     return `${this.prefix}:idx:${kind}:${tenant}:${field}:${value}`;
   }
 
+  /** Names and labels are hashed: what a client writes never becomes part of a Redis key as it is. */
+  nameIndex(kind: RecordKind, tenant: string, name: string): string {
+    return this.fieldIndex(kind, tenant, 'name', sha256Hex(name));
+  }
+
+  labelIndex(kind: RecordKind, tenant: string, key: string, value: string): string {
+    return this.fieldIndex(kind, tenant, 'label', sha256Hex(`${key}\0${value}`));
+  }
+
+  labelKeyIndex(kind: RecordKind, tenant: string, key: string): string {
+    return this.fieldIndex(kind, tenant, 'label-key', sha256Hex(key));
+  }
+
+  content(kind: RecordKind, tenant: string, sha256: string): string {
+    return `${this.prefix}:content:${kind}:${tenant}:${sha256}`;
+  }
+
   counts(kind: RecordKind): string {
     return `${this.prefix}:counts:${kind}`;
   }
@@ -64,7 +85,7 @@ export class RedisKeys {
 
   /** The key is hashed: a client's header never becomes part of a Redis key as it is. */
   idempotency(tenant: string, idempotencyKey: string): string {
-    return `${this.prefix}:idem:${tenant}:${createHash('sha256').update(idempotencyKey).digest('hex')}`;
+    return `${this.prefix}:idem:${tenant}:${sha256Hex(idempotencyKey)}`;
   }
 
   jobDurations(): string {
@@ -75,4 +96,8 @@ export class RedisKeys {
   bull(): string {
     return `${this.prefix}:bull`;
   }
+}
+
+function sha256Hex(text: string): string {
+  return createHash('sha256').update(text).digest('hex');
 }

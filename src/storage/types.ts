@@ -6,13 +6,19 @@ import type { Metrics } from '../quant/types.js';
 import type { TensorSignature } from '../model/signature.js';
 import type { ModelFormat } from '../model/types.js';
 
+/** What a person calls a record and labels to find it by (jobs/metadata.ts); both optional, labels `{}` by default. */
+export interface Named {
+  name?: string;
+  labels?: Record<string, string>;
+}
+
 export interface StoredFile {
   path: string;
   sha256: string;
   bytes: number;
 }
 
-export interface ModelRecord {
+export interface ModelRecord extends Named {
   id: string;
   tenant: string;
   format: ModelFormat;
@@ -46,7 +52,7 @@ export interface ArrayInfo {
   encoding: 'npy' | 'json' | 'npz';
 }
 
-export interface DatasetRecord {
+export interface DatasetRecord extends Named {
   id: string;
   tenant: string;
   samples: number;
@@ -56,6 +62,8 @@ export interface DatasetRecord {
   inputs?: (ArrayInfo & { name: string })[];
   y: ArrayInfo | null;
   bytes: number;
+  /** sha256 over its arrays' roles and blobs: the dataset's identity (absent on datasets stored before it). */
+  sha256?: string;
   createdAt: string;
 }
 
@@ -88,7 +96,7 @@ export interface WebhookDelivery {
   detail?: string;
 }
 
-export interface JobRecord {
+export interface JobRecord extends Named {
   id: string;
   tenant: string;
   status: JobStatus;

@@ -87,7 +87,8 @@ export async function denseModel(widths: number[]): Promise<FileSet> {
 
 export interface Part {
   field?: string;
-  filename: string;
+  /** Absent: a text field (`name`, `labels`) rather than a file. */
+  filename?: string;
   data: Uint8Array | string;
 }
 
@@ -96,10 +97,13 @@ export function multipart(parts: Part[]): { payload: Buffer; headers: Record<str
   const boundary = `----qaas${randomUUID()}`;
   const chunks: Buffer[] = [];
   for (const part of parts) {
+    const disposition = `form-data; name="${part.field ?? 'file'}"`;
     chunks.push(
       Buffer.from(
-        `--${boundary}\r\nContent-Disposition: form-data; name="${part.field ?? 'file'}"; filename="${part.filename}"\r\n` +
-          'Content-Type: application/octet-stream\r\n\r\n',
+        part.filename === undefined
+          ? `--${boundary}\r\nContent-Disposition: ${disposition}\r\n\r\n`
+          : `--${boundary}\r\nContent-Disposition: ${disposition}; filename="${part.filename}"\r\n` +
+              'Content-Type: application/octet-stream\r\n\r\n',
       ),
     );
     chunks.push(Buffer.from(part.data));

@@ -88,6 +88,7 @@ describe('runJob', () => {
       'report',
       'evaluate',
       'calibrate',
+      'diagnose',
       'report',
     ]);
     const written = JSON.parse(new TextDecoder().decode(files.get('report.json')));

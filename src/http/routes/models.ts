@@ -1,14 +1,17 @@
 /**
  * /v1/models: upload (multipart files or one archive, streamed to staged files and validated from disk by
  * `validateModelFiles` before any record exists, so a model's size never becomes the server's memory; a
- * Keras `.keras` / `.h5` is converted to a TF.js layers model and that is what is stored), list, show,
- * delete (refused while a job still needs the model).
+ * Keras `.keras` / `.h5` is converted to a TF.js layers model and that is what is stored; text fields
+ * `name` and `labels`), list (filtered by name and labels), show, rename/relabel, delete (refused while a job
+ * still needs the model). An upload whose files the tenant already has as a model (same paths, same
+ * sha256s) answers 200 with that model, unchanged: `qaas submit` run twice makes one record.
  */
 import { createHash } from 'node:crypto';
 import { posix } from 'node:path';
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
 import { Type } from '@sinclair/typebox';
 import { deleteInput } from '../../jobs/inputs.js';
+import { metadataFromFields, MetadataPatchSchema, patchRecordMetadata } from '../../jobs/metadata.js';
 import { modelInputs, modelOutputs } from '../../model/signature.js';
 import { convertFoundKeras, findKerasModel } from '../../model/keras/index.js';
 import { readModel } from '../../model/read.js';
@@ -16,7 +19,16 @@ import { validateModelFiles, type DiskFileSet, type ModelSummary } from '../../m
 import { isId, newId } from '../../storage/records.js';
 import type { ModelRecord, ModelSource, StoredFile } from '../../storage/types.js';
 import { ApiProblem } from '../errors.js';
-import { IdParams, ListQuery, Model, pageOf, Problem, problemResponses, servablePage } from '../schemas.js';
+import {
+  IdParams,
+  listFilter,
+  ListWithMetadataQuery,
+  Model,
+  pageOf,
+  Problem,
+  problemResponses,
+  servablePage,
+} from '../schemas.js';
 import { receiveUpload, type UploadedFile } from '../upload.js';
 
 function modelIdentity(files: StoredFile[]): string {
@@ -52,13 +64,14 @@ export const modelRoutes: FastifyPluginAsyncTypebox = async (app) => {
       schema: {
         summary: 'Upload a TF.js or Keras model',
         consumes: ['multipart/form-data'],
-        response: { 201: Model, 413: Problem, 415: Problem, 422: Problem, ...problemResponses },
+        response: { 200: Model, 201: Model, 413: Problem, 415: Problem, 422: Problem, ...problemResponses },
       },
     },
     async (request, reply) => {
       const upload = await receiveUpload(request, blobs, config.upload);
       app.metrics.bytesUploaded.inc(upload.totalBytes);
       try {
+        const metadata = metadataFromFields(upload.fields);
         const keras = findKerasModel(upload.files.map((file) => file.path));
         let model: ModelSummary;
         let storedFiles: StoredFile[];
@@ -85,6 +98,7 @@ export const modelRoutes: FastifyPluginAsyncTypebox = async (app) => {
         const record: ModelRecord = {
           id: newId('models'),
           tenant: request.tenant,
+          ...metadata,
           format: model.format,
           params: model.weights.reduce((sum, w) => sum + w.shape.reduce((a, b) => a * b, 1), 0),
           bytes: storedFiles.reduce((sum, f) => sum + f.bytes, 0),
@@ -96,9 +110,15 @@ export const modelRoutes: FastifyPluginAsyncTypebox = async (app) => {
           ...(source && { source }),
           createdAt: new Date().toISOString(),
         };
-        await records.create('models', record);
-        request.log.info({ modelId: record.id, bytes: record.bytes }, 'model stored');
-        return reply.code(201).header('location', `/v1/models/${record.id}`).send(record);
+        const { created, record: stored } = await records.createOrFind('models', record);
+        request.log.info(
+          { modelId: stored.id, bytes: stored.bytes },
+          created ? 'model stored' : 'model already stored',
+        );
+        return reply
+          .code(created ? 201 : 200)
+          .header('location', `/v1/models/${stored.id}`)
+          .send(stored);
       } finally {
         await upload.discard();
       }
@@ -108,10 +128,14 @@ export const modelRoutes: FastifyPluginAsyncTypebox = async (app) => {
   app.get(
     '/v1/models',
     {
-      schema: { summary: 'List models', querystring: ListQuery, response: { 200: pageOf(Model), ...problemResponses } },
+      schema: {
+        summary: 'List models',
+        querystring: ListWithMetadataQuery,
+        response: { 200: pageOf(Model), ...problemResponses },
+      },
     },
     async (request, reply) => {
-      return servablePage(reply, Model, await records.list('models', request.tenant, request.query));
+      return servablePage(reply, Model, await records.list('models', request.tenant, listFilter(request.query)));
     },
   );
 
@@ -121,6 +145,24 @@ export const modelRoutes: FastifyPluginAsyncTypebox = async (app) => {
     async (request) => {
       const { id } = request.params;
       const record = isId('models', id) ? await records.get('models', request.tenant, id) : null;
+      if (!record) throw new ApiProblem('not-found', `no model ${id}`);
+      return record;
+    },
+  );
+
+  app.patch(
+    '/v1/models/:id',
+    {
+      schema: {
+        summary: 'Rename or relabel a model',
+        params: IdParams,
+        body: MetadataPatchSchema,
+        response: { 200: Model, ...problemResponses },
+      },
+    },
+    async (request) => {
+      const { id } = request.params;
+      const record = await patchRecordMetadata(records, 'models', request.tenant, id, request.body);
       if (!record) throw new ApiProblem('not-found', `no model ${id}`);
       return record;
     },
