@@ -83,6 +83,9 @@ export interface Diagnosis {
   worst: string[];
 }
 
+/** Float32 elements one probe run may hold (64 MiB); three are alive at a time. */
+const PROBE_ELEMENTS = 2 ** 24;
+
 export interface DiagnoseOptions {
   /** The float model the job quantized (BatchNorm folded as it was). */
   float: LoadedModel;
@@ -110,10 +113,8 @@ export async function diagnoseLayers(options: DiagnoseOptions): Promise<Diagnosi
     const reference = own(await loadRunnable(floatFiles));
     const quantized = own(await loadRunnable(artifactFiles));
     const feed = inputsOf(reference);
-    const batchesOf = (dataset: Dataset, end?: number) =>
-      tensorBatches(dataset, options.batchSize, spec, feed, end === undefined ? {} : { end });
-    const samples = Math.min(evaluation.samples, spec.search.analysisSamples);
-    cached = await cacheBatches(batchesOf(evaluation, samples), samples);
+    const batchesOf = (dataset: Dataset, end?: number, batchSize = options.batchSize) =>
+      tensorBatches(dataset, batchSize, spec, feed, end === undefined ? {} : { end });
 
     const activations = spec.activations;
     const splitActivations = activations?.quantizer === 'calibrated' && options.calibration !== undefined;
@@ -171,7 +172,22 @@ export async function diagnoseLayers(options: DiagnoseOptions): Promise<Diagnosi
       }
     }
     variants.weights = probeOf(quantized, artifactFiles);
-    const measured = await measureLayers(probeOf(reference, floatFiles), variants, cached, options.signal);
+    const floatProbe = probeOf(reference, floatFiles);
+    // Every probed tensor of a batch is held at once (float, variant, each layer alone): batches are cut
+    // so that one probe's tensors stay within PROBE_ELEMENTS.
+    let perSample = 1;
+    for await (const batch of batchesOf(evaluation, 1, 1)) {
+      const tensors = floatProbe.run(batch.x);
+      perSample = Math.max(
+        1,
+        tensors.reduce((n, t) => n + t.size, 0),
+      );
+      tf.dispose(tensors);
+    }
+    const batchSize = Math.max(1, Math.min(options.batchSize, Math.floor(PROBE_ELEMENTS / perSample)));
+    const samples = Math.min(evaluation.samples, spec.search.analysisSamples);
+    cached = await cacheBatches(batchesOf(evaluation, samples, batchSize), samples);
+    const measured = await measureLayers(floatProbe, variants, cached, options.signal);
 
     const tensorsByName = new Map(options.tensors.map((t) => [t.name, t]));
     const floatWeights = new Map(options.float.weights.map((w) => [w.name, w]));
