@@ -16,12 +16,9 @@ import { ApiError, QaasClient, type RemoteJob } from './client/index.js';
 import { loadConfig } from './config.js';
 import { InputError } from './errors.js';
 import { parseJobSpec, SpecError, type JobSpec } from './jobs/spec.js';
-import { selectBackend } from './model/backend.js';
-import { convertKerasBytes, isKerasPath } from './model/keras/index.js';
-import { readModel, readModelDir } from './model/read.js';
 import type { LoadedModel } from './model/types.js';
-import { datasetFiles, openDataset, type Dataset } from './model/dataset/index.js';
-import { runJob } from './pipeline/run.js';
+import type { Dataset } from './model/dataset/index.js';
+import { NotStreamable, streamingBlocker, streamQuantize } from './pipeline/stream.js';
 import type { JobDatasets, JobReport } from './pipeline/types.js';
 import { methodNames } from './quant/methods/index.js';
 import { EXACT_SQNR_DB } from './quant/metrics.js';
@@ -29,7 +26,7 @@ import { BlobStore } from './storage/blobs.js';
 import { isId, RecordStore } from './storage/records.js';
 import { sweepBlobs } from './storage/sweep.js';
 import { terminalStatuses } from './storage/types.js';
-import { writeTreeAtomically } from './storage/tree.js';
+import { writeDirAtomically, writeTreeAtomically } from './storage/tree.js';
 import { packageVersion } from './version.js';
 
 /** The job spec's fields as flags, shared by `quantize` and `submit`; they override the --spec file's fields. */
@@ -271,11 +268,21 @@ function progressBar(quiet: boolean | undefined): cliProgress.SingleBar | undefi
   );
 }
 
-/** A TF.js model directory, or a Keras `.keras` / `.h5` file converted as the service converts uploads. */
+/**
+ * A TF.js model directory, or a Keras `.keras` / `.h5` file converted as the service converts uploads. The
+ * in-memory path's modules (tfjs among them) load only when it runs.
+ */
 async function readLocalModel(path: string): Promise<LoadedModel> {
+  const { convertKerasBytes, isKerasPath } = await import('./model/keras/index.js');
+  const { readModel, readModelDir } = await import('./model/read.js');
   if (!isKerasPath(path)) return readModelDir(path);
   const { files } = await convertKerasBytes(new Uint8Array(await readFile(path)), basename(path));
   return readModel(files);
+}
+
+/** A model directory (not a Keras file) under a spec the streaming path runs exactly. */
+function streams(modelPath: string, spec: JobSpec): boolean {
+  return !/\.(keras|h5|hdf5)$/i.test(modelPath) && streamingBlocker(spec) === undefined;
 }
 
 async function quantize(args: string[]): Promise<number> {
@@ -286,9 +293,36 @@ async function quantize(args: string[]): Promise<number> {
     throw new UsageError('quantize takes one model directory or Keras file; run qaas quantize --help');
   if (!values.out) throw new UsageError('quantize needs --out <outDir>; run qaas quantize --help');
   const spec = parseJobSpec(await specFromFlags(values));
+  const modelPath = resolve(positionals[0]);
+  const outDir = resolve(values.out);
+  const done = (report: JobReport): number => {
+    if (!values.quiet) process.stdout.write(`${formatSummary(report)}\nwrote ${outDir}/{model,packed,report.json}\n`);
+    return 0;
+  };
 
+  // Plain PTQ streams the model tensor by tensor in bounded memory, with the same artifacts.
+  if (streams(modelPath, spec)) {
+    const bar = progressBar(values.quiet);
+    bar?.start(100, 0, { stage: 'load', message: '' });
+    try {
+      let report: JobReport | undefined;
+      await writeDirAtomically(outDir, async (dir) => {
+        report = await streamQuantize(modelPath, spec, dir, {
+          onProgress: (p) => bar?.update(p.progress, { stage: p.stage, message: p.message }),
+        });
+      });
+      return done(report!);
+    } catch (error) {
+      if (!(error instanceof NotStreamable)) throw error;
+    } finally {
+      bar?.stop();
+    }
+  }
+
+  const { selectBackend } = await import('./model/backend.js');
+  const { runJob } = await import('./pipeline/run.js');
   const backend = await selectBackend(loadConfig().tfBackend);
-  const model = await readLocalModel(resolve(positionals[0]));
+  const model = await readLocalModel(modelPath);
   const datasets = await openDatasets(spec);
   const bar = progressBar(values.quiet);
   bar?.start(100, 0, { stage: 'load', message: '' });
@@ -299,10 +333,8 @@ async function quantize(args: string[]): Promise<number> {
     bar?.stop();
     await Promise.all(Object.values(datasets).map((d) => d.close()));
   });
-  const outDir = resolve(values.out);
   await writeTreeAtomically(outDir, files);
-  if (!values.quiet) process.stdout.write(`${formatSummary(report)}\nwrote ${outDir}/{model,packed,report.json}\n`);
-  return 0;
+  return done(report);
 }
 
 async function submit(args: string[]): Promise<number> {
@@ -473,18 +505,20 @@ async function readSpecFile(path: string): Promise<Record<string, unknown>> {
 
 /** The datasets a spec names, opened once each (one file may serve several roles). */
 async function openDatasets(spec: JobSpec): Promise<JobDatasets> {
+  const { datasetFiles, openDataset } = await import('./model/dataset/index.js');
   const opened = new Map<string, Promise<Dataset>>();
   const open = (ref: string | undefined) => {
     if (ref === undefined) return undefined;
     if (!opened.has(ref)) opened.set(ref, openDataset(datasetFiles(resolveDatasetRef(ref))));
     return opened.get(ref);
   };
-  const [calibration, evaluation, training] = await Promise.all([
+  const [calibration, evaluation, training, verification] = await Promise.all([
     open(spec.data.calibration),
     open(spec.data.evaluation),
     open(spec.data.training),
+    open(spec.data.verification),
   ]);
-  return definedOnly({ calibration, evaluation, training });
+  return definedOnly({ calibration, evaluation, training, verification });
 }
 
 function resolveDatasetRef(ref: string): string {

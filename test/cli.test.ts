@@ -7,7 +7,17 @@ import * as tf from '@tensorflow/tfjs';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { readFileSetFromDir } from '../src/model/read.js';
 import { writeTreeAtomically } from '../src/storage/tree.js';
-import { buildLayersModel, LAYERS_QUANTIZABLE, layersInput, loadStockLayers } from './fixtures/models.js';
+import {
+  buildGraphModel,
+  buildLayersModel,
+  GRAPH_OUTPUTS,
+  GRAPH_QUANTIZABLE,
+  graphInput,
+  LAYERS_QUANTIZABLE,
+  layersInput,
+  loadStockGraph,
+  loadStockLayers,
+} from './fixtures/models.js';
 
 const run = promisify(execFile);
 const cli = new URL('../dist/src/cli.js', import.meta.url).pathname;
@@ -99,6 +109,24 @@ describe('qaas quantize', () => {
     const manifest = JSON.parse(await readFile(join(out, 'packed', 'manifest.json'), 'utf8'));
     const dense = manifest.weights.find((w: { name: string }) => w.name === 'dense/kernel');
     expect(dense.encoding.subspaces).toBe(1);
+  });
+
+  it('streams plain PTQ when the spec and model allow it: no tfjs backend, a stock-loadable model/', async () => {
+    await writeTreeAtomically(join(dir, 'graph'), buildGraphModel({ shardSizeBytes: 300 }));
+    const out = join(dir, 'streamed');
+    const result = await qaas('quantize', join(dir, 'graph'), '--out', out, '--bits', '8');
+    expect(result.stderr).toBe('');
+    expect(result.code).toBe(0);
+    expect(result.stdout).toContain(`${GRAPH_QUANTIZABLE.length} tensors quantized, 0 skipped`);
+    const report = JSON.parse(await readFile(join(out, 'report.json'), 'utf8'));
+    expect(report.model.backend).toBe('none');
+    expect(Object.keys(report.timings)).toContain('readMs');
+    const stock = await loadStockGraph(await readFileSetFromDir(join(out, 'model')));
+    const input = graphInput(2);
+    const output = stock.predict(input) as tf.Tensor;
+    expect(output.shape).toEqual([2, GRAPH_OUTPUTS]);
+    tf.dispose([input, output]);
+    stock.dispose();
   });
 
   it('exits 2 with one line naming the allowed values on a bad method', async () => {

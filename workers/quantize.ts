@@ -9,6 +9,7 @@
 import { UnrecoverableError, type SandboxedJob } from 'bullmq';
 import { pino } from 'pino';
 import { loadConfig, type Config } from '../src/config.js';
+import { datasetRoles } from '../src/jobs/inputs.js';
 import { JobLifecycle, isTerminal } from '../src/jobs/lifecycle.js';
 import {
   createQueues,
@@ -197,7 +198,7 @@ export default async function quantize(job: SandboxedJob<QuantizePayload>): Prom
 async function openJobDatasets(ctx: Context, tenant: string, spec: JobSpec): Promise<JobDatasets> {
   const datasets: JobDatasets = {};
   const opened = new Map<string, Dataset>();
-  for (const role of ['calibration', 'evaluation', 'training'] as const) {
+  for (const role of datasetRoles) {
     const id = spec.data[role];
     if (id === undefined) continue;
     let dataset = opened.get(id);

@@ -72,9 +72,14 @@ function kinds(...names: ('ptq' | 'qat' | 'analyze' | 'auto')[]): { 'x-kinds': s
 
 export const DataSpec = Type.Object(
   {
-    calibration: Type.Optional({ ...DatasetRef, ...kinds('ptq', 'qat', 'analyze') }),
+    calibration: Type.Optional({ ...DatasetRef, ...kinds('ptq', 'qat', 'analyze', 'auto') }),
     evaluation: Type.Optional(DatasetRef),
     training: Type.Optional({ ...DatasetRef, ...kinds('qat', 'auto') }),
+    verification: Type.Optional({
+      ...DatasetRef,
+      description: 'auto: held-out data every trial is verified on (default: a seeded part of data.evaluation)',
+      ...kinds('auto'),
+    }),
   },
   { additionalProperties: false, default: {} },
 );
@@ -178,6 +183,14 @@ export const PtqSpec = Type.Object(
         'gptq (Frantar et al. 2022: inverse-Hessian error feedback) or adaround (Nagel et al. 2020: learned up/down ' +
         'rounding); Dense, Conv2D and DepthwiseConv2D kernels (graph MatMul, Conv2D, DepthwiseConv2dNative)',
     }),
+    layers: Type.Optional(
+      Type.Array(Type.String({ minLength: 1 }), {
+        maxItems: 4096,
+        description:
+          'globs over weight names: the kernels the algorithm rounds; the other affine kernels keep nearest rounding ' +
+          '(default: every one it can; auto writes them in chosenSpec when it picks the algorithm per layer)',
+      }),
+    ),
     samples: Type.Integer({
       minimum: 1,
       maximum: 65536,
@@ -275,8 +288,17 @@ export const SearchSpec = Type.Object(
     analysisSamples: Type.Integer({
       minimum: 1,
       default: 1024,
-      description: 'evaluation samples the per-tensor sensitivity is measured on (verification uses them all)',
+      description: 'evaluation samples the per-tensor sensitivity is measured on (of the search part, for auto)',
     }),
+    verificationSplit: Type.Number({
+      exclusiveMinimum: 0,
+      maximum: 0.9,
+      default: 0.5,
+      description:
+        'auto without data.verification: the share of data.evaluation held out (chosen by `seed`), never searched ' +
+        'on; a config is chosen only if its drop on it meets target.maxDrop',
+    }),
+    seed: Type.Integer({ minimum: 0, maximum: 0xffffffff, default: 0, description: 'auto: seeds the held-out split' }),
   },
   { additionalProperties: false, default: {}, description: 'kind analyze and auto', ...kinds('analyze', 'auto') },
 );
@@ -423,6 +445,12 @@ function combinationProblems(spec: RawJobSpec): SpecProblem[] {
     }
   }
   if (spec.ptq.algorithm !== 'nearest') problems.push(...learnedRoundingProblems(spec));
+  else if (spec.ptq.layers !== undefined) {
+    problems.push({
+      path: '/ptq/layers',
+      message: 'ptq.layers names the kernels ptq.algorithm gptq or adaround rounds',
+    });
+  }
   const quantizer = spec.activations?.quantizer;
   const trainedActivations = quantizer === 'dorefa' || quantizer === 'pact';
   if (trainedActivations && spec.kind !== 'qat') {
@@ -433,6 +461,12 @@ function combinationProblems(spec: RawJobSpec): SpecProblem[] {
   }
   if (quantizer === 'calibrated' && !spec.data.calibration) {
     problems.push({ path: '/data/calibration', message: 'activations need a calibration dataset to take ranges from' });
+  }
+  if (spec.data.verification !== undefined && spec.kind !== 'auto') {
+    problems.push({
+      path: '/data/verification',
+      message: `only kind "auto" verifies on held-out data; kind "${spec.kind}" would not read it`,
+    });
   }
   if ((spec.kind === 'analyze' || spec.kind === 'auto') && !spec.data.evaluation) {
     problems.push({

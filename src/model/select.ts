@@ -6,7 +6,7 @@
  * which also gives its role (a depthwise op's filter is a `depthwise_kernel`, as in a layers model).
  */
 import { flattenLayers, isObject, readLayersTopology, type LayerInfo } from './topology.js';
-import type { LoadedModel, QuantizableWeight, Weight, WeightRole } from './types.js';
+import type { ModelOutline, QuantizableWeight, Weight, WeightRole } from './types.js';
 
 const KERNEL: WeightRole[] = ['kernel'];
 const RECURRENT: WeightRole[] = ['kernel', 'recurrent_kernel'];
@@ -66,7 +66,7 @@ function rolesOf(layer: LayerInfo): LayerRoles {
   return { layerType: layer.className, roles: [] };
 }
 
-function selectLayers(model: LoadedModel): QuantizableWeight[] {
+function selectLayers(model: ModelOutline): QuantizableWeight[] {
   const layers = new Map<string, LayerRoles>();
   const topology = model.modelJson.modelTopology as Record<string, unknown>;
   for (const layer of flattenLayers(readLayersTopology(topology))) {
@@ -94,11 +94,11 @@ function inputNode(input: unknown): string | undefined {
   return input.replace(/:\d+$/, '');
 }
 
-function selectGraph(model: LoadedModel): QuantizableWeight[] {
+function selectGraph(model: ModelOutline): QuantizableWeight[] {
   const topology = model.modelJson.modelTopology as Record<string, unknown>;
   const nodes = (Array.isArray(topology.node) ? topology.node : []).filter(isObject);
   const byName = new Map(nodes.map((node) => [String(node.name), node]));
-  const weights = new Map<string, Weight>(model.weights.map((w) => [w.name, w]));
+  const weights = new Map<string, Omit<Weight, 'values'>>(model.weights.map((w) => [w.name, w]));
   // Follow Identity nodes back to the Const they forward (frozen graphs keep `kernel/read` identities).
   const resolve = (name: string): string => {
     let current = name;
@@ -137,6 +137,6 @@ function selectGraph(model: LoadedModel): QuantizableWeight[] {
 }
 
 /** The weights to quantize, in manifest order. */
-export function quantizableWeights(model: LoadedModel): QuantizableWeight[] {
+export function quantizableWeights(model: ModelOutline): QuantizableWeight[] {
   return model.format === 'layers-model' ? selectLayers(model) : selectGraph(model);
 }

@@ -15,6 +15,13 @@ export interface LoadedModel {
   weights: Weight[];
 }
 
+/** A model without its values: what validation learns, and all that choosing the weights to quantize needs. */
+export interface ModelOutline {
+  format: ModelFormat;
+  modelJson: Record<string, unknown>;
+  weights: Omit<Weight, 'values'>[];
+}
+
 /** Why a weight is a candidate for quantization (docs/job-spec.md, `layers`). */
 export type WeightRole =
   'kernel' | 'recurrent_kernel' | 'depthwise_kernel' | 'pointwise_kernel' | 'embeddings' | 'graph_const';

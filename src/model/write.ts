@@ -23,7 +23,7 @@ export interface WriteOptions {
   shardSizeBytes?: number;
 }
 
-interface ManifestEntry {
+export interface ManifestEntry {
   name: string;
   shape: number[];
   dtype: Weight['dtype'];
@@ -113,7 +113,8 @@ function floatEntry(entry: ManifestEntry, values: Float32Array): [ManifestEntry,
   return [{ ...entry, quantization: { dtype: 'float16' } }, bytesOf(halves)];
 }
 
-function encodeWeight(weight: Weight, given: WeightReplacement | undefined): [ManifestEntry, Uint8Array] {
+/** A weight's manifest entry and shard bytes, `given` replacing its values when set. */
+export function encodeWeight(weight: Weight, given: WeightReplacement | undefined): [ManifestEntry, Uint8Array] {
   // Read `dequantized` once: a caller may derive it on access (the PTQ pipeline decodes it from codes).
   const replacement = given && { ...given, dequantized: given.dequantized };
   const entry: ManifestEntry = { name: weight.name, shape: weight.shape, dtype: weight.dtype };
@@ -189,7 +190,7 @@ export function writeModel(
   }
 
   const shardCount = Math.ceil(total / shardSize);
-  const paths = Array.from({ length: shardCount }, (_, i) => `group1-shard${i + 1}of${shardCount}.bin`);
+  const paths = shardPaths(shardCount);
   const shards = paths.map((_, i) => new Uint8Array(Math.min(shardSize, total - i * shardSize)));
   let offset = 0;
   for (const chunk of chunks) {
@@ -204,6 +205,17 @@ export function writeModel(
     }
   }
 
+  const files: FileSet = new Map([['model.json', stockModelJson(model, paths, entries)]]);
+  paths.forEach((shardPath, i) => files.set(shardPath, shards[i]));
+  return files;
+}
+
+/** model.json of the written model: one weight group over `paths`, the source's other fields kept. */
+export function stockModelJson(
+  model: Pick<LoadedModel, 'format' | 'modelJson'>,
+  paths: string[],
+  entries: ManifestEntry[],
+): Uint8Array {
   const stamp = `qaas ${packageVersion}`;
   const { generatedBy } = model.modelJson;
   const modelJson: Record<string, unknown> = {
@@ -215,7 +227,10 @@ export function writeModel(
     if (!(key in modelJson) && key !== 'weightsManifest') modelJson[key] = value;
   }
   modelJson.weightsManifest = [{ paths, weights: entries }];
-  const files: FileSet = new Map([['model.json', new TextEncoder().encode(JSON.stringify(modelJson))]]);
-  paths.forEach((shardPath, i) => files.set(shardPath, shards[i]));
-  return files;
+  return new TextEncoder().encode(JSON.stringify(modelJson));
+}
+
+/** The converter's shard file names for `count` shards. */
+export function shardPaths(count: number): string[] {
+  return Array.from({ length: count }, (_, i) => `group1-shard${i + 1}of${count}.bin`);
 }

@@ -9,7 +9,6 @@
  * copy of the whole model exists.
  */
 import { readFile } from 'node:fs/promises';
-import { constants as zlibConstants, createGzip } from 'node:zlib';
 import picomatch from 'picomatch';
 import type { JobSpec } from '../jobs/spec.js';
 import { mergeOverride } from '../jobs/spec.js';
@@ -28,10 +27,11 @@ import { createRng } from '../quant/rng.js';
 import type { QuantizedTensor, TfjsEncoding } from '../quant/types.js';
 import type { BatchNormScaling } from '../model/fold-batchnorm.js';
 import { quantizableWeights } from '../model/select.js';
-import type { FileSet, LoadedModel, Weight } from '../model/types.js';
+import type { FileSet, LoadedModel, ModelOutline, Weight } from '../model/types.js';
 import { writeModel, type WeightReplacement } from '../model/write.js';
 import { encodeFloat16, halfToFloat } from '../quant/float16.js';
 import { packageVersion } from '../version.js';
+import { GZIP_BLOCK_BYTES, GzipMeter, gzipStride } from './gzip-size.js';
 
 export interface PipelineProgress {
   stage: 'quantize' | 'write' | 'pack' | 'report';
@@ -92,6 +92,8 @@ export interface ModelReport {
   packedBytes: number;
   gzipBytesBefore: number;
   gzipBytesAfter: number;
+  /** Set when the gzip sizes are estimated: every `every`-th block of `blockBytes` compressed, scaled up. */
+  gzipSample?: { blockBytes: number; every: number };
   /** bytesBefore ÷ packedBytes. */
   compressionRatio: number;
   /** bytesBefore ÷ bytesAfter: what a stock TF.js deployment saves. */
@@ -234,6 +236,7 @@ export async function runPtq(model: LoadedModel, spec: JobSpec, options: Pipelin
   const packedBytes =
     packedFiles.get('packed/weights.bin')!.byteLength + packedFiles.get('packed/manifest.json')!.byteLength;
   const quantizedParams = tensors.reduce((sum, t) => sum + t.shape.reduce((a, b) => a * b, 1), 0);
+  const gzipEvery = gzipStride(source.weights.reduce((sum, w) => sum + w.values.byteLength, 0));
   const params = model.weights.reduce((sum, w) => sum + w.values.length, 0);
   const modelReport: ModelReport = {
     format: model.format,
@@ -242,8 +245,9 @@ export async function runPtq(model: LoadedModel, spec: JobSpec, options: Pipelin
     bytesBefore,
     bytesAfter,
     packedBytes,
-    gzipBytesBefore: await gzipSize(source.weights.map(storedView)),
-    gzipBytesAfter: await gzipSize(shardBytes),
+    gzipBytesBefore: await gzipSize(source.weights.map(storedView), gzipEvery),
+    gzipBytesAfter: await gzipSize(shardBytes, gzipEvery),
+    ...(gzipEvery > 1 ? { gzipSample: { blockBytes: GZIP_BLOCK_BYTES, every: gzipEvery } } : {}),
     compressionRatio: bytesBefore / packedBytes,
     stockCompressionRatio: bytesBefore / bytesAfter,
     bitsPerWeight:
@@ -302,7 +306,7 @@ export interface PlannedTensor {
  * asymmetric grid per channel fits each channel's own [min, max] measurably better, so it stays.
  */
 export function planTensors(
-  model: LoadedModel,
+  model: ModelOutline,
   spec: JobSpec,
 ): { selected: PlannedTensor[]; skipped: { name: string; reason: string }[] } {
   const skip = spec.layers.skip.map((glob) => ({ glob, match: picomatch(glob) }));
@@ -398,9 +402,14 @@ export function tensorSeed(seed: number, name: string): number {
 }
 
 function storedBytes(weight: Weight): number {
+  return storedBytesOf(weight, weight.values.length);
+}
+
+/** Bytes of `count` values of a weight as uploaded: by its manifest dtype, 1 for uint8/bool, 2 for uint16/float16. */
+export function storedBytesOf(weight: Omit<Weight, 'values'>, count: number): number {
   const perValue: Record<string, number> = { uint8: 1, uint16: 2, float16: 2 };
   const bytes = weight.sourceQuantization ? perValue[weight.sourceQuantization.dtype] : weight.dtype === 'bool' ? 1 : 4;
-  return weight.values.length * bytes;
+  return count * bytes;
 }
 
 /**
@@ -424,29 +433,17 @@ function manifestDtypes(modelJsonBytes: Uint8Array): Map<string, TensorReport['s
   return dtypes;
 }
 
-async function gzipSize(chunks: Uint8Array[]): Promise<number> {
-  const gzip = createGzip({ level: zlibConstants.Z_DEFAULT_COMPRESSION });
-  let size = 0;
-  gzip.on('data', (chunk: Buffer) => {
-    size += chunk.byteLength;
-  });
-  const finished = new Promise<void>((resolve, reject) => {
-    gzip.on('end', resolve);
-    gzip.on('error', reject);
-  });
-  for (const chunk of chunks) {
-    if (!gzip.write(chunk)) await new Promise((resolve) => gzip.once('drain', resolve));
-  }
-  gzip.end();
-  await finished;
-  return size;
+async function gzipSize(chunks: Uint8Array[], every: number): Promise<number> {
+  const meter = new GzipMeter(every);
+  for (const chunk of chunks) await meter.add(chunk);
+  return meter.size();
 }
 
 /**
  * The decoder ships as compiled JavaScript. From dist/ it sits beside this module's output; when this
  * module runs from source (tests), the compiled copy under dist/ is used.
  */
-async function readDecoderFile(name: string): Promise<Uint8Array> {
+export async function readDecoderFile(name: string): Promise<Uint8Array> {
   const candidates = [
     new URL(`../quant/packed/${name}`, import.meta.url),
     new URL(`../../dist/src/quant/packed/${name}`, import.meta.url),

@@ -40,35 +40,37 @@ export function floatToHalf(x: number): number {
 }
 
 /**
- * Half bit patterns of float32 values; same results as `floatToHalf` on each value, computed on the float32
- * bits (exponent rebias + rounded shift) because this runs over whole tensors.
+ * The half bit pattern of a float32 given by its bits; same result as `floatToHalf` on the value, computed
+ * on the bits (exponent rebias + rounded shift) because this runs over whole tensors.
  */
+export function halfOfFloat32Bits(word: number): number {
+  const sign = (word >>> 16) & 0x8000;
+  const magnitude = word & 0x7fffffff;
+  let half: number;
+  if (magnitude >= 0x7f800000) {
+    half = magnitude === 0x7f800000 ? HALF_INFINITY_BITS : HALF_NAN_BITS;
+  } else if (magnitude >= 0x38800000) {
+    // Normal half range: rebias the exponent (127 → 15) and round the 13 dropped mantissa bits to even.
+    const rebiased = magnitude - 0x38000000;
+    half = (rebiased + 0xfff + ((rebiased >>> 13) & 1)) >>> 13;
+    if (half > HALF_MAX_BITS) half = HALF_MAX_BITS;
+  } else {
+    // Subnormal half: the 24-bit significand shifted right by 126 − exponent, rounded to even.
+    const shift = 126 - (magnitude >>> 23);
+    if (shift > 24) {
+      half = 0;
+    } else {
+      const significand = (magnitude & 0x7fffff) | 0x800000;
+      half = (significand + (1 << (shift - 1)) - 1 + ((significand >>> shift) & 1)) >>> shift;
+    }
+  }
+  return sign | half;
+}
+
+/** Half bit patterns of float32 values (`halfOfFloat32Bits` of each). */
 export function encodeFloat16(values: Float32Array): Uint16Array {
   const bits = new Uint32Array(values.buffer, values.byteOffset, values.length);
   const out = new Uint16Array(values.length);
-  for (let i = 0; i < bits.length; i++) {
-    const word = bits[i];
-    const sign = (word >>> 16) & 0x8000;
-    const magnitude = word & 0x7fffffff;
-    let half: number;
-    if (magnitude >= 0x7f800000) {
-      half = magnitude === 0x7f800000 ? HALF_INFINITY_BITS : HALF_NAN_BITS;
-    } else if (magnitude >= 0x38800000) {
-      // Normal half range: rebias the exponent (127 → 15) and round the 13 dropped mantissa bits to even.
-      const rebiased = magnitude - 0x38000000;
-      half = (rebiased + 0xfff + ((rebiased >>> 13) & 1)) >>> 13;
-      if (half > HALF_MAX_BITS) half = HALF_MAX_BITS;
-    } else {
-      // Subnormal half: the 24-bit significand shifted right by 126 − exponent, rounded to even.
-      const shift = 126 - (magnitude >>> 23);
-      if (shift > 24) {
-        half = 0;
-      } else {
-        const significand = (magnitude & 0x7fffff) | 0x800000;
-        half = (significand + (1 << (shift - 1)) - 1 + ((significand >>> shift) & 1)) >>> shift;
-      }
-    }
-    out[i] = sign | half;
-  }
+  for (let i = 0; i < bits.length; i++) out[i] = halfOfFloat32Bits(bits[i]);
   return out;
 }

@@ -9,7 +9,7 @@ import type { PassThrough, Readable } from 'node:stream';
 import yazl from 'yazl';
 import type { FileSet } from '../model/types.js';
 import { readFileSetFromDir } from '../model/read.js';
-import { isSafeRelativePath, listTree, writeTreeAtomically } from './tree.js';
+import { writeDirAtomically, isSafeRelativePath, listTree, writeTreeAtomically } from './tree.js';
 
 export function artifactDir(dataDir: string, tenant: string, jobId: string): string {
   return join(dataDir, 'artifacts', tenant, jobId);
@@ -31,6 +31,25 @@ export class ArtifactStore {
 
   write(tenant: string, jobId: string, files: FileSet): Promise<void> {
     return writeTreeAtomically(this.dir(tenant, jobId), files);
+  }
+
+  /**
+   * Artifacts a writer puts on disk itself (the streaming engine writes model/, packed/ and report.json
+   * tensor by tensor): `fill` creates and fills a directory, not there yet, that becomes the job's artifacts
+   * whole once it resolves (writeDirAtomically). Returns fill's result and the artifact paths, sorted.
+   */
+  async fill<T>(
+    tenant: string,
+    jobId: string,
+    fill: (dir: string) => Promise<T>,
+  ): Promise<{ result: T; paths: string[] }> {
+    let paths: string[] = [];
+    const result = await writeDirAtomically(this.dir(tenant, jobId), async (temp) => {
+      const filled = await fill(temp);
+      paths = await listTree(temp);
+      return filled;
+    });
+    return { result, paths };
   }
 
   readReport(tenant: string, jobId: string): Promise<string> {

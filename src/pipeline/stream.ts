@@ -1,0 +1,450 @@
+/**
+ * Streaming PTQ: a `ptq` job on a model directory in memory bounded by its largest tensor, whatever the
+ * model's size. Weights are read from the shards one at a time in manifest order, quantized by
+ * exportTensor (src/quant/export-tensor.ts: the codes, the stored form and the error measures in one or two
+ * passes), and written at once: their `model/` bytes appended to the shards, their side information and
+ * codes to packed/weights.bin at offsets laid out before the first tensor (every supported method's sizes
+ * follow from the shape). model.json, packed/manifest.json and report.json are written last. The gzip
+ * figures meter the bytes as they pass (gzip-size.ts). No tfjs is loaded.
+ *
+ * The artifacts are the in-memory pipeline's (run.ts → quantize.ts → ptq.ts) byte for byte; report.json
+ * differs only in `timings` (what was timed differs; `readMs` is streaming's own) and `model.backend`
+ * (`none`: no tfjs backend ran). test/pipeline/stream.test.ts checks it. A job the streaming path cannot
+ * run exactly — another kind, datasets, simulated activations, learned rounding, BatchNorm folding to do,
+ * a method whose size is only known after quantizing (pq) — is refused with NotStreamable before anything
+ * is written; `streamingBlocker` says so from the spec alone, and callers fall back to runJob.
+ */
+import { mkdir, rm, writeFile } from 'node:fs/promises';
+import path from 'node:path';
+import { mergeOverride, type JobSpec } from '../jobs/spec.js';
+import { decodeValues, checkFinite, type WeightSlot } from '../model/manifest.js';
+import { openModelDirectory, WeightReader, type ModelDirectory } from '../model/stream-read.js';
+import { PositionalFile, ShardWriter } from '../model/stream-write.js';
+import { flattenLayers, readLayersTopology } from '../model/topology.js';
+import type { Weight } from '../model/types.js';
+import { DEFAULT_SHARD_SIZE_BYTES, encodeWeight, stockModelJson, type ManifestEntry } from '../model/write.js';
+import {
+  exportLayout,
+  exportTensor,
+  ExportScratch,
+  NonFiniteValues,
+  type ExportLayout,
+  type ExportedTensor,
+} from '../quant/export-tensor.js';
+import { quantizationShape } from '../quant/methods/common.js';
+import { PACKED_FORMAT, PACKED_VERSION } from '../quant/packed/decoder.js';
+import { PACKED_DECODER_FILES } from '../quant/packed/encoder.js';
+import { packedByteLength } from '../quant/packed/bits.js';
+import type { PackedEncoding, PackedManifest, PackedWeight } from '../quant/packed/manifest.js';
+import type { Encoding } from '../quant/types.js';
+import { packageVersion } from '../version.js';
+import { GZIP_BLOCK_BYTES, GzipMeter, gzipStride } from './gzip-size.js';
+import {
+  planTensors,
+  readDecoderFile,
+  storedBytesOf,
+  tensorSeed,
+  type ModelReport,
+  type PlannedTensor,
+  type TensorReport,
+} from './ptq.js';
+import type { JobProgress, JobReport } from './types.js';
+
+/** Methods whose packed sizes follow from the shape (exportLayout), so weights.bin can be laid out first. */
+const STREAMED_METHODS = new Set(['affine', 'binary', 'ternary', 'pow2', 'kmeans', 'float16']);
+
+/** The job needs the in-memory pipeline; thrown before anything is written. */
+export class NotStreamable extends Error {
+  override name = 'NotStreamable';
+}
+
+export interface StreamOptions {
+  onProgress?: (progress: JobProgress) => void | Promise<void>;
+  /** Checked between tensors: an aborted run throws an AbortError and leaves no output directory. */
+  signal?: AbortSignal;
+}
+
+/** Why `spec` needs the in-memory pipeline, from the spec alone; undefined when streaming may run it. */
+export function streamingBlocker(spec: JobSpec): string | undefined {
+  if (spec.kind !== 'ptq') return `kind "${spec.kind}" needs the whole model`;
+  if (spec.ptq.algorithm !== 'nearest') return `ptq.algorithm "${spec.ptq.algorithm}" runs on calibration data`;
+  if (spec.activations) return 'activations are simulated on the whole model';
+  const datasets = Object.entries(spec.data).filter(([, ref]) => ref !== undefined);
+  if (datasets.length > 0) return `data.${datasets[0][0]} is evaluated on the whole model`;
+  const names = [
+    spec.method.name,
+    ...Object.values(spec.layers.overrides).map((o) => String(mergeOverride(spec.method, o).name)),
+  ];
+  const other = names.find((name) => !STREAMED_METHODS.has(name));
+  if (other !== undefined) return `method "${other}" is sized only after quantizing`;
+  return undefined;
+}
+
+/** Why this model needs the in-memory pipeline under `spec` (BatchNorm to fold), if it does. */
+function modelBlocker(model: ModelDirectory, spec: JobSpec): string | undefined {
+  if (!(spec.foldBatchNorm ?? true) || model.format !== 'layers-model') return undefined;
+  const topology = model.modelJson.modelTopology as Record<string, unknown>;
+  const batchNorm = flattenLayers(readLayersTopology(topology)).find((l) => l.className === 'BatchNormalization');
+  return batchNorm ? `BatchNormalization ${batchNorm.name} is folded into the layer before it` : undefined;
+}
+
+interface TensorWork {
+  target: PlannedTensor;
+  shape: number[];
+  layout: ExportLayout;
+}
+
+/**
+ * Quantizes the model in `modelDir` under `spec` into `outDir` (which must not exist yet; it holds model/,
+ * packed/ and report.json when this resolves, and nothing is left of it when this throws). Returns the
+ * report as written.
+ */
+export async function streamQuantize(
+  modelDir: string,
+  spec: JobSpec,
+  outDir: string,
+  options: StreamOptions = {},
+): Promise<JobReport> {
+  const started = performance.now();
+  const blocker = streamingBlocker(spec);
+  if (blocker !== undefined) throw new NotStreamable(blocker);
+  const model = await openModelDirectory(modelDir);
+  const modelBlock = modelBlocker(model, spec);
+  if (modelBlock !== undefined) throw new NotStreamable(modelBlock);
+
+  const plan = planTensors(model, spec);
+  const work = new Map<string, TensorWork>();
+  for (const target of plan.selected) {
+    const weight = model.weights.find((w) => w.name === target.name)!;
+    const shape = quantizationShape(weight.shape, target.role, target.params.name);
+    const layout = exportLayout(target.params, shape);
+    if (layout === undefined) throw new NotStreamable(`method "${target.params.name}" is sized only after quantizing`);
+    work.set(target.name, { target, shape, layout });
+  }
+
+  await mkdir(path.dirname(outDir), { recursive: true });
+  await mkdir(outDir);
+  try {
+    return await writeArtifacts(model, spec, plan, work, outDir, options, started);
+  } catch (error) {
+    await rm(outDir, { recursive: true, force: true });
+    throw error;
+  }
+}
+
+function count(weight: { shape: readonly number[] }): number {
+  return weight.shape.reduce((a, b) => a * b, 1);
+}
+
+/** Bytes of a weight's decoded values (what packed/ stores raw and gzipBytesBefore measures). */
+function decodedBytes(weight: Omit<Weight, 'values'>): number {
+  return count(weight) * (weight.dtype === 'bool' ? 1 : 4);
+}
+
+function isInflating(work: TensorWork | undefined): boolean {
+  return work !== undefined && work.layout.bitsPerWeight > 32;
+}
+
+/** The weight's values over `bytes`: viewed when stored plain, decoded (a fresh array) when quantized. */
+function valuesOf(slot: WeightSlot, bytes: Uint8Array): Weight['values'] {
+  const { spec } = slot;
+  if (spec.quantization !== undefined) return decodeValues(spec, bytes.slice());
+  const elements = count(spec);
+  if (spec.dtype === 'float32') return new Float32Array(bytes.buffer, bytes.byteOffset, elements);
+  if (spec.dtype === 'int32') return new Int32Array(bytes.buffer, bytes.byteOffset, elements);
+  return bytes;
+}
+
+function bytesOf(values: ArrayBufferView): Uint8Array {
+  return new Uint8Array(values.buffer, values.byteOffset, values.byteLength);
+}
+
+function sideInfo(encoding: Encoding): Float32Array[] {
+  if (encoding.kind === 'affine') return [encoding.scales, encoding.mins];
+  if (encoding.kind === 'codebook' || encoding.kind === 'pq') return [encoding.codebook];
+  return [];
+}
+
+function sideChannels(encoding: Encoding): number {
+  if (encoding.kind === 'affine' || encoding.kind === 'codebook') return encoding.channels;
+  return encoding.kind === 'pq' ? encoding.subspaces : 1;
+}
+
+function checkLayout(name: string, layout: ExportLayout, exported: ExportedTensor): void {
+  const sideFloats = sideInfo(exported.encoding).reduce((sum, side) => sum + side.length, 0);
+  const bits = exported.encoding.kind === 'float16' ? 16 : exported.encoding.bits;
+  if (sideFloats !== layout.sideFloats || bits !== layout.bits || exported.bitsPerWeight !== layout.bitsPerWeight) {
+    throw new Error(`streaming PTQ: ${name} came out with a packed layout other than the one laid out for it`);
+  }
+}
+
+async function writeArtifacts(
+  model: ModelDirectory,
+  spec: JobSpec,
+  plan: ReturnType<typeof planTensors>,
+  work: Map<string, TensorWork>,
+  outDir: string,
+  options: StreamOptions,
+  started: number,
+): Promise<JobReport> {
+  const timings = { readMs: 0, quantizeMs: 0, writeMs: 0, packMs: 0 };
+  const clock = async <T>(key: keyof typeof timings, step: () => Promise<T> | T): Promise<T> => {
+    const at = performance.now();
+    try {
+      return await step();
+    } finally {
+      timings[key] += performance.now() - at;
+    }
+  };
+
+  // packed/weights.bin: the 4-byte section (side information, raw float32/int32) first, then the byte one.
+  let wordBytes = 0;
+  for (const { weight } of model.slots) {
+    const planned = work.get(weight.name);
+    if (planned && !isInflating(planned)) wordBytes += 4 * planned.layout.sideFloats;
+    else if (weight.dtype !== 'bool') wordBytes += decodedBytes(weight);
+  }
+  let wordAt = 0;
+  let byteAt = wordBytes;
+
+  await mkdir(path.join(outDir, 'model'));
+  await mkdir(path.join(outDir, 'packed'));
+  const shards = new ShardWriter(path.join(outDir, 'model'), spec.output.shardSizeBytes ?? DEFAULT_SHARD_SIZE_BYTES);
+  const packed = await PositionalFile.create(path.join(outDir, 'packed', 'weights.bin'));
+  const reader = new WeightReader(model);
+  const gzipEvery = gzipStride(model.weights.reduce((sum, w) => sum + decodedBytes(w), 0));
+  const gzipBefore = new GzipMeter(gzipEvery);
+  const gzipAfter = new GzipMeter(gzipEvery);
+  const scratch = new ExportScratch();
+
+  const entries: ManifestEntry[] = [];
+  const packedWeights: PackedWeight[] = [];
+  const tensors: TensorReport[] = [];
+  const warnings: string[] = [];
+  const totalWork = plan.selected.reduce((sum, t) => sum + count(model.weights.find((w) => w.name === t.name)!), 0);
+  let done = 0;
+
+  const putWords = async (values: Float32Array | Int32Array): Promise<number> => {
+    const offset = wordAt;
+    await clock('packMs', () => packed.writeAt(bytesOf(values), offset));
+    wordAt += values.byteLength;
+    return offset;
+  };
+  const putBytes = async (bytes: Uint8Array): Promise<number> => {
+    const offset = byteAt;
+    await clock('packMs', () => packed.writeAt(bytes, offset));
+    byteAt += bytes.byteLength;
+    return offset;
+  };
+  const storeInModel = async (bytes: Uint8Array): Promise<void> => {
+    await clock('writeMs', () => shards.write(bytes));
+    await gzipAfter.add(bytes);
+  };
+
+  try {
+    for (const { weight, slot } of model.slots) {
+      options.signal?.throwIfAborted();
+      const planned = work.get(weight.name);
+      if (planned) {
+        const message = `quantizing ${weight.name} (${planned.target.params.name})`;
+        await options.onProgress?.({
+          stage: 'quantize',
+          progress: Math.round((900 * done) / (totalWork || 1)) / 10,
+          message,
+        });
+      }
+      const bytes = await clock('readMs', () =>
+        reader.read(slot, new Uint8Array(scratch.buffer('input', slot.byteLength), 0, slot.byteLength)),
+      );
+      const values = valuesOf(slot, bytes);
+      await gzipBefore.add(bytesOf(values));
+      const base = { name: weight.name, shape: [...weight.shape], dtype: weight.dtype };
+
+      if (planned === undefined || isInflating(planned)) {
+        if (values instanceof Float32Array) checkFinite(weight.name, values);
+        if (planned !== undefined) {
+          const { params } = planned.target;
+          warnings.push(
+            `${weight.name}: ${params.name} costs ${planned.layout.bitsPerWeight.toFixed(1)} bits/weight on [${weight.shape.join(', ')}], ` +
+              'more than float32; it was left in float32',
+          );
+          plan.skipped.push({ name: weight.name, reason: `${params.name} would inflate it beyond float32` });
+          done += values.length;
+        }
+        const [entry, stored] = encodeWeight({ ...weight, values }, undefined);
+        entries.push(entry);
+        await storeInModel(stored);
+        const offset = values instanceof Uint8Array ? await putBytes(values) : await putWords(values);
+        packedWeights.push({ ...base, offset, byteLength: values.byteLength });
+        continue;
+      }
+
+      const { target, shape, layout } = planned;
+      const floats = values as Float32Array;
+      const exported = await clock('quantizeMs', () => {
+        try {
+          return exportTensor(
+            floats,
+            shape,
+            target.params,
+            tensorSeed('seed' in target.params ? target.params.seed : 0, weight.name),
+            scratch,
+          );
+        } catch (error) {
+          if (error instanceof NonFiniteValues) checkFinite(weight.name, floats);
+          throw error;
+        }
+      });
+      checkLayout(weight.name, layout, exported);
+      const { encoding } = exported;
+      entries.push({
+        ...base,
+        ...(exported.quantization === undefined
+          ? {}
+          : {
+              quantization:
+                exported.quantization.dtype === 'float16'
+                  ? exported.quantization
+                  : { ...exported.quantization, original_dtype: 'float32' as const },
+            }),
+      });
+      await storeInModel(exported.stored);
+
+      let packedEncoding: PackedEncoding;
+      switch (encoding.kind) {
+        case 'affine':
+          packedEncoding = {
+            kind: 'affine',
+            bits: encoding.bits,
+            channels: encoding.channels,
+            scalesOffset: await putWords(encoding.scales),
+            minsOffset: await putWords(encoding.mins),
+          };
+          break;
+        case 'codebook':
+          packedEncoding = {
+            kind: 'codebook',
+            bits: encoding.bits,
+            channels: encoding.channels,
+            codebookOffset: await putWords(encoding.codebook),
+          };
+          break;
+        case 'float16':
+          packedEncoding = { kind: 'float16', bits: 16 };
+          break;
+        case 'pq':
+          throw new Error('streaming PTQ does not lay out pq');
+      }
+      packedWeights.push({
+        ...base,
+        dtype: 'float32',
+        encoding: packedEncoding,
+        codesOffset: await putBytes(exported.packedCodes),
+        codesBytes: exported.packedCodes.byteLength,
+        count: exported.codeCount,
+      });
+      if (exported.packedCodes.byteLength !== packedByteLength(exported.codeCount, layout.bits)) {
+        throw new Error(`streaming PTQ: ${weight.name} packed to an unexpected length`);
+      }
+      const size = floats.length;
+      tensors.push({
+        name: weight.name,
+        shape: weight.shape,
+        role: target.role,
+        layerType: target.layerType,
+        method: target.params.name,
+        bits: 'bits' in encoding ? encoding.bits : 16,
+        bitsPerWeight: exported.bitsPerWeight,
+        channels: sideChannels(encoding),
+        storedAs: exported.storedAs,
+        bytesBefore: storedBytesOf(weight, size),
+        bytesAfter: Math.ceil((exported.bitsPerWeight * size) / 8),
+        ...exported.error,
+      });
+      done += size;
+    }
+
+    options.signal?.throwIfAborted();
+    const paths = await clock('writeMs', () => shards.finish());
+    await writeFile(path.join(outDir, 'model', 'model.json'), stockModelJson(model, paths, entries));
+  } catch (error) {
+    await shards.abort();
+    throw error;
+  } finally {
+    await reader.close();
+    await packed.close();
+  }
+
+  const reportStarted = performance.now();
+  await options.onProgress?.({ stage: 'report', progress: 97, message: 'measuring sizes' });
+  const manifest: PackedManifest = {
+    format: PACKED_FORMAT,
+    version: PACKED_VERSION,
+    modelFormat: model.format,
+    modelJson: model.modelJson,
+    weightsBytes: byteAt,
+    weights: packedWeights,
+  };
+  const manifestBytes = new TextEncoder().encode(JSON.stringify(manifest));
+  await writeFile(path.join(outDir, 'packed', 'manifest.json'), manifestBytes);
+  for (const name of PACKED_DECODER_FILES) {
+    await writeFile(path.join(outDir, 'packed', name), await readDecoderFile(name));
+  }
+  await writeFile(path.join(outDir, 'packed', 'package.json'), '{ "type": "module" }\n');
+
+  const bytesBefore = model.weights.reduce((sum, w) => sum + storedBytesOf(w, count(w)), 0);
+  const bytesAfter = shards.bytesWritten;
+  const packedBytes = byteAt + manifestBytes.byteLength;
+  const quantizedParams = tensors.reduce((sum, t) => sum + count(t), 0);
+  const params = model.weights.reduce((sum, w) => sum + count(w), 0);
+  const gzipBytesBefore = await gzipBefore.size();
+  const gzipBytesAfter = await gzipAfter.size();
+  const modelReport: ModelReport = {
+    format: model.format,
+    params,
+    quantizedParams,
+    bytesBefore,
+    bytesAfter,
+    packedBytes,
+    gzipBytesBefore,
+    gzipBytesAfter,
+    ...(gzipEvery > 1 ? { gzipSample: { blockBytes: GZIP_BLOCK_BYTES, every: gzipEvery } } : {}),
+    compressionRatio: bytesBefore / packedBytes,
+    stockCompressionRatio: bytesBefore / bytesAfter,
+    bitsPerWeight:
+      quantizedParams === 0 ? 32 : tensors.reduce((sum, t) => sum + t.bitsPerWeight * count(t), 0) / quantizedParams,
+    backend: 'none',
+  };
+  if (bytesAfter >= bytesBefore) {
+    warnings.push(`model/ holds ${bytesAfter} weight bytes, not fewer than the ${bytesBefore} uploaded`);
+  }
+  if (packedBytes > 4 * params) {
+    warnings.push(`packed/ is ${packedBytes} bytes, more than the ${4 * params} of the weights in float32`);
+  }
+  const round = (ms: number) => Math.round(ms * 10) / 10;
+  const totalMs = round(performance.now() - started);
+  // The in-memory flow's report for the same job (quantize.ts around ptq.ts), field for field and in order.
+  const report: JobReport = {
+    version: 1,
+    generatedBy: `qaas ${packageVersion}`,
+    kind: spec.kind,
+    spec,
+    model: { ...modelReport, metrics: {} },
+    tensors,
+    skipped: plan.skipped,
+    equalization: [],
+    warnings,
+    timings: {
+      quantizeMs: round(timings.quantizeMs),
+      writeMs: round(timings.writeMs),
+      packMs: round(timings.packMs),
+      reportMs: round(performance.now() - reportStarted),
+      totalMs,
+      readMs: round(timings.readMs),
+    },
+    ...((spec.foldBatchNorm ?? true) ? { batchNorm: { folded: [], skipped: [], scaled: [] } } : {}),
+  };
+  await writeFile(path.join(outDir, 'report.json'), `${JSON.stringify(report, null, 2)}\n`);
+  await options.onProgress?.({ stage: 'report', progress: 100, message: 'report written' });
+  return report;
+}

@@ -1,0 +1,211 @@
+import { mkdtemp, readdir, readFile, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import * as tf from '@tensorflow/tfjs';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { parseJobSpec } from '../../src/jobs/spec.js';
+import { ModelError } from '../../src/model/errors.js';
+import { readFileSetFromDir, readModelDir } from '../../src/model/read.js';
+import type { FileSet } from '../../src/model/types.js';
+import { runJob } from '../../src/pipeline/run.js';
+import { NotStreamable, streamingBlocker, streamQuantize } from '../../src/pipeline/stream.js';
+import { createRng } from '../../src/quant/rng.js';
+import { writeTreeAtomically } from '../../src/storage/tree.js';
+import { buildDepthwiseGraphModel, buildGraphModel, buildLayersModel, saveLayersModel } from '../fixtures/models.js';
+
+/**
+ * The streaming path (src/pipeline/stream.ts) against the in-memory one (src/pipeline/run.ts) on the same
+ * model directory and spec: every artifact file byte for byte, and report.json with only the fields that
+ * are inherently different normalised away.
+ */
+
+let dir: string;
+const models: Record<string, string> = {};
+
+async function saveDir(name: string, files: FileSet): Promise<string> {
+  const path = join(dir, 'models', name);
+  await writeTreeAtomically(path, files);
+  return path;
+}
+
+/**
+ * Dense layers only (no BatchNorm: the default spec streams it), saved in 1 KiB shards. d1's kernel is [2, 32]:
+ * per-channel grids cost 64 bits of side information per 2 weights there, more than float32.
+ */
+async function buildDenseModel(): Promise<FileSet> {
+  const rng = createRng(11);
+  const model = tf.sequential({
+    layers: [
+      tf.layers.dense({ inputShape: [2], units: 32, activation: 'relu', name: 'd1' }),
+      tf.layers.dense({ units: 16, activation: 'relu', name: 'd2' }),
+      tf.layers.dense({ units: 5, name: 'd3' }),
+    ],
+  });
+  try {
+    model.setWeights(
+      model.weights.map((w) => {
+        const size = w.shape.reduce((a, b) => a! * b!, 1)!;
+        return tf.tensor(
+          Float32Array.from({ length: size }, () => (rng.next() - 0.5) * 0.4),
+          w.shape as number[],
+        );
+      }),
+    );
+    return await saveLayersModel(model, 1024);
+  } finally {
+    model.dispose();
+  }
+}
+
+beforeAll(async () => {
+  await tf.setBackend('cpu');
+  dir = await mkdtemp(join(tmpdir(), 'qaas-stream-'));
+  models.dense = await saveDir('dense', await buildDenseModel());
+  models.layers = await saveDir('layers', await buildLayersModel({ shardSizeBytes: 700 }));
+  models.graph = await saveDir('graph', buildGraphModel({ shardSizeBytes: 300 }));
+  models.depthwise = await saveDir('depthwise', buildDepthwiseGraphModel());
+  // A source stored quantized (uint8 grids and float16 in its manifest), as qaas's own model/ output is.
+  const firstPass = await inMemory(models.dense, {
+    method: { name: 'affine', bits: 8 },
+    layers: { overrides: { 'd3/**': { name: 'float16' } } },
+  });
+  const quantizedSource = new Map<string, Uint8Array>();
+  for (const [path, bytes] of firstPass) if (path.startsWith('model/')) quantizedSource.set(path.slice(6), bytes);
+  models.quantizedSource = await saveDir('quantized-source', quantizedSource);
+});
+
+afterAll(async () => {
+  await rm(dir, { recursive: true, force: true });
+});
+
+async function inMemory(modelDir: string, raw: Record<string, unknown>): Promise<FileSet> {
+  const { files } = await runJob(await readModelDir(modelDir), parseJobSpec(raw), {}, { backend: 'cpu' });
+  return files;
+}
+
+let runs = 0;
+async function streamed(modelDir: string, raw: Record<string, unknown>): Promise<FileSet> {
+  const out = join(dir, `out-${runs++}`);
+  await streamQuantize(modelDir, parseJobSpec(raw), out);
+  return readTree(out);
+}
+
+async function readTree(root: string): Promise<FileSet> {
+  const files: FileSet = new Map();
+  for (const entry of await readdir(root, { recursive: true, withFileTypes: true })) {
+    if (!entry.isFile()) continue;
+    const full = join(entry.parentPath, entry.name);
+    files.set(full.slice(root.length + 1), new Uint8Array(await readFile(full)));
+  }
+  return files;
+}
+
+/**
+ * report.json with the fields that are inherently different replaced: `timings` (what was timed differs
+ * between the two flows: streaming adds readMs, in-memory has ptqMs) and `model.backend` (the in-memory path
+ * names the tfjs backend it loaded; streaming loads none and says `none`). Everything else, key order
+ * included, must be the same text.
+ */
+function normalisedReport(bytes: Uint8Array): string {
+  const report = JSON.parse(new TextDecoder().decode(bytes)) as Record<string, unknown> & {
+    model: Record<string, unknown>;
+  };
+  report.timings = 'differs';
+  report.model.backend = 'differs';
+  return JSON.stringify(report, null, 2);
+}
+
+async function expectSameArtifacts(model: string, raw: Record<string, unknown>): Promise<void> {
+  const expected = await inMemory(models[model], raw);
+  const actual = await streamed(models[model], raw);
+  expect([...actual.keys()].sort()).toEqual([...expected.keys()].sort());
+  for (const [path, bytes] of expected) {
+    if (path === 'report.json') continue;
+    expect(Buffer.compare(Buffer.from(actual.get(path)!), Buffer.from(bytes)), path).toBe(0);
+  }
+  expect(normalisedReport(actual.get('report.json')!)).toBe(normalisedReport(expected.get('report.json')!));
+  const report = JSON.parse(new TextDecoder().decode(actual.get('report.json')!)) as {
+    model: { backend: string };
+    timings: Record<string, number>;
+  };
+  expect(report.model.backend).toBe('none');
+  expect(Object.keys(report.timings)).toEqual(['quantizeMs', 'writeMs', 'packMs', 'reportMs', 'totalMs', 'readMs']);
+}
+
+const noFold = { foldBatchNorm: false };
+
+describe('streaming PTQ writes the in-memory pipeline’s artifacts byte for byte', () => {
+  const cases: [string, Record<string, unknown>][] = [
+    ['dense', { method: { name: 'affine', bits: 8 } }],
+    ['dense', { method: { name: 'affine', bits: 8, granularity: 'per-channel' } }],
+    ['dense', { method: { name: 'affine', bits: 4, symmetric: true, granularity: 'per-channel' } }],
+    ['dense', { method: { name: 'affine', bits: 12 }, output: { shardSizeBytes: 1500 } }],
+    ['dense', { method: { name: 'affine', bits: 3, range: 'mse', seed: 5 } }],
+    ['dense', { method: { name: 'affine', bits: 6, rounding: 'stochastic', seed: 9, granularity: 'per-channel' } }],
+    ['layers', { ...noFold, method: { name: 'affine', bits: 8 } }],
+    ['layers', { ...noFold, method: { name: 'affine', bits: 5, granularity: 'per-channel', range: 'percentile' } }],
+    ['layers', { ...noFold, method: { name: 'binary', granularity: 'per-channel' }, layers: { skip: ['lstm/**'] } }],
+    [
+      'layers',
+      { ...noFold, method: { name: 'ternary' }, layers: { overrides: { 'dense/**': { name: 'kmeans', bits: 3 } } } },
+    ],
+    ['layers', { ...noFold, method: { name: 'pow2', bits: 4 } }],
+    ['layers', { ...noFold, method: { name: 'float16' } }],
+    ['graph', { method: { name: 'affine', bits: 8 } }],
+    ['graph', { method: { name: 'affine', bits: 2, granularity: 'per-channel' } }],
+    ['graph', { method: { name: 'kmeans', bits: 4, init: 'kmeans++', seed: 3 } }],
+    ['depthwise', { method: { name: 'affine', bits: 8, granularity: 'per-channel' } }],
+    ['depthwise', { method: { name: 'affine', bits: 16, symmetric: true } }],
+    ['quantizedSource', { method: { name: 'affine', bits: 4, granularity: 'per-channel' } }],
+  ];
+  for (const [model, raw] of cases) {
+    it(`${model}: ${JSON.stringify(raw)}`, async () => {
+      await expectSameArtifacts(model, raw);
+    });
+  }
+
+  it('leaves a tensor whose side information would cost more than float32 in float32, as in memory', async () => {
+    const raw = { method: { name: 'affine', bits: 8, granularity: 'per-channel' } };
+    const report = JSON.parse(new TextDecoder().decode((await streamed(models.dense, raw)).get('report.json')!)) as {
+      skipped: { name: string; reason: string }[];
+      warnings: string[];
+    };
+    expect(report.skipped).toEqual([{ name: 'd1/kernel', reason: 'affine would inflate it beyond float32' }]);
+    expect(report.warnings[0]).toMatch(/^d1\/kernel: affine costs 40\.0 bits\/weight/);
+  });
+});
+
+describe('what streaming refuses', () => {
+  it('names the spec fields that need the whole model', () => {
+    expect(streamingBlocker(parseJobSpec({ method: { name: 'affine' } }))).toBeUndefined();
+    expect(streamingBlocker(parseJobSpec({ method: { name: 'pq' } }))).toMatch(/pq/);
+    expect(streamingBlocker(parseJobSpec({ method: { name: 'affine' }, data: { evaluation: 'x.npz' } }))).toMatch(
+      /data\.evaluation/,
+    );
+    expect(
+      streamingBlocker(parseJobSpec({ method: { name: 'affine' }, layers: { overrides: { 'a/**': { name: 'pq' } } } })),
+    ).toMatch(/pq/);
+  });
+
+  it('throws NotStreamable for BatchNorm to fold, before writing anything', async () => {
+    const out = join(dir, 'refused');
+    await expect(streamQuantize(models.layers, parseJobSpec({ method: { name: 'affine' } }), out)).rejects.toThrow(
+      NotStreamable,
+    );
+    await expect(readdir(out)).rejects.toThrow(/ENOENT/);
+  });
+
+  it('fails on a NaN weight with readModel’s ModelError and leaves nothing behind', async () => {
+    const files = await readFileSetFromDir(models.dense);
+    const first = [...files.keys()].find((key) => key.startsWith('group1-shard1of'))!;
+    const shard = Uint8Array.from(files.get(first)!);
+    new Float32Array(shard.buffer)[7] = Number.NaN;
+    const broken = await saveDir('nan', new Map([...files, [first, shard]]));
+    const spec = parseJobSpec({ method: { name: 'affine', bits: 8 } });
+    const inMemoryError = await readModelDir(broken).catch((error: unknown) => error);
+    expect(inMemoryError).toBeInstanceOf(ModelError);
+    const out = join(dir, 'nan-out');
+    await expect(streamQuantize(broken, spec, out)).rejects.toThrow((inMemoryError as Error).message);
+    await expect(readdir(out)).rejects.toThrow(/ENOENT/);
+  });
+});
