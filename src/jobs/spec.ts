@@ -6,6 +6,7 @@
 import { Type, type Static } from '@sinclair/typebox';
 import { FormatRegistry } from '@sinclair/typebox';
 import { InputError } from '../errors.js';
+import { LabelsSchema, NameSchema } from './metadata.js';
 import { withDefaults } from '../quant/schema.js';
 import { MethodParamsError, methodNames, parseMethodParams, type MethodParams } from '../quant/methods/index.js';
 import {
@@ -71,7 +72,7 @@ function kinds(...names: ('ptq' | 'qat' | 'analyze' | 'auto')[]): { 'x-kinds': s
 
 export const DataSpec = Type.Object(
   {
-    calibration: Type.Optional({ ...DatasetRef, ...kinds('ptq', 'qat', 'analyze') }),
+    calibration: Type.Optional({ ...DatasetRef, ...kinds('ptq', 'qat', 'analyze', 'auto') }),
     evaluation: Type.Optional(DatasetRef),
     training: Type.Optional({ ...DatasetRef, ...kinds('qat', 'auto') }),
     verification: Type.Optional({
@@ -188,6 +189,14 @@ export const PtqSpec = Type.Object(
         'gptq (Frantar et al. 2022: inverse-Hessian error feedback) or adaround (Nagel et al. 2020: learned up/down ' +
         'rounding); Dense, Conv2D and DepthwiseConv2D kernels (graph MatMul, Conv2D, DepthwiseConv2dNative)',
     }),
+    layers: Type.Optional(
+      Type.Array(Type.String({ minLength: 1 }), {
+        maxItems: 4096,
+        description:
+          'globs over weight names: the kernels the algorithm rounds; the other affine kernels keep nearest rounding ' +
+          '(default: every one it can; auto writes them in chosenSpec when it picks the algorithm per layer)',
+      }),
+    ),
     samples: Type.Integer({
       minimum: 1,
       maximum: 65536,
@@ -303,6 +312,9 @@ export const SearchSpec = Type.Object(
 export const JobSpecSchema = Type.Object(
   {
     modelId: Type.Optional(Type.String({ minLength: 1 })),
+    // What the job is called and labelled (the record's name and labels, not part of how it runs).
+    name: Type.Optional(NameSchema),
+    labels: Type.Optional(LabelsSchema),
     kind: Type.Union([Type.Literal('ptq'), Type.Literal('qat'), Type.Literal('analyze'), Type.Literal('auto')], {
       default: 'ptq',
       description:
@@ -439,6 +451,12 @@ function combinationProblems(spec: RawJobSpec): SpecProblem[] {
     }
   }
   if (spec.ptq.algorithm !== 'nearest') problems.push(...learnedRoundingProblems(spec));
+  else if (spec.ptq.layers !== undefined) {
+    problems.push({
+      path: '/ptq/layers',
+      message: 'ptq.layers names the kernels ptq.algorithm gptq or adaround rounds',
+    });
+  }
   const quantizer = spec.activations?.quantizer;
   const trainedActivations = quantizer === 'dorefa' || quantizer === 'pact';
   if (trainedActivations && spec.kind !== 'qat') {

@@ -38,7 +38,8 @@ import { quantizationShape } from '../quant/methods/common.js';
 import { getMethod, parseMethodParams, type MethodParams } from '../quant/methods/index.js';
 import { heldOutMask, pairedDropInterval } from '../quant/held-out.js';
 import { createRng } from '../quant/rng.js';
-import type { Metrics } from '../quant/types.js';
+import type { Metrics, QuantizedTensor } from '../quant/types.js';
+import type { AffineParams } from '../quant/methods/affine.js';
 import {
   FLOAT,
   dropOf,
@@ -56,12 +57,15 @@ import {
   disposeBatches,
   labelCandidates,
   layersWeightSwap,
+  withLearnedRounding,
+  type Candidate,
   metricValue,
   type SensitivityRow,
   type WithWeight,
 } from '../quant/sensitivity.js';
 import { diagnoseJob } from './diagnose.js';
 import { planTensors, runPtq, tensorSeed, type PtqResult } from './ptq.js';
+import { roundEachAlone, roundLayers, type RoundingReport } from './rounding.js';
 import { trainQat, type TrainedQat } from './quantize.js';
 import { inputsOf, loadArtifact, loadTfModel, selectRows, tensorBatches } from './runtime.js';
 import { stageClock, stageReporter } from './stages.js';
@@ -205,13 +209,43 @@ export async function runAutoJob(
       return { floatMetrics: whole, floatValue: valueOf(searched), heldOutSummary: summary };
     });
 
-    const candidates = labelCandidates(
+    const labelled = labelCandidates(
       spec.search.candidates ?? DEFAULT_CANDIDATES.map((c, i) => parseMethodParams(c, `/search/candidates/${i}`)),
     );
+    // With calibration data auto picks the rounding per tensor too: ptq.algorithm's, or GPTQ when it is nearest.
+    const calibration = spec.kind === 'auto' ? data.calibration : undefined;
+    const learned = spec.ptq.algorithm === 'nearest' ? 'gptq' : spec.ptq.algorithm;
+    const candidates = calibration ? withLearnedRounding(labelled, learned) : labelled;
+    const calibrationBatches = () => tensorBatches(calibration!, batchSize, spec, feed, { end: spec.ptq.samples });
     const planned = planTensors(model, spec).selected;
     if (planned.length === 0) throw nothingToSearch(spec);
     const weights = new Map(model.weights.map((w) => [w.name, w]));
-    const quantize = (name: string, params: MethodParams) => {
+    const learnedCandidates = candidates.filter((c) => c.rounding !== undefined);
+    const roundedAlone =
+      learnedCandidates.length > 0
+        ? await timed('roundMs', async () => {
+            await report(
+              'analyze',
+              span.analyze,
+              0,
+              `${learned}: rounding each kernel alone from the calibration data`,
+            );
+            return roundEachAlone(
+              model,
+              spec,
+              learned,
+              planned.map((t) => ({
+                name: t.name,
+                role: t.role,
+                params: learnedCandidates.map((c) => c.params as AffineParams),
+              })),
+              { batches: calibrationBatches, signal: options.signal },
+            );
+          })
+        : new Map<string, QuantizedTensor[]>();
+    const quantize = (name: string, candidate: Candidate): QuantizedTensor | undefined => {
+      if (candidate.rounding) return roundedAlone.get(name)?.[learnedCandidates.indexOf(candidate)];
+      const params = candidate.params;
       const weight = weights.get(name)!;
       const role = planned.find((t) => t.name === name)!.role;
       const shape = quantizationShape(weight.shape, role, params.name);
@@ -252,16 +286,22 @@ export async function runAutoJob(
       }
     };
     const measure = async (trialSpec: JobSpec, trained?: TrainedQat): Promise<Measured> => {
+      // The ptq job of this spec rounds the same way (quantize.ts), from the same calibration batches.
+      const rounded =
+        !trained && trialSpec.ptq.algorithm !== 'nearest'
+          ? await roundLayers(model, trialSpec, { signal: options.signal, batches: calibrationBatches })
+          : undefined;
       const ptq = await runPtq(trained?.model ?? model, trialSpec, {
         backend: options.backend,
         signal: options.signal,
-        precomputed: trained?.precomputed,
+        precomputed: trained?.precomputed ?? rounded?.precomputed,
         source,
         equalized: folding.scaled,
       });
       return withArtifact(ptq.files, async (artifact) => {
         const metrics = await evaluate(artifact, searchBatches(), { reference: floatModel, signal: options.signal });
-        if (!heldOutSummary) return { ptq, metrics };
+        const rounding = rounded ? { rounding: rounded.report } : {};
+        if (!heldOutSummary) return { ptq, metrics, ...rounding };
         const scores: number[] = [];
         const heldOutMetrics = await evaluate(artifact, heldOutBatches(), {
           reference: floatModel,
@@ -274,7 +314,7 @@ export async function runAutoJob(
           drop: dropOf(goal, heldOutSummary.floatValue, metricValue(heldOutMetrics, goal.metric)),
           drop95: [interval.low, interval.high],
         };
-        return { ptq, metrics, heldOut };
+        return { ptq, metrics, heldOut, ...rounding };
       });
     };
     const summary: SearchSummary = {
@@ -296,12 +336,24 @@ export async function runAutoJob(
       chosen = await timed('exportMs', () => measure({ ...spec, kind: 'ptq', foldBatchNorm: foldBn }));
     } else {
       const paramsOf = new Map(candidates.map((c) => [c.label, c.params]));
+      const roundingOf = new Map(candidates.map((c) => [c.label, c.rounding]));
+      const { layers: _rounded, ...ptqSpec } = spec.ptq;
       const specFor = (assignment: Assignment): JobSpec => {
         const names = Object.keys(assignment);
+        const rounded = names.filter((n) => roundingOf.get(assignment[n]) !== undefined);
+        // The spec's method is only the default of tensors without an override, and every tensor has one (or
+        // is skipped); a learned rounding's spec must still name an affine method with nearest rounding.
+        const method = spec.method as { name: string; rounding?: string };
+        const affineNearest = method.name === 'affine' && method.rounding !== 'stochastic';
         return {
           ...spec,
           kind: 'ptq',
           foldBatchNorm: foldBn,
+          ptq:
+            rounded.length > 0
+              ? { ...ptqSpec, algorithm: learned, layers: rounded.map(escapeGlob) }
+              : { ...ptqSpec, algorithm: 'nearest' },
+          ...(rounded.length > 0 && !affineNearest ? { method: paramsOf.get(assignment[rounded[0]])! } : {}),
           layers: {
             skip: [...spec.layers.skip, ...names.filter((n) => assignment[n] === FLOAT).map(escapeGlob)],
             overrides: Object.fromEntries(
@@ -375,7 +427,12 @@ export async function runAutoJob(
       const maxDrop = spec.target?.maxDrop;
       if (canTrain && !searched.targetMet && maxDrop !== undefined && worstDrop(searched.best) > maxDrop) {
         const base = searched.best;
-        const qatSpec: JobSpec = { ...specFor(base.assignment), kind: 'qat' };
+        // QAT trains the weights itself: no learned rounding after it.
+        const qatSpec: JobSpec = {
+          ...specFor(base.assignment),
+          kind: 'qat',
+          ptq: { ...ptqSpec, algorithm: 'nearest' },
+        };
         const trainProgress = (fraction: number, message: string, extra?: Partial<JobProgress>) =>
           report('train', span.qat, fraction * 0.9, `QAT of trial ${base.trial}'s config: ${message}`, extra);
         // The fallback is not a resumable QAT job: no checkpoint goes in or out.
@@ -467,6 +524,7 @@ export async function runAutoJob(
       sensitivity: sensitivity.rows,
       search: summary,
       ...extra,
+      ...(chosen.rounding ? { rounding: chosen.rounding } : {}),
       ...(diagnosed.diagnosis ? { diagnosis: diagnosed.diagnosis } : {}),
       warnings: [
         ...folding.skipped.map((s) => `BatchNorm ${s.layer} was not folded: ${s.reason}`),
@@ -495,6 +553,8 @@ interface Measured {
   metrics: Metrics;
   /** auto only. */
   heldOut?: HeldOutResult;
+  /** The trial's learned rounding, when it has one. */
+  rounding?: RoundingReport;
 }
 
 /**

@@ -11,7 +11,8 @@
  *   2. verify it; if the measured drop is within budget it becomes the state, else halve the prefix and
  *      try again; a single move that fails is banned (with every smaller, no less sensitive config of that
  *      tensor), and the search goes on with the others;
- *   3. stop when no move fits the estimate, or at maxTrials, or when the time budget is spent.
+ *   3. stop when no move fits the estimate (while no trial is feasible, the next move is verified alone
+ *      anyway: an unreachable target still gets a frontier), or at maxTrials, or when the time budget is spent.
  * With only `maxBytes` (maximise the metric) a greedy prefix can overshoot the budget by a whole move, so
  * each candidate is instead the exact answer to the multiple-choice knapsack over the sensitivity table:
  * every tensor takes one option (float or a config), minimising Σ estimated drop with Σ bytes ≤ the room
@@ -190,13 +191,17 @@ export async function searchConfigs(options: SearchOptions): Promise<SearchResul
     }
   };
   const bestOf = (): Trial => {
-    const ok = trials.filter((t) => t.feasible);
-    const pool = ok.length > 0 ? ok : trials;
-    const byBytes = (a: Trial, b: Trial) => a.bytes - b.bytes || a.drop - b.drop;
+    const byBytes = (a: Trial, b: Trial) => a.bytes - b.bytes || worstDrop(a) - worstDrop(b);
     const byDrop = (a: Trial, b: Trial) => worstDrop(a) - worstDrop(b) || a.bytes - b.bytes;
-    // Minimise bytes under maxDrop; maximise the metric under maxBytes alone. Nothing feasible: the closest.
-    const minimiseBytes = ok.length > 0 ? budget.maxDrop !== undefined : budget.maxBytes !== undefined;
-    return [...pool].sort(minimiseBytes ? byBytes : byDrop)[0];
+    const first = (pool: Trial[], order: (a: Trial, b: Trial) => number) => [...pool].sort(order)[0];
+    // Minimise bytes under maxDrop; maximise the metric under maxBytes alone.
+    const ok = trials.filter((t) => t.feasible);
+    if (ok.length > 0) return first(ok, budget.maxDrop !== undefined ? byBytes : byDrop);
+    // Nothing feasible: the closest. Under maxDrop (with a maxBytes nothing met) the smallest trial within
+    // maxDrop, else the least drop; under maxBytes alone the smallest.
+    if (budget.maxDrop === undefined) return first(trials, byBytes);
+    const withinDrop = trials.filter((t) => worstDrop(t) <= budget.maxDrop!);
+    return withinDrop.length > 0 ? first(withinDrop, byBytes) : first(trials, byDrop);
   };
   const canStart = (): boolean => {
     if (trials.length >= options.maxTrials) {
@@ -292,8 +297,9 @@ export async function searchConfigs(options: SearchOptions): Promise<SearchResul
       let estimate = stateDrop;
       while (steps < path.length && steps < stepLimit && estimate + path[steps].addedDrop <= maxDrop)
         estimate += path[steps++].addedDrop;
-      // Nothing is estimated to fit: verify the first move anyway when there is no result yet.
-      if (steps === 0 && trials.length === 0 && path.length > 0) estimate += path[steps++].addedDrop;
+      // Nothing is estimated to fit: while no trial is feasible, verify the next move alone anyway, so a
+      // target out of reach still leaves measured trials to return the closest of.
+      if (steps === 0 && !trials.some((t) => t.feasible) && path.length > 0) estimate += path[steps++].addedDrop;
       if (steps === 0) {
         stoppedBy = 'converged';
         break;

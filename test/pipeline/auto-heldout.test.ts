@@ -10,6 +10,7 @@ import type { LoadedModel } from '../../src/model/types.js';
 import type { AutoReport } from '../../src/pipeline/auto.js';
 import { runJob } from '../../src/pipeline/run.js';
 import { saveLayersModel } from '../fixtures/models.js';
+import { expectValidReport } from '../http/spec-validator.js';
 import { makeClassificationTask, sliceTask } from '../fixtures/tasks.js';
 import { taskDataset, trainBottleneckMlp } from './auto-fixture.js';
 
@@ -45,6 +46,7 @@ describe('auto keeps its budget on data it did not search', () => {
       search: { maxTrials: 8, analysisSamples: 200 },
     });
     const { report } = await runJob(model, spec, { evaluation, verification }, { backend: 'wasm' });
+    expectValidReport(report);
     const auto = report as AutoReport;
     const frontier = auto.frontier!;
     for (const t of frontier)

@@ -85,6 +85,12 @@ describe('spec', () => {
     ).toThrow('/data/verification');
   });
 
+  it('refuses ptq.layers without a learned rounding to apply to them', () => {
+    expect(() => parseJobSpec({ method: { name: 'affine' }, ptq: { layers: ['dense/kernel'] } })).toThrow(
+      '/ptq/layers',
+    );
+  });
+
   it('escapes glob characters so an override names exactly one weight', () => {
     expect(escapeGlob('a/b[1]*')).toBe('a/b\\[1\\]\\*');
   });

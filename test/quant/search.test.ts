@@ -129,6 +129,17 @@ describe('searchConfigs', () => {
     expect(tooSmall.targetMet).toBe(false);
     expect(tooSmall.best.bytes).toBe(128); // every tensor at its smallest: 25 + 3 + 100
 
+    // Both limits, and no trial meets maxBytes: the smallest trial within maxDrop, not the smallest one.
+    const both = await searchConfigs({
+      tensors,
+      budget: { maxDrop: 0.01, maxBytes: 50 },
+      maxTrials: 10,
+      measure: fakeExport({ a2: 0.02, b2: 0.05 }).measure,
+    });
+    expect(both.targetMet).toBe(false);
+    expect(both.trials.some((t) => t.bytes === 135 && t.drop === 0.02)).toBe(true);
+    expect(both.best).toMatchObject({ bytes: 210, drop: 0 });
+
     const backOff = fakeExport({ a2: 0.02, b2: 0.05 });
     const capped = await searchConfigs({ tensors, budget: { maxDrop: 0.01 }, maxTrials: 2, measure: backOff.measure });
     expect(capped.trials).toHaveLength(2);
