@@ -6,6 +6,7 @@
 import { Type, type Static } from '@sinclair/typebox';
 import { FormatRegistry } from '@sinclair/typebox';
 import { InputError } from '../errors.js';
+import { LabelsSchema, NameSchema } from './metadata.js';
 import { withDefaults } from '../quant/schema.js';
 import { MethodParamsError, methodNames, parseMethodParams, type MethodParams } from '../quant/methods/index.js';
 import {
@@ -305,6 +306,9 @@ export const SearchSpec = Type.Object(
 export const JobSpecSchema = Type.Object(
   {
     modelId: Type.Optional(Type.String({ minLength: 1 })),
+    // What the job is called and labelled (the record's name and labels, not part of how it runs).
+    name: Type.Optional(NameSchema),
+    labels: Type.Optional(LabelsSchema),
     kind: Type.Union([Type.Literal('ptq'), Type.Literal('qat'), Type.Literal('analyze'), Type.Literal('auto')], {
       default: 'ptq',
       description:

@@ -166,6 +166,7 @@ export async function runQuantizeJob(
 
     let activations: JobReport['activations'];
     let exportedRanges: ActivationRange[] | undefined;
+    let learnedGrids: ActivationRange[] | undefined;
     if (learnedActivations) {
       activations = learnedActivations;
       if (data.evaluation && floatModel) {
@@ -187,6 +188,7 @@ export async function runQuantizeJob(
           scale,
           zeroPoint,
         }));
+        learnedGrids = grids;
         const simulated = await withFakeQuantActivations(exported, grids);
         owned.push(simulated);
         const { quantizer, bits } = learnedActivations[0] ?? { quantizer: 'dorefa', bits: 0 };
@@ -288,6 +290,7 @@ export async function runQuantizeJob(
           evaluation: data.evaluation!,
           calibration: data.calibration,
           exportedRanges,
+          learnedGrids,
           batchSize,
           signal: options.signal,
         }),

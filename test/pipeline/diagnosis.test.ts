@@ -17,6 +17,7 @@ import type { LoadedModel } from '../../src/model/types.js';
 import type { Diagnosis } from '../../src/pipeline/diagnose.js';
 import { runJob } from '../../src/pipeline/run.js';
 import { artifactModelFiles } from '../../src/pipeline/runtime.js';
+import { EXACT_SQNR_DB } from '../../src/quant/metrics.js';
 import {
   buildGraphModel,
   buildLayersModel,
@@ -316,7 +317,118 @@ describe('kind analyze', () => {
     expect(wide.localSqnrDb.weights).toBeGreaterThan(15);
     // The outlier sits in an input row, not an output channel: per-channel scales would not help, bits would.
     expect(narrow.suggestion).toBe('more-bits');
-    expect(narrow.reason).toContain('at 4 bits');
+    expect(narrow.reason).toContain('with 4-bit weights');
+  });
+});
+
+describe('binary activations', () => {
+  it('split out as the job simulates them: a sign in place of the ReLU, checked by hand', async () => {
+    const kernel = [
+      [0.3, -0.2, -0.5],
+      [0.1, 0.4, -0.6],
+    ];
+    const model = await denseStack(2, [
+      { name: 'wide', kernel, bias: [0, 0, 0], activation: 'relu' },
+      {
+        name: 'narrow',
+        kernel: [
+          [0.5, 0.3],
+          [-0.4, 0.6],
+          [0.2, -0.2],
+        ],
+        bias: [0, 0],
+      },
+    ]);
+    const rows = Array.from({ length: 16 }, (_, r) => [2 * unit(r, 0) - 1, 2 * unit(r, 1) - 1]);
+    const data = await dataset('sign', rows);
+    const spec = parseJobSpec({
+      method: { name: 'affine', bits: 8, granularity: 'per-channel' },
+      data: { evaluation: 'e' },
+      activations: { bits: 1 },
+    });
+    const tensorsBefore = tf.memory().numTensors;
+    const { report } = await runJob(model, spec, { evaluation: data }, { backend: 'wasm' });
+    expect(tf.memory().numTensors).toBe(tensorsBefore);
+    expectValidReport(report);
+    const diagnosis = report.diagnosis!;
+    expect(diagnosis.activations).toEqual({ quantizer: 'sign', bits: 1 });
+    const [wide, narrow] = diagnosis.layers;
+    // By hand: the pre-activation z, α = mean |z| per sample, α·sign(z) (sign(0) = +1) against relu(z).
+    let signal = 0;
+    let noise = 0;
+    for (const x of rows) {
+      const z = [0, 1, 2].map((j) => x[0] * kernel[0][j] + x[1] * kernel[1][j]);
+      const alpha = z.reduce((sum, v) => sum + Math.abs(v), 0) / z.length;
+      for (const v of z) {
+        const relu = Math.max(0, v);
+        signal += relu ** 2;
+        noise += ((v >= 0 ? alpha : -alpha) - relu) ** 2;
+      }
+    }
+    const hand = 10 * Math.log10(signal / noise);
+    console.log(
+      `sign: wide alone A ${wide.localSqnrDb.activations!.toFixed(2)} dB (hand ${hand.toFixed(2)}), W ${wide.localSqnrDb.weights.toFixed(1)} dB`,
+    );
+    expect(wide.localSqnrDb.activations!).toBeCloseTo(hand, 2);
+    expect(wide.dominant).toBe('activations');
+    expect(wide.rank).toBe(1);
+    expect(wide.suggestion).toBe('more-bits');
+    expect(wide.reason).toContain('with 1-bit activations');
+    // narrow has no ReLU: nothing replaces its output (exact with float weights), its own error is its 8-bit weights'.
+    expect(narrow.localSqnrDb.activations).toBe(EXACT_SQNR_DB);
+    expect(narrow.localSqnrDb.both).toBeCloseTo(narrow.localSqnrDb.weights, 6);
+    expect(narrow.localSqnrDb.weights).toBeGreaterThan(35);
+  });
+});
+
+describe('trained activations', () => {
+  it('split out with the grids QAT trained (DoReFa after each ReLU output)', async () => {
+    const model = await denseStack(2, [
+      {
+        name: 'wide',
+        kernel: [
+          [0.3, -0.2, -0.5],
+          [0.1, 0.4, -0.6],
+        ],
+        bias: [0, 0, 0],
+        activation: 'relu',
+      },
+      {
+        name: 'narrow',
+        kernel: [
+          [0.5, 0.3],
+          [-0.4, 0.6],
+          [0.2, -0.2],
+        ],
+        bias: [0, 0],
+      },
+    ]);
+    const data = await dataset(
+      'dorefa',
+      Array.from({ length: 16 }, (_, r) => [unit(r, 0), unit(r, 1)]),
+    );
+    const spec = parseJobSpec({
+      kind: 'qat',
+      method: { name: 'affine', bits: 8 },
+      data: { training: 't', evaluation: 'e' },
+      activations: { quantizer: 'dorefa', bits: 3 },
+      qat: { epochs: 1, batchSize: 16 },
+    });
+    const tensorsBefore = tf.memory().numTensors;
+    const { report } = await runJob(model, spec, { training: data, evaluation: data }, { backend: 'wasm' });
+    expect(tf.memory().numTensors).toBe(tensorsBefore);
+    expectValidReport(report);
+    const diagnosis = report.diagnosis!;
+    expect(diagnosis.activations).toEqual({ quantizer: 'dorefa', bits: 3 });
+    expect(diagnosis.measured).toContain('the 3-bit dorefa grids QAT trained');
+    const [wide, narrow] = diagnosis.layers;
+    console.log(
+      `dorefa: wide alone A ${wide.localSqnrDb.activations!.toFixed(1)} dB, W ${wide.localSqnrDb.weights.toFixed(1)} dB`,
+    );
+    // 3 bits on [0, 1] after wide's ReLU: a real error, not none; narrow's output keeps float activations.
+    expect(wide.localSqnrDb.activations!).toBeLessThan(30);
+    expect(wide.dominant).toBe('activations');
+    expect(narrow.localSqnrDb.activations).toBe(EXACT_SQNR_DB);
   });
 });
 
