@@ -106,6 +106,16 @@ describe('writeDirAtomically', () => {
     });
     expect({ result, paths }).toEqual({ result: 'done', paths: ['packed/manifest.json', 'report.json'] });
     expect(await store.readReport('t1', 'job_1')).toBe('{"ok":true}');
+    // An earlier attempt killed mid-write left its temp tree; the next attempt's store removes it.
+    const abandoned = join(dir, 'data', 'artifacts', 't1', '.job_1.tmp-dead');
+    await mkdir(abandoned, { recursive: true });
+    await writeFile(join(abandoned, 'half.bin'), bytes('x'));
+    await store.fill('t1', 'job_1', async (temp) => {
+      await mkdir(temp);
+      await writeFile(join(temp, 'report.json'), bytes('{}'));
+    });
+    expect(await readdir(join(dir, 'data', 'artifacts', 't1'))).toEqual(['job_1']);
+    expect(await store.readReport('t1', 'job_1')).toBe('{}');
   });
 });
 
