@@ -588,7 +588,25 @@ function formatSummary(report: JobReport): string {
           )
           .join(', '),
     ),
+    ...worstLayers(report),
   ].join('\n');
+}
+
+/** The diagnosis's worst layers (at most 3), one line each: its own SQNRs and the suggestion. */
+function worstLayers(report: JobReport): string[] {
+  const diagnosis = report.diagnosis;
+  if (!diagnosis) return [];
+  if (diagnosis.worst.length === 0) return [`diagnosis: every layer's own SQNR is at least ${diagnosis.healthyDb} dB`];
+  const db = (value: number | undefined) =>
+    value === undefined ? '–' : value >= EXACT_SQNR_DB ? 'exact' : `${value.toFixed(1)} dB`;
+  return diagnosis.worst.slice(0, 3).map((name) => {
+    const layer = diagnosis.layers.find((l) => l.name === name)!;
+    const own = layer.localSqnrDb;
+    return (
+      `worst layer ${layer.rank}: ${layer.name} (${layer.op}), own SQNR weights ${db(own.weights)}, ` +
+      `activations ${db(own.activations)} → ${layer.suggestion}: ${layer.reason}`
+    );
+  });
 }
 
 main(process.argv.slice(2)).then(
