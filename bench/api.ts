@@ -22,9 +22,7 @@
  */
 import { fork, spawn } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
-import { createReadStream } from 'node:fs';
-import { mkdir, mkdtemp, readFile, rm, stat, writeFile } from 'node:fs/promises';
-import { request } from 'node:http';
+import { mkdir, mkdtemp, rm, stat, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -40,6 +38,7 @@ import { runPtq } from '../src/pipeline/ptq.js';
 import { redisAnswers, startWorkers } from '../src/service.js';
 import { writeTreeAtomically } from '../src/storage/tree.js';
 import { cleanup, denseModel } from '../test/http/helpers.js';
+import { procStatus, streamUpload } from './service-client.js';
 
 const RUNS = 3;
 const LOAD_SECONDS = 4;
@@ -134,45 +133,6 @@ async function writeBigModel(dir: string): Promise<string[]> {
   }
   await writeFile(join(dir, paths[BIG_SHARDS]), new Uint8Array(biasBytes));
   return ['model.json', ...paths];
-}
-
-/** POSTs the files as multipart/form-data parts, streamed from disk with a known Content-Length. */
-async function streamUpload(url: string, dir: string, names: string[]): Promise<{ status: number; body: string }> {
-  const boundary = `----qaasbench${randomUUID()}`;
-  const heads = names.map((name) =>
-    Buffer.from(
-      `--${boundary}\r\nContent-Disposition: form-data; name="file"; filename="${name}"\r\nContent-Type: application/octet-stream\r\n\r\n`,
-    ),
-  );
-  const tail = Buffer.from(`--${boundary}--\r\n`);
-  let length = tail.length;
-  for (const [i, name] of names.entries()) length += heads[i].length + (await stat(join(dir, name))).size + 2;
-  return new Promise((resolve, reject) => {
-    const req = request(
-      `${url}/v1/models`,
-      {
-        method: 'POST',
-        headers: { 'content-type': `multipart/form-data; boundary=${boundary}`, 'content-length': length },
-      },
-      (res) => {
-        let body = '';
-        res.setEncoding('utf8');
-        res.on('data', (chunk: string) => (body += chunk));
-        res.on('end', () => resolve({ status: res.statusCode ?? 0, body }));
-      },
-    );
-    req.on('error', reject);
-    (async () => {
-      for (const [i, name] of names.entries()) {
-        if (!req.write(heads[i])) await new Promise((r) => req.once('drain', r));
-        for await (const chunk of createReadStream(join(dir, name))) {
-          if (!req.write(chunk)) await new Promise((r) => req.once('drain', r));
-        }
-        req.write('\r\n');
-      }
-      req.end(tail);
-    })().catch(reject);
-  });
 }
 
 async function uploadSmall(baseUrl: string, files: FileSet): Promise<string> {
@@ -289,14 +249,6 @@ async function submissionThroughput(scratch: Scratch, small: FileSet) {
   } finally {
     await app.close();
   }
-}
-
-function procStatus(pid: number): Promise<Record<string, number>> {
-  return readFile(`/proc/${pid}/status`, 'utf8').then((text) => {
-    const out: Record<string, number> = {};
-    for (const match of text.matchAll(/^(VmRSS|VmHWM):\s+(\d+) kB$/gm)) out[match[1]] = Number(match[2]) * 1024;
-    return out;
-  });
 }
 
 /** 2: RSS growth of a child-process server while it takes a 200 MiB upload. */

@@ -115,6 +115,13 @@ const commands = {
       ...outFlag,
       ...serviceFlags,
       priority: { type: 'string', arg: 'n', help: 'queue order: 0 (default) first, larger numbers later' },
+      name: { type: 'string', arg: 'text', help: "the job's name (GET /v1/jobs?name=)" },
+      label: {
+        type: 'string',
+        multiple: true,
+        arg: 'key=value',
+        help: 'a label of the job (repeatable; GET /v1/jobs?label=key=value)',
+      },
       detach: { type: 'boolean', help: 'print the job id once it is queued and exit' },
       ...specFlags,
     },
@@ -336,9 +343,12 @@ async function submit(args: string[]): Promise<number> {
   if (positionals.length !== 1)
     throw new UsageError('submit takes one model directory, archive or model id; run qaas submit --help');
   const [model] = positionals;
+  const fileSpec = await specFromFlags(values);
+  const labels = labelFlags(values.label);
   const raw = {
-    ...(await specFromFlags(values)),
-    ...definedOnly({ priority: numberFlag('priority', values.priority) }),
+    ...fileSpec,
+    ...definedOnly({ priority: numberFlag('priority', values.priority), name: values.name }),
+    ...(labels ? { labels: { ...(fileSpec.labels as Record<string, string> | undefined), ...labels } } : {}),
   };
   // Checked here first: a bad spec ends before anything is uploaded.
   const spec = parseJobSpec(raw);
@@ -503,12 +513,13 @@ async function openDatasets(spec: JobSpec): Promise<JobDatasets> {
     if (!opened.has(ref)) opened.set(ref, openDataset(datasetFiles(resolveDatasetRef(ref))));
     return opened.get(ref);
   };
-  const [calibration, evaluation, training] = await Promise.all([
+  const [calibration, evaluation, training, verification] = await Promise.all([
     open(spec.data.calibration),
     open(spec.data.evaluation),
     open(spec.data.training),
+    open(spec.data.verification),
   ]);
-  return definedOnly({ calibration, evaluation, training });
+  return definedOnly({ calibration, evaluation, training, verification });
 }
 
 function resolveDatasetRef(ref: string): string {
@@ -520,6 +531,18 @@ function resolveDatasetRef(ref: string): string {
 
 function definedOnly<T extends Record<string, unknown>>(fields: T): Partial<T> {
   return Object.fromEntries(Object.entries(fields).filter(([, v]) => v !== undefined)) as Partial<T>;
+}
+
+/** `--label key=value` flags as labels (the spec's checks then apply to them); undefined when none. */
+function labelFlags(raw: string[] | undefined): Record<string, string> | undefined {
+  if (!raw || raw.length === 0) return undefined;
+  return Object.fromEntries(
+    raw.map((pair) => {
+      const at = pair.indexOf('=');
+      if (at <= 0) throw new UsageError(`--label takes key=value, got "${pair}"`);
+      return [pair.slice(0, at), pair.slice(at + 1)];
+    }),
+  );
 }
 
 function numberFlag(name: string, raw: string | undefined): number | undefined {
@@ -566,7 +589,25 @@ function formatSummary(report: JobReport): string {
           )
           .join(', '),
     ),
+    ...worstLayers(report),
   ].join('\n');
+}
+
+/** The diagnosis's worst layers (at most 3), one line each: its own SQNRs and the suggestion. */
+function worstLayers(report: JobReport): string[] {
+  const diagnosis = report.diagnosis;
+  if (!diagnosis) return [];
+  if (diagnosis.worst.length === 0) return [`diagnosis: every layer's own SQNR is at least ${diagnosis.healthyDb} dB`];
+  const db = (value: number | undefined) =>
+    value === undefined ? '–' : value >= EXACT_SQNR_DB ? 'exact' : `${value.toFixed(1)} dB`;
+  return diagnosis.worst.slice(0, 3).map((name) => {
+    const layer = diagnosis.layers.find((l) => l.name === name)!;
+    const own = layer.localSqnrDb;
+    return (
+      `worst layer ${layer.rank}: ${layer.name} (${layer.op}), own SQNR weights ${db(own.weights)}, ` +
+      `activations ${db(own.activations)} → ${layer.suggestion}: ${layer.reason}`
+    );
+  });
 }
 
 main(process.argv.slice(2)).then(

@@ -176,6 +176,53 @@ describe('qaas submit', () => {
     expect(dataset.y).toBeNull();
   });
 
+  it('run twice on the same model and data stores one model and one dataset; --name and --label name the job', async () => {
+    await writeTreeAtomically(join(dir, 'twice'), await tinyModel());
+    const jobIds: string[] = [];
+    for (const run of [0, 1]) {
+      const result = await qaas(
+        'submit',
+        join(dir, 'twice'),
+        '--api-key',
+        'alice-key',
+        '--calibration',
+        join(dir, 'x.npy'),
+        '--activation-bits',
+        '8',
+        '--name',
+        `nightly ${run}`,
+        '--label',
+        'pipeline=nightly',
+        '--label',
+        `run=${run}`,
+        '--detach',
+        '--quiet',
+      );
+      expect(result.code, result.stderr).toBe(0);
+      jobIds.push(result.stdout.trim());
+    }
+    const jobs = await Promise.all(
+      jobIds.map(async (id) => (await app.inject({ url: `/v1/jobs/${id}`, headers: alice })).json()),
+    );
+    expect(jobs[1].modelId).toBe(jobs[0].modelId);
+    expect(jobs[1].spec.data.calibration).toBe(jobs[0].spec.data.calibration);
+    const model = (await app.inject({ url: `/v1/models/${jobs[0].modelId}`, headers: alice })).json();
+    const models = (await app.inject({ url: '/v1/models?limit=100', headers: alice })).json().items;
+    expect(models.filter((m: { sha256: string }) => m.sha256 === model.sha256)).toHaveLength(1);
+    const datasetId = jobs[0].spec.data.calibration;
+    const dataset = (await app.inject({ url: `/v1/datasets/${datasetId}`, headers: alice })).json();
+    const datasets = (await app.inject({ url: '/v1/datasets?limit=100', headers: alice })).json().items;
+    expect(datasets.filter((d: { sha256?: string }) => d.sha256 === dataset.sha256)).toHaveLength(1);
+
+    expect(jobs.map((job) => job.name)).toEqual(['nightly 0', 'nightly 1']);
+    expect(jobs[1].labels).toEqual({ pipeline: 'nightly', run: '1' });
+    const listed = await app.inject({ url: '/v1/jobs?label=pipeline=nightly&label=run', headers: alice });
+    expect(listed.json().items.map((job: { id: string }) => job.id)).toEqual([...jobIds].reverse());
+    const badLabel = await qaas('submit', join(dir, 'twice'), '--api-key', 'alice-key', '--label', 'no-equals');
+    expect(badLabel.code).toBe(2);
+    expect(badLabel.stderr).toContain('--label takes key=value');
+  });
+
   it('ends with exit 2 on a bad spec or key, before anything is stored', async () => {
     const before = await modelCount();
     const badSpec = await qaas('submit', join(dir, 'model'), '--api-key', 'alice-key', '--bits', '99');

@@ -252,6 +252,49 @@ proxy.shutdown()
   });
 });
 
+describe('the Python client with names and labels', () => {
+  it('names and labels uploads and jobs, finds them by label, and gets the stored model back for the same files', async () => {
+    const modelDir = join(dir, 'labelled-model');
+    await writeTreeAtomically(modelDir, await denseModel([4, 5, 3]));
+    const script = `
+import json, sys
+sys.path.insert(0, ${JSON.stringify(join(repo, 'clients/python'))})
+from qaas_client import Client, ApiError
+client = Client(sys.argv[1])
+first = client.upload_model(sys.argv[2], name="labelled", labels={"team": "vision", "qaas.dev/stage": "dev"})
+again = client.upload_model(sys.argv[2], name="other name")
+data = client.upload_dataset([[0.5, 0.1, 0.2, 0.3], [0.9, 0.8, 0.7, 0.6]], [0, 1], name="eval set", labels={"split": "eval"})
+job = client.submit({"modelId": first["id"], "method": {"name": "affine"}, "name": "py job", "labels": {"team": "vision"}})
+try:
+    client.upload_model(sys.argv[2], labels={"bad key": "x"})
+    bad = None
+except ApiError as error:
+    bad = [error.status, error.problem["type"]]
+print(json.dumps({
+    "first": first, "again": again, "dataset": data, "job": job, "bad": bad,
+    "models": [m["id"] for m in client.models(labels={"team": "vision", "qaas.dev/stage": "dev"})],
+    "named": [m["id"] for m in client.models(name="labelled")],
+    "datasets": [d["id"] for d in client.datasets(labels={"split": "eval"})],
+    "jobs": [j["id"] for j in client.jobs(labels={"team": "vision"})],
+}))
+`;
+    const result = await exec('python3', ['-c', script, baseUrl, modelDir]);
+    expect(result.code, result.stderr).toBe(0);
+    const out = JSON.parse(result.stdout);
+    expect(out.first).toMatchObject({ name: 'labelled', labels: { team: 'vision', 'qaas.dev/stage': 'dev' } });
+    // The same files: the stored model as it was, not renamed.
+    expect(out.again.id).toBe(out.first.id);
+    expect(out.again.name).toBe('labelled');
+    expect(out.dataset).toMatchObject({ name: 'eval set', labels: { split: 'eval' }, samples: 2 });
+    expect(out.job).toMatchObject({ name: 'py job', labels: { team: 'vision' }, modelId: out.first.id });
+    expect(out.bad).toEqual([400, 'urn:qaas:problem:invalid-request']);
+    expect(out.models).toEqual([out.first.id]);
+    expect(out.named).toEqual([out.first.id]);
+    expect(out.datasets).toEqual([out.dataset.id]);
+    expect(out.jobs).toEqual([out.job.id]);
+  });
+});
+
 describe('the TypeScript client as the package entry qaas/client', () => {
   it('is imported by name from a consumer project, with types that tsc checks', async () => {
     const consumer = await mkdtemp(join(tmpdir(), 'qaas-consumer-'));
@@ -278,6 +321,7 @@ describe('the TypeScript client as the package entry qaas/client', () => {
         `import { ApiError, QaasClient, type RemoteJob } from 'qaas/client';
 const client = new QaasClient(process.argv[2]);
 const model: { id: string } = await client.uploadModel(process.argv[3]);
+const named: { created: boolean; name?: string } = await client.uploadModel(process.argv[3], { name: 'n', labels: { a: 'b' } });
 const done = (job: RemoteJob): boolean => job.status === 'succeeded';
 try {
   await client.job('job_none');
@@ -304,10 +348,12 @@ try {
         `import { ApiError, QaasClient } from 'qaas/client';
 const client = new QaasClient(process.argv[2]);
 const model = await client.uploadModel(process.argv[3]);
+const again = await client.uploadModel(process.argv[3], { name: 'renamed?', labels: { via: 'ts' } });
 try {
   await client.job('job_none');
 } catch (error) {
-  if (error instanceof ApiError) console.log(JSON.stringify({ model: model.id, status: error.status }));
+  if (error instanceof ApiError)
+    console.log(JSON.stringify({ model: model.id, again, status: error.status }));
 }
 `,
       );
@@ -317,6 +363,10 @@ try {
       expect(ran.stderr).toBe('');
       const printed = JSON.parse(ran.stdout);
       expect(printed.model).toMatch(/^mdl_/);
+      // The same files again: the stored model, not a new one, and not renamed by the second upload.
+      expect(printed.again).toMatchObject({ id: printed.model, created: false });
+      expect(printed.again.name).not.toBe('renamed?');
+      expect(printed.again.labels?.via).toBeUndefined();
       expect(printed.status).toBe(404);
       // Only the declared entry is public: a deep import is refused by "exports".
       const deep = await exec(

@@ -1,14 +1,18 @@
 /**
  * The BullMQ sandboxed processor for `quantize` jobs: it runs in its own child process, so tfjs work can
- * neither block the worker's lock renewal nor take the worker down. Per job: mark the record running, load
- * the model from the blob store, run the engine with progress relayed through `job.updateProgress`, stop at
- * the next checkpoint when the cancel flag appears, write the artifacts in one atomic rename (a retry
- * replaces them once), mark the record, queue the webhook. Bad input fails once (`UnrecoverableError`);
+ * neither block the worker's lock renewal nor take the worker down. Per job: mark the record running; run
+ * it with progress relayed through `job.updateProgress`, stopping at the next checkpoint when the cancel
+ * flag appears: a plain PTQ job on the streaming engine (src/pipeline/stream.ts, its own eligibility rule),
+ * which reads the model's blobs tensor by tensor and writes the artifacts in place, any other job on the
+ * in-memory pipeline with the model loaded from the blob store; the artifacts appear in one atomic rename
+ * either way (a retry replaces them once); mark the record, queue the webhook. Bad input fails once (`UnrecoverableError`);
  * anything else is retried with backoff by BullMQ.
  */
+import { rm } from 'node:fs/promises';
 import { UnrecoverableError, type SandboxedJob } from 'bullmq';
 import { pino } from 'pino';
 import { loadConfig, type Config } from '../src/config.js';
+import { datasetRoles } from '../src/jobs/inputs.js';
 import { JobLifecycle, isTerminal } from '../src/jobs/lifecycle.js';
 import {
   createQueues,
@@ -26,13 +30,21 @@ import { readModel } from '../src/model/read.js';
 import type { FileSet } from '../src/model/types.js';
 import type { Dataset } from '../src/model/dataset/index.js';
 import { runJob } from '../src/pipeline/run.js';
-import { isRoundingCheckpoint, type JobCheckpoint, type JobDatasets } from '../src/pipeline/types.js';
+import { NotStreamable, streamingBlocker, streamQuantize } from '../src/pipeline/stream.js';
+import {
+  isRoundingCheckpoint,
+  type JobCheckpoint,
+  type JobDatasets,
+  type JobProgress,
+  type JobReport,
+  type JobResult,
+} from '../src/pipeline/types.js';
 import { CheckpointStore } from '../src/storage/checkpoints.js';
 import { openStoredDataset } from '../src/storage/datasets.js';
 import { ArtifactStore } from '../src/storage/artifacts.js';
 import { BlobStore } from '../src/storage/blobs.js';
 import { RecordStore } from '../src/storage/records.js';
-import type { JobSummary } from '../src/storage/types.js';
+import type { JobSummary, ModelRecord } from '../src/storage/types.js';
 
 interface Context {
   config: Config;
@@ -120,33 +132,35 @@ export default async function quantize(job: SandboxedJob<QuantizePayload>): Prom
     await report({ stage: 'load', progress: 0, message: `loading model ${record.modelId}` });
     const model = await ctx.records.get('models', tenant, record.modelId);
     if (!model) throw new UnrecoverableError(`model ${record.modelId} no longer exists`);
-    const files: FileSet = new Map();
-    for (const file of model.files) files.set(file.path, new Uint8Array(await ctx.blobs.read(file.sha256)));
     const spec = parseJobSpec(record.spec);
-    const loaded = readModel(files);
-    datasets = await openJobDatasets(ctx, tenant, spec);
-    const resumeFrom = await ctx.checkpoints.load(tenant, jobId);
-    if (isRoundingCheckpoint(resumeFrom)) {
-      log.info({ layers: resumeFrom.done.length }, 'resuming the rounding after its last finished layer');
-    } else if (resumeFrom) {
-      log.info({ epoch: resumeFrom.epoch }, 'resuming training from the last checkpoint');
+    // The engine's 0–100 becomes 2–95 here: loading comes before it, storing the artifacts after.
+    const onProgress = (progress: JobProgress) =>
+      report({ ...progress, progress: Math.round((2 + progress.progress * 0.93) * 10) / 10 });
+    const stopIfCancelled = async () => {
+      await checkCancel();
+      controller.signal.throwIfAborted();
+    };
+    const options: EngineOptions = { signal: controller.signal, onProgress };
+    let stored: StoredJob | null = null;
+    if (streamingBlocker(spec) === undefined) {
+      stored = await streamJob(ctx, tenant, jobId, model, spec, options, async () => {
+        await stopIfCancelled();
+        await report({ stage: 'store', progress: 97, message: 'moving the artifacts into place' });
+      });
     }
-    const result = await runJob(loaded, spec, datasets, {
-      backend: ctx.backend,
-      signal: controller.signal,
-      resumeFrom,
-      onCheckpoint: (checkpoint) => ctx.checkpoints.save(tenant, jobId, checkpoint),
-      // The engine's 0–100 becomes 2–95 here: loading comes before it, storing the artifacts after.
-      onProgress: (progress) => report({ ...progress, progress: Math.round((2 + progress.progress * 0.93) * 10) / 10 }),
-    });
-    await checkCancel();
-    controller.signal.throwIfAborted();
-    await report({ stage: 'store', progress: 97, message: 'writing artifacts' });
-    await ctx.artifacts.write(tenant, jobId, result.files);
+    if (!stored) {
+      const result = await runInMemory(ctx, tenant, jobId, model, spec, options, log, (opened) => {
+        datasets = opened;
+      });
+      await stopIfCancelled();
+      await report({ stage: 'store', progress: 97, message: 'writing artifacts' });
+      await ctx.artifacts.write(tenant, jobId, result.files);
+      stored = { report: result.report, paths: [...result.files.keys()].sort() };
+    }
     // The one "done" of the job, and its 100%: before the record ends, so a stream that closes on the end
     // has seen it.
-    await report({ stage: 'store', progress: 100, message: `done: ${result.files.size} artifacts stored` });
-    const m = result.report.model;
+    await report({ stage: 'store', progress: 100, message: `done: ${stored.paths.length} artifacts stored` });
+    const m = stored.report.model;
     const summary: JobSummary = {
       params: m.params,
       quantizedParams: m.quantizedParams,
@@ -157,9 +171,9 @@ export default async function quantize(job: SandboxedJob<QuantizePayload>): Prom
       bitsPerWeight: m.bitsPerWeight,
       backend: m.backend,
       metrics: m.metrics,
-      warnings: result.report.warnings,
+      warnings: stored.report.warnings,
     };
-    const done = await ctx.lifecycle.succeed(tenant, jobId, summary, [...result.files.keys()].sort());
+    const done = await ctx.lifecycle.succeed(tenant, jobId, summary, stored.paths);
     await ctx.checkpoints.remove(tenant, jobId);
     log.info({ status: done?.status, compressionRatio: summary.compressionRatio }, 'job ended');
     await queueWebhook(ctx, tenant, jobId, done?.webhookUrl ?? null);
@@ -193,11 +207,85 @@ export default async function quantize(job: SandboxedJob<QuantizePayload>): Prom
   }
 }
 
+interface EngineOptions {
+  signal: AbortSignal;
+  onProgress: (progress: JobProgress) => Promise<void>;
+}
+
+/** What a job leaves: its report and the artifact paths stored, sorted. */
+interface StoredJob {
+  report: JobReport;
+  paths: string[];
+}
+
+/**
+ * A plain PTQ job (streamingBlocker found nothing against it) on the streaming engine: the model's blobs
+ * linked into a directory, quantized tensor by tensor straight into the job's artifact directory, so no
+ * copy of the model is ever held whole. `beforeStore` runs once the engine is done and before the artifacts
+ * move into place (a cancel still leaves none). Null when the model itself needs the in-memory pipeline
+ * (NotStreamable, thrown before anything is written).
+ */
+async function streamJob(
+  ctx: Context,
+  tenant: string,
+  jobId: string,
+  model: ModelRecord,
+  spec: JobSpec,
+  options: EngineOptions,
+  beforeStore: () => Promise<void>,
+): Promise<StoredJob | null> {
+  const modelDir = await ctx.blobs.linkDir(model.files);
+  try {
+    const { result, paths } = await ctx.artifacts.fill(tenant, jobId, async (dir) => {
+      const written = await streamQuantize(modelDir, spec, dir, options);
+      await beforeStore();
+      return written;
+    });
+    return { report: result, paths };
+  } catch (error) {
+    if (error instanceof NotStreamable) return null;
+    throw error;
+  } finally {
+    await rm(modelDir, { recursive: true, force: true });
+  }
+}
+
+/** Any other job: the model read whole from its blobs and run by the in-memory pipeline. */
+async function runInMemory(
+  ctx: Context,
+  tenant: string,
+  jobId: string,
+  model: ModelRecord,
+  spec: JobSpec,
+  options: EngineOptions,
+  log: pino.Logger,
+  onDatasets: (datasets: JobDatasets) => void,
+): Promise<JobResult> {
+  const files: FileSet = new Map();
+  for (const file of model.files) files.set(file.path, new Uint8Array(await ctx.blobs.read(file.sha256)));
+  const loaded = readModel(files);
+  const datasets = await openJobDatasets(ctx, tenant, spec);
+  onDatasets(datasets);
+  const resumeFrom = await ctx.checkpoints.load(tenant, jobId);
+  if (isRoundingCheckpoint(resumeFrom)) {
+    log.info({ layers: resumeFrom.done.length }, 'resuming the rounding after its last finished layer');
+  } else if (resumeFrom) {
+    log.info({ epoch: resumeFrom.epoch }, 'resuming training from the last checkpoint');
+  }
+  return runJob(loaded, spec, datasets, {
+    backend: ctx.backend,
+    signal: options.signal,
+    resumeFrom,
+    onCheckpoint: (checkpoint) => ctx.checkpoints.save(tenant, jobId, checkpoint),
+    onProgress: options.onProgress,
+  });
+}
+
 /** The spec's dataset ids, opened from the tenant's records (one dataset may serve several roles). */
 async function openJobDatasets(ctx: Context, tenant: string, spec: JobSpec): Promise<JobDatasets> {
   const datasets: JobDatasets = {};
   const opened = new Map<string, Dataset>();
-  for (const role of ['calibration', 'evaluation', 'training'] as const) {
+  for (const role of datasetRoles) {
     const id = spec.data[role];
     if (id === undefined) continue;
     let dataset = opened.get(id);

@@ -51,10 +51,18 @@ class ApiError(Exception):
 
 
 class _Part:
-    """One multipart/form-data part: a file streamed from disk, or bytes held in memory."""
+    """One multipart/form-data part: a file streamed from disk, bytes held in memory, or (no filename) a text field."""
 
     def __init__(self, field, filename, path=None, data=None):
         self.field, self.filename, self.path, self.data = field, filename, path, data
+
+    def head(self, boundary):
+        if self.filename is None:
+            return ('--%s\r\nContent-Disposition: form-data; name="%s"\r\n\r\n' % (boundary, self.field)).encode()
+        return (
+            '--%s\r\nContent-Disposition: form-data; name="%s"; filename="%s"\r\n'
+            "Content-Type: application/octet-stream\r\n\r\n" % (boundary, self.field, self.filename.replace('"', "%22"))
+        ).encode()
 
     def size(self):
         return os.path.getsize(self.path) if self.path is not None else len(self.data)
@@ -74,13 +82,7 @@ class _Part:
 def _multipart(parts):
     """(body iterable, content type, length): the files are read as the request is sent, not held in memory."""
     boundary = "qaas-" + uuid.uuid4().hex
-    heads = [
-        (
-            '--%s\r\nContent-Disposition: form-data; name="%s"; filename="%s"\r\n'
-            "Content-Type: application/octet-stream\r\n\r\n" % (boundary, p.field, p.filename.replace('"', "%22"))
-        ).encode()
-        for p in parts
-    ]
+    heads = [p.head(boundary) for p in parts]
     tail = ("--%s--\r\n" % boundary).encode()
     length = sum(len(h) + p.size() + 2 for h, p in zip(heads, parts)) + len(tail)
 
@@ -95,6 +97,12 @@ def _multipart(parts):
     return body, "multipart/form-data; boundary=" + boundary, length
 
 
+def _metadata_parts(name, labels):
+    """The upload's text fields `name` and `labels` (JSON), when given."""
+    parts = [] if name is None else [_Part("name", None, data=name.encode())]
+    return parts + ([] if labels is None else [_Part("labels", None, data=json.dumps(labels).encode())])
+
+
 class Client:
     """The qaas API at `base_url` (e.g. http://127.0.0.1:8080), with a bearer `api_key` when it has keys."""
 
@@ -105,8 +113,12 @@ class Client:
 
     # -- uploads ---------------------------------------------------------------------------------------------
 
-    def upload_model(self, path):
-        """A model directory (model.json and the shards its manifest names) or one .zip / .tar.gz holding them."""
+    def upload_model(self, path, name=None, labels=None):
+        """A model directory (model.json and the shards its manifest names) or one .zip / .tar.gz holding them.
+
+        `name` and `labels` (a dict of str) name and label it. Files the tenant already has as a model give
+        back that model, unchanged (the service answers 200 instead of 201).
+        """
         if os.path.isdir(path):
             with open(os.path.join(path, "model.json"), encoding="utf-8") as f:
                 manifest = json.load(f).get("weightsManifest") or []
@@ -114,10 +126,13 @@ class Client:
             parts = [_Part("file", name, path=os.path.join(path, name)) for name in names]
         else:
             parts = [_Part("file", os.path.basename(path), path=path)]
-        return self._upload("/v1/models", parts)
+        return self._upload("/v1/models", parts + _metadata_parts(name, labels))
 
-    def upload_dataset(self, x, y=None):
-        """x (and y): paths to .npy files, one .npz or .json path as x alone, or nested lists of numbers."""
+    def upload_dataset(self, x, y=None, name=None, labels=None):
+        """x (and y): paths to .npy files, one .npz or .json path as x alone, or nested lists of numbers.
+
+        `name` and `labels` as for upload_model; the same arrays again give back the stored dataset.
+        """
         if isinstance(x, (list, tuple)):
             payload = {"x": x} if y is None else {"x": x, "y": y}
             parts = [_Part("file", "data.json", data=json.dumps(payload).encode())]
@@ -127,7 +142,31 @@ class Client:
             # A lone .npy is x whatever its name; .npz and .json are told apart by the service from their ending.
             field = "x" if x.lower().endswith(".npy") else "file"
             parts = [_Part(field, os.path.basename(x), path=x)]
-        return self._upload("/v1/datasets", parts)
+        return self._upload("/v1/datasets", parts + _metadata_parts(name, labels))
+
+    def models(self, name=None, labels=None, limit=100):
+        """The tenant's models, newest first, with that name and every one of those labels (all pages)."""
+        return self._list("/v1/models", name, labels, limit)
+
+    def datasets(self, name=None, labels=None, limit=100):
+        return self._list("/v1/datasets", name, labels, limit)
+
+    def jobs(self, name=None, labels=None, status=None, limit=100):
+        return self._list("/v1/jobs", name, labels, limit, [("status", status)] if status else [])
+
+    def _list(self, path, name, labels, limit, extra=()):
+        query = [("limit", str(limit))] + list(extra)
+        if name is not None:
+            query.append(("name", name))
+        query += [("label", "%s=%s" % (k, v)) for k, v in sorted((labels or {}).items())]
+        items, cursor = [], None
+        while True:
+            paging = [("cursor", cursor)] if cursor else []
+            page = self._json("GET", path + "?" + urllib.parse.urlencode(query + paging))
+            items += page["items"]
+            cursor = page["nextCursor"]
+            if cursor is None:
+                return items
 
     def _upload(self, path, parts):
         body, content_type, length = _multipart(parts)

@@ -28,6 +28,18 @@ export interface RemoteJob {
   artifacts: string[];
 }
 
+/** What to call an uploaded model or dataset and the labels to find it by (docs/architecture.md). */
+export interface Metadata {
+  name?: string;
+  labels?: Record<string, string>;
+}
+
+/** An uploaded model or dataset; `created` is false when the tenant already had it (the same content). */
+export interface Uploaded extends Metadata {
+  id: string;
+  created: boolean;
+}
+
 export interface JobEvent {
   event: string;
   data: Record<string, unknown>;
@@ -43,8 +55,11 @@ export class QaasClient {
     private readonly apiKey?: string,
   ) {}
 
-  /** A model directory (model.json and the shards its manifest names) or one .zip / .tar.gz holding them. */
-  async uploadModel(path: string): Promise<{ id: string }> {
+  /**
+   * A model directory (model.json and the shards its manifest names) or one .zip / .tar.gz holding them.
+   * Files the tenant already has as a model give back that model as it is (its own name and labels).
+   */
+  async uploadModel(path: string, metadata: Metadata = {}): Promise<Uploaded> {
     const form = new FormData();
     if ((await stat(path)).isDirectory()) {
       const modelJson = JSON.parse(await readFile(join(path, 'model.json'), 'utf8')) as {
@@ -55,11 +70,11 @@ export class QaasClient {
     } else {
       form.append('file', await openAsBlob(path), basename(path));
     }
-    return (await this.request('/v1/models', { method: 'POST', body: form })).json() as Promise<{ id: string }>;
+    return this.upload('/v1/models', form, metadata);
   }
 
   /** `x.npy[,y.npy]`, one `.npz`, or one JSON file `{x, y}` (the forms POST /v1/datasets takes). */
-  async uploadDataset(ref: string): Promise<{ id: string }> {
+  async uploadDataset(ref: string, metadata: Metadata = {}): Promise<Uploaded> {
     const form = new FormData();
     const paths = ref.split(',');
     if (paths.length > 2) throw new Error(`a dataset is x.npy[,y.npy], one .npz or one .json; got ${ref}`);
@@ -68,7 +83,15 @@ export class QaasClient {
       const field = paths.length === 2 ? ['x', 'y'][i] : path.toLowerCase().endsWith('.npy') ? 'x' : 'file';
       form.append(field, await openAsBlob(path), basename(path));
     }
-    return (await this.request('/v1/datasets', { method: 'POST', body: form })).json() as Promise<{ id: string }>;
+    return this.upload('/v1/datasets', form, metadata);
+  }
+
+  private async upload(path: string, form: FormData, { name, labels }: Metadata): Promise<Uploaded> {
+    if (name !== undefined) form.append('name', name);
+    if (labels !== undefined) form.append('labels', JSON.stringify(labels));
+    const response = await this.request(path, { method: 'POST', body: form });
+    const record = (await response.json()) as Omit<Uploaded, 'created'>;
+    return { ...record, created: response.status === 201 };
   }
 
   async submitJob(spec: Record<string, unknown>, idempotencyKey: string): Promise<RemoteJob> {

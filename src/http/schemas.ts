@@ -159,7 +159,7 @@ export const MetadataQuery = Type.Object({
 export const ListWithMetadataQuery = Type.Composite([ListQuery, MetadataQuery], { additionalProperties: false });
 
 /** The query of a list route as the record store's filter (label selectors checked: 400 if malformed). */
-export function listFilter(query: Static<typeof ListWithMetadataQuery>): ListFilter {
+export function listFilter(query: Static<typeof ListWithMetadataQuery> & { status?: string }): ListFilter {
   const { label, ...rest } = query;
   const labels: LabelSelector[] = (label === undefined ? [] : [label].flat()).map(parseLabelSelector);
   return { ...rest, ...(labels.length > 0 ? { labels } : {}) };

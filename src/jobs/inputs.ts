@@ -11,10 +11,10 @@ import { checkDatasetFitsModel, modelInputs, modelOutputs } from '../model/signa
 import type { BlobStore } from '../storage/blobs.js';
 import type { RedisKeys } from '../storage/keys.js';
 import { isId, type RecordStore, type WriteEffects } from '../storage/records.js';
-import type { JobRecord, ModelRecord } from '../storage/types.js';
+import type { DatasetRecord, JobRecord, ModelRecord } from '../storage/types.js';
 import { SpecError } from './spec.js';
 
-export const datasetRoles = ['calibration', 'evaluation', 'training'] as const;
+export const datasetRoles = ['calibration', 'evaluation', 'training', 'verification'] as const;
 export type DatasetRole = (typeof datasetRoles)[number];
 
 /** The distinct dataset ids a job's spec names. */
@@ -92,9 +92,11 @@ export async function checkJobDatasets(
   const modelJson = await storedModelJson(deps.blobs, model);
   const inputs = modelInputs(modelJson);
   const outputs = modelOutputs(modelJson);
+  const records = new Map<DatasetRole, DatasetRecord>();
   for (const [role, id] of named) {
     const record = isId('datasets', id) ? await deps.records.get('datasets', tenant, id) : null;
     if (!record) throw new NotFoundError(`no dataset ${id} (data.${role})`, { dataset: id, role });
+    records.set(role, record);
     if (labelled.includes(role) && !record.y) {
       throw new SpecError([
         { path: `/data/${role}`, message: `dataset ${id} has no labels (y); this job trains against them` },
@@ -110,5 +112,16 @@ export async function checkJobDatasets(
       outputs,
     );
     if (problem) throw new DatasetError(`data.${role} (${id}): ${problem}`, { dataset: id, role });
+  }
+  const labels = (role: DatasetRole): boolean => Boolean(records.get(role)?.y);
+  if (records.has('verification') && records.has('evaluation') && labels('evaluation') !== labels('verification')) {
+    throw new SpecError([
+      {
+        path: '/data/verification',
+        message: `data.evaluation ${labels('evaluation') ? 'has' : 'has no'} labels (y) and data.verification ${
+          labels('verification') ? 'has' : 'has no'
+        }: the drop is measured in one metric on both`,
+      },
+    ]);
   }
 }

@@ -6,6 +6,7 @@
 import { Type, type Static } from '@sinclair/typebox';
 import { FormatRegistry } from '@sinclair/typebox';
 import { InputError } from '../errors.js';
+import { LabelsSchema, NameSchema } from './metadata.js';
 import { withDefaults } from '../quant/schema.js';
 import { MethodParamsError, methodNames, parseMethodParams, type MethodParams } from '../quant/methods/index.js';
 import {
@@ -71,9 +72,14 @@ function kinds(...names: ('ptq' | 'qat' | 'analyze' | 'auto')[]): { 'x-kinds': s
 
 export const DataSpec = Type.Object(
   {
-    calibration: Type.Optional({ ...DatasetRef, ...kinds('ptq', 'qat', 'analyze') }),
+    calibration: Type.Optional({ ...DatasetRef, ...kinds('ptq', 'qat', 'analyze', 'auto') }),
     evaluation: Type.Optional(DatasetRef),
     training: Type.Optional({ ...DatasetRef, ...kinds('qat', 'auto') }),
+    verification: Type.Optional({
+      ...DatasetRef,
+      description: 'auto: held-out data every trial is verified on (default: a seeded part of data.evaluation)',
+      ...kinds('auto'),
+    }),
   },
   { additionalProperties: false, default: {} },
 );
@@ -115,7 +121,8 @@ export const ActivationsSpec = Type.Object(
         description:
           'calibrated: ranges from the calibration set; dorefa (k-bit on [0, 1]) and pact (learned clipping α): ' +
           'trained with kind "qat", after every ReLU output; sign (α·sign(x), BNN/XNOR-Net) and ternary (TWN rule) ' +
-          'replace every ReLU, α = mean|x| per sample: trained through a clipped STE with kind "qat", simulated ' +
+          'replace every ReLU (on its pre-activation), α = mean|x| over the channels at each position: trained through ' +
+          'a clipped STE with kind "qat", simulated ' +
           'on the exported weights otherwise (layers models)',
       },
     ),
@@ -152,7 +159,12 @@ export const QatSpec = Type.Object(
     learningRate: Type.Number({ exclusiveMinimum: 0, maximum: 10, default: 1e-3 }),
     optimizer: Type.Union([Type.Literal('adam'), Type.Literal('sgd')], { default: 'adam' }),
     momentum: Type.Number({ minimum: 0, maximum: 1, default: 0.9, description: 'sgd only' }),
-    learningRateDecay: Type.Number({ minimum: 0, maximum: 1, default: 0, description: 'per epoch: lr × (1 − decay)' }),
+    learningRateDecay: Type.Number({
+      minimum: 0,
+      maximum: 1,
+      default: 0,
+      description: 'epoch e (from 0) trains at lr / (1 + decay·e)',
+    }),
     validationSplit: Type.Number({ minimum: 0, maximum: 0.5, default: 0 }),
     ste: Type.Union([Type.Literal('identity'), Type.Literal('clipped')], { default: 'clipped' }),
   },
@@ -177,6 +189,14 @@ export const PtqSpec = Type.Object(
         'gptq (Frantar et al. 2022: inverse-Hessian error feedback) or adaround (Nagel et al. 2020: learned up/down ' +
         'rounding); Dense, Conv2D and DepthwiseConv2D kernels (graph MatMul, Conv2D, DepthwiseConv2dNative)',
     }),
+    layers: Type.Optional(
+      Type.Array(Type.String({ minLength: 1 }), {
+        maxItems: 4096,
+        description:
+          'globs over weight names: the kernels the algorithm rounds; the other affine kernels keep nearest rounding ' +
+          '(default: every one it can; auto writes them in chosenSpec when it picks the algorithm per layer)',
+      }),
+    ),
     samples: Type.Integer({
       minimum: 1,
       maximum: 65536,
@@ -274,8 +294,17 @@ export const SearchSpec = Type.Object(
     analysisSamples: Type.Integer({
       minimum: 1,
       default: 1024,
-      description: 'evaluation samples the per-tensor sensitivity is measured on (verification uses them all)',
+      description: 'evaluation samples the per-tensor sensitivity is measured on (of the search part, for auto)',
     }),
+    verificationSplit: Type.Number({
+      exclusiveMinimum: 0,
+      maximum: 0.9,
+      default: 0.5,
+      description:
+        'auto without data.verification: the share of data.evaluation held out (chosen by `seed`), never searched ' +
+        'on; a config is chosen only if its drop on it meets target.maxDrop',
+    }),
+    seed: Type.Integer({ minimum: 0, maximum: 0xffffffff, default: 0, description: 'auto: seeds the held-out split' }),
   },
   { additionalProperties: false, default: {}, description: 'kind analyze and auto', ...kinds('analyze', 'auto') },
 );
@@ -283,6 +312,9 @@ export const SearchSpec = Type.Object(
 export const JobSpecSchema = Type.Object(
   {
     modelId: Type.Optional(Type.String({ minLength: 1 })),
+    // What the job is called and labelled (the record's name and labels, not part of how it runs).
+    name: Type.Optional(NameSchema),
+    labels: Type.Optional(LabelsSchema),
     kind: Type.Union([Type.Literal('ptq'), Type.Literal('qat'), Type.Literal('analyze'), Type.Literal('auto')], {
       default: 'ptq',
       description:
@@ -419,6 +451,12 @@ function combinationProblems(spec: RawJobSpec): SpecProblem[] {
     }
   }
   if (spec.ptq.algorithm !== 'nearest') problems.push(...learnedRoundingProblems(spec));
+  else if (spec.ptq.layers !== undefined) {
+    problems.push({
+      path: '/ptq/layers',
+      message: 'ptq.layers names the kernels ptq.algorithm gptq or adaround rounds',
+    });
+  }
   const quantizer = spec.activations?.quantizer;
   const trainedActivations = quantizer === 'dorefa' || quantizer === 'pact';
   if (trainedActivations && spec.kind !== 'qat') {
@@ -429,6 +467,12 @@ function combinationProblems(spec: RawJobSpec): SpecProblem[] {
   }
   if (quantizer === 'calibrated' && !spec.data.calibration) {
     problems.push({ path: '/data/calibration', message: 'activations need a calibration dataset to take ranges from' });
+  }
+  if (spec.data.verification !== undefined && spec.kind !== 'auto') {
+    problems.push({
+      path: '/data/verification',
+      message: `only kind "auto" verifies on held-out data; kind "${spec.kind}" would not read it`,
+    });
   }
   if ((spec.kind === 'analyze' || spec.kind === 'auto') && !spec.data.evaluation) {
     problems.push({

@@ -134,13 +134,16 @@ export async function submitJob(deps: SubmitDeps, submission: Submission): Promi
     claimedKey = key;
   }
   let created = false;
-  const { webhook, ...rest } = spec;
+  // The name and labels live on the record (PATCH changes them there), not in the spec the worker runs.
+  const { webhook, name, labels, ...rest } = spec;
   const secret = webhook?.secret ? { key: deps.keys.webhookSecret(tenant, id), value: webhook.secret } : null;
   try {
     if (secret) await deps.redis.set(secret.key, secret.value);
     const job: JobRecord = {
       id,
       tenant,
+      ...(name !== undefined ? { name } : {}),
+      labels: labels ?? {},
       status: 'queued',
       stage: 'queued',
       progress: 0,

@@ -18,12 +18,7 @@ import type { Dataset } from '../model/dataset/index.js';
 import { loadRunnable, type RunnableModel } from '../model/load.js';
 import type { LoadedModel } from '../model/types.js';
 import { writeModel } from '../model/write.js';
-import {
-  activationLayers,
-  calibrateActivations,
-  withFakeQuantActivations,
-  type ActivationRange,
-} from '../quant/activations.js';
+import { calibrateActivations, withFakeQuantActivations, type ActivationRange } from '../quant/activations.js';
 import {
   graphLayerInputs,
   graphNodes,
@@ -46,6 +41,7 @@ import {
   withFakeQuantGraphActivations,
 } from '../quant/graph-activations.js';
 import type { FileSet } from '../quant/model.js';
+import { withBinaryActivations, type BinaryActivationMode } from '../quant/qat/binary-activations.js';
 import { cacheBatches, disposeBatches } from '../quant/sensitivity.js';
 import type { TensorReport } from './ptq.js';
 import { artifactModelFiles, inputsOf, tensorBatches } from './runtime.js';
@@ -73,8 +69,8 @@ export interface Diagnosis {
   samples: number;
   /** What each variant is, and what could not be measured. */
   measured: string;
-  /** The activations the `activations` and `both` variants fake-quantize; absent when they are not split out. */
-  activations?: { bits: number; calibration: string };
+  /** The activations the `activations` and `both` variants quantize; absent when they are not split out. */
+  activations?: { quantizer: string; bits: number; calibration?: string };
   /** suggestFix's healthy level: a layer whose own SQNR is at least this gets suggestion "none". */
   healthyDb: number;
   /** In the model's order. */
@@ -82,6 +78,9 @@ export interface Diagnosis {
   /** Layer names, worst first, of the layers with a suggestion other than "none". */
   worst: string[];
 }
+
+/** Float32 elements one probe run may hold (64 MiB); three are alive at a time. */
+const PROBE_ELEMENTS = 2 ** 24;
 
 export interface DiagnoseOptions {
   /** The float model the job quantized (BatchNorm folded as it was). */
@@ -94,6 +93,8 @@ export interface DiagnoseOptions {
   calibration?: Dataset;
   /** Ranges the job calibrated on the exported model, when it did: the `both` variant reuses them. */
   exportedRanges?: ActivationRange[];
+  /** The DoReFa/PACT grids QAT trained, as FakeQuant grids: both activations variants use them. */
+  learnedGrids?: ActivationRange[];
   batchSize: number;
   signal?: AbortSignal;
 }
@@ -110,14 +111,12 @@ export async function diagnoseLayers(options: DiagnoseOptions): Promise<Diagnosi
     const reference = own(await loadRunnable(floatFiles));
     const quantized = own(await loadRunnable(artifactFiles));
     const feed = inputsOf(reference);
-    const batchesOf = (dataset: Dataset, end?: number) =>
-      tensorBatches(dataset, options.batchSize, spec, feed, end === undefined ? {} : { end });
-    const samples = Math.min(evaluation.samples, spec.search.analysisSamples);
-    cached = await cacheBatches(batchesOf(evaluation, samples), samples);
+    const batchesOf = (dataset: Dataset, end?: number, batchSize = options.batchSize) =>
+      tensorBatches(dataset, batchSize, spec, feed, end === undefined ? {} : { end });
 
     const activations = spec.activations;
-    const splitActivations = activations?.quantizer === 'calibrated' && options.calibration !== undefined;
-    const calibration = splitActivations ? { ...activations, signal: options.signal } : undefined;
+    const split = activationSplit(spec, reference instanceof tf.LayersModel, options);
+    const calibration = split === 'calibrated' ? { ...activations!, signal: options.signal } : undefined;
     const quantizedNames = new Set(options.tensors.map((t) => t.name));
     const layerWeights = new Map<string, string[]>();
     let names: string[];
@@ -126,23 +125,47 @@ export async function diagnoseLayers(options: DiagnoseOptions): Promise<Diagnosi
     let probeOf: (model: RunnableModel, files: FileSet) => LayerProbe;
 
     if (reference instanceof tf.LayersModel) {
-      const fakeQuantized = new Set(activationLayers(reference).map((l) => l.name));
+      const exported = quantized as tf.LayersModel;
+      // The activations variants first: which layers they quantize is part of which layers are diagnosed.
+      let simulated: { float: tf.LayersModel; exported: tf.LayersModel; layers: string[] } | undefined;
+      if (calibration) {
+        const floatRanges = await calibrateActivations(reference, batchesOf(options.calibration!), calibration);
+        const ranges =
+          options.exportedRanges ??
+          (await calibrateActivations(exported, batchesOf(options.calibration!), calibration));
+        simulated = {
+          float: own(await withFakeQuantActivations(reference, floatRanges)),
+          exported: own(await withFakeQuantActivations(exported, ranges)),
+          layers: floatRanges.map((r) => r.layer),
+        };
+      } else if (split === 'learned') {
+        const grids = options.learnedGrids!;
+        simulated = {
+          float: own(await withFakeQuantActivations(reference, grids)),
+          exported: own(await withFakeQuantActivations(exported, grids)),
+          layers: grids.map((r) => r.layer),
+        };
+      } else if (split === 'binary') {
+        const mode = activations!.quantizer as BinaryActivationMode;
+        const float = await withBinaryActivations(reference, mode);
+        simulated = {
+          float: own(float.model),
+          exported: own((await withBinaryActivations(exported, mode)).model),
+          layers: float.layers,
+        };
+      }
+      const activated = new Set(simulated?.layers ?? []);
       const layers = reference.layers.filter((layer) => {
         const weights = layer.weights.map((w) => w.originalName).filter((n) => quantizedNames.has(n));
         if (weights.length > 0) layerWeights.set(layer.name, weights);
-        return weights.length > 0 || (splitActivations && fakeQuantized.has(layer.name));
+        return weights.length > 0 || activated.has(layer.name);
       });
       names = layers.map((l) => l.name);
       ops = new Map(layers.map((l) => [l.name, l.getClassName()]));
       probeOf = (model) => layersProbe(model as tf.LayersModel, names);
-      if (calibration) {
-        const floatRanges = await calibrateActivations(reference, batchesOf(options.calibration!), calibration);
-        variants.activations = probeOf(own(await withFakeQuantActivations(reference, floatRanges)), floatFiles);
-        const exported = quantized as tf.LayersModel;
-        const ranges =
-          options.exportedRanges ??
-          (await calibrateActivations(exported, batchesOf(options.calibration!), calibration));
-        variants.both = probeOf(own(await withFakeQuantActivations(exported, ranges)), artifactFiles);
+      if (simulated) {
+        variants.activations = probeOf(simulated.float, floatFiles);
+        variants.both = probeOf(simulated.exported, artifactFiles);
       }
     } else {
       const nodes = graphNodes(floatFiles);
@@ -171,7 +194,22 @@ export async function diagnoseLayers(options: DiagnoseOptions): Promise<Diagnosi
       }
     }
     variants.weights = probeOf(quantized, artifactFiles);
-    const measured = await measureLayers(probeOf(reference, floatFiles), variants, cached, options.signal);
+    const floatProbe = probeOf(reference, floatFiles);
+    // Every probed tensor of a batch is held at once (float, variant, each layer alone): batches are cut
+    // so that one probe's tensors stay within PROBE_ELEMENTS.
+    let perSample = 1;
+    for await (const batch of batchesOf(evaluation, 1, 1)) {
+      const tensors = floatProbe.run(batch.x);
+      perSample = Math.max(
+        1,
+        tensors.reduce((n, t) => n + t.size, 0),
+      );
+      tf.dispose(tensors);
+    }
+    const batchSize = Math.max(1, Math.min(options.batchSize, Math.floor(PROBE_ELEMENTS / perSample)));
+    const samples = Math.min(evaluation.samples, spec.search.analysisSamples);
+    cached = await cacheBatches(batchesOf(evaluation, samples, batchSize), samples);
+    const measured = await measureLayers(floatProbe, variants, cached, options.signal);
 
     const tensorsByName = new Map(options.tensors.map((t) => [t.name, t]));
     const floatWeights = new Map(options.float.weights.map((w) => [w.name, w]));
@@ -222,8 +260,16 @@ export async function diagnoseLayers(options: DiagnoseOptions): Promise<Diagnosi
     const ranked = layers.map((layer, i) => ({ ...layer, rank: order.indexOf(i) + 1 }));
     return {
       samples: cached.reduce((n, b) => n + (Array.isArray(b.x) ? b.x[0] : b.x).shape[0], 0),
-      measured: describe(reference instanceof tf.LayersModel, splitActivations, spec),
-      ...(splitActivations ? { activations: { bits: activations!.bits, calibration: activations!.calibration } } : {}),
+      measured: describe(reference instanceof tf.LayersModel, split, spec),
+      ...(split
+        ? {
+            activations: {
+              quantizer: activations!.quantizer,
+              bits: activations!.bits,
+              ...(split === 'calibrated' ? { calibration: activations!.calibration } : {}),
+            },
+          }
+        : {}),
       healthyDb: HEALTHY_DB,
       layers: ranked,
       worst: order.filter((i) => ranked[i].suggestion !== 'none').map((i) => ranked[i].name),
@@ -270,18 +316,39 @@ function chainWeights(
   return found;
 }
 
-function describe(layersModel: boolean, split: boolean, spec: JobSpec): string {
+/**
+ * How the activations variants are made: ranges calibrated on data.calibration, the grids QAT trained
+ * (DoReFa/PACT), binarizers in place of the ReLUs (sign/ternary, layers models); null: not split out.
+ */
+function activationSplit(
+  spec: JobSpec,
+  layersModel: boolean,
+  options: DiagnoseOptions,
+): 'calibrated' | 'learned' | 'binary' | null {
+  const quantizer = spec.activations?.quantizer;
+  if (quantizer === 'calibrated') return options.calibration ? 'calibrated' : null;
+  if (!layersModel) return null;
+  if (quantizer === 'sign' || quantizer === 'ternary') return 'binary';
+  if ((quantizer === 'dorefa' || quantizer === 'pact') && options.learnedGrids) return 'learned';
+  return null;
+}
+
+function describe(layersModel: boolean, split: ReturnType<typeof activationSplit>, spec: JobSpec): string {
   const where = layersModel
-    ? 'each layer whose kernel is quantized or whose output is fake-quantized'
+    ? 'each layer whose kernel is quantized or whose output is quantized'
     : 'the output of each fused chain (Conv/MatMul → BiasAdd → activation) the integer simulation quantizes';
   const weights = 'weights: the exported model/ (activations float)';
-  if (split) {
-    return `${where}; ${weights}; activations: the float model with ${spec.activations!.bits}-bit fake-quantized outputs (ranges from the calibration set); both: the exported model with them`;
-  }
+  const bits = spec.activations?.bits;
+  const activations = {
+    calibrated: `the float model with ${bits}-bit fake-quantized outputs (ranges from the calibration set)`,
+    learned: `the float model with the ${bits}-bit ${spec.activations?.quantizer} grids QAT trained`,
+    binary: `the float model with ${spec.activations?.quantizer} activations in place of its ReLUs`,
+  };
+  if (split) return `${where}; ${weights}; activations: ${activations[split]}; both: the exported model with them`;
   const why = !spec.activations
     ? 'the spec quantizes no activations'
-    : spec.activations.quantizer !== 'calibrated'
-      ? `"${spec.activations.quantizer}" activations are not split out (only calibrated ones are)`
-      : 'there is no calibration set to take activation ranges from';
+    : spec.activations.quantizer === 'calibrated'
+      ? 'there is no calibration set to take activation ranges from'
+      : `${spec.activations.quantizer} activations are simulated on layers models only`;
   return `${where}; ${weights}; activations not measured (${why}): both = weights`;
 }

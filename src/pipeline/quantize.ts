@@ -166,6 +166,7 @@ export async function runQuantizeJob(
 
     let activations: JobReport['activations'];
     let exportedRanges: ActivationRange[] | undefined;
+    let learnedGrids: ActivationRange[] | undefined;
     if (learnedActivations) {
       activations = learnedActivations;
       if (data.evaluation && floatModel) {
@@ -187,6 +188,7 @@ export async function runQuantizeJob(
           scale,
           zeroPoint,
         }));
+        learnedGrids = grids;
         const simulated = await withFakeQuantActivations(exported, grids);
         owned.push(simulated);
         const { quantizer, bits } = learnedActivations[0] ?? { quantizer: 'dorefa', bits: 0 };
@@ -204,7 +206,9 @@ export async function runQuantizeJob(
       const mode = spec.activations.quantizer;
       exported ??= await loadArtifact(files, owned);
       if (!(exported instanceof tf.LayersModel))
-        throw new Error(`${mode} activations replace the ReLUs of a layers model; this is a graph model`);
+        throw new SpecError([
+          { path: '/activations/quantizer', message: `${mode} activations need a layers model; this is a graph model` },
+        ]);
       const binarized = await withBinaryActivations(exported, mode);
       owned.push(binarized.model);
       activations = binarized.layers.map((layer) => ({ layer, quantizer: mode, bits: spec.activations!.bits }));
@@ -288,6 +292,7 @@ export async function runQuantizeJob(
           evaluation: data.evaluation!,
           calibration: data.calibration,
           exportedRanges,
+          learnedGrids,
           batchSize,
           signal: options.signal,
         }),
@@ -342,7 +347,12 @@ export async function trainQat(
   let binarized: tf.LayersModel | undefined;
   if (spec.activations && isBinaryMode(spec.activations.quantizer)) {
     if (!(loaded instanceof tf.LayersModel))
-      throw new Error(`${spec.activations.quantizer} activations are trained in a layers model; this is a graph model`);
+      throw new SpecError([
+        {
+          path: '/activations/quantizer',
+          message: `${spec.activations.quantizer} activations are trained in a layers model; this is a graph model`,
+        },
+      ]);
     binarized = (await withBinaryActivations(loaded, spec.activations.quantizer)).model;
     owned.push(binarized);
   } else if (spec.activations?.quantizer === 'dorefa' || spec.activations?.quantizer === 'pact') {

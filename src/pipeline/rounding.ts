@@ -10,6 +10,7 @@
  * and `resumeFrom` continues after them (a retried job does not round its first layers again).
  */
 import * as tf from '@tensorflow/tfjs';
+import picomatch from 'picomatch';
 import type { JobSpec } from '../jobs/spec.js';
 import { graphKernelSite, layersKernelSite, type KernelSite } from '../model/layer-geometry.js';
 import { loadRunnable, type RunnableModel } from '../model/load.js';
@@ -119,9 +120,14 @@ export async function roundLayers(
     precomputed.set(entry.layer.name, entry.tensor);
     replaced.set(entry.layer.name, entry.tensor.dequantized);
   }
+  const named = spec.ptq.layers?.map((glob) => picomatch(glob));
   const targets = planTensors(model, spec).selected.filter((t) => {
     if (t.params.name !== 'affine') {
       nearest.push({ name: t.name, reason: `method ${t.params.name} has no affine grid` });
+      return false;
+    }
+    if (named && !named.some((match) => match(t.name))) {
+      nearest.push({ name: t.name, reason: 'not named by ptq.layers' });
       return false;
     }
     return !precomputed.has(t.name);
@@ -184,4 +190,52 @@ export async function roundLayers(
   }
   await options.onLayer?.(targets.length, targets.length, '');
   return { precomputed, report: { algorithm, samples: spec.ptq.samples, layers, nearest } };
+}
+
+/**
+ * Each named kernel rounded with `algorithm` for each of its params, alone: its inputs are those of the
+ * float model (every other weight in float), as the sensitivity table measures every config. A kernel whose
+ * inputs cannot be observed, or that no calibration row reaches, is left out of the result.
+ */
+export async function roundEachAlone(
+  model: LoadedModel,
+  spec: JobSpec,
+  algorithm: Exclude<RoundingAlgorithm, 'nearest'>,
+  kernels: { name: string; role: string; params: AffineParams[] }[],
+  options: Pick<RoundingOptions, 'signal' | 'batches'>,
+): Promise<Map<string, QuantizedTensor[]>> {
+  const weights = new Map(model.weights.map((w) => [w.name, w]));
+  const rounded = new Map<string, QuantizedTensor[]>();
+  const runnable = await loadRunnable(writeModel(model, new Map()));
+  try {
+    for (const kernel of kernels) {
+      options.signal?.throwIfAborted();
+      const weight = weights.get(kernel.name)!;
+      const site =
+        runnable instanceof tf.LayersModel
+          ? layersKernelSite(runnable, kernel.name, weight.shape)
+          : graphKernelSite(model, kernel.name, weight.shape);
+      if ('reason' in site) continue;
+      const seed = tensorSeed(kernel.params[0]?.seed ?? 0, kernel.name);
+      const statistics = new InputStatistics(site.geometry, { maxPositions: spec.ptq.maxPositions, seed });
+      await observeInputs(runnable, site, options.batches(), statistics);
+      if (statistics.count === 0) continue;
+      const shape = quantizationShape(weight.shape, kernel.role, 'affine');
+      rounded.set(
+        kernel.name,
+        kernel.params.map(
+          (params) =>
+            roundKernel(algorithm, weight.values as Float32Array, shape, params, statistics, {
+              gptq: spec.ptq.gptq,
+              adaround: spec.ptq.adaround,
+              seed: tensorSeed(params.seed, kernel.name),
+            }).tensor,
+        ),
+      );
+      await new Promise((resolve) => setImmediate(resolve));
+    }
+  } finally {
+    runnable.dispose();
+  }
+  return rounded;
 }

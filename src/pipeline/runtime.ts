@@ -109,3 +109,32 @@ export async function* tensorBatches(
     }
   }
 }
+
+/**
+ * The rows of a batch stream whose `mask` entry (by position in the whole stream) equals `keep`, as batches
+ * of their own, each disposed when the next is asked for; batches with no such row are passed over.
+ */
+export async function* selectRows(source: AsyncIterable<Batch>, mask: Uint8Array, keep: 0 | 1): AsyncGenerator<Batch> {
+  let offset = 0;
+  for await (const batch of source) {
+    const rows = (Array.isArray(batch.x) ? batch.x[0] : batch.x).shape[0];
+    const picked: number[] = [];
+    for (let i = 0; i < rows; i++) if (mask[offset + i] === keep) picked.push(i);
+    offset += rows;
+    if (picked.length === 0) continue;
+    const selected = tf.tidy(() => {
+      const indices = tf.tensor1d(picked, 'int32');
+      const take = (t: tf.Tensor) => tf.gather(t, indices);
+      return {
+        x: Array.isArray(batch.x) ? batch.x.map(take) : take(batch.x),
+        ...(batch.y ? { y: take(batch.y) } : {}),
+      };
+    });
+    try {
+      yield selected;
+    } finally {
+      tf.dispose(selected.x);
+      selected.y?.dispose();
+    }
+  }
+}

@@ -20,6 +20,8 @@ export interface JobDatasets {
   calibration?: Dataset;
   evaluation?: Dataset;
   training?: Dataset;
+  /** auto: held-out data the search is verified on. */
+  verification?: Dataset;
 }
 
 /** What a retried job resumes from: QAT's last epoch, or the layers a learned rounding finished. */

@@ -22,6 +22,7 @@
  */
 import * as tf from '@tensorflow/tfjs';
 import { FakeQuant } from './fake-quant-layer.js';
+import { BinaryActivation } from './qat/binary-activations.js';
 import type { Batch, ModelInput } from './evaluate.js';
 import { EXACT_SQNR_DB } from './metrics.js';
 import type { FileSet } from './model.js';
@@ -43,13 +44,14 @@ export interface LayerProbe {
 }
 
 /**
- * A probe over layers `names` of a layers model. A layer followed by a FakeQuant (activations.ts) is read
- * after it, as its consumers read it.
+ * A probe over layers `names` of a layers model. A layer followed by a FakeQuant (activations.ts) or a
+ * BinaryActivation (qat/binary-activations.ts, after a layer whose ReLU it took) is read after it, as its
+ * consumers read it.
  */
 export function layersProbe(model: tf.LayersModel, names: string[]): LayerProbe {
   const fakeQuantOf = new Map<string, tf.layers.Layer>();
   for (const layer of model.layers) {
-    if (layer.getClassName() !== FakeQuant.className) continue;
+    if (![FakeQuant.className, BinaryActivation.className].includes(layer.getClassName())) continue;
     const source = layer.inboundNodes[0]?.inboundLayers[0];
     if (source) fakeQuantOf.set(source.name, layer);
   }
@@ -340,12 +342,12 @@ export function suggestFix(evidence: FixEvidence): { suggestion: Suggestion; rea
     if (bits < ENOUGH_BITS) {
       return {
         suggestion: 'more-bits',
-        reason: `weight-dominated (${db(w)} at ${bits} bits): each extra bit gains about 6 dB`,
+        reason: `weight-dominated (${db(w)} with ${bits}-bit weights): each extra bit gains about 6 dB`,
       };
     }
     return {
       suggestion: 'skip',
-      reason: `weight-dominated (${db(w)}) even at ${bits} bits: keep its weights in float`,
+      reason: `weight-dominated (${db(w)}) even with ${bits}-bit weights: keep its weights in float`,
     };
   }
   const { bits, spread } = evidence.activations ?? { bits: ENOUGH_BITS, spread: 1 };
@@ -358,11 +360,11 @@ export function suggestFix(evidence: FixEvidence): { suggestion: Suggestion; rea
   if (bits < ENOUGH_BITS) {
     return {
       suggestion: 'more-bits',
-      reason: `activation-dominated (${db(a)} at ${bits} bits): each extra bit gains about 6 dB`,
+      reason: `activation-dominated (${db(a)} with ${bits}-bit activations): each extra bit gains about 6 dB`,
     };
   }
   return {
     suggestion: 'skip',
-    reason: `activation-dominated (${db(a)}) even at ${bits} bits: its output range is too wide for the grid; keep it in float`,
+    reason: `activation-dominated (${db(a)}) even with ${bits}-bit activations: its output range is too wide for the grid; keep it in float`,
   };
 }

@@ -43,6 +43,12 @@ export interface EvaluateOptions {
   metrics?: MetricName[];
   /** Checked between batches. */
   signal?: AbortSignal;
+  /**
+   * Each sample's own value of one metric, appended in sample order (accuracy, top5, agreement: 0 or 1;
+   * mse, mae: the mean over the sample's output elements): what a paired comparison of two models needs.
+   * The metric is measured whether or not `metrics` names it.
+   */
+  perSample?: { metric: Exclude<MetricName, 'sqnrDb'>; scores: number[] };
 }
 
 /** The model's (first) output for a batch. */
@@ -150,13 +156,14 @@ export async function evaluate(
       const labels = batch.y ? await batch.y.data() : undefined;
       if (batch.y && labels && kind === undefined) kind = labelKind(batch.y, output, () => isOneHot(labels, classes));
       if (metrics === undefined) {
-        metrics = new Set(
-          options.metrics ?? defaultMetrics(labels !== undefined, kind, reference !== undefined, classes),
-        );
+        metrics = new Set([
+          ...(options.metrics ?? defaultMetrics(labels !== undefined, kind, reference !== undefined, classes)),
+          ...(options.perSample ? [options.perSample.metric] : []),
+        ]);
         checkRequested(metrics, labels !== undefined, kind, reference !== undefined);
       }
       const referenceValues = reference ? ((await reference.data()) as Float32Array) : undefined;
-      accumulate(sums, metrics, output.shape, outputValues, labels, kind, referenceValues);
+      accumulate(sums, metrics, output.shape, outputValues, labels, kind, referenceValues, options.perSample);
     } finally {
       output.dispose();
       reference?.dispose();
@@ -196,30 +203,47 @@ function accumulate(
   labels: ArrayLike<number> | undefined,
   kind: LabelKind | undefined,
   reference: Float32Array | undefined,
+  perSample: EvaluateOptions['perSample'],
 ): void {
   const samples = shape[0];
   const classes = shape[shape.length - 1];
   const rowLength = output.length / samples;
   sums.samples += samples;
+  const scores = perSample?.scores;
   if (labels && (metrics.has('accuracy') || metrics.has('top5'))) {
     for (let n = 0; n < samples; n++) {
       const offset = n * classes;
       const label = kind === 'one-hot' ? oneHotClass(labels, offset, classes) : Number(labels[n]);
-      if (argMax(output, offset, classes) === label) sums.correct++;
-      if (inTopK(output, offset, classes, label, 5)) sums.top5++;
+      const correct = argMax(output, offset, classes) === label;
+      const inTop5 = inTopK(output, offset, classes, label, 5);
+      if (correct) sums.correct++;
+      if (inTop5) sums.top5++;
+      if (perSample?.metric === 'accuracy') scores!.push(correct ? 1 : 0);
+      if (perSample?.metric === 'top5') scores!.push(inTop5 ? 1 : 0);
     }
   }
   if (labels && (metrics.has('mse') || metrics.has('mae'))) {
+    const squared = perSample?.metric === 'mse';
+    let sampleError = 0;
     for (let i = 0; i < output.length; i++) {
       const e = output[i] - Number(labels[i]);
       sums.squaredError += e * e;
       sums.absoluteError += e < 0 ? -e : e;
+      if (scores && (squared || perSample!.metric === 'mae')) {
+        sampleError += squared ? e * e : Math.abs(e);
+        if ((i + 1) % rowLength === 0) {
+          scores.push(sampleError / rowLength);
+          sampleError = 0;
+        }
+      }
     }
     sums.elements += output.length;
   }
   if (reference) {
     for (let n = 0; n < samples && metrics.has('agreement'); n++) {
-      if (argMax(output, n * rowLength, rowLength) === argMax(reference, n * rowLength, rowLength)) sums.agree++;
+      const agrees = argMax(output, n * rowLength, rowLength) === argMax(reference, n * rowLength, rowLength);
+      if (agrees) sums.agree++;
+      if (perSample?.metric === 'agreement') scores!.push(agrees ? 1 : 0);
     }
     for (let i = 0; i < output.length; i++) {
       const e = output[i] - reference[i];

@@ -11,13 +11,19 @@
  *   2. verify it; if the measured drop is within budget it becomes the state, else halve the prefix and
  *      try again; a single move that fails is banned (with every smaller, no less sensitive config of that
  *      tensor), and the search goes on with the others;
- *   3. stop when no move fits the estimate, or at maxTrials, or when the time budget is spent.
+ *   3. stop when no move fits the estimate (while no trial is feasible, the next move is verified alone
+ *      anyway: an unreachable target still gets a frontier), or at maxTrials, or when the time budget is spent.
  * With only `maxBytes` (maximise the metric) a greedy prefix can overshoot the budget by a whole move, so
  * each candidate is instead the exact answer to the multiple-choice knapsack over the sensitivity table:
  * every tensor takes one option (float or a config), minimising Σ estimated drop with Σ bytes ≤ the room
  * (maxBytes less the fixed part), by dynamic programming over bytes in at most KNAPSACK_BUCKETS buckets.
  * Each candidate is verified; when its measured size overshoots, the room shrinks below its estimated bytes
  * by the overshoot and the knapsack is solved again, until it returns an assignment already measured.
+ *
+ * A measurement may carry a held-out drop besides the drop the search steers by (auto: the drop on
+ * verification data the sensitivity table and the prefix estimates never saw). A trial then keeps maxDrop
+ * only when both drops do: only such a trial becomes the state to go on from, is feasible, and can be the
+ * best. Where nothing is feasible, the closest trial is the one whose larger drop is least.
  *
  * Packed size = Σ tensor bytes + a fixed part (unquantized tensors, manifest), the latter learnt from each
  * measured trial. Pure: no tfjs, no files; `measure` does the work.
@@ -68,7 +74,15 @@ export type Assignment = Record<string, string>;
 export interface Measurement {
   /** Packed bytes of the whole model. */
   bytes: number;
+  /** The drop on the data the search steers by. */
   drop: number;
+  /** The drop on held-out data, when there is some: the trial meets maxDrop only if this does too. */
+  heldOutDrop?: number;
+}
+
+/** The drop a trial is judged by: the larger of its measured drops. */
+export function worstDrop(m: Measurement): number {
+  return m.heldOutDrop === undefined ? m.drop : Math.max(m.drop, m.heldOutDrop);
 }
 
 export interface Trial extends Measurement {
@@ -130,7 +144,7 @@ export async function searchConfigs(options: SearchOptions): Promise<SearchResul
   const tensorBytes = (assignment: Assignment): number =>
     tensors.reduce((sum, t) => sum + option(t.name, assignment[t.name]).bytes, 0);
   const feasible = (m: Measurement): boolean =>
-    (budget.maxDrop === undefined || m.drop <= budget.maxDrop) &&
+    (budget.maxDrop === undefined || worstDrop(m) <= budget.maxDrop) &&
     (budget.maxBytes === undefined || m.bytes <= budget.maxBytes);
 
   const banned = new Set<string>();
@@ -177,13 +191,17 @@ export async function searchConfigs(options: SearchOptions): Promise<SearchResul
     }
   };
   const bestOf = (): Trial => {
+    const byBytes = (a: Trial, b: Trial) => a.bytes - b.bytes || worstDrop(a) - worstDrop(b);
+    const byDrop = (a: Trial, b: Trial) => worstDrop(a) - worstDrop(b) || a.bytes - b.bytes;
+    const first = (pool: Trial[], order: (a: Trial, b: Trial) => number) => [...pool].sort(order)[0];
+    // Minimise bytes under maxDrop; maximise the metric under maxBytes alone.
     const ok = trials.filter((t) => t.feasible);
-    const pool = ok.length > 0 ? ok : trials;
-    const byBytes = (a: Trial, b: Trial) => a.bytes - b.bytes || a.drop - b.drop;
-    const byDrop = (a: Trial, b: Trial) => a.drop - b.drop || a.bytes - b.bytes;
-    // Minimise bytes under maxDrop; maximise the metric under maxBytes alone. Nothing feasible: the closest.
-    const minimiseBytes = ok.length > 0 ? budget.maxDrop !== undefined : budget.maxBytes !== undefined;
-    return [...pool].sort(minimiseBytes ? byBytes : byDrop)[0];
+    if (ok.length > 0) return first(ok, budget.maxDrop !== undefined ? byBytes : byDrop);
+    // Nothing feasible: the closest. Under maxDrop (with a maxBytes nothing met) the smallest trial within
+    // maxDrop, else the least drop; under maxBytes alone the smallest.
+    if (budget.maxDrop === undefined) return first(trials, byBytes);
+    const withinDrop = trials.filter((t) => worstDrop(t) <= budget.maxDrop!);
+    return withinDrop.length > 0 ? first(withinDrop, byBytes) : first(trials, byDrop);
   };
   const canStart = (): boolean => {
     if (trials.length >= options.maxTrials) {
@@ -279,15 +297,16 @@ export async function searchConfigs(options: SearchOptions): Promise<SearchResul
       let estimate = stateDrop;
       while (steps < path.length && steps < stepLimit && estimate + path[steps].addedDrop <= maxDrop)
         estimate += path[steps++].addedDrop;
-      // Nothing is estimated to fit: verify the first move anyway when there is no result yet.
-      if (steps === 0 && trials.length === 0 && path.length > 0) estimate += path[steps++].addedDrop;
+      // Nothing is estimated to fit: while no trial is feasible, verify the next move alone anyway, so a
+      // target out of reach still leaves measured trials to return the closest of.
+      if (steps === 0 && !trials.some((t) => t.feasible) && path.length > 0) estimate += path[steps++].addedDrop;
       if (steps === 0) {
         stoppedBy = 'converged';
         break;
       }
       const trial = await run(apply(state, path.slice(0, steps)), estimate);
       // Moves only shrink the model, so a state over maxBytes but within maxDrop is still a place to go on from.
-      if (trial.drop <= maxDrop) {
+      if (worstDrop(trial) <= maxDrop) {
         state = trial.assignment;
         stateDrop = trial.drop;
         stepLimit = Infinity;

@@ -34,9 +34,11 @@ export const DEFAULT_CANDIDATES: Record<string, unknown>[] = [
 ];
 
 export interface Candidate {
-  /** Short, unique, flat (`affine4pc`, `binarypc`, `kmeans4`): the table's `config` column. */
+  /** Short, unique, flat (`affine4pc`, `binarypc`, `kmeans4`, `affine2pc+gptq`): the table's `config` column. */
   label: string;
   params: MethodParams;
+  /** Affine params whose codes a learned rounding chooses (the same grid, so the same bytes). */
+  rounding?: 'gptq' | 'adaround';
 }
 
 /** A short name for a config; the most telling params only, so two candidates may need a `#n` suffix. */
@@ -67,6 +69,26 @@ export function labelCandidates(params: MethodParams[]): Candidate[] {
     seen.set(base, count);
     return { label: count === 1 ? base : `${base}#${count}`, params: p };
   });
+}
+
+/** Bits up to which an affine candidate also enters with learned rounding: above, nearest is already close. */
+export const LEARNED_ROUNDING_MAX_BITS = 4;
+
+/**
+ * The candidates, and after them each affine one of at most LEARNED_ROUNDING_MAX_BITS bits with nearest
+ * rounding again with `algorithm` (`affine2pc+gptq`): the search then picks the rounding per tensor too.
+ */
+export function withLearnedRounding(candidates: Candidate[], algorithm: 'gptq' | 'adaround'): Candidate[] {
+  const learned = candidates
+    .filter(
+      (c) =>
+        c.rounding === undefined &&
+        c.params.name === 'affine' &&
+        c.params.bits <= LEARNED_ROUNDING_MAX_BITS &&
+        c.params.rounding === 'nearest',
+    )
+    .map((c) => ({ label: `${c.label}+${algorithm}`, params: c.params, rounding: algorithm }));
+  return [...candidates, ...learned];
 }
 
 /** One row of the sensitivity table; flat so the dashboard can show it as is. */
@@ -101,7 +123,8 @@ export interface SensitivityOptions {
   model: EvaluableModel;
   tensors: SensitivityTensor[];
   candidates: Candidate[];
-  quantize: (name: string, params: MethodParams) => QuantizedTensor;
+  /** The tensor in the candidate's config; undefined when the config does not apply to it (no row then). */
+  quantize: (name: string, candidate: Candidate) => QuantizedTensor | undefined;
   withWeight: WithWeight;
   /** The evaluation subset, kept in memory for every evaluation (see cacheBatches). */
   batches: Batch[];
@@ -133,7 +156,8 @@ export async function analyzeSensitivity(options: SensitivityOptions): Promise<S
     for (const [t, tensor] of tensors.entries()) {
       await options.onProgress?.(t * candidates.length, total, `tensor ${t + 1} of ${tensors.length}: ${tensor.name}`);
       for (const candidate of candidates) {
-        const quantized = options.quantize(tensor.name, candidate.params);
+        const quantized = options.quantize(tensor.name, candidate);
+        if (!quantized) continue;
         const measured = await options.withWeight(tensor.name, quantized.dequantized, (perturbed) =>
           evaluate(perturbed, options.batches, { reference: reference.model, metrics, signal: options.signal }),
         );

@@ -3,13 +3,13 @@
  * written in one piece by writeTreeAtomically (a retried job replaces them whole), read here for the API.
  */
 import { createReadStream, type ReadStream } from 'node:fs';
-import { readFile, rm, stat } from 'node:fs/promises';
-import { join, resolve, sep } from 'node:path';
+import { readdir, readFile, rm, stat } from 'node:fs/promises';
+import { dirname, join, resolve, sep } from 'node:path';
 import type { PassThrough, Readable } from 'node:stream';
 import yazl from 'yazl';
 import type { FileSet } from '../model/types.js';
 import { readFileSetFromDir } from '../model/read.js';
-import { isSafeRelativePath, listTree, writeTreeAtomically } from './tree.js';
+import { writeDirAtomically, isSafeRelativePath, listTree, writeTreeAtomically } from './tree.js';
 
 export function artifactDir(dataDir: string, tenant: string, jobId: string): string {
   return join(dataDir, 'artifacts', tenant, jobId);
@@ -29,8 +29,44 @@ export class ArtifactStore {
     return artifactDir(this.dataDir, tenant, jobId);
   }
 
-  write(tenant: string, jobId: string, files: FileSet): Promise<void> {
-    return writeTreeAtomically(this.dir(tenant, jobId), files);
+  async write(tenant: string, jobId: string, files: FileSet): Promise<void> {
+    await this.removeAbandoned(tenant, jobId);
+    await writeTreeAtomically(this.dir(tenant, jobId), files);
+  }
+
+  /**
+   * Artifacts a writer puts on disk itself (the streaming engine writes model/, packed/ and report.json
+   * tensor by tensor): `fill` creates and fills a directory, not there yet, that becomes the job's artifacts
+   * whole once it resolves (writeDirAtomically). Returns fill's result and the artifact paths, sorted.
+   */
+  async fill<T>(
+    tenant: string,
+    jobId: string,
+    fill: (dir: string) => Promise<T>,
+  ): Promise<{ result: T; paths: string[] }> {
+    await this.removeAbandoned(tenant, jobId);
+    let paths: string[] = [];
+    const result = await writeDirAtomically(this.dir(tenant, jobId), async (temp) => {
+      const filled = await fill(temp);
+      paths = await listTree(temp);
+      return filled;
+    });
+    return { result, paths };
+  }
+
+  /**
+   * The temp trees earlier attempts of this job left beside its directory (a worker killed mid-write: the
+   * streaming engine writes for the whole job). Only one attempt holds a job at a time, so they are dead.
+   */
+  private async removeAbandoned(tenant: string, jobId: string): Promise<void> {
+    const parent = dirname(this.dir(tenant, jobId));
+    const prefix = `.${jobId}.tmp-`;
+    const entries = await readdir(parent).catch(() => []);
+    await Promise.all(
+      entries
+        .filter((name) => name.startsWith(prefix))
+        .map((name) => rm(join(parent, name), { recursive: true, force: true })),
+    );
   }
 
   readReport(tenant: string, jobId: string): Promise<string> {

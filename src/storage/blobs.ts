@@ -5,10 +5,11 @@
  */
 import { createHash, randomUUID } from 'node:crypto';
 import { createReadStream, createWriteStream } from 'node:fs';
-import { mkdir, readdir, readFile, rename, rm, stat, unlink, writeFile } from 'node:fs/promises';
-import { join } from 'node:path';
+import { link, mkdir, readdir, readFile, rename, rm, stat, unlink, writeFile } from 'node:fs/promises';
+import { dirname, join } from 'node:path';
 import { Transform, type Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
+import { isSafeRelativePath } from './tree.js';
 
 export interface BlobInfo {
   sha256: string;
@@ -68,6 +69,28 @@ export class BlobStore {
 
   stream(sha256: string): Readable {
     return createReadStream(this.pathOf(sha256));
+  }
+
+  /**
+   * A fresh directory in the temp dir holding `files` under their paths as hard links to their blobs: a
+   * reader that wants a model directory (the streaming engine) gets one without a byte copied. Linked
+   * copies keep their bytes if the blob is swept meanwhile; the caller removes the directory (the sweep
+   * removes one a crash left behind).
+   */
+  async linkDir(files: { path: string; sha256: string }[]): Promise<string> {
+    const dir = await this.tempPath('.dir');
+    try {
+      for (const file of files) {
+        if (!isSafeRelativePath(file.path)) throw new Error(`unsafe path: ${file.path}`);
+        const target = join(dir, file.path);
+        await mkdir(dirname(target), { recursive: true });
+        await link(this.pathOf(file.sha256), target);
+      }
+      return dir;
+    } catch (error) {
+      await rm(dir, { recursive: true, force: true });
+      throw error;
+    }
   }
 
   /** Every blob's hash, size and last write (an identical re-upload renames a fresh copy over it). */

@@ -20,11 +20,9 @@ export function isSafeRelativePath(path: string): boolean {
 /** A file's bytes, or a function that opens a stream of them (written without holding the file in memory). */
 export type TreeFile = Uint8Array | (() => Promise<AsyncIterable<Uint8Array>>);
 
-export async function writeTreeAtomically(dir: string, files: FileSet | Map<string, TreeFile>): Promise<void> {
-  const parent = dirname(dir);
-  await mkdir(parent, { recursive: true });
-  const temp = join(parent, `.${basename(dir)}.tmp-${randomUUID()}`);
-  try {
+export function writeTreeAtomically(dir: string, files: FileSet | Map<string, TreeFile>): Promise<void> {
+  return writeDirAtomically(dir, async (temp) => {
+    await mkdir(temp);
     for (const [path, content] of files) {
       if (!isSafeRelativePath(path)) throw new Error(`unsafe artifact path: ${path}`);
       const target = join(temp, path);
@@ -32,25 +30,22 @@ export async function writeTreeAtomically(dir: string, files: FileSet | Map<stri
       if (content instanceof Uint8Array) await writeFile(target, content);
       else await pipeline(await content(), createWriteStream(target));
     }
-    await mkdir(temp, { recursive: true });
-    await replaceDir(temp, dir);
-  } catch (error) {
-    await rm(temp, { recursive: true, force: true });
-    throw error;
-  }
+  });
 }
 
 /**
- * writeTreeAtomically for files written by `fill` into the directory it is given (a temp sibling of `dir`,
- * renamed over `dir` once `fill` resolves; removed when it throws).
+ * writeTreeAtomically for files written by `fill` into the directory it is given, one by one as it makes
+ * them (the streaming engine): a temp sibling of `dir`, not yet created, that is renamed over `dir` once
+ * `fill` resolves and removed when it throws. Returns what `fill` returns.
  */
-export async function writeDirAtomically(dir: string, fill: (temp: string) => Promise<void>): Promise<void> {
+export async function writeDirAtomically<T>(dir: string, fill: (temp: string) => Promise<T>): Promise<T> {
   const parent = dirname(dir);
   await mkdir(parent, { recursive: true });
   const temp = join(parent, `.${basename(dir)}.tmp-${randomUUID()}`);
   try {
-    await fill(temp);
+    const result = await fill(temp);
     await replaceDir(temp, dir);
+    return result;
   } catch (error) {
     await rm(temp, { recursive: true, force: true });
     throw error;

@@ -1,11 +1,20 @@
 /**
- * Issue 13's "must show" for binary activations: binary weights and binary activations (BNN / XNOR-Net,
- * α·sign(x) in place of every ReLU, α per position) trained quantization-aware on the generated task. As in
- * BNN and XNOR-Net the first and last layers keep 8-bit weights; every ReLU, the first layer's included, is
- * binarized. The issue asks for 5 points of float; measured on wasm: float 95.0%, PTQ 37.8%, QAT 86.8%
- * (8.2 points below; 89.6% with the depthwise kernel at 8 bits, 90.5% with every kernel at 8 bits: the
- * binary activations of this 12/16-channel network cost most of it), so the test holds the measured 10. Runs the whole job: kind qat, export, and the `integer` stage
- * evaluated on the exported weights with the binarizers in place.
+ * Issue 13's "must show" for binary activations: binary weights and binary activations (BNN, Courbariaux,
+ * Hubara et al. 2016; XNOR-Net, Rastegari et al. 2016: α·sign(x) in place of every ReLU, α per position)
+ * trained quantization-aware on the generated task, within 5 points of float. As in BNN and XNOR-Net the first
+ * and last layers keep 8-bit weights; every ReLU, the first layer's included, is binarized. Runs the whole job:
+ * kind qat, export, and the `integer` stage evaluated on the exported weights with the binarizers in place.
+ *
+ * The network is the tests' small CNN widened from 12/16 to 32/64 channels (conv1 and depthwise / pointwise):
+ * low-precision networks need width (WRPN, Mishra et al. 2018, widens layers to win back what fewer bits
+ * lose; BNN's own networks are wide), and 12 binary channels after the first layer carry too little.
+ * Measured on wasm with the QAT recipe below (Adam, lr 0.01 with decay 0.1, 8 epochs, batch 64):
+ *   12/16 channels: float 95.0%, QAT 86.4% (8.6 points below; 86.7% with the former 15 epochs at lr 0.005);
+ *   32/64 channels: float 94.1%, PTQ 38.3%, QAT 91.4% (2.7 points below; 93.6% of 96.2% float from seed 4),
+ *   in 57 s of CPU for the whole test (35 s before, at 12/16 channels and 15 epochs).
+ * The method was checked as well: the binarizer sees the pre-activation (a ReLU layer is replaced, a layer's
+ * `activation: "relu"` turns linear), BatchNorm stands before the first sign, and neither the identity STE for
+ * the weights (79.4%) nor the exact gradient through the activations' α (86.5%) did better on 12/16 channels.
  */
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
@@ -36,7 +45,7 @@ const firstAndLast = { 'conv1/kernel': { name: 'affine', bits: 8 }, 'logits/kern
 beforeAll(async () => {
   await selectBackend('wasm');
   dir = await mkdtemp(join(tmpdir(), 'qaas-binary-activations-'));
-  const trained = await trainSmallCnn(train, { seed: 3, epochs: 4 });
+  const trained = await trainSmallCnn(train, { seed: 3, epochs: 4, widths: [32, 64] });
   source = readModel(await saveLayersModel(trained));
   trained.dispose();
   datasets = {
@@ -50,7 +59,7 @@ afterAll(async () => {
 });
 
 describe('binary weights and binary activations (issue 13)', () => {
-  it('PTQ with sign activations collapses; QAT through the clipped STE recovers most of float', async () => {
+  it('PTQ with sign activations collapses; QAT through the clipped STE comes within 5 points of float', async () => {
     const ptq = await runJob(
       source,
       parseJobSpec({
@@ -68,7 +77,7 @@ describe('binary weights and binary activations (issue 13)', () => {
       layers: { overrides: firstAndLast },
       activations: { bits: 1 },
       data: { training: 'train', evaluation: 'evaluation' },
-      qat: { epochs: 15, learningRate: 0.005, learningRateDecay: 0.1 },
+      qat: { epochs: 8, batchSize: 64, learningRate: 0.01, learningRateDecay: 0.1 },
     });
     expect(spec.activations).toMatchObject({ bits: 1, quantizer: 'sign' });
     const qat = await runJob(source, spec, datasets, { backend: tf.getBackend() });
@@ -79,12 +88,12 @@ describe('binary weights and binary activations (issue 13)', () => {
     const qatAccuracy = qat.report.model.metrics.integer!.accuracy!;
     console.log(
       `float ${(100 * float).toFixed(1)}%; binary weights + binary activations: PTQ ${(100 * ptqAccuracy).toFixed(1)}%, ` +
-        `QAT (15 epochs) ${(100 * qatAccuracy).toFixed(1)}% (${(100 * (float - qatAccuracy)).toFixed(1)} points below float)`,
+        `QAT (8 epochs) ${(100 * qatAccuracy).toFixed(1)}% (${(100 * (float - qatAccuracy)).toFixed(1)} points below float)`,
     );
     console.log(`integer stage: ${qat.report.model.metrics.integer!.simulated}`);
     expect(qat.report.model.metrics.integer!.simulated).toContain('3 ReLUs replaced by binary activations');
     expect(qat.report.activations!.map((a) => a.layer)).toEqual(['relu1', 'depthwise', 'pointwise']);
-    expect(float - qatAccuracy).toBeLessThanOrEqual(0.1);
+    expect(float - qatAccuracy).toBeLessThanOrEqual(0.05);
     expect(qatAccuracy).toBeGreaterThan(ptqAccuracy + 0.3);
   }, 600_000);
 });

@@ -209,8 +209,14 @@ describe('the dashboard in chromium', () => {
     expect(inputs[0].shape).toEqual([null, 12]);
     await expect.poll(() => page.locator('#field-modelId').inputValue()).toBe(modelId);
 
-    // The same model dropped on the drop zone as one zip is a second upload.
-    const zip = (await zipOf([...source])).toString('base64');
+    // Another model dropped on the drop zone as one zip is a second upload (the same files again would be the
+    // stored model, answered as it is): one weight's lowest mantissa bit differs.
+    const otherFiles = new Map(source);
+    const shardPath = [...source.keys()].find((path) => path.endsWith('.bin'))!;
+    const shard = Uint8Array.from(source.get(shardPath)!);
+    shard[0] ^= 1;
+    otherFiles.set(shardPath, shard);
+    const zip = (await zipOf([...otherFiles])).toString('base64');
     const dropped = await page.evaluateHandle((base64) => {
       const transfer = new DataTransfer();
       const bytes = Uint8Array.from(atob(base64), (c) => c.charCodeAt(0));
@@ -504,6 +510,90 @@ describe('the dashboard in chromium', () => {
     await page.locator('#chart-histogram[data-tensor]').waitFor();
     expect(await page.evaluate(() => document.documentElement.scrollWidth)).toBeLessThanOrEqual(390);
     await page.screenshot({ path: join(artifacts, 'dashboard-job-phone.png'), fullPage: true, animations: 'disabled' });
+    expect(pageErrors).toEqual([]);
+    await context.close();
+  });
+
+  it('charts the diagnosis of a job with evaluation data: a bar pair per layer, the worst layers in red', async () => {
+    const upload = multipart(filesAsParts(source));
+    const modelId = (await app.inject({ method: 'POST', url: '/v1/models', ...upload })).json().id;
+    // Token ids of the layers fixture (vocabulary 16, 12 per sample), as float32 as the model takes them.
+    const tokens = Float32Array.from({ length: 24 * 12 }, (_, i) => (i * 7 + Math.floor(i / 12) * 3) % 16);
+    const data = multipart([
+      { field: 'x', filename: 'x.npy', data: npy('<f4', [24, 12], new Uint8Array(tokens.buffer)) },
+    ]);
+    const datasetId = (await app.inject({ method: 'POST', url: '/v1/datasets', ...data })).json().id;
+    const submitted = await app.inject({
+      method: 'POST',
+      url: '/v1/jobs',
+      payload: {
+        modelId,
+        method: { name: 'affine', bits: 3, granularity: 'per-channel' },
+        data: { calibration: datasetId, evaluation: datasetId },
+        activations: { bits: 8 },
+      },
+    });
+    expect(submitted.statusCode, submitted.body).toBe(202);
+    const jobId = submitted.json().id;
+    await expect
+      .poll(async () => (await app.inject({ url: `/v1/jobs/${jobId}` })).json().status, { timeout: 60_000 })
+      .toBe('succeeded');
+    const { diagnosis } = (await app.inject({ url: `/v1/jobs/${jobId}/report` })).json();
+    expect(diagnosis.layers.length).toBeGreaterThanOrEqual(7);
+    // 3-bit weights leave every quantized layer below the healthy level: there are worst layers to show.
+    expect(diagnosis.worst.length).toBeGreaterThanOrEqual(3);
+
+    const context = await browser.newContext({ viewport: { width: 1280, height: 800 } });
+    const page = await context.newPage();
+    const pageErrors: string[] = [];
+    page.on('pageerror', (error) => pageErrors.push(error.message));
+    await page.goto(`${baseUrl}/#/jobs/${jobId}`);
+    await page.locator('#chart-diagnosis').waitFor({ timeout: 30_000 });
+    const chart = await page.$eval('#chart-diagnosis', (canvas) => {
+      type Colour = (context: { dataIndex?: number }) => string;
+      const c = (
+        window as unknown as {
+          Chart: {
+            getChart(c: Element): {
+              data: { labels: string[]; datasets: { label: string; data: number[]; backgroundColor: Colour }[] };
+            };
+          };
+        }
+      ).Chart.getChart(canvas);
+      return {
+        labels: c.data.labels,
+        datasets: c.data.datasets.map((d) => ({
+          label: d.label,
+          data: d.data,
+          colours: d.data.map((_, i) => d.backgroundColor({ dataIndex: i })),
+          legend: d.backgroundColor({}),
+        })),
+      };
+    });
+    const names = diagnosis.layers.map((l: { name: string }) => l.name);
+    expect(chart.labels).toEqual(names);
+    expect(chart.datasets.map((d) => d.label)).toEqual(['weights quantized', 'activations quantized']);
+    for (const d of chart.datasets) expect(d.data).toHaveLength(names.length);
+    expect(chart.datasets[0].data).toEqual(
+      diagnosis.layers.map((l: { localSqnrDb: { weights: number } }) => Math.min(80, l.localSqnrDb.weights)),
+    );
+    // The three worst layers, and only they, drawn in the highlight colour; the legend in the usual one.
+    const red = names.filter((_: string, i: number) => chart.datasets[0].colours[i] === '#d92d20');
+    expect(red.sort()).toEqual(diagnosis.worst.slice(0, 3).sort());
+    expect(chart.datasets.map((d) => d.legend)).toEqual(['#2357c6', '#1b7f3b']);
+    const { drawn, colours } = await inked(page, '#chart-diagnosis');
+    expect(drawn).toBeGreaterThan(2000);
+    expect(colours).toBeGreaterThan(3);
+    expect(await page.locator('#diagnosis-table tbody tr').count()).toBe(names.length);
+    expect(await page.locator('#diagnosis-table tbody tr.worst').count()).toBe(3);
+    expect(await page.locator('#diagnosis-table tbody tr').first().locator('th').textContent()).toBe(
+      diagnosis.worst[0],
+    );
+    await page.screenshot({
+      path: join(artifacts, 'dashboard-job-diagnosis.png'),
+      fullPage: true,
+      animations: 'disabled',
+    });
     expect(pageErrors).toEqual([]);
     await context.close();
   });

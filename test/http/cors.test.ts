@@ -40,7 +40,7 @@ describe('CORS', () => {
     });
     expect(res.statusCode).toBe(204);
     expect(res.headers['access-control-allow-origin']).toBe(dashboard);
-    expect(String(res.headers['access-control-allow-methods']).split(', ')).toEqual(['GET', 'POST', 'DELETE']);
+    expect(String(res.headers['access-control-allow-methods']).split(', ')).toEqual(['GET', 'POST', 'PATCH', 'DELETE']);
     expect(String(res.headers['access-control-allow-headers'])).toContain('idempotency-key');
     expect(res.headers['access-control-max-age']).toBe('600');
   });

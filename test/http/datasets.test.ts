@@ -32,6 +32,16 @@ async function uploaded(parts: Part[], headers: Record<string, string> = alice):
 
 const range = (n: number) => Array.from({ length: n }, (_, i) => i);
 const xOf = (features: number, samples = 3) => npyOf('<f4', [samples, features], range(samples * features));
+let freshCount = 0;
+/** A [3, 4] x no other upload in this file has: the same arrays again would be the stored dataset (200). */
+const freshX = () => {
+  const offset = ++freshCount * 100;
+  return npyOf(
+    '<f4',
+    [3, 4],
+    range(12).map((v) => v + offset),
+  );
+};
 
 function submit(data: Record<string, string>, headers: Record<string, string> = alice) {
   return suite.app.inject({
@@ -138,7 +148,7 @@ describe('GET and DELETE /v1/datasets', () => {
   });
 
   it('refuses to delete a dataset a queued job names', async () => {
-    const id = await uploaded([{ field: 'x', filename: 'x.npy', data: xOf(4) }]);
+    const id = await uploaded([{ field: 'x', filename: 'x.npy', data: freshX() }]);
     expect((await submit({ calibration: id })).statusCode).toBe(202);
     const res = await suite.app.inject({ method: 'DELETE', url: `/v1/datasets/${id}`, headers: alice });
     expect(res.statusCode).toBe(409);
@@ -147,7 +157,7 @@ describe('GET and DELETE /v1/datasets', () => {
   });
 
   it('deletes a dataset once the jobs that name it ended', async () => {
-    const id = await uploaded([{ field: 'x', filename: 'x.npy', data: xOf(4) }]);
+    const id = await uploaded([{ field: 'x', filename: 'x.npy', data: freshX() }]);
     const jobs = [(await submit({ calibration: id })).json().id, (await submit({ evaluation: id })).json().id];
     const del = () => suite.app.inject({ method: 'DELETE', url: `/v1/datasets/${id}`, headers: alice });
     const refused = await del();
@@ -162,7 +172,7 @@ describe('GET and DELETE /v1/datasets', () => {
 
   it('never lets a delete and a submission both win: no job is left naming a deleted dataset', async () => {
     for (let round = 0; round < 5; round++) {
-      const id = await uploaded([{ field: 'x', filename: 'x.npy', data: xOf(4) }]);
+      const id = await uploaded([{ field: 'x', filename: 'x.npy', data: freshX() }]);
       const [deleted, ...submitted] = await Promise.all([
         suite.app.inject({ method: 'DELETE', url: `/v1/datasets/${id}`, headers: alice }),
         ...Array.from({ length: 6 }, () => submit({ calibration: id })),

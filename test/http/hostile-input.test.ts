@@ -371,6 +371,30 @@ describe('specs the API can tell will fail (item 8)', () => {
     expect(ok.statusCode, ok.body).toBe(200);
   });
 
+  it('answers 400 for auto when data.verification and data.evaluation disagree on labels, naming data.verification', async () => {
+    const res = await submit({
+      kind: 'auto',
+      data: { evaluation: labelled, verification: unlabelled },
+      target: { maxDrop: 0.1 },
+    });
+    expect(res.statusCode, res.body).toBe(400);
+    expect(res.json().problems).toEqual([
+      { path: '/data/verification', message: expect.stringContaining('data.verification has no') },
+    ]);
+    const ok = await app.inject({
+      method: 'POST',
+      url: '/v1/jobs?dryRun=true',
+      payload: {
+        modelId,
+        kind: 'auto',
+        method: { name: 'affine' },
+        data: { evaluation: labelled, verification: labelled },
+        target: { maxDrop: 0.1 },
+      },
+    });
+    expect(ok.statusCode, ok.body).toBe(200);
+  });
+
   it('answers 400 for kind auto (and analyze) when layers.skip leaves no tensor to quantize', async () => {
     for (const kind of ['auto', 'analyze']) {
       const res = await submit({

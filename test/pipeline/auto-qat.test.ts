@@ -72,21 +72,32 @@ describe('auto with a QAT fallback', () => {
     for (const trial of ptqTrials) expect(trial.drop).toBeGreaterThan(0.005);
     expect(stages).toContain('train');
 
-    // The fallback is one more frontier entry, on the best trial's config, measured on the whole evaluation set.
+    // The fallback is one more frontier entry, on the best trial's config, measured as the trials are: on the
+    // searched half of the evaluation set and on the held-out half.
     expect(frontier.filter((t) => t.qat)).toHaveLength(1);
     expect(qatEntry.qat).toBe(true);
     expect(qatEntry.trial).toBe(ptqTrials.length + 1);
     expect(report.search.qatTrial).toBe(qatEntry.trial);
     expect(qatEntry.overrides).toEqual(bestPtq.overrides);
-    expect(qatEntry.metrics.samples).toBe(200);
+    expect(qatEntry.metrics.samples).toBe(100);
+    expect(qatEntry.heldOut.metrics.samples).toBe(100);
     expect(qatEntry.metrics.accuracy!).toBeGreaterThan(bestPtq.metrics.accuracy!);
-    expect(qatEntry.drop).toBeCloseTo(report.model.metrics.float!.accuracy! - qatEntry.metrics.accuracy!, 10);
+    expect(qatEntry.drop).toBeCloseTo(report.search.floatValue - qatEntry.metrics.accuracy!, 10);
+    expect(qatEntry.heldOut.drop).toBeCloseTo(
+      report.search.heldOut!.floatValue - qatEntry.heldOut.metrics.accuracy!,
+      10,
+    );
 
     // Better than every PTQ trial, so it is the one chosen, and the reusable spec is a qat spec with the same overrides.
     expect(frontier.filter((t) => t.chosen)).toEqual([qatEntry]);
     expect(report.search.chosenTrial).toBe(qatEntry.trial);
-    expect(report.search.targetMet).toBe(qatEntry.drop <= 0.005);
-    expect(report.model.metrics.qat).toEqual(qatEntry.metrics);
+    expect(report.search.targetMet).toBe(qatEntry.drop <= 0.005 && qatEntry.heldOut.drop <= 0.005);
+    // The report's metrics are the whole evaluation set's.
+    expect(report.model.metrics.qat!.samples).toBe(200);
+    expect(report.model.metrics.qat!.accuracy!).toBeCloseTo(
+      (qatEntry.metrics.accuracy! + qatEntry.heldOut.metrics.accuracy!) / 2,
+      10,
+    );
     expect(report.training!.history).toHaveLength(3);
     const chosenSpec = report.chosenSpec as {
       kind: string;

@@ -69,8 +69,26 @@ describe('spec', () => {
       data: { evaluation: 'e' },
       target: { maxDrop: 0.01 },
     });
-    expect(spec.search).toEqual({ maxTrials: 24, timeBudgetSeconds: 600, analysisSamples: 1024 });
+    expect(spec.search).toEqual({
+      maxTrials: 24,
+      timeBudgetSeconds: 600,
+      analysisSamples: 1024,
+      verificationSplit: 0.5,
+      seed: 0,
+    });
     expect(spec.target!.relative).toBe(false);
+  });
+
+  it('refuses data.verification for a kind that would not read it', () => {
+    expect(() =>
+      parseJobSpec({ kind: 'ptq', method: { name: 'affine' }, data: { evaluation: 'e', verification: 'v' } }),
+    ).toThrow('/data/verification');
+  });
+
+  it('refuses ptq.layers without a learned rounding to apply to them', () => {
+    expect(() => parseJobSpec({ method: { name: 'affine' }, ptq: { layers: ['dense/kernel'] } })).toThrow(
+      '/ptq/layers',
+    );
   });
 
   it('escapes glob characters so an override names exactly one weight', () => {
@@ -107,7 +125,7 @@ describe('runJob kind analyze / auto', () => {
     expect(written(files).sensitivity).toEqual(auto.sensitivity);
   });
 
-  it('auto: report.json has sensitivity, frontier and chosenSpec; the chosenSpec re-run as ptq reproduces the trial', async () => {
+  it('auto: report.json has sensitivity, frontier and chosenSpec; the chosenSpec re-run as ptq reproduces the trial; half the evaluation set is held out', async () => {
     const spec = parseJobSpec({
       kind: 'auto',
       method: { name: 'affine', bits: 8 },
@@ -133,10 +151,27 @@ describe('runJob kind analyze / auto', () => {
     const chosen = json.frontier!.find((f) => f.chosen)!;
     expect(chosen.trial).toBe(json.search.chosenTrial);
     expect(chosen.bytes).toBe(json.model.packedBytes);
-    expect(chosen.metrics.accuracy).toBe(json.model.metrics.ptq!.accuracy);
-    expect(messages.some((m) => /^trial 1 of 24: \d+ bytes, drop -?[\d.]+; best so far: trial 1/.test(m))).toBe(true);
+    // A seeded half of the 400 samples is searched on, the other half held out; the report's metrics are the whole set's.
+    expect(json.search.heldOut).toMatchObject({ source: 'split', samples: 200, fraction: 0.5, seed: 0 });
+    expect(json.search.searchSamples).toBe(200);
+    expect(json.search.analysisSamples).toBe(200);
+    for (const t of json.frontier!) {
+      expect(t.metrics.samples).toBe(200);
+      expect(t.heldOut.metrics.samples).toBe(200);
+      expect(t.feasible).toBe(t.drop <= 0.01 && t.heldOut.drop <= 0.01);
+      expect(t.heldOut.drop95[0]).toBeLessThanOrEqual(t.heldOut.drop);
+      expect(t.heldOut.drop95[1]).toBeGreaterThanOrEqual(t.heldOut.drop);
+    }
+    const whole = json.model.metrics.ptq!;
+    expect(whole.samples).toBe(400);
+    expect(whole.accuracy!).toBeCloseTo((chosen.metrics.accuracy! + chosen.heldOut.metrics.accuracy!) / 2, 10);
+    expect(
+      messages.some((m) =>
+        /^trial 1 of 24: \d+ bytes, drop -?[\d.]+ \(held-out -?[\d.]+\); best so far: trial 1/.test(m),
+      ),
+    ).toBe(true);
     console.log(
-      `auto: ${json.search.trials} trials, chosen ${chosen.bytes} bytes, drop ${chosen.drop}, overrides ${JSON.stringify(chosen.overrides)}`,
+      `auto: ${json.search.trials} trials, chosen ${chosen.bytes} bytes, drop ${chosen.drop} searched, ${chosen.heldOut.drop} held out, overrides ${JSON.stringify(chosen.overrides)}`,
     );
 
     const chosenSpec = parseJobSpec(json.chosenSpec);
@@ -148,7 +183,7 @@ describe('runJob kind analyze / auto', () => {
     );
     const rerun = await runJob(model, chosenSpec, { evaluation }, { backend: 'wasm' });
     expect(rerun.report.model.packedBytes).toBe(chosen.bytes);
-    expect(rerun.report.model.metrics.ptq!.accuracy).toBe(chosen.metrics.accuracy);
+    expect(rerun.report.model.metrics.ptq!.accuracy).toBe(whole.accuracy);
     expect(rerun.files.get('packed/weights.bin')).toEqual(files.get('packed/weights.bin'));
     expect(report.kind).toBe('auto');
   });

@@ -17,7 +17,16 @@ import type { LoadedModel } from '../../src/model/types.js';
 import type { Diagnosis } from '../../src/pipeline/diagnose.js';
 import { runJob } from '../../src/pipeline/run.js';
 import { artifactModelFiles } from '../../src/pipeline/runtime.js';
-import { saveLayersModel } from '../fixtures/models.js';
+import { EXACT_SQNR_DB } from '../../src/quant/metrics.js';
+import {
+  buildGraphModel,
+  buildLayersModel,
+  graphInput,
+  GRAPH_INPUT_SHAPE,
+  LAYERS_SEQUENCE_LENGTH,
+  LAYERS_VOCABULARY,
+  saveLayersModel,
+} from '../fixtures/models.js';
 import { expectValidReport } from '../http/spec-validator.js';
 import { npy } from '../model/dataset/npy-fixture.js';
 
@@ -211,6 +220,10 @@ describe('a fragile layer', () => {
     const { report } = await runJob(model, spec, { calibration, evaluation }, { backend: 'wasm' });
     expectValidReport(report);
     const diagnosis = report.diagnosis!;
+    // At the model's output the variants are the job's own exported and integer-simulated models.
+    const last = diagnosis.layers.at(-1)!;
+    expect(last.sqnrDb.weights).toBeCloseTo(report.model.metrics.ptq!.sqnrDb!, 3);
+    expect(last.sqnrDb.both).toBeCloseTo(report.model.metrics.integer!.sqnrDb!, 3);
     for (const l of diagnosis.layers) {
       console.log(
         `${granularity}: #${l.rank} ${l.name}: local W ${l.localSqnrDb.weights.toFixed(1)} dB, A ${l.localSqnrDb.activations!.toFixed(1)} dB, ` +
@@ -304,7 +317,210 @@ describe('kind analyze', () => {
     expect(wide.localSqnrDb.weights).toBeGreaterThan(15);
     // The outlier sits in an input row, not an output channel: per-channel scales would not help, bits would.
     expect(narrow.suggestion).toBe('more-bits');
-    expect(narrow.reason).toContain('at 4 bits');
+    expect(narrow.reason).toContain('with 4-bit weights');
+  });
+});
+
+describe('binary activations', () => {
+  it('split out as the job simulates them: a sign in place of the ReLU, checked by hand', async () => {
+    const kernel = [
+      [0.3, -0.2, -0.5],
+      [0.1, 0.4, -0.6],
+    ];
+    const model = await denseStack(2, [
+      { name: 'wide', kernel, bias: [0, 0, 0], activation: 'relu' },
+      {
+        name: 'narrow',
+        kernel: [
+          [0.5, 0.3],
+          [-0.4, 0.6],
+          [0.2, -0.2],
+        ],
+        bias: [0, 0],
+      },
+    ]);
+    const rows = Array.from({ length: 16 }, (_, r) => [2 * unit(r, 0) - 1, 2 * unit(r, 1) - 1]);
+    const data = await dataset('sign', rows);
+    const spec = parseJobSpec({
+      method: { name: 'affine', bits: 8, granularity: 'per-channel' },
+      data: { evaluation: 'e' },
+      activations: { bits: 1 },
+    });
+    const tensorsBefore = tf.memory().numTensors;
+    const { report } = await runJob(model, spec, { evaluation: data }, { backend: 'wasm' });
+    expect(tf.memory().numTensors).toBe(tensorsBefore);
+    expectValidReport(report);
+    const diagnosis = report.diagnosis!;
+    expect(diagnosis.activations).toEqual({ quantizer: 'sign', bits: 1 });
+    const [wide, narrow] = diagnosis.layers;
+    // By hand: the pre-activation z, α = mean |z| per sample, α·sign(z) (sign(0) = +1) against relu(z).
+    let signal = 0;
+    let noise = 0;
+    for (const x of rows) {
+      const z = [0, 1, 2].map((j) => x[0] * kernel[0][j] + x[1] * kernel[1][j]);
+      const alpha = z.reduce((sum, v) => sum + Math.abs(v), 0) / z.length;
+      for (const v of z) {
+        const relu = Math.max(0, v);
+        signal += relu ** 2;
+        noise += ((v >= 0 ? alpha : -alpha) - relu) ** 2;
+      }
+    }
+    const hand = 10 * Math.log10(signal / noise);
+    console.log(
+      `sign: wide alone A ${wide.localSqnrDb.activations!.toFixed(2)} dB (hand ${hand.toFixed(2)}), W ${wide.localSqnrDb.weights.toFixed(1)} dB`,
+    );
+    expect(wide.localSqnrDb.activations!).toBeCloseTo(hand, 2);
+    expect(wide.dominant).toBe('activations');
+    expect(wide.rank).toBe(1);
+    expect(wide.suggestion).toBe('more-bits');
+    expect(wide.reason).toContain('with 1-bit activations');
+    // narrow has no ReLU: nothing replaces its output (exact with float weights), its own error is its 8-bit weights'.
+    expect(narrow.localSqnrDb.activations).toBe(EXACT_SQNR_DB);
+    expect(narrow.localSqnrDb.both).toBeCloseTo(narrow.localSqnrDb.weights, 6);
+    expect(narrow.localSqnrDb.weights).toBeGreaterThan(35);
+  });
+});
+
+describe('trained activations', () => {
+  it('split out with the grids QAT trained (DoReFa after each ReLU output)', async () => {
+    const model = await denseStack(2, [
+      {
+        name: 'wide',
+        kernel: [
+          [0.3, -0.2, -0.5],
+          [0.1, 0.4, -0.6],
+        ],
+        bias: [0, 0, 0],
+        activation: 'relu',
+      },
+      {
+        name: 'narrow',
+        kernel: [
+          [0.5, 0.3],
+          [-0.4, 0.6],
+          [0.2, -0.2],
+        ],
+        bias: [0, 0],
+      },
+    ]);
+    const data = await dataset(
+      'dorefa',
+      Array.from({ length: 16 }, (_, r) => [unit(r, 0), unit(r, 1)]),
+    );
+    const spec = parseJobSpec({
+      kind: 'qat',
+      method: { name: 'affine', bits: 8 },
+      data: { training: 't', evaluation: 'e' },
+      activations: { quantizer: 'dorefa', bits: 3 },
+      qat: { epochs: 1, batchSize: 16 },
+    });
+    const tensorsBefore = tf.memory().numTensors;
+    const { report } = await runJob(model, spec, { training: data, evaluation: data }, { backend: 'wasm' });
+    expect(tf.memory().numTensors).toBe(tensorsBefore);
+    expectValidReport(report);
+    const diagnosis = report.diagnosis!;
+    expect(diagnosis.activations).toEqual({ quantizer: 'dorefa', bits: 3 });
+    expect(diagnosis.measured).toContain('the 3-bit dorefa grids QAT trained');
+    const [wide, narrow] = diagnosis.layers;
+    console.log(
+      `dorefa: wide alone A ${wide.localSqnrDb.activations!.toFixed(1)} dB, W ${wide.localSqnrDb.weights.toFixed(1)} dB`,
+    );
+    // 3 bits on [0, 1] after wide's ReLU: a real error, not none; narrow's output keeps float activations.
+    expect(wide.localSqnrDb.activations!).toBeLessThan(30);
+    expect(wide.dominant).toBe('activations');
+    expect(narrow.localSqnrDb.activations).toBe(EXACT_SQNR_DB);
+  });
+});
+
+describe('the layers fixture', () => {
+  it('diagnoses embedding, convolutions, the BatchNorm kept as a scale, LSTM and dense layers alike', async () => {
+    const model = readModel(await buildLayersModel());
+    const rows = Array.from({ length: 24 }, (_, r) =>
+      Array.from({ length: LAYERS_SEQUENCE_LENGTH }, (_, c) => (r * 7 + c * 3) % LAYERS_VOCABULARY),
+    );
+    const data = await dataset('fixture', rows);
+    const spec = parseJobSpec({
+      method: { name: 'affine', bits: 4, granularity: 'per-channel' },
+      data: { calibration: 'd', evaluation: 'd' },
+      activations: { bits: 8, calibration: 'minmax' },
+    });
+    const tensorsBefore = tf.memory().numTensors;
+    const { report } = await runJob(model, spec, { calibration: data, evaluation: data }, { backend: 'wasm' });
+    expect(tf.memory().numTensors).toBe(tensorsBefore);
+    expectValidReport(report);
+    const diagnosis = report.diagnosis!;
+    const { diagnoseMs, evaluateExportedMs, evaluateIntegerMs } = report.timings;
+    console.log(
+      `fixture: diagnosis ${diagnoseMs} ms; evaluating the artifact ${evaluateExportedMs} ms, W4A8 ${evaluateIntegerMs} ms`,
+    );
+    for (const l of diagnosis.layers) {
+      console.log(
+        `fixture: #${l.rank} ${l.name} (${l.op}): alone W ${l.localSqnrDb.weights.toFixed(1)} A ${l.localSqnrDb.activations!.toFixed(1)} dB → ${l.suggestion}`,
+      );
+    }
+    expect(diagnosis.layers.map((l) => l.name)).toEqual(
+      expect.arrayContaining(['embedding', 'conv2d', 'depthwise', 'separable', 'lstm', 'dense', 'logits']),
+    );
+    // Each quantized tensor belongs to exactly one diagnosed layer.
+    expect(diagnosis.layers.flatMap((l) => l.weights).sort()).toEqual(report.tensors.map((t) => t.name).sort());
+    expect(diagnosis.layers.map((l) => l.rank).sort((a, b) => a - b)).toEqual(diagnosis.layers.map((_, i) => i + 1));
+  });
+});
+
+describe('graph models', () => {
+  it('diagnose the end of each fused chain; a layer alone is fed the float graph’s tensors', async () => {
+    const files = buildGraphModel();
+    const graph = readModel(files);
+    const x = graphInput(48, 5);
+    const xValues = (await x.data()) as Float32Array;
+    x.dispose();
+    await writeFile(join(dir, 'graph-x.npy'), npy('<f4', [48, ...GRAPH_INPUT_SHAPE], new Uint8Array(xValues.buffer)));
+    const data = await openDataset({ x: join(dir, 'graph-x.npy') });
+    opened.push(data);
+    const run = async (skip: string[]) => {
+      const spec = parseJobSpec({
+        method: { name: 'affine', bits: 4, granularity: 'per-channel' },
+        layers: { skip },
+        data: { calibration: 'd', evaluation: 'd' },
+        activations: { bits: 6, calibration: 'minmax' },
+      });
+      const tensorsBefore = tf.memory().numTensors;
+      const { report } = await runJob(graph, spec, { calibration: data, evaluation: data }, { backend: 'wasm' });
+      expect(tf.memory().numTensors).toBe(tensorsBefore);
+      expectValidReport(report);
+      expect(report.warnings.filter((w) => w.includes('diagnosis'))).toEqual([]);
+      for (const l of report.diagnosis!.layers) {
+        console.log(
+          `graph (skip ${skip.join(',') || 'none'}): #${l.rank} ${l.name} (${l.op}, ${l.weights.join(',')}): ` +
+            `at output W ${l.sqnrDb.weights.toFixed(1)} A ${l.sqnrDb.activations!.toFixed(1)} W+A ${l.sqnrDb.both.toFixed(1)} dB; ` +
+            `alone W ${l.localSqnrDb.weights.toFixed(1)} A ${l.localSqnrDb.activations!.toFixed(1)} W+A ${l.localSqnrDb.both.toFixed(1)} dB → ${l.suggestion}`,
+        );
+      }
+      return report;
+    };
+
+    const all = (await run([])).diagnosis!;
+    expect(all.layers.map((l) => [l.name, l.op, l.weights])).toEqual([
+      ['conv/Relu', 'Relu', ['conv/kernel']],
+      ['dense/Relu', 'Relu', ['dense/kernel']],
+      ['logits/BiasAdd', '_FusedMatMul', ['logits/kernel']],
+    ]);
+    // The first layer reads the model's input, exact in every variant: alone is all of it.
+    const [conv, dense] = all.layers;
+    for (const v of ['weights', 'activations', 'both'] as const)
+      expect(conv.localSqnrDb[v]).toBeCloseTo(conv.sqnrDb[v]!, 3);
+    // 4-bit weights, 6-bit activations: every layer has an error of its own, none exact.
+    for (const l of all.layers) expect(l.localSqnrDb.both).toBeLessThan(40);
+
+    // dense's kernel left in float: alone it is exact, while at its output it still carries conv's error.
+    const skipped = (await run(['dense/kernel'])).diagnosis!;
+    const dense2 = skipped.layers.find((l) => l.name === 'dense/Relu')!;
+    expect(dense2.weights).toEqual([]);
+    expect(dense2.localSqnrDb.weights).toBeGreaterThan(100);
+    expect(dense2.sqnrDb.weights).toBeLessThan(40);
+    expect(dense2.sqnrDb.weights).toBeGreaterThan(dense.sqnrDb.weights);
+    // Its activations alone are what they were: the same float inputs, the same float-calibrated grid.
+    expect(dense2.localSqnrDb.activations!).toBeCloseTo(dense.localSqnrDb.activations!, 6);
   });
 });
 

@@ -77,7 +77,13 @@ describe('withDefaults', () => {
       optimizer: 'adam',
       ste: 'clipped',
     });
-    expect(value.search).toEqual({ maxTrials: 24, timeBudgetSeconds: 600, analysisSamples: 1024 });
+    expect(value.search).toEqual({
+      maxTrials: 24,
+      timeBudgetSeconds: 600,
+      analysisSamples: 1024,
+      verificationSplit: 0.5,
+      seed: 0,
+    });
     expect(value.layers).toEqual({ skip: [], overrides: {} });
   });
 });

@@ -90,6 +90,26 @@ describe('searchConfigs', () => {
     expect(result.targetMet).toBe(true);
   });
 
+  it('with a held-out drop, a trial meets maxDrop only if both drops do: one that fails held out is not a state to go on from', async () => {
+    // On the search data a2 costs 0.001 as estimated; held out it costs 0.02.
+    const measured: Assignment[] = [];
+    const measure = async (assignment: Assignment) => {
+      measured.push(assignment);
+      const base = await fakeExport({ a2: 0.001, b2: 0.05 }).measure(assignment);
+      return { ...base, heldOutDrop: assignment.A === 'a2' ? 0.02 : 0 };
+    };
+    const result = await searchConfigs({ tensors, budget: { maxDrop: 0.01 }, maxTrials: 10, measure });
+    // {a2, b8} meets 0.01 on the search data (0.001) but not held out (0.02): refused, and backed off from, as
+    // the measured-drop test above backs off.
+    expect(measured).toEqual([
+      { A: 'a2', B: 'b8' },
+      { A: 'a8', B: FLOAT },
+      { A: 'a8', B: 'b8' },
+    ]);
+    expect(result.trials[0]).toMatchObject({ drop: 0.001, heldOutDrop: 0.02, feasible: false });
+    expect(result.best).toMatchObject({ trial: 3, bytes: 210, drop: 0, heldOutDrop: 0, feasible: true });
+  });
+
   it('with maxBytes solves the knapsack again after each overshoot, learning the fixed bytes from each trial', async () => {
     const { measured, measure } = fakeExport({ a2: 0.001, b2: 0.05 });
     const result = await searchConfigs({ tensors, budget: { maxBytes: 150 }, maxTrials: 10, measure });
@@ -108,6 +128,17 @@ describe('searchConfigs', () => {
     const tooSmall = await searchConfigs({ tensors, budget: { maxBytes: 50 }, maxTrials: 10, measure });
     expect(tooSmall.targetMet).toBe(false);
     expect(tooSmall.best.bytes).toBe(128); // every tensor at its smallest: 25 + 3 + 100
+
+    // Both limits, and no trial meets maxBytes: the smallest trial within maxDrop, not the smallest one.
+    const both = await searchConfigs({
+      tensors,
+      budget: { maxDrop: 0.01, maxBytes: 50 },
+      maxTrials: 10,
+      measure: fakeExport({ a2: 0.02, b2: 0.05 }).measure,
+    });
+    expect(both.targetMet).toBe(false);
+    expect(both.trials.some((t) => t.bytes === 135 && t.drop === 0.02)).toBe(true);
+    expect(both.best).toMatchObject({ bytes: 210, drop: 0 });
 
     const backOff = fakeExport({ a2: 0.02, b2: 0.05 });
     const capped = await searchConfigs({ tensors, budget: { maxDrop: 0.01 }, maxTrials: 2, measure: backOff.measure });

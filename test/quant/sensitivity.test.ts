@@ -85,7 +85,7 @@ describe('analyzeSensitivity', () => {
       model,
       tensors: names.map((name) => ({ name, size: weights.get(name)!.shape.reduce((a: number, b) => a * b!, 1) })),
       candidates,
-      quantize: (name, params) => {
+      quantize: (name, { params }) => {
         const variable = weights.get(name)!;
         return getMethod(params.name).quantize(
           variable.read().dataSync() as Float32Array,

@@ -131,7 +131,10 @@ describe('jobs with datasets', () => {
     const chosen = report.frontier.filter((entry: { chosen: boolean }) => entry.chosen);
     expect(chosen).toHaveLength(1);
     expect(report.frontier.length).toBeLessThanOrEqual(6);
-    expect(report.model.metrics.float.accuracy - chosen[0].metrics.accuracy).toBeLessThanOrEqual(0.02);
+    // Within budget where it was searched and on the held-out half, so on the whole evaluation set too.
+    expect(chosen[0].drop).toBeLessThanOrEqual(0.02);
+    expect(chosen[0].heldOut.drop).toBeLessThanOrEqual(0.02);
+    expect(report.model.metrics.float.accuracy - report.model.metrics.ptq.accuracy).toBeLessThanOrEqual(0.02);
     expect(report.chosenSpec.kind).toBe('ptq');
   });
 });

@@ -4,11 +4,15 @@
  * arrays named by the inputs, or JSON x as an object of them), list, show, delete (refused while an
  * unfinished job names the dataset).
  * Uploads are checked from the .npy headers alone (dtype, C order, shape against the file size, x and y
- * agreeing on the sample count); only JSON, which is capped and small, is parsed whole.
+ * agreeing on the sample count); only JSON, which is capped and small, is parsed whole. Text fields `name` and
+ * `labels` as for models, list filters and PATCH alike; an upload of arrays the tenant already has as a
+ * dataset (the same blobs in the same roles) answers 200 with that dataset, unchanged.
  */
+import { createHash } from 'node:crypto';
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
 import { Type } from '@sinclair/typebox';
 import { deleteInput } from '../../jobs/inputs.js';
+import { metadataFromFields, MetadataPatchSchema, patchRecordMetadata } from '../../jobs/metadata.js';
 import {
   DatasetError,
   JSON_DATASET_MAX_BYTES,
@@ -21,7 +25,16 @@ import { NpzFile } from '../../model/dataset/npz.js';
 import { isId, newId } from '../../storage/records.js';
 import type { ArrayInfo, DatasetRecord } from '../../storage/types.js';
 import { ApiProblem } from '../errors.js';
-import { Dataset, IdParams, ListQuery, pageOf, Problem, problemResponses, servablePage } from '../schemas.js';
+import {
+  Dataset,
+  IdParams,
+  listFilter,
+  ListWithMetadataQuery,
+  pageOf,
+  Problem,
+  problemResponses,
+  servablePage,
+} from '../schemas.js';
 import { receiveUpload, type Upload, type UploadedFile } from '../upload.js';
 
 /** Parse errors (422s, as every DatasetError) name the part they came from. */
@@ -84,6 +97,17 @@ async function fromJson(upload: Upload, file: UploadedFile): Promise<Arrays> {
   return { x: info(dataset.x.sampleShape), y };
 }
 
+/** sha256 over the arrays' roles, encodings and blobs: the same data sent the same way is the same dataset. */
+function datasetIdentity({ x, inputs, y }: Arrays): string {
+  const line = (role: string, a: ArrayInfo) => `${role}\0${a.encoding}\0${a.sha256}\n`;
+  const lines = [
+    ...(x ? [line('x', x)] : []),
+    ...(inputs ?? []).map((a) => line(`input:${a.name}`, a)).sort(),
+    ...(y ? [line('y', y)] : []),
+  ];
+  return createHash('sha256').update(lines.join('')).digest('hex');
+}
+
 /** .npy parts named by the model's inputs (any part that is not x or y), each one input's array. */
 async function fromNamedNpy(files: UploadedFile[]): Promise<NamedArray[]> {
   const inputs: NamedArray[] = [];
@@ -100,13 +124,14 @@ export const datasetRoutes: FastifyPluginAsyncTypebox = async (app) => {
       schema: {
         summary: 'Upload a dataset',
         consumes: ['multipart/form-data'],
-        response: { 201: Dataset, 413: Problem, 415: Problem, 422: Problem, ...problemResponses },
+        response: { 200: Dataset, 201: Dataset, 413: Problem, 415: Problem, 422: Problem, ...problemResponses },
       },
     },
     async (request, reply) => {
       const upload = await receiveUpload(request, blobs, config.upload);
       app.metrics.bytesUploaded.inc(upload.totalBytes);
       try {
+        const metadata = metadataFromFields(upload.fields);
         const pick = (name: string) => upload.files.find((f) => f.field === name || f.path === `${name}.npy`);
         const xFile = pick('x');
         const yFile = pick('y');
@@ -140,19 +165,27 @@ export const datasetRoutes: FastifyPluginAsyncTypebox = async (app) => {
         const arrayBlobs = new Set([...(inputs ?? [x!]), ...(y ? [y] : [])].map((a) => a.sha256));
         const used = upload.files.filter((f) => arrayBlobs.has(f.sha256));
         await upload.commit(used);
-        const record: DatasetRecord = {
+        const record: DatasetRecord & { sha256: string } = {
           id: newId('datasets'),
           tenant: request.tenant,
+          ...metadata,
           samples: (inputs?.[0] ?? x!).shape[0],
           x,
           ...(inputs ? { inputs } : {}),
           y,
           bytes: [...new Map(used.map((f) => [f.sha256, f.bytes])).values()].reduce((sum, bytes) => sum + bytes, 0),
+          sha256: datasetIdentity(arrays),
           createdAt: new Date().toISOString(),
         };
-        await records.create('datasets', record);
-        request.log.info({ datasetId: record.id, samples: record.samples }, 'dataset stored');
-        return reply.code(201).header('location', `/v1/datasets/${record.id}`).send(record);
+        const { created, record: stored } = await records.createOrFind('datasets', record);
+        request.log.info(
+          { datasetId: stored.id, samples: stored.samples },
+          created ? 'dataset stored' : 'dataset already stored',
+        );
+        return reply
+          .code(created ? 201 : 200)
+          .header('location', `/v1/datasets/${stored.id}`)
+          .send(stored);
       } finally {
         await upload.discard();
       }
@@ -164,12 +197,12 @@ export const datasetRoutes: FastifyPluginAsyncTypebox = async (app) => {
     {
       schema: {
         summary: 'List datasets',
-        querystring: ListQuery,
+        querystring: ListWithMetadataQuery,
         response: { 200: pageOf(Dataset), ...problemResponses },
       },
     },
     async (request, reply) => {
-      return servablePage(reply, Dataset, await records.list('datasets', request.tenant, request.query));
+      return servablePage(reply, Dataset, await records.list('datasets', request.tenant, listFilter(request.query)));
     },
   );
 
@@ -179,6 +212,24 @@ export const datasetRoutes: FastifyPluginAsyncTypebox = async (app) => {
     async (request) => {
       const { id } = request.params;
       const record = isId('datasets', id) ? await records.get('datasets', request.tenant, id) : null;
+      if (!record) throw new ApiProblem('not-found', `no dataset ${id}`);
+      return record;
+    },
+  );
+
+  app.patch(
+    '/v1/datasets/:id',
+    {
+      schema: {
+        summary: 'Rename or relabel a dataset',
+        params: IdParams,
+        body: MetadataPatchSchema,
+        response: { 200: Dataset, ...problemResponses },
+      },
+    },
+    async (request) => {
+      const { id } = request.params;
+      const record = await patchRecordMetadata(records, 'datasets', request.tenant, id, request.body);
       if (!record) throw new ApiProblem('not-found', `no dataset ${id}`);
       return record;
     },

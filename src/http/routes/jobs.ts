@@ -9,6 +9,7 @@ import type { FastifySchemaCompiler } from 'fastify';
 import { isTerminal } from '../../jobs/lifecycle.js';
 import { webhookJobId, type JobProgressEvent } from '../../jobs/queue.js';
 import { JobSpecSchema, parseJobSpec } from '../../jobs/spec.js';
+import { MetadataPatchSchema, patchRecordMetadata } from '../../jobs/metadata.js';
 import { checkSubmission, resolvedSpec, submitJob } from '../../jobs/submit.js';
 import { publicJob, type PublicJob } from '../../jobs/view.js';
 import { isId } from '../../storage/records.js';
@@ -19,7 +20,9 @@ import {
   IdParams,
   Job,
   JobStatus,
+  listFilter,
   ListQuery,
+  MetadataQuery,
   pageOf,
   Problem,
   problemResponses,
@@ -118,6 +121,7 @@ export const jobRoutes: FastifyPluginAsyncTypebox = async (app) => {
         querystring: Type.Composite(
           [
             ListQuery,
+            MetadataQuery,
             Type.Object({
               status: Type.Optional(JobStatus),
               modelId: Type.Optional(Type.String({ pattern: '^mdl_[0-9a-z]{25}$' })),
@@ -131,7 +135,7 @@ export const jobRoutes: FastifyPluginAsyncTypebox = async (app) => {
     async (request, reply) => {
       const { modelId, ...query } = request.query;
       const page = await records.list('jobs', request.tenant, {
-        ...query,
+        ...listFilter(query),
         ...(modelId ? { where: { field: 'modelId', value: modelId } } : {}),
       });
       return servablePage(reply, Job, { ...page, items: page.items.map(publicJob) });
@@ -142,6 +146,24 @@ export const jobRoutes: FastifyPluginAsyncTypebox = async (app) => {
     '/v1/jobs/:id',
     { schema: { summary: 'Show a job', params: IdParams, response: { 200: Job, ...problemResponses } } },
     async (request): Promise<PublicJob> => publicJob(await findJob(request)),
+  );
+
+  app.patch(
+    '/v1/jobs/:id',
+    {
+      schema: {
+        summary: 'Rename or relabel a job',
+        params: IdParams,
+        body: MetadataPatchSchema,
+        response: { 200: Job, ...problemResponses },
+      },
+    },
+    async (request): Promise<PublicJob> => {
+      const { id } = request.params;
+      const job = await patchRecordMetadata(records, 'jobs', request.tenant, id, request.body);
+      if (!job) throw new ApiProblem('not-found', `no job ${id}`);
+      return publicJob(job);
+    },
   );
 
   app.delete(

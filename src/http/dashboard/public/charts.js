@@ -55,7 +55,7 @@ function labelRoom(canvas) {
   return Math.max(12, Math.floor(width / 2 / 7));
 }
 
-export function barChart(canvas, { labels, datasets, horizontal = false, xTitle, yTitle, logScale = false }) {
+export function barChart(canvas, { labels, datasets, horizontal = false, xTitle, yTitle, logScale = false, max }) {
   const Chart = setup();
   const colors = [palette.before, palette.after, palette.third, palette.fourth];
   const valueAxis = horizontal ? 'x' : 'y';
@@ -64,6 +64,7 @@ export function barChart(canvas, { labels, datasets, horizontal = false, xTitle,
     y: { title: { display: Boolean(yTitle), text: yTitle } },
   };
   if (logScale) scales[valueAxis].type = 'logarithmic';
+  if (max !== undefined) scales[valueAxis].max = max;
   return new Chart(canvas, {
     type: 'bar',
     data: {

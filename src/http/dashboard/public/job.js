@@ -1,8 +1,8 @@
 /**
  * One job: its record, the stage timeline, live progress and log lines (SSE), and once it succeeded the
  * report as pictures (per-tensor SQNR, bytes per tensor and in total, metrics per stage, a chosen tensor's
- * histogram before and after, sensitivity and the size/metric frontier when the job measured them), the
- * artifact downloads, and "try it in the browser".
+ * histogram before and after, sensitivity, the size/metric frontier and the layer-by-layer diagnosis when the
+ * job measured them), the artifact downloads, and "try it in the browser".
  */
 import { barChart, chartBox, frontierChart, histogramChart } from './charts.js';
 import {
@@ -300,6 +300,8 @@ function renderReport(root, job, report, charts) {
   const frontier = frontierPanel(report, charts);
   if (frontier) grid.append(frontier);
 
+  const diagnosis = diagnosisPanel(report.diagnosis, charts);
+  if (diagnosis) root.append(diagnosis);
   root.append(tensorTable(tensors));
   const sensitivity = sensitivityTable(report);
   if (sensitivity) root.append(sensitivity);
@@ -408,6 +410,104 @@ function frontierPanel(report, charts) {
   const [box, canvas] = chartBox('chart-frontier', `Size against ${metricName} for every config tried`, 260);
   charts.push(frontierChart(canvas, points, metricName));
   return el('section', { class: 'panel' }, el('h2', {}, `Size / ${metricName} frontier`), box);
+}
+
+/** SQNR above this draws as this: exact layers (144.5 dB) would squeeze every other bar to nothing. */
+const DIAGNOSIS_CEILING_DB = 80;
+/** The worst layers (with a suggestion) drawn in these instead of the usual colours. */
+const WORST_HIGHLIGHTED = 3;
+
+/**
+ * `report.diagnosis`: each layer's own SQNR from its weights and from its activations (bars, model order),
+ * the worst layers highlighted, and the ranking with each layer's suggestion as a table.
+ */
+function diagnosisPanel(diagnosis, charts) {
+  const layers = diagnosis?.layers ?? [];
+  if (layers.length === 0) return null;
+  const worst = new Set((diagnosis.worst ?? []).slice(0, WORST_HIGHLIGHTED));
+  const split = layers.some((l) => Number.isFinite(l.localSqnrDb?.activations));
+  const clip = (v) => (Number.isFinite(v) ? Math.min(v, DIAGNOSIS_CEILING_DB) : null);
+  // Scriptable, not an array: the legend (asked without a bar) then shows the usual colour.
+  const colours = (usual, highlight) => (context) => (worst.has(layers[context.dataIndex]?.name) ? highlight : usual);
+  const datasets = [
+    {
+      label: 'weights quantized',
+      data: layers.map((l) => clip(l.localSqnrDb?.weights)),
+      backgroundColor: colours('#2357c6', '#d92d20'),
+    },
+  ];
+  if (split) {
+    datasets.push({
+      label: 'activations quantized',
+      data: layers.map((l) => clip(l.localSqnrDb?.activations)),
+      backgroundColor: colours('#1b7f3b', '#c26d00'),
+    });
+  }
+  const [box, canvas] = chartBox(
+    'chart-diagnosis',
+    `Each layer's own SQNR in dB, weights${split ? ' and activations' : ''} quantized; worst layers in red`,
+    Math.max(160, 34 + layers.length * (split ? 34 : 26)),
+  );
+  canvas.dataset.layers = String(layers.length);
+  canvas.dataset.worst = [...worst].join(',');
+  charts.push(
+    barChart(canvas, {
+      labels: layers.map((l) => l.name),
+      horizontal: true,
+      xTitle: `own SQNR (dB; exact drawn at ${DIAGNOSIS_CEILING_DB})`,
+      max: DIAGNOSIS_CEILING_DB,
+      datasets,
+    }),
+  );
+  const db = (v) => (Number.isFinite(v) ? v.toFixed(1) : '–');
+  const ranked = [...layers].sort((a, b) => a.rank - b.rank);
+  const table = el(
+    'table',
+    { id: 'diagnosis-table' },
+    el(
+      'thead',
+      {},
+      el(
+        'tr',
+        {},
+        ['rank', 'layer', 'op', 'own W', 'own A', 'own W+A', 'at output W+A', 'suggestion', 'why'].map((h, i) =>
+          el('th', { scope: 'col', class: i >= 3 && i <= 6 ? 'num' : null }, h),
+        ),
+      ),
+    ),
+    el(
+      'tbody',
+      {},
+      ranked.map((l) =>
+        el(
+          'tr',
+          { class: worst.has(l.name) ? 'worst' : null },
+          el('td', {}, String(l.rank)),
+          el('th', { scope: 'row', class: 'mono' }, l.name),
+          el('td', {}, l.op),
+          el('td', { class: 'num' }, db(l.localSqnrDb?.weights)),
+          el('td', { class: 'num' }, db(l.localSqnrDb?.activations)),
+          el('td', { class: 'num' }, db(l.localSqnrDb?.both)),
+          el('td', { class: 'num' }, db(l.sqnrDb?.both)),
+          el('td', {}, l.suggestion),
+          el('td', {}, l.reason),
+        ),
+      ),
+    ),
+  );
+  return el(
+    'section',
+    { class: 'panel', 'aria-labelledby': 'diagnosis-title' },
+    el('h2', { id: 'diagnosis-title' }, 'Layer by layer: where the error comes from'),
+    el('p', { class: 'muted' }, diagnosis.measured ?? ''),
+    box,
+    el(
+      'details',
+      { open: worst.size > 0 },
+      el('summary', {}, 'Ranking and suggestions'),
+      el('div', { class: 'table-wrap' }, table),
+    ),
+  );
 }
 
 function sensitivityTable(report) {

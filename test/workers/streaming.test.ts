@@ -1,0 +1,150 @@
+/**
+ * Which engine a job runs on in the worker: a plain PTQ job on the streaming engine (src/pipeline/stream.ts),
+ * its artifacts the in-memory pipeline's byte for byte; a job the streaming path refuses by its spec
+ * (product quantization) or by its model (BatchNorm to fold) on the in-memory one. Neither leaves linked model
+ * directories or temp trees behind.
+ */
+import { readdir, readFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import * as tf from '@tensorflow/tfjs';
+import '@tensorflow/tfjs-backend-cpu';
+import type { FastifyInstance } from 'fastify';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import type { Config } from '../../src/config.js';
+import { buildApp } from '../../src/http/app.js';
+import { parseJobSpec } from '../../src/jobs/spec.js';
+import { readModel } from '../../src/model/read.js';
+import type { FileSet } from '../../src/model/types.js';
+import { runJob } from '../../src/pipeline/run.js';
+import { createRng } from '../../src/quant/rng.js';
+import { startWorkers, type Closable } from '../../src/service.js';
+import { artifactDir } from '../../src/storage/artifacts.js';
+import { listTree } from '../../src/storage/tree.js';
+import { buildLayersModel, saveLayersModel } from '../fixtures/models.js';
+import { cleanup, filesAsParts, multipart, testConfig } from '../http/helpers.js';
+
+let config: Config;
+let app: FastifyInstance;
+let workers: Closable;
+
+beforeAll(async () => {
+  await tf.setBackend('cpu');
+  config = await testConfig();
+  app = await buildApp(config, { logger: false });
+  workers = startWorkers(config, { concurrency: 1 });
+});
+
+afterAll(async () => {
+  await workers?.close();
+  await app?.close();
+  await cleanup(config);
+});
+
+/** Three Dense layers with seeded weights, saved in 1 KiB shards so tensors span shards. */
+async function denseShardedModel(): Promise<FileSet> {
+  const rng = createRng(5);
+  const model = tf.sequential({
+    layers: [
+      tf.layers.dense({ inputShape: [8], units: 32, activation: 'relu', name: 'd1' }),
+      tf.layers.dense({ units: 16, activation: 'relu', name: 'd2' }),
+      tf.layers.dense({ units: 3, name: 'd3' }),
+    ],
+  });
+  try {
+    model.setWeights(
+      model.weights.map((w) => {
+        const size = (w.shape as number[]).reduce((a, b) => a * b, 1);
+        return tf.tensor(
+          Float32Array.from({ length: size }, () => (rng.next() - 0.5) * 0.4),
+          w.shape as number[],
+        );
+      }),
+    );
+    return await saveLayersModel(model, 1024);
+  } finally {
+    model.dispose();
+  }
+}
+
+async function upload(files: FileSet): Promise<string> {
+  const res = await app.inject({ method: 'POST', url: '/v1/models', ...multipart(filesAsParts(files)) });
+  expect(res.statusCode, res.body).toBe(201);
+  return res.json().id;
+}
+
+async function runToEnd(spec: Record<string, unknown>) {
+  const submitted = await app.inject({ method: 'POST', url: '/v1/jobs', payload: spec });
+  expect(submitted.statusCode, submitted.body).toBe(202);
+  const id: string = submitted.json().id;
+  for (let i = 0; i < 600; i++) {
+    const job = (await app.inject({ url: `/v1/jobs/${id}` })).json();
+    if (['succeeded', 'failed', 'cancelled'].includes(job.status)) return job;
+    await new Promise((resolve) => setTimeout(resolve, 100));
+  }
+  throw new Error(`job ${id} did not end`);
+}
+
+async function storedArtifacts(id: string): Promise<FileSet> {
+  const dir = artifactDir(config.dataDir, 'local', id);
+  const files: FileSet = new Map();
+  for (const path of await listTree(dir)) files.set(path, new Uint8Array(await readFile(join(dir, path))));
+  return files;
+}
+
+function reportOf(files: FileSet): { model: { backend: string }; [key: string]: unknown } {
+  return JSON.parse(new TextDecoder().decode(files.get('report.json')));
+}
+
+/** The report with what differs between the engines by design (timings, the tfjs backend) taken out. */
+function comparable(report: { model: { backend: string }; [key: string]: unknown }) {
+  return { ...report, timings: 'differs', model: { ...report.model, backend: 'differs' } };
+}
+
+async function expectNoLeftovers(): Promise<void> {
+  expect(await readdir(join(config.dataDir, 'tmp')).catch(() => [])).toEqual([]);
+  const jobDirs = await readdir(join(config.dataDir, 'artifacts', 'local'));
+  expect(jobDirs.filter((name) => name.startsWith('.'))).toEqual([]);
+}
+
+describe('the worker picks the engine', () => {
+  it('streams a plain PTQ job, storing what the in-memory pipeline makes, byte for byte', async () => {
+    const source = await denseShardedModel();
+    const modelId = await upload(source);
+    const method = { name: 'affine', bits: 8 };
+    const job = await runToEnd({ modelId, method });
+    expect(job.status, JSON.stringify(job.error)).toBe('succeeded');
+    expect(job.summary.backend).toBe('none');
+
+    const stored = await storedArtifacts(job.id);
+    expect([...stored.keys()]).toEqual(job.artifacts);
+    const expected = await runJob(readModel(source), parseJobSpec({ modelId, method }), {}, { backend: 'cpu' });
+    expect([...stored.keys()]).toEqual([...expected.files.keys()].sort());
+    for (const [path, bytes] of expected.files) {
+      if (path === 'report.json') continue;
+      expect(Buffer.compare(Buffer.from(stored.get(path)!), Buffer.from(bytes)), path).toBe(0);
+    }
+    expect(comparable(reportOf(stored))).toEqual(comparable(reportOf(expected.files)));
+    expect(reportOf(stored).model.backend).toBe('none');
+    await expectNoLeftovers();
+  });
+
+  it('runs a job whose method is sized only after quantizing, and one on a model with BatchNorm, in memory', async () => {
+    const denseId = await upload(await denseShardedModel());
+    const productQuantized = await runToEnd({ modelId: denseId, method: { name: 'pq', bits: 4 } });
+    expect(productQuantized.status, JSON.stringify(productQuantized.error)).toBe('succeeded');
+    // streamingBlocker refused the spec: the tfjs pipeline ran it.
+    expect(productQuantized.summary.backend).toBe('cpu');
+
+    const batchNormId = await upload(await buildLayersModel({ shardSizeBytes: 700 }));
+    const folded = await runToEnd({ modelId: batchNormId, method: { name: 'affine', bits: 8 } });
+    expect(folded.status, JSON.stringify(folded.error)).toBe('succeeded');
+    // The streaming engine refused the model (NotStreamable) before writing anything; memory took it.
+    expect(folded.summary.backend).toBe('cpu');
+    // The in-memory pipeline looked at the BatchNorm (it follows a ReLU, so it stays unfolded).
+    expect(reportOf(await storedArtifacts(folded.id)).batchNorm).toMatchObject({
+      folded: [],
+      skipped: [{ layer: 'batch_norm' }],
+    });
+    await expectNoLeftovers();
+  });
+});
