@@ -19,7 +19,7 @@ import { availableParallelism } from 'node:os';
 import path from 'node:path';
 import { mergeOverride, type JobSpec } from '../jobs/spec.js';
 import { decodeValues, checkFinite, type WeightSlot } from '../model/manifest.js';
-import { openModelDirectory, WeightReader, type ModelDirectory } from '../model/stream-read.js';
+import { openModelDirectory, WeightReader, type ModelDirectory, type ModelSource } from '../model/stream-read.js';
 import { PositionalFile, ShardWriter } from '../model/stream-write.js';
 import { flattenLayers, readLayersTopology } from '../model/topology.js';
 import type { Weight } from '../model/types.js';
@@ -100,12 +100,12 @@ interface TensorWork {
 }
 
 /**
- * Quantizes the model in `modelDir` under `spec` into `outDir` (which must not exist yet; it holds model/,
- * packed/ and report.json when this resolves, and nothing is left of it when this throws). Returns the
- * report as written.
+ * Quantizes the model in `model` (a directory, or a DiskFileSet: manifest path → file on disk) under `spec`
+ * into `outDir` (which must not exist yet; it holds model/, packed/ and report.json when this resolves, and
+ * nothing is left of it when this throws). Returns the report as written.
  */
 export async function streamQuantize(
-  modelDir: string,
+  modelSource: ModelSource,
   spec: JobSpec,
   outDir: string,
   options: StreamOptions = {},
@@ -113,7 +113,7 @@ export async function streamQuantize(
   const started = performance.now();
   const blocker = streamingBlocker(spec);
   if (blocker !== undefined) throw new NotStreamable(blocker);
-  const model = await openModelDirectory(modelDir);
+  const model = await openModelDirectory(modelSource);
   const modelBlock = modelBlocker(model, spec);
   if (modelBlock !== undefined) throw new NotStreamable(modelBlock);
 
