@@ -10,7 +10,6 @@ import { readFile } from 'node:fs/promises';
 import { basename, resolve } from 'node:path';
 import type { parseArgs } from 'node:util';
 import cliProgress from 'cli-progress';
-import { Redis } from 'ioredis';
 import { closestFlag, commandUsage, parseCommand, UsageError, type Command, type Flags } from './cli/args.js';
 import { ApiError, QaasClient, type RemoteJob } from './client/index.js';
 import { loadConfig } from './config.js';
@@ -468,6 +467,8 @@ async function sweep(args: string[]): Promise<number> {
   const graceMinutes = numberFlag('grace-minutes', values['grace-minutes']) ?? 60;
   if (graceMinutes < 0) throw new UsageError('--grace-minutes must be ≥ 0');
   const config = loadConfig();
+  // Only `sweep` talks to Redis directly: its client loads here, not at every start.
+  const { Redis } = await import('ioredis');
   const redis = new Redis(config.redisUrl, {
     lazyConnect: true,
     maxRetriesPerRequest: 1,
@@ -594,7 +595,25 @@ function formatSummary(report: JobReport): string {
           )
           .join(', '),
     ),
+    ...worstLayers(report),
   ].join('\n');
+}
+
+/** The diagnosis's worst layers (at most 3), one line each: its own SQNRs and the suggestion. */
+function worstLayers(report: JobReport): string[] {
+  const diagnosis = report.diagnosis;
+  if (!diagnosis) return [];
+  if (diagnosis.worst.length === 0) return [`diagnosis: every layer's own SQNR is at least ${diagnosis.healthyDb} dB`];
+  const db = (value: number | undefined) =>
+    value === undefined ? '–' : value >= EXACT_SQNR_DB ? 'exact' : `${value.toFixed(1)} dB`;
+  return diagnosis.worst.slice(0, 3).map((name) => {
+    const layer = diagnosis.layers.find((l) => l.name === name)!;
+    const own = layer.localSqnrDb;
+    return (
+      `worst layer ${layer.rank}: ${layer.name} (${layer.op}), own SQNR weights ${db(own.weights)}, ` +
+      `activations ${db(own.activations)} → ${layer.suggestion}: ${layer.reason}`
+    );
+  });
 }
 
 main(process.argv.slice(2)).then(

@@ -18,6 +18,7 @@ import {
   loadStockGraph,
   loadStockLayers,
 } from './fixtures/models.js';
+import { npy } from './model/dataset/npy-fixture.js';
 
 const run = promisify(execFile);
 const cli = new URL('../dist/src/cli.js', import.meta.url).pathname;
@@ -84,6 +85,22 @@ describe('qaas quantize', () => {
     stock.dispose();
     const packed = await readFile(join(out, 'packed', 'weights.bin'));
     expect(packed.byteLength).toBeGreaterThan(0);
+  });
+
+  it('prints the diagnosis’s worst layers when it evaluates', async () => {
+    const tokens = Float32Array.from({ length: 16 * 12 }, (_, i) => (i * 7 + Math.floor(i / 12) * 3) % 16);
+    const xPath = join(dir, 'tokens.npy');
+    await writeFile(xPath, npy('<f4', [16, 12], new Uint8Array(tokens.buffer)));
+    const out = join(dir, 'diagnosed');
+    const result = await qaas('quantize', join(dir, 'model'), '--out', out, '--bits', '3', '--eval', xPath);
+    expect(result.stderr).toBe('');
+    expect(result.code).toBe(0);
+    const { diagnosis } = JSON.parse(await readFile(join(out, 'report.json'), 'utf8'));
+    const lines = result.stdout.split('\n').filter((l) => l.startsWith('worst layer '));
+    expect(lines).toHaveLength(Math.min(3, diagnosis.worst.length));
+    expect(diagnosis.worst.length).toBeGreaterThan(0);
+    expect(lines[0]).toMatch(new RegExp(`^worst layer 1: ${diagnosis.worst[0]} \\(`));
+    expect(lines[0]).toContain('activations –');
   });
 
   it('takes pq with a shared codebook from flags', async () => {

@@ -121,7 +121,8 @@ export const ActivationsSpec = Type.Object(
         description:
           'calibrated: ranges from the calibration set; dorefa (k-bit on [0, 1]) and pact (learned clipping α): ' +
           'trained with kind "qat", after every ReLU output; sign (α·sign(x), BNN/XNOR-Net) and ternary (TWN rule) ' +
-          'replace every ReLU, α = mean|x| per sample: trained through a clipped STE with kind "qat", simulated ' +
+          'replace every ReLU (on its pre-activation), α = mean|x| over the channels at each position: trained through ' +
+          'a clipped STE with kind "qat", simulated ' +
           'on the exported weights otherwise (layers models)',
       },
     ),
@@ -158,7 +159,12 @@ export const QatSpec = Type.Object(
     learningRate: Type.Number({ exclusiveMinimum: 0, maximum: 10, default: 1e-3 }),
     optimizer: Type.Union([Type.Literal('adam'), Type.Literal('sgd')], { default: 'adam' }),
     momentum: Type.Number({ minimum: 0, maximum: 1, default: 0.9, description: 'sgd only' }),
-    learningRateDecay: Type.Number({ minimum: 0, maximum: 1, default: 0, description: 'per epoch: lr × (1 − decay)' }),
+    learningRateDecay: Type.Number({
+      minimum: 0,
+      maximum: 1,
+      default: 0,
+      description: 'epoch e (from 0) trains at lr / (1 + decay·e)',
+    }),
     validationSplit: Type.Number({ minimum: 0, maximum: 0.5, default: 0 }),
     ste: Type.Union([Type.Literal('identity'), Type.Literal('clipped')], { default: 'clipped' }),
   },

@@ -206,7 +206,9 @@ export async function runQuantizeJob(
       const mode = spec.activations.quantizer;
       exported ??= await loadArtifact(files, owned);
       if (!(exported instanceof tf.LayersModel))
-        throw new Error(`${mode} activations replace the ReLUs of a layers model; this is a graph model`);
+        throw new SpecError([
+          { path: '/activations/quantizer', message: `${mode} activations need a layers model; this is a graph model` },
+        ]);
       const binarized = await withBinaryActivations(exported, mode);
       owned.push(binarized.model);
       activations = binarized.layers.map((layer) => ({ layer, quantizer: mode, bits: spec.activations!.bits }));
@@ -345,7 +347,12 @@ export async function trainQat(
   let binarized: tf.LayersModel | undefined;
   if (spec.activations && isBinaryMode(spec.activations.quantizer)) {
     if (!(loaded instanceof tf.LayersModel))
-      throw new Error(`${spec.activations.quantizer} activations are trained in a layers model; this is a graph model`);
+      throw new SpecError([
+        {
+          path: '/activations/quantizer',
+          message: `${spec.activations.quantizer} activations are trained in a layers model; this is a graph model`,
+        },
+      ]);
     binarized = (await withBinaryActivations(loaded, spec.activations.quantizer)).model;
     owned.push(binarized);
   } else if (spec.activations?.quantizer === 'dorefa' || spec.activations?.quantizer === 'pact') {

@@ -83,4 +83,20 @@ describe('input only the engine can judge', () => {
     await expect(run).rejects.toBeInstanceOf(DatasetError);
     await data.close();
   });
+
+  it('fails binary activations on a graph model (no ReLU layers to replace) as a SpecError, PTQ and QAT', async () => {
+    const data = await graphDataset(8, true);
+    for (const kind of ['ptq', 'qat'] as const) {
+      const spec = parseJobSpec({
+        kind,
+        method: { name: 'binary' },
+        activations: { bits: 1 },
+        data: kind === 'qat' ? { training: 't' } : {},
+      });
+      const run = runJob(readModel(buildGraphModel()), spec, { training: data }, { backend: 'cpu' });
+      await expect(run).rejects.toBeInstanceOf(SpecError);
+      await expect(run).rejects.toMatchObject({ problems: [{ path: '/activations/quantizer' }] });
+    }
+    await data.close();
+  });
 });

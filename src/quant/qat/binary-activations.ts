@@ -107,8 +107,9 @@ export interface BinarizedModel {
 }
 
 /**
- * A copy of `model` with a BinaryActivation in place of each ReLU: a ReLU layer becomes one (same name,
- * same inputs); a layer with `activation: "relu"` (Dense, Conv, Activation) turns linear and gets one after it.
+ * A copy of `model` with a BinaryActivation in place of each ReLU: a ReLU layer (ReLU6 included) becomes one
+ * (same name, same inputs); a layer with `activation: "relu"` or `"relu6"` (Dense, Conv, Activation) turns
+ * linear and gets one after it, so the binarizer sees the pre-activation.
  * Layers called more than once and nested models are left alone.
  */
 export async function withBinaryActivations(
@@ -132,7 +133,7 @@ export async function withBinaryActivations(
       replaced.push(live.name);
       continue;
     }
-    if (layerConfig.activation !== 'relu') continue;
+    if (layerConfig.activation !== 'relu' && layerConfig.activation !== 'relu6') continue;
     layerConfig.activation = 'linear';
     let name = `${live.name}_${mode}`;
     for (let k = 1; names.has(name); k++) name = `${live.name}_${mode}_${k}`;
