@@ -321,6 +321,7 @@ describe('the TypeScript client as the package entry qaas/client', () => {
         `import { ApiError, QaasClient, type RemoteJob } from 'qaas/client';
 const client = new QaasClient(process.argv[2]);
 const model: { id: string } = await client.uploadModel(process.argv[3]);
+const named: { created: boolean; name?: string } = await client.uploadModel(process.argv[3], { name: 'n', labels: { a: 'b' } });
 const done = (job: RemoteJob): boolean => job.status === 'succeeded';
 try {
   await client.job('job_none');
@@ -347,10 +348,12 @@ try {
         `import { ApiError, QaasClient } from 'qaas/client';
 const client = new QaasClient(process.argv[2]);
 const model = await client.uploadModel(process.argv[3]);
+const again = await client.uploadModel(process.argv[3], { name: 'renamed?', labels: { via: 'ts' } });
 try {
   await client.job('job_none');
 } catch (error) {
-  if (error instanceof ApiError) console.log(JSON.stringify({ model: model.id, status: error.status }));
+  if (error instanceof ApiError)
+    console.log(JSON.stringify({ model: model.id, again, status: error.status }));
 }
 `,
       );
@@ -360,6 +363,10 @@ try {
       expect(ran.stderr).toBe('');
       const printed = JSON.parse(ran.stdout);
       expect(printed.model).toMatch(/^mdl_/);
+      // The same files again: the stored model, not a new one, and not renamed by the second upload.
+      expect(printed.again).toMatchObject({ id: printed.model, created: false });
+      expect(printed.again.name).not.toBe('renamed?');
+      expect(printed.again.labels?.via).toBeUndefined();
       expect(printed.status).toBe(404);
       // Only the declared entry is public: a deep import is refused by "exports".
       const deep = await exec(

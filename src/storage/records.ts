@@ -177,6 +177,8 @@ export interface ListFilter {
   name?: string;
   /** `value` absent: any record carrying the key. */
   labels?: { key: string; value?: string }[];
+  /** Ids a filtered call examines at most (default 10,000). */
+  budget?: number;
 }
 
 /** Either the record just stored, or the tenant's record that already has its content. */
@@ -305,7 +307,7 @@ export class RecordStore {
         ...indexes,
         start,
         String(filter.limit),
-        String(intersectBudget),
+        String(filter.budget ?? intersectBudget),
       );
       pageIds = ids.slice(0, filter.limit);
       nextCursor = ids.length > filter.limit ? pageIds[pageIds.length - 1] : resume || null;

@@ -102,6 +102,48 @@ describe('RecordStore', () => {
     expect((await records.list('jobs', 't2', { limit: 10 })).items).toHaveLength(0);
   });
 
+  it('intersects filters into full pages, and one that runs out of budget hands back a cursor, never skipping', async () => {
+    // 30 jobs, labelled even/odd and by i % 5; the even ones with i % 5 = 0 are i = 0, 10, 20.
+    const ids: string[] = [];
+    for (let i = 0; i < 30; i++) {
+      const record = {
+        ...job('t9', newId('jobs', 1_000 + i)),
+        labels: { parity: i % 2 ? 'odd' : 'even', five: `${i % 5}` },
+      };
+      await records.create('jobs', record);
+      ids.push(record.id);
+    }
+    const want = [ids[20], ids[10], ids[0]];
+    const filter = {
+      labels: [
+        { key: 'parity', value: 'even' },
+        { key: 'five', value: '0' },
+      ],
+    };
+    const full = await records.list('jobs', 't9', { ...filter, limit: 2 });
+    expect(full.items.map((j) => j.id)).toEqual(want.slice(0, 2));
+    expect(full.nextCursor).toBe(ids[10]);
+    const rest = await records.list('jobs', 't9', { ...filter, limit: 2, cursor: full.nextCursor! });
+    expect(rest).toEqual({ items: [expect.objectContaining({ id: ids[0] })], nextCursor: null });
+
+    // 3 ids examined per call (the smallest index, five=0, holds 6): a page ends where its budget did, shorter
+    // than the limit or even empty, with a cursor to go on from.
+    const seen: string[] = [];
+    const sizes: number[] = [];
+    let cursor: string | undefined;
+    for (;;) {
+      const page = await records.list('jobs', 't9', { ...filter, limit: 2, budget: 3, ...(cursor ? { cursor } : {}) });
+      sizes.push(page.items.length);
+      seen.push(...page.items.map((j) => j.id));
+      if (!page.nextCursor) break;
+      cursor = page.nextCursor;
+    }
+    expect(seen).toEqual(want);
+    expect(sizes).toEqual([1, 2, 0]);
+    // A key alone matches whatever the value: all 30 carry parity.
+    expect((await records.list('jobs', 't9', { labels: [{ key: 'parity' }], limit: 100 })).items).toHaveLength(30);
+  });
+
   it('never lets a late writer undo a terminal state', async () => {
     const lifecycle = new JobLifecycle(records, redis, prefix);
     const owner = model('t3');
