@@ -10,7 +10,6 @@ import { readFile } from 'node:fs/promises';
 import { basename, resolve } from 'node:path';
 import type { parseArgs } from 'node:util';
 import cliProgress from 'cli-progress';
-import { Redis } from 'ioredis';
 import { closestFlag, commandUsage, parseCommand, UsageError, type Command, type Flags } from './cli/args.js';
 import { ApiError, QaasClient, type RemoteJob } from './client/index.js';
 import { loadConfig } from './config.js';
@@ -66,6 +65,11 @@ const specFlags = {
   },
   eval: { type: 'string', arg: 'ref', help: 'metrics of the float and the exported model (accuracy, agreement, ...)' },
   train: { type: 'string', arg: 'ref', help: 'quantization-aware training' },
+  verify: {
+    type: 'string',
+    arg: 'ref',
+    help: 'auto: held-out data every trial must keep the target on (default: half of --eval, seeded)',
+  },
   'activation-bits': { type: 'string', arg: 'n', help: 'simulate n-bit integer activations (needs calibration data)' },
   'activation-calibration': { type: 'string', arg: 'c', help: 'minmax | percentile | mse | kl' },
   scale: { type: 'string', arg: 's', help: 'preprocess: x * scale + offset (0.00392156862 for raw pixels)' },
@@ -229,6 +233,7 @@ async function specFromFlags(values: SpecFlags): Promise<Record<string, unknown>
       calibration: values.calibration ?? values.data,
       evaluation: values.eval ?? values.data,
       training: values.train ?? values.data,
+      verification: values.verify,
     }),
   };
   const activationFlags = definedOnly({
@@ -462,6 +467,8 @@ async function sweep(args: string[]): Promise<number> {
   const graceMinutes = numberFlag('grace-minutes', values['grace-minutes']) ?? 60;
   if (graceMinutes < 0) throw new UsageError('--grace-minutes must be ≥ 0');
   const config = loadConfig();
+  // Only `sweep` talks to Redis directly: its client loads here, not at every start.
+  const { Redis } = await import('ioredis');
   const redis = new Redis(config.redisUrl, {
     lazyConnect: true,
     maxRetriesPerRequest: 1,

@@ -68,50 +68,65 @@ export async function openModelDirectory(dir: string): Promise<ModelDirectory> {
   return { format: manifest.format, modelJson, weights: slots.map((s) => s.weight), slots, files };
 }
 
-/** Reads weights' bytes from their shards in manifest order, with the shard last read kept open. */
+/**
+ * Reads weights' bytes from their shards in manifest order: the pieces of one weight (one per shard it spans)
+ * are read at once, and only the shard the last weight ended in stays open.
+ */
 export class WeightReader {
-  private current: { path: string; handle: FileHandle } | undefined;
+  private readonly open = new Map<string, Promise<FileHandle>>();
 
   constructor(private readonly model: ModelDirectory) {}
 
   /** Bytes [offset, offset + byteLength) of the slot's group, read into `into` (at least that long). */
   async read(slot: WeightSlot, into: Uint8Array): Promise<Uint8Array> {
     const out = into.subarray(0, slot.byteLength);
-    let written = 0;
+    const pieces: { file: string; from: number; at: number; length: number }[] = [];
+    let at = 0;
     let shardStart = 0;
     for (const key of slot.shards) {
       const shard = this.model.files.get(key)!;
       const shardEnd = shardStart + shard.size;
-      if (written < slot.byteLength && slot.offset + written < shardEnd) {
-        const from = slot.offset + written - shardStart;
-        const take = Math.min(slot.byteLength - written, shard.size - from);
-        const handle = await this.handle(shard.path);
-        let done = 0;
-        while (done < take) {
-          const { bytesRead } = await handle.read(out, written + done, take - done, from + done);
-          // The file shrank since it was sized; the bytes the manifest promised are gone.
-          if (bytesRead === 0) throw new Error(`${shard.path} ended early`);
-          done += bytesRead;
-        }
-        written += take;
+      if (at < slot.byteLength && slot.offset + at < shardEnd) {
+        const from = slot.offset + at - shardStart;
+        const length = Math.min(slot.byteLength - at, shard.size - from);
+        pieces.push({ file: shard.path, from, at, length });
+        at += length;
       }
       shardStart = shardEnd;
-      if (written === slot.byteLength) break;
+      if (at === slot.byteLength) break;
+    }
+    await Promise.all(pieces.map((piece) => this.readPiece(out, piece)));
+    const last = pieces.at(-1)?.file;
+    for (const [file, handle] of this.open) {
+      if (file === last) continue;
+      this.open.delete(file);
+      await (await handle).close();
     }
     return out;
   }
 
   async close(): Promise<void> {
-    const current = this.current;
-    this.current = undefined;
-    await current?.handle.close();
+    const handles = [...this.open.values()];
+    this.open.clear();
+    await Promise.allSettled(handles.map(async (handle) => (await handle).close()));
   }
 
-  private async handle(file: string): Promise<FileHandle> {
-    if (this.current?.path !== file) {
-      await this.close();
-      this.current = { path: file, handle: await open(file, 'r') };
+  private async readPiece(
+    out: Uint8Array,
+    piece: { file: string; from: number; at: number; length: number },
+  ): Promise<void> {
+    let handle = this.open.get(piece.file);
+    if (handle === undefined) {
+      handle = open(piece.file, 'r');
+      this.open.set(piece.file, handle);
     }
-    return this.current.handle;
+    const file = await handle;
+    let done = 0;
+    while (done < piece.length) {
+      const { bytesRead } = await file.read(out, piece.at + done, piece.length - done, piece.from + done);
+      // The file shrank since it was sized; the bytes the manifest promised are gone.
+      if (bytesRead === 0) throw new Error(`${piece.file} ended early`);
+      done += bytesRead;
+    }
   }
 }

@@ -15,6 +15,7 @@
  * is written; `streamingBlocker` says so from the spec alone, and callers fall back to runJob.
  */
 import { mkdir, rm, writeFile } from 'node:fs/promises';
+import { availableParallelism } from 'node:os';
 import path from 'node:path';
 import { mergeOverride, type JobSpec } from '../jobs/spec.js';
 import { decodeValues, checkFinite, type WeightSlot } from '../model/manifest.js';
@@ -23,14 +24,7 @@ import { PositionalFile, ShardWriter } from '../model/stream-write.js';
 import { flattenLayers, readLayersTopology } from '../model/topology.js';
 import type { Weight } from '../model/types.js';
 import { DEFAULT_SHARD_SIZE_BYTES, encodeWeight, stockModelJson, type ManifestEntry } from '../model/write.js';
-import {
-  exportLayout,
-  exportTensor,
-  ExportScratch,
-  NonFiniteValues,
-  type ExportLayout,
-  type ExportedTensor,
-} from '../quant/export-tensor.js';
+import { exportLayout, NonFiniteValues, type ExportLayout, type ExportedTensor } from '../quant/export-tensor.js';
 import { quantizationShape } from '../quant/methods/common.js';
 import { PACKED_FORMAT, PACKED_VERSION } from '../quant/packed/decoder.js';
 import { PACKED_DECODER_FILES } from '../quant/packed/encoder.js';
@@ -38,6 +32,7 @@ import { packedByteLength } from '../quant/packed/bits.js';
 import type { PackedEncoding, PackedManifest, PackedWeight } from '../quant/packed/manifest.js';
 import type { Encoding } from '../quant/types.js';
 import { packageVersion } from '../version.js';
+import { inlineExporter, workerExporter } from './export-pool.js';
 import { GZIP_BLOCK_BYTES, GzipMeter, gzipStride } from './gzip-size.js';
 import {
   planTensors,
@@ -58,7 +53,17 @@ export class NotStreamable extends Error {
   override name = 'NotStreamable';
 }
 
+/** Below this many weights to quantize, worker threads cost more to start than they save. */
+export const WORKER_MIN_WEIGHTS = 4 * 1024 * 1024;
+/** A tensor kept as it is this large is written before the next one is read. */
+const HELD_BYTES_LIMIT = 16 * 1024 * 1024;
+
 export interface StreamOptions {
+  /**
+   * Worker threads that quantize (0: the main thread). Default: one per core when at least
+   * WORKER_MIN_WEIGHTS weights are quantized, else 0.
+   */
+  threads?: number;
   onProgress?: (progress: JobProgress) => void | Promise<void>;
   /** Checked between tensors: an aborted run throws an AbortError and leaves no output directory. */
   signal?: AbortSignal;
@@ -215,7 +220,6 @@ async function writeArtifacts(
   const gzipEvery = gzipStride(model.weights.reduce((sum, w) => sum + decodedBytes(w), 0));
   const gzipBefore = new GzipMeter(gzipEvery);
   const gzipAfter = new GzipMeter(gzipEvery);
-  const scratch = new ExportScratch();
 
   const entries: ManifestEntry[] = [];
   const packedWeights: PackedWeight[] = [];
@@ -224,153 +228,201 @@ async function writeArtifacts(
   const totalWork = plan.selected.reduce((sum, t) => sum + count(model.weights.find((w) => w.name === t.name)!), 0);
   let done = 0;
 
-  const putWords = async (values: Float32Array | Int32Array): Promise<number> => {
+  // A tensor's writes (its model/ bytes, side information and codes) run at once; offsets are taken in
+  // model order when each write is started, so the layout does not depend on which write ends first.
+  const putWords = (values: Float32Array | Int32Array, writes: Promise<void>[]): number => {
     const offset = wordAt;
-    await clock('packMs', () => packed.writeAt(bytesOf(values), offset));
+    writes.push(clock('packMs', () => packed.writeAt(bytesOf(values), offset)));
     wordAt += values.byteLength;
     return offset;
   };
-  const putBytes = async (bytes: Uint8Array): Promise<number> => {
+  const putBytes = (bytes: Uint8Array, writes: Promise<void>[]): number => {
     const offset = byteAt;
-    await clock('packMs', () => packed.writeAt(bytes, offset));
+    writes.push(clock('packMs', () => packed.writeAt(bytes, offset)));
     byteAt += bytes.byteLength;
     return offset;
   };
-  const storeInModel = async (bytes: Uint8Array): Promise<void> => {
-    await clock('writeMs', () => shards.write(bytes));
-    await gzipAfter.add(bytes);
+  const storeInModel = (bytes: Uint8Array, writes: Promise<void>[]): void => {
+    writes.push(
+      clock('writeMs', () => shards.write(bytes)),
+      gzipAfter.add(bytes),
+    );
+  };
+
+  const writeTensor = async (
+    weight: Omit<Weight, 'values'>,
+    base: { name: string; shape: number[]; dtype: Weight['dtype'] },
+    target: PlannedTensor,
+    layout: ExportLayout,
+    exported: ExportedTensor,
+  ): Promise<void> => {
+    const { encoding } = exported;
+    entries.push({
+      ...base,
+      ...(exported.quantization === undefined
+        ? {}
+        : {
+            quantization:
+              exported.quantization.dtype === 'float16'
+                ? exported.quantization
+                : { ...exported.quantization, original_dtype: 'float32' as const },
+          }),
+    });
+    const writes: Promise<void>[] = [];
+    storeInModel(exported.stored, writes);
+    let packedEncoding: PackedEncoding;
+    switch (encoding.kind) {
+      case 'affine':
+        packedEncoding = {
+          kind: 'affine',
+          bits: encoding.bits,
+          channels: encoding.channels,
+          scalesOffset: putWords(encoding.scales, writes),
+          minsOffset: putWords(encoding.mins, writes),
+        };
+        break;
+      case 'codebook':
+        packedEncoding = {
+          kind: 'codebook',
+          bits: encoding.bits,
+          channels: encoding.channels,
+          codebookOffset: putWords(encoding.codebook, writes),
+        };
+        break;
+      case 'float16':
+        packedEncoding = { kind: 'float16', bits: 16 };
+        break;
+      case 'pq':
+        throw new Error('streaming PTQ does not lay out pq');
+    }
+    if (exported.packedCodes.byteLength !== packedByteLength(exported.codeCount, layout.bits)) {
+      throw new Error(`streaming PTQ: ${weight.name} packed to an unexpected length`);
+    }
+    packedWeights.push({
+      ...base,
+      dtype: 'float32',
+      encoding: packedEncoding,
+      codesOffset: putBytes(exported.packedCodes, writes),
+      codesBytes: exported.packedCodes.byteLength,
+      count: exported.codeCount,
+    });
+    tensors.push({
+      name: weight.name,
+      shape: weight.shape,
+      role: target.role,
+      layerType: target.layerType,
+      method: target.params.name,
+      bits: 'bits' in encoding ? encoding.bits : 16,
+      bitsPerWeight: exported.bitsPerWeight,
+      channels: sideChannels(encoding),
+      storedAs: exported.storedAs,
+      bytesBefore: storedBytesOf(weight, count(weight)),
+      bytesAfter: Math.ceil((exported.bitsPerWeight * count(weight)) / 8),
+      ...exported.error,
+    });
+    await Promise.all(writes);
+  };
+
+  const threads =
+    options.threads ?? (totalWork >= WORKER_MIN_WEIGHTS ? Math.min(availableParallelism(), plan.selected.length) : 0);
+  const exporter = threads > 0 ? workerExporter(threads) : inlineExporter();
+  // Tensors are read and handed out in manifest order, and written in that order by one chain of steps
+  // while the next tensors are being quantized. The first failure in model order is the one reported.
+  let failure: { error: unknown } | undefined;
+  let chain = Promise.resolve();
+  const inOrder = (step: () => Promise<void>, release?: () => void): void => {
+    chain = chain.then(async () => {
+      try {
+        if (failure === undefined) await step();
+      } catch (error) {
+        failure = { error };
+      } finally {
+        release?.();
+      }
+    });
   };
 
   try {
     for (const { weight, slot } of model.slots) {
+      if (failure !== undefined) break;
       options.signal?.throwIfAborted();
       const planned = work.get(weight.name);
-      if (planned) {
-        const message = `quantizing ${weight.name} (${planned.target.params.name})`;
-        await options.onProgress?.({
-          stage: 'quantize',
-          progress: Math.round((900 * done) / (totalWork || 1)) / 10,
-          message,
-        });
-      }
-      const bytes = await clock('readMs', () =>
-        reader.read(slot, new Uint8Array(scratch.buffer('input', slot.byteLength), 0, slot.byteLength)),
-      );
-      const values = valuesOf(slot, bytes);
-      await gzipBefore.add(bytesOf(values));
       const base = { name: weight.name, shape: [...weight.shape], dtype: weight.dtype };
 
       if (planned === undefined || isInflating(planned)) {
-        if (values instanceof Float32Array) checkFinite(weight.name, values);
-        if (planned !== undefined) {
-          const { params } = planned.target;
-          warnings.push(
-            `${weight.name}: ${params.name} costs ${planned.layout.bitsPerWeight.toFixed(1)} bits/weight on [${weight.shape.join(', ')}], ` +
-              'more than float32; it was left in float32',
-          );
-          plan.skipped.push({ name: weight.name, reason: `${params.name} would inflate it beyond float32` });
-          done += values.length;
-        }
-        const [entry, stored] = encodeWeight({ ...weight, values }, undefined);
-        entries.push(entry);
-        await storeInModel(stored);
-        const offset = values instanceof Uint8Array ? await putBytes(values) : await putWords(values);
-        packedWeights.push({ ...base, offset, byteLength: values.byteLength });
+        // Kept as they are: read into their own buffer, held until their turn to be written.
+        const values = valuesOf(slot, await clock('readMs', () => reader.read(slot, new Uint8Array(slot.byteLength))));
+        await gzipBefore.add(bytesOf(values));
+        inOrder(async () => {
+          if (values instanceof Float32Array) checkFinite(weight.name, values);
+          if (planned !== undefined) {
+            const { params } = planned.target;
+            warnings.push(
+              `${weight.name}: ${params.name} costs ${planned.layout.bitsPerWeight.toFixed(1)} bits/weight on [${weight.shape.join(', ')}], ` +
+                'more than float32; it was left in float32',
+            );
+            plan.skipped.push({ name: weight.name, reason: `${params.name} would inflate it beyond float32` });
+            done += values.length;
+          }
+          const [entry, stored] = encodeWeight({ ...weight, values }, undefined);
+          entries.push(entry);
+          const writes: Promise<void>[] = [];
+          storeInModel(stored, writes);
+          const offset = values instanceof Uint8Array ? putBytes(values, writes) : putWords(values, writes);
+          packedWeights.push({ ...base, offset, byteLength: values.byteLength });
+          await Promise.all(writes);
+        });
+        // Bounds what waits in memory for its turn.
+        if (slot.byteLength >= HELD_BYTES_LIMIT) await chain;
         continue;
       }
 
       const { target, shape, layout } = planned;
-      const floats = values as Float32Array;
-      const exported = await clock('quantizeMs', () => {
-        try {
-          return exportTensor(
-            floats,
-            shape,
-            target.params,
-            tensorSeed('seed' in target.params ? target.params.seed : 0, weight.name),
-            scratch,
-          );
-        } catch (error) {
-          if (error instanceof NonFiniteValues) checkFinite(weight.name, floats);
-          throw error;
-        }
+      await options.onProgress?.({
+        stage: 'quantize',
+        progress: Math.round((900 * done) / (totalWork || 1)) / 10,
+        message: `quantizing ${weight.name} (${target.params.name})`,
       });
-      checkLayout(weight.name, layout, exported);
-      const { encoding } = exported;
-      entries.push({
-        ...base,
-        ...(exported.quantization === undefined
-          ? {}
-          : {
-              quantization:
-                exported.quantization.dtype === 'float16'
-                  ? exported.quantization
-                  : { ...exported.quantization, original_dtype: 'float32' as const },
-            }),
-      });
-      await storeInModel(exported.stored);
-
-      let packedEncoding: PackedEncoding;
-      switch (encoding.kind) {
-        case 'affine':
-          packedEncoding = {
-            kind: 'affine',
-            bits: encoding.bits,
-            channels: encoding.channels,
-            scalesOffset: await putWords(encoding.scales),
-            minsOffset: await putWords(encoding.mins),
-          };
-          break;
-        case 'codebook':
-          packedEncoding = {
-            kind: 'codebook',
-            bits: encoding.bits,
-            channels: encoding.channels,
-            codebookOffset: await putWords(encoding.codebook),
-          };
-          break;
-        case 'float16':
-          packedEncoding = { kind: 'float16', bits: 16 };
-          break;
-        case 'pq':
-          throw new Error('streaming PTQ does not lay out pq');
-      }
-      packedWeights.push({
-        ...base,
-        dtype: 'float32',
-        encoding: packedEncoding,
-        codesOffset: await putBytes(exported.packedCodes),
-        codesBytes: exported.packedCodes.byteLength,
-        count: exported.codeCount,
-      });
-      if (exported.packedCodes.byteLength !== packedByteLength(exported.codeCount, layout.bits)) {
-        throw new Error(`streaming PTQ: ${weight.name} packed to an unexpected length`);
-      }
-      const size = floats.length;
-      tensors.push({
-        name: weight.name,
-        shape: weight.shape,
-        role: target.role,
-        layerType: target.layerType,
-        method: target.params.name,
-        bits: 'bits' in encoding ? encoding.bits : 16,
-        bitsPerWeight: exported.bitsPerWeight,
-        channels: sideChannels(encoding),
-        storedAs: exported.storedAs,
-        bytesBefore: storedBytesOf(weight, size),
-        bytesAfter: Math.ceil((exported.bitsPerWeight * size) / 8),
-        ...exported.error,
-      });
-      done += size;
+      const exportSlot = await exporter.acquire();
+      const floats = valuesOf(
+        slot,
+        await clock('readMs', () => reader.read(slot, exportSlot.input(slot.byteLength))),
+      ) as Float32Array;
+      await gzipBefore.add(bytesOf(floats));
+      const dispatched = performance.now();
+      const seed = tensorSeed('seed' in target.params ? target.params.seed : 0, weight.name);
+      const result = exportSlot.run(floats, shape, target.params, seed);
+      // Awaited in its turn below; this only keeps an early rejection from counting as unhandled.
+      result.catch(() => undefined);
+      inOrder(
+        async () => {
+          let exported: ExportedTensor;
+          try {
+            exported = await result;
+          } catch (error) {
+            if (error instanceof NonFiniteValues) checkFinite(weight.name, floats);
+            throw error;
+          }
+          timings.quantizeMs += performance.now() - dispatched;
+          checkLayout(weight.name, layout, exported);
+          await writeTensor(weight, base, target, layout, exported);
+          done += floats.length;
+        },
+        () => exportSlot.release(),
+      );
     }
+    await chain;
+    if (failure !== undefined) throw failure.error;
 
     options.signal?.throwIfAborted();
     const paths = await clock('writeMs', () => shards.finish());
     await writeFile(path.join(outDir, 'model', 'model.json'), stockModelJson(model, paths, entries));
   } catch (error) {
+    await chain;
     await shards.abort();
     throw error;
   } finally {
+    await exporter.close();
     await reader.close();
     await packed.close();
   }

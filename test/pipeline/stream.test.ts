@@ -84,9 +84,9 @@ async function inMemory(modelDir: string, raw: Record<string, unknown>): Promise
 }
 
 let runs = 0;
-async function streamed(modelDir: string, raw: Record<string, unknown>): Promise<FileSet> {
+async function streamed(modelDir: string, raw: Record<string, unknown>, threads?: number): Promise<FileSet> {
   const out = join(dir, `out-${runs++}`);
-  await streamQuantize(modelDir, parseJobSpec(raw), out);
+  await streamQuantize(modelDir, parseJobSpec(raw), out, { threads });
   return readTree(out);
 }
 
@@ -115,21 +115,24 @@ function normalisedReport(bytes: Uint8Array): string {
   return JSON.stringify(report, null, 2);
 }
 
+/** On the main thread (the default for models this small) and on two worker threads. */
 async function expectSameArtifacts(model: string, raw: Record<string, unknown>): Promise<void> {
   const expected = await inMemory(models[model], raw);
-  const actual = await streamed(models[model], raw);
-  expect([...actual.keys()].sort()).toEqual([...expected.keys()].sort());
-  for (const [path, bytes] of expected) {
-    if (path === 'report.json') continue;
-    expect(Buffer.compare(Buffer.from(actual.get(path)!), Buffer.from(bytes)), path).toBe(0);
+  for (const threads of [undefined, 2]) {
+    const actual = await streamed(models[model], raw, threads);
+    expect([...actual.keys()].sort()).toEqual([...expected.keys()].sort());
+    for (const [path, bytes] of expected) {
+      if (path === 'report.json') continue;
+      expect(Buffer.compare(Buffer.from(actual.get(path)!), Buffer.from(bytes)), `${path}, threads ${threads}`).toBe(0);
+    }
+    expect(normalisedReport(actual.get('report.json')!)).toBe(normalisedReport(expected.get('report.json')!));
+    const report = JSON.parse(new TextDecoder().decode(actual.get('report.json')!)) as {
+      model: { backend: string };
+      timings: Record<string, number>;
+    };
+    expect(report.model.backend).toBe('none');
+    expect(Object.keys(report.timings)).toEqual(['quantizeMs', 'writeMs', 'packMs', 'reportMs', 'totalMs', 'readMs']);
   }
-  expect(normalisedReport(actual.get('report.json')!)).toBe(normalisedReport(expected.get('report.json')!));
-  const report = JSON.parse(new TextDecoder().decode(actual.get('report.json')!)) as {
-    model: { backend: string };
-    timings: Record<string, number>;
-  };
-  expect(report.model.backend).toBe('none');
-  expect(Object.keys(report.timings)).toEqual(['quantizeMs', 'writeMs', 'packMs', 'reportMs', 'totalMs', 'readMs']);
 }
 
 const noFold = { foldBatchNorm: false };
@@ -204,8 +207,10 @@ describe('what streaming refuses', () => {
     const spec = parseJobSpec({ method: { name: 'affine', bits: 8 } });
     const inMemoryError = await readModelDir(broken).catch((error: unknown) => error);
     expect(inMemoryError).toBeInstanceOf(ModelError);
-    const out = join(dir, 'nan-out');
-    await expect(streamQuantize(broken, spec, out)).rejects.toThrow((inMemoryError as Error).message);
-    await expect(readdir(out)).rejects.toThrow(/ENOENT/);
+    for (const threads of [0, 2]) {
+      const out = join(dir, `nan-out-${threads}`);
+      await expect(streamQuantize(broken, spec, out, { threads })).rejects.toThrow((inMemoryError as Error).message);
+      await expect(readdir(out)).rejects.toThrow(/ENOENT/);
+    }
   });
 });

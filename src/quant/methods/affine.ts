@@ -24,6 +24,9 @@ import type { Static } from '@sinclair/typebox';
 import type { Rng } from '../rng.js';
 import type { QuantMethod, QuantizedTensor } from '../types.js';
 import { Granularity, Rounding, channelCount, codeArray, seedField } from './common.js';
+import { affineGrid, type AffineGrid } from './grid.js';
+
+export { affineGrid, type AffineGrid } from './grid.js';
 
 export const AffineParams = Type.Object(
   {
@@ -48,57 +51,12 @@ export const AffineParams = Type.Object(
 );
 export type AffineParams = Static<typeof AffineParams>;
 
-/** One channel's grid: value = code·scale + min with min = −scale·zeroPoint; codes in [minCode, maxCode]. */
-export interface AffineGrid {
-  scale: number;
-  zeroPoint: number;
-  min: number;
-  minCode: number;
-  maxCode: number;
-}
-
 /** Candidate clipping factors of range "mse", widest first so ties keep the wider range. */
 const MSE_CLIP_FACTORS = Array.from({ length: 90 }, (_, k) => 1 - k / 100);
 /** Rows sampled for the mse search: at least this many per channel ... */
 const MSE_MIN_SAMPLES_PER_CHANNEL = 256;
 /** ... and about this many values over all channels. */
 const MSE_SAMPLE_BUDGET = 1 << 18;
-
-function exponentOf(x: number): number {
-  let exponent = Math.floor(Math.log2(x));
-  if (2 ** exponent > x) exponent--;
-  else if (2 ** (exponent + 1) <= x) exponent++;
-  return exponent;
-}
-
-function bitLength(n: number): number {
-  return n === 0 ? 0 : exponentOf(n) + 1;
-}
-
-function roundUpToSignificantBits(x: number, bits: number): number {
-  const unit = 2 ** (exponentOf(x) - bits + 1);
-  return Math.ceil(x / unit) * unit;
-}
-
-/** The float32 grid for the range [lo, hi] (lo ≤ 0 ≤ hi, finite); a zero-width range gets scale 1. */
-export function affineGrid(lo: number, hi: number, bits: number, symmetric: boolean): AffineGrid {
-  const maxCode = 2 ** bits - 1;
-  if (symmetric) {
-    const zeroPoint = 2 ** (bits - 1);
-    let scale = Math.fround(Math.max(-lo, hi) / (zeroPoint - 1));
-    if (!(scale > 0)) scale = 1;
-    return { scale, zeroPoint, min: Math.fround(-scale * zeroPoint), minCode: 1, maxCode };
-  }
-  let scale = Math.fround((hi - lo) / maxCode);
-  if (!(scale > 0)) scale = 1;
-  let zeroPoint = Math.min(maxCode, Math.round(-lo / scale));
-  if (Math.fround(scale * zeroPoint) !== scale * zeroPoint) {
-    // Rounding scale up only lowers zeroPoint, so its bit length bounds the product's significant bits.
-    scale = roundUpToSignificantBits(scale, 24 - bitLength(zeroPoint));
-    zeroPoint = Math.min(maxCode, Math.round(-lo / scale));
-  }
-  return { scale, zeroPoint, min: Math.fround(-scale * zeroPoint), minCode: 0, maxCode };
-}
 
 /** Per-channel [lo, hi] of the values, widened to contain 0. Element i belongs to channel i % channels. */
 function minMaxRanges(weights: Float32Array, channels: number): { lo: Float64Array; hi: Float64Array } {

@@ -1,0 +1,175 @@
+/**
+ * Where the streaming PTQ quantizes its tensors: on the main thread (`inlineExporter`), or on worker threads
+ * (`workerExporter`), one tensor per thread at a time, for a model large enough to pay for their start-up.
+ * The per-tensor math is pure typed-array work (src/quant/export-affine.ts, export-tensor.ts); tfjs is never
+ * loaded in a worker thread.
+ *
+ * A slot is a set of buffers on one thread (two per thread): the input tensor (a SharedArrayBuffer the main
+ * thread reads the shards into) and the outputs (SharedArrayBuffers of the thread's ExportScratch for that
+ * slot, which the main thread writes to disk from the same memory). A slot is held from `acquire` until
+ * `release`, after its outputs are written, so no buffer is copied between threads or reused before it is
+ * written, and a thread quantizes its next tensor while the last one is written.
+ */
+import { existsSync } from 'node:fs';
+import { fileURLToPath } from 'node:url';
+import { Worker } from 'node:worker_threads';
+import { ExportScratch, NonFiniteValues, type ExportedTensor } from '../quant/export-affine.js';
+import { exportTensor } from '../quant/export-tensor.js';
+import type { MethodParams } from '../quant/methods/index.js';
+
+export interface ExportSlot {
+  /** A buffer of at least `bytes` for the next tensor's bytes, valid until release. */
+  input(bytes: number): Uint8Array;
+  /** Quantizes `values` (a view of `input`'s buffer, or any Float32Array); outputs valid until release. */
+  run(values: Float32Array, shape: readonly number[], params: MethodParams, seed: number): Promise<ExportedTensor>;
+  release(): void;
+}
+
+export interface Exporter {
+  /** The next free slot, once one is released. */
+  acquire(): Promise<ExportSlot>;
+  close(): Promise<void>;
+}
+
+/** Hands out slots first come, first served, each to one holder at a time. */
+class SlotQueue<T> {
+  private readonly free: T[] = [];
+  private readonly waiting: ((slot: T) => void)[] = [];
+
+  put(slot: T): void {
+    const next = this.waiting.shift();
+    if (next) next(slot);
+    else this.free.push(slot);
+  }
+
+  take(): Promise<T> {
+    const slot = this.free.shift();
+    if (slot !== undefined) return Promise.resolve(slot);
+    return new Promise((resolve) => this.waiting.push(resolve));
+  }
+}
+
+/** One slot on the main thread: quantizing blocks it, which is cheapest for small models. */
+export function inlineExporter(): Exporter {
+  const scratch = new ExportScratch();
+  const queue = new SlotQueue<ExportSlot>();
+  const slot: ExportSlot = {
+    input: (bytes) => new Uint8Array(scratch.buffer('input', bytes), 0, bytes),
+    run: async (values, shape, params, seed) => exportTensor(values, shape, params, seed, scratch),
+    release: () => queue.put(slot),
+  };
+  queue.put(slot);
+  return { acquire: () => queue.take(), close: async () => undefined };
+}
+
+interface WorkerReply {
+  id: number;
+  result?: ExportedTensor;
+  error?: { nonFinite: boolean; message: string };
+}
+
+/** The worker's module: beside this one in dist/, or the compiled copy when this runs from source (tests). */
+function workerUrl(): URL {
+  const beside = new URL('./export-worker.js', import.meta.url);
+  if (existsSync(fileURLToPath(beside))) return beside;
+  const compiled = new URL('../../dist/src/pipeline/export-worker.js', import.meta.url);
+  if (existsSync(fileURLToPath(compiled))) return compiled;
+  throw new Error('the export worker is not built: run `npm run build` first');
+}
+
+/** One worker thread and the replies it owes. */
+class WorkerThread {
+  readonly worker: Worker;
+  private nextId = 0;
+  private readonly pending = new Map<number, { resolve: (r: ExportedTensor) => void; reject: (e: Error) => void }>();
+
+  constructor(url: URL) {
+    this.worker = new Worker(url);
+    this.worker.on('message', (reply: WorkerReply) => {
+      const waiter = this.pending.get(reply.id);
+      this.pending.delete(reply.id);
+      if (reply.result) waiter?.resolve(reply.result);
+      else if (reply.error?.nonFinite) waiter?.reject(new NonFiniteValues(reply.error.message));
+      else waiter?.reject(new Error(`export worker: ${reply.error?.message}`));
+    });
+    this.worker.on('error', (error) => this.failAll(error));
+    this.worker.on('exit', (code) => this.failAll(new Error(`export worker exited with code ${code}`)));
+  }
+
+  request(job: Record<string, unknown>): Promise<ExportedTensor> {
+    const id = this.nextId++;
+    return new Promise((resolve, reject) => {
+      this.pending.set(id, { resolve, reject });
+      this.worker.postMessage({ ...job, id });
+    });
+  }
+
+  private failAll(error: Error): void {
+    for (const waiter of this.pending.values()) waiter.reject(error);
+    this.pending.clear();
+  }
+}
+
+/**
+ * A buffer set on a thread: its input, and the outputs of the thread's scratch for this slot. Two per
+ * thread, so a thread starts the next tensor while the main thread writes out the last one.
+ */
+class WorkerSlot implements ExportSlot {
+  private shared = new SharedArrayBuffer(0);
+
+  constructor(
+    private readonly thread: WorkerThread,
+    private readonly id: number,
+    private readonly queue: SlotQueue<WorkerSlot>,
+  ) {}
+
+  input(bytes: number): Uint8Array {
+    if (this.shared.byteLength < bytes) {
+      this.shared = new SharedArrayBuffer(Math.max(bytes, Math.ceil(this.shared.byteLength * 1.25)));
+    }
+    return new Uint8Array(this.shared, 0, bytes);
+  }
+
+  run(values: Float32Array, shape: readonly number[], params: MethodParams, seed: number): Promise<ExportedTensor> {
+    // A source stored quantized was decoded into a fresh array: its values go through the shared input.
+    let view = values;
+    if (values.buffer !== this.shared) {
+      view = new Float32Array(this.input(values.byteLength).buffer, 0, values.length);
+      view.set(values);
+    }
+    return this.thread.request({
+      slot: this.id,
+      input: view.buffer,
+      byteOffset: view.byteOffset,
+      length: view.length,
+      shape,
+      params,
+      seed,
+    });
+  }
+
+  release(): void {
+    this.queue.put(this);
+  }
+}
+
+/** Buffer sets per thread: one being written out while the thread fills the other. */
+const SLOTS_PER_THREAD = 2;
+
+/** `threads` worker threads, started now (they load while the caller reads the model). */
+export function workerExporter(threads: number): Exporter {
+  const queue = new SlotQueue<WorkerSlot>();
+  const url = workerUrl();
+  const workers = Array.from({ length: threads }, () => new WorkerThread(url));
+  // Not unref'd: a reply awaited from a worker is what keeps the process alive. close() ends them.
+  // Interleaved, so the first tensors go to different threads.
+  for (let k = 0; k < SLOTS_PER_THREAD; k++) {
+    for (const [t, thread] of workers.entries()) queue.put(new WorkerSlot(thread, k * threads + t, queue));
+  }
+  return {
+    acquire: () => queue.take(),
+    close: async () => {
+      await Promise.all(workers.map((thread) => thread.worker.terminate()));
+    },
+  };
+}

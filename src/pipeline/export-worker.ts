@@ -1,0 +1,50 @@
+/**
+ * A worker thread of the streaming PTQ (export-pool.ts): quantizes the tensor in the shared input buffer it is
+ * sent and answers with the ExportedTensor, whose model/ and packed/ bytes are views of the shared scratch
+ * buffers of the job's slot (the main thread writes them out before it sends that slot again). It loads the
+ * fused affine module only, and the method registry the first time another method is asked for; never tfjs.
+ */
+import { parentPort } from 'node:worker_threads';
+import { exportAffineMinMax, ExportScratch, NonFiniteValues, type ExportedTensor } from '../quant/export-affine.js';
+import type { MethodParams } from '../quant/methods/index.js';
+
+interface Job {
+  id: number;
+  /** The buffer set (export-pool.ts WorkerSlot): each has its own scratch, written out while another fills. */
+  slot: number;
+  input: SharedArrayBuffer;
+  byteOffset: number;
+  length: number;
+  shape: number[];
+  params: MethodParams;
+  seed: number;
+}
+
+const scratches = new Map<number, ExportScratch>();
+let generic: typeof import('../quant/export-tensor.js') | undefined;
+
+async function exported(job: Job): Promise<ExportedTensor> {
+  const values = new Float32Array(job.input, job.byteOffset, job.length);
+  const { params } = job;
+  let scratch = scratches.get(job.slot);
+  if (scratch === undefined) {
+    scratch = new ExportScratch((bytes) => new SharedArrayBuffer(bytes));
+    scratches.set(job.slot, scratch);
+  }
+  if (params.name === 'affine' && params.range === 'minmax' && params.rounding === 'nearest') {
+    return exportAffineMinMax(values, job.shape, params, scratch);
+  }
+  generic ??= await import('../quant/export-tensor.js');
+  return generic.exportTensor(values, job.shape, params, job.seed, scratch);
+}
+
+parentPort!.on('message', (job: Job) => {
+  exported(job).then(
+    (result) => parentPort!.postMessage({ id: job.id, result }),
+    (error: unknown) =>
+      parentPort!.postMessage({
+        id: job.id,
+        error: { nonFinite: error instanceof NonFiniteValues, message: (error as Error).message ?? String(error) },
+      }),
+  );
+});

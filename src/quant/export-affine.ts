@@ -1,0 +1,305 @@
+/**
+ * The fused export of affine with minmax ranges and nearest rounding — the converter's own scheme, and the
+ * common case (src/quant/export-tensor.ts has the others): one pass finds the ranges, one pass writes the
+ * codes and accumulates the report's error sums, with no float copy of ŵ when one grid covers the tensor.
+ * The numbers are the affine module's and tensorError's bit for bit: the same float64 arithmetic, summed in
+ * index order. Free of schema code, so the worker threads of the streaming export load only this.
+ */
+import { halfOfFloat32Bits, halfToFloat } from './float16.js';
+import type { AffineParams } from './methods/affine.js';
+import { affineGrid, channelCount, type AffineGrid } from './methods/grid.js';
+import { errorFromSums, type ErrorSums, type TensorError } from './metrics.js';
+import { packBits } from './packed/bits.js';
+import type { Codes, Encoding } from './types.js';
+
+export type StoredAs = 'uint8' | 'uint16' | 'float16' | 'float32';
+
+/** A stock TF.js manifest entry's `quantization` (absent: float32 values). */
+export type StoredQuantization = { dtype: 'uint8' | 'uint16'; min: number; scale: number } | { dtype: 'float16' };
+
+export interface ExportedTensor {
+  encoding: Encoding;
+  bitsPerWeight: number;
+  storedAs: StoredAs;
+  quantization?: StoredQuantization;
+  /** The tensor's bytes in `model/`'s shards. */
+  stored: Uint8Array;
+  /** The codes bit-packed at the encoding's width (packed/weights.bin's code section). */
+  packedCodes: Uint8Array;
+  codeCount: number;
+  error: TensorError;
+}
+
+/** A weight value is NaN or ±Infinity; the caller names it (src/model's checkFinite). */
+export class NonFiniteValues extends RangeError {
+  override name = 'NonFiniteValues';
+}
+
+/**
+ * Growable buffers, one per use, reused from tensor to tensor (one scratch per thread, or per buffer set of
+ * the worker pool, whose buffers are SharedArrayBuffers the main thread writes out without a copy).
+ */
+export class ExportScratch {
+  private readonly buffers = new Map<string, ArrayBufferLike>();
+
+  constructor(private readonly allocate: (bytes: number) => ArrayBufferLike = (bytes) => new ArrayBuffer(bytes)) {}
+
+  buffer(use: string, bytes: number): ArrayBufferLike {
+    let buffer = this.buffers.get(use);
+    if (buffer === undefined || buffer.byteLength < bytes) {
+      // Some headroom, so tensors of slowly growing size do not reallocate each time.
+      buffer = this.allocate(Math.max(bytes, Math.ceil((buffer?.byteLength ?? 0) * 1.25)));
+      this.buffers.set(use, buffer);
+    }
+    return buffer;
+  }
+
+  codes(count: number, bits: number): Uint8Array | Uint16Array {
+    return bits <= 8
+      ? new Uint8Array(this.buffer('codes', count), 0, count)
+      : new Uint16Array(this.buffer('codes', 2 * count), 0, count);
+  }
+
+  floats(use: string, count: number): Float32Array {
+    return new Float32Array(this.buffer(use, 4 * count), 0, count);
+  }
+
+  halves(count: number): Uint16Array {
+    return new Uint16Array(this.buffer('halves', 2 * count), 0, count);
+  }
+}
+
+export function bytesOf(values: ArrayBufferView): Uint8Array {
+  return new Uint8Array(values.buffer, values.byteOffset, values.byteLength);
+}
+
+/** The packed code bytes: at 8 and 16 bits the little-endian codes are their own packing. */
+export function packedCodes(codes: Codes, bits: number): Uint8Array {
+  if ((bits === 8 && codes instanceof Uint8Array) || (bits === 16 && codes instanceof Uint16Array))
+    return bytesOf(codes);
+  return packBits(codes, bits);
+}
+
+export function exportAffineMinMax(
+  values: Float32Array,
+  shape: readonly number[],
+  params: Pick<AffineParams, 'bits' | 'symmetric' | 'granularity'>,
+  scratch: ExportScratch,
+): ExportedTensor {
+  const { bits, symmetric } = params;
+  const size = values.length;
+  const channels = channelCount(shape, params.granularity);
+  const lo = new Float64Array(channels);
+  const hi = new Float64Array(channels);
+  if (channels === 1) tensorRange(values, lo, hi);
+  else channelRanges(values, channels, lo, hi);
+  for (let c = 0; c < channels; c++) {
+    if (!Number.isFinite(lo[c]) || !Number.isFinite(hi[c])) throw new NonFiniteValues('non-finite weight');
+  }
+  const grids = Array.from({ length: channels }, (_, c) => affineGrid(lo[c], hi[c], bits, symmetric));
+  const scales = Float32Array.from(grids, (g) => g.scale);
+  const mins = Float32Array.from(grids, (g) => g.min);
+  const { minCode, maxCode } = grids[0] ?? { minCode: 0, maxCode: 2 ** bits - 1 };
+  const codes = scratch.codes(size, bits);
+  const encoding: Encoding = { kind: 'affine', bits, channels, scales, mins };
+  const bitsPerWeight = size > 0 ? bits + (64 * channels) / size : bits;
+
+  if (channels === 1) {
+    // One grid: tfjs stores the codes themselves, and ŵ never needs to exist as an array.
+    const inverse = 1 / grids[0].scale;
+    const offset = grids[0].zeroPoint + 0.5;
+    // ŵ for each code, as the affine module computes it (float64 code·s + min, stored as float32).
+    const decoded = new Float64Array(maxCode + 1);
+    for (let code = 0; code <= maxCode; code++) decoded[code] = Math.fround(code * grids[0].scale + grids[0].min);
+    const sums = quantizeOnOneGrid(values, codes, inverse, offset, minCode, maxCode, decoded);
+    return {
+      encoding,
+      bitsPerWeight,
+      storedAs: bits <= 8 ? 'uint8' : 'uint16',
+      quantization: { dtype: bits <= 8 ? 'uint8' : 'uint16', min: mins[0], scale: scales[0] },
+      stored: bytesOf(codes),
+      packedCodes: packedCodes(codes, bits),
+      codeCount: size,
+      error: errorFromSums(sums, size),
+    };
+  }
+
+  // One grid per channel: stock TF.js cannot store the codes, so model/ gets ŵ as float16 when that adds at
+  // most 1% to the squared error, else as float32; both candidates are measured in the same pass.
+  const dequantized = scratch.floats('dequantized', size);
+  const halves = scratch.halves(size);
+  const { full, half } = quantizeOnChannelGrids(values, channels, codes, grids, dequantized, halves);
+  return {
+    encoding,
+    bitsPerWeight,
+    ...storedFloats(dequantized, halves, full, half, size),
+    packedCodes: packedCodes(codes, bits),
+    codeCount: size,
+  };
+}
+
+// The hot loops live in small functions of their own: V8 optimizes those far better than a loop inside a
+// long function entered once (measured 2× on the per-tensor pass).
+
+/**
+ * [min(0, w), max(0, w)] over the tensor. Math.min/max are branch-free and let a NaN through to the caller's
+ * finiteness check; + 0 turns a −0 into the +0 that the affine module's compare-and-replace scan keeps.
+ */
+function tensorRange(values: Float32Array, lo: Float64Array, hi: Float64Array): void {
+  let low = 0;
+  let high = 0;
+  for (let i = 0; i < values.length; i++) {
+    const w = values[i];
+    low = Math.min(low, w);
+    high = Math.max(high, w);
+  }
+  lo[0] = low + 0;
+  hi[0] = high;
+}
+
+function channelRanges(values: Float32Array, channels: number, lo: Float64Array, hi: Float64Array): void {
+  for (let base = 0; base < values.length; base += channels) {
+    for (let c = 0; c < channels; c++) {
+      const w = values[base + c];
+      lo[c] = Math.min(lo[c], w);
+      hi[c] = Math.max(hi[c], w);
+    }
+  }
+  for (let c = 0; c < channels; c++) lo[c] += 0;
+}
+
+/** Codes on one grid and the error sums of ŵ = decoded[code], in index order as tensorError sums them. */
+function quantizeOnOneGrid(
+  values: Float32Array,
+  codes: Uint8Array | Uint16Array,
+  inverse: number,
+  offset: number,
+  minCode: number,
+  maxCode: number,
+  decoded: Float64Array,
+): ErrorSums {
+  let errorEnergy = 0;
+  let signalEnergy = 0;
+  let reconstructedEnergy = 0;
+  let dot = 0;
+  let maxAbsError = 0;
+  for (let i = 0; i < values.length; i++) {
+    const w = values[i];
+    let t = w * inverse + offset;
+    if (t < minCode) t = minCode;
+    else if (t > maxCode) t = maxCode;
+    const code = t | 0;
+    codes[i] = code;
+    const q = decoded[code];
+    const e = w - q;
+    errorEnergy += e * e;
+    signalEnergy += w * w;
+    reconstructedEnergy += q * q;
+    dot += w * q;
+    // Branch-free: a data-dependent sign test mispredicts half the time and costs 5× the whole loop.
+    maxAbsError = Math.max(maxAbsError, Math.abs(e));
+  }
+  return { errorEnergy, signalEnergy, reconstructedEnergy, dot, maxAbsError };
+}
+
+/**
+ * Codes on per-channel grids, ŵ into `dequantized` and its float16 rounding into `halves`, with the error
+ * sums of both candidates (the affine module's arithmetic: float64 code·s + min, stored as float32).
+ */
+function quantizeOnChannelGrids(
+  values: Float32Array,
+  channels: number,
+  codes: Uint8Array | Uint16Array,
+  grids: AffineGrid[],
+  dequantized: Float32Array,
+  halves: Uint16Array,
+): { full: ErrorSums; half: ErrorSums } {
+  const { minCode, maxCode } = grids[0] ?? { minCode: 0, maxCode: 0 };
+  const inverse = Float64Array.from(grids, (g) => 1 / g.scale);
+  const offset = Float64Array.from(grids, (g) => g.zeroPoint + 0.5);
+  const scale = Float64Array.from(grids, (g) => g.scale);
+  const min = Float64Array.from(grids, (g) => g.min);
+  const dequantizedBits = new Uint32Array(dequantized.buffer, dequantized.byteOffset, dequantized.length);
+  let signalEnergy = 0;
+  let errorEnergy = 0;
+  let reconstructedEnergy = 0;
+  let dot = 0;
+  let maxAbsError = 0;
+  let halfErrorEnergy = 0;
+  let halfReconstructedEnergy = 0;
+  let halfDot = 0;
+  let halfMaxAbsError = 0;
+  for (let base = 0; base < values.length; base += channels) {
+    for (let c = 0; c < channels; c++) {
+      const i = base + c;
+      const w = values[i];
+      let t = w * inverse[c] + offset[c];
+      if (t < minCode) t = minCode;
+      else if (t > maxCode) t = maxCode;
+      const code = t | 0;
+      codes[i] = code;
+      dequantized[i] = code * scale[c] + min[c];
+      const q = dequantized[i];
+      const halfBits = halfOfFloat32Bits(dequantizedBits[i]);
+      halves[i] = halfBits;
+      const h = halfToFloat(halfBits);
+      signalEnergy += w * w;
+      const e = w - q;
+      errorEnergy += e * e;
+      reconstructedEnergy += q * q;
+      dot += w * q;
+      maxAbsError = Math.max(maxAbsError, Math.abs(e));
+      const eh = w - h;
+      halfErrorEnergy += eh * eh;
+      halfReconstructedEnergy += h * h;
+      halfDot += w * h;
+      halfMaxAbsError = Math.max(halfMaxAbsError, Math.abs(eh));
+    }
+  }
+  return {
+    full: { errorEnergy, signalEnergy, reconstructedEnergy, dot, maxAbsError },
+    half: {
+      errorEnergy: halfErrorEnergy,
+      signalEnergy,
+      reconstructedEnergy: halfReconstructedEnergy,
+      dot: halfDot,
+      maxAbsError: halfMaxAbsError,
+    },
+  };
+}
+
+export function newSums(): ErrorSums {
+  return { errorEnergy: 0, signalEnergy: 0, reconstructedEnergy: 0, dot: 0, maxAbsError: 0 };
+}
+
+/** Adds one (w, ŵ) pair to the sums but the signal energy, which both candidates share. */
+export function accumulate(sums: ErrorSums, w: number, q: number): void {
+  const e = w - q;
+  sums.errorEnergy += e * e;
+  sums.reconstructedEnergy += q * q;
+  sums.dot += w * q;
+  sums.maxAbsError = Math.max(sums.maxAbsError, Math.abs(e));
+}
+
+/**
+ * float16 when its rounding adds at most 1% to the method's squared error (then the report measures the
+ * halves), else float32 values. (An all-exact float16 is within that 1%, so the writer's exact-halves rule
+ * never picks anything else.)
+ */
+export function storedFloats(
+  dequantized: Float32Array,
+  halves: Uint16Array,
+  full: ErrorSums,
+  half: ErrorSums,
+  size: number,
+): Pick<ExportedTensor, 'storedAs' | 'quantization' | 'stored' | 'error'> {
+  if (half.errorEnergy <= full.errorEnergy * 1.01) {
+    return {
+      storedAs: 'float16',
+      quantization: { dtype: 'float16' },
+      stored: bytesOf(halves),
+      error: errorFromSums(half, size),
+    };
+  }
+  return { storedAs: 'float32', stored: bytesOf(dequantized), error: errorFromSums(full, size) };
+}
