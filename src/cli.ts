@@ -65,6 +65,11 @@ const specFlags = {
   },
   eval: { type: 'string', arg: 'ref', help: 'metrics of the float and the exported model (accuracy, agreement, ...)' },
   train: { type: 'string', arg: 'ref', help: 'quantization-aware training' },
+  verify: {
+    type: 'string',
+    arg: 'ref',
+    help: 'auto: held-out data every trial must keep the target on (default: half of --eval, seeded)',
+  },
   'activation-bits': { type: 'string', arg: 'n', help: 'simulate n-bit integer activations (needs calibration data)' },
   'activation-calibration': { type: 'string', arg: 'c', help: 'minmax | percentile | mse | kl' },
   scale: { type: 'string', arg: 's', help: 'preprocess: x * scale + offset (0.00392156862 for raw pixels)' },
@@ -228,6 +233,7 @@ async function specFromFlags(values: SpecFlags): Promise<Record<string, unknown>
       calibration: values.calibration ?? values.data,
       evaluation: values.eval ?? values.data,
       training: values.train ?? values.data,
+      verification: values.verify,
     }),
   };
   const activationFlags = definedOnly({

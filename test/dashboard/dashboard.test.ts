@@ -249,10 +249,20 @@ describe('the dashboard in chromium', () => {
     expect(await blocks()).not.toEqual(expect.arrayContaining(['/qat']));
     expect(await blocks()).not.toContain('/search');
     expect(await blocks()).not.toContain('/data/training');
+    expect(await blocks()).not.toContain('/data/verification');
     await page.selectOption('#field-kind', 'auto');
-    expect(await blocks()).toEqual(expect.arrayContaining(['/search', '/target', '/qat', '/data/training']));
+    // auto takes calibration data for its learned-rounding candidates and a held-out verification set.
+    expect(await blocks()).toEqual(
+      expect.arrayContaining([
+        '/search',
+        '/target',
+        '/qat',
+        '/data/training',
+        '/data/calibration',
+        '/data/verification',
+      ]),
+    );
     expect(await blocks()).not.toContain('/activations');
-    expect(await blocks()).not.toContain('/data/calibration');
     await page.selectOption('#field-kind', 'ptq');
     expect(await page.locator('#field-data-evaluation').evaluate((n) => n.tagName)).toBe('SELECT');
     const npyDir = await mkdtemp(join(tmpdir(), 'qaas-dashboard-data-'));

@@ -173,7 +173,7 @@ describe('qaas quantize on Keras files', () => {
     const kinds: [string, string[], string][] = [
       ['qat', ['--train', dataset, '--eval', dataset], 'qat'],
       ['analyze', ['--eval', dataset], 'ptq'],
-      ['auto', ['--eval', dataset, '--max-drop', '0.2'], 'ptq'],
+      ['auto', ['--eval', dataset, '--verify', dataset, '--max-drop', '0.2'], 'ptq'],
     ];
     for (const [kind, data, stage] of kinds) {
       const out = path.join(dir, `kind-${kind}`);
@@ -194,6 +194,14 @@ describe('qaas quantize on Keras files', () => {
       const report = JSON.parse(await readFile(path.join(out, 'report.json'), 'utf8'));
       expect(report.model.metrics.float.accuracy, kind).toBe(1);
       expect(report.model.metrics[stage].samples, kind).toBe(16);
+      // --verify is the held-out set auto checks every trial on.
+      if (kind === 'auto') {
+        expect(report.search.heldOut).toMatchObject({ source: 'verification', samples: 16 });
+        // Here it is the evaluation set itself, which the report says.
+        expect(report.warnings).toContain(
+          `data.verification is data.evaluation (${dataset}): the held-out drop is measured on the data searched on`,
+        );
+      }
       await loadRunnable(await readFileSetFromDir(path.join(out, 'model'))).then((model) => model.dispose());
     }
   });
