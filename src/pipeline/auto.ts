@@ -600,6 +600,18 @@ function searchWarnings(spec: JobSpec, chosen: FrontierEntry, targetMet: boolean
   const maxDrop = spec.target?.maxDrop;
   const maxBytes = spec.target?.maxBytes;
   const drops = `drop ${chosen.drop.toFixed(4)} on the search part, ${chosen.heldOut.drop.toFixed(4)} held out`;
+  const { evaluation, verification, training } = spec.data;
+  if (verification !== undefined && verification === evaluation) {
+    warnings.push(
+      `data.verification is data.evaluation (${verification}): the held-out drop is measured on the data searched on`,
+    );
+  }
+  if (chosen.qat && training !== undefined && (training === evaluation || training === verification)) {
+    warnings.push(
+      `the chosen QAT fallback trained on ${training}, which is also data.${training === verification ? 'verification' : 'evaluation'}: ` +
+        'its drops are not measured on unseen data',
+    );
+  }
   if (!targetMet) {
     const limits = [
       ...(maxDrop !== undefined ? [`target.maxDrop ${maxDrop}`] : []),
