@@ -166,17 +166,18 @@ class WorkerSlot implements ExportSlot {
   }
 }
 
-/** Buffer sets per thread: one being written out while the thread fills the other. */
-const SLOTS_PER_THREAD = 2;
-
-/** `threads` worker threads, started now (they load while the caller reads the model). */
-export function workerExporter(threads: number): Exporter {
+/**
+ * `threads` worker threads, started now (they load while the caller reads the model), with `slotsPerThread`
+ * buffer sets each: 2 lets a thread fill one while the other is written out, at the memory of another input
+ * tensor and its outputs.
+ */
+export function workerExporter(threads: number, slotsPerThread = 2): Exporter {
   const queue = new SlotQueue<WorkerSlot>();
   const url = workerUrl();
   const workers = Array.from({ length: threads }, () => new WorkerThread(url));
   // Not unref'd: a reply awaited from a worker is what keeps the process alive. close() ends them.
   // Interleaved, so the first tensors go to different threads.
-  for (let k = 0; k < SLOTS_PER_THREAD; k++) {
+  for (let k = 0; k < slotsPerThread; k++) {
     for (const [t, thread] of workers.entries()) queue.put(new WorkerSlot(thread, k * threads + t, queue));
   }
   return {

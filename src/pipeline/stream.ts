@@ -325,7 +325,12 @@ async function writeArtifacts(
 
   const threads =
     options.threads ?? (totalWork >= WORKER_MIN_WEIGHTS ? Math.min(availableParallelism(), plan.selected.length) : 0);
-  const exporter = threads > 0 ? workerExporter(threads) : inlineExporter();
+  // Per-tensor grids keep only the codes beside the input; other exports also hold ŵ and its float16 form
+  // (7 bytes per weight more), so their threads get one buffer set instead of two.
+  const compactOutputs = plan.selected.every(
+    ({ params }) => params.name === 'affine' && params.granularity === 'per-tensor',
+  );
+  const exporter = threads > 0 ? workerExporter(threads, compactOutputs ? 2 : 1) : inlineExporter();
   // Tensors are read and handed out in manifest order, and written in that order by one chain of steps
   // while the next tensors are being quantized. The first failure in model order is the one reported.
   let failure: { error: unknown } | undefined;
