@@ -8,7 +8,7 @@
 import { execFile } from 'node:child_process';
 import { mkdir, mkdtemp, readFile, rm, symlink, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
 import { promisify } from 'node:util';
 import * as tf from '@tensorflow/tfjs';
 import '@tensorflow/tfjs-backend-cpu';
@@ -118,9 +118,29 @@ describe('the Python client', () => {
     expect(await readFile(join(out, 'model', 'model.json'), 'utf8')).toBe(served.body);
     const report = JSON.parse(await readFile(join(out, 'report.json'), 'utf8'));
     expect(report.model.metrics.ptq.samples).toBe(64);
-    // The summary's last line is the report's ptq metrics to 4 decimals (Python rounds a tie such as
+    const printedLines = result.stdout.trimEnd().split('\n');
+    // The diagnosis closes the summary: 8-bit per-channel weights leave every layer healthy.
+    expect(report.diagnosis.worst).toEqual([]);
+    expect(printedLines.at(-1)).toBe("diagnosis: every layer's own SQNR is at least 30 dB");
+    // A ranked layer prints as the TypeScript CLI prints it: the summary of this report with one named worst.
+    const layer = report.diagnosis.layers[0];
+    const ranked = join(dir, 'ranked-report.json');
+    await writeFile(ranked, JSON.stringify({ ...report, diagnosis: { ...report.diagnosis, worst: [layer.name] } }));
+    const summary = await exec('python3', [
+      '-c',
+      'import json, sys; sys.path.insert(0, sys.argv[1]); import qaas_client; ' +
+        'print(qaas_client._summary(json.load(open(sys.argv[2]))))',
+      dirname(pythonClient),
+      ranked,
+    ]);
+    const own = (db: number) => (db >= 144.49 ? 'exact' : `${db.toFixed(1)} dB`);
+    expect(summary.stdout.trimEnd().split('\n').at(-1)).toBe(
+      `worst layer ${layer.rank}: ${layer.name} (${layer.op}), own SQNR weights ${own(layer.localSqnrDb.weights)}, ` +
+        `activations - -> ${layer.suggestion}: ${layer.reason}`,
+    );
+    // The summary's ptq line is the report's ptq metrics to 4 decimals (Python rounds a tie such as
     // accuracy 18/64 = 0.28125 to even, so the printed value is within half a unit of the 4th decimal).
-    const ptqLine = result.stdout.trimEnd().split('\n').at(-1)!;
+    const ptqLine = printedLines.find((line) => line.startsWith('ptq: '))!;
     expect(ptqLine).toMatch(/^ptq: samples 64, accuracy /);
     const printed = ptqLine
       .slice('ptq: '.length)

@@ -342,7 +342,34 @@ def _summary(report):
             "%s %s" % (name, "%.4f" % value if isinstance(value, float) else value) for name, value in metrics.items()
         )
         lines.append("%s: %s" % (stage, values))
+    diagnosis = report.get("diagnosis")
+    if diagnosis and not diagnosis["worst"]:
+        lines.append("diagnosis: every layer's own SQNR is at least %g dB" % diagnosis["healthyDb"])
+    elif diagnosis:
+        layers = {layer["name"]: layer for layer in diagnosis["layers"]}
+        for name in diagnosis["worst"][:3]:
+            layer = layers[name]
+            own = layer["localSqnrDb"]
+            lines.append(
+                "worst layer %d: %s (%s), own SQNR weights %s, activations %s -> %s: %s"
+                % (
+                    layer["rank"],
+                    name,
+                    layer["op"],
+                    _db(own.get("weights")),
+                    _db(own.get("activations")),
+                    layer["suggestion"],
+                    layer["reason"],
+                )
+            )
     return "\n".join(lines)
+
+
+def _db(value):
+    # 144.5 dB is the report's "exact" (float32 rounding).
+    if value is None:
+        return "-"
+    return "exact" if value >= 144.49 else "%.1f dB" % value
 
 
 def quantize(args, say):

@@ -67,10 +67,20 @@ export function parseMetadata(input: { name?: unknown; labels?: unknown }): Meta
 }
 
 /**
- * Multipart text fields `name` and `labels` (a JSON object) of an upload. A field sent twice, or labels that
- * are not JSON, are refused rather than one of them silently winning.
+ * Multipart text fields `name` and `labels` (a JSON object) of an upload. A field sent twice, labels that
+ * are not JSON, or another text field (a misspelt `lables`, a file sent without a file name) are refused
+ * rather than silently dropped or one of them winning.
  */
 export function metadataFromFields(fields: Map<string, string[]>): Metadata {
+  const unknown = [...fields.keys()].filter((field) => field !== 'name' && field !== 'labels');
+  if (unknown.length > 0) {
+    throw new MetadataError(
+      unknown.map((field) => ({
+        path: `/${field}`,
+        message: 'not a text field uploads take (name, labels); files are parts with a file name',
+      })),
+    );
+  }
   const single = (field: string): string | undefined => {
     const values = fields.get(field);
     if (values && values.length > 1) throw new MetadataError([{ path: `/${field}`, message: 'given more than once' }]);

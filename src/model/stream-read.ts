@@ -21,6 +21,7 @@ import {
   type WeightSlot,
 } from './manifest.js';
 import type { ModelOutline, Weight } from './types.js';
+import type { DiskFileSet } from './validate-stream.js';
 
 export interface ModelDirectory extends ModelOutline {
   /** The weights in manifest order, each with where its bytes are. */
@@ -29,20 +30,14 @@ export interface ModelDirectory extends ModelOutline {
   files: Map<string, { path: string; size: number }>;
 }
 
-export async function openModelDirectory(dir: string): Promise<ModelDirectory> {
-  const root = await realpath(dir);
-  const resolveInside = async (relative: string, label: string): Promise<string> => {
-    let full: string;
-    try {
-      full = await realpath(path.join(root, relative));
-    } catch (err) {
-      throw new ModelError('missing-file', `${label} cannot be read: ${(err as Error).message}`, { file: label });
-    }
-    if (!full.startsWith(root + path.sep)) {
-      throw new ModelError('missing-file', `weight file ${label} points outside the model directory`, { file: label });
-    }
-    return full;
-  };
+/**
+ * A model directory, or the files of a model stored elsewhere (DiskFileSet: manifest path → file on disk,
+ * as the service keeps uploads as blobs).
+ */
+export type ModelSource = string | DiskFileSet;
+
+export async function openModelDirectory(source: ModelSource): Promise<ModelDirectory> {
+  const resolveInside = typeof source === 'string' ? await insideDirectory(source) : inFileSet(source);
   const modelJsonBytes = new Uint8Array(await readFile(await resolveInside('model.json', 'model.json')));
   const files = new Map<string, { path: string; size: number }>();
   for (const group of manifestGroups(parseModelJson(modelJsonBytes))) {
@@ -66,6 +61,38 @@ export async function openModelDirectory(dir: string): Promise<ModelDirectory> {
   const modelJson = { ...manifest.json };
   delete modelJson.weightsManifest;
   return { format: manifest.format, modelJson, weights: slots.map((s) => s.weight), slots, files };
+}
+
+type Resolve = (relative: string, label: string) => Promise<string>;
+
+/** Paths under `dir` that stay inside it, lexically and through symlinks (readFileSetFromDir's rule). */
+async function insideDirectory(dir: string): Promise<Resolve> {
+  const root = await realpath(dir);
+  return async (relative, label) => {
+    let full: string;
+    try {
+      full = await realpath(path.join(root, relative));
+    } catch (err) {
+      throw new ModelError('missing-file', `${label} cannot be read: ${(err as Error).message}`, { file: label });
+    }
+    if (!full.startsWith(root + path.sep)) {
+      throw new ModelError('missing-file', `weight file ${label} points outside the model directory`, { file: label });
+    }
+    return full;
+  };
+}
+
+function inFileSet(files: DiskFileSet): Resolve {
+  const byKey = new Map<string, string>();
+  for (const [key, file] of files) {
+    const normalized = normalizeManifestPath(key);
+    if (normalized !== undefined) byKey.set(normalized, file);
+  }
+  return async (relative, label) => {
+    const file = byKey.get(relative);
+    if (file === undefined) throw new ModelError('missing-file', `${label} is missing`, { file: label });
+    return file;
+  };
 }
 
 /**

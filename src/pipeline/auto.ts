@@ -65,7 +65,13 @@ import {
 } from '../quant/sensitivity.js';
 import { diagnoseJob } from './diagnose.js';
 import { planTensors, runPtq, tensorSeed, type PtqResult } from './ptq.js';
-import { roundEachAlone, roundLayers, type RoundingReport } from './rounding.js';
+import {
+  roundEachAlone,
+  roundLayers,
+  roundingTargets,
+  type RoundingCheckpoint,
+  type RoundingReport,
+} from './rounding.js';
 import { trainQat, type TrainedQat } from './quantize.js';
 import { inputsOf, loadArtifact, loadTfModel, selectRows, tensorBatches } from './runtime.js';
 import { stageClock, stageReporter } from './stages.js';
@@ -276,6 +282,24 @@ export async function runAutoJob(
     disposeBatches(cached);
     cached = [];
 
+    // Trials that round the same first kernels with the same params share those layers' rounding: each
+    // depends only on the ones rounded before it. Keyed by that prefix; a trial resumes from its longest one.
+    const roundingCache = new Map<string, RoundingCheckpoint>();
+    const roundCached = (trialSpec: JobSpec) => {
+      const order = roundingTargets(model, trialSpec).targets;
+      const paramsOf = new Map(order.map((t) => [t.name, t.params]));
+      const keyOf = (names: string[]) => JSON.stringify(names.map((name) => [name, paramsOf.get(name)]));
+      let resumeFrom: RoundingCheckpoint | undefined;
+      for (let k = order.length; k > 0 && !resumeFrom; k--)
+        resumeFrom = roundingCache.get(keyOf(order.slice(0, k).map((t) => t.name)));
+      return roundLayers(model, trialSpec, {
+        signal: options.signal,
+        batches: calibrationBatches,
+        resumeFrom,
+        onCheckpoint: (checkpoint) =>
+          void roundingCache.set(keyOf(checkpoint.done.map((d) => d.layer.name)), checkpoint),
+      });
+    };
     /** The artifact loaded as stock TF.js would, for `use`, and disposed after. */
     const withArtifact = async <T>(files: PtqResult['files'], use: (artifact: RunnableModel) => Promise<T>) => {
       const artifactOwner: RunnableModel[] = [];
@@ -287,10 +311,7 @@ export async function runAutoJob(
     };
     const measure = async (trialSpec: JobSpec, trained?: TrainedQat): Promise<Measured> => {
       // The ptq job of this spec rounds the same way (quantize.ts), from the same calibration batches.
-      const rounded =
-        !trained && trialSpec.ptq.algorithm !== 'nearest'
-          ? await roundLayers(model, trialSpec, { signal: options.signal, batches: calibrationBatches })
-          : undefined;
+      const rounded = !trained && trialSpec.ptq.algorithm !== 'nearest' ? await roundCached(trialSpec) : undefined;
       const ptq = await runPtq(trained?.model ?? model, trialSpec, {
         backend: options.backend,
         signal: options.signal,
@@ -600,6 +621,18 @@ function searchWarnings(spec: JobSpec, chosen: FrontierEntry, targetMet: boolean
   const maxDrop = spec.target?.maxDrop;
   const maxBytes = spec.target?.maxBytes;
   const drops = `drop ${chosen.drop.toFixed(4)} on the search part, ${chosen.heldOut.drop.toFixed(4)} held out`;
+  const { evaluation, verification, training } = spec.data;
+  if (verification !== undefined && verification === evaluation) {
+    warnings.push(
+      `data.verification is data.evaluation (${verification}): the held-out drop is measured on the data searched on`,
+    );
+  }
+  if (chosen.qat && training !== undefined && (training === evaluation || training === verification)) {
+    warnings.push(
+      `the chosen QAT fallback trained on ${training}, which is also data.${training === verification ? 'verification' : 'evaluation'}: ` +
+        'its drops are not measured on unseen data',
+    );
+  }
   if (!targetMet) {
     const limits = [
       ...(maxDrop !== undefined ? [`target.maxDrop ${maxDrop}`] : []),

@@ -2,8 +2,8 @@
  * The layer-by-layer diagnosis of a job (docs/report.md, `diagnosis`; the measure is ../quant/diagnosis.ts):
  * the float model, the exported artifact (weights quantized), the float model with its activations
  * fake-quantized as the spec says (ranges calibrated on the float model), and the artifact with them (the
- * job's own `integer` simulation) are run on the first `search.analysisSamples` evaluation samples and
- * compared layer by layer.
+ * job's own `integer` simulation) are run on the first evaluation samples (search.analysisSamples, at most
+ * DIAGNOSIS_SAMPLES) and compared layer by layer.
  *
  * The float model is the one the job quantized: BatchNorm folded (and equalized) as the job folds it, so its
  * layers are the artifact's. Layers models: every layer whose output is fake-quantized (activations.ts) or
@@ -78,6 +78,12 @@ export interface Diagnosis {
   /** Layer names, worst first, of the layers with a suggestion other than "none". */
   worst: string[];
 }
+
+/**
+ * Evaluation samples compared at most: the diagnosis runs the model about four times over (float, each
+ * variant, each layer alone), and energy sums over this many samples already settle to a tenth of a dB.
+ */
+const DIAGNOSIS_SAMPLES = 256;
 
 /** Float32 elements one probe run may hold (64 MiB); three are alive at a time. */
 const PROBE_ELEMENTS = 2 ** 24;
@@ -207,7 +213,7 @@ export async function diagnoseLayers(options: DiagnoseOptions): Promise<Diagnosi
       tf.dispose(tensors);
     }
     const batchSize = Math.max(1, Math.min(options.batchSize, Math.floor(PROBE_ELEMENTS / perSample)));
-    const samples = Math.min(evaluation.samples, spec.search.analysisSamples);
+    const samples = Math.min(evaluation.samples, spec.search.analysisSamples, DIAGNOSIS_SAMPLES);
     cached = await cacheBatches(batchesOf(evaluation, samples, batchSize), samples);
     const measured = await measureLayers(floatProbe, variants, cached, options.signal);
 

@@ -20,9 +20,17 @@ import type { MethodParams } from '../quant/methods/index.js';
 export interface ExportSlot {
   /** A buffer of at least `bytes` for the next tensor's bytes, valid until release. */
   input(bytes: number): Uint8Array;
-  /** Quantizes `values` (a view of `input`'s buffer, or any Float32Array); outputs valid until release. */
-  run(values: Float32Array, shape: readonly number[], params: MethodParams, seed: number): Promise<ExportedTensor>;
+  /**
+   * Quantizes `values` (a view of `input`'s buffer, or any Float32Array); outputs valid until release. `ms`
+   * is the quantizing itself, on whichever thread ran it.
+   */
+  run(values: Float32Array, shape: readonly number[], params: MethodParams, seed: number): Promise<Quantized>;
   release(): void;
+}
+
+export interface Quantized {
+  exported: ExportedTensor;
+  ms: number;
 }
 
 export interface Exporter {
@@ -55,7 +63,11 @@ export function inlineExporter(): Exporter {
   const queue = new SlotQueue<ExportSlot>();
   const slot: ExportSlot = {
     input: (bytes) => new Uint8Array(scratch.buffer('input', bytes), 0, bytes),
-    run: async (values, shape, params, seed) => exportTensor(values, shape, params, seed, scratch),
+    run: async (values, shape, params, seed) => {
+      const started = performance.now();
+      const exported = exportTensor(values, shape, params, seed, scratch);
+      return { exported, ms: performance.now() - started };
+    },
     release: () => queue.put(slot),
   };
   queue.put(slot);
@@ -65,6 +77,7 @@ export function inlineExporter(): Exporter {
 interface WorkerReply {
   id: number;
   result?: ExportedTensor;
+  ms?: number;
   error?: { nonFinite: boolean; message: string };
 }
 
@@ -81,14 +94,14 @@ function workerUrl(): URL {
 class WorkerThread {
   readonly worker: Worker;
   private nextId = 0;
-  private readonly pending = new Map<number, { resolve: (r: ExportedTensor) => void; reject: (e: Error) => void }>();
+  private readonly pending = new Map<number, { resolve: (r: Quantized) => void; reject: (e: Error) => void }>();
 
   constructor(url: URL) {
     this.worker = new Worker(url);
     this.worker.on('message', (reply: WorkerReply) => {
       const waiter = this.pending.get(reply.id);
       this.pending.delete(reply.id);
-      if (reply.result) waiter?.resolve(reply.result);
+      if (reply.result) waiter?.resolve({ exported: reply.result, ms: reply.ms ?? 0 });
       else if (reply.error?.nonFinite) waiter?.reject(new NonFiniteValues(reply.error.message));
       else waiter?.reject(new Error(`export worker: ${reply.error?.message}`));
     });
@@ -96,7 +109,7 @@ class WorkerThread {
     this.worker.on('exit', (code) => this.failAll(new Error(`export worker exited with code ${code}`)));
   }
 
-  request(job: Record<string, unknown>): Promise<ExportedTensor> {
+  request(job: Record<string, unknown>): Promise<Quantized> {
     const id = this.nextId++;
     return new Promise((resolve, reject) => {
       this.pending.set(id, { resolve, reject });
@@ -130,7 +143,7 @@ class WorkerSlot implements ExportSlot {
     return new Uint8Array(this.shared, 0, bytes);
   }
 
-  run(values: Float32Array, shape: readonly number[], params: MethodParams, seed: number): Promise<ExportedTensor> {
+  run(values: Float32Array, shape: readonly number[], params: MethodParams, seed: number): Promise<Quantized> {
     // A source stored quantized was decoded into a fresh array: its values go through the shared input.
     let view = values;
     if (values.buffer !== this.shared) {
@@ -153,17 +166,18 @@ class WorkerSlot implements ExportSlot {
   }
 }
 
-/** Buffer sets per thread: one being written out while the thread fills the other. */
-const SLOTS_PER_THREAD = 2;
-
-/** `threads` worker threads, started now (they load while the caller reads the model). */
-export function workerExporter(threads: number): Exporter {
+/**
+ * `threads` worker threads, started now (they load while the caller reads the model), with `slotsPerThread`
+ * buffer sets each: 2 lets a thread fill one while the other is written out, at the memory of another input
+ * tensor and its outputs.
+ */
+export function workerExporter(threads: number, slotsPerThread = 2): Exporter {
   const queue = new SlotQueue<WorkerSlot>();
   const url = workerUrl();
   const workers = Array.from({ length: threads }, () => new WorkerThread(url));
   // Not unref'd: a reply awaited from a worker is what keeps the process alive. close() ends them.
   // Interleaved, so the first tensors go to different threads.
-  for (let k = 0; k < SLOTS_PER_THREAD; k++) {
+  for (let k = 0; k < slotsPerThread; k++) {
     for (const [t, thread] of workers.entries()) queue.put(new WorkerSlot(thread, k * threads + t, queue));
   }
   return {

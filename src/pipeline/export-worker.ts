@@ -39,8 +39,9 @@ async function exported(job: Job): Promise<ExportedTensor> {
 }
 
 parentPort!.on('message', (job: Job) => {
+  const started = performance.now();
   exported(job).then(
-    (result) => parentPort!.postMessage({ id: job.id, result }),
+    (result) => parentPort!.postMessage({ id: job.id, result, ms: performance.now() - started }),
     (error: unknown) =>
       parentPort!.postMessage({
         id: job.id,

@@ -22,7 +22,7 @@ import { quantizationShape } from '../quant/methods/common.js';
 import { InputStatistics } from '../quant/rounding/gram.js';
 import { roundKernel, type RoundingAlgorithm } from '../quant/rounding/index.js';
 import type { QuantizedTensor } from '../quant/types.js';
-import { planTensors, tensorSeed } from './ptq.js';
+import { planTensors, tensorSeed, type PlannedTensor } from './ptq.js';
 
 export interface RoundedLayer {
   name: string;
@@ -102,6 +102,30 @@ async function observeInputs(
   }
 }
 
+/**
+ * The kernels roundLayers rounds for `spec`, in its order (affine ones named by ptq.layers, every affine one
+ * without it), and the others with the reason they keep their method's own rounding.
+ */
+export function roundingTargets(
+  model: LoadedModel,
+  spec: JobSpec,
+): { targets: PlannedTensor[]; nearest: RoundingReport['nearest'] } {
+  const named = spec.ptq.layers?.map((glob) => picomatch(glob));
+  const nearest: RoundingReport['nearest'] = [];
+  const targets = planTensors(model, spec).selected.filter((t) => {
+    if (t.params.name !== 'affine') {
+      nearest.push({ name: t.name, reason: `method ${t.params.name} has no affine grid` });
+      return false;
+    }
+    if (named && !named.some((match) => match(t.name))) {
+      nearest.push({ name: t.name, reason: 'not named by ptq.layers' });
+      return false;
+    }
+    return true;
+  });
+  return { targets, nearest };
+}
+
 export async function roundLayers(
   model: LoadedModel,
   spec: JobSpec,
@@ -112,7 +136,6 @@ export async function roundLayers(
   const precomputed = new Map<string, QuantizedTensor>();
   const replaced = new Map<string, Float32Array>();
   const layers: RoundedLayer[] = [];
-  const nearest: RoundingReport['nearest'] = [];
   const done: RoundingCheckpoint['done'] = [];
   for (const entry of options.resumeFrom?.done ?? []) {
     done.push(entry);
@@ -120,18 +143,9 @@ export async function roundLayers(
     precomputed.set(entry.layer.name, entry.tensor);
     replaced.set(entry.layer.name, entry.tensor.dequantized);
   }
-  const named = spec.ptq.layers?.map((glob) => picomatch(glob));
-  const targets = planTensors(model, spec).selected.filter((t) => {
-    if (t.params.name !== 'affine') {
-      nearest.push({ name: t.name, reason: `method ${t.params.name} has no affine grid` });
-      return false;
-    }
-    if (named && !named.some((match) => match(t.name))) {
-      nearest.push({ name: t.name, reason: 'not named by ptq.layers' });
-      return false;
-    }
-    return !precomputed.has(t.name);
-  });
+  const planned = roundingTargets(model, spec);
+  const nearest = planned.nearest;
+  const targets = planned.targets.filter((t) => !precomputed.has(t.name));
 
   for (const [index, target] of targets.entries()) {
     options.signal?.throwIfAborted();

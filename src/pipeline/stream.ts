@@ -19,7 +19,7 @@ import { availableParallelism } from 'node:os';
 import path from 'node:path';
 import { mergeOverride, type JobSpec } from '../jobs/spec.js';
 import { decodeValues, checkFinite, type WeightSlot } from '../model/manifest.js';
-import { openModelDirectory, WeightReader, type ModelDirectory } from '../model/stream-read.js';
+import { openModelDirectory, WeightReader, type ModelDirectory, type ModelSource } from '../model/stream-read.js';
 import { PositionalFile, ShardWriter } from '../model/stream-write.js';
 import { flattenLayers, readLayersTopology } from '../model/topology.js';
 import type { Weight } from '../model/types.js';
@@ -100,12 +100,12 @@ interface TensorWork {
 }
 
 /**
- * Quantizes the model in `modelDir` under `spec` into `outDir` (which must not exist yet; it holds model/,
- * packed/ and report.json when this resolves, and nothing is left of it when this throws). Returns the
- * report as written.
+ * Quantizes the model in `model` (a directory, or a DiskFileSet: manifest path → file on disk) under `spec`
+ * into `outDir` (which must not exist yet; it holds model/, packed/ and report.json when this resolves, and
+ * nothing is left of it when this throws). Returns the report as written.
  */
 export async function streamQuantize(
-  modelDir: string,
+  modelSource: ModelSource,
   spec: JobSpec,
   outDir: string,
   options: StreamOptions = {},
@@ -113,7 +113,7 @@ export async function streamQuantize(
   const started = performance.now();
   const blocker = streamingBlocker(spec);
   if (blocker !== undefined) throw new NotStreamable(blocker);
-  const model = await openModelDirectory(modelDir);
+  const model = await openModelDirectory(modelSource);
   const modelBlock = modelBlocker(model, spec);
   if (modelBlock !== undefined) throw new NotStreamable(modelBlock);
 
@@ -325,7 +325,12 @@ async function writeArtifacts(
 
   const threads =
     options.threads ?? (totalWork >= WORKER_MIN_WEIGHTS ? Math.min(availableParallelism(), plan.selected.length) : 0);
-  const exporter = threads > 0 ? workerExporter(threads) : inlineExporter();
+  // Per-tensor grids keep only the codes beside the input; other exports also hold ŵ and its float16 form
+  // (7 bytes per weight more), so their threads get one buffer set instead of two.
+  const compactOutputs = plan.selected.every(
+    ({ params }) => params.name === 'affine' && params.granularity === 'per-tensor',
+  );
+  const exporter = threads > 0 ? workerExporter(threads, compactOutputs ? 2 : 1) : inlineExporter();
   // Tensors are read and handed out in manifest order, and written in that order by one chain of steps
   // while the next tensors are being quantized. The first failure in model order is the one reported.
   let failure: { error: unknown } | undefined;
@@ -389,7 +394,6 @@ async function writeArtifacts(
         await clock('readMs', () => reader.read(slot, exportSlot.input(slot.byteLength))),
       ) as Float32Array;
       await gzipBefore.add(bytesOf(floats));
-      const dispatched = performance.now();
       const seed = tensorSeed('seed' in target.params ? target.params.seed : 0, weight.name);
       const result = exportSlot.run(floats, shape, target.params, seed);
       // Awaited in its turn below; this only keeps an early rejection from counting as unhandled.
@@ -398,12 +402,14 @@ async function writeArtifacts(
         async () => {
           let exported: ExportedTensor;
           try {
-            exported = await result;
+            const quantized = await result;
+            exported = quantized.exported;
+            // Time on the quantizing threads, added up: with worker threads it can exceed the wall time.
+            timings.quantizeMs += quantized.ms;
           } catch (error) {
             if (error instanceof NonFiniteValues) checkFinite(weight.name, floats);
             throw error;
           }
-          timings.quantizeMs += performance.now() - dispatched;
           checkLayout(weight.name, layout, exported);
           await writeTensor(weight, base, target, layout, exported);
           done += floats.length;

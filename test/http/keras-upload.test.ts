@@ -83,6 +83,11 @@ describe('POST /v1/models with Keras files', () => {
     const shown = await app.inject({ url: `/v1/models/${body.id}` });
     expectMatchesSpec('GET', `/v1/models/${body.id}`, shown);
     expect(shown.json().source).toEqual({ format: 'keras', kerasVersion: '3.15.1' });
+
+    // The conversion is deterministic: the same .keras again is the stored model.
+    const again = await upload('skip-again.keras', await fixture('functional_skip_bn.keras'));
+    expect(again.statusCode, again.body).toBe(200);
+    expect(again.json().id).toBe(body.id);
   });
 
   it('stores a legacy .h5 the same way: the same tensors as the .keras of the same model', async () => {

@@ -167,6 +167,7 @@ describe('model names, labels and content dedup', () => {
       [[{ field: 'name', data: 'n'.repeat(129) }], '/name'],
       [[{ field: 'name', data: 'tab\there' }], '/name'],
       [named('twice').concat(named('twice')), '/name'],
+      [[{ field: 'lables', data: '{"team":"vision"}' }], '/lables'],
     ];
     for (const [fields, path] of cases) {
       const res = await upload(files, fields);

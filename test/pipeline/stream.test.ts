@@ -1,4 +1,4 @@
-import { mkdtemp, readdir, readFile, rm } from 'node:fs/promises';
+import { mkdir, mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import * as tf from '@tensorflow/tfjs';
@@ -175,6 +175,28 @@ describe('streaming PTQ writes the in-memory pipeline’s artifacts byte for byt
     };
     expect(report.skipped).toEqual([{ name: 'd1/kernel', reason: 'affine would inflate it beyond float32' }]);
     expect(report.warnings[0]).toMatch(/^d1\/kernel: affine costs 40\.0 bits\/weight/);
+  });
+});
+
+describe('a model given as files on disk (manifest path → file, as the service stores blobs)', () => {
+  it('streams to the same artifacts as from its directory', async () => {
+    const blobs = join(dir, 'blobs');
+    await mkdir(blobs);
+    const files = new Map<string, string>();
+    for (const [path, bytes] of await readFileSetFromDir(models.graph)) {
+      const blob = join(blobs, `blob-${files.size}`);
+      await writeFile(blob, bytes);
+      files.set(path, blob);
+    }
+    const raw = { method: { name: 'affine', bits: 4, granularity: 'per-channel' } };
+    const fromDir = await streamed(models.graph, raw);
+    const out = join(dir, 'from-blobs');
+    await streamQuantize(files, parseJobSpec(raw), out);
+    const fromBlobs = await readTree(out);
+    for (const [path, bytes] of fromDir) {
+      if (path !== 'report.json') expect(Buffer.compare(Buffer.from(fromBlobs.get(path)!), Buffer.from(bytes))).toBe(0);
+    }
+    expect(normalisedReport(fromBlobs.get('report.json')!)).toBe(normalisedReport(fromDir.get('report.json')!));
   });
 });
 

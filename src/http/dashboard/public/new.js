@@ -371,7 +371,7 @@ function datasetOption(dataset) {
   return el(
     'option',
     { value: dataset.id },
-    `${dataset.id} (${dataset.samples} samples, ${arraysOf(dataset)}${dataset.y ? ', with y' : ''})`,
+    `${dataset.name ? `${dataset.name} · ` : ''}${dataset.id} (${dataset.samples} samples, ${arraysOf(dataset)}${dataset.y ? ', with y' : ''})`,
   );
 }
 
@@ -444,13 +444,16 @@ async function jobForm(section, modelsChanged, datasetsChanged) {
   const fillModels = (selected) => {
     modelSelect.replaceChildren(
       el('option', { value: '' }, models.items.length ? 'Choose a model' : 'No models yet: upload one above'),
-      ...models.items.map((m) => el('option', { value: m.id }, `${m.id} (${m.format}, ${m.params} params)`)),
+      ...models.items.map((m) =>
+        el('option', { value: m.id }, `${m.name ? `${m.name} · ` : ''}${m.id} (${m.format}, ${m.params} params)`),
+      ),
     );
     if (selected) modelSelect.value = selected;
   };
   fillModels(models.items[0]?.id);
   modelsChanged.push((model) => {
-    models.items.unshift(model);
+    // An upload of files already stored answers with that model: it moves to the top, not in twice.
+    models.items = [model, ...models.items.filter((m) => m.id !== model.id)];
     fillModels(model.id);
   });
 
@@ -514,6 +517,8 @@ async function jobForm(section, modelsChanged, datasetsChanged) {
   datasetsChanged.push((dataset) => {
     for (const select of datasetSelects) {
       select.options[0].textContent = 'None';
+      // The same arrays uploaded again are the stored dataset: offered once.
+      for (const option of [...select.options]) if (option.value === dataset.id) option.remove();
       select.options[0].after(datasetOption(dataset));
     }
   });
