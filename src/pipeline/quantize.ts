@@ -32,7 +32,14 @@ import { trainQuantizationAware, type Batch as TrainingBatch, type TrainableMode
 import { diagnoseJob } from './diagnose.js';
 import { planTensors, runPtq } from './ptq.js';
 import { roundLayers, type RoundingReport } from './rounding.js';
-import { artifactModelFiles, inputsOf, loadArtifact, loadTfModel, tensorBatches } from './runtime.js';
+import {
+  artifactModelFiles,
+  inputsOf,
+  loadArtifact,
+  loadTfModel,
+  shuffledTensorBatches,
+  tensorBatches,
+} from './runtime.js';
 import { stageClock, stageReporter } from './stages.js';
 import {
   isRoundingCheckpoint,
@@ -403,7 +410,16 @@ export async function trainQat(
     const batchesPerEpoch = Math.ceil(trainEnd / batchSize);
     const maxDrop = spec.target?.maxDrop;
     const floatAccuracy = floatMetrics?.accuracy;
-    const result = await trainQuantizationAware(trainable, batches({ end: trainEnd }), {
+    const seed = 'seed' in spec.method ? spec.method.seed : 0;
+    // Each epoch its own seeded order of the training rows: a dataset sorted by class, fed in file order,
+    // would have SGD forget the early classes while it fits the last ones. The validation rows (the tail)
+    // are never in it and are read in file order, the same every epoch.
+    const training = (epoch: number) =>
+      ({
+        [Symbol.asyncIterator]: () =>
+          shuffledTensorBatches(dataset, batchSize, spec, feed, trainEnd, seed, epoch)[Symbol.asyncIterator](),
+      }) as AsyncIterable<TrainingBatch>;
+    const result = await trainQuantizationAware(trainable, training, {
       plan,
       epochs,
       learningRate,
@@ -411,7 +427,7 @@ export async function trainQat(
       momentum,
       learningRateDecay,
       ste,
-      seed: 'seed' in spec.method ? spec.method.seed : 0,
+      seed,
       regularizer: quantizers?.regularizer,
       validationData: validationSplit > 0 ? batches({ start: trainEnd }) : undefined,
       signal: options.signal,

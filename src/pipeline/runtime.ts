@@ -4,13 +4,15 @@
  */
 import * as tf from '@tensorflow/tfjs';
 import type { JobSpec } from '../jobs/spec.js';
-import { DatasetError, type Dataset } from '../model/dataset/index.js';
+import { DatasetError, type BatchOptions, type Dataset, type DatasetBatch } from '../model/dataset/index.js';
 import { loadRunnable, type RunnableModel } from '../model/load.js';
 import { sameInput } from '../model/signature.js';
 import type { LoadedModel } from '../model/types.js';
 import { writeModel } from '../model/write.js';
 import type { FileSet } from '../quant/model.js';
 import type { Batch } from '../quant/evaluate.js';
+import { epochOrder, epochRng } from '../quant/qat/train.js';
+import type { Rng } from '../quant/rng.js';
 
 export async function loadTfModel(model: LoadedModel, owned: RunnableModel[]): Promise<RunnableModel> {
   const runnable = await loadRunnable(writeModel(model, new Map()));
@@ -72,6 +74,50 @@ function inputOrder(dataset: Dataset, feed: ModelInputInfo[]): number[] | null {
   });
 }
 
+/** The tensors of one dataset batch, as the model's inputs take them. */
+function batchTensors(dataset: Dataset, batch: DatasetBatch, feed: ModelInputInfo[], order: number[] | null): Batch {
+  const named = dataset.inputs;
+  const xDtype = feed[0]?.dtype ?? 'float32';
+  const tensors =
+    order && named && batch.inputs
+      ? order.map((at, k) => tf.tensor(batch.inputs![at], [batch.count, ...named[at].sampleShape], feed[k].dtype))
+      : [tf.tensor(batch.x, [batch.count, ...dataset.x.sampleShape], xDtype)];
+  const x = tensors.length === 1 ? tensors[0] : tensors;
+  const labels = dataset.y;
+  const y =
+    batch.y && labels
+      ? labels.labels === 'index'
+        ? tf.tensor1d(batch.y, 'int32')
+        : tf.tensor(batch.y, [batch.count, ...labels.sampleShape], 'float32')
+      : undefined;
+  return y ? { x, y } : { x };
+}
+
+function batchOptions(dataset: Dataset, spec: JobSpec, feed: ModelInputInfo[], order: number[] | null): BatchOptions {
+  const named = dataset.inputs;
+  const xDtype = feed[0]?.dtype ?? 'float32';
+  const inputDtypes = order && named ? Object.fromEntries(order.map((at, k) => [named[at].name, feed[k].dtype])) : {};
+  return { preprocess: spec.preprocess, xDtype, inputDtypes };
+}
+
+/** Yields each dataset batch as tensors, disposed when the next is asked for (or the loop ends). */
+async function* asTensors(
+  batches: AsyncIterable<DatasetBatch>,
+  dataset: Dataset,
+  feed: ModelInputInfo[],
+  order: number[] | null,
+): AsyncGenerator<Batch> {
+  for await (const batch of batches) {
+    const tensors = batchTensors(dataset, batch, feed, order);
+    try {
+      yield tensors;
+    } finally {
+      tf.dispose(tensors.x);
+      tensors.y?.dispose();
+    }
+  }
+}
+
 /**
  * Dataset rows as tensors, one batch at a time: each batch is disposed when the next is asked for (or the
  * loop ends), so a consumer that keeps no references holds one batch in memory.
@@ -84,28 +130,130 @@ export async function* tensorBatches(
   range: { start?: number; end?: number },
 ): AsyncGenerator<Batch> {
   const order = inputOrder(dataset, feed);
-  const named = dataset.inputs;
-  const xDtype = feed[0]?.dtype ?? 'float32';
-  const inputDtypes = order && named ? Object.fromEntries(order.map((at, k) => [named[at].name, feed[k].dtype])) : {};
-  const options = { preprocess: spec.preprocess, xDtype, inputDtypes, ...range };
-  for await (const batch of dataset.batches(batchSize, options)) {
-    const tensors =
-      order && named && batch.inputs
-        ? order.map((at, k) => tf.tensor(batch.inputs![at], [batch.count, ...named[at].sampleShape], feed[k].dtype))
-        : [tf.tensor(batch.x, [batch.count, ...dataset.x.sampleShape], xDtype)];
-    const x = tensors.length === 1 ? tensors[0] : tensors;
-    const labels = dataset.y;
-    const y =
-      batch.y && labels
-        ? labels.labels === 'index'
-          ? tf.tensor1d(batch.y, 'int32')
-          : tf.tensor(batch.y, [batch.count, ...labels.sampleShape], 'float32')
-        : undefined;
-    try {
-      yield y ? { x, y } : { x };
-    } finally {
-      tf.dispose(tensors);
-      y?.dispose();
+  const options = { ...batchOptions(dataset, spec, feed, order), ...range };
+  yield* asTensors(dataset.batches(batchSize, options), dataset, feed, order);
+}
+
+/**
+ * What a shuffle buffer holds, for a dataset that cannot be read at any row (.npz): this many batches, or
+ * as many samples as SHUFFLE_BUFFER_BYTES holds if fewer (large images), and never less than one batch.
+ * A run of one class shorter than the buffer still reaches the trainer mixed with what it held before.
+ */
+export const SHUFFLE_BUFFER_BATCHES = 64;
+export const SHUFFLE_BUFFER_BYTES = 64 * 1024 * 1024;
+
+/** Samples the shuffle buffer holds for `dataset`'s rows in batches of `batchSize` (see SHUFFLE_BUFFER_BATCHES). */
+export function shuffleBufferSamples(dataset: Dataset, batchSize: number): number {
+  const values = [...(dataset.inputs ?? [dataset.x]), ...(dataset.y ? [dataset.y] : [])]
+    .map((array) => array.sampleShape.reduce((a, b) => a * b, 1))
+    .reduce((a, b) => a + b, 0);
+  const fits = Math.floor(SHUFFLE_BUFFER_BYTES / (4 * values));
+  return Math.max(batchSize, Math.min(batchSize * SHUFFLE_BUFFER_BATCHES, fits));
+}
+
+/**
+ * Training rows [0, end) in an order of epoch `epoch`'s own, drawn from `seed` (the trainer's, so a
+ * resumed job replays it). A dataset readable at any row (.npy, JSON) gives a uniform permutation
+ * (epochOrder), each batch one gather of its rows; one that only streams (.npz) goes through a shuffle
+ * buffer (shuffleBufferSamples; as tf.data's shuffle: each sample leaves it at random and the
+ * next one read takes its place). Either way one batch (or the buffer) is in memory at a time.
+ */
+export async function* shuffledTensorBatches(
+  dataset: Dataset,
+  batchSize: number,
+  spec: JobSpec,
+  feed: ModelInputInfo[],
+  end: number,
+  seed: number,
+  epoch: number,
+): AsyncGenerator<Batch> {
+  const order = inputOrder(dataset, feed);
+  const options = batchOptions(dataset, spec, feed, order);
+  const rows = dataset.rowsAt
+    ? gatheredRows(dataset.rowsAt.bind(dataset), epochOrder(end, seed, epoch), batchSize, options)
+    : bufferShuffled(
+        dataset.batches(batchSize, { ...options, end }),
+        batchSize,
+        shuffleBufferSamples(dataset, batchSize),
+        epochRng(seed, epoch),
+      );
+  yield* asTensors(rows, dataset, feed, order);
+}
+
+async function* gatheredRows(
+  rowsAt: NonNullable<Dataset['rowsAt']>,
+  order: Int32Array,
+  batchSize: number,
+  options: BatchOptions,
+): AsyncGenerator<DatasetBatch> {
+  for (let start = 0; start < order.length; start += batchSize)
+    yield await rowsAt(order.subarray(start, start + batchSize), options);
+}
+
+/** One sample of a dataset batch: its row of each input and of y. */
+interface Sample {
+  inputs: (Float32Array | Int32Array)[];
+  y?: Float32Array | Int32Array;
+}
+
+function samplesOf(batch: DatasetBatch): Sample[] {
+  const arrays = batch.inputs ?? [batch.x];
+  // Copies, not views: a view would keep its whole batch alive until the buffer let go of its last row.
+  const row = (values: Float32Array | Int32Array, i: number) => {
+    const size = values.length / batch.count;
+    return values.slice(i * size, (i + 1) * size);
+  };
+  return Array.from({ length: batch.count }, (_, i) => ({
+    inputs: arrays.map((values) => row(values, i)),
+    ...(batch.y ? { y: row(batch.y, i) } : {}),
+  }));
+}
+
+function concatRows(rows: (Float32Array | Int32Array)[]): Float32Array | Int32Array {
+  const size = rows[0].length;
+  const out = rows[0] instanceof Int32Array ? new Int32Array(rows.length * size) : new Float32Array(rows.length * size);
+  rows.forEach((row, i) => out.set(row, i * size));
+  return out;
+}
+
+function batchOf(samples: Sample[], named: boolean): DatasetBatch {
+  const inputs = samples[0].inputs.map((_, k) => concatRows(samples.map((s) => s.inputs[k])));
+  const y = samples[0].y ? concatRows(samples.map((s) => s.y!)) : undefined;
+  return { x: inputs[0], count: samples.length, ...(named ? { inputs } : {}), ...(y ? { y } : {}) };
+}
+
+async function* bufferShuffled(
+  batches: AsyncIterable<DatasetBatch>,
+  batchSize: number,
+  capacity: number,
+  rng: Rng,
+): AsyncGenerator<DatasetBatch> {
+  const buffer: Sample[] = [];
+  let out: Sample[] = [];
+  let named = false;
+  const take = (): Sample => {
+    const at = rng.int(buffer.length);
+    const sample = buffer[at];
+    buffer[at] = buffer[buffer.length - 1];
+    buffer.pop();
+    return sample;
+  };
+  for await (const batch of batches) {
+    named = batch.inputs !== undefined;
+    for (const sample of samplesOf(batch)) {
+      buffer.push(sample);
+      if (buffer.length > capacity) out.push(take());
+      if (out.length === batchSize) {
+        yield batchOf(out, named);
+        out = [];
+      }
+    }
+  }
+  while (buffer.length > 0) {
+    out.push(take());
+    if (out.length === batchSize || buffer.length === 0) {
+      yield batchOf(out, named);
+      out = [];
     }
   }
 }

@@ -9,9 +9,10 @@
  * low-precision networks need width (WRPN, Mishra et al. 2018, widens layers to win back what fewer bits
  * lose; BNN's own networks are wide), and 12 binary channels after the first layer carry too little.
  * Measured on wasm with the QAT recipe below (Adam, lr 0.01 with decay 0.1, 8 epochs, batch 64):
- *   12/16 channels: float 95.0%, QAT 86.4% (8.6 points below; 86.7% with the former 15 epochs at lr 0.005);
- *   32/64 channels: float 94.1%, PTQ 38.3%, QAT 91.4% (2.7 points below; 93.6% of 96.2% float from seed 4),
- *   in 57 s of CPU for the whole test (35 s before, at 12/16 channels and 15 epochs).
+ *   32/64 channels: float 94.1%, PTQ 38.3%, QAT 92.0% (2.1 points below), 108 s for the test on a shared
+ *   machine. Before QAT shuffled a dataset's rows each epoch (it read them in file order), the same run gave
+ *   91.4% (2.7 points below), seed 4 gave 93.6% of 96.2% float, and 12/16 channels gave float 95.0%, QAT
+ *   86.4% (8.6 points below; 86.7% with the former 15 epochs at lr 0.005); those were not re-measured.
  * The method was checked as well: the binarizer sees the pre-activation (a ReLU layer is replaced, a layer's
  * `activation: "relu"` turns linear), BatchNorm stands before the first sign, and neither the identity STE for
  * the weights (79.4%) nor the exact gradient through the activations' α (86.5%) did better on 12/16 channels.

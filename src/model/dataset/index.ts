@@ -86,6 +86,13 @@ export interface Dataset {
   inputs?: (DatasetArray & { name: string })[];
   y?: { dtype: string; sampleShape: number[]; labels: LabelKind };
   batches(batchSize: number, options?: BatchOptions): AsyncIterable<DatasetBatch>;
+  /**
+   * The samples at `indices` (any order, repeats allowed), in that order, as one batch; `start`/`end` of
+   * the options are ignored. Present when every array of the dataset can be read at any row: `.npy` files
+   * (one positional read per run of consecutive rows) and JSON; absent for `.npz`, whose deflated entries
+   * only stream from their start.
+   */
+  rowsAt?(indices: Int32Array, options?: BatchOptions): Promise<DatasetBatch>;
   close(): Promise<void>;
 }
 
@@ -98,6 +105,8 @@ interface ArraySource {
   shape: number[];
   /** Rows [start, end) in slices of at most `rows` rows, each as the stored element type. */
   slices(start: number, end: number, rows: number): AsyncGenerator<NumericArray>;
+  /** The rows at `indices`, in that order, when the array can be read at any row. */
+  rowsAt?(indices: Int32Array): Promise<NumericArray>;
 }
 
 function npyFileSource(handle: FileHandle, header: NpyHeader): ArraySource {
@@ -111,6 +120,20 @@ function npyFileSource(handle: FileHandle, header: NpyHeader): ArraySource {
         await readFully(handle, bytes, header.dataOffset + at * rowBytes);
         yield decodeNpyValues(bytes, header);
       }
+    },
+    async rowsAt(indices) {
+      const bytes = new Uint8Array(indices.length * rowBytes);
+      const reads: Promise<void>[] = [];
+      // Rows that follow each other in the file are one read: an unshuffled order costs what slices costs.
+      for (let first = 0; first < indices.length;) {
+        let last = first + 1;
+        while (last < indices.length && indices[last] === indices[last - 1] + 1) last++;
+        const run = bytes.subarray(first * rowBytes, last * rowBytes);
+        reads.push(readFully(handle, run, header.dataOffset + indices[first] * rowBytes));
+        first = last;
+      }
+      await Promise.all(reads);
+      return decodeNpyValues(bytes, header);
     },
   };
 }
@@ -143,6 +166,11 @@ function memorySource(values: Float64Array, shape: number[]): ArraySource {
     async *slices(start, end, rows) {
       for (let at = start; at < end; at += rows)
         yield values.subarray(at * rowSize, Math.min(end, at + rows) * rowSize);
+    },
+    async rowsAt(indices) {
+      const out = new Float64Array(indices.length * rowSize);
+      indices.forEach((row, k) => out.set(values.subarray(row * rowSize, (row + 1) * rowSize), k * rowSize));
+      return out;
     },
   };
 }
@@ -200,14 +228,14 @@ function toFloat32(values: NumericArray, preprocess?: Preprocess): Float32Array 
   return out;
 }
 
-/** Converts a slice to int32, refusing values an int32 cannot hold exactly; `first` is the slice's first sample. */
-function toInt32(values: NumericArray, rowSize: number, first: number, what: string): Int32Array {
+/** Converts a slice to int32, refusing values an int32 cannot hold exactly; `sampleOf` numbers the slice's rows. */
+function toInt32(values: NumericArray, rowSize: number, sampleOf: (row: number) => number, what: string): Int32Array {
   if (values instanceof Int32Array) return values.slice();
   const out = new Int32Array(values.length);
   for (let i = 0; i < values.length; i++) {
     const v = toNumber(values[i]);
     if (!Number.isInteger(v) || v < -0x80000000 || v > 0x7fffffff) {
-      throw new DatasetError(`${what} of sample ${first + Math.floor(i / rowSize)} is ${v}, not an int32`);
+      throw new DatasetError(`${what} of sample ${sampleOf(Math.floor(i / rowSize))} is ${v}, not an int32`);
     }
     out[i] = v;
   }
@@ -222,6 +250,7 @@ class StreamedDataset implements Dataset {
   readonly x: Dataset['x'];
   readonly inputs?: Dataset['inputs'];
   readonly y?: Dataset['y'];
+  readonly rowsAt?: Dataset['rowsAt'];
   private closed: Promise<void> | undefined;
 
   constructor(
@@ -236,6 +265,39 @@ class StreamedDataset implements Dataset {
     if (sources[0].name !== null)
       this.inputs = sources.map(({ name, source }) => ({ name: name!, ...describe(source) }));
     if (ySource && labels) this.y = { dtype: ySource.dtype, sampleShape: ySource.shape.slice(1), labels };
+    const arrays = [...sources.map(({ source }) => source), ...(ySource ? [ySource] : [])];
+    if (arrays.every((source) => source.rowsAt !== undefined))
+      this.rowsAt = (indices, options) => this.gather(indices, options);
+  }
+
+  /** Element types per input for `options`, refusing preprocess on int inputs. */
+  private inputTypes(options: BatchOptions): ('float32' | 'int32' | undefined)[] {
+    const { preprocess } = options;
+    const dtypes = this.sources.map(({ name }) => (name !== null && options.inputDtypes?.[name]) || options.xDtype);
+    if (dtypes.includes('int32') && preprocess && (preprocess.scale !== 1 || preprocess.offset !== 0)) {
+      throw new DatasetError('preprocess (scale, offset) applies to float inputs; this model takes int32 inputs');
+    }
+    return dtypes;
+  }
+
+  /** One batch from each source's values and y's, in the types `dtypes` and the label kind ask for. */
+  private toBatch(
+    values: NumericArray[],
+    yValues: NumericArray | undefined,
+    count: number,
+    dtypes: ('float32' | 'int32' | undefined)[],
+    options: BatchOptions,
+    sampleOf: (row: number) => number,
+  ): DatasetBatch {
+    const rowSizes = this.sources.map(({ source }) => sampleSize(source.shape));
+    const inputs = values.map((value, i) => {
+      const what = this.sources[i].name ?? 'x';
+      return dtypes[i] === 'int32' ? toInt32(value, rowSizes[i], sampleOf, what) : toFloat32(value, options.preprocess);
+    });
+    const batch: DatasetBatch = { x: inputs[0], count, ...(this.inputs ? { inputs } : {}) };
+    if (yValues !== undefined)
+      batch.y = this.y?.labels === 'index' ? toInt32(yValues, 1, sampleOf, 'y') : toFloat32(yValues);
+    return batch;
   }
 
   async *batches(batchSize: number, options: BatchOptions = {}): AsyncGenerator<DatasetBatch> {
@@ -246,37 +308,44 @@ class StreamedDataset implements Dataset {
     if (!Number.isInteger(start) || !Number.isInteger(end) || start < 0 || end > this.samples || start > end) {
       throw new DatasetError(`sample range [${start}, ${end}) is outside [0, ${this.samples})`);
     }
-    const { preprocess } = options;
-    const dtypes = this.sources.map(({ name }) => (name !== null && options.inputDtypes?.[name]) || options.xDtype);
-    if (dtypes.includes('int32') && preprocess && (preprocess.scale !== 1 || preprocess.offset !== 0)) {
-      throw new DatasetError('preprocess (scale, offset) applies to float inputs; this model takes int32 inputs');
-    }
-    const rowSizes = this.sources.map(({ source }) => sampleSize(source.shape));
+    const dtypes = this.inputTypes(options);
+    const rowSize = sampleSize(this.sources[0].source.shape);
     const slices = this.sources.map(({ source }) => source.slices(start, end, batchSize));
     const ySlices = this.ySource?.slices(start, end, batchSize);
-    const labels = this.y?.labels;
     try {
       for (let at = start; at < end; at += batchSize) {
         const nexts = await Promise.all(slices.map((s) => s.next()));
         if (nexts[0].done) break;
-        const count = nexts[0].value.length / rowSizes[0];
-        const inputs = nexts.map((next, i) => {
-          const what = this.sources[i].name ?? 'x';
-          if (next.done) throw new DatasetError(`${what} ended before ${this.sources[0].name}`);
-          return dtypes[i] === 'int32' ? toInt32(next.value, rowSizes[i], at, what) : toFloat32(next.value, preprocess);
+        const values = nexts.map((next, i) => {
+          if (next.done) throw new DatasetError(`${this.sources[i].name ?? 'x'} ended before ${this.sources[0].name}`);
+          return next.value;
         });
-        const batch: DatasetBatch = { x: inputs[0], count, ...(this.inputs ? { inputs } : {}) };
+        let yValues: NumericArray | undefined;
         if (ySlices) {
           const yNext = await ySlices.next();
           if (yNext.done) throw new DatasetError('y ended before x');
-          batch.y = labels === 'index' ? toInt32(yNext.value, 1, at, 'y') : toFloat32(yNext.value);
+          yValues = yNext.value;
         }
-        yield batch;
+        const first = at;
+        yield this.toBatch(values, yValues, values[0].length / rowSize, dtypes, options, (row) => first + row);
       }
     } finally {
       await Promise.all(slices.map((s) => s.return(undefined)));
       await ySlices?.return(undefined);
     }
+  }
+
+  private async gather(indices: Int32Array, options: BatchOptions = {}): Promise<DatasetBatch> {
+    for (const row of indices) {
+      if (!Number.isInteger(row) || row < 0 || row >= this.samples)
+        throw new DatasetError(`sample ${row} is outside [0, ${this.samples})`);
+    }
+    const dtypes = this.inputTypes(options);
+    const [values, yValues] = await Promise.all([
+      Promise.all(this.sources.map(({ source }) => source.rowsAt!(indices))),
+      this.ySource?.rowsAt!(indices),
+    ]);
+    return this.toBatch(values, yValues, indices.length, dtypes, options, (row) => indices[row]);
   }
 
   /** Idempotent: one dataset may serve several roles of a job, and each role's owner may close it. */

@@ -22,7 +22,7 @@
  */
 import * as tf from '@tensorflow/tfjs';
 import type { MethodParams } from '../methods/index.js';
-import { createRng } from '../rng.js';
+import { createRng, type Rng } from '../rng.js';
 import type { QuantMethod, QuantizedTensor } from '../types.js';
 import { InputError } from '../../errors.js';
 import type { KernelState, KernelTrainer, StepContext } from './kernel.js';
@@ -77,8 +77,11 @@ export interface Batch {
  */
 export type BatchSource = Iterable<Batch> | AsyncIterable<Batch>;
 
-/** Whole tensors (shuffled, batched and split by the trainer) or a batch source. */
-export type TrainingData = Batch | BatchSource;
+/** Epoch `epoch`'s (0-based) batches: a source that orders each epoch itself (a shuffled dataset). */
+export type EpochBatches = (epoch: number) => BatchSource;
+
+/** Whole tensors (shuffled, batched and split by the trainer), a batch source (the same every epoch) or one per epoch. */
+export type TrainingData = Batch | BatchSource | EpochBatches;
 
 /**
  * `crossentropy` (on probabilities when the model ends in softmax, else on logits; y as integer labels or
@@ -154,7 +157,7 @@ export interface QatOptions extends QatStepOptions {
   learningRateDecay?: number;
   /** Tensor data only: the last fraction of the samples (before shuffling) is held out, as in Keras. */
   validationSplit?: number;
-  validationData?: TrainingData;
+  validationData?: Batch | BatchSource;
   /** Checked before every batch: an aborted run throws an AbortError, the variables holding shadow weights. */
   signal?: AbortSignal;
   onBatch?: (metrics: BatchMetrics) => void | Promise<void>;
@@ -542,6 +545,7 @@ export function createQatStep(model: TrainableModel, options: QatStepOptions): Q
 }
 
 function isBatch(data: TrainingData): data is Batch {
+  if (typeof data === 'function') return false;
   return (data as Batch).x instanceof tf.Tensor && (data as Batch).y instanceof tf.Tensor;
 }
 
@@ -560,9 +564,18 @@ function* gatheredBatches(data: Batch, indices: Int32Array, batchSize: number): 
   }
 }
 
-function shuffled(count: number, seed: number): Int32Array {
+/** The draws of epoch `epoch` (0-based) of a run seeded `seed`, its own for every epoch. */
+export function epochRng(seed: number, epoch: number): Rng {
+  return createRng(mixSeed(seed, epoch));
+}
+
+/**
+ * The order epoch `epoch` (0-based) visits training samples [0, count) in: a Fisher–Yates permutation drawn
+ * from (seed, epoch), so every epoch has its own order and a resumed run replays the one it would have had.
+ */
+export function epochOrder(count: number, seed: number, epoch: number): Int32Array {
   const order = Int32Array.from({ length: count }, (_, i) => i);
-  const rng = createRng(seed);
+  const rng = epochRng(seed, epoch);
   for (let i = count - 1; i > 0; i--) {
     const j = rng.int(i + 1);
     [order[i], order[j]] = [order[j], order[i]];
@@ -598,7 +611,7 @@ function prepareData(data: TrainingData, options: QatOptions): EpochData {
   }
   if (!isBatch(data)) {
     if (split > 0) throw new RangeError('validationSplit needs tensor data; pass validationData with a batch source');
-    return { train: () => data, validation };
+    return { train: typeof data === 'function' ? data : () => data, validation };
   }
   const samples = data.x.shape[0];
   if (data.y.shape[0] !== samples) throw new RangeError(`x has ${samples} samples, y has ${data.y.shape[0]}`);
@@ -612,7 +625,7 @@ function prepareData(data: TrainingData, options: QatOptions): EpochData {
   const seed = options.seed ?? 0;
   return {
     train: (epoch) => ({
-      [Symbol.iterator]: () => gatheredBatches(data, shuffled(trainCount, mixSeed(seed, epoch)), batchSize),
+      [Symbol.iterator]: () => gatheredBatches(data, epochOrder(trainCount, seed, epoch), batchSize),
     }),
     validation,
     batchesPerEpoch: Math.ceil(trainCount / batchSize),
