@@ -27,9 +27,9 @@ import { DEFAULT_SHARD_SIZE_BYTES, encodeWeight, stockModelJson, type ManifestEn
 import { exportLayout, NonFiniteValues, type ExportLayout, type ExportedTensor } from '../quant/export-tensor.js';
 import { quantizationShape } from '../quant/methods/common.js';
 import { PACKED_FORMAT, PACKED_VERSION } from '../quant/packed/decoder.js';
-import { PACKED_DECODER_FILES } from '../quant/packed/encoder.js';
+import { PACKED_DECODER_FILES, packedEncodingOf } from '../quant/packed/encoder.js';
 import { packedByteLength } from '../quant/packed/bits.js';
-import type { PackedEncoding, PackedManifest, PackedWeight } from '../quant/packed/manifest.js';
+import type { PackedManifest, PackedWeight } from '../quant/packed/manifest.js';
 import type { Encoding } from '../quant/types.js';
 import { packageVersion } from '../version.js';
 import { inlineExporter, workerExporter } from './export-pool.js';
@@ -270,31 +270,8 @@ async function writeArtifacts(
     });
     const writes: Promise<void>[] = [];
     storeInModel(exported.stored, writes);
-    let packedEncoding: PackedEncoding;
-    switch (encoding.kind) {
-      case 'affine':
-        packedEncoding = {
-          kind: 'affine',
-          bits: encoding.bits,
-          channels: encoding.channels,
-          scalesOffset: putWords(encoding.scales, writes),
-          minsOffset: putWords(encoding.mins, writes),
-        };
-        break;
-      case 'codebook':
-        packedEncoding = {
-          kind: 'codebook',
-          bits: encoding.bits,
-          channels: encoding.channels,
-          codebookOffset: putWords(encoding.codebook, writes),
-        };
-        break;
-      case 'float16':
-        packedEncoding = { kind: 'float16', bits: 16 };
-        break;
-      case 'pq':
-        throw new Error('streaming PTQ does not lay out pq');
-    }
+    if (encoding.kind === 'pq') throw new Error('streaming PTQ does not lay out pq');
+    const packedEncoding = packedEncodingOf(encoding, (values) => putWords(values, writes));
     if (exported.packedCodes.byteLength !== packedByteLength(exported.codeCount, layout.bits)) {
       throw new Error(`streaming PTQ: ${weight.name} packed to an unexpected length`);
     }

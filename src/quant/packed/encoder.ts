@@ -150,39 +150,7 @@ export function packModel(input: PackInput, quantized: Map<string, QuantizedTens
       const offset = values instanceof Uint8Array ? putBytes(values) : putWords(values);
       return { ...base, offset, byteLength: values.byteLength };
     }
-    const { encoding } = tensor;
-    let packedEncoding: PackedEncoding;
-    switch (encoding.kind) {
-      case 'affine':
-        packedEncoding = {
-          kind: 'affine',
-          bits: encoding.bits,
-          channels: encoding.channels,
-          scalesOffset: putWords(encoding.scales),
-          minsOffset: putWords(encoding.mins),
-        };
-        break;
-      case 'codebook':
-        packedEncoding = {
-          kind: 'codebook',
-          bits: encoding.bits,
-          channels: encoding.channels,
-          codebookOffset: putWords(encoding.codebook),
-        };
-        break;
-      case 'float16':
-        packedEncoding = { kind: 'float16', bits: 16 };
-        break;
-      case 'pq':
-        packedEncoding = {
-          kind: 'pq',
-          bits: encoding.bits,
-          subvectorLength: encoding.subvectorLength,
-          subspaces: encoding.subspaces,
-          codebookOffset: putWords(encoding.codebook),
-        };
-        break;
-    }
+    const packedEncoding = packedEncodingOf(tensor.encoding, putWords);
     const codes = packBits(tensor.codes, packedEncoding.bits);
     return {
       ...base,
@@ -218,4 +186,38 @@ function isTrailingAxesProduct(shape: readonly number[], channels: number): bool
   let product = 1;
   for (let axis = shape.length - 1; axis >= 0 && product < channels; axis--) product *= shape[axis];
   return channels === 1 || product === channels;
+}
+
+/**
+ * A tensor's encoding as the packed manifest records it: its side information (scales and minimums, or a
+ * codebook) laid out by `putWords`, which returns each array's offset in the word section.
+ */
+export function packedEncodingOf(encoding: Encoding, putWords: (values: Float32Array) => number): PackedEncoding {
+  switch (encoding.kind) {
+    case 'affine':
+      return {
+        kind: 'affine',
+        bits: encoding.bits,
+        channels: encoding.channels,
+        scalesOffset: putWords(encoding.scales),
+        minsOffset: putWords(encoding.mins),
+      };
+    case 'codebook':
+      return {
+        kind: 'codebook',
+        bits: encoding.bits,
+        channels: encoding.channels,
+        codebookOffset: putWords(encoding.codebook),
+      };
+    case 'float16':
+      return { kind: 'float16', bits: 16 };
+    case 'pq':
+      return {
+        kind: 'pq',
+        bits: encoding.bits,
+        subvectorLength: encoding.subvectorLength,
+        subspaces: encoding.subspaces,
+        codebookOffset: putWords(encoding.codebook),
+      };
+  }
 }
