@@ -7,8 +7,8 @@
  * default 127.0.0.1:6379); every key and directory is removed at the end. The job runs in the worker's
  * BullMQ sandbox child, forked for it: its peak is the worker's peak RSS.
  *
- * 1. A seeded layers model (xorshift32), 16 × Dense 4096×4096 with biases (1.00 GiB of float32, 257 shards of 4 MiB), is
- *    generated shard by shard to a temp dir and uploaded as multipart parts streamed from disk: API RSS growth
+ * 1. The seeded layers model of bench/big-model.ts, 16 × Dense 4096×4096 with biases (1.00 GiB of float32, 257
+ *    shards of 4 MiB), is generated shard by shard to a temp dir and uploaded as multipart parts streamed from disk: API RSS growth
  *    while it is received, validated and stored.
  * 2. An affine uint8 per-tensor PTQ job on it, followed to its end: the worker's peak RSS (target ≤ 512 MiB).
  * 3. artifacts.zip downloaded to disk, then checked against the artifact files (every entry, its size): API
@@ -20,7 +20,7 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
 import { createWriteStream } from 'node:fs';
-import { mkdir, mkdtemp, rm, stat, writeFile } from 'node:fs/promises';
+import { mkdir, mkdtemp, rm, stat } from 'node:fs/promises';
 import { get } from 'node:http';
 import { createServer, type AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
@@ -32,89 +32,18 @@ import { loadConfig } from '../src/config.js';
 import { redisAnswers } from '../src/service.js';
 import { artifactDir } from '../src/storage/artifacts.js';
 import { cleanup } from '../test/http/helpers.js';
+import { BIG_UNITS, writeBigModel } from './big-model.js';
 import { descendants, measurePeakRss, streamUpload, type PeakRss } from './service-client.js';
 
 const MiB = 1024 * 1024;
 /** 16 is the ≥ 1 GiB model the targets are for; BENCH_LAYERS=2 makes a quick smoke run of the same path. */
 const LAYERS = Number(process.env.BENCH_LAYERS || 16);
-const WIDTH = 4096;
-const SHARD_BYTES = 4 * MiB;
-const SEED = 12;
 const METHOD = { name: 'affine', bits: 8, granularity: 'per-tensor' };
 const WORKER_TARGET = 512 * MiB;
 const ZIP_TARGET = 64 * MiB;
 
 const redisUrl = process.env.REDIS_URL || 'redis://127.0.0.1:6379';
 const cliPath = fileURLToPath(new URL('../src/cli.js', import.meta.url));
-
-/**
- * The model as stock tfjs would save it, written one 4 MiB shard at a time from one reused buffer: kernels
- * uniform in ±√(6/(fan_in+fan_out)) (Glorot), biases within ±0.01, from a seeded generator.
- */
-async function writeModel(dir: string): Promise<{ names: string[]; bytes: number }> {
-  const weights = Array.from({ length: LAYERS }, (_, i) => [
-    { name: `dense_${i + 1}/kernel`, shape: [WIDTH, WIDTH], dtype: 'float32' },
-    { name: `dense_${i + 1}/bias`, shape: [WIDTH], dtype: 'float32' },
-  ]).flat();
-  const totalBytes = weights.reduce((sum, w) => sum + w.shape.reduce((a, b) => a * b, 1) * 4, 0);
-  const shardCount = Math.ceil(totalBytes / SHARD_BYTES);
-  const paths = Array.from({ length: shardCount }, (_, i) => `group1-shard${i + 1}of${shardCount}.bin`);
-  const layers = Array.from({ length: LAYERS }, (_, i) => ({
-    class_name: 'Dense',
-    config: {
-      name: `dense_${i + 1}`,
-      units: WIDTH,
-      activation: i < LAYERS - 1 ? 'relu' : 'linear',
-      use_bias: true,
-      dtype: 'float32',
-      ...(i === 0 ? { batch_input_shape: [null, WIDTH] } : {}),
-    },
-  }));
-  const modelJson = {
-    format: 'layers-model',
-    generatedBy: 'bench/big-service',
-    convertedBy: null,
-    modelTopology: {
-      class_name: 'Sequential',
-      config: { name: 'big', layers },
-      keras_version: 'tfjs-layers 4.22.0',
-      backend: 'tensor_flow.js',
-    },
-    weightsManifest: [{ paths, weights }],
-  };
-  await mkdir(dir, { recursive: true });
-  await writeFile(join(dir, 'model.json'), JSON.stringify(modelJson));
-
-  // xorshift32 inline: a call per value through the Rng interface made generation take a third of the run.
-  let state = (SEED * 0x9e3779b9) >>> 0 || 1;
-  const kernelBound = Math.sqrt(6 / (2 * WIDTH));
-  const shard = new Float32Array(SHARD_BYTES / 4);
-  let filled = 0;
-  let shardIndex = 0;
-  const flush = async () => {
-    await writeFile(join(dir, paths[shardIndex++]), new Uint8Array(shard.buffer, 0, filled * 4));
-    filled = 0;
-  };
-  for (const weight of weights) {
-    const bound = weight.shape.length === 2 ? kernelBound : 0.01;
-    let left = weight.shape.reduce((a, b) => a * b, 1);
-    while (left > 0) {
-      const take = Math.min(left, shard.length - filled);
-      const step = (2 * bound) / 2 ** 32;
-      for (let i = filled; i < filled + take; i++) {
-        state ^= state << 13;
-        state ^= state >>> 17;
-        state ^= state << 5;
-        shard[i] = (state >>> 0) * step - bound;
-      }
-      filled += take;
-      left -= take;
-      if (filled === shard.length) await flush();
-    }
-  }
-  if (filled > 0) await flush();
-  return { names: ['model.json', ...paths], bytes: totalBytes };
-}
 
 async function freePort(): Promise<number> {
   const server = createServer();
@@ -246,10 +175,12 @@ async function main(): Promise<number> {
   const children: ChildProcess[] = [];
   try {
     const modelDir = join(clientDir, 'model');
-    const generated = await timed(() => writeModel(modelDir));
-    const { names, bytes } = generated.value;
+    await mkdir(modelDir, { recursive: true });
+    const generated = await timed(() => writeBigModel(modelDir, LAYERS));
+    const { bytes } = generated.value;
+    const names = ['model.json', ...generated.value.shards];
     console.log(
-      `qaas bench:big:service — ${LAYERS} × Dense ${WIDTH}×${WIDTH} (seed ${SEED}): ${mib(bytes)} of float32 in ${names.length - 1} shards of 4 MiB, generated in ${seconds(generated.ms)}`,
+      `qaas bench:big:service — ${LAYERS} × Dense ${BIG_UNITS}×${BIG_UNITS}: ${mib(bytes)} of float32 in ${names.length - 1} shards of 4 MiB, generated in ${seconds(generated.ms)}`,
     );
     console.log(`API (qaas serve, QAAS_WORKERS=0) and worker (qaas worker) as separate processes on ${baseUrl}\n`);
 

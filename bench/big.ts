@@ -11,14 +11,12 @@
  */
 import { spawn } from 'node:child_process';
 import { existsSync } from 'node:fs';
-import { mkdir, mkdtemp, open, readFile, rm, writeFile } from 'node:fs/promises';
+import { mkdir, mkdtemp, readFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { BIG_UNITS, writeBigModel } from './big-model.js';
 
-const LAYERS = 16;
-const UNITS = 4096;
-const SHARD_BYTES = 4 * 1024 * 1024;
 const PAIRS = 3;
 const TIME = '/usr/bin/time';
 const root = fileURLToPath(new URL('../..', import.meta.url));
@@ -28,76 +26,6 @@ const numpyBaseline = join(root, 'bench/tfjs_uint8.py');
 interface Run {
   wallMs: number;
   peakRssMiB: number;
-}
-
-/** xorshift32; a sum of four 16-bit uniforms is bell-shaped enough for weights (and fast at 268M values). */
-function weightSource(seed: number): (scale: number) => number {
-  let state = seed >>> 0 || 1;
-  const next = (): number => {
-    state ^= state << 13;
-    state ^= state >>> 17;
-    state ^= state << 5;
-    return state >>> 0;
-  };
-  return (scale) => {
-    const a = next();
-    const b = next();
-    const sum = (a & 0xffff) + (a >>> 16) + (b & 0xffff) + (b >>> 16);
-    return (sum / 0x10000 - 2) * scale;
-  };
-}
-
-/** Writes the model shard by shard: memory stays at one shard whatever the model's size. */
-async function writeModel(dir: string): Promise<string[]> {
-  const weights: { name: string; shape: number[]; dtype: 'float32' }[] = [];
-  for (let l = 0; l < LAYERS; l++) {
-    weights.push({ name: `dense_${l}/kernel`, shape: [UNITS, UNITS], dtype: 'float32' });
-    weights.push({ name: `dense_${l}/bias`, shape: [UNITS], dtype: 'float32' });
-  }
-  const totalBytes = weights.reduce((sum, w) => sum + 4 * w.shape.reduce((a, b) => a * b, 1), 0);
-  const shardCount = Math.ceil(totalBytes / SHARD_BYTES);
-  const paths = Array.from({ length: shardCount }, (_, i) => `group1-shard${i + 1}of${shardCount}.bin`);
-  const random = weightSource(12);
-  const shard = new Float32Array(SHARD_BYTES / 4);
-  let inShard = 0;
-  let shardIndex = 0;
-  const flush = async (): Promise<void> => {
-    const file = await open(join(dir, paths[shardIndex++]), 'w');
-    await file.write(new Uint8Array(shard.buffer, 0, inShard * 4));
-    await file.close();
-    inShard = 0;
-  };
-  for (const weight of weights) {
-    const size = weight.shape.reduce((a, b) => a * b, 1);
-    // Layers of different spread, kernels at about the fan-in scale, small biases.
-    const scale = weight.name.endsWith('bias') ? 0.01 : (0.5 + (weights.indexOf(weight) % 5) / 4) / Math.sqrt(UNITS);
-    for (let i = 0; i < size; i++) {
-      shard[inShard++] = random(scale);
-      if (inShard === shard.length) await flush();
-    }
-  }
-  if (inShard > 0) await flush();
-  const layers = [
-    { class_name: 'InputLayer', config: { batch_input_shape: [null, UNITS], dtype: 'float32', name: 'input' } },
-    ...Array.from({ length: LAYERS }, (_, l) => ({
-      class_name: 'Dense',
-      config: { name: `dense_${l}`, units: UNITS, activation: l === LAYERS - 1 ? 'linear' : 'relu', use_bias: true },
-    })),
-  ];
-  const modelJson = {
-    format: 'layers-model',
-    generatedBy: 'qaas bench:big',
-    convertedBy: null,
-    modelTopology: {
-      class_name: 'Sequential',
-      config: { name: 'big', layers },
-      keras_version: 'tfjs-layers 4.22.0',
-      backend: 'tensor_flow.js',
-    },
-    weightsManifest: [{ paths, weights }],
-  };
-  await writeFile(join(dir, 'model.json'), JSON.stringify(modelJson));
-  return paths.map((p) => join(dir, p));
 }
 
 /** Runs a command to completion and measures its wall time and peak RSS. */
@@ -140,9 +68,9 @@ async function main(): Promise<void> {
     const modelDir = join(dir, 'model');
     await mkdir(modelDir);
     const generated = performance.now();
-    const shards = await writeModel(modelDir);
+    const shards = (await writeBigModel(modelDir)).shards.map((name) => join(modelDir, name));
     process.stdout.write(
-      `model: ${LAYERS} × Dense ${UNITS}×${UNITS} + bias, ${shards.length} shards of 4 MiB ` +
+      `model: 16 × Dense ${BIG_UNITS}×${BIG_UNITS} + bias, ${shards.length} shards of 4 MiB ` +
         `(written in ${((performance.now() - generated) / 1000).toFixed(1)} s)\n`,
     );
     const runs: Record<'cat' | 'numpy' | 'qaas', Run[]> = { cat: [], numpy: [], qaas: [] };
