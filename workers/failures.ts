@@ -15,7 +15,7 @@ import type { Logger } from 'pino';
 import type { JobLifecycle } from '../src/jobs/lifecycle.js';
 import { enqueue, webhookJobId, type QuantizePayload, type Queues } from '../src/jobs/queue.js';
 import type { RecordStore } from '../src/storage/records.js';
-import { terminalStatuses, type JobRecord } from '../src/storage/types.js';
+import { jobStatuses, terminalStatuses, type JobRecord } from '../src/storage/types.js';
 
 /** What the record says about a job BullMQ failed for good: `failedReason` is BullMQ's last error. */
 export function abandonedJobError(attempts: number, failedReason: string): { message: string; type: string } {
@@ -105,15 +105,13 @@ export const lostJobError = {
  */
 async function lostJobs(records: RecordStore, queue: Queues['quantize'], createdBefore: number): Promise<JobRecord[]> {
   const counts = await records.countByStatus('jobs');
-  const unfinishedCount = Object.entries(counts)
-    .filter(([status]) => !(terminalStatuses as readonly string[]).includes(status))
-    .reduce((sum, [, n]) => sum + n, 0);
-  if (unfinishedCount === 0) return [];
+  const open = jobStatuses.filter((status) => !terminalStatuses.includes(status) && (counts[status] ?? 0) > 0);
   const unfinished: JobRecord[] = [];
-  for await (const job of records.scanAll('jobs')) {
-    if (!terminalStatuses.includes(job.status) && Date.parse(job.createdAt) < createdBefore) unfinished.push(job);
+  for (const status of open) {
+    for await (const job of records.jobsWithStatus(status)) {
+      if (Date.parse(job.createdAt) < createdBefore) unfinished.push(job);
+    }
   }
-  if (unfinished.length === 0) return [];
   const states = await Promise.all(unfinished.map((job) => queue.getJobState(job.id)));
   return unfinished.filter((_, i) => states[i] === 'unknown');
 }

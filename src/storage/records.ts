@@ -352,6 +352,27 @@ export class RecordStore {
     } while (cursor !== '0');
   }
 
+  /**
+   * The jobs of one status across tenants, read through the status indexes: a sweep for the few unfinished
+   * jobs never reads the many ended records.
+   */
+  async *jobsWithStatus(status: string): AsyncGenerator<RecordOf['jobs']> {
+    const pattern = this.keys.fieldIndex('jobs', '*', 'status', status);
+    const [head, tail] = pattern.split('*');
+    let cursor = '0';
+    do {
+      const [next, indexes] = await this.redis.scan(cursor, 'MATCH', pattern, 'COUNT', 1000);
+      cursor = next;
+      for (const index of indexes) {
+        const tenant = index.slice(head.length, index.length - tail.length);
+        for (const id of await this.redis.zrange(index, 0, -1)) {
+          const job = await this.get('jobs', tenant, id);
+          if (job?.status === status) yield job;
+        }
+      }
+    } while (cursor !== '0');
+  }
+
   /** Record counts per status (jobs), across tenants. */
   async countByStatus(kind: RecordKind): Promise<Record<string, number>> {
     const counts = await this.redis.hgetall(this.keys.counts(kind));

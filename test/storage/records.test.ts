@@ -230,3 +230,19 @@ describe('RecordStore', () => {
     });
   });
 });
+
+describe('jobsWithStatus', () => {
+  it('finds one status across tenants through the status indexes, and nothing of the others', async () => {
+    const queued = [job('t-one'), job('t-two'), job('t-two')];
+    const running = { ...job('t-one'), status: 'running' as const };
+    for (const record of [...queued, running]) expect(await records.create('jobs', record)).toBe(true);
+    const found = async (status: string) => {
+      const ids: string[] = [];
+      for await (const record of records.jobsWithStatus(status)) ids.push(`${record.tenant}/${record.id}`);
+      return ids.sort();
+    };
+    const mine = (ids: string[], of: JobRecord[]) => ids.filter((id) => of.some((j) => id.endsWith(j.id)));
+    expect(mine(await found('queued'), [...queued, running])).toEqual(queued.map((j) => `${j.tenant}/${j.id}`).sort());
+    expect(mine(await found('running'), [...queued, running])).toEqual([`t-one/${running.id}`]);
+  });
+});
