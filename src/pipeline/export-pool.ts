@@ -4,9 +4,10 @@
  * The per-tensor math is pure typed-array work (src/quant/export-affine.ts, export-tensor.ts); tfjs is never
  * loaded in a worker thread.
  *
- * A slot is a set of buffers on one thread (two per thread): the input tensor (a SharedArrayBuffer the main
- * thread reads the shards into) and the outputs (SharedArrayBuffers of the thread's ExportScratch for that
- * slot, which the main thread writes to disk from the same memory). A slot is held from `acquire` until
+ * A slot is a set of buffers on one thread (two per thread): the input tensor (in a shared WebAssembly memory
+ * the main thread reads the shards into, where the affine kernel quantizes it and leaves its per-tensor
+ * codes) and the other outputs (SharedArrayBuffers of the thread's ExportScratch for that slot); the main
+ * thread writes them to disk from the same memory. A slot is held from `acquire` until
  * `release`, after its outputs are written, so no buffer is copied between threads or reused before it is
  * written, and a thread quantizes its next tensor while the last one is written.
  */
@@ -15,6 +16,7 @@ import { fileURLToPath } from 'node:url';
 import { Worker } from 'node:worker_threads';
 import { ExportScratch, NonFiniteValues, type ExportedTensor } from '../quant/export-affine.js';
 import { exportTensor } from '../quant/export-tensor.js';
+import { kernelMemory } from '../quant/kernels/affine.js';
 import type { MethodParams } from '../quant/methods/index.js';
 
 export interface ExportSlot {
@@ -62,7 +64,7 @@ export function inlineExporter(): Exporter {
   const scratch = new ExportScratch();
   const queue = new SlotQueue<ExportSlot>();
   const slot: ExportSlot = {
-    input: (bytes) => new Uint8Array(scratch.buffer('input', bytes), 0, bytes),
+    input: (bytes) => scratch.input(bytes),
     run: async (values, shape, params, seed) => {
       const started = performance.now();
       const exported = exportTensor(values, shape, params, seed, scratch);
@@ -128,7 +130,9 @@ class WorkerThread {
  * thread, so a thread starts the next tensor while the main thread writes out the last one.
  */
 class WorkerSlot implements ExportSlot {
-  private shared = new SharedArrayBuffer(0);
+  private readonly memory = kernelMemory();
+  /** This thread's view of the slot's memory: it sizes the input as the worker's scratch will. */
+  private readonly scratch = new ExportScratch(undefined, this.memory);
 
   constructor(
     private readonly thread: WorkerThread,
@@ -137,24 +141,18 @@ class WorkerSlot implements ExportSlot {
   ) {}
 
   input(bytes: number): Uint8Array {
-    if (this.shared.byteLength < bytes) {
-      this.shared = new SharedArrayBuffer(Math.max(bytes, Math.ceil(this.shared.byteLength * 1.25)));
-    }
-    return new Uint8Array(this.shared, 0, bytes);
+    return this.scratch.input(bytes);
   }
 
   run(values: Float32Array, shape: readonly number[], params: MethodParams, seed: number): Promise<Quantized> {
     // A source stored quantized was decoded into a fresh array: its values go through the shared input.
-    let view = values;
-    if (values.buffer !== this.shared) {
-      view = new Float32Array(this.input(values.byteLength).buffer, 0, values.length);
-      view.set(values);
+    if (!this.scratch.holdsInput(values)) {
+      new Float32Array(this.input(values.byteLength).buffer, 0, values.length).set(values);
     }
     return this.thread.request({
       slot: this.id,
-      input: view.buffer,
-      byteOffset: view.byteOffset,
-      length: view.length,
+      memory: this.memory,
+      length: values.length,
       shape,
       params,
       seed,

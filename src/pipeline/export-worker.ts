@@ -12,8 +12,8 @@ interface Job {
   id: number;
   /** The buffer set (export-pool.ts WorkerSlot): each has its own scratch, written out while another fills. */
   slot: number;
-  input: SharedArrayBuffer;
-  byteOffset: number;
+  /** The slot's kernel memory, the tensor's values at its start. */
+  memory: WebAssembly.Memory;
   length: number;
   shape: number[];
   params: MethodParams;
@@ -24,13 +24,13 @@ const scratches = new Map<number, ExportScratch>();
 let generic: typeof import('../quant/export-tensor.js') | undefined;
 
 async function exported(job: Job): Promise<ExportedTensor> {
-  const values = new Float32Array(job.input, job.byteOffset, job.length);
   const { params } = job;
   let scratch = scratches.get(job.slot);
   if (scratch === undefined) {
-    scratch = new ExportScratch((bytes) => new SharedArrayBuffer(bytes));
+    scratch = new ExportScratch((bytes) => new SharedArrayBuffer(bytes), job.memory);
     scratches.set(job.slot, scratch);
   }
+  const values = new Float32Array(scratch.input(4 * job.length).buffer, 0, job.length);
   if (params.name === 'affine' && params.range === 'minmax' && params.rounding === 'nearest') {
     return exportAffineMinMax(values, job.shape, params, scratch);
   }

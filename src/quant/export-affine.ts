@@ -2,12 +2,14 @@
  * The fused export of affine with minmax ranges and nearest rounding — the converter's own scheme, and the
  * common case (src/quant/export-tensor.ts has the others): one pass finds the ranges, one pass writes the
  * codes and accumulates the report's error sums, with no float copy of ŵ when one grid covers the tensor.
- * The numbers are the affine module's and tensorError's bit for bit: the same float64 arithmetic, summed in
- * index order. Free of schema code, so the worker threads of the streaming export load only this.
+ * One grid runs in the WebAssembly kernel (src/quant/kernels/affine.ts), per-channel grids in JS. The numbers
+ * are the affine module's and tensorError's bit for bit: the same float64 arithmetic, summed in index order.
+ * Free of schema code, so the worker threads of the streaming export load only this.
  */
 import { halfOfFloat32Bits, halfToFloat } from './float16.js';
 import type { AffineParams } from './methods/affine.js';
 import { affineGrid, channelCount, type AffineGrid } from './methods/grid.js';
+import { AffineKernel, alignedEnd, kernelMemory } from './kernels/affine.js';
 import { errorFromSums, type ErrorSums, type TensorError } from './metrics.js';
 import { packBits } from './packed/bits.js';
 import type { Codes, Encoding } from './types.js';
@@ -37,12 +39,48 @@ export class NonFiniteValues extends RangeError {
 
 /**
  * Growable buffers, one per use, reused from tensor to tensor (one scratch per thread, or per buffer set of
- * the worker pool, whose buffers are SharedArrayBuffers the main thread writes out without a copy).
+ * the worker pool, whose buffers are SharedArrayBuffers the main thread writes out without a copy), and the
+ * affine kernel's memory, which holds the input tensor and its per-tensor codes.
  */
 export class ExportScratch {
   private readonly buffers = new Map<string, ArrayBufferLike>();
+  private affineKernel: AffineKernel | undefined;
+  private inputView: Uint8Array | undefined;
 
-  constructor(private readonly allocate: (bytes: number) => ArrayBufferLike = (bytes) => new ArrayBuffer(bytes)) {}
+  /**
+   * `memory`: the kernel memory to hold the input in (a worker thread gets its buffer set's from the main
+   * thread, which reads the tensors into it); by default one of its own.
+   */
+  constructor(
+    private readonly allocate: (bytes: number) => ArrayBufferLike = (bytes) => new ArrayBuffer(bytes),
+    private readonly memory?: WebAssembly.Memory,
+  ) {}
+
+  get kernel(): AffineKernel {
+    this.affineKernel ??= new AffineKernel(this.memory ?? kernelMemory());
+    return this.affineKernel;
+  }
+
+  /**
+   * A buffer for the next input tensor's `bytes` (float32 values), in the kernel's memory, with room behind
+   * it for its codes up to 16 bits: a tensor read into it is quantized where it lies.
+   */
+  input(bytes: number): Uint8Array {
+    this.kernel.reserve(alignedEnd(bytes) + bytes / 2);
+    this.inputView = new Uint8Array(this.kernel.buffer, 0, bytes);
+    return this.inputView;
+  }
+
+  /** Whether `values` are the input buffer's (so the kernel reads them in place). */
+  holdsInput(values: Float32Array): boolean {
+    const input = this.inputView;
+    return (
+      input !== undefined &&
+      values.buffer === input.buffer &&
+      values.byteOffset === 0 &&
+      values.byteLength <= input.byteLength
+    );
+  }
 
   buffer(use: string, bytes: number): ArrayBufferLike {
     let buffer = this.buffers.get(use);
@@ -89,40 +127,20 @@ export function exportAffineMinMax(
   const { bits, symmetric } = params;
   const size = values.length;
   const channels = channelCount(shape, params.granularity);
+  const bitsPerWeight = size > 0 ? bits + (64 * channels) / size : bits;
+  if (channels === 1) return exportOnOneGrid(values, params, bitsPerWeight, scratch);
+
   const lo = new Float64Array(channels);
   const hi = new Float64Array(channels);
-  if (channels === 1) tensorRange(values, lo, hi);
-  else channelRanges(values, channels, lo, hi);
+  channelRanges(values, channels, lo, hi);
   for (let c = 0; c < channels; c++) {
     if (!Number.isFinite(lo[c]) || !Number.isFinite(hi[c])) throw new NonFiniteValues('non-finite weight');
   }
   const grids = Array.from({ length: channels }, (_, c) => affineGrid(lo[c], hi[c], bits, symmetric));
   const scales = Float32Array.from(grids, (g) => g.scale);
   const mins = Float32Array.from(grids, (g) => g.min);
-  const { minCode, maxCode } = grids[0] ?? { minCode: 0, maxCode: 2 ** bits - 1 };
   const codes = scratch.codes(size, bits);
   const encoding: Encoding = { kind: 'affine', bits, channels, scales, mins };
-  const bitsPerWeight = size > 0 ? bits + (64 * channels) / size : bits;
-
-  if (channels === 1) {
-    // One grid: tfjs stores the codes themselves, and ŵ never needs to exist as an array.
-    const inverse = 1 / grids[0].scale;
-    const offset = grids[0].zeroPoint + 0.5;
-    // ŵ for each code, as the affine module computes it (float64 code·s + min, stored as float32).
-    const decoded = new Float64Array(maxCode + 1);
-    for (let code = 0; code <= maxCode; code++) decoded[code] = Math.fround(code * grids[0].scale + grids[0].min);
-    const sums = quantizeOnOneGrid(values, codes, inverse, offset, minCode, maxCode, decoded);
-    return {
-      encoding,
-      bitsPerWeight,
-      storedAs: bits <= 8 ? 'uint8' : 'uint16',
-      quantization: { dtype: bits <= 8 ? 'uint8' : 'uint16', min: mins[0], scale: scales[0] },
-      stored: bytesOf(codes),
-      packedCodes: packedCodes(codes, bits),
-      codeCount: size,
-      error: errorFromSums(sums, size),
-    };
-  }
 
   // One grid per channel: stock TF.js cannot store the codes, so model/ gets ŵ as float16 when that adds at
   // most 1% to the squared error, else as float32; both candidates are measured in the same pass.
@@ -138,25 +156,61 @@ export function exportAffineMinMax(
   };
 }
 
+/**
+ * One grid: tfjs stores the codes themselves, and ŵ never needs to exist as an array. Values in the scratch's
+ * input are quantized where they lie and their codes land behind them; others pass through the kernel.
+ */
+function exportOnOneGrid(
+  values: Float32Array,
+  params: Pick<AffineParams, 'bits' | 'symmetric'>,
+  bitsPerWeight: number,
+  scratch: ExportScratch,
+): ExportedTensor {
+  const { bits, symmetric } = params;
+  const size = values.length;
+  const { kernel } = scratch;
+  const inPlace = scratch.holdsInput(values);
+  const [low, high] = inPlace ? kernel.rangeAt(0, size) : kernel.range(values);
+  if (!Number.isFinite(low) || !Number.isFinite(high)) throw new NonFiniteValues('non-finite weight');
+  // + 0: a −0 minimum is the +0 that the affine module's compare-and-replace scan keeps.
+  const grid = affineGrid(low + 0, high, bits, symmetric);
+  const sums = newSums();
+  let codes: Uint8Array | Uint16Array;
+  if (inPlace) {
+    const codesAt = alignedEnd(values.byteLength);
+    codes = bits <= 8 ? new Uint8Array(kernel.buffer, codesAt, size) : new Uint16Array(kernel.buffer, codesAt, size);
+    kernel.quantizeAt(0, codesAt, size, bits, grid, sums);
+  } else {
+    codes = scratch.codes(size, bits);
+    kernel.quantize(values, codes, bits, grid, sums);
+  }
+  // The range pass lets a NaN through; the signal energy carries it here.
+  if (Number.isNaN(sums.signalEnergy)) throw new NonFiniteValues('non-finite weight');
+  return {
+    encoding: {
+      kind: 'affine',
+      bits,
+      channels: 1,
+      scales: Float32Array.of(grid.scale),
+      mins: Float32Array.of(grid.min),
+    },
+    bitsPerWeight,
+    storedAs: bits <= 8 ? 'uint8' : 'uint16',
+    quantization: { dtype: bits <= 8 ? 'uint8' : 'uint16', min: Math.fround(grid.min), scale: Math.fround(grid.scale) },
+    stored: bytesOf(codes),
+    packedCodes: packedCodes(codes, bits),
+    codeCount: size,
+    error: errorFromSums(sums, size),
+  };
+}
+
 // The hot loops live in small functions of their own: V8 optimizes those far better than a loop inside a
 // long function entered once (measured 2× on the per-tensor pass).
 
 /**
- * [min(0, w), max(0, w)] over the tensor. Math.min/max are branch-free and let a NaN through to the caller's
+ * [min(0, w), max(0, w)] per channel. Math.min/max are branch-free and let a NaN through to the caller's
  * finiteness check; + 0 turns a −0 into the +0 that the affine module's compare-and-replace scan keeps.
  */
-function tensorRange(values: Float32Array, lo: Float64Array, hi: Float64Array): void {
-  let low = 0;
-  let high = 0;
-  for (let i = 0; i < values.length; i++) {
-    const w = values[i];
-    low = Math.min(low, w);
-    high = Math.max(high, w);
-  }
-  lo[0] = low + 0;
-  hi[0] = high;
-}
-
 function channelRanges(values: Float32Array, channels: number, lo: Float64Array, hi: Float64Array): void {
   for (let base = 0; base < values.length; base += channels) {
     for (let c = 0; c < channels; c++) {
@@ -166,40 +220,6 @@ function channelRanges(values: Float32Array, channels: number, lo: Float64Array,
     }
   }
   for (let c = 0; c < channels; c++) lo[c] += 0;
-}
-
-/** Codes on one grid and the error sums of ŵ = decoded[code], in index order as tensorError sums them. */
-function quantizeOnOneGrid(
-  values: Float32Array,
-  codes: Uint8Array | Uint16Array,
-  inverse: number,
-  offset: number,
-  minCode: number,
-  maxCode: number,
-  decoded: Float64Array,
-): ErrorSums {
-  let errorEnergy = 0;
-  let signalEnergy = 0;
-  let reconstructedEnergy = 0;
-  let dot = 0;
-  let maxAbsError = 0;
-  for (let i = 0; i < values.length; i++) {
-    const w = values[i];
-    // Truncate, then clamp the integer: the same code as clamping t first (t < 1 truncates below minCode ≤ 1,
-    // and |t| stays far inside int32 for values within the range), and 40% faster here.
-    let code = (w * inverse + offset) | 0;
-    code = code < minCode ? minCode : code > maxCode ? maxCode : code;
-    codes[i] = code;
-    const q = decoded[code];
-    const e = w - q;
-    errorEnergy += e * e;
-    signalEnergy += w * w;
-    reconstructedEnergy += q * q;
-    dot += w * q;
-    // Branch-free: a data-dependent sign test mispredicts half the time and costs 5× the whole loop.
-    maxAbsError = Math.max(maxAbsError, Math.abs(e));
-  }
-  return { errorEnergy, signalEnergy, reconstructedEnergy, dot, maxAbsError };
 }
 
 /**

@@ -1,0 +1,163 @@
+/**
+ * The per-tensor affine export's kernel (affine.wat, assembled into affine-wasm.ts): the range pass and the
+ * codes-and-error-sums pass of the converter's uint8/uint16 scheme, in WebAssembly SIMD over a shared
+ * memory. Its results are those of the JS affine module and tensorError bit for bit (affine.wat says how).
+ *
+ * The memory is shared so that the streaming export's main thread reads a tensor straight into it and
+ * writes the codes out of it while a worker thread quantizes (src/pipeline/export-pool.ts): no copy either
+ * way. Values elsewhere go through it a window at a time.
+ */
+import type { AffineGrid } from '../methods/grid.js';
+import type { ErrorSums } from '../metrics.js';
+import { AFFINE_WASM_BASE64 } from './affine-wasm.js';
+
+const PAGE_BYTES = 65536;
+/** wasm32's limit: 4 GiB. */
+const MAX_PAGES = 65536;
+export const KERNEL_MAX_BYTES = MAX_PAGES * PAGE_BYTES;
+/**
+ * Weights per call. A call runs to its end in the tier it started in, so a 16M-weight tensor done in one
+ * call would run wholly in the baseline compiler's code; calls of 1M let the optimized code take over early.
+ * The sums are carried from call to call, so the pieces add up to the one-call result exactly.
+ */
+const CALL_WEIGHTS = 1 << 20;
+/** Weights copied in at a time when the values are not in the kernel's memory. */
+const WINDOW_WEIGHTS = 1 << 20;
+
+interface KernelExports {
+  range(src: number, count: number): [number, number];
+  quantize(
+    src: number,
+    dst: number,
+    count: number,
+    wide: number,
+    inverse: number,
+    offset: number,
+    minCode: number,
+    maxCode: number,
+    scale: number,
+    min: number,
+    errorEnergy: number,
+    signalEnergy: number,
+    reconstructedEnergy: number,
+    dot: number,
+    maxAbsError: number,
+  ): [number, number, number, number, number];
+}
+
+let compiled: WebAssembly.Module | undefined;
+
+function kernelModule(): WebAssembly.Module {
+  compiled ??= new WebAssembly.Module(Uint8Array.from(atob(AFFINE_WASM_BASE64), (c) => c.charCodeAt(0)));
+  return compiled;
+}
+
+/** A memory the kernel can run on, shareable with other threads (postMessage shares it, never copies). */
+export function kernelMemory(): WebAssembly.Memory {
+  return new WebAssembly.Memory({ initial: 1, maximum: MAX_PAGES, shared: true });
+}
+
+/** 16-byte aligned end of `bytes` bytes. */
+export function alignedEnd(bytes: number): number {
+  return Math.ceil(bytes / 16) * 16;
+}
+
+export class AffineKernel {
+  private readonly exports: KernelExports;
+
+  constructor(readonly memory: WebAssembly.Memory = kernelMemory()) {
+    this.exports = new WebAssembly.Instance(kernelModule(), { env: { memory } }).exports as unknown as KernelExports;
+  }
+
+  /** The memory's current bytes (a shared memory's buffer is replaced when it grows; views stay valid). */
+  get buffer(): ArrayBufferLike {
+    return this.memory.buffer;
+  }
+
+  /** Grows the memory to at least `bytes`; a RangeError beyond 4 GiB. */
+  reserve(bytes: number): void {
+    const have = this.memory.buffer.byteLength;
+    if (bytes > KERNEL_MAX_BYTES) throw new RangeError(`the affine kernel holds at most 4 GiB, not ${bytes} bytes`);
+    if (bytes > have) this.memory.grow(Math.ceil((bytes - have) / PAGE_BYTES));
+  }
+
+  /** [min(0, w), max(0, w)] of the `count` float32 values at byte `at` of the memory (a NaN is skipped). */
+  rangeAt(at: number, count: number): [number, number] {
+    let lo = 0;
+    let hi = 0;
+    for (let done = 0; done < count; done += CALL_WEIGHTS) {
+      const [low, high] = this.exports.range(at + 4 * done, Math.min(CALL_WEIGHTS, count - done));
+      lo = Math.min(lo, low);
+      hi = Math.max(hi, high);
+    }
+    return [lo, hi];
+  }
+
+  /**
+   * Codes of the `count` float32 values at byte `src` on `grid`, written at byte `dst` (uint8 up to 8 bits,
+   * else uint16), added to `sums` in index order.
+   */
+  quantizeAt(src: number, dst: number, count: number, bits: number, grid: AffineGrid, sums: ErrorSums): void {
+    const wide = bits > 8 ? 1 : 0;
+    const inverse = 1 / grid.scale;
+    const offset = grid.zeroPoint + 0.5;
+    for (let done = 0; done < count; done += CALL_WEIGHTS) {
+      [sums.errorEnergy, sums.signalEnergy, sums.reconstructedEnergy, sums.dot, sums.maxAbsError] =
+        this.exports.quantize(
+          src + 4 * done,
+          dst + (done << wide),
+          Math.min(CALL_WEIGHTS, count - done),
+          wide,
+          inverse,
+          offset,
+          grid.minCode,
+          grid.maxCode,
+          grid.scale,
+          grid.min,
+          sums.errorEnergy,
+          sums.signalEnergy,
+          sums.reconstructedEnergy,
+          sums.dot,
+          sums.maxAbsError,
+        );
+    }
+  }
+
+  /** rangeAt for values anywhere: copied in a window at a time. */
+  range(values: Float32Array): [number, number] {
+    let lo = 0;
+    let hi = 0;
+    this.reserve(4 * Math.min(values.length, WINDOW_WEIGHTS));
+    for (let done = 0; done < values.length; done += WINDOW_WEIGHTS) {
+      const window = values.subarray(done, done + WINDOW_WEIGHTS);
+      new Float32Array(this.buffer, 0, window.length).set(window);
+      const [low, high] = this.rangeAt(0, window.length);
+      lo = Math.min(lo, low);
+      hi = Math.max(hi, high);
+    }
+    return [lo, hi];
+  }
+
+  /** quantizeAt for values and codes anywhere: copied through the memory a window at a time. */
+  quantize(
+    values: Float32Array,
+    codes: Uint8Array | Uint16Array,
+    bits: number,
+    grid: AffineGrid,
+    sums: ErrorSums,
+  ): void {
+    const window = Math.min(values.length, WINDOW_WEIGHTS);
+    const codesAt = alignedEnd(4 * window);
+    this.reserve(codesAt + window * codes.BYTES_PER_ELEMENT);
+    for (let done = 0; done < values.length; done += WINDOW_WEIGHTS) {
+      const part = values.subarray(done, done + WINDOW_WEIGHTS);
+      new Float32Array(this.buffer, 0, part.length).set(part);
+      this.quantizeAt(0, codesAt, part.length, bits, grid, sums);
+      const out =
+        bits > 8
+          ? new Uint16Array(this.buffer, codesAt, part.length)
+          : new Uint8Array(this.buffer, codesAt, part.length);
+      codes.set(out, done);
+    }
+  }
+}

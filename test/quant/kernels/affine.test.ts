@@ -1,0 +1,116 @@
+import { describe, expect, it } from 'vitest';
+import { AFFINE_WAT, assemble } from '../../../tools/wasm.js';
+import { exportAffineMinMax, ExportScratch } from '../../../src/quant/export-affine.js';
+import { AFFINE_WASM_BASE64 } from '../../../src/quant/kernels/affine-wasm.js';
+import { AffineKernel } from '../../../src/quant/kernels/affine.js';
+import { affine, affineGrid, type AffineParams } from '../../../src/quant/methods/affine.js';
+import { tensorError } from '../../../src/quant/metrics.js';
+import { createRng } from '../../../src/quant/rng.js';
+
+function params(bits: number, symmetric: boolean): AffineParams {
+  return {
+    name: 'affine',
+    bits,
+    symmetric,
+    granularity: 'per-tensor',
+    rounding: 'nearest',
+    range: 'minmax',
+    percentile: 99.99,
+    seed: 0,
+  };
+}
+
+/** Seeded weights of mixed magnitude, a few exact zeros and −0s among them. */
+function weights(count: number, seed: number, shift = 0): Float32Array {
+  const rng = createRng(seed);
+  const values = new Float32Array(count);
+  for (let i = 0; i < count; i++) {
+    const u = rng.next();
+    values[i] = u < 0.01 ? 0 : u < 0.02 ? -0 : (rng.next() - 0.5) * 0.2 * (1 + 9 * (i % 7 === 0 ? 1 : 0)) + shift;
+  }
+  return values;
+}
+
+/** What the in-memory pipeline computes for the tensor: the affine module, then tensorError. */
+function inMemory(values: Float32Array, bits: number, symmetric: boolean) {
+  const result = affine.quantize(values, [values.length], params(bits, symmetric), createRng(0));
+  return { codes: result.codes, encoding: result.encoding, error: tensorError(values, result.dequantized) };
+}
+
+describe('the affine WebAssembly kernel', () => {
+  it('is the assembly of affine.wat as committed (npm run build:wasm)', async () => {
+    const assembled = await assemble(AFFINE_WAT);
+    expect(Buffer.from(AFFINE_WASM_BASE64, 'base64').equals(Buffer.from(assembled))).toBe(true);
+  });
+
+  // 1M + 3 crosses the kernel's 1M-weight calls and windows and ends in an odd tail.
+  const sizes = [0, 1, 2, 3, 5, 17, (1 << 20) + 3];
+  const cases = [
+    { bits: 8, symmetric: false },
+    { bits: 8, symmetric: true },
+    { bits: 16, symmetric: false },
+    { bits: 4, symmetric: true },
+    { bits: 2, symmetric: false },
+  ];
+
+  it.each(cases)(
+    'gives the affine module’s codes and tensorError’s figures bit for bit ($bits bits, symmetric $symmetric)',
+    ({ bits, symmetric }) => {
+      for (const [k, size] of sizes.entries()) {
+        for (const shift of [0, 0.5]) {
+          const values = weights(size, 100 * bits + k, shift);
+          const expected = inMemory(values, bits, symmetric);
+          // Read into the scratch's input (the streaming path), and from an array of its own (windowed).
+          const scratch = new ExportScratch();
+          const input = new Float32Array(scratch.input(values.byteLength).buffer, 0, size);
+          input.set(values);
+          for (const source of [input, values]) {
+            const exported = exportAffineMinMax(source, [size], params(bits, symmetric), scratch);
+            expect(exported.encoding, `size ${size}`).toEqual(expected.encoding);
+            expect(
+              Buffer.from(exported.stored).equals(Buffer.from(expected.codes.buffer, 0, exported.stored.byteLength)),
+            ).toBe(true);
+            expect(exported.codeCount).toBe(size);
+            expect(exported.error, `size ${size}, shift ${shift}`).toEqual(expected.error);
+          }
+        }
+      }
+    },
+  );
+
+  it('carries its sums across calls: a tensor in pieces sums as in one piece', () => {
+    const kernel = new AffineKernel();
+    const values = weights(1001, 7);
+    const grid = affineGrid(Math.min(0, ...values), Math.max(0, ...values), 8, false);
+    const whole = { errorEnergy: 0, signalEnergy: 0, reconstructedEnergy: 0, dot: 0, maxAbsError: 0 };
+    const pieces = { ...whole };
+    kernel.reserve(8192);
+    new Float32Array(kernel.buffer, 0, values.length).set(values);
+    kernel.quantizeAt(0, 4096, values.length, 8, grid, whole);
+    kernel.quantizeAt(0, 6000, 333, 8, grid, pieces);
+    kernel.quantizeAt(4 * 333, 6000 + 333, values.length - 333, 8, grid, pieces);
+    expect(pieces).toEqual(whole);
+    expect(Buffer.from(kernel.buffer, 6000, 1001).equals(Buffer.from(kernel.buffer, 4096, 1001))).toBe(true);
+    // Σw² of the seeded weights, summed here in index order as the kernel does.
+    let signal = 0;
+    for (const w of values) signal += w * w;
+    expect(whole.signalEnergy).toBe(signal);
+  });
+
+  it('finds the range [min(0, w), max(0, w)] and reports ±Infinity', () => {
+    const kernel = new AffineKernel();
+    expect(kernel.range(Float32Array.of(0.25, 3, 0.5, 1, 2))).toEqual([0, 3]);
+    expect(kernel.range(Float32Array.of(-0.25, -3, -0.5, -1, -2, -0))).toEqual([-3, 0]);
+    expect(kernel.range(Float32Array.of(-0, -0, -0, -0, -0)).map((x) => Object.is(x, -0))).toEqual([false, false]);
+    expect(kernel.range(Float32Array.of(1, 2, 3, -Infinity, 4))).toEqual([-Infinity, 4]);
+  });
+
+  it('lets a NaN through to the signal energy, which the export turns into NonFiniteValues', () => {
+    const scratch = new ExportScratch();
+    for (const at of [0, 3, 4]) {
+      const values = weights(5, at);
+      values[at] = NaN;
+      expect(() => exportAffineMinMax(values, [5], params(8, false), scratch)).toThrow(/non-finite/);
+    }
+  });
+});
