@@ -5,8 +5,8 @@
  * loaded in a worker thread.
  *
  * A slot is a set of buffers on one thread (two per thread): the input tensor (in a shared WebAssembly memory
- * the main thread reads the shards into, where the affine kernel quantizes it and leaves its per-tensor
- * codes) and the other outputs (SharedArrayBuffers of the thread's ExportScratch for that slot); the main
+ * the main thread reads the shards into, where the affine kernel quantizes it and writes its per-tensor
+ * codes over it) and the other outputs (SharedArrayBuffers of the thread's ExportScratch for that slot); the main
  * thread writes them to disk from the same memory. A slot is held from `acquire` until
  * `release`, after its outputs are written, so no buffer is copied between threads or reused before it is
  * written, and a thread quantizes its next tensor while the last one is written.
@@ -24,7 +24,8 @@ export interface ExportSlot {
   input(bytes: number): Uint8Array;
   /**
    * Quantizes `values` (a view of `input`'s buffer, or any Float32Array); outputs valid until release. `ms`
-   * is the quantizing itself, on whichever thread ran it.
+   * is the quantizing itself, on whichever thread ran it. Values in `input` are not kept: the per-tensor
+   * affine kernel writes its codes over them.
    */
   run(values: Float32Array, shape: readonly number[], params: MethodParams, seed: number): Promise<Quantized>;
   release(): void;

@@ -9,7 +9,7 @@
 import { halfOfFloat32Bits, halfToFloat } from './float16.js';
 import type { AffineParams } from './methods/affine.js';
 import { affineGrid, channelCount, type AffineGrid } from './methods/grid.js';
-import { AffineKernel, alignedEnd, kernelMemory } from './kernels/affine.js';
+import { AffineKernel, kernelMemory } from './kernels/affine.js';
 import { errorFromSums, type ErrorSums, type TensorError } from './metrics.js';
 import { packBits } from './packed/bits.js';
 import type { Codes, Encoding } from './types.js';
@@ -62,11 +62,11 @@ export class ExportScratch {
   }
 
   /**
-   * A buffer for the next input tensor's `bytes` (float32 values), in the kernel's memory, with room behind
-   * it for its codes up to 16 bits: a tensor read into it is quantized where it lies.
+   * A buffer for the next input tensor's `bytes` (float32 values), in the kernel's memory: a tensor read into
+   * it is quantized where it lies, its per-tensor codes written over it.
    */
   input(bytes: number): Uint8Array {
-    this.kernel.reserve(alignedEnd(bytes) + bytes / 2);
+    this.kernel.reserve(bytes);
     this.inputView = new Uint8Array(this.kernel.buffer, 0, bytes);
     return this.inputView;
   }
@@ -158,7 +158,8 @@ export function exportAffineMinMax(
 
 /**
  * One grid: tfjs stores the codes themselves, and ŵ never needs to exist as an array. Values in the scratch's
- * input are quantized where they lie and their codes land behind them; others pass through the kernel.
+ * input are quantized where they lie, the codes replacing them (the caller is done with the values once it
+ * hands them over); others pass through the kernel a window at a time.
  */
 function exportOnOneGrid(
   values: Float32Array,
@@ -177,15 +178,12 @@ function exportOnOneGrid(
   const sums = newSums();
   let codes: Uint8Array | Uint16Array;
   if (inPlace) {
-    const codesAt = alignedEnd(values.byteLength);
-    codes = bits <= 8 ? new Uint8Array(kernel.buffer, codesAt, size) : new Uint16Array(kernel.buffer, codesAt, size);
-    kernel.quantizeAt(0, codesAt, size, bits, grid, sums);
+    codes = bits <= 8 ? new Uint8Array(values.buffer, 0, size) : new Uint16Array(values.buffer, 0, size);
+    kernel.quantizeAt(0, 0, size, bits, grid, sums);
   } else {
     codes = scratch.codes(size, bits);
     kernel.quantize(values, codes, bits, grid, sums);
   }
-  // The range pass lets a NaN through; the signal energy carries it here.
-  if (Number.isNaN(sums.signalEnergy)) throw new NonFiniteValues('non-finite weight');
   return {
     encoding: {
       kind: 'affine',

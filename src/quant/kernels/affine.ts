@@ -81,7 +81,7 @@ export class AffineKernel {
     if (bytes > have) this.memory.grow(Math.ceil((bytes - have) / PAGE_BYTES));
   }
 
-  /** [min(0, w), max(0, w)] of the `count` float32 values at byte `at` of the memory (a NaN is skipped). */
+  /** [min(0, w), max(0, w)] of the `count` float32 values at byte `at` of the memory; [NaN, …] with a NaN. */
   rangeAt(at: number, count: number): [number, number] {
     let lo = 0;
     let hi = 0;
@@ -95,7 +95,7 @@ export class AffineKernel {
 
   /**
    * Codes of the `count` float32 values at byte `src` on `grid`, written at byte `dst` (uint8 up to 8 bits,
-   * else uint16), added to `sums` in index order.
+   * else uint16; `dst` may be `src`, the codes overwriting the values), added to `sums` in index order.
    */
   quantizeAt(src: number, dst: number, count: number, bits: number, grid: AffineGrid, sums: ErrorSums): void {
     const wide = bits > 8 ? 1 : 0;

@@ -11,11 +11,12 @@
 (module
   (import "env" "memory" (memory 1 65536 shared))
 
-  ;; min(0, w) and max(0, w) over `n` float32 values at `src`. pmin/pmax (compare and select) lose a NaN,
-  ;; which the quantize pass's signal energy then carries to the caller; ±Infinity comes through as the
+  ;; min(0, w) and max(0, w) over `n` float32 values at `src`, the minimum NaN when a value is NaN (pmin and
+  ;; pmax, compare and select, would skip it; a lane mask of w ≠ w keeps it). ±Infinity comes through as the
   ;; range. −0 never replaces the starting +0, as Math.min's −0 is turned into +0 by the JS scan.
   (func (export "range") (param $src i32) (param $n i32) (result f64 f64)
-    (local $lo v128) (local $hi v128) (local $w v128) (local $end i32) (local $x f32) (local $low f32) (local $high f32)
+    (local $lo v128) (local $hi v128) (local $w v128) (local $nan v128) (local $end i32) (local $x f32)
+    (local $low f32) (local $high f32) (local $isNaN i32)
     (local.set $end (i32.add (local.get $src) (i32.shl (i32.and (local.get $n) (i32.const -4)) (i32.const 2))))
     (block $vectors_done
       (loop $vectors
@@ -23,6 +24,7 @@
         (local.set $w (v128.load (local.get $src)))
         (local.set $lo (f32x4.pmin (local.get $lo) (local.get $w)))
         (local.set $hi (f32x4.pmax (local.get $hi) (local.get $w)))
+        (local.set $nan (v128.or (local.get $nan) (f32x4.ne (local.get $w) (local.get $w))))
         (local.set $src (i32.add (local.get $src) (i32.const 16)))
         (br $vectors)))
     (local.set $low
@@ -40,14 +42,17 @@
         (local.set $x (f32.load (local.get $src)))
         (local.set $low (select (local.get $x) (local.get $low) (f32.lt (local.get $x) (local.get $low))))
         (local.set $high (select (local.get $x) (local.get $high) (f32.gt (local.get $x) (local.get $high))))
+        (local.set $isNaN (i32.or (local.get $isNaN) (f32.ne (local.get $x) (local.get $x))))
         (local.set $src (i32.add (local.get $src) (i32.const 4)))
         (br $tail)))
-    (f64.promote_f32 (local.get $low))
+    (local.set $isNaN (i32.or (local.get $isNaN) (v128.any_true (local.get $nan))))
+    (select (f64.const nan) (f64.promote_f32 (local.get $low)) (local.get $isNaN))
     (f64.promote_f32 (local.get $high)))
 
   ;; Codes of `n` float32 values at `src` into `dst` (uint8, or uint16 when `wide`), code = clamp(trunc(w ·
   ;; inverse + offset)) with offset = zeroPoint + ½, and the error sums carried in and out, so a tensor may
-  ;; be done in pieces with the same result.
+  ;; be done in pieces with the same result. `dst` may be `src`: each step reads its two values before it
+  ;; writes their codes, which are narrower, so the codes overwrite only values already read.
   (func (export "quantize")
       (param $src i32) (param $dst i32) (param $n i32) (param $wide i32)
       (param $inverse f64) (param $offset f64) (param $minCode i32) (param $maxCode i32)

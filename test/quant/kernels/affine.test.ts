@@ -105,12 +105,27 @@ describe('the affine WebAssembly kernel', () => {
     expect(kernel.range(Float32Array.of(1, 2, 3, -Infinity, 4))).toEqual([-Infinity, 4]);
   });
 
-  it('lets a NaN through to the signal energy, which the export turns into NonFiniteValues', () => {
+  it('finds a NaN in the range pass, before codes overwrite the values in place', () => {
     const scratch = new ExportScratch();
-    for (const at of [0, 3, 4]) {
-      const values = weights(5, at);
+    for (const at of [0, 3, 4, 8]) {
+      const values = weights(9, at);
       values[at] = NaN;
-      expect(() => exportAffineMinMax(values, [5], params(8, false), scratch)).toThrow(/non-finite/);
+      expect(() => exportAffineMinMax(values, [9], params(8, false), scratch)).toThrow(/non-finite/);
+      const input = new Float32Array(scratch.input(values.byteLength).buffer, 0, values.length);
+      input.set(values);
+      expect(() => exportAffineMinMax(input, [9], params(8, false), scratch)).toThrow(/non-finite/);
+      expect(Buffer.from(input.buffer, 0, input.byteLength).equals(Buffer.from(values.buffer))).toBe(true);
     }
+  });
+
+  it('writes the codes of values in its input over them', () => {
+    const scratch = new ExportScratch();
+    const values = weights(1000, 3);
+    const input = new Float32Array(scratch.input(values.byteLength).buffer, 0, values.length);
+    input.set(values);
+    const exported = exportAffineMinMax(input, [1000], params(8, false), scratch);
+    expect(exported.stored.buffer).toBe(input.buffer);
+    expect(exported.stored.byteOffset).toBe(0);
+    expect(Buffer.from(exported.stored).equals(Buffer.from(inMemory(values, 8, false).codes.buffer))).toBe(true);
   });
 });
