@@ -165,7 +165,14 @@ export const QatSpec = Type.Object(
       default: 0,
       description: 'epoch e (from 0) trains at lr / (1 + decay·e)',
     }),
-    validationSplit: Type.Number({ minimum: 0, maximum: 0.5, default: 0 }),
+    validationSplit: Type.Number({
+      minimum: 0,
+      maximum: 0.5,
+      default: 0,
+      description:
+        'share of data.training held out for valLoss/valMetric: round(split · rows) rows (at least one) drawn at random ' +
+        'from the whole file by the method’s seed, the same ones every epoch, never trained on',
+    }),
     ste: Type.Union([Type.Literal('identity'), Type.Literal('clipped')], { default: 'clipped' }),
   },
   { additionalProperties: false, default: {}, ...kinds('qat', 'auto') },

@@ -34,11 +34,13 @@ import { planTensors, runPtq } from './ptq.js';
 import { roundLayers, type RoundingReport } from './rounding.js';
 import {
   artifactModelFiles,
+  heldOutTensorBatches,
   inputsOf,
   loadArtifact,
   loadTfModel,
   shuffledTensorBatches,
   tensorBatches,
+  validationRows,
 } from './runtime.js';
 import { stageClock, stageReporter } from './stages.js';
 import {
@@ -386,18 +388,12 @@ export async function trainQat(
   const trainable: TrainableModel = quantizers?.model ?? binarized ?? graph ?? (loaded as tf.LayersModel);
   try {
     const { epochs, batchSize, learningRate, optimizer, momentum, learningRateDecay, validationSplit, ste } = spec.qat;
-    const trainEnd = Math.floor(dataset.samples * (1 - validationSplit));
     const feed = inputsOf(loaded);
     if (feed.length !== 1) {
       throw new DatasetError(
         `quantization-aware training takes single-input models; this one has ${feed.length} inputs (PTQ calibrates and evaluates them)`,
       );
     }
-    // One input: each batch's x is a single tensor, as training takes it.
-    const batches = (range: { start?: number; end?: number }) =>
-      ({
-        [Symbol.asyncIterator]: () => tensorBatches(dataset, batchSize, spec, feed, range)[Symbol.asyncIterator](),
-      }) as AsyncIterable<TrainingBatch>;
     const plan = qatPlan(
       planTensors(model, spec).selected.map((t) => ({
         name: t.name,
@@ -407,18 +403,28 @@ export async function trainQat(
         shape: model.weights.find((w) => w.name === t.name)!.shape,
       })),
     );
-    const batchesPerEpoch = Math.ceil(trainEnd / batchSize);
     const maxDrop = spec.target?.maxDrop;
     const floatAccuracy = floatMetrics?.accuracy;
     const seed = 'seed' in spec.method ? spec.method.seed : 0;
-    // Each epoch its own seeded order of the training rows: a dataset sorted by class, fed in file order,
-    // would have SGD forget the early classes while it fits the last ones. The validation rows (the tail)
-    // are never in it and are read in file order, the same every epoch.
+    // The validation rows are a seeded uniform sample of the whole file, not its tail: a dataset saved
+    // sorted by class would otherwise validate on its last class alone and never train on it.
+    const heldOut = validationSplit > 0 ? validationRows(dataset.samples, validationSplit, seed) : undefined;
+    const trainCount = dataset.samples - (heldOut?.reduce((sum, v) => sum + v, 0) ?? 0);
+    const batchesPerEpoch = Math.ceil(trainCount / batchSize);
+    // One input: each batch's x is a single tensor, as training takes it. Each epoch its own seeded order
+    // of the training rows: a dataset sorted by class, fed in file order, would have SGD forget the early
+    // classes while it fits the last ones. The validation rows are read in file order, the same every epoch.
     const training = (epoch: number) =>
       ({
         [Symbol.asyncIterator]: () =>
-          shuffledTensorBatches(dataset, batchSize, spec, feed, trainEnd, seed, epoch)[Symbol.asyncIterator](),
+          shuffledTensorBatches(dataset, batchSize, spec, feed, heldOut, seed, epoch)[Symbol.asyncIterator](),
       }) as AsyncIterable<TrainingBatch>;
+    const validation =
+      heldOut &&
+      ({
+        [Symbol.asyncIterator]: () =>
+          heldOutTensorBatches(dataset, batchSize, spec, feed, heldOut)[Symbol.asyncIterator](),
+      } as AsyncIterable<TrainingBatch>);
     const result = await trainQuantizationAware(trainable, training, {
       plan,
       epochs,
@@ -429,7 +435,7 @@ export async function trainQat(
       ste,
       seed,
       regularizer: quantizers?.regularizer,
-      validationData: validationSplit > 0 ? batches({ start: trainEnd }) : undefined,
+      validationData: validation,
       signal: options.signal,
       resumeFrom: isRoundingCheckpoint(options.resumeFrom) ? undefined : options.resumeFrom,
       onCheckpoint: options.onCheckpoint,

@@ -1,6 +1,7 @@
 /**
  * The tfjs side of the job flows: a runnable tfjs model from a LoadedModel or from an artifact's `model/`
- * files (each pushed onto `owned`, which the flow disposes), and a dataset's rows as tensor batches.
+ * files (each pushed onto `owned`, which the flow disposes), and a dataset's rows as tensor batches: in file
+ * order, or as QAT reads them (its validation rows, and each epoch's order of the training rows).
  */
 import * as tf from '@tensorflow/tfjs';
 import type { JobSpec } from '../jobs/spec.js';
@@ -11,6 +12,7 @@ import type { LoadedModel } from '../model/types.js';
 import { writeModel } from '../model/write.js';
 import type { FileSet } from '../quant/model.js';
 import type { Batch } from '../quant/evaluate.js';
+import { heldOutMask } from '../quant/held-out.js';
 import { epochOrder, epochRng } from '../quant/qat/train.js';
 import type { Rng } from '../quant/rng.js';
 
@@ -152,10 +154,25 @@ export function shuffleBufferSamples(dataset: Dataset, batchSize: number): numbe
 }
 
 /**
- * Training rows [0, end) in an order of epoch `epoch`'s own, drawn from `seed` (the trainer's, so a
- * resumed job replays it). A dataset readable at any row (.npy, JSON) gives a uniform permutation
- * (epochOrder), each batch one gather of its rows; one that only streams (.npz) goes through a shuffle
- * buffer (shuffleBufferSamples; as tf.data's shuffle: each sample leaves it at random and the
+ * The rows `qat.validationSplit` holds out of a training set of `samples` rows (1 = held out): exactly
+ * round(split · samples) of them, at least one, chosen uniformly from the whole file by `seed`
+ * (heldOutMask, as auto's verification split), so the same seed holds out the same rows.
+ */
+export function validationRows(samples: number, split: number, seed: number): Uint8Array {
+  if (samples < 2) {
+    throw new DatasetError(
+      `qat.validationSplit ${split} needs at least 2 training samples, one to train on and one to validate on; the dataset has ${samples}`,
+    );
+  }
+  return heldOutMask(samples, split, seed);
+}
+
+/**
+ * The training rows — every row but those `heldOut` marks (1 = a validation row, see validationRows) — in
+ * an order of epoch `epoch`'s own, drawn from `seed` (the trainer's, so a resumed job replays it). A dataset
+ * readable at any row (.npy, JSON) gives a uniform permutation of them (epochOrder), each batch one gather
+ * of its rows; one that only streams (.npz) is read from its start, the held-out rows passed over, through
+ * a shuffle buffer (shuffleBufferSamples; as tf.data's shuffle: each sample leaves it at random and the
  * next one read takes its place). Either way one batch (or the buffer) is in memory at a time.
  */
 export async function* shuffledTensorBatches(
@@ -163,21 +180,66 @@ export async function* shuffledTensorBatches(
   batchSize: number,
   spec: JobSpec,
   feed: ModelInputInfo[],
-  end: number,
+  heldOut: Uint8Array | undefined,
   seed: number,
   epoch: number,
 ): AsyncGenerator<Batch> {
   const order = inputOrder(dataset, feed);
   const options = batchOptions(dataset, spec, feed, order);
   const rows = dataset.rowsAt
-    ? gatheredRows(dataset.rowsAt.bind(dataset), epochOrder(end, seed, epoch), batchSize, options)
+    ? gatheredRows(
+        dataset.rowsAt.bind(dataset),
+        trainingOrder(dataset.samples, heldOut, seed, epoch),
+        batchSize,
+        options,
+      )
     : bufferShuffled(
-        dataset.batches(batchSize, { ...options, end }),
+        samplesWhere(dataset.batches(batchSize, options), heldOut, 0),
+        dataset.inputs !== undefined,
         batchSize,
         shuffleBufferSamples(dataset, batchSize),
         epochRng(seed, epoch),
       );
   yield* asTensors(rows, dataset, feed, order);
+}
+
+/**
+ * The rows `heldOut` marks (1), in file order, the same every time: gathered where the dataset reads at
+ * any row (.npy, JSON), picked out of one pass over the file where it only streams (.npz). Batches of
+ * `batchSize` rows, the last one smaller.
+ */
+export async function* heldOutTensorBatches(
+  dataset: Dataset,
+  batchSize: number,
+  spec: JobSpec,
+  feed: ModelInputInfo[],
+  heldOut: Uint8Array,
+): AsyncGenerator<Batch> {
+  const order = inputOrder(dataset, feed);
+  const options = batchOptions(dataset, spec, feed, order);
+  const rows = dataset.rowsAt
+    ? gatheredRows(dataset.rowsAt.bind(dataset), rowsWhere(heldOut, 1), batchSize, options)
+    : rebatched(samplesWhere(dataset.batches(batchSize, options), heldOut, 1), dataset.inputs !== undefined, batchSize);
+  yield* asTensors(rows, dataset, feed, order);
+}
+
+/** The indices of `mask`'s entries equal to `keep`, ascending. */
+function rowsWhere(mask: Uint8Array, keep: 0 | 1): Int32Array {
+  let count = 0;
+  for (const v of mask) if (v === keep) count++;
+  const rows = new Int32Array(count);
+  let at = 0;
+  for (let i = 0; i < mask.length; i++) if (mask[i] === keep) rows[at++] = i;
+  return rows;
+}
+
+/** Epoch `epoch`'s order of the rows of [0, samples) that `heldOut` does not mark: epochOrder over them. */
+function trainingOrder(samples: number, heldOut: Uint8Array | undefined, seed: number, epoch: number): Int32Array {
+  if (heldOut === undefined) return epochOrder(samples, seed, epoch);
+  const rows = rowsWhere(heldOut, 0);
+  const order = epochOrder(rows.length, seed, epoch);
+  for (let k = 0; k < order.length; k++) order[k] = rows[order[k]];
+  return order;
 }
 
 async function* gatheredRows(
@@ -196,17 +258,28 @@ interface Sample {
   y?: Float32Array | Int32Array;
 }
 
-function samplesOf(batch: DatasetBatch): Sample[] {
-  const arrays = batch.inputs ?? [batch.x];
-  // Copies, not views: a view would keep its whole batch alive until the buffer let go of its last row.
-  const row = (values: Float32Array | Int32Array, i: number) => {
-    const size = values.length / batch.count;
-    return values.slice(i * size, (i + 1) * size);
-  };
-  return Array.from({ length: batch.count }, (_, i) => ({
-    inputs: arrays.map((values) => row(values, i)),
-    ...(batch.y ? { y: row(batch.y, i) } : {}),
-  }));
+/**
+ * The samples of a batch stream whose `mask` entry (by row of the whole stream) equals `keep`; every sample
+ * without a mask. Copies, not views: a view would keep its whole batch alive until the last of its rows went.
+ */
+async function* samplesWhere(
+  batches: AsyncIterable<DatasetBatch>,
+  mask: Uint8Array | undefined,
+  keep: 0 | 1,
+): AsyncGenerator<Sample> {
+  let first = 0;
+  for await (const batch of batches) {
+    const arrays = batch.inputs ?? [batch.x];
+    const row = (values: Float32Array | Int32Array, i: number) => {
+      const size = values.length / batch.count;
+      return values.slice(i * size, (i + 1) * size);
+    };
+    for (let i = 0; i < batch.count; i++) {
+      if (mask !== undefined && mask[first + i] !== keep) continue;
+      yield { inputs: arrays.map((values) => row(values, i)), ...(batch.y ? { y: row(batch.y, i) } : {}) };
+    }
+    first += batch.count;
+  }
 }
 
 function concatRows(rows: (Float32Array | Int32Array)[]): Float32Array | Int32Array {
@@ -222,15 +295,32 @@ function batchOf(samples: Sample[], named: boolean): DatasetBatch {
   return { x: inputs[0], count: samples.length, ...(named ? { inputs } : {}), ...(y ? { y } : {}) };
 }
 
+/** `samples` in batches of `batchSize`, in their order; `named`: the dataset's batches carry `inputs`. */
+async function* rebatched(
+  samples: AsyncIterable<Sample>,
+  named: boolean,
+  batchSize: number,
+): AsyncGenerator<DatasetBatch> {
+  let out: Sample[] = [];
+  for await (const sample of samples) {
+    out.push(sample);
+    if (out.length === batchSize) {
+      yield batchOf(out, named);
+      out = [];
+    }
+  }
+  if (out.length > 0) yield batchOf(out, named);
+}
+
 async function* bufferShuffled(
-  batches: AsyncIterable<DatasetBatch>,
+  samples: AsyncIterable<Sample>,
+  named: boolean,
   batchSize: number,
   capacity: number,
   rng: Rng,
 ): AsyncGenerator<DatasetBatch> {
   const buffer: Sample[] = [];
   let out: Sample[] = [];
-  let named = false;
   const take = (): Sample => {
     const at = rng.int(buffer.length);
     const sample = buffer[at];
@@ -238,15 +328,12 @@ async function* bufferShuffled(
     buffer.pop();
     return sample;
   };
-  for await (const batch of batches) {
-    named = batch.inputs !== undefined;
-    for (const sample of samplesOf(batch)) {
-      buffer.push(sample);
-      if (buffer.length > capacity) out.push(take());
-      if (out.length === batchSize) {
-        yield batchOf(out, named);
-        out = [];
-      }
+  for await (const sample of samples) {
+    buffer.push(sample);
+    if (buffer.length > capacity) out.push(take());
+    if (out.length === batchSize) {
+      yield batchOf(out, named);
+      out = [];
     }
   }
   while (buffer.length > 0) {

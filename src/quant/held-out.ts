@@ -1,6 +1,7 @@
 /**
  * Held-out verification for `auto` (docs/methods.md, `analyze` and `auto`): which evaluation samples the
- * search never sees, and how sure a drop measured on them is.
+ * search never sees, and how sure a drop measured on them is. QAT's `validationSplit` rows are chosen by the
+ * same split (src/pipeline/runtime.ts validationRows).
  *
  * The split is a seeded uniform choice of exactly round(fraction · n) samples (partial Fisher–Yates), so the
  * same seed splits the same dataset the same way on every worker, and a dataset sorted by class is still
