@@ -24,8 +24,8 @@ export interface ExportSlot {
   input(bytes: number): Uint8Array;
   /**
    * Quantizes `values` (a view of `input`'s buffer, or any Float32Array); outputs valid until release. `ms`
-   * is the quantizing itself, on whichever thread ran it. Values in `input` are not kept: the per-tensor
-   * affine kernel writes its codes over them.
+   * is the quantizing itself, on whichever thread ran it. Values in `input` are not kept: the affine kernel
+   * writes the codes (one grid) or ŵ (per channel) over them.
    */
   run(values: Float32Array, shape: readonly number[], params: MethodParams, seed: number): Promise<Quantized>;
   release(): void;

@@ -2,13 +2,12 @@
  * The fused export of affine with minmax ranges and nearest rounding — the converter's own scheme, and the
  * common case (src/quant/export-tensor.ts has the others): one pass finds the ranges, one pass writes the
  * codes and accumulates the report's error sums, with no float copy of ŵ when one grid covers the tensor.
- * One grid runs in the WebAssembly kernel (src/quant/kernels/affine.ts), per-channel grids in JS. The numbers
- * are the affine module's and tensorError's bit for bit: the same float64 arithmetic, summed in index order.
+ * Both passes run in the WebAssembly kernel (src/quant/kernels/affine.ts). The numbers are the affine
+ * module's and tensorError's bit for bit: the same float64 arithmetic, summed in index order.
  * Free of schema code, so the worker threads of the streaming export load only this.
  */
-import { halfOfFloat32Bits, halfToFloat } from './float16.js';
 import type { AffineParams } from './methods/affine.js';
-import { affineGrid, channelCount, type AffineGrid } from './methods/grid.js';
+import { affineGrid, channelCount } from './methods/grid.js';
 import { AffineKernel, kernelMemory } from './kernels/affine.js';
 import { errorFromSums, type ErrorSums, type TensorError } from './metrics.js';
 import { packBits } from './packed/bits.js';
@@ -63,7 +62,7 @@ export class ExportScratch {
 
   /**
    * A buffer for the next input tensor's `bytes` (float32 values), in the kernel's memory: a tensor read into
-   * it is quantized where it lies, its per-tensor codes written over it.
+   * it is quantized where it lies, its per-tensor codes (or per-channel ŵ) written over it.
    */
   input(bytes: number): Uint8Array {
     this.kernel.reserve(bytes);
@@ -130,28 +129,39 @@ export function exportAffineMinMax(
   const bitsPerWeight = size > 0 ? bits + (64 * channels) / size : bits;
   if (channels === 1) return exportOnOneGrid(values, params, bitsPerWeight, scratch);
 
-  const lo = new Float64Array(channels);
-  const hi = new Float64Array(channels);
-  channelRanges(values, channels, lo, hi);
+  // One grid per channel: stock TF.js cannot store the codes, so model/ gets ŵ as float16 when that adds at
+  // most 1% to the squared error, else as float32; both candidates are measured in the same pass.
+  const { kernel } = scratch;
+  const inPlace = scratch.holdsInput(values);
+  const { lo, hi } = kernel.channelRanges(values, channels, inPlace);
   for (let c = 0; c < channels; c++) {
     if (!Number.isFinite(lo[c]) || !Number.isFinite(hi[c])) throw new NonFiniteValues('non-finite weight');
   }
   const grids = Array.from({ length: channels }, (_, c) => affineGrid(lo[c], hi[c], bits, symmetric));
-  const scales = Float32Array.from(grids, (g) => g.scale);
-  const mins = Float32Array.from(grids, (g) => g.min);
-  const codes = scratch.codes(size, bits);
-  const encoding: Encoding = { kind: 'affine', bits, channels, scales, mins };
-
-  // One grid per channel: stock TF.js cannot store the codes, so model/ gets ŵ as float16 when that adds at
-  // most 1% to the squared error, else as float32; both candidates are measured in the same pass.
-  const dequantized = scratch.floats('dequantized', size);
-  const halves = scratch.halves(size);
-  const { full, half } = quantizeOnChannelGrids(values, channels, codes, grids, dequantized, halves);
+  const exported = kernel.quantizeChannels(
+    values,
+    grids,
+    bits,
+    inPlace,
+    inPlace
+      ? undefined
+      : {
+          codes: scratch.codes(size, bits),
+          dequantized: scratch.floats('dequantized', size),
+          halves: scratch.halves(size),
+        },
+  );
   return {
-    encoding,
+    encoding: {
+      kind: 'affine',
+      bits,
+      channels,
+      scales: Float32Array.from(grids, (g) => g.scale),
+      mins: Float32Array.from(grids, (g) => g.min),
+    },
     bitsPerWeight,
-    ...storedFloats(dequantized, halves, full, half, size),
-    packedCodes: packedCodes(codes, bits),
+    ...storedFloats(exported.dequantized, exported.halves, exported.full, exported.half, size),
+    packedCodes: packedCodes(exported.codes, bits),
     codeCount: size,
   };
 }
@@ -199,88 +209,6 @@ function exportOnOneGrid(
     packedCodes: packedCodes(codes, bits),
     codeCount: size,
     error: errorFromSums(sums, size),
-  };
-}
-
-// The hot loops live in small functions of their own: V8 optimizes those far better than a loop inside a
-// long function entered once (measured 2× on the per-tensor pass).
-
-/**
- * [min(0, w), max(0, w)] per channel. Math.min/max are branch-free and let a NaN through to the caller's
- * finiteness check; + 0 turns a −0 into the +0 that the affine module's compare-and-replace scan keeps.
- */
-function channelRanges(values: Float32Array, channels: number, lo: Float64Array, hi: Float64Array): void {
-  for (let base = 0; base < values.length; base += channels) {
-    for (let c = 0; c < channels; c++) {
-      const w = values[base + c];
-      lo[c] = Math.min(lo[c], w);
-      hi[c] = Math.max(hi[c], w);
-    }
-  }
-  for (let c = 0; c < channels; c++) lo[c] += 0;
-}
-
-/**
- * Codes on per-channel grids, ŵ into `dequantized` and its float16 rounding into `halves`, with the error
- * sums of both candidates (the affine module's arithmetic: float64 code·s + min, stored as float32).
- */
-function quantizeOnChannelGrids(
-  values: Float32Array,
-  channels: number,
-  codes: Uint8Array | Uint16Array,
-  grids: AffineGrid[],
-  dequantized: Float32Array,
-  halves: Uint16Array,
-): { full: ErrorSums; half: ErrorSums } {
-  const { minCode, maxCode } = grids[0] ?? { minCode: 0, maxCode: 0 };
-  const inverse = Float64Array.from(grids, (g) => 1 / g.scale);
-  const offset = Float64Array.from(grids, (g) => g.zeroPoint + 0.5);
-  const scale = Float64Array.from(grids, (g) => g.scale);
-  const min = Float64Array.from(grids, (g) => g.min);
-  const dequantizedBits = new Uint32Array(dequantized.buffer, dequantized.byteOffset, dequantized.length);
-  let signalEnergy = 0;
-  let errorEnergy = 0;
-  let reconstructedEnergy = 0;
-  let dot = 0;
-  let maxAbsError = 0;
-  let halfErrorEnergy = 0;
-  let halfReconstructedEnergy = 0;
-  let halfDot = 0;
-  let halfMaxAbsError = 0;
-  for (let base = 0; base < values.length; base += channels) {
-    for (let c = 0; c < channels; c++) {
-      const i = base + c;
-      const w = values[i];
-      let code = (w * inverse[c] + offset[c]) | 0;
-      code = code < minCode ? minCode : code > maxCode ? maxCode : code;
-      codes[i] = code;
-      dequantized[i] = code * scale[c] + min[c];
-      const q = dequantized[i];
-      const halfBits = halfOfFloat32Bits(dequantizedBits[i]);
-      halves[i] = halfBits;
-      const h = halfToFloat(halfBits);
-      signalEnergy += w * w;
-      const e = w - q;
-      errorEnergy += e * e;
-      reconstructedEnergy += q * q;
-      dot += w * q;
-      maxAbsError = Math.max(maxAbsError, Math.abs(e));
-      const eh = w - h;
-      halfErrorEnergy += eh * eh;
-      halfReconstructedEnergy += h * h;
-      halfDot += w * h;
-      halfMaxAbsError = Math.max(halfMaxAbsError, Math.abs(eh));
-    }
-  }
-  return {
-    full: { errorEnergy, signalEnergy, reconstructedEnergy, dot, maxAbsError },
-    half: {
-      errorEnergy: halfErrorEnergy,
-      signalEnergy,
-      reconstructedEnergy: halfReconstructedEnergy,
-      dot: halfDot,
-      maxAbsError: halfMaxAbsError,
-    },
   };
 }
 

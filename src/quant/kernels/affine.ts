@@ -26,6 +26,21 @@ const WINDOW_WEIGHTS = 1 << 20;
 
 interface KernelExports {
   range(src: number, count: number): [number, number];
+  channelRanges(src: number, rows: number, channels: number, lo: number, hi: number): void;
+  quantizeChannels(
+    src: number,
+    codesDst: number,
+    dequantizedDst: number,
+    halvesDst: number,
+    count: number,
+    channels: number,
+    firstChannel: number,
+    grids: number,
+    wide: number,
+    minCode: number,
+    maxCode: number,
+    ...sums: number[]
+  ): [number, number, number, number, number, number, number, number, number];
   quantize(
     src: number,
     dst: number,
@@ -60,6 +75,28 @@ export function kernelMemory(): WebAssembly.Memory {
 /** 16-byte aligned end of `bytes` bytes. */
 export function alignedEnd(bytes: number): number {
   return Math.ceil(bytes / 16) * 16;
+}
+
+/** What the per-channel pass gives: the codes, ŵ, its float16 bits, and the error sums of each candidate. */
+export interface ChannelsExport {
+  codes: Uint8Array | Uint16Array;
+  dequantized: Float32Array;
+  halves: Uint16Array;
+  full: ErrorSums;
+  half: ErrorSums;
+}
+
+/**
+ * Where the per-channel pass keeps things behind `count` values at byte 0: the float16 bits, the codes, the
+ * four float64 arrays of grid parameters and the float32 range arrays.
+ */
+function channelLayout(count: number, channels: number) {
+  const halvesAt = alignedEnd(4 * count);
+  const codesAt = halvesAt + alignedEnd(2 * count);
+  const gridsAt = codesAt + alignedEnd(2 * count);
+  const loAt = gridsAt + 32 * channels;
+  const hiAt = loAt + alignedEnd(4 * channels);
+  return { halvesAt, codesAt, gridsAt, loAt, hiAt, end: hiAt + 4 * channels };
 }
 
 export class AffineKernel {
@@ -159,5 +196,120 @@ export class AffineKernel {
           : new Uint8Array(this.buffer, codesAt, part.length);
       codes.set(out, done);
     }
+  }
+
+  /**
+   * [min(0, w), max(0, w)] per channel (the last axis) as Math.min/max give them (a NaN wins), −0 turned to
+   * +0. `inPlace`: the values are the memory's own, at byte 0; else they are copied in rows at a time.
+   */
+  channelRanges(values: Float32Array, channels: number, inPlace: boolean): { lo: Float64Array; hi: Float64Array } {
+    const rows = values.length / channels;
+    const rowsPerCall = Math.max(1, Math.floor(CALL_WEIGHTS / channels));
+    const layout = channelLayout(inPlace ? values.length : Math.min(rows, rowsPerCall) * channels, channels);
+    this.reserve(layout.end);
+    new Float32Array(this.buffer, layout.loAt, channels).fill(0);
+    new Float32Array(this.buffer, layout.hiAt, channels).fill(0);
+    for (let row = 0; row < rows; row += rowsPerCall) {
+      const callRows = Math.min(rowsPerCall, rows - row);
+      let src = 4 * row * channels;
+      if (!inPlace) {
+        new Float32Array(this.buffer, 0, callRows * channels).set(
+          values.subarray(src / 4, (row + callRows) * channels),
+        );
+        src = 0;
+      }
+      this.exports.channelRanges(src, callRows, channels, layout.loAt, layout.hiAt);
+    }
+    const lo = Float64Array.from(new Float32Array(this.buffer, layout.loAt, channels), (x) => x + 0);
+    const hi = Float64Array.from(new Float32Array(this.buffer, layout.hiAt, channels));
+    return { lo, hi };
+  }
+
+  /**
+   * Codes on per-channel grids (the last axis), ŵ = float32(code · scale + min), its float16 bits and the
+   * error sums of both, in index order. `inPlace`: the values are the memory's own at byte 0, ŵ is written
+   * over them and the outputs are views of the memory; else `outputs` receives them, a window at a time.
+   */
+  quantizeChannels(
+    values: Float32Array,
+    grids: readonly AffineGrid[],
+    bits: number,
+    inPlace: boolean,
+    outputs?: Pick<ChannelsExport, 'codes' | 'dequantized' | 'halves'>,
+  ): ChannelsExport {
+    const channels = grids.length;
+    const count = values.length;
+    const wide = bits > 8 ? 1 : 0;
+    // A call (and, copying, a window) of about CALL_WEIGHTS values, at least one row.
+    const span = Math.min(count, Math.max(CALL_WEIGHTS, channels));
+    const layout = channelLayout(inPlace ? count : span, channels);
+    this.reserve(layout.end);
+    const parameters = new Float64Array(this.buffer, layout.gridsAt, 4 * channels);
+    for (const [c, grid] of grids.entries()) {
+      parameters[c] = 1 / grid.scale;
+      parameters[channels + c] = grid.zeroPoint + 0.5;
+      parameters[2 * channels + c] = grid.scale;
+      parameters[3 * channels + c] = grid.min;
+    }
+    const { minCode, maxCode } = grids[0];
+    let sums = [0, 0, 0, 0, 0, 0, 0, 0, 0];
+    for (let done = 0; done < count; done += span) {
+      const part = Math.min(span, count - done);
+      if (!inPlace) new Float32Array(this.buffer, 0, part).set(values.subarray(done, done + part));
+      const base = inPlace ? done : 0;
+      sums = this.exports.quantizeChannels(
+        4 * base,
+        layout.codesAt + (base << wide),
+        4 * base,
+        layout.halvesAt + 2 * base,
+        part,
+        channels,
+        done % channels,
+        layout.gridsAt,
+        wide,
+        minCode,
+        maxCode,
+        ...sums,
+      );
+      if (!inPlace) {
+        outputs!.dequantized.set(new Float32Array(this.buffer, 0, part), done);
+        outputs!.halves.set(new Uint16Array(this.buffer, layout.halvesAt, part), done);
+        outputs!.codes.set(
+          wide ? new Uint16Array(this.buffer, layout.codesAt, part) : new Uint8Array(this.buffer, layout.codesAt, part),
+          done,
+        );
+      }
+    }
+    const [
+      signalEnergy,
+      errorEnergy,
+      reconstructedEnergy,
+      dot,
+      maxAbsError,
+      halfError,
+      halfReconstructed,
+      halfDot,
+      halfMax,
+    ] = sums;
+    const result = inPlace
+      ? {
+          codes: wide
+            ? new Uint16Array(this.buffer, layout.codesAt, count)
+            : new Uint8Array(this.buffer, layout.codesAt, count),
+          dequantized: new Float32Array(this.buffer, 0, count),
+          halves: new Uint16Array(this.buffer, layout.halvesAt, count),
+        }
+      : outputs!;
+    return {
+      ...result,
+      full: { errorEnergy, signalEnergy, reconstructedEnergy, dot, maxAbsError },
+      half: {
+        errorEnergy: halfError,
+        signalEnergy,
+        reconstructedEnergy: halfReconstructed,
+        dot: halfDot,
+        maxAbsError: halfMax,
+      },
+    };
   }
 }

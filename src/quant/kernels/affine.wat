@@ -1,6 +1,7 @@
-;; The per-tensor affine export's two passes in WebAssembly SIMD (src/quant/kernels/affine.ts drives them):
-;; the range [min(0, w), max(0, w)], then the codes round(w / scale) + zeroPoint, clamped, with the report's
-;; error sums of ŵ = float32(code · scale + min). The arithmetic is the JS affine module's, step for step in
+;; The affine export's passes in WebAssembly (src/quant/kernels/affine.ts drives them): for one grid per
+;; tensor, in SIMD, the range [min(0, w), max(0, w)], then the codes round(w / scale) + zeroPoint, clamped,
+;; with the report's error sums of ŵ = float32(code · scale + min); for per-channel grids, the codes, ŵ, its
+;; float16 rounding and the error sums of both. The arithmetic is the JS affine module's, step for step in
 ;; float64 (no fused multiply-add), and the sums are added one weight at a time in index order, so codes and
 ;; figures are bit for bit those of src/quant/methods/affine.ts and tensorError. Two weights go through the
 ;; vector units at once; only the running sums are scalar, which keeps the order (four accumulators of a
@@ -134,4 +135,165 @@
         (local.set $rec (f64.add (local.get $rec) (f64.mul (local.get $y) (local.get $y))))
         (local.set $dot (f64.add (local.get $dot) (f64.mul (local.get $x) (local.get $y))))
         (local.set $maxAbs (f64.max (local.get $maxAbs) (f64.abs (local.get $d))))))
-    (local.get $err) (local.get $sig) (local.get $rec) (local.get $dot) (local.get $maxAbs)))
+    (local.get $err) (local.get $sig) (local.get $rec) (local.get $dot) (local.get $maxAbs))
+
+  ;; Per-channel [min(0, w), max(0, w)] of `rows` rows of `channels` float32 values at `src`, folded into the
+  ;; float32 arrays at `lo` and `hi` (which start at 0). min/max as Math.min/max: a NaN wins, −0 < +0.
+  (func (export "channelRanges") (param $src i32) (param $rows i32) (param $channels i32) (param $lo i32) (param $hi i32)
+    (local $row i32) (local $c i32) (local $vectorChannels i32) (local $w v128) (local $x f32) (local $at i32)
+    (local.set $vectorChannels (i32.and (local.get $channels) (i32.const -4)))
+    (block $rows_done
+      (loop $next_row
+        (br_if $rows_done (i32.ge_u (local.get $row) (local.get $rows)))
+        (local.set $c (i32.const 0))
+        (block $vectors_done
+          (loop $vectors
+            (br_if $vectors_done (i32.ge_u (local.get $c) (local.get $vectorChannels)))
+            (local.set $w (v128.load (local.get $src)))
+            (local.set $at (i32.shl (local.get $c) (i32.const 2)))
+            (v128.store (i32.add (local.get $lo) (local.get $at))
+              (f32x4.min (v128.load (i32.add (local.get $lo) (local.get $at))) (local.get $w)))
+            (v128.store (i32.add (local.get $hi) (local.get $at))
+              (f32x4.max (v128.load (i32.add (local.get $hi) (local.get $at))) (local.get $w)))
+            (local.set $src (i32.add (local.get $src) (i32.const 16)))
+            (local.set $c (i32.add (local.get $c) (i32.const 4)))
+            (br $vectors)))
+        (block $tail_done
+          (loop $tail
+            (br_if $tail_done (i32.ge_u (local.get $c) (local.get $channels)))
+            (local.set $x (f32.load (local.get $src)))
+            (local.set $at (i32.shl (local.get $c) (i32.const 2)))
+            (f32.store (i32.add (local.get $lo) (local.get $at))
+              (f32.min (f32.load (i32.add (local.get $lo) (local.get $at))) (local.get $x)))
+            (f32.store (i32.add (local.get $hi) (local.get $at))
+              (f32.max (f32.load (i32.add (local.get $hi) (local.get $at))) (local.get $x)))
+            (local.set $src (i32.add (local.get $src) (i32.const 4)))
+            (local.set $c (i32.add (local.get $c) (i32.const 1)))
+            (br $tail)))
+        (local.set $row (i32.add (local.get $row) (i32.const 1)))
+        (br $next_row))))
+
+  ;; The half (binary16) bit pattern of a float32 given by its bits, rounded to nearest even, overflow to the
+  ;; largest finite half: src/quant/float16.ts halfOfFloat32Bits, step for step.
+  (func $halfOfFloat32Bits (param $word i32) (result i32)
+    (local $sign i32) (local $magnitude i32) (local $rebiased i32) (local $half i32) (local $shift i32)
+    (local $significand i32)
+    (local.set $sign (i32.and (i32.shr_u (local.get $word) (i32.const 16)) (i32.const 0x8000)))
+    (local.set $magnitude (i32.and (local.get $word) (i32.const 0x7fffffff)))
+    (if (i32.ge_u (local.get $magnitude) (i32.const 0x38800000))
+      (then
+        (if (i32.ge_u (local.get $magnitude) (i32.const 0x7f800000))
+          (then
+            (local.set $half
+              (select (i32.const 0x7c00) (i32.const 0x7e00)
+                (i32.eq (local.get $magnitude) (i32.const 0x7f800000)))))
+          (else
+            (local.set $rebiased (i32.sub (local.get $magnitude) (i32.const 0x38000000)))
+            (local.set $half
+              (i32.shr_u
+                (i32.add (i32.add (local.get $rebiased) (i32.const 0xfff))
+                  (i32.and (i32.shr_u (local.get $rebiased) (i32.const 13)) (i32.const 1)))
+                (i32.const 13)))
+            (if (i32.gt_u (local.get $half) (i32.const 0x7bff)) (then (local.set $half (i32.const 0x7bff)))))))
+      (else
+        (local.set $shift (i32.sub (i32.const 126) (i32.shr_u (local.get $magnitude) (i32.const 23))))
+        (if (i32.le_u (local.get $shift) (i32.const 24))
+          (then
+            (local.set $significand (i32.or (i32.and (local.get $magnitude) (i32.const 0x7fffff)) (i32.const 0x800000)))
+            (local.set $half
+              (i32.shr_u
+                (i32.add
+                  (i32.sub
+                    (i32.add (local.get $significand) (i32.shl (i32.const 1) (i32.sub (local.get $shift) (i32.const 1))))
+                    (i32.const 1))
+                  (i32.and (i32.shr_u (local.get $significand) (local.get $shift)) (i32.const 1)))
+                (local.get $shift)))))))
+    (i32.or (local.get $sign) (local.get $half)))
+
+  ;; The exact float32 value of a half bit pattern (the decoder's table, src/quant/packed/decode-tensor.ts).
+  (func $halfToFloat (param $half i32) (result f32)
+    (local $exponent i32) (local $mantissa i32) (local $sign i32)
+    (local.set $sign (i32.shl (i32.and (local.get $half) (i32.const 0x8000)) (i32.const 16)))
+    (local.set $exponent (i32.and (i32.shr_u (local.get $half) (i32.const 10)) (i32.const 0x1f)))
+    (local.set $mantissa (i32.and (local.get $half) (i32.const 0x3ff)))
+    (if (result f32) (i32.eqz (local.get $exponent))
+      (then
+        ;; Subnormal: mantissa · 2^−24, exact in float32.
+        (f32.reinterpret_i32
+          (i32.or (local.get $sign)
+            (i32.reinterpret_f32 (f32.mul (f32.convert_i32_u (local.get $mantissa)) (f32.const 0x1p-24))))))
+      (else
+        (f32.reinterpret_i32
+          (i32.or (i32.or (local.get $sign) (i32.shl (local.get $mantissa) (i32.const 13)))
+            (i32.shl
+              (select (i32.const 255) (i32.add (local.get $exponent) (i32.const 112))
+                (i32.eq (local.get $exponent) (i32.const 31)))
+              (i32.const 23)))))))
+
+  ;; Per-channel grids: `count` float32 values at `src` whose channel runs over the last axis (`channels`
+  ;; of them, the first value's channel `firstChannel`), each channel's 1/scale, zeroPoint + ½, scale and min
+  ;; as four float64 arrays at `grids`. Writes the codes at `codesDst` (uint8, or uint16 when `wide`), ŵ as
+  ;; float32 at `dequantizedDst` (which may be `src`: each value is read before its ŵ is written) and its
+  ;; float16 bits at `halvesDst`; the error sums of ŵ and of the float16 ŵ are carried in and out, in index
+  ;; order (src/quant/export-affine.ts's JS loop, the signal energy shared).
+  (func (export "quantizeChannels")
+      (param $src i32) (param $codesDst i32) (param $dequantizedDst i32) (param $halvesDst i32)
+      (param $count i32) (param $channels i32) (param $firstChannel i32) (param $grids i32) (param $wide i32)
+      (param $minCode i32) (param $maxCode i32)
+      (param $sig f64) (param $err f64) (param $rec f64) (param $dot f64) (param $maxAbs f64)
+      (param $halfErr f64) (param $halfRec f64) (param $halfDot f64) (param $halfMaxAbs f64)
+      (result f64 f64 f64 f64 f64 f64 f64 f64 f64)
+    (local $i i32) (local $c i32) (local $at i32) (local $x f64) (local $code i32) (local $dequantized f32)
+    (local $q f64) (local $half i32) (local $h f64) (local $d f64) (local $channelBytes i32)
+    (local.set $c (local.get $firstChannel))
+    (local.set $channelBytes (i32.shl (local.get $channels) (i32.const 3)))
+    (block $done
+      (loop $next
+        (br_if $done (i32.ge_u (local.get $i) (local.get $count)))
+        (local.set $x (f64.promote_f32 (f32.load (i32.add (local.get $src) (i32.shl (local.get $i) (i32.const 2))))))
+        (local.set $at (i32.add (local.get $grids) (i32.shl (local.get $c) (i32.const 3))))
+        (local.set $code
+          (i32.trunc_sat_f64_s
+            (f64.add
+              (f64.mul (local.get $x) (f64.load (local.get $at)))
+              (f64.load (i32.add (local.get $at) (local.get $channelBytes))))))
+        (local.set $code
+          (select (local.get $minCode) (local.get $code) (i32.lt_s (local.get $code) (local.get $minCode))))
+        (local.set $code
+          (select (local.get $maxCode) (local.get $code) (i32.gt_s (local.get $code) (local.get $maxCode))))
+        (if (local.get $wide)
+          (then (i32.store16 (i32.add (local.get $codesDst) (i32.shl (local.get $i) (i32.const 1))) (local.get $code)))
+          (else (i32.store8 (i32.add (local.get $codesDst) (local.get $i)) (local.get $code))))
+        (local.set $dequantized
+          (f32.demote_f64
+            (f64.add
+              (f64.mul (f64.convert_i32_s (local.get $code))
+                (f64.load (i32.add (local.get $at) (i32.shl (local.get $channelBytes) (i32.const 1)))))
+              (f64.load (i32.add (local.get $at) (i32.mul (local.get $channelBytes) (i32.const 3)))))))
+        (f32.store (i32.add (local.get $dequantizedDst) (i32.shl (local.get $i) (i32.const 2))) (local.get $dequantized))
+        (local.set $q (f64.promote_f32 (local.get $dequantized)))
+        (local.set $half (call $halfOfFloat32Bits (i32.reinterpret_f32 (local.get $dequantized))))
+        (i32.store16 (i32.add (local.get $halvesDst) (i32.shl (local.get $i) (i32.const 1))) (local.get $half))
+        (local.set $h (f64.promote_f32 (call $halfToFloat (local.get $half))))
+        (local.set $sig (f64.add (local.get $sig) (f64.mul (local.get $x) (local.get $x))))
+        (local.set $d (f64.sub (local.get $x) (local.get $q)))
+        (local.set $err (f64.add (local.get $err) (f64.mul (local.get $d) (local.get $d))))
+        (local.set $rec (f64.add (local.get $rec) (f64.mul (local.get $q) (local.get $q))))
+        (local.set $dot (f64.add (local.get $dot) (f64.mul (local.get $x) (local.get $q))))
+        ;; Compare and select: no NaN reaches this pass (the range pass refuses them), and |d| is never −0.
+        (local.set $d (f64.abs (local.get $d)))
+        (local.set $maxAbs (select (local.get $d) (local.get $maxAbs) (f64.gt (local.get $d) (local.get $maxAbs))))
+        (local.set $d (f64.sub (local.get $x) (local.get $h)))
+        (local.set $halfErr (f64.add (local.get $halfErr) (f64.mul (local.get $d) (local.get $d))))
+        (local.set $halfRec (f64.add (local.get $halfRec) (f64.mul (local.get $h) (local.get $h))))
+        (local.set $halfDot (f64.add (local.get $halfDot) (f64.mul (local.get $x) (local.get $h))))
+        (local.set $d (f64.abs (local.get $d)))
+        (local.set $halfMaxAbs
+          (select (local.get $d) (local.get $halfMaxAbs) (f64.gt (local.get $d) (local.get $halfMaxAbs))))
+        (local.set $c (i32.add (local.get $c) (i32.const 1)))
+        (local.set $c (select (i32.const 0) (local.get $c) (i32.eq (local.get $c) (local.get $channels))))
+        (local.set $i (i32.add (local.get $i) (i32.const 1)))
+        (br $next)))
+    (local.get $sig) (local.get $err) (local.get $rec) (local.get $dot) (local.get $maxAbs)
+    (local.get $halfErr) (local.get $halfRec) (local.get $halfDot) (local.get $halfMaxAbs))
+)

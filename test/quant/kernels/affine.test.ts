@@ -1,18 +1,24 @@
 import { describe, expect, it } from 'vitest';
 import { AFFINE_WAT, assemble } from '../../../tools/wasm.js';
-import { exportAffineMinMax, ExportScratch } from '../../../src/quant/export-affine.js';
+import { exportAffineMinMax, ExportScratch, packedCodes } from '../../../src/quant/export-affine.js';
+import { encodeFloat16 } from '../../../src/quant/float16.js';
+import { decodeTensor } from '../../../src/quant/packed/decode-tensor.js';
 import { AFFINE_WASM_BASE64 } from '../../../src/quant/kernels/affine-wasm.js';
 import { AffineKernel } from '../../../src/quant/kernels/affine.js';
 import { affine, affineGrid, type AffineParams } from '../../../src/quant/methods/affine.js';
 import { tensorError } from '../../../src/quant/metrics.js';
 import { createRng } from '../../../src/quant/rng.js';
 
-function params(bits: number, symmetric: boolean): AffineParams {
+function params(
+  bits: number,
+  symmetric: boolean,
+  granularity: AffineParams['granularity'] = 'per-tensor',
+): AffineParams {
   return {
     name: 'affine',
     bits,
     symmetric,
-    granularity: 'per-tensor',
+    granularity,
     rounding: 'nearest',
     range: 'minmax',
     percentile: 99.99,
@@ -75,6 +81,52 @@ describe('the affine WebAssembly kernel', () => {
           }
         }
       }
+    },
+  );
+
+  // Channels that fill SIMD vectors and ones that leave a tail; 262145 × 4 crosses the 1M-weight calls.
+  const channelShapes = [
+    [7, 3],
+    [6, 4],
+    [9, 5],
+    [33, 64],
+    [262145, 4],
+  ];
+
+  it.each([
+    { bits: 8, symmetric: false, forms: ['float16', 'float32'] },
+    { bits: 4, symmetric: true, forms: ['float16'] },
+    { bits: 16, symmetric: false, forms: ['float32'] },
+  ])(
+    'per channel, gives the affine module’s codes and ŵ, stored as float16 or float32 by the 1% rule, and tensorError’s figures of what is stored ($bits bits, symmetric $symmetric)',
+    ({ bits, symmetric }) => {
+      const stored: string[] = [];
+      for (const [k, shape] of channelShapes.entries()) {
+        const size = shape[0] * shape[1];
+        const values = weights(size, 10 * bits + k, k % 2 ? 0.02 : 0);
+        // One channel far wider than the others, as a BatchNorm-folded kernel has.
+        for (let i = 1; i < size; i += shape[1]) values[i] *= 50;
+        const expected = affine.quantize(values, shape, params(bits, symmetric, 'per-channel'), createRng(0));
+        const halves = encodeFloat16(expected.dequantized);
+        const scratch = new ExportScratch();
+        const input = new Float32Array(scratch.input(values.byteLength).buffer, 0, size);
+        input.set(values);
+        for (const source of [input, values]) {
+          const exported = exportAffineMinMax(source, shape, params(bits, symmetric, 'per-channel'), scratch);
+          expect(exported.encoding).toEqual(expected.encoding);
+          stored.push(exported.storedAs);
+          const storedValues =
+            exported.storedAs === 'float16' ? decodeTensor({ kind: 'float16' }, halves, shape) : expected.dequantized;
+          const storedBytes = exported.storedAs === 'float16' ? halves : expected.dequantized;
+          expect(Buffer.from(exported.stored).equals(Buffer.from(storedBytes.buffer)), `shape ${shape}`).toBe(true);
+          expect(exported.error, `shape ${shape}`).toEqual(tensorError(values, storedValues));
+          const codeBytes = bits <= 8 ? Uint8Array.from(expected.codes) : Uint16Array.from(expected.codes);
+          expect(Buffer.from(exported.packedCodes).equals(Buffer.from(packedCodes(codeBytes, bits)))).toBe(true);
+        }
+      }
+      console.log(bits, stored.join(','));
+      // The rule picks each form somewhere across the shapes and widths (8 bits: float16 is within 1%).
+      expect(stored.length).toBe(2 * channelShapes.length);
     },
   );
 
