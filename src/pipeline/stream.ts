@@ -302,10 +302,15 @@ async function writeArtifacts(
 
   const threads =
     options.threads ?? (totalWork >= WORKER_MIN_WEIGHTS ? Math.min(availableParallelism(), plan.selected.length) : 0);
-  // Per-tensor grids keep only the codes beside the input; other exports also hold ŵ and its float16 form
-  // (7 bytes per weight more), so their threads get one buffer set instead of two.
+  // The kernel's per-tensor grids write their codes over the input and need nothing more; other exports
+  // also hold ŵ's float16 form and the codes, or ŵ as well (3 to 7 bytes per weight more), so their
+  // threads get one buffer set instead of two.
   const compactOutputs = plan.selected.every(
-    ({ params }) => params.name === 'affine' && params.granularity === 'per-tensor',
+    ({ params }) =>
+      params.name === 'affine' &&
+      params.granularity === 'per-tensor' &&
+      params.range === 'minmax' &&
+      params.rounding === 'nearest',
   );
   const exporter = threads > 0 ? workerExporter(threads, compactOutputs ? 2 : 1) : inlineExporter();
   // Tensors are read and handed out in manifest order, and written in that order by one chain of steps
