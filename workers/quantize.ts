@@ -25,11 +25,8 @@ import {
 } from '../src/jobs/queue.js';
 import { InputError } from '../src/errors.js';
 import { parseJobSpec, type JobSpec } from '../src/jobs/spec.js';
-import { selectBackend } from '../src/model/backend.js';
-import { readModel } from '../src/model/read.js';
 import type { FileSet } from '../src/model/types.js';
 import type { Dataset } from '../src/model/dataset/index.js';
-import { runJob } from '../src/pipeline/run.js';
 import { NotStreamable, streamingBlocker, streamQuantize } from '../src/pipeline/stream.js';
 import {
   isRoundingCheckpoint,
@@ -54,7 +51,11 @@ interface Context {
   lifecycle: JobLifecycle;
   queues: Queues;
   checkpoints: CheckpointStore<JobCheckpoint>;
-  backend: string;
+  /**
+   * The tfjs backend, selected (and tfjs loaded) by the first job that needs the in-memory pipeline: a child
+   * that only streams plain PTQ never loads tfjs, which is most of its start-up and a tenth of its memory.
+   */
+  backend: () => Promise<string>;
   log: pino.Logger;
 }
 
@@ -67,6 +68,7 @@ process.on('disconnect', () => process.exit(1));
 function getContext(): Promise<Context> {
   context ??= (async () => {
     const config = loadConfig(process.env);
+    let backend: Promise<string> | undefined;
     const redis = workerRedis(config.redisUrl);
     const records = new RecordStore(redis, config.redisPrefix);
     const log = pino({ level: config.logLevel, base: { pid: process.pid, role: 'worker' } });
@@ -78,7 +80,10 @@ function getContext(): Promise<Context> {
       lifecycle: new JobLifecycle(records, redis, config.redisPrefix),
       queues: createQueues(redis, config.redisPrefix),
       checkpoints: new CheckpointStore<JobCheckpoint>(config.dataDir),
-      backend: await selectBackend(config.tfBackend),
+      backend: () => {
+        backend ??= import('../src/model/backend.js').then(({ selectBackend }) => selectBackend(config.tfBackend));
+        return backend;
+      },
       log,
     };
   })();
@@ -261,6 +266,11 @@ async function runInMemory(
   log: pino.Logger,
   onDatasets: (datasets: JobDatasets) => void,
 ): Promise<JobResult> {
+  const [backend, { readModel }, { runJob }] = await Promise.all([
+    ctx.backend(),
+    import('../src/model/read.js'),
+    import('../src/pipeline/run.js'),
+  ]);
   const files: FileSet = new Map();
   for (const file of model.files) files.set(file.path, new Uint8Array(await ctx.blobs.read(file.sha256)));
   const loaded = readModel(files);
@@ -273,7 +283,7 @@ async function runInMemory(
     log.info({ epoch: resumeFrom.epoch }, 'resuming training from the last checkpoint');
   }
   return runJob(loaded, spec, datasets, {
-    backend: ctx.backend,
+    backend,
     signal: options.signal,
     resumeFrom,
     onCheckpoint: (checkpoint) => ctx.checkpoints.save(tenant, jobId, checkpoint),
