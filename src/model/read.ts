@@ -7,22 +7,21 @@
  * The checks that need only model.json and the shards' sizes (`readManifest`, `weightSlots`) are shared with
  * `validateModelFiles` (validate-stream.ts), which checks the values from disk without holding them.
  */
-import { readFile, realpath } from 'node:fs/promises';
-import path from 'node:path';
 import * as tf from '@tensorflow/tfjs';
 import { ModelError } from './errors.js';
 import {
   checkFinite,
   decodeValues,
   describeWeight,
-  manifestGroups,
   normalizeManifestPath,
   parseManifest,
-  parseModelJson,
   weightSlots,
   type Manifest,
 } from './manifest.js';
+import { readFileSetFromDir } from './files.js';
 import type { FileSet, LoadedModel, Weight } from './types.js';
+
+export { readFileSetFromDir };
 
 export {
   checkFinite,
@@ -87,39 +86,6 @@ export function readModel(files: FileSet): LoadedModel {
   return { format: manifest.format, modelJson, weights };
 }
 
-/**
- * Reads model.json and exactly the files its manifest names from `dir` into a FileSet keyed by normalised
- * path. Paths that leave `dir` (lexically or through a symlink) are refused, never read.
- */
-export async function readFileSetFromDir(dir: string): Promise<FileSet> {
-  const root = await realpath(dir);
-  const outside = (label: string): ModelError =>
-    new ModelError('missing-file', `weight file ${label} points outside the model directory`, { file: label });
-  const read = async (relative: string, label: string): Promise<Uint8Array> => {
-    let full: string;
-    try {
-      full = await realpath(path.join(root, relative));
-    } catch (err) {
-      throw new ModelError('missing-file', `${label} cannot be read: ${(err as Error).message}`, { file: label });
-    }
-    if (!full.startsWith(root + path.sep)) throw outside(label);
-    const buffer = await readFile(full);
-    return new Uint8Array(buffer.buffer, buffer.byteOffset, buffer.byteLength);
-  };
-  const files: FileSet = new Map();
-  const modelJsonBytes = await read('model.json', 'model.json');
-  files.set('model.json', modelJsonBytes);
-  for (const group of manifestGroups(parseModelJson(modelJsonBytes))) {
-    for (const manifestPath of group.paths) {
-      const key = normalizeManifestPath(manifestPath);
-      if (key === undefined) throw outside(manifestPath);
-      if (!files.has(key)) files.set(key, await read(key, manifestPath));
-    }
-  }
-  return files;
-}
-
-/** readModel over a directory on disk. */
 export async function readModelDir(dir: string): Promise<LoadedModel> {
   return readModel(await readFileSetFromDir(dir));
 }

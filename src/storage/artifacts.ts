@@ -8,7 +8,7 @@ import { dirname, join, resolve, sep } from 'node:path';
 import type { PassThrough, Readable } from 'node:stream';
 import yazl from 'yazl';
 import type { FileSet } from '../model/types.js';
-import { readFileSetFromDir } from '../model/read.js';
+import { readFileSetFromDir } from '../model/files.js';
 import { writeDirAtomically, isSafeRelativePath, listTree, writeTreeAtomically } from './tree.js';
 
 export function artifactDir(dataDir: string, tenant: string, jobId: string): string {
