@@ -12,8 +12,8 @@ import type { LoadedModel } from '../model/types.js';
 import { writeModel } from '../model/write.js';
 import type { FileSet } from '../quant/model.js';
 import type { Batch } from '../quant/evaluate.js';
-import { heldOutMask } from '../quant/held-out.js';
-import { epochOrder, epochRng } from '../quant/qat/train.js';
+import { heldOutMask, maskedRows } from '../quant/held-out.js';
+import { epochRng, trainingOrder } from '../quant/qat/train.js';
 import type { Rng } from '../quant/rng.js';
 
 export async function loadTfModel(model: LoadedModel, owned: RunnableModel[]): Promise<RunnableModel> {
@@ -218,28 +218,9 @@ export async function* heldOutTensorBatches(
   const order = inputOrder(dataset, feed);
   const options = batchOptions(dataset, spec, feed, order);
   const rows = dataset.rowsAt
-    ? gatheredRows(dataset.rowsAt.bind(dataset), rowsWhere(heldOut, 1), batchSize, options)
+    ? gatheredRows(dataset.rowsAt.bind(dataset), maskedRows(heldOut, 1), batchSize, options)
     : rebatched(samplesWhere(dataset.batches(batchSize, options), heldOut, 1), dataset.inputs !== undefined, batchSize);
   yield* asTensors(rows, dataset, feed, order);
-}
-
-/** The indices of `mask`'s entries equal to `keep`, ascending. */
-function rowsWhere(mask: Uint8Array, keep: 0 | 1): Int32Array {
-  let count = 0;
-  for (const v of mask) if (v === keep) count++;
-  const rows = new Int32Array(count);
-  let at = 0;
-  for (let i = 0; i < mask.length; i++) if (mask[i] === keep) rows[at++] = i;
-  return rows;
-}
-
-/** Epoch `epoch`'s order of the rows of [0, samples) that `heldOut` does not mark: epochOrder over them. */
-function trainingOrder(samples: number, heldOut: Uint8Array | undefined, seed: number, epoch: number): Int32Array {
-  if (heldOut === undefined) return epochOrder(samples, seed, epoch);
-  const rows = rowsWhere(heldOut, 0);
-  const order = epochOrder(rows.length, seed, epoch);
-  for (let k = 0; k < order.length; k++) order[k] = rows[order[k]];
-  return order;
 }
 
 async function* gatheredRows(

@@ -41,6 +41,16 @@ export function heldOutMask(samples: number, fraction: number, seed: number): Ui
   return mask;
 }
 
+/** The indices of `mask`'s entries equal to `keep`, ascending. */
+export function maskedRows(mask: Uint8Array, keep: 0 | 1): Int32Array {
+  let count = 0;
+  for (const v of mask) if (v === keep) count++;
+  const rows = new Int32Array(count);
+  let at = 0;
+  for (let i = 0; i < mask.length; i++) if (mask[i] === keep) rows[at++] = i;
+  return rows;
+}
+
 export interface DropInterval {
   /** The measured drop: float metric − quantized metric (or the reverse for errors), as dropOf gives it. */
   drop: number;

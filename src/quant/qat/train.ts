@@ -22,6 +22,7 @@
  */
 import * as tf from '@tensorflow/tfjs';
 import type { MethodParams } from '../methods/index.js';
+import { heldOutMask, maskedRows } from '../held-out.js';
 import { createRng, type Rng } from '../rng.js';
 import type { QuantMethod, QuantizedTensor } from '../types.js';
 import { InputError } from '../../errors.js';
@@ -155,7 +156,11 @@ export interface QatOptions extends QatStepOptions {
   batchSize?: number;
   /** Inverse-time decay per epoch: epoch e (0-based) trains with learningRate / (1 + decay·e). Default 0. */
   learningRateDecay?: number;
-  /** Tensor data only: the last fraction of the samples (before shuffling) is held out, as in Keras. */
+  /**
+   * Tensor data only: this fraction of the samples is held out (exactly round(fraction · n), at least one, one
+   * left to train on), drawn from all of them by `seed` (heldOutMask) rather than Keras's last rows, so data
+   * sorted by class is validated on every class. They are read in their order, the same every epoch.
+   */
   validationSplit?: number;
   validationData?: Batch | BatchSource;
   /** Checked before every batch: an aborted run throws an AbortError, the variables holding shadow weights. */
@@ -583,6 +588,23 @@ export function epochOrder(count: number, seed: number, epoch: number): Int32Arr
   return order;
 }
 
+/**
+ * Epoch `epoch`'s order of the samples of [0, samples) that `heldOut` leaves to train on (its 0 entries;
+ * all of them without it): epochOrder over those samples, as their indices.
+ */
+export function trainingOrder(
+  samples: number,
+  heldOut: Uint8Array | undefined,
+  seed: number,
+  epoch: number,
+): Int32Array {
+  if (heldOut === undefined) return epochOrder(samples, seed, epoch);
+  const rows = maskedRows(heldOut, 0);
+  const order = epochOrder(rows.length, seed, epoch);
+  for (let k = 0; k < order.length; k++) order[k] = rows[order[k]];
+  return order;
+}
+
 interface EpochData {
   train(epoch: number): BatchSource;
   validation?: BatchSource;
@@ -615,17 +637,20 @@ function prepareData(data: TrainingData, options: QatOptions): EpochData {
   }
   const samples = data.x.shape[0];
   if (data.y.shape[0] !== samples) throw new RangeError(`x has ${samples} samples, y has ${data.y.shape[0]}`);
-  const held = Math.floor(samples * split);
-  const trainCount = samples - held;
-  if (trainCount < 1) throw new RangeError(`no training samples left after validationSplit ${split} of ${samples}`);
-  if (held > 0 && validation === undefined) {
-    const heldIndices = Int32Array.from({ length: held }, (_, i) => trainCount + i);
+  const seed = options.seed ?? 0;
+  if (split > 0 && samples < 2)
+    throw new RangeError(
+      `validationSplit ${split} needs 2 samples, one to train on and one to validate on, not ${samples}`,
+    );
+  const heldOut = split > 0 ? heldOutMask(samples, split, seed) : undefined;
+  const trainCount = samples - (heldOut?.reduce((sum, v) => sum + v, 0) ?? 0);
+  if (heldOut && validation === undefined) {
+    const heldIndices = maskedRows(heldOut, 1);
     validation = { [Symbol.iterator]: () => gatheredBatches(data, heldIndices, batchSize) };
   }
-  const seed = options.seed ?? 0;
   return {
     train: (epoch) => ({
-      [Symbol.iterator]: () => gatheredBatches(data, epochOrder(trainCount, seed, epoch), batchSize),
+      [Symbol.iterator]: () => gatheredBatches(data, trainingOrder(samples, heldOut, seed, epoch), batchSize),
     }),
     validation,
     batchesPerEpoch: Math.ceil(trainCount / batchSize),

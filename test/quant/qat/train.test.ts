@@ -1,6 +1,7 @@
 import * as tf from '@tensorflow/tfjs';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { selectBackend } from '../../../src/model/backend.js';
+import { heldOutMask } from '../../../src/quant/held-out.js';
 import { binary } from '../../../src/quant/methods/binary.js';
 import { parseMethodParams, type MethodParams } from '../../../src/quant/methods/index.js';
 import { qatPlan } from '../../../src/quant/qat/plan.js';
@@ -273,6 +274,59 @@ describe('the training loop', () => {
     expect(result.stoppedEarly).toBe(true);
     expect(result.history).toHaveLength(2);
     expect(result.checkpoint.epoch).toBe(2);
+    tf.dispose([x, y]);
+    model.dispose();
+  });
+
+  it('validationSplit holds out a seeded sample of all samples, not the last ones: class-sorted data validates on every class', async () => {
+    // 4 classes × 50 samples, class 0 first. Dense 2 → 4 with a ~1e-6 kernel and a bias favouring class 0
+    // answers 0 for every sample, and a learning rate of 1e-9 keeps it so: the accuracies count class-0
+    // samples. Held out from the tail (class 3 alone), valMetric would be 0.
+    const classes = 4;
+    const perClass = 50;
+    const samples = classes * perClass;
+    const model = tf.sequential({
+      layers: [tf.layers.dense({ inputShape: [2], units: classes, activation: 'softmax', name: 'dense' })],
+    });
+    model.setWeights([
+      tf.tensor2d(
+        Float32Array.from({ length: 2 * classes }, (_, k) => ((k % 5) - 2) * 1e-6),
+        [2, classes],
+      ),
+      tf.tensor1d([4, 0, 0, 0]),
+    ]);
+    const labels = Int32Array.from({ length: samples }, (_, i) => Math.floor(i / perClass));
+    const x = tf.tensor2d(
+      Float32Array.from({ length: 2 * samples }, (_, k) => (k % 2 === 0 ? k / 2 : labels[(k - 1) / 2])),
+      [samples, 2],
+    );
+    const y = tf.tensor1d(labels, 'int32');
+    const plan: QatPlan = new Map([['dense/kernel', { params: parseMethodParams({ name: 'affine', bits: 8 }) }]]);
+    const shares: number[] = [];
+    for (const seed of [3, 4]) {
+      const held = heldOutMask(samples, 0.25, seed);
+      const heldZeros = labels.reduce((sum, label, i) => sum + (held[i] === 1 && label === 0 ? 1 : 0), 0);
+      const heldPerClass = [0, 1, 2, 3].map((c) => labels.filter((label, i) => label === c && held[i] === 1).length);
+      console.log(`seed ${seed}: held out per class ${heldPerClass.join(', ')}`);
+      expect(heldPerClass.reduce((a, b) => a + b, 0)).toBe(50);
+      for (const count of heldPerClass) {
+        expect(count).toBeGreaterThanOrEqual(5);
+        expect(count).toBeLessThanOrEqual(25);
+      }
+      const { history } = await trainQuantizationAware(
+        model,
+        { x, y },
+        { plan, epochs: 2, batchSize: 16, learningRate: 1e-9, validationSplit: 0.25, seed },
+      );
+      for (const epoch of history) {
+        expect(epoch.batches).toBe(Math.ceil(150 / 16));
+        expect(epoch.valMetric).toBeCloseTo(heldZeros / 50, 6);
+        expect(epoch.metric).toBeCloseTo((perClass - heldZeros) / 150, 6);
+      }
+      shares.push(history[0].valMetric!);
+    }
+    // Another seed, other held-out samples: here another share of class 0.
+    expect(shares[0]).not.toBe(shares[1]);
     tf.dispose([x, y]);
     model.dispose();
   });
