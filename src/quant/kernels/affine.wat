@@ -245,8 +245,110 @@
       (result f64 f64 f64 f64 f64 f64 f64 f64 f64)
     (local $i i32) (local $c i32) (local $at i32) (local $x f64) (local $code i32) (local $dequantized f32)
     (local $q f64) (local $half i32) (local $h f64) (local $d f64) (local $channelBytes i32)
+    (local $pairsEnd i32) (local $w2 v128) (local $c4 v128) (local $dequantized4 v128) (local $q2 v128)
+    (local $magnitude4 v128) (local $sign4 v128) (local $h4 v128) (local $h2 v128) (local $t v128)
+    (local $minCode4 v128) (local $maxCode4 v128) (local $maxAbs2 v128) (local $halfMaxAbs2 v128)
     (local.set $c (local.get $firstChannel))
     (local.set $channelBytes (i32.shl (local.get $channels) (i32.const 3)))
+    ;; Two weights of neighbouring channels at a time when no pair straddles a row (an even channel count
+    ;; from an even channel): the codes, ŵ and its float16 rounding in vectors, the sums in index order.
+    ;; float16 rounding: adding and subtracting C = ±2^(max(e, −14) + 13), e the exponent of ŵ, leaves ŵ
+    ;; rounded to nearest even at 11 significant bits (or at 2^−24 below 2^−14), which is what
+    ;; halfOfFloat32Bits computes on the bits; beyond the largest half it clamps to 65504 as that does.
+    (if (i32.eqz (i32.and (i32.or (local.get $channels) (local.get $firstChannel)) (i32.const 1)))
+      (then (local.set $pairsEnd (i32.and (local.get $count) (i32.const -2)))))
+    (local.set $minCode4 (i32x4.splat (local.get $minCode)))
+    (local.set $maxCode4 (i32x4.splat (local.get $maxCode)))
+    (local.set $maxAbs2 (f64x2.splat (local.get $maxAbs)))
+    (local.set $halfMaxAbs2 (f64x2.splat (local.get $halfMaxAbs)))
+    (block $pairs_done
+      (loop $pairs
+        (br_if $pairs_done (i32.ge_u (local.get $i) (local.get $pairsEnd)))
+        (local.set $w2 (f64x2.promote_low_f32x4 (v128.load64_zero (i32.add (local.get $src) (i32.shl (local.get $i) (i32.const 2))))))
+        (local.set $at (i32.add (local.get $grids) (i32.shl (local.get $c) (i32.const 3))))
+        (local.set $c4
+          (i32x4.min_s
+            (i32x4.max_s
+              (i32x4.trunc_sat_f64x2_s_zero
+                (f64x2.add
+                  (f64x2.mul (local.get $w2) (v128.load (local.get $at)))
+                  (v128.load (i32.add (local.get $at) (local.get $channelBytes)))))
+              (local.get $minCode4))
+            (local.get $maxCode4)))
+        (if (local.get $wide)
+          (then
+            (v128.store32_lane 0 (i32.add (local.get $codesDst) (i32.shl (local.get $i) (i32.const 1)))
+              (i16x8.narrow_i32x4_u (local.get $c4) (local.get $c4))))
+          (else
+            (v128.store16_lane 0 (i32.add (local.get $codesDst) (local.get $i))
+              (i8x16.narrow_i16x8_u
+                (i16x8.narrow_i32x4_u (local.get $c4) (local.get $c4))
+                (i16x8.narrow_i32x4_u (local.get $c4) (local.get $c4))))))
+        (local.set $dequantized4
+          (f32x4.demote_f64x2_zero
+            (f64x2.add
+              (f64x2.mul (f64x2.convert_low_i32x4_s (local.get $c4))
+                (v128.load (i32.add (local.get $at) (i32.shl (local.get $channelBytes) (i32.const 1)))))
+              (v128.load (i32.add (local.get $at) (i32.mul (local.get $channelBytes) (i32.const 3)))))))
+        (v128.store64_lane 0 (i32.add (local.get $dequantizedDst) (i32.shl (local.get $i) (i32.const 2)))
+          (local.get $dequantized4))
+        (local.set $q2 (f64x2.promote_low_f32x4 (local.get $dequantized4)))
+        (local.set $sign4 (v128.and (local.get $dequantized4) (v128.const i32x4 0x80000000 0x80000000 0x80000000 0x80000000)))
+        (local.set $t
+          (v128.or (local.get $sign4)
+            (i32x4.add
+              (i32x4.max_u
+                (v128.and (local.get $dequantized4) (v128.const i32x4 0x7f800000 0x7f800000 0x7f800000 0x7f800000))
+                (v128.const i32x4 0x38800000 0x38800000 0x38800000 0x38800000))
+              (v128.const i32x4 0x06800000 0x06800000 0x06800000 0x06800000))))
+        (local.set $h4 (f32x4.sub (f32x4.add (local.get $dequantized4) (local.get $t)) (local.get $t)))
+        (local.set $h4
+          (v128.or (local.get $sign4)
+            (f32x4.min (f32x4.abs (local.get $h4)) (v128.const f32x4 65504 65504 65504 65504))))
+        ;; The half bits of that exact value: rebiased bits when normal, the multiple of 2^−24 when not.
+        (local.set $magnitude4 (v128.and (local.get $h4) (v128.const i32x4 0x7fffffff 0x7fffffff 0x7fffffff 0x7fffffff)))
+        (local.set $t
+          (v128.or
+            (i32x4.shr_u (local.get $sign4) (i32.const 16))
+            (v128.bitselect
+              (i32x4.shr_u (i32x4.sub (local.get $magnitude4) (v128.const i32x4 0x38000000 0x38000000 0x38000000 0x38000000)) (i32.const 13))
+              (i32x4.trunc_sat_f32x4_u (f32x4.mul (local.get $magnitude4) (v128.const f32x4 0x1p24 0x1p24 0x1p24 0x1p24)))
+              (i32x4.ge_u (local.get $magnitude4) (v128.const i32x4 0x38800000 0x38800000 0x38800000 0x38800000)))))
+        (v128.store32_lane 0 (i32.add (local.get $halvesDst) (i32.shl (local.get $i) (i32.const 1)))
+          (i16x8.narrow_i32x4_u (local.get $t) (local.get $t)))
+        (local.set $h2 (f64x2.promote_low_f32x4 (local.get $h4)))
+        (local.set $t (f64x2.mul (local.get $w2) (local.get $w2)))
+        (local.set $sig
+          (f64.add (f64.add (local.get $sig) (f64x2.extract_lane 0 (local.get $t))) (f64x2.extract_lane 1 (local.get $t))))
+        (local.set $t (f64x2.sub (local.get $w2) (local.get $q2)))
+        (local.set $maxAbs2 (f64x2.pmax (local.get $maxAbs2) (f64x2.abs (local.get $t))))
+        (local.set $t (f64x2.mul (local.get $t) (local.get $t)))
+        (local.set $err
+          (f64.add (f64.add (local.get $err) (f64x2.extract_lane 0 (local.get $t))) (f64x2.extract_lane 1 (local.get $t))))
+        (local.set $t (f64x2.mul (local.get $q2) (local.get $q2)))
+        (local.set $rec
+          (f64.add (f64.add (local.get $rec) (f64x2.extract_lane 0 (local.get $t))) (f64x2.extract_lane 1 (local.get $t))))
+        (local.set $t (f64x2.mul (local.get $w2) (local.get $q2)))
+        (local.set $dot
+          (f64.add (f64.add (local.get $dot) (f64x2.extract_lane 0 (local.get $t))) (f64x2.extract_lane 1 (local.get $t))))
+        (local.set $t (f64x2.sub (local.get $w2) (local.get $h2)))
+        (local.set $halfMaxAbs2 (f64x2.pmax (local.get $halfMaxAbs2) (f64x2.abs (local.get $t))))
+        (local.set $t (f64x2.mul (local.get $t) (local.get $t)))
+        (local.set $halfErr
+          (f64.add (f64.add (local.get $halfErr) (f64x2.extract_lane 0 (local.get $t))) (f64x2.extract_lane 1 (local.get $t))))
+        (local.set $t (f64x2.mul (local.get $h2) (local.get $h2)))
+        (local.set $halfRec
+          (f64.add (f64.add (local.get $halfRec) (f64x2.extract_lane 0 (local.get $t))) (f64x2.extract_lane 1 (local.get $t))))
+        (local.set $t (f64x2.mul (local.get $w2) (local.get $h2)))
+        (local.set $halfDot
+          (f64.add (f64.add (local.get $halfDot) (f64x2.extract_lane 0 (local.get $t))) (f64x2.extract_lane 1 (local.get $t))))
+        (local.set $c (i32.add (local.get $c) (i32.const 2)))
+        (local.set $c (select (i32.const 0) (local.get $c) (i32.eq (local.get $c) (local.get $channels))))
+        (local.set $i (i32.add (local.get $i) (i32.const 2)))
+        (br $pairs)))
+    (local.set $maxAbs (f64.max (f64x2.extract_lane 0 (local.get $maxAbs2)) (f64x2.extract_lane 1 (local.get $maxAbs2))))
+    (local.set $halfMaxAbs
+      (f64.max (f64x2.extract_lane 0 (local.get $halfMaxAbs2)) (f64x2.extract_lane 1 (local.get $halfMaxAbs2))))
     (block $done
       (loop $next
         (br_if $done (i32.ge_u (local.get $i) (local.get $count)))

@@ -6,7 +6,7 @@ import { decodeTensor } from '../../../src/quant/packed/decode-tensor.js';
 import { AFFINE_WASM_BASE64 } from '../../../src/quant/kernels/affine-wasm.js';
 import { AffineKernel } from '../../../src/quant/kernels/affine.js';
 import { affine, affineGrid, type AffineParams } from '../../../src/quant/methods/affine.js';
-import { tensorError } from '../../../src/quant/metrics.js';
+import { errorFromSums, tensorError } from '../../../src/quant/metrics.js';
 import { createRng } from '../../../src/quant/rng.js';
 
 function params(
@@ -35,6 +35,16 @@ function weights(count: number, seed: number, shift = 0): Float32Array {
     values[i] = u < 0.01 ? 0 : u < 0.02 ? -0 : (rng.next() - 0.5) * 0.2 * (1 + 9 * (i % 7 === 0 ? 1 : 0)) + shift;
   }
   return values;
+}
+
+/** The grid's code range (src/quant/methods/grid.ts affineGrid). */
+function codeRange(bits: number, symmetric: boolean): { minCode: number; maxCode: number } {
+  return { minCode: symmetric ? 1 : 0, maxCode: 2 ** bits - 1 };
+}
+
+/** Channel `c` (last axis) of a [rows, channels] tensor. */
+function column(values: Float32Array, shape: number[], c: number): number[] {
+  return Array.from({ length: shape[0] }, (_, row) => values[row * shape[1] + c]);
 }
 
 /** What the in-memory pipeline computes for the tensor: the affine module, then tensorError. */
@@ -104,19 +114,59 @@ describe('the affine WebAssembly kernel', () => {
       for (const [k, shape] of channelShapes.entries()) {
         const size = shape[0] * shape[1];
         const values = weights(size, 10 * bits + k, k % 2 ? 0.02 : 0);
-        // One channel far wider than the others, as a BatchNorm-folded kernel has.
+        // One channel far wider than the others, as a BatchNorm-folded kernel has; with 3+ channels, one whose ŵ
+        // are float16 subnormals and one beyond float16's range (on the vector path and the scalar one).
         for (let i = 1; i < size; i += shape[1]) values[i] *= 50;
+        if (shape[1] >= 3) {
+          for (let i = 2; i < size; i += shape[1]) values[i] *= 1e-4;
+          for (let i = 0; i < size; i += shape[1]) values[i] *= 1e6;
+        }
         const expected = affine.quantize(values, shape, params(bits, symmetric, 'per-channel'), createRng(0));
         const halves = encodeFloat16(expected.dequantized);
         const scratch = new ExportScratch();
         const input = new Float32Array(scratch.input(values.byteLength).buffer, 0, size);
         input.set(values);
+        // The 1% rule on the module's ŵ: float16 when its squared error is at most 1.01× float32's.
+        const halfValues = decodeTensor({ kind: 'float16' }, halves, shape);
+        const storedAs =
+          tensorError(values, halfValues).mse <= tensorError(values, expected.dequantized).mse * 1.01
+            ? 'float16'
+            : 'float32';
+        if (expected.encoding.kind !== 'affine') throw new Error('expected an affine encoding');
+        const { scales, mins } = expected.encoding;
+        const grids = Array.from({ length: shape[1] }, (_, c) => {
+          const channel = column(values, shape, c);
+          return affineGrid(
+            channel.reduce((a, b) => Math.min(a, b), 0),
+            channel.reduce((a, b) => Math.max(a, b), 0),
+            bits,
+            symmetric,
+          );
+        });
+        expect(Float32Array.from(grids, (g) => g.scale)).toEqual(scales);
+        // + 0: a zero min may be −0 on one side and +0 on the other.
+        expect(Array.from(grids, (g) => g.min + 0)).toEqual(Array.from(mins, (m) => m + 0));
+        // The kernel's own outputs, whichever form is stored: codes, ŵ and its float16 bits.
+        const direct = new ExportScratch().kernel.quantizeChannels(values, grids, bits, false, {
+          codes: bits <= 8 ? new Uint8Array(size) : new Uint16Array(size),
+          dequantized: new Float32Array(size),
+          halves: new Uint16Array(size),
+        });
+        expect(
+          Array.from(direct.codes).every((code, i) => code === expected.codes[i]),
+          `shape ${shape}`,
+        ).toBe(true);
+        expect(Buffer.from(direct.dequantized.buffer).equals(Buffer.from(expected.dequantized.buffer))).toBe(true);
+        expect(Buffer.from(direct.halves.buffer).equals(Buffer.from(halves.buffer)), `shape ${shape}`).toBe(true);
+        // Both candidates' sums, float16's too when float32 is stored.
+        expect(errorFromSums(direct.half, size), `shape ${shape}`).toEqual(tensorError(values, halfValues));
+        expect(errorFromSums(direct.full, size), `shape ${shape}`).toEqual(tensorError(values, expected.dequantized));
         for (const source of [input, values]) {
           const exported = exportAffineMinMax(source, shape, params(bits, symmetric, 'per-channel'), scratch);
           expect(exported.encoding).toEqual(expected.encoding);
+          expect(exported.storedAs, `shape ${shape}`).toBe(storedAs);
           stored.push(exported.storedAs);
-          const storedValues =
-            exported.storedAs === 'float16' ? decodeTensor({ kind: 'float16' }, halves, shape) : expected.dequantized;
+          const storedValues = exported.storedAs === 'float16' ? halfValues : expected.dequantized;
           const storedBytes = exported.storedAs === 'float16' ? halves : expected.dequantized;
           expect(Buffer.from(exported.stored).equals(Buffer.from(storedBytes.buffer)), `shape ${shape}`).toBe(true);
           expect(exported.error, `shape ${shape}`).toEqual(tensorError(values, storedValues));
@@ -127,6 +177,40 @@ describe('the affine WebAssembly kernel', () => {
       console.log(bits, stored.join(','));
       // The rule picks each form somewhere across the shapes and widths (8 bits: float16 is within 1%).
       expect(stored.length).toBe(2 * channelShapes.length);
+    },
+  );
+
+  it.each([3, 4])(
+    'rounds ŵ to float16 as halfOfFloat32Bits does, subnormals and overflow included (%i channels)',
+    (channels) => {
+      // Magnitudes whose ŵ are float16 subnormals (and zeros), normals, or beyond 65504; each tensor on its
+      // own, so one channel's sums do not drown another's.
+      for (const magnitude of [3e-5, 1, 2e5]) {
+        const rows = 257;
+        const size = rows * channels;
+        const values = Float32Array.from({ length: size }, (_, i) => Math.sin(i * 0.37) * magnitude);
+        const shape = [rows, channels];
+        const expected = affine.quantize(values, shape, params(8, false, 'per-channel'), createRng(0));
+        if (expected.encoding.kind !== 'affine') throw new Error('expected an affine encoding');
+        const { scales, mins } = expected.encoding;
+        const grids = Array.from(scales, (scale, c) => ({
+          scale,
+          min: mins[c],
+          zeroPoint: Math.round(-mins[c] / scale),
+          ...codeRange(8, false),
+        }));
+        const direct = new ExportScratch().kernel.quantizeChannels(values, grids, 8, false, {
+          codes: new Uint8Array(size),
+          dequantized: new Float32Array(size),
+          halves: new Uint16Array(size),
+        });
+        const halves = encodeFloat16(expected.dequantized);
+        expect(Buffer.from(direct.halves.buffer).equals(Buffer.from(halves.buffer)), `magnitude ${magnitude}`).toBe(
+          true,
+        );
+        const halfValues = decodeTensor({ kind: 'float16' }, halves, shape);
+        expect(errorFromSums(direct.half, size), `magnitude ${magnitude}`).toEqual(tensorError(values, halfValues));
+      }
     },
   );
 
