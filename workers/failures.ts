@@ -8,7 +8,9 @@
  *
  * A job can also leave the queue with no `failed` event at all: removed, drained or obliterated by an
  * operator, or lost with a Redis that kept the records but not BullMQ's keys. The watch looks every
- * `lostCheckMs` for unfinished records whose BullMQ job is gone and ends them the same way.
+ * `lostCheckMs` for unfinished records whose BullMQ job is gone and ends them the same way. The same look
+ * ends those whose BullMQ job failed with no watch listening: a worker fails a job at start (its first
+ * stalled check finds it stalled once too often, and it fetches it next) before its watch has subscribed.
  */
 import { Job, QueueEvents, type ConnectionOptions } from 'bullmq';
 import type { Logger } from 'pino';
@@ -48,7 +50,7 @@ export function watchFailedJobs(deps: {
   lifecycle: JobLifecycle;
   records: RecordStore;
   log: Logger;
-  /** How often to look for records whose queue job is gone, and how old such a record must be to count. */
+  /** How often to look for unended records whose queue job is gone or failed, and how old such a record must be. */
   lostCheckMs?: number;
 }): FailureWatch {
   const queue = deps.queues.quantize;
@@ -62,23 +64,24 @@ export function watchFailedJobs(deps: {
       await enqueue(deps.queues, 'webhooks', 'deliver', { tenant, jobId }, { jobId: webhookJobId(jobId) });
     }
   };
-  const settle = async (bullId: string, failedReason: string) => {
+  const settle = async (bullId: string) => {
     const job = await Job.fromId<QuantizePayload>(queue, bullId);
     // Retried (waiting, delayed, active again) or removed meanwhile: nothing to end.
     if (!job || (await job.getState()) !== 'failed') return;
     const { tenant, jobId } = job.data;
-    await end(tenant, jobId, abandonedJobError(job.attemptsMade, failedReason), {
+    await end(tenant, jobId, abandonedJobError(job.attemptsMade, job.failedReason), {
       attempts: job.attemptsMade,
-      failedReason,
+      failedReason: job.failedReason,
     });
   };
-  events.on('failed', ({ jobId, failedReason }) => {
-    settle(jobId, failedReason).catch((error) => deps.log.warn({ err: error, jobId }, 'ending a failed job failed'));
+  events.on('failed', ({ jobId }) => {
+    settle(jobId).catch((error) => deps.log.warn({ err: error, jobId }, 'ending a failed job failed'));
   });
   const lostCheckMs = deps.lostCheckMs ?? 30_000;
   const endLost = async () => {
-    for (const job of await lostJobs(deps.records, queue, Date.now() - lostCheckMs)) {
-      await end(job.tenant, job.id, lostJobError, { status: job.status });
+    for (const { record, state } of await unendedQueueJobs(deps.records, queue, Date.now() - lostCheckMs)) {
+      if (state === 'failed') await settle(record.id);
+      else await end(record.tenant, record.id, lostJobError, { status: record.status });
     }
   };
   const timer = setInterval(() => {
@@ -100,10 +103,15 @@ export const lostJobError = {
 };
 
 /**
- * Unfinished records created before `createdBefore` whose BullMQ job does not exist. The age keeps a job
- * that is being submitted (its record is written just before its queue job) from counting as lost.
+ * Unfinished records created before `createdBefore` whose BullMQ job does not exist (`unknown`) or has
+ * failed for good. The age keeps a job that is being submitted (its record is written just before its
+ * queue job) from counting as lost.
  */
-async function lostJobs(records: RecordStore, queue: Queues['quantize'], createdBefore: number): Promise<JobRecord[]> {
+async function unendedQueueJobs(
+  records: RecordStore,
+  queue: Queues['quantize'],
+  createdBefore: number,
+): Promise<{ record: JobRecord; state: 'unknown' | 'failed' }[]> {
   const counts = await records.countByStatus('jobs');
   const open = jobStatuses.filter((status) => !terminalStatuses.includes(status) && (counts[status] ?? 0) > 0);
   const unfinished: JobRecord[] = [];
@@ -113,5 +121,8 @@ async function lostJobs(records: RecordStore, queue: Queues['quantize'], created
     }
   }
   const states = await Promise.all(unfinished.map((job) => queue.getJobState(job.id)));
-  return unfinished.filter((_, i) => states[i] === 'unknown');
+  return unfinished.flatMap((record, i) => {
+    const state = states[i];
+    return state === 'unknown' || state === 'failed' ? [{ record, state }] : [];
+  });
 }

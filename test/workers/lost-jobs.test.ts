@@ -1,7 +1,9 @@
 /**
- * Jobs that leave the queue without a `failed` event (removed, drained, lost with BullMQ's keys): the failure
- * watch ends their records failed, once, and leaves jobs the queue still holds alone.
+ * Jobs that leave the queue without a `failed` event (removed, drained, lost with BullMQ's keys), or whose
+ * event no watch heard: the failure watch ends their records failed, once, and leaves jobs the queue still
+ * holds alone.
  */
+import { UnrecoverableError, Worker } from 'bullmq';
 import pino from 'pino';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { workerConnection } from '../../src/jobs/queue.js';
@@ -14,9 +16,9 @@ const suite = useTwoTenantApp();
 let watch: FailureWatch;
 const lostCheckMs = 400;
 
-beforeAll(async () => {
+async function startWatch(): Promise<FailureWatch> {
   const { services } = suite.app;
-  watch = watchFailedJobs({
+  const started = watchFailedJobs({
     connection: workerConnection(suite.config.redisUrl),
     prefix: services.keys.bull(),
     queues: services.queues,
@@ -25,7 +27,12 @@ beforeAll(async () => {
     log: pino({ level: 'silent' }),
     lostCheckMs,
   });
-  await watch.ready;
+  await started.ready;
+  return started;
+}
+
+beforeAll(async () => {
+  watch = await startWatch();
 });
 afterAll(() => watch?.close());
 
@@ -43,6 +50,46 @@ async function submit(): Promise<string> {
 async function record(id: string): Promise<JobRecord> {
   return (await suite.app.services.records.get('jobs', 'alice', id))!;
 }
+
+async function until(what: string, check: () => Promise<boolean>): Promise<void> {
+  const deadline = Date.now() + 20 * lostCheckMs;
+  while (!(await check())) {
+    if (Date.now() > deadline) throw new Error(`${what}: not within ${20 * lostCheckMs} ms`);
+    await new Promise((resolve) => setTimeout(resolve, 50));
+  }
+}
+
+describe('a job the queue failed while no watch listened', () => {
+  it('ends failed on the next look, as the failed event would have ended it', async () => {
+    // As in a worker that fails a job at start (its first stalled check finds it stalled once too often)
+    // before its watch has subscribed: the failed event is gone by the time anyone listens.
+    await watch.close();
+    const id = await submit();
+    const reason = 'job stalled more than allowable limit';
+    const failing = new Worker(
+      'quantize',
+      async () => {
+        throw new UnrecoverableError(reason);
+      },
+      { connection: workerConnection(suite.config.redisUrl), prefix: suite.app.services.keys.bull() },
+    );
+    const queue = suite.app.services.queues.quantize;
+    await until('the queue failed the job', async () => (await queue.getJobState(id)) === 'failed');
+    await failing.close();
+    expect((await record(id)).status).toBe('queued');
+
+    watch = await startWatch();
+    await until('the record ended', async () => (await record(id)).status !== 'queued');
+    const ended = await record(id);
+    expect(ended.status).toBe('failed');
+    expect(ended.error).toEqual(abandonedJobError(1, reason));
+    expect((await suite.app.services.records.countByStatus('jobs')).failed).toBe(1);
+
+    // Ended, so it can be deleted: the next test counts only its own jobs.
+    const del = await suite.app.inject({ method: 'DELETE', url: `/v1/jobs/${id}`, headers: alice });
+    expect(del.statusCode).toBe(204);
+  });
+});
 
 describe('a queued job removed from the queue', () => {
   it('ends failed as worker-lost; a job still in the queue stays queued', async () => {
