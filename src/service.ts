@@ -65,6 +65,12 @@ export interface WorkerOptions {
   lostCheckMs?: number;
 }
 
+/**
+ * How often a job may stall (its worker died or stopped renewing its lock) and still be handed to another
+ * worker; the next stall fails it ('job stalled more than allowable limit').
+ */
+export const maxStalledCount = 2;
+
 export function startWorkers(
   config: Config,
   options: WorkerOptions = {},
@@ -83,7 +89,7 @@ export function startWorkers(
     // the stalled-job check hands the job to another worker.
     lockDuration: options.lockDurationMs ?? 30_000,
     stalledInterval: options.stalledIntervalMs ?? 15_000,
-    maxStalledCount: 2,
+    maxStalledCount,
   });
   const redis = workerRedis(config.redisUrl);
   const records = new RecordStore(redis, config.redisPrefix);
