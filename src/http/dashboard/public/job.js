@@ -1,5 +1,6 @@
 /**
- * One job: its record, the stage timeline, live progress and log lines (SSE), and once it succeeded the
+ * One job: its name, labels and record (the model and datasets by their names, each record fetched once
+ * per view), the stage timeline, live progress and log lines (SSE), and once it succeeded the
  * report as pictures (per-tensor SQNR, bytes per tensor and in total, metrics per stage, a chosen tensor's
  * histogram before and after, sensitivity, the size/metric frontier and the layer-by-layer diagnosis when the
  * job measured them), the artifact downloads, and "try it in the browser".
@@ -17,7 +18,11 @@ import {
   formatDuration,
   isTerminal,
   jobDuration,
+  labelChips,
   progressBar,
+  recordCache,
+  recordLink,
+  shortId,
   statusBadge,
 } from './lib.js';
 import { renderTryIt } from './tryit.js';
@@ -37,6 +42,7 @@ const stageNames = {
 export function renderJob(view, id) {
   const stages = [...knownStages];
   const charts = [];
+  const records = recordCache();
   let stopFollowing = () => {};
   let left = false;
   const header = el('div');
@@ -78,7 +84,7 @@ export function renderJob(view, id) {
       el(
         'div',
         { class: 'toolbar' },
-        el('h1', {}, 'Job ', el('span', { class: 'mono' }, job.id)),
+        el('h1', { id: 'job-name' }, job.name ?? ['Job ', el('span', { class: 'mono' }, shortId(job.id))]),
         statusBadge(job.status),
         el('span', { class: 'spacer' }),
         isTerminal(job)
@@ -86,11 +92,29 @@ export function renderJob(view, id) {
           : el('button', { type: 'button', class: 'secondary', onclick: cancel }, 'Cancel job'),
         el('a', { href: '#/jobs' }, '← All jobs'),
       ),
+      el(
+        'p',
+        { class: 'job-ids' },
+        el('span', { class: 'id-line mono', id: 'job-id' }, job.id),
+        labelChips(job.labels),
+      ),
     );
     const rows = [
       ['Kind', job.kind],
       ['Method', job.method],
-      ['Model', job.modelId],
+      [
+        'Model',
+        job.modelId && [
+          recordLink(records, 'models', job.modelId, `#/jobs?modelId=${job.modelId}`, 'This model’s jobs'),
+          el('span', { class: 'id-line mono' }, job.modelId),
+        ],
+      ],
+      ...Object.entries(job.spec?.data ?? {})
+        .filter(([, datasetId]) => typeof datasetId === 'string')
+        .map(([role, datasetId]) => [
+          `Data: ${role}`,
+          [recordLink(records, 'datasets', datasetId), el('span', { class: 'id-line mono' }, datasetId)],
+        ]),
       ['Created', formatDate(job.createdAt)],
       ['Started', formatDate(job.startedAt)],
       ['Finished', formatDate(job.finishedAt)],
@@ -105,7 +129,9 @@ export function renderJob(view, id) {
           .join(', '),
       ],
     ];
-    meta.replaceChildren(...rows.flatMap(([k, v]) => [el('dt', {}, k), el('dd', {}, String(v ?? '–'))]));
+    meta.replaceChildren(
+      ...rows.flatMap(([k, v]) => [el('dt', {}, k), el('dd', {}, Array.isArray(v) ? v : String(v ?? '–'))]),
+    );
     specText.textContent = JSON.stringify(job.spec ?? {}, null, 2);
     drawTimeline(job.stage, job.status);
     progress.set(job, source);
@@ -202,7 +228,7 @@ export function renderJob(view, id) {
     if (left || job.status !== 'succeeded') return;
     try {
       const data = await api(`/v1/jobs/${encodeURIComponent(id)}/report`);
-      if (!left) renderReport(report, job, data, charts);
+      if (!left) renderReport(report, job, data, charts, records);
     } catch (error) {
       report.replaceChildren(errorBox(error, finished));
     }
@@ -224,7 +250,7 @@ function fixed(value, digits = 2) {
   return Number.isFinite(value) ? value.toFixed(digits) : String(value ?? '–');
 }
 
-function renderReport(root, job, report, charts) {
+function renderReport(root, job, report, charts, records) {
   const model = report.model ?? {};
   const tensors = report.tensors ?? [];
   root.replaceChildren();
@@ -306,7 +332,7 @@ function renderReport(root, job, report, charts) {
   const sensitivity = sensitivityTable(report);
   if (sensitivity) root.append(sensitivity);
   root.append(downloadsPanel(job));
-  root.append(renderTryIt(job));
+  root.append(renderTryIt(job, records));
 }
 
 function metricsPanel(metrics, charts) {
