@@ -714,6 +714,13 @@ describe('the dashboard in chromium', () => {
     await page.fill('#job-filter', '');
     await expect.poll(() => jobRows.count()).toBe(Math.min(25, total));
     expect(new URL(page.url()).hash).toBe('#/jobs');
+    // A label chip clicked joins the filter; two chips of one row, ANDed, still find that row.
+    await row(int4).locator('.chip', { hasText: 'stage=dev' }).click();
+    await expect.poll(shownJobs).toEqual([int4]);
+    await row(int4).locator('.chip', { hasText: 'team=vision' }).click();
+    expect(await page.inputValue('#job-filter')).toBe('stage=dev team=vision');
+    await expect.poll(() => new URL(page.url()).hash).toBe('#/jobs?label=stage%3Ddev&label=team%3Dvision');
+    expect(await shownJobs()).toEqual([int4]);
 
     // The job page: its name, id and labels, the model and the dataset by their names, each asked for once.
     const modelRequests = () => requests.filter((r) => r === `/v1/models/${model.id}`).length;
@@ -730,6 +737,32 @@ describe('the dashboard in chromium', () => {
     await page.locator('.badge.succeeded, .badge.failed').waitFor({ timeout: 30_000 });
     expect(modelRequests()).toBe(listViewsAsked + 1);
     expect(requests.filter((r) => r === `/v1/datasets/${dataset.id}`)).toHaveLength(1);
+    // Renamed and relabelled from the page: a merge patch that drops the label taken out, then the name.
+    await page.getByRole('button', { name: 'Edit name & labels' }).click();
+    expect(await page.inputValue('#job-edit-labels')).toBe('team=vision, stage=prod');
+    await page.fill('#job-edit-name', 'resnet int8 v2');
+    await page.fill('#job-edit-labels', 'team=vision, owner=ana');
+    await page.click('#job-edit-save');
+    await expect.poll(() => page.locator('#job-name').textContent()).toBe('resnet int8 v2');
+    expect(await page.locator('.job-ids .chip').allTextContents()).toEqual(['team=vision', 'owner=ana']);
+    await page.screenshot({ path: join(artifacts, 'dashboard-job-names.png'), animations: 'disabled' });
+    expect((await app.inject({ url: `/v1/jobs/${int8}` })).json()).toMatchObject({
+      name: 'resnet int8 v2',
+      labels: { team: 'vision', owner: 'ana' },
+    });
+    expect((await app.inject({ url: `/v1/jobs/${int8}` })).json().labels).not.toHaveProperty('stage');
+    await page.getByRole('button', { name: 'Edit name & labels' }).click();
+    await page.fill('#job-edit-name', '');
+    await page.fill('#job-edit-labels', 'Bad Key=x');
+    await page.click('#job-edit-save');
+    expect(await page.locator('#job-edit .error-box').textContent()).toMatch(/labels/);
+    await page.fill('#job-edit-labels', '');
+    await page.click('#job-edit-save');
+    await expect.poll(() => page.locator('#job-name').textContent()).toBe(`Job job_…${int8.slice(-8)}`);
+    expect(await page.locator('.job-ids .chip').count()).toBe(0);
+    const cleared = (await app.inject({ url: `/v1/jobs/${int8}` })).json();
+    expect(cleared.name).toBeUndefined();
+    expect(cleared.labels).toEqual({});
     await page.goto(`${baseUrl}/#/jobs/${evil}`);
     await expect.poll(() => page.locator('#job-name').textContent()).toBe(hostile);
     expect(await page.locator('img').count()).toBe(0);

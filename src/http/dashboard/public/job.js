@@ -1,6 +1,6 @@
 /**
- * One job: its name, labels and record (the model and datasets by their names, each record fetched once
- * per view), the stage timeline, live progress and log lines (SSE), and once it succeeded the
+ * One job: its name, labels (both editable: a merge patch of the record) and record (the model and datasets
+ * by their names, each record fetched once per view), the stage timeline, live progress and log lines (SSE), and once it succeeded the
  * report as pictures (per-tensor SQNR, bytes per tensor and in total, metrics per stage, a chosen tensor's
  * histogram before and after, sensitivity, the size/metric frontier and the layer-by-layer diagnosis when the
  * job measured them), the artifact downloads, and "try it in the browser".
@@ -16,9 +16,11 @@ import {
   formatBytes,
   formatDate,
   formatDuration,
+  formatLabels,
   isTerminal,
   jobDuration,
   labelChips,
+  parseLabels,
   progressBar,
   recordCache,
   recordLink,
@@ -46,6 +48,8 @@ export function renderJob(view, id) {
   let stopFollowing = () => {};
   let left = false;
   const header = el('div');
+  // A record without a name or labels leaves them out: absent from the answer, they are gone from the page too.
+  const editor = nameEditor((updated) => showJob({ name: undefined, labels: {}, ...updated }));
   const meta = el('dl', { class: 'meta' });
   const specText = el('pre', { class: 'mono' });
   const specView = el(
@@ -62,6 +66,7 @@ export function renderJob(view, id) {
   const report = el('section', { 'aria-label': 'Report' });
   view.append(
     header,
+    editor.root,
     el(
       'section',
       { class: 'panel', 'aria-labelledby': 'progress-title' },
@@ -87,6 +92,7 @@ export function renderJob(view, id) {
         el('h1', { id: 'job-name' }, job.name ?? ['Job ', el('span', { class: 'mono' }, shortId(job.id))]),
         statusBadge(job.status),
         el('span', { class: 'spacer' }),
+        el('button', { type: 'button', class: 'secondary', onclick: () => editor.open(job) }, 'Edit name & labels'),
         isTerminal(job)
           ? el('button', { type: 'button', class: 'secondary', onclick: remove }, 'Delete job')
           : el('button', { type: 'button', class: 'secondary', onclick: cancel }, 'Cancel job'),
@@ -239,6 +245,63 @@ export function renderJob(view, id) {
     left = true;
     stopFollowing();
     for (const chart of charts) chart.destroy();
+  };
+}
+
+/**
+ * The name and labels form: saved as a JSON merge patch, an emptied name sent as null (removed) and every
+ * label taken out as null. `saved(job)` gets the record the server answers.
+ */
+function nameEditor(saved) {
+  const name = el('input', { type: 'text', id: 'job-edit-name', autocomplete: 'off' });
+  const labels = el('input', {
+    type: 'text',
+    id: 'job-edit-labels',
+    placeholder: 'team=vision, stage=prod',
+    autocomplete: 'off',
+  });
+  const message = el('div');
+  let editing = null;
+  const root = el(
+    'form',
+    { id: 'job-edit', class: 'panel', hidden: true, 'aria-label': 'Name and labels' },
+    el('div', { class: 'field' }, el('label', { for: name.id }, 'Name'), name),
+    el('div', { class: 'field' }, el('label', { for: labels.id }, 'Labels'), labels),
+    message,
+    el(
+      'div',
+      { class: 'actions' },
+      el('button', { type: 'submit', id: 'job-edit-save' }, 'Save'),
+      el('button', { type: 'button', class: 'secondary', onclick: () => (root.hidden = true) }, 'Cancel'),
+    ),
+  );
+  root.addEventListener('submit', async (event) => {
+    event.preventDefault();
+    const given = parseLabels(labels.value) ?? {};
+    const removed = Object.keys(editing.labels ?? {}).filter((key) => typeof given !== 'object' || !(key in given));
+    const patch = {
+      name: name.value.trim() || null,
+      // Text that is not key=value pairs goes as it is: the server's problem says what is wrong with it.
+      labels: typeof given === 'object' ? { ...Object.fromEntries(removed.map((k) => [k, null])), ...given } : given,
+    };
+    try {
+      const job = await api(`/v1/jobs/${encodeURIComponent(editing.id)}`, { method: 'PATCH', body: patch });
+      root.hidden = true;
+      saved(job);
+    } catch (error) {
+      message.replaceChildren(errorBox(error));
+    }
+  });
+  return {
+    root,
+    open(job) {
+      editing = job;
+      name.value = job.name ?? '';
+      labels.value = formatLabels(job.labels);
+      message.replaceChildren();
+      root.hidden = false;
+      name.focus();
+    },
   };
 }
 

@@ -1,7 +1,8 @@
 /**
  * The jobs page: newest first, each job by its name and labels, filtered by status, by model (a model in the
  * table links to its jobs) and by the filter box (`team=vision` a label, other words the exact name: the
- * list's `?label=` and `?name=`), the filters kept in the hash so a reload or a shared link keeps them;
+ * list's `?label=` and `?name=`; a label chip clicked adds its label), the filters kept in the hash so a
+ * reload or a shared link keeps them;
  * one live progress bar per unfinished job. Up to `maxStreams` unfinished jobs follow their SSE stream (a
  * browser allows only a few connections per host); the list is polled only for the jobs beyond that.
  */
@@ -66,6 +67,13 @@ export function renderJobs(view) {
     clearTimeout(typing);
     load(true);
   });
+  /** A label chip clicked: its label joins the filter box's terms (once). */
+  const filterByLabel = (key, value) => {
+    const term = formatFilter(null, [`${key}=${value}`]);
+    if (parseFilter(search.value).labels.includes(`${key}=${value}`)) return;
+    search.value = [search.value.trim(), term].filter(Boolean).join(' ');
+    load(true);
+  };
   /** The list's query: the filters, without paging. */
   const filters = () => {
     const query = new URLSearchParams();
@@ -166,7 +174,7 @@ export function renderJobs(view) {
           job.name ?? shortId(job.id),
         ),
         el('span', { class: 'id-line mono' }, job.id),
-        labelChips(job.labels),
+        labelChips(job.labels, filterByLabel),
       ),
       status,
       el('td', { class: 'opt' }, job.kind),

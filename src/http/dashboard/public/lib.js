@@ -187,15 +187,49 @@ export function shortId(id) {
   return id.length > kind + 10 ? `${id.slice(0, kind + 1)}…${id.slice(-8)}` : id;
 }
 
-/** A record's labels as `key=value` chips, or null when it has none. */
-export function labelChips(labels) {
+/**
+ * A record's labels as `key=value` chips, or null when it has none. With `pick(key, value)` each chip is a
+ * button (the jobs list filters by the label clicked).
+ */
+export function labelChips(labels, pick) {
   const entries = Object.entries(labels ?? {});
   if (entries.length === 0) return null;
   return el(
     'span',
     { class: 'labels', 'aria-label': 'Labels' },
-    entries.map(([key, value]) => el('span', { class: 'chip', title: `label ${key}=${value}` }, `${key}=${value}`)),
+    entries.map(([key, value]) =>
+      pick
+        ? el(
+            'button',
+            { type: 'button', class: 'chip', title: `Filter by ${key}=${value}`, onclick: () => pick(key, value) },
+            `${key}=${value}`,
+          )
+        : el('span', { class: 'chip', title: `label ${key}=${value}` }, `${key}=${value}`),
+    ),
   );
+}
+
+/**
+ * `team=vision, stage=prod` as labels; undefined when empty. Text that is not such a list is returned as it
+ * is, for the server to refuse next to the field (the form checks nothing itself).
+ */
+export function parseLabels(text) {
+  const items = text
+    .split(',')
+    .map((s) => s.trim())
+    .filter(Boolean);
+  if (items.length === 0) return undefined;
+  if (!items.every((item) => item.includes('='))) return text;
+  return Object.fromEntries(
+    items.map((item) => [item.slice(0, item.indexOf('=')).trim(), item.slice(item.indexOf('=') + 1).trim()]),
+  );
+}
+
+/** Labels as the text parseLabels reads: `team=vision, stage=prod`. */
+export function formatLabels(labels) {
+  return Object.entries(labels ?? {})
+    .map(([key, value]) => `${key}=${value}`)
+    .join(', ');
 }
 
 /**

@@ -5,7 +5,7 @@
  * `key=value, key=value`. The form does no validation of its own: the server's problem+json `problems` are
  * shown next to the fields their JSON paths name.
  */
-import { ApiError, api, el, errorBox, formatBytes } from './lib.js';
+import { ApiError, api, el, errorBox, formatBytes, parseLabels } from './lib.js';
 
 export function renderNew(view) {
   const jobSection = el(
@@ -27,22 +27,6 @@ export function renderNew(view) {
     jobSection,
   );
   jobForm(jobSection, modelsChanged, datasetsChanged);
-}
-
-/**
- * `team=vision, stage=prod` as labels; undefined when empty. Text that is not such a list is returned as it
- * is, for the server to refuse next to the field (the form checks nothing itself).
- */
-function parseLabels(text) {
-  const items = text
-    .split(',')
-    .map((s) => s.trim())
-    .filter(Boolean);
-  if (items.length === 0) return undefined;
-  if (!items.every((item) => item.includes('='))) return text;
-  return Object.fromEntries(
-    items.map((item) => [item.slice(0, item.indexOf('=')).trim(), item.slice(item.indexOf('=') + 1).trim()]),
-  );
 }
 
 /** A record's labels as text for an option (which can hold no markup): ` [team=vision, stage=prod]`. */
