@@ -89,6 +89,9 @@ interface JobView {
   artifacts: string[];
   error: { message: string } | null;
   summary: { bytesAfter: number; packedBytes: number } | null;
+  createdAt: string;
+  startedAt: string | null;
+  finishedAt: string | null;
 }
 
 async function waitForJob(baseUrl: string, id: string): Promise<JobView> {
@@ -225,6 +228,19 @@ async function main(): Promise<number> {
     const workerPeak = Math.max(0, ...sandboxes.map(([, entry]) => entry.peak));
     console.log(
       `2. ${METHOD.name} ${METHOD.bits}-bit ${METHOD.granularity} PTQ job: ${seconds(job.result.ms)} from submission to succeeded; model/ ${mib(finished.summary?.bytesAfter ?? 0)}, packed/ ${mib(finished.summary?.packedBytes ?? 0)}`,
+    );
+    // Where the job's time went: waiting for a worker's sandbox to take it, the engine (report.json's own
+    // total), and the rest of the run in the sandbox (opening the blobs as a directory, moving the
+    // artifacts into place, the record's end).
+    const report = (await (await fetch(`${baseUrl}/v1/jobs/${finished.id}/artifacts/report.json`)).json()) as {
+      timings: { totalMs: number };
+    };
+    const at = (iso: string | null) => (iso === null ? NaN : Date.parse(iso));
+    const queuedMs = at(finished.startedAt) - at(finished.createdAt);
+    const runMs = at(finished.finishedAt) - at(finished.startedAt);
+    console.log(
+      `   record: queued ${seconds(queuedMs)} before a sandbox started it, then ${seconds(runMs)} running: ` +
+        `the engine ${seconds(report.timings.totalMs)}, the rest ${seconds(runMs - report.timings.totalMs)}`,
     );
     console.log(
       `   worker peak RSS ${mib(workerPeak)} in the job's sandbox process (target ≤ 512 MiB: ${verdict(workerPeak > 0 && workerPeak <= WORKER_TARGET)}); supervisor process peak ${mib(supervisor.peak)}\n`,

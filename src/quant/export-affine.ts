@@ -8,7 +8,7 @@
  */
 import type { AffineParams } from './methods/affine.js';
 import { affineGrid, channelCount } from './methods/grid.js';
-import { AffineKernel, kernelMemory } from './kernels/affine.js';
+import { AffineKernel, alignedEnd, inPlaceChannelsBytes, KERNEL_MAX_BYTES, kernelMemory } from './kernels/affine.js';
 import { errorFromSums, type ErrorSums, type TensorError } from './metrics.js';
 import { packBits } from './packed/bits.js';
 import type { Codes, Encoding } from './types.js';
@@ -132,8 +132,11 @@ export function exportAffineMinMax(
   // One grid per channel: stock TF.js cannot store the codes, so model/ gets ŵ as float16 when that adds at
   // most 1% to the squared error, else as float32; both candidates are measured in the same pass.
   const { kernel } = scratch;
-  const inPlace = scratch.holdsInput(values);
-  const { lo, hi } = kernel.channelRanges(values, channels, inPlace);
+  const held = scratch.holdsInput(values);
+  // A tensor in the input whose outputs would not fit behind it (wasm32's 4 GiB) goes through a window past it.
+  const inPlace = held && inPlaceChannelsBytes(size, channels) <= KERNEL_MAX_BYTES;
+  const stagingAt = held ? alignedEnd(values.byteLength) : 0;
+  const { lo, hi } = kernel.channelRanges(values, channels, held, stagingAt);
   for (let c = 0; c < channels; c++) {
     if (!Number.isFinite(lo[c]) || !Number.isFinite(hi[c])) throw new NonFiniteValues('non-finite weight');
   }
@@ -150,6 +153,7 @@ export function exportAffineMinMax(
           dequantized: scratch.floats('dequantized', size),
           halves: scratch.halves(size),
         },
+    stagingAt,
   );
   return {
     encoding: {

@@ -3,7 +3,9 @@
  * a sandboxed worker: upload the layers fixture through the UI, get a server validation error shown next to
  * its field, create a job from the generated form, watch its progress bar reach 100% from SSE (no polling),
  * read the report's charts, and run "try it" — its printed outputs must match stock tfjs in Node within
- * 1e-5. Screenshots land in test/artifacts/. Also: the dashboard's own API routes, and the key prompt.
+ * 1e-5. Screenshots land in test/artifacts/. Also: names and labels in the tables and on the job page, the
+ * filter box (labels and names, kept in the hash), user-given strings shown as text; the dashboard's own API
+ * routes, and the key prompt.
  */
 import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
@@ -503,7 +505,7 @@ describe('the dashboard in chromium', () => {
     await page.reload();
     await page.locator(`tr[data-job="${otherJob}"]`).waitFor();
     const modelLink = page.locator(`tr[data-job="${jobId}"] a[href^="#/jobs?modelId="]`);
-    const jobModel = (await modelLink.textContent())!;
+    const jobModel = (await modelLink.getAttribute('href'))!.slice('#/jobs?modelId='.length);
     await modelLink.click();
     await page.locator('#model-filter').waitFor();
     await page.locator(`tr[data-job="${jobId}"]`).waitFor();
@@ -606,6 +608,204 @@ describe('the dashboard in chromium', () => {
     });
     expect(pageErrors).toEqual([]);
     await context.close();
+  });
+
+  it('shows names and labels, filters by them through the hash, and shows a name as text, never markup', async () => {
+    const hostile = '<img src=x onerror=alert(1)>';
+    const namesDir = await mkdtemp(join(tmpdir(), 'qaas-dashboard-names-'));
+    // A model of its own: files already stored would answer with that model, unnamed.
+    const modelFiles = await denseModel([12, 5]);
+    const upload = multipart([
+      { field: 'name', data: 'vision-net' },
+      { field: 'labels', data: JSON.stringify({ team: 'vision' }) },
+      ...filesAsParts(modelFiles),
+    ]);
+    const model = (await app.inject({ method: 'POST', url: '/v1/models', ...upload })).json();
+    expect(model).toMatchObject({ name: 'vision-net', labels: { team: 'vision' } });
+    const data = multipart([
+      { field: 'name', data: 'calib-set' },
+      { field: 'labels', data: JSON.stringify({ split: 'cal' }) },
+      // Arrays of their own too (the first test stored zeros of this shape).
+      { field: 'x', filename: 'x.npy', data: npy('<f4', [5, 12], new Uint8Array(new Float32Array(60).fill(3).buffer)) },
+    ]);
+    const dataset = (await app.inject({ method: 'POST', url: '/v1/datasets', ...data })).json();
+    expect(dataset.name).toBe('calib-set');
+    const submit = async (extra: Record<string, unknown>) => {
+      const res = await app.inject({
+        method: 'POST',
+        url: '/v1/jobs',
+        payload: { modelId: model.id, method: { name: 'float16' }, ...extra },
+      });
+      expect(res.statusCode, res.body).toBe(202);
+      return res.json().id as string;
+    };
+    const int8 = await submit({
+      name: 'resnet int8',
+      labels: { team: 'vision', stage: 'prod' },
+      data: { evaluation: dataset.id },
+    });
+    const int4 = await submit({ name: 'resnet int4', labels: { team: 'vision', stage: 'dev' } });
+    const evil = await submit({ name: hostile, labels: { team: 'audio', note: '<b>bold</b>' } });
+    const unnamed = await submit({});
+    const total = (await app.inject({ url: '/v1/jobs?limit=100' })).json().items.length;
+
+    const context = await browser.newContext({ viewport: { width: 1280, height: 800 } });
+    const page = await context.newPage();
+    const pageErrors: string[] = [];
+    page.on('pageerror', (error) => pageErrors.push(error.message));
+    const dialogs: string[] = [];
+    page.on('dialog', (dialog) => {
+      dialogs.push(dialog.message());
+      void dialog.dismiss();
+    });
+    const requests: string[] = [];
+    page.on('request', (request) => requests.push(new URL(request.url()).pathname + new URL(request.url()).search));
+    const jobRows = page.locator('tbody tr[data-job]');
+    const shownJobs = () => jobRows.evaluateAll((rows) => rows.map((r) => (r as HTMLElement).dataset.job));
+    const row = (id: string) => page.locator(`tr[data-job="${id}"]`);
+
+    await page.goto(`${baseUrl}/#/jobs`);
+    await row(unnamed).waitFor();
+    expect(await jobRows.count()).toBe(Math.min(25, total));
+    // Name, id line and labels in the first cell; the model by its name once its record is in.
+    expect(await row(int8).locator('.name-cell a').textContent()).toBe('resnet int8');
+    expect(await row(int8).locator('.name-cell .id-line').textContent()).toBe(int8);
+    expect(await row(int8).locator('.name-cell .chip').allTextContents()).toEqual(['team=vision', 'stage=prod']);
+    const modelCell = row(int8).locator('a[href^="#/jobs?modelId="]');
+    await expect.poll(() => modelCell.textContent()).toBe('vision-net');
+    expect(await modelCell.getAttribute('title')).toContain(model.id);
+    // No name: the short id, still distinct from its neighbours' (their ids share the time-based head).
+    expect(await row(unnamed).locator('.name-cell a').textContent()).toBe(`job_…${unnamed.slice(-8)}`);
+    expect(await row(unnamed).locator('.name-cell .chip').count()).toBe(0);
+    // Every row of one model asked for the model's record once.
+    expect(requests.filter((r) => r === `/v1/models/${model.id}`)).toHaveLength(1);
+    // User input is text: the tags are in the text, no element was made from them, nothing ran.
+    expect(await row(evil).locator('.name-cell a').textContent()).toBe(hostile);
+    expect(await row(evil).locator('.chip').allTextContents()).toEqual(['team=audio', 'note=<b>bold</b>']);
+    expect(await page.locator('img').count()).toBe(0);
+    expect(await page.locator('.jobs-table b').count()).toBe(0);
+    await page.screenshot({ path: join(artifacts, 'dashboard-jobs-names.png'), animations: 'disabled' });
+
+    // The filter box: a label, two labels ANDed, an exact name, a quoted name with = in it, no match.
+    const filterBy = async (text: string, expected: string[]) => {
+      await page.fill('#job-filter', text);
+      await expect.poll(shownJobs).toEqual(expected);
+    };
+    await filterBy('team=vision', [int4, int8]);
+    await filterBy('team=vision stage=prod', [int8]);
+    expect(new URL(page.url()).hash).toBe('#/jobs?label=team%3Dvision&label=stage%3Dprod');
+    await page.reload();
+    await expect.poll(shownJobs).toEqual([int8]);
+    expect(await page.inputValue('#job-filter')).toBe('team=vision stage=prod');
+    await filterBy('resnet int4', [int4]);
+    expect(new URL(page.url()).hash).toBe('#/jobs?name=resnet+int4');
+    await filterBy('stage=*', [int4, int8]);
+    await filterBy(`"${hostile}"`, [evil]);
+    await page.reload();
+    await expect.poll(shownJobs).toEqual([evil]);
+    expect(await page.inputValue('#job-filter')).toBe(`"${hostile}"`);
+    // A key the server refuses: its problem is shown, and no rows of an earlier filter stay.
+    await filterBy('team_=x', []);
+    expect(await page.locator('.error-box').textContent()).toMatch(/not a label key/);
+    await page.fill('#job-filter', 'team=nobody');
+    await expect.poll(() => page.locator('td.empty').textContent()).toBe('No jobs matching “team=nobody”.');
+    expect(await page.locator('.error-box').count()).toBe(0);
+    expect(await jobRows.count()).toBe(0);
+    await page.fill('#job-filter', '');
+    await expect.poll(() => jobRows.count()).toBe(Math.min(25, total));
+    expect(new URL(page.url()).hash).toBe('#/jobs');
+    // A label chip clicked joins the filter; two chips of one row, ANDed, still find that row.
+    await row(int4).locator('.chip', { hasText: 'stage=dev' }).click();
+    await expect.poll(shownJobs).toEqual([int4]);
+    await row(int4).locator('.chip', { hasText: 'team=vision' }).click();
+    expect(await page.inputValue('#job-filter')).toBe('stage=dev team=vision');
+    await expect.poll(() => new URL(page.url()).hash).toBe('#/jobs?label=stage%3Ddev&label=team%3Dvision');
+    expect(await shownJobs()).toEqual([int4]);
+
+    // The job page: its name, id and labels, the model and the dataset by their names, each asked for once.
+    const modelRequests = () => requests.filter((r) => r === `/v1/models/${model.id}`).length;
+    const listViewsAsked = modelRequests();
+    await page.goto(`${baseUrl}/#/jobs/${int8}`);
+    expect(await page.locator('#job-name').textContent()).toBe('resnet int8');
+    expect(await page.locator('#job-id').textContent()).toBe(int8);
+    expect(await page.locator('.job-ids .chip').allTextContents()).toEqual(['team=vision', 'stage=prod']);
+    const modelDd = page.locator('dt:text-is("Model") + dd');
+    await expect.poll(() => modelDd.locator('a').textContent()).toBe('vision-net');
+    expect(await modelDd.locator('.id-line').textContent()).toBe(model.id);
+    const datasetDd = page.locator('dt:text-is("Data: evaluation") + dd');
+    await expect.poll(() => datasetDd.locator('span').first().textContent()).toBe('calib-set');
+    await page.locator('.badge.succeeded, .badge.failed').waitFor({ timeout: 30_000 });
+    expect(modelRequests()).toBe(listViewsAsked + 1);
+    expect(requests.filter((r) => r === `/v1/datasets/${dataset.id}`)).toHaveLength(1);
+    // Renamed and relabelled from the page: a merge patch that drops the label taken out, then the name.
+    await page.getByRole('button', { name: 'Edit name & labels' }).click();
+    expect(await page.inputValue('#job-edit-labels')).toBe('team=vision, stage=prod');
+    await page.fill('#job-edit-name', 'resnet int8 v2');
+    await page.fill('#job-edit-labels', 'team=vision, owner=ana');
+    await page.click('#job-edit-save');
+    await expect.poll(() => page.locator('#job-name').textContent()).toBe('resnet int8 v2');
+    expect(await page.locator('.job-ids .chip').allTextContents()).toEqual(['team=vision', 'owner=ana']);
+    await page.screenshot({ path: join(artifacts, 'dashboard-job-names.png'), animations: 'disabled' });
+    expect((await app.inject({ url: `/v1/jobs/${int8}` })).json()).toMatchObject({
+      name: 'resnet int8 v2',
+      labels: { team: 'vision', owner: 'ana' },
+    });
+    expect((await app.inject({ url: `/v1/jobs/${int8}` })).json().labels).not.toHaveProperty('stage');
+    await page.getByRole('button', { name: 'Edit name & labels' }).click();
+    await page.fill('#job-edit-name', '');
+    await page.fill('#job-edit-labels', 'Bad Key=x');
+    await page.click('#job-edit-save');
+    expect(await page.locator('#job-edit .error-box').textContent()).toMatch(/labels/);
+    await page.fill('#job-edit-labels', '');
+    await page.click('#job-edit-save');
+    await expect.poll(() => page.locator('#job-name').textContent()).toBe(`Job job_…${int8.slice(-8)}`);
+    expect(await page.locator('.job-ids .chip').count()).toBe(0);
+    const cleared = (await app.inject({ url: `/v1/jobs/${int8}` })).json();
+    expect(cleared.name).toBeUndefined();
+    expect(cleared.labels).toEqual({});
+    await page.goto(`${baseUrl}/#/jobs/${evil}`);
+    await expect.poll(() => page.locator('#job-name').textContent()).toBe(hostile);
+    expect(await page.locator('img').count()).toBe(0);
+
+    // The new-job form takes a name and labels as key=value, and the uploads theirs.
+    await page.goto(`${baseUrl}/#/new`);
+    await page.locator('#field-labels').waitFor();
+    expect(await page.locator('#field-data-evaluation option').allTextContents()).toContainEqual(
+      `calib-set · ${dataset.id} (5 samples, x 5×12) [split=cal]`,
+    );
+    const otherFiles = await denseModel([12, 6]);
+    for (const [path, bytes] of otherFiles) await writeFile(join(namesDir, path), bytes);
+    await page.setInputFiles(
+      '#model-files',
+      [...otherFiles.keys()].map((path) => join(namesDir, path)),
+    );
+    await page.fill('#model-name', 'uploaded-in-ui');
+    await page.fill('#model-labels', 'team=vision, origin=ui');
+    await page.click('#model-upload');
+    const uploadedId = (await page.locator('#model-id').textContent())!;
+    expect((await app.inject({ url: `/v1/models/${uploadedId}` })).json()).toMatchObject({
+      name: 'uploaded-in-ui',
+      labels: { team: 'vision', origin: 'ui' },
+    });
+    await expect.poll(() => page.locator('#field-modelId').inputValue()).toBe(uploadedId);
+    await page.selectOption('#field-method-name', 'float16');
+    await page.fill('#field-labels', 'team');
+    await page.click('#job-submit');
+    await page.locator('#field-labels-error').waitFor();
+    expect(await page.locator('#field-labels-error').textContent()).toMatch(/object/);
+    await page.fill('#field-name', 'from the form');
+    await page.fill('#field-labels', 'team=vision, origin = ui');
+    await page.click('#job-submit');
+    const formJob = (await page.locator('#new-job-link').textContent())!;
+    expect((await app.inject({ url: `/v1/jobs/${formJob}` })).json()).toMatchObject({
+      name: 'from the form',
+      labels: { team: 'vision', origin: 'ui' },
+      modelId: uploadedId,
+    });
+    expect(dialogs).toEqual([]);
+    expect(pageErrors).toEqual([]);
+    await context.close();
+    await rm(namesDir, { recursive: true, force: true });
   });
 
   it('asks for the API key when the server has keys, keeps it, and sends it', async () => {

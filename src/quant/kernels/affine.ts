@@ -87,16 +87,19 @@ export interface ChannelsExport {
 }
 
 /**
- * Where the per-channel pass keeps things behind `count` values at byte 0: the float16 bits, the codes, the
- * four float64 arrays of grid parameters and the float32 range arrays.
+ * Where the per-channel pass keeps things behind `count` values at byte `at`: the float16 bits, the codes and
+ * the four float64 arrays of grid parameters.
  */
-function channelLayout(count: number, channels: number) {
-  const halvesAt = alignedEnd(4 * count);
+function channelLayout(at: number, count: number, channels: number) {
+  const halvesAt = at + alignedEnd(4 * count);
   const codesAt = halvesAt + alignedEnd(2 * count);
   const gridsAt = codesAt + alignedEnd(2 * count);
-  const loAt = gridsAt + 32 * channels;
-  const hiAt = loAt + alignedEnd(4 * channels);
-  return { halvesAt, codesAt, gridsAt, loAt, hiAt, end: hiAt + 4 * channels };
+  return { halvesAt, codesAt, gridsAt, end: gridsAt + 32 * channels };
+}
+
+/** Bytes the per-channel pass needs to quantize `count` values at byte 0 in place. */
+export function inPlaceChannelsBytes(count: number, channels: number): number {
+  return channelLayout(0, count, channels).end;
 }
 
 export class AffineKernel {
@@ -200,35 +203,44 @@ export class AffineKernel {
 
   /**
    * [min(0, w), max(0, w)] per channel (the last axis) as Math.min/max give them (a NaN wins), −0 turned to
-   * +0. `inPlace`: the values are the memory's own, at byte 0; else they are copied in rows at a time.
+   * +0. `inPlace`: the values are the memory's own, at byte 0; else they are copied in rows at a time to
+   * byte `stagingAt` (past the memory's own values when those are elsewhere in it).
    */
-  channelRanges(values: Float32Array, channels: number, inPlace: boolean): { lo: Float64Array; hi: Float64Array } {
+  channelRanges(
+    values: Float32Array,
+    channels: number,
+    inPlace: boolean,
+    stagingAt = 0,
+  ): { lo: Float64Array; hi: Float64Array } {
     const rows = values.length / channels;
     const rowsPerCall = Math.max(1, Math.floor(CALL_WEIGHTS / channels));
-    const layout = channelLayout(inPlace ? values.length : Math.min(rows, rowsPerCall) * channels, channels);
-    this.reserve(layout.end);
-    new Float32Array(this.buffer, layout.loAt, channels).fill(0);
-    new Float32Array(this.buffer, layout.hiAt, channels).fill(0);
+    const valuesAt = inPlace ? 0 : stagingAt;
+    const loAt = valuesAt + alignedEnd(4 * (inPlace ? values.length : Math.min(rows, rowsPerCall) * channels));
+    const hiAt = loAt + alignedEnd(4 * channels);
+    this.reserve(hiAt + 4 * channels);
+    new Float32Array(this.buffer, loAt, channels).fill(0);
+    new Float32Array(this.buffer, hiAt, channels).fill(0);
     for (let row = 0; row < rows; row += rowsPerCall) {
       const callRows = Math.min(rowsPerCall, rows - row);
       let src = 4 * row * channels;
       if (!inPlace) {
-        new Float32Array(this.buffer, 0, callRows * channels).set(
+        new Float32Array(this.buffer, valuesAt, callRows * channels).set(
           values.subarray(src / 4, (row + callRows) * channels),
         );
-        src = 0;
+        src = valuesAt;
       }
-      this.exports.channelRanges(src, callRows, channels, layout.loAt, layout.hiAt);
+      this.exports.channelRanges(src, callRows, channels, loAt, hiAt);
     }
-    const lo = Float64Array.from(new Float32Array(this.buffer, layout.loAt, channels), (x) => x + 0);
-    const hi = Float64Array.from(new Float32Array(this.buffer, layout.hiAt, channels));
+    const lo = Float64Array.from(new Float32Array(this.buffer, loAt, channels), (x) => x + 0);
+    const hi = Float64Array.from(new Float32Array(this.buffer, hiAt, channels));
     return { lo, hi };
   }
 
   /**
    * Codes on per-channel grids (the last axis), ŵ = float32(code · scale + min), its float16 bits and the
    * error sums of both, in index order. `inPlace`: the values are the memory's own at byte 0, ŵ is written
-   * over them and the outputs are views of the memory; else `outputs` receives them, a window at a time.
+   * over them and the outputs are views of the memory; else the values go through byte `stagingAt` a window
+   * at a time and `outputs` receives what comes out.
    */
   quantizeChannels(
     values: Float32Array,
@@ -236,13 +248,15 @@ export class AffineKernel {
     bits: number,
     inPlace: boolean,
     outputs?: Pick<ChannelsExport, 'codes' | 'dequantized' | 'halves'>,
+    stagingAt = 0,
   ): ChannelsExport {
     const channels = grids.length;
     const count = values.length;
     const wide = bits > 8 ? 1 : 0;
     // A call (and, copying, a window) of about CALL_WEIGHTS values, at least one row.
     const span = Math.min(count, Math.max(CALL_WEIGHTS, channels));
-    const layout = channelLayout(inPlace ? count : span, channels);
+    const valuesAt = inPlace ? 0 : stagingAt;
+    const layout = channelLayout(valuesAt, inPlace ? count : span, channels);
     this.reserve(layout.end);
     const parameters = new Float64Array(this.buffer, layout.gridsAt, 4 * channels);
     for (const [c, grid] of grids.entries()) {
@@ -255,12 +269,13 @@ export class AffineKernel {
     let sums = [0, 0, 0, 0, 0, 0, 0, 0, 0];
     for (let done = 0; done < count; done += span) {
       const part = Math.min(span, count - done);
-      if (!inPlace) new Float32Array(this.buffer, 0, part).set(values.subarray(done, done + part));
+      if (!inPlace) new Float32Array(this.buffer, valuesAt, part).set(values.subarray(done, done + part));
+      // In place, the piece's offset in the tensor; staged, the window's start.
       const base = inPlace ? done : 0;
       sums = this.exports.quantizeChannels(
-        4 * base,
+        valuesAt + 4 * base,
         layout.codesAt + (base << wide),
-        4 * base,
+        valuesAt + 4 * base,
         layout.halvesAt + 2 * base,
         part,
         channels,
@@ -272,7 +287,7 @@ export class AffineKernel {
         ...sums,
       );
       if (!inPlace) {
-        outputs!.dequantized.set(new Float32Array(this.buffer, 0, part), done);
+        outputs!.dequantized.set(new Float32Array(this.buffer, valuesAt, part), done);
         outputs!.halves.set(new Uint16Array(this.buffer, layout.halvesAt, part), done);
         outputs!.codes.set(
           wide ? new Uint16Array(this.buffer, layout.codesAt, part) : new Uint8Array(this.buffer, layout.codesAt, part),

@@ -4,7 +4,7 @@ import { exportAffineMinMax, ExportScratch, packedCodes } from '../../../src/qua
 import { encodeFloat16 } from '../../../src/quant/float16.js';
 import { decodeTensor } from '../../../src/quant/packed/decode-tensor.js';
 import { AFFINE_WASM_BASE64 } from '../../../src/quant/kernels/affine-wasm.js';
-import { AffineKernel } from '../../../src/quant/kernels/affine.js';
+import { AffineKernel, alignedEnd } from '../../../src/quant/kernels/affine.js';
 import { affine, affineGrid, type AffineParams } from '../../../src/quant/methods/affine.js';
 import { errorFromSums, tensorError } from '../../../src/quant/metrics.js';
 import { createRng } from '../../../src/quant/rng.js';
@@ -213,6 +213,36 @@ describe('the affine WebAssembly kernel', () => {
       }
     },
   );
+
+  it('stages a window past values of its own memory without touching them (a tensor too big to quantize in place)', () => {
+    const shape = [300001, 4];
+    const size = shape[0] * shape[1];
+    const values = weights(size, 11);
+    const expected = affine.quantize(values, shape, params(8, false, 'per-channel'), createRng(0));
+    const kernel = new AffineKernel();
+    kernel.reserve(values.byteLength);
+    const held = new Float32Array(kernel.buffer, 0, size);
+    held.set(values);
+    const stagingAt = alignedEnd(values.byteLength);
+    const { lo, hi } = kernel.channelRanges(held, 4, true);
+    const grids = Array.from(lo, (low, c) => affineGrid(low, hi[c], 8, false));
+    const out = kernel.quantizeChannels(
+      held,
+      grids,
+      8,
+      false,
+      { codes: new Uint8Array(size), dequantized: new Float32Array(size), halves: new Uint16Array(size) },
+      stagingAt,
+    );
+    expect(
+      Buffer.from(new Float32Array(kernel.buffer, 0, size).buffer, 0, values.byteLength).equals(
+        Buffer.from(values.buffer),
+      ),
+    ).toBe(true);
+    expect(Buffer.from(out.dequantized.buffer).equals(Buffer.from(expected.dequantized.buffer))).toBe(true);
+    expect(out.codes.every((code, i) => code === expected.codes[i])).toBe(true);
+    expect(errorFromSums(out.full, size)).toEqual(tensorError(values, expected.dequantized));
+  });
 
   it('carries its sums across calls: a tensor in pieces sums as in one piece', () => {
     const kernel = new AffineKernel();

@@ -1,5 +1,6 @@
 /**
- * One job: its record, the stage timeline, live progress and log lines (SSE), and once it succeeded the
+ * One job: its name, labels (both editable: a merge patch of the record) and record (the model and datasets
+ * by their names, each record fetched once per view), the stage timeline, live progress and log lines (SSE), and once it succeeded the
  * report as pictures (per-tensor SQNR, bytes per tensor and in total, metrics per stage, a chosen tensor's
  * histogram before and after, sensitivity, the size/metric frontier and the layer-by-layer diagnosis when the
  * job measured them), the artifact downloads, and "try it in the browser".
@@ -15,9 +16,15 @@ import {
   formatBytes,
   formatDate,
   formatDuration,
+  formatLabels,
   isTerminal,
   jobDuration,
+  labelChips,
+  parseLabels,
   progressBar,
+  recordCache,
+  recordLink,
+  shortId,
   statusBadge,
 } from './lib.js';
 import { renderTryIt } from './tryit.js';
@@ -37,9 +44,12 @@ const stageNames = {
 export function renderJob(view, id) {
   const stages = [...knownStages];
   const charts = [];
+  const records = recordCache();
   let stopFollowing = () => {};
   let left = false;
   const header = el('div');
+  // A record without a name or labels leaves them out: absent from the answer, they are gone from the page too.
+  const editor = nameEditor((updated) => showJob({ name: undefined, labels: {}, ...updated }));
   const meta = el('dl', { class: 'meta' });
   const specText = el('pre', { class: 'mono' });
   const specView = el(
@@ -56,6 +66,7 @@ export function renderJob(view, id) {
   const report = el('section', { 'aria-label': 'Report' });
   view.append(
     header,
+    editor.root,
     el(
       'section',
       { class: 'panel', 'aria-labelledby': 'progress-title' },
@@ -78,19 +89,38 @@ export function renderJob(view, id) {
       el(
         'div',
         { class: 'toolbar' },
-        el('h1', {}, 'Job ', el('span', { class: 'mono' }, job.id)),
+        el('h1', { id: 'job-name' }, job.name ?? ['Job ', el('span', { class: 'mono' }, shortId(job.id))]),
         statusBadge(job.status),
         el('span', { class: 'spacer' }),
+        el('button', { type: 'button', class: 'secondary', onclick: () => editor.open(job) }, 'Edit name & labels'),
         isTerminal(job)
           ? el('button', { type: 'button', class: 'secondary', onclick: remove }, 'Delete job')
           : el('button', { type: 'button', class: 'secondary', onclick: cancel }, 'Cancel job'),
         el('a', { href: '#/jobs' }, '← All jobs'),
       ),
+      el(
+        'p',
+        { class: 'job-ids' },
+        el('span', { class: 'id-line mono', id: 'job-id' }, job.id),
+        labelChips(job.labels),
+      ),
     );
     const rows = [
       ['Kind', job.kind],
       ['Method', job.method],
-      ['Model', job.modelId],
+      [
+        'Model',
+        job.modelId && [
+          recordLink(records, 'models', job.modelId, `#/jobs?modelId=${job.modelId}`, 'This model’s jobs'),
+          el('span', { class: 'id-line mono' }, job.modelId),
+        ],
+      ],
+      ...Object.entries(job.spec?.data ?? {})
+        .filter(([, datasetId]) => typeof datasetId === 'string')
+        .map(([role, datasetId]) => [
+          `Data: ${role}`,
+          [recordLink(records, 'datasets', datasetId), el('span', { class: 'id-line mono' }, datasetId)],
+        ]),
       ['Created', formatDate(job.createdAt)],
       ['Started', formatDate(job.startedAt)],
       ['Finished', formatDate(job.finishedAt)],
@@ -105,7 +135,9 @@ export function renderJob(view, id) {
           .join(', '),
       ],
     ];
-    meta.replaceChildren(...rows.flatMap(([k, v]) => [el('dt', {}, k), el('dd', {}, String(v ?? '–'))]));
+    meta.replaceChildren(
+      ...rows.flatMap(([k, v]) => [el('dt', {}, k), el('dd', {}, Array.isArray(v) ? v : String(v ?? '–'))]),
+    );
     specText.textContent = JSON.stringify(job.spec ?? {}, null, 2);
     drawTimeline(job.stage, job.status);
     progress.set(job, source);
@@ -202,7 +234,7 @@ export function renderJob(view, id) {
     if (left || job.status !== 'succeeded') return;
     try {
       const data = await api(`/v1/jobs/${encodeURIComponent(id)}/report`);
-      if (!left) renderReport(report, job, data, charts);
+      if (!left) renderReport(report, job, data, charts, records);
     } catch (error) {
       report.replaceChildren(errorBox(error, finished));
     }
@@ -216,6 +248,63 @@ export function renderJob(view, id) {
   };
 }
 
+/**
+ * The name and labels form: saved as a JSON merge patch, an emptied name sent as null (removed) and every
+ * label taken out as null. `saved(job)` gets the record the server answers.
+ */
+function nameEditor(saved) {
+  const name = el('input', { type: 'text', id: 'job-edit-name', autocomplete: 'off' });
+  const labels = el('input', {
+    type: 'text',
+    id: 'job-edit-labels',
+    placeholder: 'team=vision, stage=prod',
+    autocomplete: 'off',
+  });
+  const message = el('div');
+  let editing = null;
+  const root = el(
+    'form',
+    { id: 'job-edit', class: 'panel', hidden: true, 'aria-label': 'Name and labels' },
+    el('div', { class: 'field' }, el('label', { for: name.id }, 'Name'), name),
+    el('div', { class: 'field' }, el('label', { for: labels.id }, 'Labels'), labels),
+    message,
+    el(
+      'div',
+      { class: 'actions' },
+      el('button', { type: 'submit', id: 'job-edit-save' }, 'Save'),
+      el('button', { type: 'button', class: 'secondary', onclick: () => (root.hidden = true) }, 'Cancel'),
+    ),
+  );
+  root.addEventListener('submit', async (event) => {
+    event.preventDefault();
+    const given = parseLabels(labels.value) ?? {};
+    const removed = Object.keys(editing.labels ?? {}).filter((key) => typeof given !== 'object' || !(key in given));
+    const patch = {
+      name: name.value.trim() || null,
+      // Text that is not key=value pairs goes as it is: the server's problem says what is wrong with it.
+      labels: typeof given === 'object' ? { ...Object.fromEntries(removed.map((k) => [k, null])), ...given } : given,
+    };
+    try {
+      const job = await api(`/v1/jobs/${encodeURIComponent(editing.id)}`, { method: 'PATCH', body: patch });
+      root.hidden = true;
+      saved(job);
+    } catch (error) {
+      message.replaceChildren(errorBox(error));
+    }
+  });
+  return {
+    root,
+    open(job) {
+      editing = job;
+      name.value = job.name ?? '';
+      labels.value = formatLabels(job.labels);
+      message.replaceChildren();
+      root.hidden = false;
+      name.focus();
+    },
+  };
+}
+
 function card(label, value) {
   return el('div', { class: 'card' }, el('div', { class: 'value' }, value), el('div', { class: 'label' }, label));
 }
@@ -224,7 +313,7 @@ function fixed(value, digits = 2) {
   return Number.isFinite(value) ? value.toFixed(digits) : String(value ?? '–');
 }
 
-function renderReport(root, job, report, charts) {
+function renderReport(root, job, report, charts, records) {
   const model = report.model ?? {};
   const tensors = report.tensors ?? [];
   root.replaceChildren();
@@ -306,7 +395,7 @@ function renderReport(root, job, report, charts) {
   const sensitivity = sensitivityTable(report);
   if (sensitivity) root.append(sensitivity);
   root.append(downloadsPanel(job));
-  root.append(renderTryIt(job));
+  root.append(renderTryIt(job, records));
 }
 
 function metricsPanel(metrics, charts) {

@@ -1,5 +1,8 @@
 /**
- * The jobs page: newest first, filtered by status and by model (a model id in the table links to its jobs),
+ * The jobs page: newest first, each job by its name and labels, filtered by status, by model (a model in the
+ * table links to its jobs) and by the filter box (`team=vision` a label, other words the exact name: the
+ * list's `?label=` and `?name=`; a label chip clicked adds its label), the filters kept in the hash so a
+ * reload or a shared link keeps them;
  * one live progress bar per unfinished job. Up to `maxStreams` unfinished jobs follow their SSE stream (a
  * browser allows only a few connections per host); the list is polled only for the jobs beyond that.
  */
@@ -13,18 +16,27 @@ import {
   formatDuration,
   isTerminal,
   jobDuration,
+  labelChips,
   progressBar,
+  recordCache,
+  recordLink,
+  shortId,
   statusBadge,
 } from './lib.js';
 
 const statuses = ['queued', 'running', 'succeeded', 'failed', 'cancelled'];
 const maxStreams = 4;
+const filterHint =
+  'key=value terms filter by label (key=* any value; quote a value with spaces); the other words are the exact name';
 
 export function renderJobs(view) {
   const streams = new Map();
   let pollTimer = null;
   let cursor = null;
+  // Bumped by every new list: a page that arrives after the filters changed again is dropped.
+  let generation = 0;
   const rows = new Map();
+  const records = recordCache();
 
   const filter = el(
     'select',
@@ -35,11 +47,41 @@ export function renderJobs(view) {
   const params = new URLSearchParams(location.hash.split('?')[1] ?? '');
   filter.value = params.get('status') ?? '';
   const modelId = params.get('modelId');
+  const search = el('input', {
+    type: 'search',
+    id: 'job-filter',
+    value: formatFilter(params.get('name'), params.getAll('label')),
+    placeholder: 'team=vision or a name',
+    autocomplete: 'off',
+    spellcheck: 'false',
+    title: filterHint,
+    'aria-describedby': 'job-filter-hint',
+  });
+  let typing = null;
+  search.addEventListener('input', () => {
+    clearTimeout(typing);
+    typing = setTimeout(() => load(true), 300);
+  });
+  search.addEventListener('keydown', (event) => {
+    if (event.key !== 'Enter') return;
+    clearTimeout(typing);
+    load(true);
+  });
+  /** A label chip clicked: its label joins the filter box's terms (once). */
+  const filterByLabel = (key, value) => {
+    const term = formatFilter(null, [`${key}=${value}`]);
+    if (parseFilter(search.value).labels.includes(`${key}=${value}`)) return;
+    search.value = [search.value.trim(), term].filter(Boolean).join(' ');
+    load(true);
+  };
   /** The list's query: the filters, without paging. */
   const filters = () => {
     const query = new URLSearchParams();
     if (filter.value) query.set('status', filter.value);
     if (modelId) query.set('modelId', modelId);
+    const { name, labels } = parseFilter(search.value);
+    if (name) query.set('name', name);
+    for (const label of labels) query.append('label', label);
     return query;
   };
   const body = el('tbody');
@@ -53,7 +95,7 @@ export function renderJobs(view) {
       el(
         'tr',
         {},
-        el('th', { scope: 'col' }, 'Job'),
+        el('th', { scope: 'col' }, 'Name'),
         el('th', { scope: 'col' }, 'Status'),
         el('th', { scope: 'col', class: 'opt' }, 'Kind'),
         el('th', { scope: 'col' }, 'Method'),
@@ -84,11 +126,18 @@ export function renderJobs(view) {
             'span',
             { id: 'model-filter' },
             'Model ',
-            el('span', { class: 'mono' }, modelId),
+            recordLink(records, 'models', modelId),
             ' ',
             el('a', { href: '#/jobs' }, 'all models'),
           )
         : null,
+      el(
+        'div',
+        {},
+        el('label', { for: 'job-filter' }, 'Filter'),
+        search,
+        el('span', { id: 'job-filter-hint', class: 'visually-hidden' }, filterHint),
+      ),
       el('div', {}, el('label', { for: 'status-filter' }, 'Status'), filter),
       el('a', { class: 'button', href: '#/new' }, 'New job'),
     ),
@@ -116,7 +165,17 @@ export function renderJobs(view) {
     const tr = el(
       'tr',
       { dataset: { job: job.id } },
-      el('td', {}, el('a', { href: `#/jobs/${job.id}`, class: 'mono' }, job.id)),
+      el(
+        'td',
+        { class: 'name-cell' },
+        el(
+          'a',
+          { href: `#/jobs/${job.id}`, class: job.name ? null : 'mono', title: job.id },
+          job.name ?? shortId(job.id),
+        ),
+        el('span', { class: 'id-line mono' }, job.id),
+        labelChips(job.labels, filterByLabel),
+      ),
       status,
       el('td', { class: 'opt' }, job.kind),
       el('td', {}, job.method),
@@ -124,8 +183,8 @@ export function renderJobs(view) {
       result,
       el(
         'td',
-        { class: 'opt mono' },
-        el('a', { href: `#/jobs?modelId=${job.modelId}`, title: 'This model’s jobs' }, job.modelId),
+        { class: 'opt' },
+        recordLink(records, 'models', job.modelId, `#/jobs?modelId=${job.modelId}`, 'This model’s jobs'),
       ),
       el('td', { class: 'opt' }, formatDate(job.createdAt)),
       duration,
@@ -176,6 +235,7 @@ export function renderJobs(view) {
 
   async function load(reset) {
     if (reset) {
+      generation++;
       for (const stop of [...streams.values()]) stop();
       rows.clear();
       body.replaceChildren();
@@ -184,17 +244,21 @@ export function renderJobs(view) {
       history.replaceState(null, '', `#/jobs${query ? `?${query}` : ''}`);
     }
     message.replaceChildren();
+    const current = generation;
     try {
       const query = filters();
       query.set('limit', '25');
       if (cursor) query.set('cursor', cursor);
       const page = await api(`/v1/jobs?${query}`);
+      if (current !== generation) return;
       const jobs = [...page.items].sort((a, b) => b.createdAt.localeCompare(a.createdAt));
       for (const job of jobs) body.append(rowFor(job));
       for (const job of jobs) follow(job);
       cursor = page.nextCursor;
       more.hidden = !cursor;
       if (rows.size === 0) {
+        const filtered = filter.value || modelId || search.value.trim();
+        const matching = search.value.trim() ? ` matching “${search.value.trim()}”` : '';
         body.append(
           el(
             'tr',
@@ -202,15 +266,17 @@ export function renderJobs(view) {
             el(
               'td',
               { colspan: 10, class: 'empty' },
-              filter.value || modelId ? `No ${filter.value} jobs${modelId ? ' of this model' : ''}.` : 'No jobs yet. ',
-              filter.value || modelId ? null : el('a', { href: '#/new' }, 'Upload a model and create one.'),
+              filtered
+                ? `No ${filter.value ? `${filter.value} ` : ''}jobs${modelId ? ' of this model' : ''}${matching}.`
+                : 'No jobs yet. ',
+              filtered ? null : el('a', { href: '#/new' }, 'Upload a model and create one.'),
             ),
           ),
         );
       }
       schedule();
     } catch (error) {
-      message.replaceChildren(errorBox(error, () => load(true)));
+      if (current === generation) message.replaceChildren(errorBox(error, () => load(true)));
     }
   }
 
@@ -219,6 +285,37 @@ export function renderJobs(view) {
     clearTimeout(pollTimer);
     for (const stop of [...streams.values()]) stop();
   };
+}
+
+/**
+ * The filter box's text as list filters: `key=value` terms are label selectors (`key="a b"` for a value with
+ * spaces, `key=*` for any value), the other words, joined by single spaces, the exact name (`"a=b"` quoted
+ * keeps an = in it).
+ */
+function parseFilter(text) {
+  const labels = [];
+  const words = [];
+  for (const [, key, quoted, value, word, bare] of text.matchAll(
+    /([A-Za-z0-9][-\w./]*)=(?:"([^"]*)"|(\S*))|"([^"]*)"|(\S+)/g,
+  )) {
+    if (key !== undefined) labels.push(quoted === undefined && value === '*' ? key : `${key}=${quoted ?? value}`);
+    else words.push(word ?? bare);
+  }
+  return { name: words.join(' ').trim(), labels };
+}
+
+/** The filter box's text for a name and label selectors (from the hash): parseFilter reads it back. */
+function formatFilter(name, labels) {
+  const terms = labels.map((label) => {
+    const at = label.indexOf('=');
+    if (at < 0) return `${label}=*`;
+    const value = label.slice(at + 1);
+    return `${label.slice(0, at)}=${/\s/.test(value) || value === '*' ? `"${value}"` : value}`;
+  });
+  // Quoted only when the words alone would read back as something else (labels, or other spacing).
+  const plain = name && parseFilter(name);
+  if (name) terms.push(plain.name === name && plain.labels.length === 0 ? name : `"${name}"`);
+  return terms.join(' ');
 }
 
 /** The weights' precision the spec asked for: bits and granularity, what tells an 8-bit job from a 4-bit one. */

@@ -1,7 +1,8 @@
 /**
  * What every view shares: the API client (API key from localStorage as a Bearer header, problem+json
  * errors as ApiError), job event streams (SSE; a polling loop only when the stream fails), a tiny DOM
- * builder and number/time formatting.
+ * builder (text only: names, labels and every other user-given string become text nodes, never markup),
+ * records fetched once per view, and number/time formatting.
  */
 
 const keyStorage = 'qaas.apiKey';
@@ -175,6 +176,92 @@ export function el(tag, attributes = {}, ...children) {
   }
   for (const child of children.flat()) if (child !== null && child !== undefined && child !== false) node.append(child);
   return node;
+}
+
+/**
+ * An id short enough for a table cell: its kind and its last 8 characters. The head of an id is its creation
+ * time, alike for ids made close together; the tail is random and tells them apart.
+ */
+export function shortId(id) {
+  const kind = id.indexOf('_');
+  return id.length > kind + 10 ? `${id.slice(0, kind + 1)}…${id.slice(-8)}` : id;
+}
+
+/**
+ * A record's labels as `key=value` chips, or null when it has none. With `pick(key, value)` each chip is a
+ * button (the jobs list filters by the label clicked).
+ */
+export function labelChips(labels, pick) {
+  const entries = Object.entries(labels ?? {});
+  if (entries.length === 0) return null;
+  return el(
+    'span',
+    { class: 'labels', 'aria-label': 'Labels' },
+    entries.map(([key, value]) =>
+      pick
+        ? el(
+            'button',
+            { type: 'button', class: 'chip', title: `Filter by ${key}=${value}`, onclick: () => pick(key, value) },
+            `${key}=${value}`,
+          )
+        : el('span', { class: 'chip', title: `label ${key}=${value}` }, `${key}=${value}`),
+    ),
+  );
+}
+
+/**
+ * `team=vision, stage=prod` as labels; undefined when empty. Text that is not such a list is returned as it
+ * is, for the server to refuse next to the field (the form checks nothing itself).
+ */
+export function parseLabels(text) {
+  const items = text
+    .split(',')
+    .map((s) => s.trim())
+    .filter(Boolean);
+  if (items.length === 0) return undefined;
+  if (!items.every((item) => item.includes('='))) return text;
+  return Object.fromEntries(
+    items.map((item) => [item.slice(0, item.indexOf('=')).trim(), item.slice(item.indexOf('=') + 1).trim()]),
+  );
+}
+
+/** Labels as the text parseLabels reads: `team=vision, stage=prod`. */
+export function formatLabels(labels) {
+  return Object.entries(labels ?? {})
+    .map(([key, value]) => `${key}=${value}`)
+    .join(', ');
+}
+
+/**
+ * Models and datasets as the server has them, each asked for once per view however often it is shown:
+ * `records('models', id)` is the promise of the record (rejected with the ApiError, as `api`, when it cannot
+ * be read).
+ */
+export function recordCache() {
+  const cache = new Map();
+  return (kind, id) => {
+    const path = `/v1/${kind}/${encodeURIComponent(id)}`;
+    if (!cache.has(path)) cache.set(path, api(path));
+    return cache.get(path);
+  };
+}
+
+/**
+ * A model or dataset by its name, a link when it has a page (`href`): the short id until its record arrives
+ * (and for good when it has no name); the full id in the title, to hover and copy.
+ */
+export function recordLink(records, kind, id, href, title) {
+  const link = el(href ? 'a' : 'span', { href, class: 'mono', title: title ? `${title} (${id})` : id }, shortId(id));
+  records(kind, id).then(
+    (record) => {
+      if (!record?.name) return;
+      link.textContent = record.name;
+      link.classList.remove('mono');
+    },
+    // A model deleted since, say: the short id stays, and the link still leads to what is left of it.
+    () => {},
+  );
+  return link;
 }
 
 export function formatBytes(bytes) {

@@ -1,10 +1,11 @@
 /**
- * Upload a model (drop model.json + shards or one archive, or pick them) and a dataset, then create a job
- * from a form generated from `GET /v1/schema/job-spec`, the schemas the server validates with. The form
- * does no validation of its own: the server's problem+json `problems` are shown next to the fields their
- * JSON paths name.
+ * Upload a model (drop model.json + shards or one archive, or pick them) and a dataset, each with an
+ * optional name and labels, then create a job from a form generated from `GET /v1/schema/job-spec`, the
+ * schemas the server validates with (the job's name and labels among them). Labels are typed as
+ * `key=value, key=value`. The form does no validation of its own: the server's problem+json `problems` are
+ * shown next to the fields their JSON paths name.
  */
-import { ApiError, api, el, errorBox, formatBytes } from './lib.js';
+import { ApiError, api, el, errorBox, formatBytes, parseLabels } from './lib.js';
 
 export function renderNew(view) {
   const jobSection = el(
@@ -28,6 +29,36 @@ export function renderNew(view) {
   jobForm(jobSection, modelsChanged, datasetsChanged);
 }
 
+/** A record's labels as text for an option (which can hold no markup): ` [team=vision, stage=prod]`. */
+function labelsText(labels) {
+  const entries = Object.entries(labels ?? {});
+  return entries.length ? ` [${entries.map(([k, v]) => `${k}=${v}`).join(', ')}]` : '';
+}
+
+/** Name and labels fields of an upload form, and `append(body)` adding the filled ones as text parts. */
+function metadataFields(prefix) {
+  const name = el('input', { type: 'text', id: `${prefix}-name`, autocomplete: 'off' });
+  const labels = el('input', {
+    type: 'text',
+    id: `${prefix}-labels`,
+    placeholder: 'team=vision, stage=prod',
+    autocomplete: 'off',
+  });
+  return {
+    root: el(
+      'div',
+      { class: 'form-grid' },
+      el('div', { class: 'field' }, el('label', { for: name.id }, 'Name (optional)'), name),
+      el('div', { class: 'field' }, el('label', { for: labels.id }, 'Labels (optional)'), labels),
+    ),
+    append(body) {
+      if (name.value.trim()) body.append('name', name.value.trim());
+      const parsed = parseLabels(labels.value);
+      if (parsed !== undefined) body.append('labels', typeof parsed === 'string' ? parsed : JSON.stringify(parsed));
+    },
+  };
+}
+
 function filesField(id, label, accept) {
   const input = el('input', { type: 'file', id, multiple: true, accept });
   return [el('div', { class: 'field' }, el('label', { for: id }, label), input), input];
@@ -38,6 +69,7 @@ function modelUpload(onUploaded) {
   const list = el('ul', { class: 'file-list', 'aria-label': 'Chosen files' });
   const result = el('div', { id: 'model-result', role: 'status' });
   const button = el('button', { type: 'submit', id: 'model-upload', disabled: true }, 'Upload model');
+  const metadata = metadataFields('model');
   let files = [];
   const choose = (chosen) => {
     files = [...chosen];
@@ -82,12 +114,14 @@ function modelUpload(onUploaded) {
     zone,
     list,
     field,
+    metadata.root,
     button,
     result,
   );
   form.addEventListener('submit', async (event) => {
     event.preventDefault();
     const body = new FormData();
+    metadata.append(body);
     for (const file of files) body.append('file', file, file.name);
     button.disabled = true;
     result.replaceChildren(el('p', { class: 'muted' }, 'Uploading…'));
@@ -102,6 +136,7 @@ function modelUpload(onUploaded) {
           'p',
           {},
           'Stored ',
+          model.name ? `${model.name} · ` : null,
           el('span', { class: 'mono', id: 'model-id' }, model.id),
           `: ${model.format}, ${model.params} params, ${formatBytes(model.bytes)}` +
             (model.source ? `, converted from Keras ${model.source.kerasVersion} (.${model.source.format}).` : '.'),
@@ -134,6 +169,7 @@ function datasetUpload(onUploaded) {
   const y = el('input', { type: 'file', id: 'dataset-y', accept: '.npy' });
   const json = el('input', { type: 'file', id: 'dataset-json', accept: '.json' });
   const result = el('div', { id: 'dataset-result', role: 'status' });
+  const metadata = metadataFields('dataset');
   const form = el(
     'form',
     { class: 'panel', 'aria-labelledby': 'upload-dataset-title' },
@@ -150,12 +186,14 @@ function datasetUpload(onUploaded) {
       el('div', { class: 'field' }, el('label', { for: 'dataset-y' }, 'y (.npy, optional)'), y),
     ),
     el('div', { class: 'field' }, el('label', { for: 'dataset-json' }, 'Or one JSON file'), json),
+    metadata.root,
     el('button', { type: 'submit' }, 'Upload dataset'),
     result,
   );
   form.addEventListener('submit', async (event) => {
     event.preventDefault();
     const body = new FormData();
+    metadata.append(body);
     if (json.files[0]) body.append('file', json.files[0], json.files[0].name);
     else {
       if (x.files[0]) body.append('x', x.files[0], 'x.npy');
@@ -168,6 +206,7 @@ function datasetUpload(onUploaded) {
           'p',
           {},
           'Stored ',
+          dataset.name ? `${dataset.name} · ` : null,
           el('span', { class: 'mono', id: 'dataset-id' }, dataset.id),
           `: ${dataset.samples} samples, ${arraysOf(dataset)}.`,
         ),
@@ -242,6 +281,10 @@ function control(given, path, label) {
       'aria-describedby': described,
     });
     kind = 'list';
+  } else if (schema.type === 'object' && isStringRecord(schema)) {
+    // Labels: `key=value, key=value`, as a person writes them, sent as their object.
+    input = el('input', { type: 'text', id, placeholder: 'team=vision, stage=prod', 'aria-describedby': described });
+    kind = 'labels';
   } else if (schema.type === 'object' || schema.type === 'array') {
     // Objects, and lists of objects (e.g. search candidates), are edited as JSON.
     input = el('textarea', {
@@ -270,6 +313,12 @@ function control(given, path, label) {
     el('p', { class: 'field-error', id: errorId, hidden: true }),
   );
   return wrapper;
+}
+
+/** An object of free keys, each a string (labels). */
+function isStringRecord(schema) {
+  const values = Object.values(schema.patternProperties ?? {});
+  return !schema.properties && values.length > 0 && values.every((value) => value.type === 'string');
 }
 
 /** An optional group is sent only when its checkbox (in the legend, so never disabled with it) is on. */
@@ -327,6 +376,8 @@ function readValue(input) {
         .filter(Boolean);
       return items.length > 0 ? items : undefined;
     }
+    case 'labels':
+      return parseLabels(input.value);
     case 'json':
       if (input.value.trim() === '') return undefined;
       try {
@@ -371,7 +422,7 @@ function datasetOption(dataset) {
   return el(
     'option',
     { value: dataset.id },
-    `${dataset.name ? `${dataset.name} · ` : ''}${dataset.id} (${dataset.samples} samples, ${arraysOf(dataset)}${dataset.y ? ', with y' : ''})`,
+    `${dataset.name ? `${dataset.name} · ` : ''}${dataset.id} (${dataset.samples} samples, ${arraysOf(dataset)}${dataset.y ? ', with y' : ''})${labelsText(dataset.labels)}`,
   );
 }
 
@@ -445,7 +496,11 @@ async function jobForm(section, modelsChanged, datasetsChanged) {
     modelSelect.replaceChildren(
       el('option', { value: '' }, models.items.length ? 'Choose a model' : 'No models yet: upload one above'),
       ...models.items.map((m) =>
-        el('option', { value: m.id }, `${m.name ? `${m.name} · ` : ''}${m.id} (${m.format}, ${m.params} params)`),
+        el(
+          'option',
+          { value: m.id },
+          `${m.name ? `${m.name} · ` : ''}${m.id} (${m.format}, ${m.params} params)${labelsText(m.labels)}`,
+        ),
       ),
     );
     if (selected) modelSelect.value = selected;

@@ -5,7 +5,7 @@
  * image scaled to the input's height × width, a row of a local .npy / JSON dataset, or values typed in.
  * The CPU backend is used so the printed numbers match TF.js in Node.
  */
-import { api, authHeaders, el, errorBox } from './lib.js';
+import { authHeaders, el, errorBox } from './lib.js';
 
 let tfLoading = null;
 
@@ -115,7 +115,7 @@ async function predict(tf, model, values, input) {
 const printed = (values) => values.map((v) => Number(v.toPrecision(7))).join(', ');
 const argmax = (values) => values.reduce((best, v, i) => (v > values[best] ? i : best), 0);
 
-export function renderTryIt(job) {
+export function renderTryIt(job, records) {
   const status = el(
     'p',
     { class: 'muted', id: 'tryit-status' },
@@ -154,7 +154,7 @@ export function renderTryIt(job) {
     status.textContent = 'Loading TF.js and both models…';
     try {
       const tf = await loadTf();
-      const source = await api(`/v1/models/${job.modelId}`);
+      const source = await records('models', job.modelId);
       const [float, quantized] = await Promise.all([
         loadModel(tf, source.format, `/v1/models/${job.modelId}/files/model.json`),
         loadModel(tf, source.format, `/v1/jobs/${job.id}/artifacts/model/model.json`),
