@@ -13,6 +13,7 @@ import { dirname, join } from 'node:path';
 import { Writable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { crc32 } from 'node:zlib';
 import yauzl from 'yauzl';
 import type { JobSummary } from '../../src/storage/types.js';
 import { alice } from './helpers.js';
@@ -98,11 +99,11 @@ async function settled<T>(read: () => Promise<T>): Promise<T> {
   return JSON.parse(last) as T;
 }
 
-function unzipAll(file: string): Promise<Map<string, { bytes: Buffer; method: number }>> {
+function unzipAll(file: string): Promise<Map<string, { bytes: Buffer; method: number; crc32: number }>> {
   return new Promise((resolve, reject) => {
     yauzl.open(file, { lazyEntries: true, validateEntrySizes: true }, (error, zip) => {
       if (error || !zip) return reject(error ?? new Error('no zip'));
-      const entries = new Map<string, { bytes: Buffer; method: number }>();
+      const entries = new Map<string, { bytes: Buffer; method: number; crc32: number }>();
       zip.on('error', reject);
       zip.on('end', () => resolve(entries));
       zip.on('entry', (entry: yauzl.Entry) => {
@@ -112,7 +113,11 @@ function unzipAll(file: string): Promise<Map<string, { bytes: Buffer; method: nu
           stream.on('data', (chunk: Buffer) => chunks.push(chunk));
           stream.on('error', reject);
           stream.on('end', () => {
-            entries.set(entry.fileName, { bytes: Buffer.concat(chunks), method: entry.compressionMethod });
+            entries.set(entry.fileName, {
+              bytes: Buffer.concat(chunks),
+              method: entry.compressionMethod,
+              crc32: entry.crc32,
+            });
             zip.readEntry();
           });
         });
@@ -151,6 +156,8 @@ describe('GET /v1/jobs/:id/artifacts.zip', () => {
       expect(Buffer.compare(entry.bytes, Buffer.from(bytes)), path).toBe(0);
       // 0: stored, 8: deflated.
       expect(entry.method, path).toBe(path.endsWith('.bin') ? 0 : 8);
+      // The CRC-32 the zip records for the entry (yazl's, computed by zlib: src/storage/artifacts.ts).
+      expect(entry.crc32, path).toBe(crc32(bytes));
     }
     const inject = await suite.app.inject({ url: `/v1/jobs/${id}/artifacts.zip`, headers: alice });
     expect(Buffer.compare(inject.rawPayload, await readFile(saved))).toBe(0);
