@@ -90,6 +90,9 @@ export function startWorkers(
     lockDuration: options.lockDurationMs ?? 30_000,
     stalledInterval: options.stalledIntervalMs ?? 15_000,
     maxStalledCount,
+    // Started once the failure watch listens (below): a restarted worker's first stalled check may fail a job
+    // at once, and a `failed` event nobody hears would leave its record to the watch's periodic look.
+    autorun: false,
   });
   const redis = workerRedis(config.redisUrl);
   const records = new RecordStore(redis, config.redisPrefix);
@@ -118,6 +121,15 @@ export function startWorkers(
     lostCheckMs: options.lostCheckMs,
   });
   let closing: Promise<void> | null = null;
+  const run = () => {
+    if (closing) return;
+    quantize.run().catch((error: unknown) => log.error({ err: error }, 'the quantize worker stopped'));
+  };
+  // A watch that cannot subscribe (Redis away at start) must not keep the worker from taking jobs.
+  failures.ready.then(run, (error: unknown) => {
+    log.warn({ err: error }, 'failed-jobs watch: not ready; the worker starts without it');
+    run();
+  });
   return {
     quantize,
     failuresWatched: failures.ready,

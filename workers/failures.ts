@@ -9,8 +9,9 @@
  * A job can also leave the queue with no `failed` event at all: removed, drained or obliterated by an
  * operator, or lost with a Redis that kept the records but not BullMQ's keys. The watch looks every
  * `lostCheckMs` for unfinished records whose BullMQ job is gone and ends them the same way. The same look
- * ends those whose BullMQ job failed with no watch listening: a worker fails a job at start (its first
- * stalled check finds it stalled once too often, and it fetches it next) before its watch has subscribed.
+ * ends those whose BullMQ job failed with no watch listening: a worker fails a job at start when its first
+ * stalled check finds it stalled once too often. startWorkers (src/service.ts) starts the quantize worker once
+ * its watch is ready, so the event is heard; the look is for a watch that could not subscribe.
  */
 import { Job, QueueEvents, type ConnectionOptions } from 'bullmq';
 import type { Logger } from 'pino';
