@@ -53,7 +53,8 @@ interface Context {
   checkpoints: CheckpointStore<JobCheckpoint>;
   /**
    * The tfjs backend, selected (and tfjs loaded) by the first job that needs the in-memory pipeline: a child
-   * that only streams plain PTQ never loads tfjs, which is most of its start-up and a tenth of its memory.
+   * that only streams plain PTQ never loads tfjs (importing this processor: 367 ms and 94 MiB without it,
+   * 458 ms and 129 MiB with it).
    */
   backend: () => Promise<string>;
   log: pino.Logger;

@@ -39,5 +39,3 @@ export async function readFileSetFromDir(dir: string): Promise<FileSet> {
   }
   return files;
 }
-
-/** readModel over a directory on disk. */

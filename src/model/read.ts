@@ -86,6 +86,7 @@ export function readModel(files: FileSet): LoadedModel {
   return { format: manifest.format, modelJson, weights };
 }
 
+/** readModel over a directory on disk. */
 export async function readModelDir(dir: string): Promise<LoadedModel> {
   return readModel(await readFileSetFromDir(dir));
 }

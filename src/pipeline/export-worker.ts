@@ -5,7 +5,13 @@
  * fused affine module only, and the method registry the first time another method is asked for; never tfjs.
  */
 import { parentPort } from 'node:worker_threads';
-import { exportAffineMinMax, ExportScratch, NonFiniteValues, type ExportedTensor } from '../quant/export-affine.js';
+import {
+  exportAffineMinMax,
+  ExportScratch,
+  isFusedAffine,
+  NonFiniteValues,
+  type ExportedTensor,
+} from '../quant/export-affine.js';
 import type { MethodParams } from '../quant/methods/index.js';
 
 interface Job {
@@ -31,9 +37,7 @@ async function exported(job: Job): Promise<ExportedTensor> {
     scratches.set(job.slot, scratch);
   }
   const values = new Float32Array(scratch.input(4 * job.length).buffer, 0, job.length);
-  if (params.name === 'affine' && params.range === 'minmax' && params.rounding === 'nearest') {
-    return exportAffineMinMax(values, job.shape, params, scratch);
-  }
+  if (isFusedAffine(params)) return exportAffineMinMax(values, job.shape, params, scratch);
   generic ??= await import('../quant/export-tensor.js');
   return generic.exportTensor(values, job.shape, params, job.seed, scratch);
 }

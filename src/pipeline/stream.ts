@@ -24,6 +24,7 @@ import { PositionalFile, ShardWriter } from '../model/stream-write.js';
 import { flattenLayers, readLayersTopology } from '../model/topology.js';
 import type { Weight } from '../model/types.js';
 import { DEFAULT_SHARD_SIZE_BYTES, encodeWeight, stockModelJson, type ManifestEntry } from '../model/write.js';
+import { isFusedAffine } from '../quant/export-affine.js';
 import { exportLayout, NonFiniteValues, type ExportLayout, type ExportedTensor } from '../quant/export-tensor.js';
 import { quantizationShape } from '../quant/methods/common.js';
 import { PACKED_FORMAT, PACKED_VERSION } from '../quant/packed/decoder.js';
@@ -306,11 +307,7 @@ async function writeArtifacts(
   // also hold ŵ's float16 form and the codes, or ŵ as well (3 to 7 bytes per weight more), so their
   // threads get one buffer set instead of two.
   const compactOutputs = plan.selected.every(
-    ({ params }) =>
-      params.name === 'affine' &&
-      params.granularity === 'per-tensor' &&
-      params.range === 'minmax' &&
-      params.rounding === 'nearest',
+    ({ params }) => isFusedAffine(params) && params.granularity === 'per-tensor',
   );
   const exporter = threads > 0 ? workerExporter(threads, compactOutputs ? 2 : 1) : inlineExporter();
   // Tensors are read and handed out in manifest order, and written in that order by one chain of steps

@@ -7,8 +7,17 @@
  * Free of schema code, so the worker threads of the streaming export load only this.
  */
 import type { AffineParams } from './methods/affine.js';
+import type { MethodParams } from './methods/index.js';
 import { affineGrid, channelCount } from './methods/grid.js';
-import { AffineKernel, alignedEnd, inPlaceChannelsBytes, KERNEL_MAX_BYTES, kernelMemory } from './kernels/affine.js';
+import {
+  AffineKernel,
+  alignedEnd,
+  codesView,
+  inPlaceChannelsBytes,
+  KERNEL_MAX_BYTES,
+  kernelMemory,
+  reserveMemory,
+} from './kernels/affine.js';
 import { errorFromSums, type ErrorSums, type TensorError } from './metrics.js';
 import { packBits } from './packed/bits.js';
 import type { Codes, Encoding } from './types.js';
@@ -48,15 +57,21 @@ export class ExportScratch {
 
   /**
    * `memory`: the kernel memory to hold the input in (a worker thread gets its buffer set's from the main
-   * thread, which reads the tensors into it); by default one of its own.
+   * thread, which reads the tensors into it); by default one of its own, made when first needed.
    */
   constructor(
     private readonly allocate: (bytes: number) => ArrayBufferLike = (bytes) => new ArrayBuffer(bytes),
-    private readonly memory?: WebAssembly.Memory,
+    private memory?: WebAssembly.Memory,
   ) {}
 
+  private get kernelMemory(): WebAssembly.Memory {
+    this.memory ??= kernelMemory();
+    return this.memory;
+  }
+
+  /** The kernel on this scratch's memory, instantiated the first time it quantizes. */
   get kernel(): AffineKernel {
-    this.affineKernel ??= new AffineKernel(this.memory ?? kernelMemory());
+    this.affineKernel ??= new AffineKernel(this.kernelMemory);
     return this.affineKernel;
   }
 
@@ -65,8 +80,8 @@ export class ExportScratch {
    * it is quantized where it lies, its per-tensor codes (or per-channel ŵ) written over it.
    */
   input(bytes: number): Uint8Array {
-    this.kernel.reserve(bytes);
-    this.inputView = new Uint8Array(this.kernel.buffer, 0, bytes);
+    reserveMemory(this.kernelMemory, bytes);
+    this.inputView = new Uint8Array(this.kernelMemory.buffer, 0, bytes);
     return this.inputView;
   }
 
@@ -92,9 +107,7 @@ export class ExportScratch {
   }
 
   codes(count: number, bits: number): Uint8Array | Uint16Array {
-    return bits <= 8
-      ? new Uint8Array(this.buffer('codes', count), 0, count)
-      : new Uint16Array(this.buffer('codes', 2 * count), 0, count);
+    return codesView(this.buffer('codes', bits > 8 ? 2 * count : count), 0, count, bits);
   }
 
   floats(use: string, count: number): Float32Array {
@@ -115,6 +128,14 @@ export function packedCodes(codes: Codes, bits: number): Uint8Array {
   if ((bits === 8 && codes instanceof Uint8Array) || (bits === 16 && codes instanceof Uint16Array))
     return bytesOf(codes);
   return packBits(codes, bits);
+}
+
+/**
+ * Whether `params` take the fused export (exportAffineMinMax): affine with minmax ranges and nearest rounding.
+ * The others quantize through their method module (export-tensor.ts).
+ */
+export function isFusedAffine(params: MethodParams): params is AffineParams {
+  return params.name === 'affine' && params.range === 'minmax' && params.rounding === 'nearest';
 }
 
 export function exportAffineMinMax(
@@ -192,23 +213,19 @@ function exportOnOneGrid(
   const sums = newSums();
   let codes: Uint8Array | Uint16Array;
   if (inPlace) {
-    codes = bits <= 8 ? new Uint8Array(values.buffer, 0, size) : new Uint16Array(values.buffer, 0, size);
+    codes = codesView(values.buffer, 0, size, bits);
     kernel.quantizeAt(0, 0, size, bits, grid, sums);
   } else {
     codes = scratch.codes(size, bits);
     kernel.quantize(values, codes, bits, grid, sums);
   }
+  const scales = Float32Array.of(grid.scale);
+  const mins = Float32Array.of(grid.min);
   return {
-    encoding: {
-      kind: 'affine',
-      bits,
-      channels: 1,
-      scales: Float32Array.of(grid.scale),
-      mins: Float32Array.of(grid.min),
-    },
+    encoding: { kind: 'affine', bits, channels: 1, scales, mins },
     bitsPerWeight,
     storedAs: bits <= 8 ? 'uint8' : 'uint16',
-    quantization: { dtype: bits <= 8 ? 'uint8' : 'uint16', min: Math.fround(grid.min), scale: Math.fround(grid.scale) },
+    quantization: { dtype: bits <= 8 ? 'uint8' : 'uint16', min: mins[0], scale: scales[0] },
     stored: bytesOf(codes),
     packedCodes: packedCodes(codes, bits),
     codeCount: size,

@@ -14,6 +14,7 @@ import {
   accumulate,
   bytesOf,
   exportAffineMinMax,
+  isFusedAffine,
   newSums,
   NonFiniteValues,
   packedCodes,
@@ -97,9 +98,7 @@ export function exportTensor(
   seed: number,
   scratch: ExportScratch,
 ): ExportedTensor {
-  if (params.name === 'affine' && params.range === 'minmax' && params.rounding === 'nearest') {
-    return exportAffineMinMax(values, shape, params, scratch);
-  }
+  if (isFusedAffine(params)) return exportAffineMinMax(values, shape, params, scratch);
   return exportWithMethod(values, shape, params, seed);
 }
 

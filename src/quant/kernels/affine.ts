@@ -1,10 +1,12 @@
 /**
- * The per-tensor affine export's kernel (affine.wat, assembled into affine-wasm.ts): the range pass and the
- * codes-and-error-sums pass of the converter's uint8/uint16 scheme, in WebAssembly SIMD over a shared
- * memory. Its results are those of the JS affine module and tensorError bit for bit (affine.wat says how).
+ * The affine export's kernel (affine.wat, assembled into affine-wasm.ts), in WebAssembly SIMD over a shared
+ * memory: for one grid per tensor (the converter's uint8/uint16 scheme) the range pass and the codes-and-
+ * error-sums pass; for per-channel grids the channel ranges and one pass writing the codes, ŵ, its float16
+ * bits and the error sums of both. Its results are those of the JS affine module and tensorError bit for bit
+ * (affine.wat says how).
  *
  * The memory is shared so that the streaming export's main thread reads a tensor straight into it and
- * writes the codes out of it while a worker thread quantizes (src/pipeline/export-pool.ts): no copy either
+ * writes the outputs out of it while a worker thread quantizes (src/pipeline/export-pool.ts): no copy either
  * way. Values elsewhere go through it a window at a time.
  */
 import type { AffineGrid } from '../methods/grid.js';
@@ -16,13 +18,12 @@ const PAGE_BYTES = 65536;
 const MAX_PAGES = 65536;
 export const KERNEL_MAX_BYTES = MAX_PAGES * PAGE_BYTES;
 /**
- * Weights per call. A call runs to its end in the tier it started in, so a 16M-weight tensor done in one
- * call would run wholly in the baseline compiler's code; calls of 1M let the optimized code take over early.
- * The sums are carried from call to call, so the pieces add up to the one-call result exactly.
+ * Weights per call, and per window copied in when the values are not in the kernel's memory. A call runs
+ * to its end in the tier it started in, so a 16M-weight tensor done in one call would run wholly in the
+ * baseline compiler's code; calls of 1M let the optimized code take over early. The sums are carried from
+ * call to call, so the pieces add up to the one-call result exactly.
  */
 const CALL_WEIGHTS = 1 << 20;
-/** Weights copied in at a time when the values are not in the kernel's memory. */
-const WINDOW_WEIGHTS = 1 << 20;
 
 interface KernelExports {
   range(src: number, count: number): [number, number];
@@ -72,6 +73,18 @@ export function kernelMemory(): WebAssembly.Memory {
   return new WebAssembly.Memory({ initial: 1, maximum: MAX_PAGES, shared: true });
 }
 
+/** Grows `memory` to at least `bytes`; a RangeError beyond 4 GiB. */
+export function reserveMemory(memory: WebAssembly.Memory, bytes: number): void {
+  if (bytes > KERNEL_MAX_BYTES) throw new RangeError(`the affine kernel holds at most 4 GiB, not ${bytes} bytes`);
+  const have = memory.buffer.byteLength;
+  if (bytes > have) memory.grow(Math.ceil((bytes - have) / PAGE_BYTES));
+}
+
+/** `count` codes at byte `at` of `buffer`: uint8 up to 8 bits, else uint16. */
+export function codesView(buffer: ArrayBufferLike, at: number, count: number, bits: number): Uint8Array | Uint16Array {
+  return bits > 8 ? new Uint16Array(buffer, at, count) : new Uint8Array(buffer, at, count);
+}
+
 /** 16-byte aligned end of `bytes` bytes. */
 export function alignedEnd(bytes: number): number {
   return Math.ceil(bytes / 16) * 16;
@@ -116,9 +129,7 @@ export class AffineKernel {
 
   /** Grows the memory to at least `bytes`; a RangeError beyond 4 GiB. */
   reserve(bytes: number): void {
-    const have = this.memory.buffer.byteLength;
-    if (bytes > KERNEL_MAX_BYTES) throw new RangeError(`the affine kernel holds at most 4 GiB, not ${bytes} bytes`);
-    if (bytes > have) this.memory.grow(Math.ceil((bytes - have) / PAGE_BYTES));
+    reserveMemory(this.memory, bytes);
   }
 
   /** [min(0, w), max(0, w)] of the `count` float32 values at byte `at` of the memory; [NaN, …] with a NaN. */
@@ -167,9 +178,9 @@ export class AffineKernel {
   range(values: Float32Array): [number, number] {
     let lo = 0;
     let hi = 0;
-    this.reserve(4 * Math.min(values.length, WINDOW_WEIGHTS));
-    for (let done = 0; done < values.length; done += WINDOW_WEIGHTS) {
-      const window = values.subarray(done, done + WINDOW_WEIGHTS);
+    this.reserve(4 * Math.min(values.length, CALL_WEIGHTS));
+    for (let done = 0; done < values.length; done += CALL_WEIGHTS) {
+      const window = values.subarray(done, done + CALL_WEIGHTS);
       new Float32Array(this.buffer, 0, window.length).set(window);
       const [low, high] = this.rangeAt(0, window.length);
       lo = Math.min(lo, low);
@@ -186,18 +197,14 @@ export class AffineKernel {
     grid: AffineGrid,
     sums: ErrorSums,
   ): void {
-    const window = Math.min(values.length, WINDOW_WEIGHTS);
+    const window = Math.min(values.length, CALL_WEIGHTS);
     const codesAt = alignedEnd(4 * window);
     this.reserve(codesAt + window * codes.BYTES_PER_ELEMENT);
-    for (let done = 0; done < values.length; done += WINDOW_WEIGHTS) {
-      const part = values.subarray(done, done + WINDOW_WEIGHTS);
+    for (let done = 0; done < values.length; done += CALL_WEIGHTS) {
+      const part = values.subarray(done, done + CALL_WEIGHTS);
       new Float32Array(this.buffer, 0, part.length).set(part);
       this.quantizeAt(0, codesAt, part.length, bits, grid, sums);
-      const out =
-        bits > 8
-          ? new Uint16Array(this.buffer, codesAt, part.length)
-          : new Uint8Array(this.buffer, codesAt, part.length);
-      codes.set(out, done);
+      codes.set(codesView(this.buffer, codesAt, part.length, bits), done);
     }
   }
 
@@ -289,10 +296,7 @@ export class AffineKernel {
       if (!inPlace) {
         outputs!.dequantized.set(new Float32Array(this.buffer, valuesAt, part), done);
         outputs!.halves.set(new Uint16Array(this.buffer, layout.halvesAt, part), done);
-        outputs!.codes.set(
-          wide ? new Uint16Array(this.buffer, layout.codesAt, part) : new Uint8Array(this.buffer, layout.codesAt, part),
-          done,
-        );
+        outputs!.codes.set(codesView(this.buffer, layout.codesAt, part, bits), done);
       }
     }
     const [
@@ -308,9 +312,7 @@ export class AffineKernel {
     ] = sums;
     const result = inPlace
       ? {
-          codes: wide
-            ? new Uint16Array(this.buffer, layout.codesAt, count)
-            : new Uint8Array(this.buffer, layout.codesAt, count),
+          codes: codesView(this.buffer, layout.codesAt, count, bits),
           dequantized: new Float32Array(this.buffer, 0, count),
           halves: new Uint16Array(this.buffer, layout.halvesAt, count),
         }
