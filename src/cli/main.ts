@@ -8,21 +8,16 @@ import { existsSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
 import { basename, resolve } from 'node:path';
 import type { parseArgs } from 'node:util';
-import cliProgress from 'cli-progress';
+import type { SingleBar } from 'cli-progress';
 import { closestFlag, commandUsage, parseCommand, UsageError, type Command, type Flags } from './args.js';
-import { ApiError, QaasClient, type RemoteJob } from '../client/index.js';
-import { loadConfig } from '../config.js';
+import type { QaasClient, RemoteJob } from '../client/index.js';
 import { InputError } from '../errors.js';
-import { parseJobSpec, SpecError, type JobSpec } from '../jobs/spec.js';
+import type { JobSpec } from '../jobs/spec.js';
 import type { LoadedModel } from '../model/types.js';
 import type { Dataset } from '../model/dataset/index.js';
-import { NotStreamable, streamingBlocker, streamQuantize } from '../pipeline/stream.js';
 import type { JobDatasets, JobReport } from '../pipeline/types.js';
 import { methodNames } from '../quant/methods/index.js';
 import { EXACT_SQNR_DB } from '../quant/metrics.js';
-import { BlobStore } from '../storage/blobs.js';
-import { isId, RecordStore } from '../storage/records.js';
-import { sweepBlobs } from '../storage/sweep.js';
 import { terminalStatuses } from '../storage/types.js';
 import { writeDirAtomically, writeTreeAtomically } from '../storage/tree.js';
 import { packageVersion } from '../version.js';
@@ -175,6 +170,7 @@ async function main(argv: string[]): Promise<number> {
       if (!parsed) return 0;
       if (parsed.positionals.length > 0)
         throw new UsageError(`${command} takes no arguments; run qaas ${command} --help`);
+      const { loadConfig } = await import('../config.js');
       const { serve, runWorkers } = await import('../service.js');
       await (command === 'serve' ? serve(loadConfig()) : runWorkers(loadConfig()));
       return 0;
@@ -264,8 +260,10 @@ async function specFromFlags(values: SpecFlags): Promise<Record<string, unknown>
   };
 }
 
-function progressBar(quiet: boolean | undefined): cliProgress.SingleBar | undefined {
+/** A bar on a terminal, unless --quiet; cli-progress loads only then. */
+async function progressBar(quiet: boolean | undefined): Promise<SingleBar | undefined> {
   if (!process.stderr.isTTY || quiet) return undefined;
+  const { default: cliProgress } = await import('cli-progress');
   return new cliProgress.SingleBar(
     { format: '{bar} {percentage}% | {stage}: {message}', hideCursor: true, stream: process.stderr },
     cliProgress.Presets.shades_classic,
@@ -284,11 +282,6 @@ async function readLocalModel(path: string): Promise<LoadedModel> {
   return readModel(files);
 }
 
-/** A model directory (not a Keras file) under a spec the streaming path runs exactly. */
-function streams(modelPath: string, spec: JobSpec): boolean {
-  return !/\.(keras|h5|hdf5)$/i.test(modelPath) && streamingBlocker(spec) === undefined;
-}
-
 async function quantize(args: string[]): Promise<number> {
   const parsed = parseCommand(commands.quantize, args);
   if (!parsed) return 0;
@@ -296,6 +289,7 @@ async function quantize(args: string[]): Promise<number> {
   if (positionals.length !== 1)
     throw new UsageError('quantize takes one model directory or Keras file; run qaas quantize --help');
   if (!values.out) throw new UsageError('quantize needs --out <outDir>; run qaas quantize --help');
+  const { parseJobSpec } = await import('../jobs/spec.js');
   const spec = parseJobSpec(await specFromFlags(values));
   const modelPath = resolve(positionals[0]);
   const outDir = resolve(values.out);
@@ -304,9 +298,11 @@ async function quantize(args: string[]): Promise<number> {
     return 0;
   };
 
-  // Plain PTQ streams the model tensor by tensor in bounded memory, with the same artifacts.
-  if (streams(modelPath, spec)) {
-    const bar = progressBar(values.quiet);
+  // Plain PTQ of a model directory (not a Keras file) streams the model tensor by tensor in bounded memory,
+  // with the same artifacts.
+  const { NotStreamable, streamingBlocker, streamQuantize } = await import('../pipeline/stream.js');
+  if (!/\.(keras|h5|hdf5)$/i.test(modelPath) && streamingBlocker(spec) === undefined) {
+    const bar = await progressBar(values.quiet);
     bar?.start(100, 0, { stage: 'load', message: '' });
     try {
       let report: JobReport | undefined;
@@ -323,12 +319,13 @@ async function quantize(args: string[]): Promise<number> {
     }
   }
 
+  const { loadConfig } = await import('../config.js');
   const { selectBackend } = await import('../model/backend.js');
   const { runJob } = await import('../pipeline/run.js');
   const backend = await selectBackend(loadConfig().tfBackend);
   const model = await readLocalModel(modelPath);
   const datasets = await openDatasets(spec);
-  const bar = progressBar(values.quiet);
+  const bar = await progressBar(values.quiet);
   bar?.start(100, 0, { stage: 'load', message: '' });
   const { files, report } = await runJob(model, spec, datasets, {
     backend,
@@ -356,8 +353,10 @@ async function submit(args: string[]): Promise<number> {
     ...(labels ? { labels: { ...(fileSpec.labels as Record<string, string> | undefined), ...labels } } : {}),
   };
   // Checked here first: a bad spec ends before anything is uploaded.
+  const { parseJobSpec } = await import('../jobs/spec.js');
   const spec = parseJobSpec(raw);
-  const client = serviceClient(values);
+  const { isId } = await import('../storage/records.js');
+  const client = await serviceClient(values);
   const say = (line: string) => values.quiet || process.stderr.write(`${line}\n`);
 
   const modelId = isId('models', model) && !existsSync(model) ? model : (await client.uploadModel(resolve(model))).id;
@@ -392,13 +391,15 @@ async function fetchJob(args: string[]): Promise<number> {
   const parsed = parseCommand(commands.fetch, args);
   if (!parsed) return 0;
   const { values, positionals } = parsed;
+  const { isId } = await import('../storage/records.js');
   if (positionals.length !== 1 || !isId('jobs', positionals[0]))
     throw new UsageError('fetch takes one job id (job_…); run qaas fetch --help');
-  const client = serviceClient(values);
+  const client = await serviceClient(values);
   return awaitJob(client, await client.job(positionals[0]), values);
 }
 
-function serviceClient(values: { api?: string; 'api-key'?: string }): QaasClient {
+async function serviceClient(values: { api?: string; 'api-key'?: string }): Promise<QaasClient> {
+  const { QaasClient } = await import('../client/index.js');
   return new QaasClient(
     values.api ?? process.env.QAAS_API_URL ?? 'http://127.0.0.1:8080',
     values['api-key'] ?? process.env.QAAS_API_KEY,
@@ -413,7 +414,7 @@ async function awaitJob(
 ): Promise<number> {
   const job = terminalStatuses.includes(queued.status)
     ? queued
-    : await follow(client, queued, progressBar(values.quiet));
+    : await follow(client, queued, await progressBar(values.quiet));
   if (job.status !== 'succeeded') {
     process.stderr.write(`qaas: job ${job.id} ${job.status}${job.error ? `: ${job.error.message}` : ''}\n`);
     return 1;
@@ -432,11 +433,7 @@ async function awaitJob(
 }
 
 /** The job's events until its `final` one (a stream that ends early is read again), as a progress bar. */
-async function follow(
-  client: QaasClient,
-  queued: RemoteJob,
-  bar: cliProgress.SingleBar | undefined,
-): Promise<RemoteJob> {
+async function follow(client: QaasClient, queued: RemoteJob, bar: SingleBar | undefined): Promise<RemoteJob> {
   bar?.start(100, queued.progress, { stage: queued.stage, message: '' });
   try {
     for (;;) {
@@ -465,9 +462,13 @@ async function sweep(args: string[]): Promise<number> {
   if (positionals.length > 0) throw new UsageError('sweep takes no arguments; run qaas sweep --help');
   const graceMinutes = numberFlag('grace-minutes', values['grace-minutes']) ?? 60;
   if (graceMinutes < 0) throw new UsageError('--grace-minutes must be ≥ 0');
+  const { loadConfig } = await import('../config.js');
   const config = loadConfig();
-  // Only `sweep` talks to Redis directly: its client loads here, not at every start.
+  // Only `sweep` talks to Redis directly: its client and the stores load here, not at every start.
   const { Redis } = await import('ioredis');
+  const { BlobStore } = await import('../storage/blobs.js');
+  const { RecordStore } = await import('../storage/records.js');
+  const { sweepBlobs } = await import('../storage/sweep.js');
   const redis = new Redis(config.redisUrl, {
     lazyConnect: true,
     maxRetriesPerRequest: 1,
@@ -620,12 +621,18 @@ export async function run(argv: string[]): Promise<void> {
   try {
     process.exitCode = await main(argv);
   } catch (error) {
-    process.stderr.write(`qaas: ${describeFailure(error)}\n`);
-    process.exitCode = isBadInput(error) ? 2 : 1;
+    process.stderr.write(`qaas: ${await describeFailure(error)}\n`);
+    process.exitCode = (await isBadInput(error)) ? 2 : 1;
   }
 }
 
-function isBadInput(error: unknown): boolean {
+/*
+ * The error classes of the client and the spec are imported only once something failed, so that a command
+ * that needs neither does not load them (the spec's module brings TypeBox).
+ */
+
+async function isBadInput(error: unknown): Promise<boolean> {
+  const { ApiError } = await import('../client/index.js');
   const code = (error as NodeJS.ErrnoException | undefined)?.code ?? '';
   return (
     error instanceof UsageError ||
@@ -636,8 +643,12 @@ function isBadInput(error: unknown): boolean {
   );
 }
 
-function describeFailure(error: unknown): string {
-  if (error instanceof SpecError) return `invalid spec: ${error.message}`;
+async function describeFailure(error: unknown): Promise<string> {
+  // Every SpecError says so in its problem type.
+  if (error instanceof InputError && error.problem === 'invalid-job-spec') {
+    const { SpecError } = await import('../jobs/spec.js');
+    if (error instanceof SpecError) return `invalid spec: ${error.message}`;
+  }
   if (error instanceof Error) {
     if ((error as NodeJS.ErrnoException).code === 'ENOENT')
       return `not found: ${(error as NodeJS.ErrnoException).path}`;
