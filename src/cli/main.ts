@@ -16,7 +16,7 @@ import type { JobSpec } from '../jobs/spec.js';
 import type { LoadedModel } from '../model/types.js';
 import type { Dataset } from '../model/dataset/index.js';
 import type { JobDatasets, JobReport } from '../pipeline/types.js';
-import { methodNames } from '../quant/methods/index.js';
+import { methodNames } from '../quant/methods/names.js';
 import { EXACT_SQNR_DB } from '../quant/metrics.js';
 import { terminalStatuses } from '../storage/types.js';
 import { writeDirAtomically, writeTreeAtomically } from '../storage/tree.js';

@@ -13,12 +13,15 @@ import { kmeans } from './kmeans.js';
 import { pow2 } from './pow2.js';
 import { pq } from './pq.js';
 import { ternary } from './ternary.js';
+import { methodNames, type MethodName } from './names.js';
 
-export const methods = { affine, float16, binary, ternary, pow2, kmeans, pq } as const;
+export { methodNames, type MethodName } from './names.js';
 
-export type MethodName = keyof typeof methods;
-
-export const methodNames = Object.keys(methods) as MethodName[];
+// `satisfies` fails the build when a name in names.ts has no method here or a method here no name there.
+export const methods = { affine, float16, binary, ternary, pow2, kmeans, pq } as const satisfies Record<
+  MethodName,
+  QuantMethod<TSchema>
+>;
 
 /** Params of any method, defaults filled in; `name` tells which. */
 export type MethodParams = { [K in MethodName]: Static<(typeof methods)[K]['params']> }[MethodName];
