@@ -21,7 +21,7 @@
  *
  * `keepScale` (ptq.equalize): folding multiplies kernel channel c by f_c, so channels whose γ differ by 100×
  * end 100× apart and one per-tensor grid rounds the small ones away. With keepScale the fold still happens,
- * but the BatchNorm stays as a pure per-channel scale a_c (src/quant/equalize.ts scaleIntoBatchNorm): the
+ * but the BatchNorm stays as a pure per-channel scale a_c (src/quant/equalize.ts, shareOneRange): the
  * kernel's channels all get the same range, the layer loses its bias (β takes it), and μ = 0, σ² = 1 − ε
  * are constants stored as one byte each.
  *
