@@ -169,12 +169,14 @@ function readTopology(modelJson: Record<string, unknown>): Topology {
 
 /**
  * The weights a plan reads values of: every top-level BatchNormalization's, and the bias of every layer a
- * BatchNorm can fold into. All are one value per channel.
+ * BatchNorm can fold into (none without a BatchNorm). All are one value per channel.
  */
 export function foldInputNames(model: ModelOutline): Set<string> {
   const names = new Set<string>();
   if (model.format !== 'layers-model') return names;
-  for (const layer of readTopology(model.modelJson).layers) {
+  const layers = readTopology(model.modelJson).layers;
+  if (!layers.some((layer) => layer.class_name === 'BatchNormalization')) return names;
+  for (const layer of layers) {
     const name = layerName(layer);
     if (layer.class_name === 'BatchNormalization') for (const w of BATCH_NORM_WEIGHTS) names.add(`${name}/${w}`);
     else if (Object.hasOwn(FOLDABLE, String(layer.class_name))) names.add(`${name}/bias`);
