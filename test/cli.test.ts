@@ -5,7 +5,9 @@ import { join } from 'node:path';
 import { promisify } from 'node:util';
 import * as tf from '@tensorflow/tfjs';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { readFileSetFromDir } from '../src/model/read.js';
+import { foldBatchNorm } from '../src/model/fold-batchnorm.js';
+import { readFileSetFromDir, readModel } from '../src/model/read.js';
+import { createRng } from '../src/quant/rng.js';
 import { writeTreeAtomically } from '../src/storage/tree.js';
 import {
   buildGraphModel,
@@ -17,6 +19,7 @@ import {
   layersInput,
   loadStockGraph,
   loadStockLayers,
+  saveLayersModel,
 } from './fixtures/models.js';
 import { npy } from './model/dataset/npy-fixture.js';
 
@@ -73,7 +76,9 @@ describe('qaas quantize', () => {
     const report = JSON.parse(await readFile(join(out, 'report.json'), 'utf8'));
     expect(report.spec.method).toMatchObject({ name: 'affine', bits: 4, granularity: 'per-channel' });
     expect(report.tensors.every((t: { bits: number }) => t.bits === 4)).toBe(true);
-    expect(report.model.backend).toBe('wasm');
+    // Plain PTQ of a layers model with a BatchNorm (after a ReLU: kept as it is) streams.
+    expect(report.model.backend).toBe('none');
+    expect(report.batchNorm.skipped).toMatchObject([{ layer: 'batch_norm' }]);
 
     const stock = await loadStockLayers(await readFileSetFromDir(join(out, 'model')));
     const input = layersInput(4);
@@ -144,6 +149,43 @@ describe('qaas quantize', () => {
     expect(output.shape).toEqual([2, GRAPH_OUTPUTS]);
     tf.dispose([input, output]);
     stock.dispose();
+  });
+
+  it('streams a model whose BatchNorm folds into the Conv2D before it, as foldBatchNorm folds it', async () => {
+    const model = tf.sequential({
+      layers: [
+        tf.layers.conv2d({ inputShape: [4, 4, 2], filters: 3, kernelSize: 3, useBias: false, name: 'conv' }),
+        tf.layers.batchNormalization({ name: 'bn' }),
+        tf.layers.flatten({ name: 'flatten' }),
+        tf.layers.dense({ units: 2, name: 'dense' }),
+      ],
+    });
+    const rng = createRng(4);
+    model.setWeights(
+      model.weights.map((w) => {
+        const size = (w.shape as number[]).reduce((a, b) => a * b, 1);
+        return tf.tensor(
+          Float32Array.from({ length: size }, () => 0.5 + rng.next()),
+          w.shape as number[],
+        );
+      }),
+    );
+    const source = await saveLayersModel(model, 256);
+    model.dispose();
+    await writeTreeAtomically(join(dir, 'conv-bn'), source);
+    const out = join(dir, 'conv-bn-out');
+    const result = await qaas('quantize', join(dir, 'conv-bn'), '--out', out, '--bits', '8', '--quiet');
+    expect(result.stderr).toBe('');
+    expect(result.code).toBe(0);
+    const report = JSON.parse(await readFile(join(out, 'report.json'), 'utf8'));
+    expect(report.model.backend).toBe('none');
+    expect(Object.keys(report.timings)).toContain('readMs');
+    // ptq.equalize (the default) keeps the BatchNorm as the kernel's per-channel scale.
+    expect(report.batchNorm).toMatchObject({ folded: [], skipped: [], scaled: [{ layer: 'conv', batchNorm: 'bn' }] });
+    const expected = foldBatchNorm(readModel(source), { keepScale: true });
+    expect(report.batchNorm.scaled).toEqual(expected.scaled);
+    const manifest = JSON.parse(await readFile(join(out, 'model', 'model.json'), 'utf8')).weightsManifest[0];
+    expect(manifest.weights.map((w: { name: string }) => w.name)).toEqual(expected.model.weights.map((w) => w.name));
   });
 
   it('exits 2 with one line naming the allowed values on a bad method', async () => {

@@ -21,14 +21,23 @@
  *
  * `keepScale` (ptq.equalize): folding multiplies kernel channel c by f_c, so channels whose γ differ by 100×
  * end 100× apart and one per-tensor grid rounds the small ones away. With keepScale the fold still happens,
- * but the BatchNorm stays as a pure per-channel scale a_c (src/quant/equalize.ts scaleIntoBatchNorm): the
+ * but the BatchNorm stays as a pure per-channel scale a_c (src/quant/equalize.ts, shareOneRange): the
  * kernel's channels all get the same range, the layer loses its bias (β takes it), and μ = 0, σ² = 1 − ε
  * are constants stored as one byte each.
+ *
+ * The fold is a plan and a per-kernel apply. `planBatchNormFold` decides everything from the topology and
+ * the small tensors (the BatchNorms' weights and the biases of the layers before them, `foldInputNames`):
+ * which BN folds into which layer, the new topology, which weights go and which are added where in the
+ * manifest, the factors f_c, and every new small tensor's values. Only a kernel's new values need the
+ * kernel: `applyKernelFold` computes them in place (and, with keepScale, γ'), so the streaming PTQ folds
+ * each kernel as it is read (src/pipeline/stream.ts) and `foldBatchNorm` is the plan applied to a whole
+ * model in memory.
  */
-import { scaleIntoBatchNorm } from '../quant/equalize.js';
+import { foldFactors, foldIntoKernel, outputRanges, scaledBatchNormBeta, shareOneRange } from '../quant/equalize.js';
+import type { KernelLayout } from '../quant/equalize.js';
 import { ModelError } from './errors.js';
 import { CONTAINER_CLASSES, isObject, layersRoot } from './topology.js';
-import type { LoadedModel, Weight } from './types.js';
+import type { LoadedModel, ModelOutline, Weight } from './types.js';
 
 export interface FoldResult {
   model: LoadedModel;
@@ -55,6 +64,44 @@ export interface FoldOptions {
   keepScale?: boolean;
 }
 
+type Outline = Omit<Weight, 'values'>;
+
+/** How the folded model gets one weight's values. */
+export type FoldedWeight =
+  /** The source weight of that name, unchanged. */
+  | { kind: 'source'; weight: Outline }
+  /** The source kernel of that name through applyKernelFold. */
+  | { kind: 'kernel'; weight: Outline; fold: KernelFold }
+  /** Values the plan computed (a folded bias; a kept BatchNorm's β', μ', σ'²). */
+  | { kind: 'computed'; weight: Weight }
+  /** keepScale: the kept BatchNorm's γ', which applyKernelFold returns for `kernel`. */
+  | { kind: 'gamma'; weight: Outline; kernel: string };
+
+export interface KernelFold {
+  layout: KernelLayout;
+  /** f_c of every BatchNorm folded into the kernel, in folding order (a chain of BNs folds more than once). */
+  factors: Float64Array[];
+  /** keepScale: the BatchNorm that keeps the kernel's per-channel scale. */
+  scaleIn?: string;
+}
+
+export interface FoldPlan {
+  modelJson: Record<string, unknown>;
+  folded: string[];
+  skipped: FoldResult['skipped'];
+  /** keepScale's pairs, without the range ratios, which only the kernel's values give. */
+  scaled: Omit<BatchNormScaling, 'rangeRatioBefore' | 'rangeRatioAfter'>[];
+  /** Source weight name → the weights written in its place, in manifest order (none: it is folded away). */
+  outputs: Map<string, FoldedWeight[]>;
+}
+
+/** What applyKernelFold learns under keepScale: γ' and the range ratios of the report. */
+export interface KernelScale {
+  gamma: Float32Array;
+  rangeRatioBefore: number;
+  rangeRatioAfter: number;
+}
+
 type Json = Record<string, unknown>;
 
 /** A reference to one output of a layer call: [layer, node index, tensor index, kwargs?]. */
@@ -68,6 +115,8 @@ const FOLDABLE: Record<string, { kernel: string; outputRank?: number }> = {
   DepthwiseConv2D: { kernel: 'depthwise_kernel', outputRank: 4 },
   SeparableConv2D: { kernel: 'pointwise_kernel', outputRank: 4 },
 };
+
+const BATCH_NORM_WEIGHTS = ['gamma', 'beta', 'moving_mean', 'moving_variance'];
 
 function layerName(layer: Json): string {
   const config = isObject(layer.config) ? layer.config : {};
@@ -101,24 +150,62 @@ function allRefs(config: Json, layers: Json[]): TensorRef[] {
 
 class Skip extends Error {}
 
-export function foldBatchNorm(model: LoadedModel, options: FoldOptions = {}): FoldResult {
-  if (model.format !== 'layers-model') return { model, folded: [], skipped: [], scaled: [] };
-  const modelJson = structuredClone(model.modelJson);
+interface Topology {
+  root: Json;
+  config: Json;
+  layers: Json[];
+  sequential: boolean;
+}
+
+function readTopology(modelJson: Record<string, unknown>): Topology {
   const root = layersRoot(modelJson.modelTopology as Json);
   const className = String(root.class_name);
   if (!CONTAINER_CLASSES.has(className))
     throw new ModelError('bad-topology', `the model's root is a ${className}, not a model`);
   // Old Sequential configs are the bare layer list.
   const config: Json = Array.isArray(root.config) ? { layers: root.config } : (root.config as Json);
-  const layers = config.layers as Json[];
-  const sequential = className === 'Sequential';
-  const weights = new Map(model.weights.map((w) => [w.name, w]));
-  const removed = new Set<string>();
-  /** Kernel name → the weights a fold added to its layer (a bias, or a kept BN's γ/β), written right after it. */
-  const added = new Map<string, string[]>();
-  const folded: string[] = [];
-  const skipped: FoldResult['skipped'] = [];
-  const scaled: BatchNormScaling[] = [];
+  return { root, config, layers: config.layers as Json[], sequential: className === 'Sequential' };
+}
+
+/**
+ * The weights a plan reads values of: every top-level BatchNormalization's, and the bias of every layer a
+ * BatchNorm can fold into (none without a BatchNorm). All are one value per channel.
+ */
+export function foldInputNames(model: ModelOutline): Set<string> {
+  const names = new Set<string>();
+  if (model.format !== 'layers-model') return names;
+  const layers = readTopology(model.modelJson).layers;
+  if (!layers.some((layer) => layer.class_name === 'BatchNormalization')) return names;
+  for (const layer of layers) {
+    const name = layerName(layer);
+    if (layer.class_name === 'BatchNormalization') for (const w of BATCH_NORM_WEIGHTS) names.add(`${name}/${w}`);
+    else if (Object.hasOwn(FOLDABLE, String(layer.class_name))) names.add(`${name}/bias`);
+  }
+  return names;
+}
+
+/**
+ * The fold of `model`'s BatchNorms (see the module comment), from its outline and `values`, which holds at
+ * least the weights foldInputNames lists.
+ */
+export function planBatchNormFold(
+  model: ModelOutline,
+  values: ReadonlyMap<string, Weight['values']>,
+  options: FoldOptions = {},
+): FoldPlan {
+  const modelJson = structuredClone(model.modelJson);
+  const outputs = new Map(
+    model.weights.map((w): [string, FoldedWeight[]] => [w.name, [{ kind: 'source', weight: w }]]),
+  );
+  const plan: FoldPlan = { modelJson, folded: [], skipped: [], scaled: [], outputs };
+  if (model.format !== 'layers-model') return plan;
+  const { root, config, layers, sequential } = readTopology(modelJson);
+  const state: FoldState = {
+    current: new Map(model.weights.map((w) => [w.name, { kind: 'source', weight: w }])),
+    values,
+    removed: new Set(),
+    added: new Map(),
+  };
 
   for (const bn of [...layers]) {
     if (bn.class_name !== 'BatchNormalization') continue;
@@ -126,27 +213,97 @@ export function foldBatchNorm(model: LoadedModel, options: FoldOptions = {}): Fo
     try {
       const { producer, source } = sequential ? sequentialProducer(layers, bn) : functionalProducer(config, layers, bn);
       if (options.keepScale) {
-        scaled.push(scaleInto(producer, bn, weights, removed, added));
+        plan.scaled.push(scaleInto(producer, bn, state));
         continue;
       }
-      foldInto(producer, bn, weights, removed, added);
+      foldInto(producer, bn, state);
       layers.splice(layers.indexOf(bn), 1);
       if (!sequential) rewire(config, layers, bnName, source);
-      folded.push(bnName);
+      plan.folded.push(bnName);
     } catch (error) {
       if (!(error instanceof Skip)) throw error;
-      skipped.push({ layer: bnName, reason: error.message });
+      plan.skipped.push({ layer: bnName, reason: error.message });
     }
   }
   if (Array.isArray(root.config)) root.config = layers;
 
-  const outputWeights: Weight[] = [];
   for (const weight of model.weights) {
-    if (removed.has(weight.name)) continue;
-    outputWeights.push(weights.get(weight.name)!);
-    for (const name of added.get(weight.name) ?? []) outputWeights.push(weights.get(name)!);
+    outputs.set(
+      weight.name,
+      state.removed.has(weight.name)
+        ? []
+        : [weight.name, ...(state.added.get(weight.name) ?? [])].map((name) => state.current.get(name)!),
+    );
   }
-  return { model: { format: model.format, modelJson, weights: outputWeights }, folded, skipped, scaled };
+  return plan;
+}
+
+/**
+ * The kernel's folded values, in place over the source kernel's `values`; under keepScale, γ' and the
+ * range ratios too.
+ */
+export function applyKernelFold(fold: KernelFold, values: Float32Array): KernelScale | undefined {
+  for (const factors of fold.factors) foldIntoKernel(values, factors);
+  if (fold.scaleIn === undefined) return undefined;
+  const ranges = outputRanges(values, fold.layout);
+  const rangeRatioBefore = rangeRatio(ranges);
+  const gamma = shareOneRange(values, fold.layout, ranges);
+  return { gamma, rangeRatioBefore, rangeRatioAfter: rangeRatio(outputRanges(values, fold.layout)) };
+}
+
+/** Largest ÷ smallest nonzero channel range; 1 when every channel is zero. */
+function rangeRatio(ranges: Float64Array): number {
+  const nonzero = ranges.filter((r) => r > 0);
+  return nonzero.length === 0 ? 1 : Math.max(...nonzero) / Math.min(...nonzero);
+}
+
+/** The report's keepScale pairs, once every kernel they name went through applyKernelFold. */
+export function scalingsOf(plan: FoldPlan, scales: ReadonlyMap<string, KernelScale>): BatchNormScaling[] {
+  return plan.scaled.map((pair) => {
+    const { rangeRatioBefore, rangeRatioAfter } = scales.get(pair.kernel)!;
+    return { ...pair, rangeRatioBefore, rangeRatioAfter };
+  });
+}
+
+export function foldBatchNorm(model: LoadedModel, options: FoldOptions = {}): FoldResult {
+  if (model.format !== 'layers-model') return { model, folded: [], skipped: [], scaled: [] };
+  const values = new Map(model.weights.map((w) => [w.name, w.values]));
+  const plan = planBatchNormFold(model, values, options);
+  const kernels = new Map<string, Float32Array>();
+  const scales = new Map<string, KernelScale>();
+  for (const outputs of plan.outputs.values()) {
+    for (const output of outputs) {
+      if (output.kind !== 'kernel') continue;
+      const kernel = Float32Array.from(values.get(output.weight.name) as Float32Array);
+      const scale = applyKernelFold(output.fold, kernel);
+      kernels.set(output.weight.name, kernel);
+      if (scale) scales.set(output.weight.name, scale);
+    }
+  }
+  const source = new Map(model.weights.map((w) => [w.name, w]));
+  const weights = model.weights.flatMap((weight) =>
+    plan.outputs.get(weight.name)!.map((output): Weight => {
+      if (output.kind === 'source') return source.get(output.weight.name)!;
+      if (output.kind === 'computed') return output.weight;
+      if (output.kind === 'kernel') return { ...output.weight, values: kernels.get(output.weight.name)! };
+      return { ...output.weight, values: scales.get(output.kernel)!.gamma };
+    }),
+  );
+  return {
+    model: { format: model.format, modelJson: plan.modelJson, weights },
+    folded: plan.folded,
+    skipped: plan.skipped,
+    scaled: scalingsOf(plan, scales),
+  };
+}
+
+/** The plan as it is made: each weight's current form, and the manifest's removals and additions. */
+interface FoldState {
+  current: Map<string, FoldedWeight>;
+  values: ReadonlyMap<string, Weight['values']>;
+  removed: Set<string>;
+  /** Kernel name → the weights a fold added to its layer (a bias, or a kept BN's γ/β), written right after it. */
+  added: Map<string, string[]>;
 }
 
 function sequentialProducer(layers: Json[], bn: Json): { producer: Json; source: TensorRef } {
@@ -190,19 +347,22 @@ function normalisedAxis(axis: unknown): number | undefined {
   return typeof value === 'number' ? value : undefined;
 }
 
-function floatValues(weights: Map<string, Weight>, name: string): Float32Array | undefined {
-  const values = weights.get(name)?.values;
+/** A weight's values while the plan is made, when they are small and float32. */
+function floatValues(state: FoldState, name: string): Float32Array | undefined {
+  const weight = state.current.get(name);
+  const values =
+    weight?.kind === 'computed' ? weight.weight.values : weight?.kind === 'source' ? state.values.get(name) : undefined;
   return values instanceof Float32Array ? values : undefined;
 }
 
 interface FoldInputs {
   producerName: string;
-  producerClass: string;
   producerConfig: Json;
   bnName: string;
   bnConfig: Json;
   kernelName: string;
-  kernel: Weight;
+  kernel: FoldedWeight & { kind: 'source' | 'kernel' };
+  layout: KernelLayout;
   biasName: string;
   useBias: boolean;
   bias: Float32Array;
@@ -215,7 +375,7 @@ interface FoldInputs {
 }
 
 /** Checks that `bn` can be folded into `producer` and reads every value a fold needs (else throws Skip). */
-function foldInputs(producer: Json, bn: Json, weights: Map<string, Weight>): FoldInputs {
+function foldInputs(producer: Json, bn: Json, state: FoldState): FoldInputs {
   const producerName = layerName(producer);
   const producerClass = String(producer.class_name);
   const kind = FOLDABLE[producerClass];
@@ -236,36 +396,41 @@ function foldInputs(producer: Json, bn: Json, weights: Map<string, Weight>): Fol
   }
 
   const bnName = layerName(bn);
-  const mean = floatValues(weights, `${bnName}/moving_mean`);
-  const variance = floatValues(weights, `${bnName}/moving_variance`);
-  const gamma = bnConfig.scale === false ? undefined : floatValues(weights, `${bnName}/gamma`);
-  const beta = bnConfig.center === false ? undefined : floatValues(weights, `${bnName}/beta`);
+  const mean = floatValues(state, `${bnName}/moving_mean`);
+  const variance = floatValues(state, `${bnName}/moving_variance`);
+  const gamma = bnConfig.scale === false ? undefined : floatValues(state, `${bnName}/gamma`);
+  const beta = bnConfig.center === false ? undefined : floatValues(state, `${bnName}/beta`);
   if (!mean || !variance || (bnConfig.scale !== false && !gamma) || (bnConfig.center !== false && !beta)) {
     throw new Skip(`its weights (${bnName}/moving_mean, ...) are not in the manifest as float32`);
   }
   const kernelName = `${producerName}/${kind.kernel}`;
-  const kernel = weights.get(kernelName);
-  if (!kernel || !(kernel.values instanceof Float32Array))
+  const kernel = state.current.get(kernelName);
+  if (
+    kernel === undefined ||
+    (kernel.kind !== 'source' && kernel.kind !== 'kernel') ||
+    kernel.weight.dtype !== 'float32'
+  )
     throw new Skip(`${kernelName} is not in the manifest as float32`);
   const channels = mean.length;
-  const kernelChannels =
-    producerClass === 'DepthwiseConv2D' ? kernel.shape[2] * kernel.shape[3] : kernel.shape[kernel.shape.length - 1];
+  const { shape } = kernel.weight;
+  const depthwise = producerClass === 'DepthwiseConv2D';
+  const kernelChannels = depthwise ? shape[2] * shape[3] : shape[shape.length - 1];
   if (kernelChannels !== channels) {
     throw new Skip(`it has ${channels} channels but ${producerName} outputs ${kernelChannels}`);
   }
   const biasName = `${producerName}/bias`;
   const useBias = producerConfig.use_bias !== false;
-  const bias = useBias ? floatValues(weights, biasName) : new Float32Array(channels);
+  const bias = useBias ? floatValues(state, biasName) : new Float32Array(channels);
   if (!bias) throw new Skip(`${biasName} is not in the manifest as float32`);
   const epsilon = typeof bnConfig.epsilon === 'number' ? bnConfig.epsilon : 1e-3;
   return {
     producerName,
-    producerClass,
     producerConfig,
     bnName,
     bnConfig,
     kernelName,
     kernel,
+    layout: { shape, depthwise },
     biasName,
     useBias,
     bias,
@@ -278,48 +443,35 @@ function foldInputs(producer: Json, bn: Json, weights: Map<string, Weight>): Fol
   };
 }
 
-/**
- * Folds `bn` into `producer`'s kernel and bias (in `weights`); marks the BN's weights in `removed` and a
- * bias it had to add in `added`.
- */
-function foldInto(
-  producer: Json,
-  bn: Json,
-  weights: Map<string, Weight>,
-  removed: Set<string>,
-  added: Map<string, string[]>,
-): void {
-  const {
-    producerConfig,
-    bnName,
-    kernelName,
-    kernel,
-    biasName,
-    useBias,
-    bias,
-    gamma,
-    beta,
-    mean,
-    variance,
-    epsilon,
-    channels,
-  } = foldInputs(producer, bn, weights);
-  const factor = new Float64Array(channels);
-  const foldedBias = new Float32Array(channels);
-  for (let c = 0; c < channels; c++) {
-    factor[c] = (gamma ? gamma[c] : 1) / Math.sqrt(variance[c] + epsilon);
-    foldedBias[c] = (bias[c] - mean[c]) * factor[c] + (beta ? beta[c] : 0);
-  }
-  const foldedKernel = new Float32Array(kernel.values.length);
-  for (let i = 0; i < foldedKernel.length; i++) foldedKernel[i] = kernel.values[i] * factor[i % channels];
+/** The kernel's fold with one more BatchNorm's factors (and, under keepScale, its scale) after the others. */
+function foldedKernel(inputs: FoldInputs, factors: Float64Array, scaleIn?: string): KernelFold {
+  const { kernel, layout } = inputs;
+  const before = kernel.kind === 'kernel' ? kernel.fold.factors : [];
+  return { layout, factors: [...before, factors], ...(scaleIn === undefined ? {} : { scaleIn }) };
+}
 
-  weights.set(kernelName, { name: kernelName, shape: kernel.shape, dtype: 'float32', values: foldedKernel });
-  weights.set(biasName, { name: biasName, shape: [channels], dtype: 'float32', values: foldedBias });
+/** Plans folding `bn` into `producer`'s kernel and bias; the BN's weights go, a bias the layer lacked is added. */
+function foldInto(producer: Json, bn: Json, state: FoldState): void {
+  const inputs = foldInputs(producer, bn, state);
+  const { producerConfig, bnName, kernelName, kernel, biasName, useBias, bias, beta, mean, channels } = inputs;
+  const factor = foldFactors(inputs);
+  const foldedBias = new Float32Array(channels);
+  for (let c = 0; c < channels; c++) foldedBias[c] = (bias[c] - mean[c]) * factor[c] + (beta ? beta[c] : 0);
+
+  state.current.set(kernelName, {
+    kind: 'kernel',
+    weight: { name: kernelName, shape: kernel.weight.shape, dtype: 'float32' },
+    fold: foldedKernel(inputs, factor),
+  });
+  state.current.set(biasName, {
+    kind: 'computed',
+    weight: { name: biasName, shape: [channels], dtype: 'float32', values: foldedBias },
+  });
   if (!useBias) {
     producerConfig.use_bias = true;
-    added.set(kernelName, [biasName]);
+    state.added.set(kernelName, [biasName]);
   }
-  for (const name of ['gamma', 'beta', 'moving_mean', 'moving_variance']) removed.add(`${bnName}/${name}`);
+  for (const name of BATCH_NORM_WEIGHTS) state.removed.add(`${bnName}/${name}`);
 }
 
 /**
@@ -327,63 +479,48 @@ function foldInto(
  * are rewritten in place; γ or β it did not have are added after the kernel (tfjs matches layers weights by
  * name, so their position in the manifest is free), and the producer's bias is dropped into β.
  */
-function scaleInto(
-  producer: Json,
-  bn: Json,
-  weights: Map<string, Weight>,
-  removed: Set<string>,
-  added: Map<string, string[]>,
-): BatchNormScaling {
-  const inputs = foldInputs(producer, bn, weights);
-  const { producerName, producerClass, producerConfig, bnName, bnConfig, kernelName, kernel, channels } = inputs;
-  const layout = { shape: kernel.shape, depthwise: producerClass === 'DepthwiseConv2D' };
-  const result = scaleIntoBatchNorm(kernel.values as Float32Array, layout, inputs.bias, inputs);
-  const ratio = (values: Float32Array): number => {
-    const ranges = new Float64Array(channels);
-    for (let i = 0; i < values.length; i++) ranges[i % channels] = Math.max(ranges[i % channels], Math.abs(values[i]));
-    const nonzero = ranges.filter((r) => r > 0);
-    return nonzero.length === 0 ? 1 : Math.max(...nonzero) / Math.min(...nonzero);
-  };
-  const folded = Float32Array.from(kernel.values as Float32Array, (v, i) => v * result.factors[i % channels]);
-
-  weights.set(kernelName, { ...kernel, values: result.kernel, channelScaleIn: bnName });
+function scaleInto(producer: Json, bn: Json, state: FoldState): FoldPlan['scaled'][number] {
+  const inputs = foldInputs(producer, bn, state);
+  const { producerName, producerConfig, bnName, bnConfig, kernelName, kernel, channels } = inputs;
+  const factors = foldFactors(inputs);
+  const beta = scaledBatchNormBeta(inputs.bias, inputs, factors);
+  state.current.set(kernelName, {
+    kind: 'kernel',
+    weight: { ...kernel.weight, channelScaleIn: bnName },
+    fold: foldedKernel(inputs, factors, bnName),
+  });
   if (inputs.useBias) {
     producerConfig.use_bias = false;
-    removed.add(inputs.biasName);
+    state.removed.add(inputs.biasName);
   }
-  const vector = (name: string, values: Float32Array, sourceQuantization?: Weight['sourceQuantization']): Weight => ({
+  const vector = (name: string, sourceQuantization?: Weight['sourceQuantization']): Outline => ({
     name: `${bnName}/${name}`,
     shape: [channels],
     dtype: 'float32',
-    values,
     ...(sourceQuantization ? { sourceQuantization } : {}),
+  });
+  const computed = (outline: Outline, values: Float32Array): FoldedWeight => ({
+    kind: 'computed',
+    weight: { ...outline, values },
   });
   // σ'² = 1 − ε makes √(σ'² + ε) one; stored, like μ' = 0, as a one-byte code for a constant.
   const unitVariance = Math.fround(1 - inputs.epsilon);
-  const rewritten = [
-    vector('gamma', result.gamma, { dtype: 'float16' }),
-    vector('beta', result.beta),
-    vector('moving_mean', new Float32Array(channels), { dtype: 'uint8', min: 0, scale: 1 }),
-    vector('moving_variance', new Float32Array(channels).fill(unitVariance), {
-      dtype: 'uint8',
-      min: unitVariance,
-      scale: 1,
-    }),
+  const rewritten: FoldedWeight[] = [
+    { kind: 'gamma', weight: vector('gamma', { dtype: 'float16' }), kernel: kernelName },
+    computed(vector('beta'), beta),
+    computed(vector('moving_mean', { dtype: 'uint8', min: 0, scale: 1 }), new Float32Array(channels)),
+    computed(
+      vector('moving_variance', { dtype: 'uint8', min: unitVariance, scale: 1 }),
+      new Float32Array(channels).fill(unitVariance),
+    ),
   ];
   const missing: string[] = [];
   for (const weight of rewritten) {
-    if (!weights.has(weight.name)) missing.push(weight.name);
-    weights.set(weight.name, weight);
+    if (!state.current.has(weight.weight.name)) missing.push(weight.weight.name);
+    state.current.set(weight.weight.name, weight);
   }
   bnConfig.scale = true;
   bnConfig.center = true;
-  if (missing.length > 0) added.set(kernelName, missing);
-  return {
-    layer: producerName,
-    kernel: kernelName,
-    batchNorm: bnName,
-    channels,
-    rangeRatioBefore: ratio(folded),
-    rangeRatioAfter: ratio(result.kernel),
-  };
+  if (missing.length > 0) state.added.set(kernelName, missing);
+  return { layer: producerName, kernel: kernelName, batchNorm: bnName, channels };
 }

@@ -16,8 +16,9 @@ import { fileURLToPath } from 'node:url';
 import { Worker } from 'node:worker_threads';
 import { ExportScratch, NonFiniteValues, type ExportedTensor } from '../quant/export-affine.js';
 import { exportTensor } from '../quant/export-tensor.js';
-import { kernelMemory } from '../quant/kernels/affine.js';
+import { KERNEL_MAX_BYTES, kernelMemory } from '../quant/kernels/affine.js';
 import type { MethodParams } from '../quant/methods/index.js';
+import { bytesOfShared, toShared, type SharedBytes } from './shared-bytes.js';
 
 export interface ExportSlot {
   /** A buffer of at least `bytes` for the next tensor's bytes, valid until release. */
@@ -60,9 +61,12 @@ class SlotQueue<T> {
   }
 }
 
-/** One slot on the main thread: quantizing blocks it, which is cheapest for small models. */
-export function inlineExporter(): Exporter {
-  const scratch = new ExportScratch();
+/**
+ * One slot on the main thread: quantizing blocks it, which is cheapest for small models. `kernelInputBytes`:
+ * the largest tensor read into the affine kernel's memory (ExportScratch).
+ */
+export function inlineExporter(kernelInputBytes = KERNEL_MAX_BYTES): Exporter {
+  const scratch = new ExportScratch(undefined, undefined, kernelInputBytes);
   const queue = new SlotQueue<ExportSlot>();
   const slot: ExportSlot = {
     input: (bytes) => scratch.input(bytes),
@@ -79,7 +83,9 @@ export function inlineExporter(): Exporter {
 
 interface WorkerReply {
   id: number;
-  result?: ExportedTensor;
+  result?: Omit<ExportedTensor, 'stored' | 'packedCodes'>;
+  stored?: SharedBytes;
+  packedCodes?: SharedBytes;
   ms?: number;
   error?: { nonFinite: boolean; message: string };
 }
@@ -104,8 +110,14 @@ class WorkerThread {
     this.worker.on('message', (reply: WorkerReply) => {
       const waiter = this.pending.get(reply.id);
       this.pending.delete(reply.id);
-      if (reply.result) waiter?.resolve({ exported: reply.result, ms: reply.ms ?? 0 });
-      else if (reply.error?.nonFinite) waiter?.reject(new NonFiniteValues(reply.error.message));
+      if (reply.result) {
+        const exported = {
+          ...reply.result,
+          stored: bytesOfShared(reply.stored!),
+          packedCodes: bytesOfShared(reply.packedCodes!),
+        };
+        waiter?.resolve({ exported, ms: reply.ms ?? 0 });
+      } else if (reply.error?.nonFinite) waiter?.reject(new NonFiniteValues(reply.error.message));
       else waiter?.reject(new Error(`export worker: ${reply.error?.message}`));
     });
     this.worker.on('error', (error) => this.failAll(error));
@@ -132,14 +144,20 @@ class WorkerThread {
  */
 class WorkerSlot implements ExportSlot {
   private readonly memory = kernelMemory();
-  /** This thread's view of the slot's memory: it sizes the input as the worker's scratch will. */
-  private readonly scratch = new ExportScratch(undefined, this.memory);
+  /**
+   * This thread's view of the slot's memory: it sizes the input as the worker's scratch will. An input too
+   * large for the memory gets a SharedArrayBuffer, which the worker is sent instead.
+   */
+  private readonly scratch: ExportScratch;
 
   constructor(
     private readonly thread: WorkerThread,
     private readonly id: number,
     private readonly queue: SlotQueue<WorkerSlot>,
-  ) {}
+    kernelInputBytes: number,
+  ) {
+    this.scratch = new ExportScratch((bytes) => new SharedArrayBuffer(bytes), this.memory, kernelInputBytes);
+  }
 
   input(bytes: number): Uint8Array {
     return this.scratch.input(bytes);
@@ -147,13 +165,16 @@ class WorkerSlot implements ExportSlot {
 
   run(values: Float32Array, shape: readonly number[], params: MethodParams, seed: number): Promise<Quantized> {
     // A source stored quantized was decoded into a fresh array: its values go through the shared input.
-    if (!this.scratch.holdsInput(values)) {
-      new Float32Array(this.input(values.byteLength).buffer, 0, values.length).set(values);
+    let shared = values;
+    if (!this.scratch.holdsInput(values) && !(values.buffer instanceof SharedArrayBuffer)) {
+      shared = new Float32Array(this.input(values.byteLength).buffer, 0, values.length);
+      shared.set(values);
     }
     return this.thread.request({
       slot: this.id,
       memory: this.memory,
       length: values.length,
+      ...(this.scratch.holdsInput(shared) ? {} : { values: toShared(shared) }),
       shape,
       params,
       seed,
@@ -168,16 +189,17 @@ class WorkerSlot implements ExportSlot {
 /**
  * `threads` worker threads, started now (they load while the caller reads the model), with `slotsPerThread`
  * buffer sets each: 2 lets a thread fill one while the other is written out, at the memory of another input
- * tensor and its outputs.
+ * tensor and its outputs. `kernelInputBytes` as for inlineExporter.
  */
-export function workerExporter(threads: number, slotsPerThread = 2): Exporter {
+export function workerExporter(threads: number, slotsPerThread = 2, kernelInputBytes = KERNEL_MAX_BYTES): Exporter {
   const queue = new SlotQueue<WorkerSlot>();
   const url = workerUrl();
   const workers = Array.from({ length: threads }, () => new WorkerThread(url));
   // Not unref'd: a reply awaited from a worker is what keeps the process alive. close() ends them.
   // Interleaved, so the first tensors go to different threads.
   for (let k = 0; k < slotsPerThread; k++) {
-    for (const [t, thread] of workers.entries()) queue.put(new WorkerSlot(thread, k * threads + t, queue));
+    for (const [t, thread] of workers.entries())
+      queue.put(new WorkerSlot(thread, k * threads + t, queue, kernelInputBytes));
   }
   return {
     acquire: () => queue.take(),

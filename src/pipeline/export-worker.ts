@@ -13,14 +13,17 @@ import {
   type ExportedTensor,
 } from '../quant/export-affine.js';
 import type { MethodParams } from '../quant/methods/index.js';
+import { floatsOfShared, toShared, type SharedBytes } from './shared-bytes.js';
 
 interface Job {
   id: number;
   /** The buffer set (export-pool.ts WorkerSlot): each has its own scratch, written out while another fills. */
   slot: number;
-  /** The slot's kernel memory, the tensor's values at its start. */
+  /** The slot's kernel memory, the tensor's values at its start unless `values` are sent. */
   memory: WebAssembly.Memory;
   length: number;
+  /** A tensor too large for the kernel's memory, in a SharedArrayBuffer of its own. */
+  values?: SharedBytes;
   shape: number[];
   params: MethodParams;
   seed: number;
@@ -36,7 +39,9 @@ async function exported(job: Job): Promise<ExportedTensor> {
     scratch = new ExportScratch((bytes) => new SharedArrayBuffer(bytes), job.memory);
     scratches.set(job.slot, scratch);
   }
-  const values = new Float32Array(scratch.input(4 * job.length).buffer, 0, job.length);
+  const values = job.values
+    ? floatsOfShared(job.values)
+    : new Float32Array(scratch.input(4 * job.length).buffer, 0, job.length);
   if (isFusedAffine(params)) return exportAffineMinMax(values, job.shape, params, scratch);
   generic ??= await import('../quant/export-tensor.js');
   return generic.exportTensor(values, job.shape, params, job.seed, scratch);
@@ -45,7 +50,14 @@ async function exported(job: Job): Promise<ExportedTensor> {
 parentPort!.on('message', (job: Job) => {
   const started = performance.now();
   exported(job).then(
-    (result) => parentPort!.postMessage({ id: job.id, result, ms: performance.now() - started }),
+    ({ stored, packedCodes, ...result }) =>
+      parentPort!.postMessage({
+        id: job.id,
+        result,
+        stored: toShared(stored),
+        packedCodes: toShared(packedCodes),
+        ms: performance.now() - started,
+      }),
     (error: unknown) =>
       parentPort!.postMessage({
         id: job.id,

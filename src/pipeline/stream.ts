@@ -10,19 +10,34 @@
  * The artifacts are the in-memory pipeline's (run.ts → quantize.ts → ptq.ts) byte for byte; report.json
  * differs only in `timings` (what was timed differs; `readMs` is streaming's own) and `model.backend`
  * (`none`: no tfjs backend ran). test/pipeline/stream.test.ts checks it. A job the streaming path cannot
- * run exactly — another kind, datasets, simulated activations, learned rounding, BatchNorm folding to do,
- * a method whose size is only known after quantizing (pq) — is refused with NotStreamable before anything
- * is written; `streamingBlocker` says so from the spec alone, and callers fall back to runJob.
+ * run exactly — another kind, datasets, simulated activations, learned rounding, a method whose size is
+ * only known after quantizing (pq) — is refused with NotStreamable before anything is written;
+ * `streamingBlocker` says so from the spec alone, and callers fall back to runJob.
+ *
+ * BatchNorm folding (foldBatchNorm, and its keepScale under ptq.equalize) is planned first from the small
+ * tensors, read out of order before the rest (src/model/fold-batchnorm.ts: the BNs' weights and the biases
+ * before them); then each kernel is folded in its read buffer as it streams by, before it is quantized, and
+ * the folded model's manifest order, topology and report fields are the in-memory fold's. Refused: a kept
+ * BatchNorm whose γ comes before its layer's kernel in the manifest (γ' is known only from the kernel), and
+ * a non-finite value among the small tensors (the in-memory path reports it as readModel does).
  */
 import { mkdir, rm, writeFile } from 'node:fs/promises';
 import { availableParallelism } from 'node:os';
 import path from 'node:path';
-import { mergeOverride, type JobSpec } from '../jobs/spec.js';
+import { equalizes, mergeOverride, type JobSpec } from '../jobs/spec.js';
+import {
+  applyKernelFold,
+  foldInputNames,
+  planBatchNormFold,
+  scalingsOf,
+  type FoldedWeight,
+  type FoldPlan,
+  type KernelScale,
+} from '../model/fold-batchnorm.js';
 import { decodeValues, checkFinite, type WeightSlot } from '../model/manifest.js';
 import { openModelDirectory, WeightReader, type ModelDirectory, type ModelSource } from '../model/stream-read.js';
 import { PositionalFile, ShardWriter } from '../model/stream-write.js';
-import { flattenLayers, readLayersTopology } from '../model/topology.js';
-import type { Weight } from '../model/types.js';
+import type { ModelOutline, Weight } from '../model/types.js';
 import { DEFAULT_SHARD_SIZE_BYTES, encodeWeight, stockModelJson, type ManifestEntry } from '../model/write.js';
 import { isFusedAffine } from '../quant/export-affine.js';
 import { exportLayout, NonFiniteValues, type ExportLayout, type ExportedTensor } from '../quant/export-tensor.js';
@@ -86,12 +101,48 @@ export function streamingBlocker(spec: JobSpec): string | undefined {
   return undefined;
 }
 
-/** Why this model needs the in-memory pipeline under `spec` (BatchNorm to fold), if it does. */
-function modelBlocker(model: ModelDirectory, spec: JobSpec): string | undefined {
+type Outline = Omit<Weight, 'values'>;
+
+function outlineOf(output: FoldedWeight): Outline {
+  if (output.kind !== 'computed') return output.weight;
+  const { values: _values, ...outline } = output.weight;
+  return outline;
+}
+
+/**
+ * The BatchNorm fold the in-memory pipeline does under `spec` (quantize.ts), planned from the small tensors
+ * it reads; undefined when there is none to do. Throws NotStreamable for what only memory folds exactly.
+ */
+async function planFold(model: ModelDirectory, spec: JobSpec): Promise<FoldPlan | undefined> {
   if (!(spec.foldBatchNorm ?? true) || model.format !== 'layers-model') return undefined;
-  const topology = model.modelJson.modelTopology as Record<string, unknown>;
-  const batchNorm = flattenLayers(readLayersTopology(topology)).find((l) => l.className === 'BatchNormalization');
-  return batchNorm ? `BatchNormalization ${batchNorm.name} is folded into the layer before it` : undefined;
+  const names = foldInputNames(model);
+  const values = new Map<string, Weight['values']>();
+  const reader = new WeightReader(model);
+  try {
+    for (const { weight, slot } of model.slots) {
+      if (!names.has(weight.name)) continue;
+      const read = valuesOf(slot, await reader.read(slot, new Uint8Array(slot.byteLength)));
+      if (read instanceof Float32Array && !read.every(Number.isFinite)) {
+        throw new NotStreamable(`${weight.name} is not finite: readModel reports which weight is first`);
+      }
+      values.set(weight.name, read);
+    }
+  } finally {
+    await reader.close();
+  }
+  const fold = planBatchNormFold(model, values, { keepScale: equalizes(spec) });
+  const read = new Set<string>();
+  for (const { weight } of model.slots) {
+    read.add(weight.name);
+    for (const output of fold.outputs.get(weight.name)!) {
+      if (output.kind === 'gamma' && !read.has(output.kernel)) {
+        throw new NotStreamable(
+          `${output.weight.name} comes before ${output.kernel} in the manifest: it is derived from it`,
+        );
+      }
+    }
+  }
+  return fold;
 }
 
 interface TensorWork {
@@ -115,13 +166,20 @@ export async function streamQuantize(
   const blocker = streamingBlocker(spec);
   if (blocker !== undefined) throw new NotStreamable(blocker);
   const model = await openModelDirectory(modelSource);
-  const modelBlock = modelBlocker(model, spec);
-  if (modelBlock !== undefined) throw new NotStreamable(modelBlock);
+  const fold = await planFold(model, spec);
+  // The model as it is quantized: folded, in the folded model's manifest order.
+  const quantized: ModelOutline = fold
+    ? {
+        format: model.format,
+        modelJson: fold.modelJson,
+        weights: model.weights.flatMap((w) => fold.outputs.get(w.name)!.map(outlineOf)),
+      }
+    : model;
 
-  const plan = planTensors(model, spec);
+  const plan = planTensors(quantized, spec);
   const work = new Map<string, TensorWork>();
   for (const target of plan.selected) {
-    const weight = model.weights.find((w) => w.name === target.name)!;
+    const weight = quantized.weights.find((w) => w.name === target.name)!;
     const shape = quantizationShape(weight.shape, target.role, target.params.name);
     const layout = exportLayout(target.params, shape);
     if (layout === undefined) throw new NotStreamable(`method "${target.params.name}" is sized only after quantizing`);
@@ -131,7 +189,7 @@ export async function streamQuantize(
   await mkdir(path.dirname(outDir), { recursive: true });
   await mkdir(outDir);
   try {
-    return await writeArtifacts(model, spec, plan, work, outDir, options, started);
+    return await writeArtifacts(model, { quantized, fold }, spec, plan, work, outDir, options, started);
   } catch (error) {
     await rm(outDir, { recursive: true, force: true });
     throw error;
@@ -186,6 +244,7 @@ function checkLayout(name: string, layout: ExportLayout, exported: ExportedTenso
 
 async function writeArtifacts(
   model: ModelDirectory,
+  { quantized, fold }: { quantized: ModelOutline; fold: FoldPlan | undefined },
   spec: JobSpec,
   plan: ReturnType<typeof planTensors>,
   work: Map<string, TensorWork>,
@@ -205,7 +264,7 @@ async function writeArtifacts(
 
   // packed/weights.bin: the 4-byte section (side information, raw float32/int32) first, then the byte one.
   let wordBytes = 0;
-  for (const { weight } of model.slots) {
+  for (const weight of quantized.weights) {
     const planned = work.get(weight.name);
     if (planned && !isInflating(planned)) wordBytes += 4 * planned.layout.sideFloats;
     else if (weight.dtype !== 'bool') wordBytes += decodedBytes(weight);
@@ -226,7 +285,13 @@ async function writeArtifacts(
   const packedWeights: PackedWeight[] = [];
   const tensors: TensorReport[] = [];
   const warnings: string[] = [];
-  const totalWork = plan.selected.reduce((sum, t) => sum + count(model.weights.find((w) => w.name === t.name)!), 0);
+  const totalWork = plan.selected.reduce((sum, t) => sum + count(quantized.weights.find((w) => w.name === t.name)!), 0);
+  const uploaded = new Map(model.weights.map((w) => [w.name, w]));
+  /** keepScale: γ' and the range ratios of each kernel folded so far. */
+  const scales = new Map<string, KernelScale>();
+  /** What the folded model holds in a source weight's place: itself, its folded form, nothing, or more. */
+  const outputs = (source: Outline): FoldedWeight[] =>
+    fold?.outputs.get(source.name) ?? [{ kind: 'source', weight: source }];
   let done = 0;
 
   // A tensor's writes (its model/ bytes, side information and codes) run at once; offsets are taken in
@@ -251,7 +316,7 @@ async function writeArtifacts(
   };
 
   const writeTensor = async (
-    weight: Omit<Weight, 'values'>,
+    weight: Outline,
     base: { name: string; shape: number[]; dtype: Weight['dtype'] },
     target: PlannedTensor,
     layout: ExportLayout,
@@ -294,8 +359,9 @@ async function writeArtifacts(
       bitsPerWeight: exported.bitsPerWeight,
       channels: sideChannels(encoding),
       storedAs: exported.storedAs,
-      bytesBefore: storedBytesOf(weight, count(weight)),
+      bytesBefore: storedBytesOf(uploaded.get(weight.name) ?? weight, count(weight)),
       bytesAfter: Math.ceil((exported.bitsPerWeight * count(weight)) / 8),
+      ...(weight.channelScaleIn !== undefined ? { channelScaleIn: weight.channelScaleIn } : {}),
       ...exported.error,
     });
     await Promise.all(writes);
@@ -326,41 +392,84 @@ async function writeArtifacts(
     });
   };
 
+  /** A weight written as it is (folded or not): held until its turn, then written in model order. */
+  const keep = async (weight: Outline, values: Weight['values'], sourceError?: unknown): Promise<void> => {
+    const planned = work.get(weight.name);
+    if (planned !== undefined && !isInflating(planned)) {
+      throw new Error(`streaming PTQ: ${weight.name} is to be quantized but was read as kept`);
+    }
+    const base = { name: weight.name, shape: [...weight.shape], dtype: weight.dtype };
+    inOrder(async () => {
+      if (sourceError !== undefined) throw sourceError;
+      if (values instanceof Float32Array) checkFinite(weight.name, values);
+      if (planned !== undefined) {
+        const { params } = planned.target;
+        warnings.push(
+          `${weight.name}: ${params.name} costs ${planned.layout.bitsPerWeight.toFixed(1)} bits/weight on [${weight.shape.join(', ')}], ` +
+            'more than float32; it was left in float32',
+        );
+        plan.skipped.push({ name: weight.name, reason: `${params.name} would inflate it beyond float32` });
+        done += values.length;
+      }
+      const [entry, stored] = encodeWeight({ ...weight, values }, undefined);
+      entries.push(entry);
+      const writes: Promise<void>[] = [];
+      storeInModel(stored, writes);
+      const offset = values instanceof Uint8Array ? putBytes(values, writes) : putWords(values, writes);
+      packedWeights.push({ ...base, offset, byteLength: values.byteLength });
+      await Promise.all(writes);
+    });
+    // Bounds what waits in memory for its turn.
+    if (values.byteLength >= HELD_BYTES_LIMIT) await chain;
+  };
+
+  /**
+   * Folds a source kernel in place over its values as read (already metered). A non-finite source value is
+   * readModel's error, so it is found before the fold changes the value it names, and thrown in model order.
+   */
+  const foldKernel = (output: FoldedWeight & { kind: 'kernel' }, values: Float32Array): unknown => {
+    let sourceError: unknown;
+    try {
+      checkFinite(output.weight.name, values);
+    } catch (error) {
+      sourceError = error;
+    }
+    const scale = applyKernelFold(output.fold, values);
+    if (scale) scales.set(output.weight.name, scale);
+    return sourceError;
+  };
+
+  /** A weight in the folded model's manifest, from its source weight's values as read. */
+  const keepOutput = async (output: FoldedWeight, read: Weight['values']): Promise<void> => {
+    if (output.kind === 'source') return keep(output.weight, read);
+    if (output.kind === 'kernel') return keep(output.weight, read, foldKernel(output, read as Float32Array));
+    if (output.kind === 'computed') return keep(outlineOf(output), output.weight.values);
+    return keep(output.weight, scales.get(output.kernel)!.gamma);
+  };
+
   try {
-    for (const { weight, slot } of model.slots) {
+    for (const { weight: source, slot } of model.slots) {
       if (failure !== undefined) break;
       options.signal?.throwIfAborted();
-      const planned = work.get(weight.name);
-      const base = { name: weight.name, shape: [...weight.shape], dtype: weight.dtype };
+      const [first, ...added] = outputs(source);
+      const planned = first === undefined ? undefined : work.get(first.weight.name);
 
       if (planned === undefined || isInflating(planned)) {
-        // Kept as they are: read into their own buffer, held until their turn to be written.
+        // Read into their own buffer; the ones kept are held until their turn to be written.
         const values = valuesOf(slot, await clock('readMs', () => reader.read(slot, new Uint8Array(slot.byteLength))));
         await gzipBefore.add(bytesOf(values));
-        inOrder(async () => {
-          if (values instanceof Float32Array) checkFinite(weight.name, values);
-          if (planned !== undefined) {
-            const { params } = planned.target;
-            warnings.push(
-              `${weight.name}: ${params.name} costs ${planned.layout.bitsPerWeight.toFixed(1)} bits/weight on [${weight.shape.join(', ')}], ` +
-                'more than float32; it was left in float32',
-            );
-            plan.skipped.push({ name: weight.name, reason: `${params.name} would inflate it beyond float32` });
-            done += values.length;
-          }
-          const [entry, stored] = encodeWeight({ ...weight, values }, undefined);
-          entries.push(entry);
-          const writes: Promise<void>[] = [];
-          storeInModel(stored, writes);
-          const offset = values instanceof Uint8Array ? putBytes(values, writes) : putWords(values, writes);
-          packedWeights.push({ ...base, offset, byteLength: values.byteLength });
-          await Promise.all(writes);
-        });
-        // Bounds what waits in memory for its turn.
-        if (slot.byteLength >= HELD_BYTES_LIMIT) await chain;
+        // Folded away or rewritten, it was still read as any weight: a non-finite value is the model's error.
+        if (
+          values instanceof Float32Array &&
+          (first === undefined || first.kind === 'computed' || first.kind === 'gamma')
+        ) {
+          inOrder(async () => checkFinite(source.name, values));
+        }
+        for (const output of first === undefined ? [] : [first, ...added]) await keepOutput(output, values);
         continue;
       }
 
+      const weight = first!.weight;
       const { target, shape, layout } = planned;
       await options.onProgress?.({
         stage: 'quantize',
@@ -373,12 +482,15 @@ async function writeArtifacts(
         await clock('readMs', () => reader.read(slot, exportSlot.input(slot.byteLength))),
       ) as Float32Array;
       await gzipBefore.add(bytesOf(floats));
+      const sourceError = first!.kind === 'kernel' ? foldKernel(first!, floats) : undefined;
+      const base = { name: weight.name, shape: [...weight.shape], dtype: weight.dtype };
       const seed = tensorSeed('seed' in target.params ? target.params.seed : 0, weight.name);
       const result = exportSlot.run(floats, shape, target.params, seed);
       // Awaited in its turn below; this only keeps an early rejection from counting as unhandled.
       result.catch(() => undefined);
       inOrder(
         async () => {
+          if (sourceError !== undefined) throw sourceError;
           let exported: ExportedTensor;
           try {
             const quantized = await result;
@@ -395,13 +507,14 @@ async function writeArtifacts(
         },
         () => exportSlot.release(),
       );
+      for (const output of added) await keepOutput(output, floats);
     }
     await chain;
     if (failure !== undefined) throw failure.error;
 
     options.signal?.throwIfAborted();
     const paths = await clock('writeMs', () => shards.finish());
-    await writeFile(path.join(outDir, 'model', 'model.json'), stockModelJson(model, paths, entries));
+    await writeFile(path.join(outDir, 'model', 'model.json'), stockModelJson(quantized, paths, entries));
   } catch (error) {
     await chain;
     await shards.abort();
@@ -418,7 +531,7 @@ async function writeArtifacts(
     format: PACKED_FORMAT,
     version: PACKED_VERSION,
     modelFormat: model.format,
-    modelJson: model.modelJson,
+    modelJson: quantized.modelJson,
     weightsBytes: byteAt,
     weights: packedWeights,
   };
@@ -433,7 +546,7 @@ async function writeArtifacts(
   const bytesAfter = shards.bytesWritten;
   const packedBytes = byteAt + manifestBytes.byteLength;
   const quantizedParams = tensors.reduce((sum, t) => sum + count(t), 0);
-  const params = model.weights.reduce((sum, w) => sum + count(w), 0);
+  const params = quantized.weights.reduce((sum, w) => sum + count(w), 0);
   const gzipBytesBefore = await gzipBefore.size();
   const gzipBytesAfter = await gzipAfter.size();
   const modelReport: ModelReport = {
@@ -460,6 +573,8 @@ async function writeArtifacts(
   }
   const round = (ms: number) => Math.round(ms * 10) / 10;
   const totalMs = round(performance.now() - started);
+  const scaled = fold ? scalingsOf(fold, scales) : [];
+  const batchNorm = { folded: fold?.folded ?? [], skipped: fold?.skipped ?? [], scaled };
   // The in-memory flow's report for the same job (quantize.ts around ptq.ts), field for field and in order.
   const report: JobReport = {
     version: 1,
@@ -469,8 +584,8 @@ async function writeArtifacts(
     model: { ...modelReport, metrics: {} },
     tensors,
     skipped: plan.skipped,
-    equalization: [],
-    warnings,
+    equalization: scaled,
+    warnings: [...batchNorm.skipped.map((s) => `BatchNorm ${s.layer} was not folded: ${s.reason}`), ...warnings],
     timings: {
       quantizeMs: round(timings.quantizeMs),
       writeMs: round(timings.writeMs),
@@ -479,7 +594,7 @@ async function writeArtifacts(
       totalMs,
       readMs: round(timings.readMs),
     },
-    ...((spec.foldBatchNorm ?? true) ? { batchNorm: { folded: [], skipped: [], scaled: [] } } : {}),
+    ...((spec.foldBatchNorm ?? true) ? { batchNorm } : {}),
   };
   await writeFile(path.join(outDir, 'report.json'), `${JSON.stringify(report, null, 2)}\n`);
   await options.onProgress?.({ stage: 'report', progress: 100, message: 'report written' });

@@ -105,18 +105,6 @@ export function multiplyInputChannels(values: Float32Array, layout: KernelLayout
   return values.map((v, i) => v * scales[inputChannelOf(i, layout)]);
 }
 
-/** The BatchNorm kept as a pure per-channel scale in front of its layer's equalized kernel. */
-export interface BatchNormScale {
-  /** W_c f_c / a_c: every output channel has the same range. */
-  kernel: Float32Array;
-  /** γ' = a_c, float16-exact. */
-  gamma: Float32Array;
-  /** β' = b_c f_c + β_c − f_c μ_c. */
-  beta: Float32Array;
-  /** f_c = γ_c / √(σ²_c + ε), the fold factor. */
-  factors: Float64Array;
-}
-
 export interface BatchNormParams {
   gamma?: Float32Array;
   beta?: Float32Array;
@@ -125,32 +113,48 @@ export interface BatchNormParams {
   epsilon: number;
 }
 
-/** The scale-into-BatchNorm rewrite of the module comment; `bias` is the layer's (zeros when it has none). */
-export function scaleIntoBatchNorm(
-  kernel: Float32Array,
-  layout: KernelLayout,
-  bias: Float32Array,
-  bn: BatchNormParams,
-): BatchNormScale {
-  const channels = outputChannels(layout);
+/** f_c = γ_c / √(σ²_c + ε): what folding the BatchNorm multiplies output channel c of the kernel by. */
+export function foldFactors(bn: BatchNormParams): Float64Array {
+  const factors = new Float64Array(bn.mean.length);
+  for (let c = 0; c < factors.length; c++) {
+    factors[c] = (bn.gamma ? bn.gamma[c] : 1) / Math.sqrt(bn.variance[c] + bn.epsilon);
+  }
+  return factors;
+}
+
+/** W_c f_c in place: the kernel folded. In place because a streamed kernel is folded in its read buffer. */
+export function foldIntoKernel(values: Float32Array, factors: Float64Array): void {
+  const channels = factors.length;
+  for (let i = 0; i < values.length; i++) values[i] *= factors[i % channels];
+}
+
+/** β' = b_c f_c + β_c − f_c μ_c: the kept BatchNorm's offset once the layer's bias `bias` moved into it. */
+export function scaledBatchNormBeta(bias: Float32Array, bn: BatchNormParams, factors: Float64Array): Float32Array {
+  const channels = factors.length;
   if (bn.mean.length !== channels || bias.length !== channels) {
     throw new RangeError(`equalize: BatchNorm of ${bn.mean.length} channels after a kernel of ${channels}`);
   }
-  const factors = new Float64Array(channels);
   const beta = new Float32Array(channels);
   for (let c = 0; c < channels; c++) {
-    factors[c] = (bn.gamma ? bn.gamma[c] : 1) / Math.sqrt(bn.variance[c] + bn.epsilon);
     beta[c] = bias[c] * factors[c] + (bn.beta ? bn.beta[c] : 0) - factors[c] * bn.mean[c];
   }
-  const folded = kernel.map((v, i) => v * factors[i % channels]);
-  const ranges = outputRanges(folded, layout);
+  return beta;
+}
+
+/**
+ * The folded kernel W_c f_c, in place, to W_c f_c / a_c, every output channel at the range of the largest;
+ * returns γ' = a_c (float16-exact). `ranges` are the folded kernel's (outputRanges).
+ */
+export function shareOneRange(folded: Float32Array, layout: KernelLayout, ranges: Float64Array): Float32Array {
+  const channels = outputChannels(layout);
   const largest = ranges.reduce((a, b) => Math.max(a, b), 0);
   const gamma = new Float32Array(channels);
   for (let c = 0; c < channels; c++) {
     const ratio = largest > 0 && ranges[c] > 0 ? Math.max(ranges[c] / largest, 2 ** -14) : 1;
     gamma[c] = halfToFloat(floatToHalf(ratio));
   }
-  return { kernel: folded.map((v, i) => v / gamma[i % channels]), gamma, beta, factors };
+  for (let i = 0; i < folded.length; i++) folded[i] /= gamma[i % channels];
+  return gamma;
 }
 
 /** c_i = max(0, β_i − 3|γ_i|): the part of a ReLU input's bias that is almost surely passed through. */

@@ -58,10 +58,13 @@ export class ExportScratch {
   /**
    * `memory`: the kernel memory to hold the input in (a worker thread gets its buffer set's from the main
    * thread, which reads the tensors into it); by default one of its own, made when first needed.
+   * `kernelInputBytes`: the largest input held in that memory (wasm32's 4 GiB, less to cap the memory, which
+   * never shrinks); a larger tensor is read into a buffer of its own, which the kernel reads a window at a time.
    */
   constructor(
     private readonly allocate: (bytes: number) => ArrayBufferLike = (bytes) => new ArrayBuffer(bytes),
     private memory?: WebAssembly.Memory,
+    private readonly kernelInputBytes = KERNEL_MAX_BYTES,
   ) {}
 
   private get kernelMemory(): WebAssembly.Memory {
@@ -76,16 +79,20 @@ export class ExportScratch {
   }
 
   /**
-   * A buffer for the next input tensor's `bytes` (float32 values), in the kernel's memory: a tensor read into
-   * it is quantized where it lies, its per-tensor codes (or per-channel ŵ) written over it.
+   * A buffer for the next input tensor's `bytes` (float32 values), in the kernel's memory when it fits there:
+   * a tensor read into it is quantized where it lies, its per-tensor codes (or per-channel ŵ) written over it.
    */
   input(bytes: number): Uint8Array {
+    if (bytes > this.kernelInputBytes) {
+      this.inputView = undefined;
+      return new Uint8Array(this.buffer('input', bytes), 0, bytes);
+    }
     reserveMemory(this.kernelMemory, bytes);
     this.inputView = new Uint8Array(this.kernelMemory.buffer, 0, bytes);
     return this.inputView;
   }
 
-  /** Whether `values` are the input buffer's (so the kernel reads them in place). */
+  /** Whether `values` are the input buffer's in the kernel's memory (so the kernel reads them in place). */
   holdsInput(values: Float32Array): boolean {
     const input = this.inputView;
     return (

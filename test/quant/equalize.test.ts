@@ -7,8 +7,11 @@ import {
   expectedOutputShift,
   inputRanges,
   multiplyInputChannels,
+  foldFactors,
+  foldIntoKernel,
   outputRanges,
-  scaleIntoBatchNorm,
+  scaledBatchNormBeta,
+  shareOneRange,
 } from '../../src/quant/equalize.js';
 
 const dense = (shape: number[]) => ({ shape, depthwise: false });
@@ -67,7 +70,11 @@ describe('scale into a kept BatchNorm', () => {
       variance: new Float32Array([3, 0]),
       epsilon: 1,
     };
-    const scaled = scaleIntoBatchNorm(kernel, dense([1, 2]), bias, bn);
+    const factors = foldFactors(bn);
+    const folded = Float32Array.from(kernel);
+    foldIntoKernel(folded, factors);
+    const gamma = shareOneRange(folded, dense([1, 2]), outputRanges(folded, dense([1, 2])));
+    const scaled = { factors, gamma, beta: scaledBatchNormBeta(bias, bn, factors), kernel: folded };
     // f = γ/√(σ²+ε) = [1, 0.01]; folded kernel [0.5, 0.02]: a = [1, half(0.04) = 0.040008544921875].
     expect(scaled.factors[0]).toBe(1);
     expect(scaled.factors[1]).toBeCloseTo(0.01, 9);

@@ -1,8 +1,8 @@
 /**
  * Which engine a job runs on in the worker: a plain PTQ job on the streaming engine (src/pipeline/stream.ts),
- * its artifacts the in-memory pipeline's byte for byte; a job the streaming path refuses by its spec
- * (product quantization) or by its model (BatchNorm to fold) on the in-memory one. Neither leaves linked model
- * directories or temp trees behind.
+ * BatchNorm folding included, its artifacts the in-memory pipeline's byte for byte; a job the streaming path
+ * refuses by its spec (product quantization) on the in-memory one. Neither leaves linked model directories or
+ * temp trees behind.
  */
 import { readdir, readFile } from 'node:fs/promises';
 import { join } from 'node:path';
@@ -20,7 +20,7 @@ import { createRng } from '../../src/quant/rng.js';
 import { startWorkers, type Closable } from '../../src/service.js';
 import { artifactDir } from '../../src/storage/artifacts.js';
 import { listTree } from '../../src/storage/tree.js';
-import { buildLayersModel, saveLayersModel } from '../fixtures/models.js';
+import { saveLayersModel } from '../fixtures/models.js';
 import { cleanup, filesAsParts, multipart, testConfig } from '../http/helpers.js';
 
 let config: Config;
@@ -66,6 +66,35 @@ async function denseShardedModel(): Promise<FileSet> {
   }
 }
 
+/** Conv2D + BatchNorm, then a Conv2D with ReLU + BatchNorm (not foldable), in 512-byte shards. */
+async function convBatchNormModel(): Promise<FileSet> {
+  const rng = createRng(6);
+  const model = tf.sequential({
+    layers: [
+      tf.layers.conv2d({ inputShape: [5, 5, 3], filters: 6, kernelSize: 3, useBias: false, name: 'conv' }),
+      tf.layers.batchNormalization({ name: 'bn' }),
+      tf.layers.conv2d({ filters: 4, kernelSize: 1, activation: 'relu', name: 'conv_relu' }),
+      tf.layers.batchNormalization({ name: 'bn_after_relu' }),
+      tf.layers.flatten({ name: 'flatten' }),
+      tf.layers.dense({ units: 3, name: 'dense' }),
+    ],
+  });
+  try {
+    model.setWeights(
+      model.weights.map((w) => {
+        const size = (w.shape as number[]).reduce((a, b) => a * b, 1);
+        return tf.tensor(
+          Float32Array.from({ length: size }, () => 0.5 + rng.next()),
+          w.shape as number[],
+        );
+      }),
+    );
+    return await saveLayersModel(model, 512);
+  } finally {
+    model.dispose();
+  }
+}
+
 async function upload(files: FileSet): Promise<string> {
   const res = await app.inject({ method: 'POST', url: '/v1/models', ...multipart(filesAsParts(files)) });
   expect(res.statusCode, res.body).toBe(201);
@@ -100,6 +129,28 @@ function comparable(report: { model: { backend: string }; [key: string]: unknown
   return { ...report, timings: 'differs', model: { ...report.model, backend: 'differs' } };
 }
 
+/** Runs an affine 8-bit job on `source` through the service; checks it streamed, as runJob would have written it. */
+async function expectStreamedAsInMemory(source: FileSet): Promise<Record<string, unknown>> {
+  const modelId = await upload(source);
+  const method = { name: 'affine', bits: 8 };
+  const job = await runToEnd({ modelId, method });
+  expect(job.status, JSON.stringify(job.error)).toBe('succeeded');
+  expect(job.summary.backend).toBe('none');
+
+  const stored = await storedArtifacts(job.id);
+  expect([...stored.keys()]).toEqual(job.artifacts);
+  const expected = await runJob(readModel(source), parseJobSpec({ modelId, method }), {}, { backend: 'cpu' });
+  expect([...stored.keys()]).toEqual([...expected.files.keys()].sort());
+  for (const [path, bytes] of expected.files) {
+    if (path === 'report.json') continue;
+    expect(Buffer.compare(Buffer.from(stored.get(path)!), Buffer.from(bytes)), path).toBe(0);
+  }
+  expect(comparable(reportOf(stored))).toEqual(comparable(reportOf(expected.files)));
+  expect(reportOf(stored).model.backend).toBe('none');
+  await expectNoLeftovers();
+  return reportOf(stored);
+}
+
 async function expectNoLeftovers(): Promise<void> {
   expect(await readdir(join(config.dataDir, 'tmp')).catch(() => [])).toEqual([]);
   const jobDirs = await readdir(join(config.dataDir, 'artifacts', 'local'));
@@ -108,43 +159,25 @@ async function expectNoLeftovers(): Promise<void> {
 
 describe('the worker picks the engine', () => {
   it('streams a plain PTQ job, storing what the in-memory pipeline makes, byte for byte', async () => {
-    const source = await denseShardedModel();
-    const modelId = await upload(source);
-    const method = { name: 'affine', bits: 8 };
-    const job = await runToEnd({ modelId, method });
-    expect(job.status, JSON.stringify(job.error)).toBe('succeeded');
-    expect(job.summary.backend).toBe('none');
-
-    const stored = await storedArtifacts(job.id);
-    expect([...stored.keys()]).toEqual(job.artifacts);
-    const expected = await runJob(readModel(source), parseJobSpec({ modelId, method }), {}, { backend: 'cpu' });
-    expect([...stored.keys()]).toEqual([...expected.files.keys()].sort());
-    for (const [path, bytes] of expected.files) {
-      if (path === 'report.json') continue;
-      expect(Buffer.compare(Buffer.from(stored.get(path)!), Buffer.from(bytes)), path).toBe(0);
-    }
-    expect(comparable(reportOf(stored))).toEqual(comparable(reportOf(expected.files)));
-    expect(reportOf(stored).model.backend).toBe('none');
-    await expectNoLeftovers();
+    await expectStreamedAsInMemory(await denseShardedModel());
   });
 
-  it('runs a job whose method is sized only after quantizing, and one on a model with BatchNorm, in memory', async () => {
+  it('streams a job on a model whose BatchNorms fold, storing what the in-memory pipeline makes', async () => {
+    const report = await expectStreamedAsInMemory(await convBatchNormModel());
+    // ptq.equalize (the default): the BN kept as the conv kernel's per-channel scale; the one after a ReLU kept.
+    expect(report.batchNorm).toMatchObject({
+      folded: [],
+      skipped: [{ layer: 'bn_after_relu' }],
+      scaled: [{ layer: 'conv', batchNorm: 'bn' }],
+    });
+  });
+
+  it('runs a job whose method is sized only after quantizing in memory', async () => {
     const denseId = await upload(await denseShardedModel());
     const productQuantized = await runToEnd({ modelId: denseId, method: { name: 'pq', bits: 4 } });
     expect(productQuantized.status, JSON.stringify(productQuantized.error)).toBe('succeeded');
     // streamingBlocker refused the spec: the tfjs pipeline ran it.
     expect(productQuantized.summary.backend).toBe('cpu');
-
-    const batchNormId = await upload(await buildLayersModel({ shardSizeBytes: 700 }));
-    const folded = await runToEnd({ modelId: batchNormId, method: { name: 'affine', bits: 8 } });
-    expect(folded.status, JSON.stringify(folded.error)).toBe('succeeded');
-    // The streaming engine refused the model (NotStreamable) before writing anything; memory took it.
-    expect(folded.summary.backend).toBe('cpu');
-    // The in-memory pipeline looked at the BatchNorm (it follows a ReLU, so it stays unfolded).
-    expect(reportOf(await storedArtifacts(folded.id)).batchNorm).toMatchObject({
-      folded: [],
-      skipped: [{ layer: 'batch_norm' }],
-    });
     await expectNoLeftovers();
   });
 });
