@@ -17,6 +17,7 @@ import { decodeTensor } from '../quant/packed/decode-tensor.js';
 import { tensorError, type TensorError } from '../quant/metrics.js';
 import { quantizationShape } from '../quant/methods/common.js';
 import { getMethod, type MethodParams } from '../quant/methods/index.js';
+import { pqCodebooksFor } from '../quant/methods/pq.js';
 import {
   exportParams,
   isTrainingParams,
@@ -148,23 +149,19 @@ export async function runPtq(model: LoadedModel, spec: JobSpec, options: Pipelin
     const weight = weightsByName.get(target.name)!;
     const values = weight.values as Float32Array;
     await progress('quantize', (90 * done) / totalWork, `quantizing ${weight.name} (${target.params.name})`);
-    const { params } = target;
-    const method = getMethod(params.name);
-    const shape = quantizationShape(weight.shape, target.role, params.name);
-    const seed = tensorSeed('seed' in params ? params.seed : 0, weight.name);
+    const shape = quantizationShape(weight.shape, target.role, target.params.name);
+    const seed = tensorSeed('seed' in target.params ? target.params.seed : 0, weight.name);
     const given = options.precomputed?.get(weight.name);
     if (given !== undefined && given.codes.length !== values.length) {
       throw new Error(`precomputed ${weight.name} has ${given.codes.length} codes for ${values.length} weights`);
     }
-    let result = given ?? method.quantize(values, shape, params, createRng(seed));
-    if (given === undefined && params.name === 'pq' && params.codebooks === 'per-block' && result.bitsPerWeight > 32) {
-      const perBlock = result.bitsPerWeight;
-      result = method.quantize(values, shape, { ...params, codebooks: 'shared' }, createRng(seed));
-      warnings.push(
-        `${weight.name}: pq per-block codebooks would cost ${perBlock.toFixed(1)} bits/weight (more than float32) on ` +
-          `[${weight.shape.join(', ')}]; one shared codebook was used (${result.bitsPerWeight.toFixed(1)} bits/weight)`,
-      );
+    let { params } = target;
+    if (given === undefined && params.name === 'pq') {
+      const choice = pqCodebooksFor(weight, params, shape);
+      params = choice.params;
+      if (choice.warning !== undefined) warnings.push(choice.warning);
     }
+    const result = given ?? getMethod(params.name).quantize(values, shape, params, createRng(seed));
     if (result.bitsPerWeight > 32) {
       warnings.push(
         `${weight.name}: ${params.name} costs ${result.bitsPerWeight.toFixed(1)} bits/weight on [${weight.shape.join(', ')}], ` +

@@ -10,8 +10,7 @@
  * The artifacts are the in-memory pipeline's (run.ts → quantize.ts → ptq.ts) byte for byte; report.json
  * differs only in `timings` (what was timed differs; `readMs` is streaming's own) and `model.backend`
  * (`none`: no tfjs backend ran). test/pipeline/stream.test.ts checks it. A job the streaming path cannot
- * run exactly — another kind, datasets, simulated activations, learned rounding, a method whose size is
- * only known after quantizing (pq) — is refused with NotStreamable before anything is written;
+ * run exactly — another kind, datasets, simulated activations, learned rounding — is refused with NotStreamable before anything is written;
  * `streamingBlocker` says so from the spec alone, and callers fall back to runJob.
  *
  * BatchNorm folding (foldBatchNorm, and its keepScale under ptq.equalize) is planned first from the small
@@ -24,7 +23,7 @@
 import { mkdir, rm, writeFile } from 'node:fs/promises';
 import { availableParallelism } from 'node:os';
 import path from 'node:path';
-import { equalizes, mergeOverride, type JobSpec } from '../jobs/spec.js';
+import { equalizes, type JobSpec } from '../jobs/spec.js';
 import {
   applyKernelFold,
   foldInputNames,
@@ -42,6 +41,7 @@ import { DEFAULT_SHARD_SIZE_BYTES, encodeWeight, stockModelJson, type ManifestEn
 import { isFusedAffine } from '../quant/export-affine.js';
 import { exportLayout, NonFiniteValues, type ExportLayout, type ExportedTensor } from '../quant/export-tensor.js';
 import { quantizationShape } from '../quant/methods/common.js';
+import { pqCodebooksFor } from '../quant/methods/pq.js';
 import { PACKED_FORMAT, PACKED_VERSION } from '../quant/packed/decoder.js';
 import { PACKED_DECODER_FILES, packedEncodingOf } from '../quant/packed/encoder.js';
 import { packedByteLength } from '../quant/packed/bits.js';
@@ -60,9 +60,6 @@ import {
   type TensorReport,
 } from './ptq.js';
 import type { JobProgress, JobReport } from './types.js';
-
-/** Methods whose packed sizes follow from the shape (exportLayout), so weights.bin can be laid out first. */
-const STREAMED_METHODS = new Set(['affine', 'binary', 'ternary', 'pow2', 'kmeans', 'float16']);
 
 /** The job needs the in-memory pipeline; thrown before anything is written. */
 export class NotStreamable extends Error {
@@ -92,12 +89,6 @@ export function streamingBlocker(spec: JobSpec): string | undefined {
   if (spec.activations) return 'activations are simulated on the whole model';
   const datasets = Object.entries(spec.data).filter(([, ref]) => ref !== undefined);
   if (datasets.length > 0) return `data.${datasets[0][0]} is evaluated on the whole model`;
-  const names = [
-    spec.method.name,
-    ...Object.values(spec.layers.overrides).map((o) => String(mergeOverride(spec.method, o).name)),
-  ];
-  const other = names.find((name) => !STREAMED_METHODS.has(name));
-  if (other !== undefined) return `method "${other}" is sized only after quantizing`;
   return undefined;
 }
 
@@ -149,6 +140,8 @@ interface TensorWork {
   target: PlannedTensor;
   shape: number[];
   layout: ExportLayout;
+  /** Said at the tensor's turn, as the in-memory pipeline says it (pq's shared codebook instead of per-block). */
+  warning?: string;
 }
 
 /**
@@ -178,12 +171,18 @@ export async function streamQuantize(
 
   const plan = planTensors(quantized, spec);
   const work = new Map<string, TensorWork>();
-  for (const target of plan.selected) {
-    const weight = quantized.weights.find((w) => w.name === target.name)!;
-    const shape = quantizationShape(weight.shape, target.role, target.params.name);
+  for (const selected of plan.selected) {
+    const weight = quantized.weights.find((w) => w.name === selected.name)!;
+    const shape = quantizationShape(weight.shape, selected.role, selected.params.name);
+    let target = selected;
+    let warning: string | undefined;
+    if (selected.params.name === 'pq') {
+      const choice = pqCodebooksFor(weight, selected.params, shape);
+      target = { ...selected, params: choice.params };
+      warning = choice.warning;
+    }
     const layout = exportLayout(target.params, shape);
-    if (layout === undefined) throw new NotStreamable(`method "${target.params.name}" is sized only after quantizing`);
-    work.set(target.name, { target, shape, layout });
+    work.set(target.name, { target, shape, layout, warning });
   }
 
   await mkdir(path.dirname(outDir), { recursive: true });
@@ -336,7 +335,6 @@ async function writeArtifacts(
     });
     const writes: Promise<void>[] = [];
     storeInModel(exported.stored, writes);
-    if (encoding.kind === 'pq') throw new Error('streaming PTQ does not lay out pq');
     const packedEncoding = packedEncodingOf(encoding, (values) => putWords(values, writes));
     if (exported.packedCodes.byteLength !== packedByteLength(exported.codeCount, layout.bits)) {
       throw new Error(`streaming PTQ: ${weight.name} packed to an unexpected length`);
@@ -404,6 +402,7 @@ async function writeArtifacts(
       if (values instanceof Float32Array) checkFinite(weight.name, values);
       if (planned !== undefined) {
         const { params } = planned.target;
+        if (planned.warning !== undefined) warnings.push(planned.warning);
         warnings.push(
           `${weight.name}: ${params.name} costs ${planned.layout.bitsPerWeight.toFixed(1)} bits/weight on [${weight.shape.join(', ')}], ` +
             'more than float32; it was left in float32',
@@ -491,6 +490,7 @@ async function writeArtifacts(
       inOrder(
         async () => {
           if (sourceError !== undefined) throw sourceError;
+          if (planned.warning !== undefined) warnings.push(planned.warning);
           let exported: ExportedTensor;
           try {
             const quantized = await result;

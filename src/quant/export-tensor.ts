@@ -25,6 +25,7 @@ import {
 import { encodeFloat16, halfToFloat } from './float16.js';
 import { channelCount } from './methods/grid.js';
 import { getMethod, type MethodParams } from './methods/index.js';
+import { pqLayout } from './methods/pq.js';
 import { errorFromSums } from './metrics.js';
 import { createRng } from './rng.js';
 import type { QuantizedTensor } from './types.js';
@@ -48,11 +49,10 @@ export interface ExportLayout {
 }
 
 /**
- * The layout of the methods that quantize each tensor on its own with a size fixed by the shape (all but pq,
- * whose codebook count can change after quantizing); undefined for the others. `shape` is the shape the
- * method sees (quantizationShape).
+ * A tensor's packed layout under `params`, which follows from its shape for every method. `shape` is the
+ * shape the method sees (quantizationShape); pq's params are the ones pqCodebooksFor chose for it.
  */
-export function exportLayout(params: MethodParams, shape: readonly number[]): ExportLayout | undefined {
+export function exportLayout(params: MethodParams, shape: readonly number[]): ExportLayout {
   const size = shape.reduce((a, b) => a * b, 1);
   switch (params.name) {
     case 'affine': {
@@ -82,8 +82,10 @@ export function exportLayout(params: MethodParams, shape: readonly number[]): Ex
       };
     case 'float16':
       return { bits: 16, sideFloats: 0, bitsPerWeight: 16 };
-    default:
-      return undefined;
+    case 'pq': {
+      const { codebookFloats, bitsPerWeight } = pqLayout(params, shape);
+      return { bits: params.bits, sideFloats: codebookFloats, bitsPerWeight };
+    }
   }
 }
 

@@ -162,6 +162,10 @@ describe('streaming PTQ writes the in-memory pipeline’s artifacts byte for byt
     ['depthwise', { method: { name: 'affine', bits: 8, granularity: 'per-channel' } }],
     ['depthwise', { method: { name: 'affine', bits: 16, symmetric: true } }],
     ['quantizedSource', { method: { name: 'affine', bits: 4, granularity: 'per-channel' } }],
+    // Per block where that costs less than float32; d2 and d3 share one codebook, the biases stay float32.
+    ['dense', { method: { name: 'pq', bits: 4, subvectorLength: 2, seed: 1 } }],
+    ['layers', { ...noFold, method: { name: 'pq', bits: 3, codebooks: 'shared', trainingSample: 256 } }],
+    ['graph', { method: { name: 'pq', bits: 2, subvectorLength: 3 } }],
   ];
   for (const [model, raw] of cases) {
     it(`${model}: ${JSON.stringify(raw)}`, async () => {
@@ -177,6 +181,21 @@ describe('streaming PTQ writes the in-memory pipeline’s artifacts byte for byt
     };
     expect(report.skipped).toEqual([{ name: 'd1/kernel', reason: 'affine would inflate it beyond float32' }]);
     expect(report.warnings[0]).toMatch(/^d1\/kernel: affine costs 40\.0 bits\/weight/);
+  });
+
+  it('gives pq one shared codebook where per-block ones would cost more than float32, as in memory', async () => {
+    const raw = { method: { name: 'pq', bits: 4, subvectorLength: 2, seed: 1 } };
+    const report = JSON.parse(new TextDecoder().decode((await streamed(models.dense, raw)).get('report.json')!)) as {
+      tensors: { name: string; bitsPerWeight: number }[];
+      warnings: string[];
+    };
+    // d2/kernel [32, 16]: 16 blocks of 2 rows; per block (256 · 4 + 16 · 16 · 2 · 32) / 512 = 34 bits/weight,
+    // shared (256 · 4 + 16 · 2 · 32) / 512 = 4.
+    expect(report.warnings).toContain(
+      'd2/kernel: pq per-block codebooks would cost 34.0 bits/weight (more than float32) on [32, 16]; ' +
+        'one shared codebook was used (4.0 bits/weight)',
+    );
+    expect(report.tensors.find((t) => t.name === 'd2/kernel')!.bitsPerWeight).toBe(4);
   });
 });
 
@@ -205,20 +224,21 @@ describe('a model given as files on disk (manifest path → file, as the service
 describe('what streaming refuses', () => {
   it('names the spec fields that need the whole model', () => {
     expect(streamingBlocker(parseJobSpec({ method: { name: 'affine' } }))).toBeUndefined();
-    expect(streamingBlocker(parseJobSpec({ method: { name: 'pq' } }))).toMatch(/pq/);
+    expect(streamingBlocker(parseJobSpec({ method: { name: 'pq' } }))).toBeUndefined();
     expect(streamingBlocker(parseJobSpec({ method: { name: 'affine' }, data: { evaluation: 'x.npz' } }))).toMatch(
       /data\.evaluation/,
     );
     expect(
-      streamingBlocker(parseJobSpec({ method: { name: 'affine' }, layers: { overrides: { 'a/**': { name: 'pq' } } } })),
-    ).toMatch(/pq/);
+      streamingBlocker(
+        parseJobSpec({ method: { name: 'affine' }, data: { calibration: 'c' }, ptq: { algorithm: 'gptq' } }),
+      ),
+    ).toMatch(/gptq/);
   });
 
   it('throws NotStreamable for a spec it cannot run, before writing anything', async () => {
     const out = join(dir, 'refused');
-    await expect(streamQuantize(models.dense, parseJobSpec({ method: { name: 'pq' } }), out)).rejects.toThrow(
-      NotStreamable,
-    );
+    const spec = parseJobSpec({ method: { name: 'affine' }, data: { evaluation: 'x.npz' } });
+    await expect(streamQuantize(models.dense, spec, out)).rejects.toThrow(NotStreamable);
     await expect(readdir(out)).rejects.toThrow(/ENOENT/);
   });
 

@@ -21,6 +21,7 @@ import { startWorkers, type Closable } from '../../src/service.js';
 import { artifactDir } from '../../src/storage/artifacts.js';
 import { listTree } from '../../src/storage/tree.js';
 import { saveLayersModel } from '../fixtures/models.js';
+import { npyOf } from '../model/dataset/npy-fixture.js';
 import { cleanup, filesAsParts, multipart, testConfig } from '../http/helpers.js';
 
 let config: Config;
@@ -129,10 +130,12 @@ function comparable(report: { model: { backend: string }; [key: string]: unknown
   return { ...report, timings: 'differs', model: { ...report.model, backend: 'differs' } };
 }
 
-/** Runs an affine 8-bit job on `source` through the service; checks it streamed, as runJob would have written it. */
-async function expectStreamedAsInMemory(source: FileSet): Promise<Record<string, unknown>> {
+/** Runs a `method` job on `source` through the service; checks it streamed, as runJob would have written it. */
+async function expectStreamedAsInMemory(
+  source: FileSet,
+  method: Record<string, unknown> = { name: 'affine', bits: 8 },
+): Promise<Record<string, unknown>> {
   const modelId = await upload(source);
-  const method = { name: 'affine', bits: 8 };
   const job = await runToEnd({ modelId, method });
   expect(job.status, JSON.stringify(job.error)).toBe('succeeded');
   expect(job.summary.backend).toBe('none');
@@ -172,12 +175,36 @@ describe('the worker picks the engine', () => {
     });
   });
 
-  it('runs a job whose method is sized only after quantizing in memory', async () => {
-    const denseId = await upload(await denseShardedModel());
-    const productQuantized = await runToEnd({ modelId: denseId, method: { name: 'pq', bits: 4 } });
-    expect(productQuantized.status, JSON.stringify(productQuantized.error)).toBe('succeeded');
-    // streamingBlocker refused the spec: the tfjs pipeline ran it.
-    expect(productQuantized.summary.backend).toBe('cpu');
+  it('streams pq, whose per-block or shared codebooks follow from the shapes', async () => {
+    const report = await expectStreamedAsInMemory(await denseShardedModel(), { name: 'pq', bits: 4 });
+    // d2's [32, 16] kernel: 8 per-block codebooks of 16 × 4 floats would cost 33 bits/weight; it shares one.
+    expect(report.warnings).toContainEqual(
+      expect.stringMatching(/^d2\/kernel: pq per-block codebooks would cost 33\.0/),
+    );
+  });
+
+  it('runs a job that evaluates on data in memory', async () => {
+    const modelId = await upload(await denseShardedModel());
+    const rng = createRng(8);
+    const x = npyOf(
+      '<f4',
+      [6, 8],
+      Array.from({ length: 48 }, () => rng.next() - 0.5),
+    );
+    const dataset = await app.inject({
+      method: 'POST',
+      url: '/v1/datasets',
+      ...multipart([{ field: 'x', filename: 'x.npy', data: x }]),
+    });
+    expect(dataset.statusCode, dataset.body).toBe(201);
+    const job = await runToEnd({
+      modelId,
+      method: { name: 'affine', bits: 8 },
+      data: { evaluation: dataset.json().id },
+    });
+    expect(job.status, JSON.stringify(job.error)).toBe('succeeded');
+    // streamingBlocker refused the spec (data.evaluation): the tfjs pipeline ran it.
+    expect(job.summary.backend).toBe('cpu');
     await expectNoLeftovers();
   });
 });

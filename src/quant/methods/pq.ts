@@ -346,6 +346,45 @@ function quantize(weights: Float32Array, shape: readonly number[], params: PqPar
   return result({ kind: 'pq', bits, subvectorLength: d, subspaces: blocks, codebook }, codes, shape, size);
 }
 
+/**
+ * What pq stores for a tensor of `shape`, known before it is quantized: the codebooks (`subspaces`: one per
+ * block of d rows, or 1 shared), the code count and the packed bits per weight, as `quantize` makes them.
+ */
+export function pqLayout(params: PqParams, shape: readonly number[]) {
+  const size = shape.reduce((a, b) => a * b, 1);
+  const columns = shape.length > 1 ? shape[shape.length - 1] : 1;
+  const rows = columns > 0 ? size / columns : 0;
+  const blocks = Math.ceil(rows / params.subvectorLength);
+  const subspaces = params.codebooks === 'shared' && blocks > 1 ? 1 : blocks;
+  const codeCount = blocks * columns;
+  const codebookFloats = subspaces * 2 ** params.bits * params.subvectorLength;
+  // The expression of `result` below, so the two agree to the last bit.
+  const bitsPerWeight = size === 0 ? 0 : (codeCount * params.bits + codebookFloats * 32) / size;
+  return { subspaces, codeCount, codebookFloats, bitsPerWeight };
+}
+
+/**
+ * Per-block codebooks on a tensor of few columns cost more than float32 (2^b · d floats per block against d
+ * rows of C weights); there one shared codebook is used instead. The params to quantize `weight` with (`shape`:
+ * the method's view of it), and the warning when they were changed.
+ */
+export function pqCodebooksFor(
+  weight: { name: string; shape: readonly number[] },
+  params: PqParams,
+  shape: readonly number[],
+): { params: PqParams; warning?: string } {
+  if (params.codebooks !== 'per-block') return { params };
+  const perBlock = pqLayout(params, shape).bitsPerWeight;
+  if (perBlock <= 32) return { params };
+  const shared: PqParams = { ...params, codebooks: 'shared' };
+  return {
+    params: shared,
+    warning:
+      `${weight.name}: pq per-block codebooks would cost ${perBlock.toFixed(1)} bits/weight (more than float32) on ` +
+      `[${weight.shape.join(', ')}]; one shared codebook was used (${pqLayout(shared, shape).bitsPerWeight.toFixed(1)} bits/weight)`,
+  };
+}
+
 function result(encoding: PqEncoding, codes: Codes, shape: readonly number[], size: number): QuantizedTensor {
   return {
     dequantized: decodeTensor(encoding, codes, shape),
