@@ -32,5 +32,6 @@ function compileCacheDir(): string | undefined {
 
 enableCompileCache(compileCacheDir());
 
-const { run } = await import('./cli/main.js');
-await run(process.argv.slice(2));
+// Not a top-level await: a command whose work ends while a promise is still pending exits with its exit code
+// as before, not with 13 and a warning about an unsettled top-level await.
+void import('./cli/main.js').then(({ run }) => run(process.argv.slice(2)));
