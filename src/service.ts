@@ -24,6 +24,7 @@ import {
   type WebhookPayload,
 } from './jobs/queue.js';
 import { rejectSandboxInitOnExit } from './jobs/sandbox-init.js';
+import { ArtifactStore } from './storage/artifacts.js';
 import { RecordStore } from './storage/records.js';
 import { RedisKeys } from './storage/keys.js';
 import { watchFailedJobs } from '../workers/failures.js';
@@ -117,6 +118,7 @@ export function startWorkers(
     queues,
     lifecycle: new JobLifecycle(records, redis, config.redisPrefix),
     records,
+    artifacts: new ArtifactStore(config.dataDir),
     log,
     lostCheckMs: options.lostCheckMs,
   });

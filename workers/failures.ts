@@ -17,12 +17,21 @@ import { Job, QueueEvents, type ConnectionOptions } from 'bullmq';
 import type { Logger } from 'pino';
 import type { JobLifecycle } from '../src/jobs/lifecycle.js';
 import { enqueue, webhookJobId, type QuantizePayload, type Queues } from '../src/jobs/queue.js';
+import type { ArtifactStore } from '../src/storage/artifacts.js';
 import type { RecordStore } from '../src/storage/records.js';
 import { jobStatuses, terminalStatuses, type JobRecord } from '../src/storage/types.js';
 
-/** What the record says about a job BullMQ failed for good: `failedReason` is BullMQ's last error. */
-export function abandonedJobError(attempts: number, failedReason: string): { message: string; type: string } {
-  const tries = attempts === 1 ? '1 attempt' : `${attempts} attempts`;
+/**
+ * What the record says about a job BullMQ failed for good: `failedReason` is BullMQ's last error. A stall is
+ * not a failed attempt (each run of a job that stalls is its attempt 1 again), so a stalled-out job is told by
+ * its stall count.
+ */
+export function abandonedJobError(job: { attemptsMade: number; stalledCounter: number; failedReason: string }): {
+  message: string;
+  type: string;
+} {
+  const { attemptsMade, stalledCounter, failedReason } = job;
+  const tries = attemptsMade === 1 ? '1 attempt' : `${attemptsMade} attempts`;
   if (/^Unexpected exit code|exited while starting/.test(failedReason)) {
     return {
       type: 'worker-crashed',
@@ -32,7 +41,7 @@ export function abandonedJobError(attempts: number, failedReason: string): { mes
   if (/stalled more than allowable limit/.test(failedReason)) {
     return {
       type: 'worker-lost',
-      message: `the workers running this job stopped renewing its lock too often (${tries}; ${failedReason})`,
+      message: `the workers running this job stopped renewing its lock ${stalledCounter} times (${failedReason})`,
     };
   }
   return { type: 'internal', message: `the queue failed this job after ${tries}: ${failedReason}` };
@@ -50,6 +59,7 @@ export function watchFailedJobs(deps: {
   queues: Queues;
   lifecycle: JobLifecycle;
   records: RecordStore;
+  artifacts: ArtifactStore;
   log: Logger;
   /** How often to look for unended records whose queue job is gone or failed, and how old such a record must be. */
   lostCheckMs?: number;
@@ -60,6 +70,8 @@ export function watchFailedJobs(deps: {
   const end = async (tenant: string, jobId: string, error: { message: string; type: string }, why: object) => {
     const ended = await deps.lifecycle.abandon(tenant, jobId, error);
     if (!ended) return;
+    // The last attempt died writing its artifacts (streaming writes for the whole job); no attempt follows.
+    await deps.artifacts.removeTempTrees(tenant, jobId);
     deps.log.warn({ jobId, ...why }, 'job ended by the queue; record ended');
     if (ended.webhookUrl) {
       await enqueue(deps.queues, 'webhooks', 'deliver', { tenant, jobId }, { jobId: webhookJobId(jobId) });
@@ -70,8 +82,9 @@ export function watchFailedJobs(deps: {
     // Retried (waiting, delayed, active again) or removed meanwhile: nothing to end.
     if (!job || (await job.getState()) !== 'failed') return;
     const { tenant, jobId } = job.data;
-    await end(tenant, jobId, abandonedJobError(job.attemptsMade, job.failedReason), {
+    await end(tenant, jobId, abandonedJobError(job), {
       attempts: job.attemptsMade,
+      stalls: job.stalledCounter,
       failedReason: job.failedReason,
     });
   };

@@ -41,7 +41,7 @@ export class ArtifactStore {
   }
 
   async write(tenant: string, jobId: string, files: FileSet): Promise<void> {
-    await this.removeAbandoned(tenant, jobId);
+    await this.removeTempTrees(tenant, jobId);
     await writeTreeAtomically(this.dir(tenant, jobId), files);
   }
 
@@ -55,7 +55,7 @@ export class ArtifactStore {
     jobId: string,
     fill: (dir: string) => Promise<T>,
   ): Promise<{ result: T; paths: string[] }> {
-    await this.removeAbandoned(tenant, jobId);
+    await this.removeTempTrees(tenant, jobId);
     let paths: string[] = [];
     const result = await writeDirAtomically(this.dir(tenant, jobId), async (temp) => {
       const filled = await fill(temp);
@@ -66,10 +66,11 @@ export class ArtifactStore {
   }
 
   /**
-   * The temp trees earlier attempts of this job left beside its directory (a worker killed mid-write: the
-   * streaming engine writes for the whole job). Only one attempt holds a job at a time, so they are dead.
+   * The temp trees attempts of this job left beside its directory (a worker killed mid-write: the streaming
+   * engine writes for the whole job). Called as an attempt starts, and when the queue gives the job up: only
+   * one attempt holds a job at a time, so they are dead.
    */
-  private async removeAbandoned(tenant: string, jobId: string): Promise<void> {
+  async removeTempTrees(tenant: string, jobId: string): Promise<void> {
     const parent = dirname(this.dir(tenant, jobId));
     const prefix = `.${jobId}.tmp-`;
     const entries = await readdir(parent).catch(() => []);

@@ -24,6 +24,7 @@ async function startWatch(): Promise<FailureWatch> {
     queues: services.queues,
     lifecycle: services.lifecycle,
     records: services.records,
+    artifacts: services.artifacts,
     log: pino({ level: 'silent' }),
     lostCheckMs,
   });
@@ -82,7 +83,7 @@ describe('a job the queue failed while no watch listened', () => {
     await until('the record ended', async () => (await record(id)).status !== 'queued');
     const ended = await record(id);
     expect(ended.status).toBe('failed');
-    expect(ended.error).toEqual(abandonedJobError(1, reason));
+    expect(ended.error).toEqual(abandonedJobError({ attemptsMade: 1, stalledCounter: 0, failedReason: reason }));
     expect((await suite.app.services.records.countByStatus('jobs')).failed).toBe(1);
 
     // Ended, so it can be deleted: the next test counts only its own jobs.
@@ -119,13 +120,20 @@ describe('a queued job removed from the queue', () => {
 
 describe('what the record says of a job BullMQ failed for good', () => {
   it("names each of BullMQ's own reasons (the strings its scripts and sandbox write)", () => {
-    expect(abandonedJobError(3, 'job stalled more than allowable limit')).toEqual({
+    const stalled = { attemptsMade: 1, stalledCounter: 3, failedReason: 'job stalled more than allowable limit' };
+    expect(abandonedJobError(stalled)).toEqual({
       type: 'worker-lost',
-      message:
-        'the workers running this job stopped renewing its lock too often (3 attempts; job stalled more than allowable limit)',
+      message: 'the workers running this job stopped renewing its lock 3 times (job stalled more than allowable limit)',
     });
-    expect(abandonedJobError(1, 'Unexpected exit code: null signal: SIGKILL').type).toBe('worker-crashed');
-    expect(abandonedJobError(2, 'Missing lock for job 7. moveToFinished')).toEqual({
+    const killed = { attemptsMade: 1, stalledCounter: 0, failedReason: 'Unexpected exit code: null signal: SIGKILL' };
+    expect(abandonedJobError(killed)).toEqual({
+      type: 'worker-crashed',
+      message:
+        'the worker process running this job died in every attempt (1 attempt; last: Unexpected exit code: null signal: SIGKILL)',
+    });
+    expect(
+      abandonedJobError({ attemptsMade: 2, stalledCounter: 0, failedReason: 'Missing lock for job 7. moveToFinished' }),
+    ).toEqual({
       type: 'internal',
       message: 'the queue failed this job after 2 attempts: Missing lock for job 7. moveToFinished',
     });
