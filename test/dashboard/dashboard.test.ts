@@ -4,8 +4,9 @@
  * its field, create a job from the generated form, watch its progress bar reach 100% from SSE (no polling),
  * read the report's charts, and run "try it" — its printed outputs must match stock tfjs in Node within
  * 1e-5. Screenshots land in test/artifacts/. Also: names and labels in the tables and on the job page, the
- * filter box (labels and names, kept in the hash), user-given strings shown as text; the dashboard's own API
- * routes, and the key prompt.
+ * filter box (labels and names, kept in the hash), user-given strings shown as text; the models page (rows,
+ * links to a model's jobs and to a new job of it, deletes, the 409 of a model a job holds); the dashboard's own
+ * API routes, and the key prompt.
  */
 import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
@@ -807,6 +808,125 @@ describe('the dashboard in chromium', () => {
     expect(pageErrors).toEqual([]);
     await context.close();
     await rm(namesDir, { recursive: true, force: true });
+  });
+
+  it('lists the models: names as text, ids, sizes, links to their jobs and a new job, a delete refused while a job holds one', async () => {
+    const hostile = '<img src=x onerror=alert(2)>';
+    // Models of their own (files already stored would answer with that model, under its first name).
+    const uploadModel = async (name: string, widths: number[]) => {
+      const res = await app.inject({
+        method: 'POST',
+        url: '/v1/models',
+        ...multipart([{ field: 'name', data: name }, ...filesAsParts(await denseModel(widths))]),
+      });
+      expect(res.statusCode, res.body).toBe(201);
+      return res.json() as { id: string; bytes: number };
+    };
+    const held = await uploadModel('listed-net', [12, 7]);
+    const evil = await uploadModel(hostile, [12, 9]);
+    // What formatBytes shows for these few KiB: two decimals below 10 KiB.
+    for (const model of [held, evil]) expect(model.bytes).toBeGreaterThan(1024);
+    for (const model of [held, evil]) expect(model.bytes).toBeLessThan(10240);
+    const kib = (bytes: number) => `${(bytes / 1024).toFixed(2)} KiB`;
+    const short = (id: string) => `mdl_…${id.slice(-8)}`;
+    // A job that stays queued while the worker is paused holds its model: the delete must be refused.
+    await workers.quantize.pause();
+    const heldJob = (
+      await app.inject({ method: 'POST', url: '/v1/jobs', payload: { modelId: held.id, method: { name: 'float16' } } })
+    ).json().id as string;
+    const total = (await app.inject({ url: '/v1/models?limit=100' })).json().items.length;
+
+    const context = await browser.newContext({ viewport: { width: 1280, height: 800 } });
+    const page = await context.newPage();
+    const pageErrors: string[] = [];
+    page.on('pageerror', (error) => pageErrors.push(error.message));
+    const dialogs: string[] = [];
+    page.on('dialog', (dialog) => {
+      dialogs.push(dialog.message());
+      void dialog.accept();
+    });
+    const row = (id: string) => page.locator(`tr[data-record="${id}"]`);
+    const cells = (id: string) => row(id).locator('td').allTextContents();
+    try {
+      await page.goto(`${baseUrl}/`);
+      await page.getByRole('link', { name: 'Models', exact: true }).click();
+      await row(held.id).waitFor();
+      expect(page.url()).toMatch(/#\/models$/);
+      expect(await page.locator('[data-nav=models]').getAttribute('aria-current')).toBe('page');
+      expect(await page.locator('tbody tr[data-record]').count()).toBe(Math.min(25, total));
+      expect(await page.locator('button', { hasText: 'Load more' }).isHidden()).toBe(total <= 25);
+      // Newest first: the last one uploaded heads the list.
+      expect(await page.locator('tbody tr[data-record]').first().getAttribute('data-record')).toBe(evil.id);
+      const [name, id, format, inputs, params, size, created, links] = await cells(held.id);
+      expect({ name, id, format, inputs, size, links }).toEqual({
+        name: 'listed-net',
+        id: short(held.id),
+        format: 'layers-model',
+        inputs: 'dense_1_input ?×12 float32',
+        size: kib(held.bytes),
+        links: 'JobsNew job',
+      });
+      expect(params).toBe(String(12 * 7 + 7));
+      expect(created).toMatch(/\d{1,2}:\d{2}:\d{2}/);
+      expect(await row(held.id).locator('td').nth(1).getAttribute('title')).toBe(held.id);
+      // The hostile name is text: the tags are in it, no element was made from them.
+      expect(await row(evil.id).locator('.record-name').textContent()).toBe(hostile);
+      expect(await row(evil.id).locator('td').nth(5).textContent()).toBe(kib(evil.bytes));
+      expect(await page.locator('img').count()).toBe(0);
+      await page.screenshot({ path: join(artifacts, 'dashboard-models.png'), animations: 'disabled' });
+
+      // Delete of a model a queued job holds: the server's 409 detail is shown and the row stays.
+      await row(held.id).getByRole('button', { name: 'Delete model listed-net' }).click();
+      await expect
+        .poll(() => page.locator('.error-box').textContent())
+        .toContain(`model ${held.id} is used by unfinished jobs: ${heldJob}`);
+      expect(await row(held.id).count()).toBe(1);
+      expect((await app.inject({ url: `/v1/models/${held.id}` })).statusCode).toBe(200);
+      // Delete of one no job holds: its row goes, and so does the model.
+      await row(evil.id)
+        .getByRole('button', { name: `Delete model ${hostile}` })
+        .click();
+      await expect.poll(() => row(evil.id).count()).toBe(0);
+      expect(await page.locator('.error-box').count()).toBe(0);
+      expect((await app.inject({ url: `/v1/models/${evil.id}` })).statusCode).toBe(404);
+      expect(dialogs).toEqual([`Delete model listed-net (${held.id})?`, `Delete model ${hostile} (${evil.id})?`]);
+
+      // The jobs link: the jobs page filtered to that model, its queued job the only row.
+      await row(held.id).getByRole('link', { name: 'Jobs' }).click();
+      await expect
+        .poll(() =>
+          page.locator('tbody tr[data-job]').evaluateAll((rows) => rows.map((r) => (r as HTMLElement).dataset.job)),
+        )
+        .toEqual([heldJob]);
+      expect(new URL(page.url()).hash).toBe(`#/jobs?modelId=${held.id}`);
+      await expect.poll(() => page.locator('#model-filter > span').textContent()).toBe('listed-net');
+      // "New job": the form with that model chosen.
+      await page.goBack();
+      await row(held.id).getByRole('link', { name: 'New job' }).click();
+      await expect.poll(() => page.locator('#field-modelId').inputValue()).toBe(held.id);
+      expect(new URL(page.url()).hash).toBe(`#/new?modelId=${held.id}`);
+
+      // The list's errors are the server's problem detail, with a retry; an empty list says what to do.
+      await page.route('**/v1/models?*', (route) =>
+        route.fulfill({
+          status: 503,
+          contentType: 'application/problem+json',
+          body: JSON.stringify({ title: 'Unavailable', status: 503, detail: 'redis is not answering' }),
+        }),
+      );
+      await page.goto(`${baseUrl}/#/models`);
+      await expect.poll(() => page.locator('.error-box').textContent()).toBe('redis is not answering' + 'Retry');
+      await page.unroute('**/v1/models?*');
+      await page.route('**/v1/models?*', (route) => route.fulfill({ json: { items: [], nextCursor: null } }));
+      await page.locator('.error-box button', { hasText: 'Retry' }).click();
+      await expect.poll(() => page.locator('td.empty').textContent()).toBe('No models yet. Upload a model.');
+      expect(await page.locator('.error-box').count()).toBe(0);
+      expect(pageErrors).toEqual([]);
+    } finally {
+      await context.close();
+      await app.inject({ method: 'POST', url: `/v1/jobs/${heldJob}/cancel` });
+      workers.quantize.resume();
+    }
   });
 
   it('asks for the API key when the server has keys, keeps it, and sends it', async () => {

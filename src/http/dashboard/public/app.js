@@ -1,28 +1,33 @@
 /**
- * The dashboard shell: a hash router (`#/jobs`, `#/jobs/{id}`, `#/new`) over views that each return a
- * cleanup function, and the API key dialog, opened whenever the server answers 401.
+ * The dashboard shell: a hash router (`#/jobs`, `#/jobs/{id}`, `#/new`, `#/models`) over views that each
+ * return a cleanup function (a view reads its own `?query` from the hash), and the API key dialog, opened
+ * whenever the server answers 401.
  */
 import { apiKey, events, setApiKey } from './lib.js';
 import { renderJobs } from './jobs.js';
 import { renderJob } from './job.js';
 import { renderNew } from './new.js';
+import { renderModels } from './records.js';
 
 const view = document.getElementById('view');
 const keyDialog = document.getElementById('key-dialog');
 const keyButton = document.getElementById('key-button');
 let leave = () => {};
+/** The pages at a fixed path; any other hash is the jobs list (`#/jobs?modelId=…` included). */
+const pages = { '/new': renderNew, '/models': renderModels };
 
 function route() {
   leave();
   view.replaceChildren();
-  const hash = location.hash.replace(/^#/, '') || '/jobs';
-  const job = /^\/jobs\/([\w-]+)$/.exec(hash);
-  const name = job ? 'job' : hash === '/new' ? 'new' : 'jobs';
+  const path = (location.hash.replace(/^#/, '') || '/jobs').split('?')[0];
+  const job = /^\/jobs\/([\w-]+)$/.exec(path);
+  const page = pages[path];
+  const name = job ? 'job' : page ? path.slice(1) : 'jobs';
   for (const link of document.querySelectorAll('[data-nav]')) {
     if (link.dataset.nav === (name === 'job' ? 'jobs' : name)) link.setAttribute('aria-current', 'page');
     else link.removeAttribute('aria-current');
   }
-  leave = (job ? renderJob(view, job[1]) : name === 'new' ? renderNew(view) : renderJobs(view)) ?? (() => {});
+  leave = (job ? renderJob(view, job[1]) : (page ?? renderJobs)(view)) ?? (() => {});
   view.focus({ preventScroll: true });
 }
 

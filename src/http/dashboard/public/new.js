@@ -505,7 +505,9 @@ async function jobForm(section, modelsChanged, datasetsChanged) {
     );
     if (selected) modelSelect.value = selected;
   };
-  fillModels(models.items[0]?.id);
+  // `#/new?modelId=…` (a model's "New job" link) picks that model when it is among the newest 100 listed.
+  const wanted = new URLSearchParams(location.hash.split('?')[1] ?? '').get('modelId');
+  fillModels(models.items.some((m) => m.id === wanted) ? wanted : models.items[0]?.id);
   modelsChanged.push((model) => {
     // An upload of files already stored answers with that model: it moves to the top, not in twice.
     models.items = [model, ...models.items.filter((m) => m.id !== model.id)];
