@@ -1,4 +1,4 @@
-import { mkdtemp, readdir, readFile, rm } from 'node:fs/promises';
+import { mkdtemp, readdir, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import * as tf from '@tensorflow/tfjs';
@@ -7,11 +7,11 @@ import { parseJobSpec } from '../../src/jobs/spec.js';
 import { readModelDir, readFileSetFromDir, readModel } from '../../src/model/read.js';
 import type { FileSet } from '../../src/model/types.js';
 import { writeModel } from '../../src/model/write.js';
-import { runJob } from '../../src/pipeline/run.js';
 import { NotStreamable, streamQuantize } from '../../src/pipeline/stream.js';
 import { createRng } from '../../src/quant/rng.js';
 import { writeTreeAtomically } from '../../src/storage/tree.js';
 import { loadStockLayers, saveLayersModel } from '../fixtures/models.js';
+import { expectStreamedAsInMemory, inMemory, streamedInto } from './stream-compare.js';
 
 /**
  * Streaming PTQ of models with BatchNorm (src/pipeline/stream.ts folding through src/model/fold-batchnorm.ts)
@@ -107,22 +107,8 @@ afterAll(async () => {
   await rm(dir, { recursive: true, force: true });
 });
 
-async function inMemory(modelDir: string, raw: Record<string, unknown>): Promise<FileSet> {
-  const { files } = await runJob(await readModelDir(modelDir), parseJobSpec(raw), {}, { backend: 'cpu' });
-  return files;
-}
-
-let runs = 0;
-async function streamed(modelDir: string, raw: Record<string, unknown>, threads?: number): Promise<FileSet> {
-  const out = join(dir, `out-${runs++}`);
-  await streamQuantize(modelDir, parseJobSpec(raw), out, { threads });
-  const files: FileSet = new Map();
-  for (const entry of await readdir(out, { recursive: true, withFileTypes: true })) {
-    if (!entry.isFile()) continue;
-    const full = join(entry.parentPath, entry.name);
-    files.set(full.slice(out.length + 1), new Uint8Array(await readFile(full)));
-  }
-  return files;
+function streamed(modelDir: string, raw: Record<string, unknown>, threads?: number): Promise<FileSet> {
+  return streamedInto(dir, modelDir, raw, threads);
 }
 
 interface Report {
@@ -142,28 +128,9 @@ function reportOf(files: FileSet): Report {
   return JSON.parse(new TextDecoder().decode(files.get('report.json')!)) as Report;
 }
 
-/** report.json but for what the two flows time and the tfjs backend the in-memory one names. */
-function normalisedReport(files: FileSet): string {
-  const report = reportOf(files);
-  return JSON.stringify({ ...report, timings: 'differs', model: { ...report.model, backend: 'differs' } }, null, 2);
-}
-
+/** On the main thread and on one and two worker threads; the in-memory report. */
 async function expectSameArtifacts(model: string, raw: Record<string, unknown>): Promise<Report> {
-  const expected = await inMemory(models[model], raw);
-  for (const threads of [undefined, 1, 2]) {
-    const actual = await streamed(models[model], raw, threads);
-    expect([...actual.keys()].sort()).toEqual([...expected.keys()].sort());
-    for (const [path, bytes] of expected) {
-      if (path === 'report.json') continue;
-      expect(Buffer.compare(Buffer.from(actual.get(path)!), Buffer.from(bytes)), `${path}, threads ${threads}`).toBe(0);
-    }
-    expect(normalisedReport(actual)).toBe(normalisedReport(expected));
-    const report = reportOf(actual);
-    // The streaming engine wrote it: it loads no tfjs backend and times its reads.
-    expect(report.model.backend).toBe('none');
-    expect(report.timings.readMs).toBeGreaterThanOrEqual(0);
-  }
-  return reportOf(expected);
+  return reportOf(await expectStreamedAsInMemory(dir, models[model], raw, [undefined, 1, 2]));
 }
 
 const perTensor = { name: 'affine', bits: 8 };

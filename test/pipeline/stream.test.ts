@@ -1,4 +1,4 @@
-import { mkdir, mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises';
+import { mkdir, mkdtemp, readdir, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import * as tf from '@tensorflow/tfjs';
@@ -7,11 +7,11 @@ import { parseJobSpec } from '../../src/jobs/spec.js';
 import { ModelError } from '../../src/model/errors.js';
 import { readFileSetFromDir, readModelDir } from '../../src/model/read.js';
 import type { FileSet } from '../../src/model/types.js';
-import { runJob } from '../../src/pipeline/run.js';
 import { NotStreamable, streamingBlocker, streamQuantize } from '../../src/pipeline/stream.js';
 import { createRng } from '../../src/quant/rng.js';
 import { writeTreeAtomically } from '../../src/storage/tree.js';
 import { buildDepthwiseGraphModel, buildGraphModel, buildLayersModel, saveLayersModel } from '../fixtures/models.js';
+import { expectStreamedAsInMemory, inMemory, normalisedReport, readTree, streamedInto } from './stream-compare.js';
 
 /**
  * The streaming path (src/pipeline/stream.ts) against the in-memory one (src/pipeline/run.ts) on the same
@@ -78,61 +78,13 @@ afterAll(async () => {
   await rm(dir, { recursive: true, force: true });
 });
 
-async function inMemory(modelDir: string, raw: Record<string, unknown>): Promise<FileSet> {
-  const { files } = await runJob(await readModelDir(modelDir), parseJobSpec(raw), {}, { backend: 'cpu' });
-  return files;
-}
-
-let runs = 0;
-async function streamed(modelDir: string, raw: Record<string, unknown>, threads?: number): Promise<FileSet> {
-  const out = join(dir, `out-${runs++}`);
-  await streamQuantize(modelDir, parseJobSpec(raw), out, { threads });
-  return readTree(out);
-}
-
-async function readTree(root: string): Promise<FileSet> {
-  const files: FileSet = new Map();
-  for (const entry of await readdir(root, { recursive: true, withFileTypes: true })) {
-    if (!entry.isFile()) continue;
-    const full = join(entry.parentPath, entry.name);
-    files.set(full.slice(root.length + 1), new Uint8Array(await readFile(full)));
-  }
-  return files;
-}
-
-/**
- * report.json with the fields that are inherently different replaced: `timings` (what was timed differs
- * between the two flows: streaming adds readMs, in-memory has ptqMs) and `model.backend` (the in-memory path
- * names the tfjs backend it loaded; streaming loads none and says `none`). Everything else, key order
- * included, must be the same text.
- */
-function normalisedReport(bytes: Uint8Array): string {
-  const report = JSON.parse(new TextDecoder().decode(bytes)) as Record<string, unknown> & {
-    model: Record<string, unknown>;
-  };
-  report.timings = 'differs';
-  report.model.backend = 'differs';
-  return JSON.stringify(report, null, 2);
+function streamed(modelDir: string, raw: Record<string, unknown>, threads?: number): Promise<FileSet> {
+  return streamedInto(dir, modelDir, raw, threads);
 }
 
 /** On the main thread (the default for models this small) and on two worker threads. */
 async function expectSameArtifacts(model: string, raw: Record<string, unknown>): Promise<void> {
-  const expected = await inMemory(models[model], raw);
-  for (const threads of [undefined, 2]) {
-    const actual = await streamed(models[model], raw, threads);
-    expect([...actual.keys()].sort()).toEqual([...expected.keys()].sort());
-    for (const [path, bytes] of expected) {
-      if (path === 'report.json') continue;
-      expect(Buffer.compare(Buffer.from(actual.get(path)!), Buffer.from(bytes)), `${path}, threads ${threads}`).toBe(0);
-    }
-    expect(normalisedReport(actual.get('report.json')!)).toBe(normalisedReport(expected.get('report.json')!));
-    const report = JSON.parse(new TextDecoder().decode(actual.get('report.json')!)) as {
-      model: { backend: string };
-      timings: Record<string, number>;
-    };
-    expect(report.model.backend).toBe('none');
-    expect(Object.keys(report.timings)).toEqual(['quantizeMs', 'writeMs', 'packMs', 'reportMs', 'totalMs', 'readMs']);
-  }
+  await expectStreamedAsInMemory(dir, models[model], raw, [undefined, 2]);
 }
 
 const noFold = { foldBatchNorm: false };
