@@ -4,9 +4,9 @@
  * its field, create a job from the generated form, watch its progress bar reach 100% from SSE (no polling),
  * read the report's charts, and run "try it" — its printed outputs must match stock tfjs in Node within
  * 1e-5. Screenshots land in test/artifacts/. Also: names and labels in the tables and on the job page, the
- * filter box (labels and names, kept in the hash), user-given strings shown as text; the models page (rows,
- * links to a model's jobs and to a new job of it, deletes, the 409 of a model a job holds); the dashboard's own
- * API routes, and the key prompt.
+ * filter box (labels and names, kept in the hash), user-given strings shown as text; the models and datasets
+ * pages (rows, links to a model's jobs and to a new job of it, deletes, the 409 of a record a job holds); the
+ * dashboard's own API routes, and the key prompt.
  */
 import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
@@ -921,6 +921,120 @@ describe('the dashboard in chromium', () => {
       await page.locator('.error-box button', { hasText: 'Retry' }).click();
       await expect.poll(() => page.locator('td.empty').textContent()).toBe('No models yet. Upload a model.');
       expect(await page.locator('.error-box').count()).toBe(0);
+      expect(pageErrors).toEqual([]);
+    } finally {
+      await context.close();
+      await app.inject({ method: 'POST', url: `/v1/jobs/${heldJob}/cancel` });
+      workers.quantize.resume();
+    }
+  });
+
+  it('lists the datasets: names as text, ids, samples, arrays and sizes, a delete refused while a job holds one', async () => {
+    const hostile = '<b onmouseover=alert(3)>held</b>';
+    const f4 = (values: number[]) => new Uint8Array(new Float32Array(values).buffer);
+    // Arrays of their own: an upload of arrays already stored answers with that dataset, under its first name.
+    const uploadDataset = async (name: string, parts: { field: string; filename: string; data: Buffer }[]) => {
+      const res = await app.inject({
+        method: 'POST',
+        url: '/v1/datasets',
+        ...multipart([{ field: 'name', data: name }, ...parts]),
+      });
+      expect(res.statusCode, res.body).toBe(201);
+      return res.json() as { id: string; bytes: number };
+    };
+    const labelled = await uploadDataset('eval-set', [
+      { field: 'x', filename: 'x.npy', data: npy('<f4', [6, 12], f4(new Array(72).fill(7))) },
+      { field: 'y', filename: 'y.npy', data: npy('<i4', [6], new Uint8Array(new Int32Array(6).fill(2).buffer)) },
+    ]);
+    const held = await uploadDataset(hostile, [
+      { field: 'x', filename: 'x.npy', data: npy('<f4', [4, 12], f4(new Array(48).fill(8))) },
+    ]);
+    // .npy files this small: a 128-byte header each and the values, shown in bytes.
+    expect(labelled.bytes).toBe(128 + 6 * 12 * 4 + 128 + 6 * 4);
+    expect(held.bytes).toBe(128 + 4 * 12 * 4);
+    const modelId = (
+      await app.inject({ method: 'POST', url: '/v1/models', ...multipart(filesAsParts(await denseModel([12, 11]))) })
+    ).json().id as string;
+    // A job that stays queued while the worker is paused holds its calibration data.
+    await workers.quantize.pause();
+    const submitted = await app.inject({
+      method: 'POST',
+      url: '/v1/jobs',
+      payload: { modelId, method: { name: 'float16' }, data: { calibration: held.id } },
+    });
+    expect(submitted.statusCode, submitted.body).toBe(202);
+    const heldJob = submitted.json().id as string;
+    const total = (await app.inject({ url: '/v1/datasets?limit=100' })).json().items.length;
+
+    const context = await browser.newContext({ viewport: { width: 1280, height: 800 } });
+    const page = await context.newPage();
+    const pageErrors: string[] = [];
+    page.on('pageerror', (error) => pageErrors.push(error.message));
+    const dialogs: string[] = [];
+    page.on('dialog', (dialog) => {
+      dialogs.push(dialog.message());
+      void dialog.accept();
+    });
+    const row = (id: string) => page.locator(`tr[data-record="${id}"]`);
+    try {
+      await page.goto(`${baseUrl}/`);
+      await page.getByRole('link', { name: 'Datasets', exact: true }).click();
+      await row(labelled.id).waitFor();
+      expect(page.url()).toMatch(/#\/datasets$/);
+      expect(await page.locator('[data-nav=datasets]').getAttribute('aria-current')).toBe('page');
+      expect(await page.locator('tbody tr[data-record]').count()).toBe(Math.min(25, total));
+      expect(await page.locator('button', { hasText: 'Load more' }).isHidden()).toBe(total <= 25);
+      expect(await page.locator('thead th').allTextContents()).toEqual([
+        'Name',
+        'Id',
+        'Samples',
+        'Arrays',
+        'Size',
+        'Created',
+        'Delete',
+      ]);
+      expect(await page.locator('tbody tr[data-record]').first().getAttribute('data-record')).toBe(held.id);
+      const [name, id, samples, arrays, size] = await row(labelled.id).locator('td').allTextContents();
+      expect({ name, id, samples, arrays, size }).toEqual({
+        name: 'eval-set',
+        id: `ds_…${labelled.id.slice(-8)}`,
+        samples: '6',
+        arrays: 'x 6×12, y 6',
+        size: `${labelled.bytes} B`,
+      });
+      expect(await row(labelled.id).locator('td').nth(3).getAttribute('title')).toBe('x <f4, y <i4');
+      expect(await row(held.id).locator('td').allTextContents()).toEqual([
+        hostile,
+        `ds_…${held.id.slice(-8)}`,
+        '4',
+        'x 4×12',
+        `${held.bytes} B`,
+        expect.stringMatching(/\d{1,2}:\d{2}:\d{2}/),
+        'Delete',
+      ]);
+      // The hostile name is text: no element was made from its tags.
+      expect(await page.locator('.records-table b').count()).toBe(0);
+      await page.screenshot({ path: join(artifacts, 'dashboard-datasets.png'), animations: 'disabled' });
+
+      // A dataset a queued job holds: the 409 detail, the row kept. One no job holds: gone, row and record.
+      await row(held.id)
+        .getByRole('button', { name: `Delete dataset ${hostile}` })
+        .click();
+      await expect
+        .poll(() => page.locator('.error-box').textContent())
+        .toContain(`dataset ${held.id} is used by unfinished jobs: ${heldJob}`);
+      expect(await row(held.id).count()).toBe(1);
+      await row(labelled.id).getByRole('button', { name: 'Delete dataset eval-set' }).click();
+      await expect.poll(() => row(labelled.id).count()).toBe(0);
+      expect(await page.locator('.error-box').count()).toBe(0);
+      expect((await app.inject({ url: `/v1/datasets/${labelled.id}` })).statusCode).toBe(404);
+      expect((await app.inject({ url: `/v1/datasets/${held.id}` })).statusCode).toBe(200);
+      expect(dialogs).toEqual([`Delete dataset ${hostile} (${held.id})?`, `Delete dataset eval-set (${labelled.id})?`]);
+
+      // An empty list says what to do.
+      await page.route('**/v1/datasets?*', (route) => route.fulfill({ json: { items: [], nextCursor: null } }));
+      await page.reload();
+      await expect.poll(() => page.locator('td.empty').textContent()).toBe('No datasets yet. Upload a dataset.');
       expect(pageErrors).toEqual([]);
     } finally {
       await context.close();

@@ -1,20 +1,20 @@
 /**
- * The dashboard shell: a hash router (`#/jobs`, `#/jobs/{id}`, `#/new`, `#/models`) over views that each
- * return a cleanup function (a view reads its own `?query` from the hash), and the API key dialog, opened
- * whenever the server answers 401.
+ * The dashboard shell: a hash router (`#/jobs`, `#/jobs/{id}`, `#/new`, `#/models`, `#/datasets`) over views
+ * that each return a cleanup function (a view reads its own `?query` from the hash), and the API key dialog,
+ * opened whenever the server answers 401.
  */
 import { apiKey, events, setApiKey } from './lib.js';
 import { renderJobs } from './jobs.js';
 import { renderJob } from './job.js';
 import { renderNew } from './new.js';
-import { renderModels } from './records.js';
+import { renderDatasets, renderModels } from './records.js';
 
 const view = document.getElementById('view');
 const keyDialog = document.getElementById('key-dialog');
 const keyButton = document.getElementById('key-button');
 let leave = () => {};
 /** The pages at a fixed path; any other hash is the jobs list (`#/jobs?modelId=…` included). */
-const pages = { '/new': renderNew, '/models': renderModels };
+const pages = { '/new': renderNew, '/models': renderModels, '/datasets': renderDatasets };
 
 function route() {
   leave();

@@ -264,6 +264,12 @@ export function recordLink(records, kind, id, href, title) {
   return link;
 }
 
+/** A dataset's input arrays and their shapes: its x, or one array per model input. */
+export function arraysOf(dataset) {
+  const arrays = dataset.inputs ?? [{ name: 'x', ...dataset.x }];
+  return arrays.map((a) => `${a.name} ${a.shape.join('×')}`).join(', ');
+}
+
 export function formatBytes(bytes) {
   if (!Number.isFinite(bytes)) return '–';
   const units = ['B', 'KiB', 'MiB', 'GiB'];

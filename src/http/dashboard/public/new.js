@@ -5,7 +5,7 @@
  * `key=value, key=value`. The form does no validation of its own: the server's problem+json `problems` are
  * shown next to the fields their JSON paths name.
  */
-import { ApiError, api, el, errorBox, formatBytes, parseLabels } from './lib.js';
+import { ApiError, api, arraysOf, el, errorBox, formatBytes, parseLabels } from './lib.js';
 
 export function renderNew(view) {
   const jobSection = el(
@@ -409,12 +409,6 @@ function collect(form) {
       setAt(spec, input.dataset.path, value);
   }
   return spec;
-}
-
-/** A dataset's input arrays and their shapes: its x, or one array per model input. */
-function arraysOf(dataset) {
-  const arrays = dataset.inputs ?? [{ name: 'x', ...dataset.x }];
-  return arrays.map((a) => `${a.name} ${a.shape.join('×')}`).join(', ');
 }
 
 /** A dataset as an option: its id, size and x shape (what has to fit the model's input). */

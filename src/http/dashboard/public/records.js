@@ -1,11 +1,12 @@
 /**
- * The models page: what the tenant uploaded, newest first as the server lists it, each by its name (text:
- * user input) and labels, short id (the full one on hover), what it is (format, inputs, params), size and
- * upload time, with links to its jobs and to a new job of it. A delete asks first; the server refuses it (409,
- * its detail shown, the row kept) while an unfinished job still holds the record. Paged as the jobs list:
- * 25 a page, "Load more" while the server gives a next cursor.
+ * The models and datasets pages: what the tenant uploaded, newest first as the server lists it, each by its
+ * name (text: user input) and labels, short id (the full one on hover), what it holds (a model's format,
+ * inputs and params; a dataset's samples and arrays), size and upload time; a model's row links to its jobs
+ * and to a new job of it. A delete asks first; the server refuses it (409, its detail shown, the row kept)
+ * while an unfinished job still holds the record. Paged as the jobs list: 25 a page, "Load more" while the
+ * server gives a next cursor.
  */
-import { announce, api, el, errorBox, formatBytes, formatDate, labelChips, shortId } from './lib.js';
+import { announce, api, arraysOf, el, errorBox, formatBytes, formatDate, labelChips, shortId } from './lib.js';
 
 const pageSize = 25;
 
@@ -27,16 +28,49 @@ export function renderModels(view) {
   });
 }
 
-/** A model's inputs as `name ?×12 float32`: `?` for a size (or a whole shape) the model leaves open. */
+export function renderDatasets(view) {
+  return renderList(view, {
+    kind: 'datasets',
+    title: 'Datasets',
+    what: 'dataset',
+    headings: ['Samples', 'Arrays'],
+    cells: (dataset) => [
+      el('td', { class: 'num' }, String(dataset.samples)),
+      el(
+        'td',
+        { class: 'mono', title: dtypes(dataset) },
+        arraysOf(dataset),
+        dataset.y ? `, y ${shape(dataset.y)}` : '',
+      ),
+    ],
+    // No jobs column: the jobs list filters by model only, so a dataset has no list of its jobs to link to.
+  });
+}
+
+/** Each array's .npy dtype (`<f4` float32, `|u1` uint8…), for the arrays cell's hover. */
+function dtypes(dataset) {
+  const arrays = [
+    ...(dataset.inputs ?? [{ name: 'x', ...dataset.x }]),
+    ...(dataset.y ? [{ name: 'y', ...dataset.y }] : []),
+  ];
+  return arrays.map((a) => `${a.name} ${a.dtype}`).join(', ');
+}
+
+/** A model's inputs as `name ?×12 float32`. */
 function signatures(inputs) {
   if (!inputs?.length) return '–';
-  const shape = (dims) => (dims ? dims.map((d) => d ?? '?').join('×') : '?');
-  return inputs.map((input) => `${input.name} ${shape(input.shape)} ${input.dtype}`).join(', ');
+  return inputs.map((input) => `${input.name} ${shape(input)} ${input.dtype}`).join(', ');
+}
+
+/** `?×12`: `?` for a size (or a whole shape) a model leaves open. */
+function shape({ shape: dims }) {
+  return dims ? dims.map((d) => d ?? '?').join('×') : '?';
 }
 
 /**
  * One page of records of `kind` ('models' | 'datasets'): `headings` and `cells(record)` are the columns of
- * what the kind holds, `links(record)` what leads on from a row. Returns the view's cleanup.
+ * what the kind holds, `links(record)` (optional, a Jobs column) what leads on from a row. Returns the view's
+ * cleanup.
  */
 function renderList(view, { kind, title, what, headings, cells, links }) {
   let cursor = null;
@@ -44,7 +78,7 @@ function renderList(view, { kind, title, what, headings, cells, links }) {
   let generation = 0;
   const rows = new Map();
   const body = el('tbody');
-  const colspan = headings.length + 6;
+  const colspan = headings.length + (links ? 6 : 5);
   const table = el(
     'table',
     { class: 'records-table' },
@@ -60,7 +94,7 @@ function renderList(view, { kind, title, what, headings, cells, links }) {
         headings.map((heading) => el('th', { scope: 'col' }, heading)),
         el('th', { scope: 'col', class: 'num' }, 'Size'),
         el('th', { scope: 'col', class: 'opt' }, 'Created'),
-        el('th', { scope: 'col' }, 'Jobs'),
+        links ? el('th', { scope: 'col' }, 'Jobs') : null,
         el('th', { scope: 'col' }, el('span', { class: 'visually-hidden' }, 'Delete')),
       ),
     ),
@@ -99,7 +133,7 @@ function renderList(view, { kind, title, what, headings, cells, links }) {
       cells(record),
       el('td', { class: 'num nowrap' }, formatBytes(record.bytes)),
       el('td', { class: 'opt' }, formatDate(record.createdAt)),
-      el('td', { class: 'links' }, links(record)),
+      links ? el('td', { class: 'links' }, links(record)) : null,
       el(
         'td',
         {},
