@@ -12,33 +12,8 @@ import {
   layersInput,
   loadStockLayers,
   saveLayersModel,
+  seedBatchNormWeights as seedWeights,
 } from '../fixtures/models.js';
-
-/**
- * Weights a trained model could hold, away from BatchNorm's identity (γ ≠ 1, β ≠ 0, μ ≠ 0, σ² ≠ 1) so a
- * wrong fold shows; kernels at the He scale, so outputs stay near 1 and 1e-5 is a tight bound.
- */
-function seedWeights(model: tf.LayersModel, seed: number): void {
-  const rng = createRng(seed);
-  const draw = (low: number, high: number, size: number) =>
-    Float32Array.from({ length: size }, () => low + (high - low) * rng.next());
-  model.setWeights(
-    model.weights.map((w) => {
-      const shape = w.shape as number[];
-      const size = shape.reduce((a, b) => a * b, 1);
-      const name = w.originalName;
-      const limit = Math.sqrt(6 / (size / shape[shape.length - 1]));
-      const values = name.endsWith('moving_variance')
-        ? draw(0.5, 1.5, size)
-        : name.endsWith('gamma')
-          ? draw(0.7, 1.3, size)
-          : /kernel$/.test(name)
-            ? draw(-limit, limit, size)
-            : draw(-0.3, 0.3, size);
-      return tf.tensor(values, shape);
-    }),
-  );
-}
 
 function topologyLayers(model: LoadedModel): Record<string, unknown>[] {
   const topology = model.modelJson.modelTopology as { config: { layers: Record<string, unknown>[] } };

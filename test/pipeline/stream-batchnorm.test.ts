@@ -10,7 +10,7 @@ import { writeModel } from '../../src/model/write.js';
 import { NotStreamable, streamQuantize } from '../../src/pipeline/stream.js';
 import { createRng } from '../../src/quant/rng.js';
 import { writeTreeAtomically } from '../../src/storage/tree.js';
-import { loadStockLayers, saveLayersModel } from '../fixtures/models.js';
+import { loadStockLayers, saveLayersModel, seedBatchNormWeights } from '../fixtures/models.js';
 import { expectStreamedAsInMemory, inMemory, streamedInto } from './stream-compare.js';
 
 /**
@@ -28,28 +28,8 @@ function spreadGamma(channels: number, draw: () => number): Float32Array {
   return Float32Array.from({ length: channels }, (_, c) => 10 ** ((3 * c) / (channels - 1)) * (0.8 + 0.4 * draw()));
 }
 
-/** Seeded weights away from BatchNorm's identity; kernels at the He scale. */
 function seedWeights(model: tf.LayersModel, seed: number): void {
-  const rng = createRng(seed);
-  const draw = () => rng.next();
-  const uniform = (low: number, high: number, size: number) =>
-    Float32Array.from({ length: size }, () => low + (high - low) * draw());
-  model.setWeights(
-    model.weights.map((w) => {
-      const shape = w.shape as number[];
-      const size = shape.reduce((a, b) => a * b, 1);
-      const name = w.originalName;
-      const limit = Math.sqrt(6 / (size / shape[shape.length - 1]));
-      const values = name.endsWith('moving_variance')
-        ? uniform(0.5, 1.5, size)
-        : name.endsWith('gamma')
-          ? spreadGamma(size, draw)
-          : /kernel$/.test(name)
-            ? uniform(-limit, limit, size)
-            : uniform(-0.3, 0.3, size);
-      return tf.tensor(values, shape);
-    }),
-  );
+  seedBatchNormWeights(model, seed, spreadGamma);
 }
 
 /**
