@@ -22,7 +22,16 @@ import { buildApp } from '../../src/http/app.js';
 import type { FileSet } from '../../src/model/types.js';
 import { startWorkers, type Closable } from '../../src/service.js';
 import { buildLayersModel, LAYERS_QUANTIZABLE, loadStockLayers } from '../fixtures/models.js';
-import { cleanup, denseModel, filesAsParts, multipart, testConfig, tinyModel, zipOf } from '../http/helpers.js';
+import {
+  cleanup,
+  denseModel,
+  filesAsParts,
+  multipart,
+  testConfig,
+  tinyModel,
+  zipOf,
+  type Part,
+} from '../http/helpers.js';
 import { npy } from '../model/dataset/npy-fixture.js';
 
 const artifacts = new URL('../artifacts/', import.meta.url).pathname;
@@ -933,7 +942,7 @@ describe('the dashboard in chromium', () => {
     const hostile = '<b onmouseover=alert(3)>held</b>';
     const f4 = (values: number[]) => new Uint8Array(new Float32Array(values).buffer);
     // Arrays of their own: an upload of arrays already stored answers with that dataset, under its first name.
-    const uploadDataset = async (name: string, parts: { field: string; filename: string; data: Buffer }[]) => {
+    const uploadDataset = async (name: string, parts: Part[]) => {
       const res = await app.inject({
         method: 'POST',
         url: '/v1/datasets',
