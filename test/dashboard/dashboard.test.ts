@@ -831,6 +831,9 @@ describe('the dashboard in chromium', () => {
       expect(res.statusCode, res.body).toBe(201);
       return res.json() as { id: string; bytes: number };
     };
+    // More than a page of models (25), whatever the tests before stored, so that "Load more" has a page to load.
+    const stored = (await app.inject({ url: '/v1/models?limit=100' })).json().items.length;
+    for (let i = 0; i < 25 - stored; i++) await uploadModel(`filler ${i}`, [12, 20 + i]);
     const held = await uploadModel('listed-net', [12, 7]);
     const evil = await uploadModel(hostile, [12, 9]);
     // What formatBytes shows for these few KiB: two decimals below 10 KiB.
@@ -844,6 +847,7 @@ describe('the dashboard in chromium', () => {
       await app.inject({ method: 'POST', url: '/v1/jobs', payload: { modelId: held.id, method: { name: 'float16' } } })
     ).json().id as string;
     const total = (await app.inject({ url: '/v1/models?limit=100' })).json().items.length;
+    expect(total).toBeGreaterThanOrEqual(27);
 
     const context = await browser.newContext({ viewport: { width: 1280, height: 800 } });
     const page = await context.newPage();
@@ -855,6 +859,8 @@ describe('the dashboard in chromium', () => {
       void dialog.accept();
     });
     const row = (id: string) => page.locator(`tr[data-record="${id}"]`);
+    const shownModels = () =>
+      page.locator('tbody tr[data-record]').evaluateAll((rows) => rows.map((r) => (r as HTMLElement).dataset.record));
     const cells = (id: string) => row(id).locator('td').allTextContents();
     try {
       await page.goto(`${baseUrl}/`);
@@ -862,8 +868,7 @@ describe('the dashboard in chromium', () => {
       await row(held.id).waitFor();
       expect(page.url()).toMatch(/#\/models$/);
       expect(await page.locator('[data-nav=models]').getAttribute('aria-current')).toBe('page');
-      expect(await page.locator('tbody tr[data-record]').count()).toBe(Math.min(25, total));
-      expect(await page.locator('button', { hasText: 'Load more' }).isHidden()).toBe(total <= 25);
+      expect(await page.locator('tbody tr[data-record]').count()).toBe(25);
       // Newest first: the last one uploaded heads the list.
       expect(await page.locator('tbody tr[data-record]').first().getAttribute('data-record')).toBe(evil.id);
       const [name, id, format, inputs, params, size, created, links] = await cells(held.id);
@@ -883,6 +888,19 @@ describe('the dashboard in chromium', () => {
       expect(await row(evil.id).locator('td').nth(5).textContent()).toBe(kib(evil.bytes));
       expect(await page.locator('img').count()).toBe(0);
       await page.screenshot({ path: join(artifacts, 'dashboard-models.png'), animations: 'disabled' });
+      // Phone width: rows reflow as the jobs list's do, no sideways scroll.
+      await page.setViewportSize({ width: 390, height: 844 });
+      expect(await page.evaluate(() => document.documentElement.scrollWidth)).toBeLessThanOrEqual(390);
+      await page.screenshot({ path: join(artifacts, 'dashboard-models-phone.png'), animations: 'disabled' });
+      await page.setViewportSize({ width: 1280, height: 800 });
+      // The next page after the first 25, each model once, in the server's order.
+      const firstPage = await shownModels();
+      await page.getByRole('button', { name: 'Load more' }).click();
+      await expect.poll(() => page.locator('tbody tr[data-record]').count()).toBe(Math.min(50, total));
+      const listed = (await app.inject({ url: `/v1/models?limit=${Math.min(50, total)}` })).json().items;
+      expect(await shownModels()).toEqual(listed.map((m: { id: string }) => m.id));
+      expect((await shownModels()).slice(0, 25)).toEqual(firstPage);
+      expect(await page.getByRole('button', { name: 'Load more' }).isHidden()).toBe(total <= 50);
 
       // Delete of a model a queued job holds: the server's 409 detail is shown and the row stays.
       await row(held.id).getByRole('button', { name: 'Delete model listed-net' }).click();
