@@ -47,7 +47,7 @@ export function renderDatasets(view) {
   });
 }
 
-/** Each array's .npy dtype (`<f4` float32, `|u1` uint8…), for the arrays cell's hover. */
+/** Each array's dtype as stored (`<f4`, `|u1`… from .npy and .npz, `float64` from JSON), for the cell's hover. */
 function dtypes(dataset) {
   const arrays = [
     ...(dataset.inputs ?? [{ name: 'x', ...dataset.x }]),
