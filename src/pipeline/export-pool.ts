@@ -4,12 +4,16 @@
  * The per-tensor math is pure typed-array work (src/quant/export-affine.ts, export-tensor.ts); tfjs is never
  * loaded in a worker thread.
  *
- * A slot is a set of buffers on one thread (two per thread): the input tensor (in a shared WebAssembly memory
- * the main thread reads the shards into, where the affine kernel quantizes it and writes its per-tensor
- * codes over it) and the other outputs (SharedArrayBuffers of the thread's ExportScratch for that slot); the main
- * thread writes them to disk from the same memory. A slot is held from `acquire` until
- * `release`, after its outputs are written, so no buffer is copied between threads or reused before it is
- * written, and a thread quantizes its next tensor while the last one is written.
+ * A slot is the set of buffers of one thread: the input tensor (in a shared WebAssembly memory the main
+ * thread reads the shards into, where the affine kernel quantizes it and writes its per-tensor codes over it)
+ * and the other outputs (SharedArrayBuffers of the thread's ExportScratch); the main thread writes them to
+ * disk from the same memory. A slot is held from `acquire` until `release`, after its outputs are written, so
+ * no buffer is copied between threads or reused before it is written.
+ *
+ * One slot a thread, not two: a second would let a thread start its next tensor while the last is written
+ * out, but its memory is fresh pages to fault in (filling 256 MiB of fresh wasm memory takes 210 ms here,
+ * 75 ms once faulted in), on the same two cores as the reads and the quantizing. Measured on the 1 GiB bench model (seven paired runs, idle):
+ * one slot 1.08 s and 238 MiB peak RSS, two 1.21 s and 369 MiB (medians).
  */
 import { existsSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
@@ -138,10 +142,7 @@ class WorkerThread {
   }
 }
 
-/**
- * A buffer set on a thread: its input, and the outputs of the thread's scratch for this slot. Two per
- * thread, so a thread starts the next tensor while the main thread writes out the last one.
- */
+/** The buffer set of a thread: its input, and the outputs of the thread's scratch. */
 class WorkerSlot implements ExportSlot {
   private readonly memory = kernelMemory();
   /**
@@ -187,20 +188,15 @@ class WorkerSlot implements ExportSlot {
 }
 
 /**
- * `threads` worker threads, started now (they load while the caller reads the model), with `slotsPerThread`
- * buffer sets each: 2 lets a thread fill one while the other is written out, at the memory of another input
- * tensor and its outputs. `kernelInputBytes` as for inlineExporter.
+ * `threads` worker threads, started now (they load while the caller reads the model), a slot each.
+ * `kernelInputBytes` as for inlineExporter.
  */
-export function workerExporter(threads: number, slotsPerThread = 2, kernelInputBytes = KERNEL_MAX_BYTES): Exporter {
+export function workerExporter(threads: number, kernelInputBytes = KERNEL_MAX_BYTES): Exporter {
   const queue = new SlotQueue<WorkerSlot>();
   const url = workerUrl();
   const workers = Array.from({ length: threads }, () => new WorkerThread(url));
   // Not unref'd: a reply awaited from a worker is what keeps the process alive. close() ends them.
-  // Interleaved, so the first tensors go to different threads.
-  for (let k = 0; k < slotsPerThread; k++) {
-    for (const [t, thread] of workers.entries())
-      queue.put(new WorkerSlot(thread, k * threads + t, queue, kernelInputBytes));
-  }
+  for (const [t, thread] of workers.entries()) queue.put(new WorkerSlot(thread, t, queue, kernelInputBytes));
   return {
     acquire: () => queue.take(),
     close: async () => {

@@ -17,7 +17,7 @@ import { floatsOfShared, toShared, type SharedBytes } from './shared-bytes.js';
 
 interface Job {
   id: number;
-  /** The buffer set (export-pool.ts WorkerSlot): each has its own scratch, written out while another fills. */
+  /** The buffer set (export-pool.ts WorkerSlot), which has its own scratch. */
   slot: number;
   /** The slot's kernel memory, the tensor's values at its start unless `values` are sent. */
   memory: WebAssembly.Memory;

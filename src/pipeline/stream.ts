@@ -38,7 +38,6 @@ import { openModelDirectory, WeightReader, type ModelDirectory, type ModelSource
 import { PositionalFile, ShardWriter } from '../model/stream-write.js';
 import type { ModelOutline, Weight } from '../model/types.js';
 import { DEFAULT_SHARD_SIZE_BYTES, encodeWeight, stockModelJson, type ManifestEntry } from '../model/write.js';
-import { isFusedAffine } from '../quant/export-affine.js';
 import { exportLayout, NonFiniteValues, type ExportLayout, type ExportedTensor } from '../quant/export-tensor.js';
 import { quantizationShape } from '../quant/methods/common.js';
 import { pqCodebooksFor } from '../quant/methods/pq.js';
@@ -367,13 +366,7 @@ async function writeArtifacts(
 
   const threads =
     options.threads ?? (totalWork >= WORKER_MIN_WEIGHTS ? Math.min(availableParallelism(), plan.selected.length) : 0);
-  // The kernel's per-tensor grids write their codes over the input and need nothing more; other exports
-  // also hold ŵ's float16 form and the codes, or ŵ as well (3 to 7 bytes per weight more), so their
-  // threads get one buffer set instead of two.
-  const compactOutputs = plan.selected.every(
-    ({ params }) => isFusedAffine(params) && params.granularity === 'per-tensor',
-  );
-  const exporter = threads > 0 ? workerExporter(threads, compactOutputs ? 2 : 1) : inlineExporter();
+  const exporter = threads > 0 ? workerExporter(threads) : inlineExporter();
   // Tensors are read and handed out in manifest order, and written in that order by one chain of steps
   // while the next tensors are being quantized. The first failure in model order is the one reported.
   let failure: { error: unknown } | undefined;

@@ -74,7 +74,7 @@ afterAll(async () => {
 describe('a tensor too large for the kernel memory', () => {
   const reference = track(inlineExporter());
   const inline = track(inlineExporter(LIMIT));
-  const threaded = track(workerExporter(1, 1, LIMIT));
+  const threaded = track(workerExporter(1, LIMIT));
 
   it.each(cases)('%s: the same export, on the main thread and on a worker thread', async (_, params) => {
     const expected = await exportWith(reference, params);
@@ -97,7 +97,7 @@ describe('a tensor of more than 4 GiB', () => {
   // last 4 MiB. Its untouched pages are the kernel's zero page, so it costs the 1 GiB of codes in memory.
   it('goes to a worker thread whole and comes back whole', { timeout: 120_000 }, async () => {
     const count = 2 ** 30 + 2 ** 20;
-    const exporter = track(workerExporter(1, 1));
+    const exporter = track(workerExporter(1));
     const slot = await exporter.acquire();
     try {
       const input = new Float32Array(slot.input(4 * count).buffer, 0, count);
