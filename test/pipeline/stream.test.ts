@@ -194,6 +194,19 @@ describe('what streaming refuses', () => {
     await expect(readdir(out)).rejects.toThrow(/ENOENT/);
   });
 
+  it('names the first missing shard in manifest order, though it looks for all of them at once', async () => {
+    const files = await readFileSetFromDir(models.dense);
+    const shards = [...files.keys()].filter((key) => key.endsWith('.bin'));
+    expect(shards).toHaveLength(3);
+    const [, second, third] = shards;
+    const broken = await saveDir('missing', new Map([...files].filter(([key]) => key !== second && key !== third)));
+    const out = join(dir, 'missing-out');
+    const error = await streamQuantize(broken, parseJobSpec({ method: { name: 'affine' } }), out).catch((e) => e);
+    expect(error).toBeInstanceOf(ModelError);
+    expect(error).toMatchObject({ code: 'missing-file', file: second });
+    await expect(readdir(out)).rejects.toThrow(/ENOENT/);
+  });
+
   it('fails on a NaN weight with readModel’s ModelError and leaves nothing behind', async () => {
     const files = await readFileSetFromDir(models.dense);
     const first = [...files.keys()].find((key) => key.startsWith('group1-shard1of'))!;
