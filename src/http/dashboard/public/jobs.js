@@ -10,6 +10,7 @@ import {
   api,
   el,
   errorBox,
+  filterBox,
   followJob,
   formatBytes,
   formatDate,
@@ -26,8 +27,6 @@ import {
 
 const statuses = ['queued', 'running', 'succeeded', 'failed', 'cancelled'];
 const maxStreams = 4;
-const filterHint =
-  'key=value terms filter by label (key=* any value; quote a value with spaces); the other words are the exact name';
 
 export function renderJobs(view) {
   const streams = new Map();
@@ -47,42 +46,13 @@ export function renderJobs(view) {
   const params = new URLSearchParams(location.hash.split('?')[1] ?? '');
   filter.value = params.get('status') ?? '';
   const modelId = params.get('modelId');
-  const search = el('input', {
-    type: 'search',
-    id: 'job-filter',
-    value: formatFilter(params.get('name'), params.getAll('label')),
-    placeholder: 'team=vision or a name',
-    autocomplete: 'off',
-    spellcheck: 'false',
-    title: filterHint,
-    'aria-describedby': 'job-filter-hint',
-  });
-  let typing = null;
-  search.addEventListener('input', () => {
-    clearTimeout(typing);
-    typing = setTimeout(() => load(true), 300);
-  });
-  search.addEventListener('keydown', (event) => {
-    if (event.key !== 'Enter') return;
-    clearTimeout(typing);
-    load(true);
-  });
-  /** A label chip clicked: its label joins the filter box's terms (once). */
-  const filterByLabel = (key, value) => {
-    const term = formatFilter(null, [`${key}=${value}`]);
-    if (parseFilter(search.value).labels.includes(`${key}=${value}`)) return;
-    search.value = [search.value.trim(), term].filter(Boolean).join(' ');
-    load(true);
-  };
+  const search = filterBox('job-filter', params, () => load(true));
   /** The list's query: the filters, without paging. */
   const filters = () => {
     const query = new URLSearchParams();
     if (filter.value) query.set('status', filter.value);
     if (modelId) query.set('modelId', modelId);
-    const { name, labels } = parseFilter(search.value);
-    if (name) query.set('name', name);
-    for (const label of labels) query.append('label', label);
-    return query;
+    return search.apply(query);
   };
   const body = el('tbody');
   const table = el(
@@ -131,13 +101,7 @@ export function renderJobs(view) {
             el('a', { href: '#/jobs' }, 'all models'),
           )
         : null,
-      el(
-        'div',
-        {},
-        el('label', { for: 'job-filter' }, 'Filter'),
-        search,
-        el('span', { id: 'job-filter-hint', class: 'visually-hidden' }, filterHint),
-      ),
+      search.root,
       el('div', {}, el('label', { for: 'status-filter' }, 'Status'), filter),
       el('a', { class: 'button', href: '#/new' }, 'New job'),
     ),
@@ -174,7 +138,7 @@ export function renderJobs(view) {
           job.name ?? shortId(job.id),
         ),
         el('span', { class: 'id-line mono' }, job.id),
-        labelChips(job.labels, filterByLabel),
+        labelChips(job.labels, search.pick),
       ),
       status,
       el('td', { class: 'opt' }, job.kind),
@@ -257,8 +221,8 @@ export function renderJobs(view) {
       cursor = page.nextCursor;
       more.hidden = !cursor;
       if (rows.size === 0) {
-        const filtered = filter.value || modelId || search.value.trim();
-        const matching = search.value.trim() ? ` matching “${search.value.trim()}”` : '';
+        const filtered = filter.value || modelId || search.text();
+        const matching = search.text() ? ` matching “${search.text()}”` : '';
         body.append(
           el(
             'tr',
@@ -285,37 +249,6 @@ export function renderJobs(view) {
     clearTimeout(pollTimer);
     for (const stop of [...streams.values()]) stop();
   };
-}
-
-/**
- * The filter box's text as list filters: `key=value` terms are label selectors (`key="a b"` for a value with
- * spaces, `key=*` for any value), the other words, joined by single spaces, the exact name (`"a=b"` quoted
- * keeps an = in it).
- */
-function parseFilter(text) {
-  const labels = [];
-  const words = [];
-  for (const [, key, quoted, value, word, bare] of text.matchAll(
-    /([A-Za-z0-9][-\w./]*)=(?:"([^"]*)"|(\S*))|"([^"]*)"|(\S+)/g,
-  )) {
-    if (key !== undefined) labels.push(quoted === undefined && value === '*' ? key : `${key}=${quoted ?? value}`);
-    else words.push(word ?? bare);
-  }
-  return { name: words.join(' ').trim(), labels };
-}
-
-/** The filter box's text for a name and label selectors (from the hash): parseFilter reads it back. */
-function formatFilter(name, labels) {
-  const terms = labels.map((label) => {
-    const at = label.indexOf('=');
-    if (at < 0) return `${label}=*`;
-    const value = label.slice(at + 1);
-    return `${label.slice(0, at)}=${/\s/.test(value) || value === '*' ? `"${value}"` : value}`;
-  });
-  // Quoted only when the words alone would read back as something else (labels, or other spacing).
-  const plain = name && parseFilter(name);
-  if (name) terms.push(plain.name === name && plain.labels.length === 0 ? name : `"${name}"`);
-  return terms.join(' ');
 }
 
 /** The weights' precision the spec asked for: bits and granularity, what tells an 8-bit job from a 4-bit one. */

@@ -189,7 +189,7 @@ export function shortId(id) {
 
 /**
  * A record's labels as `key=value` chips, or null when it has none. With `pick(key, value)` each chip is a
- * button (the jobs list filters by the label clicked).
+ * button (a list's filter box takes the label clicked: filterBox's `pick`).
  */
 export function labelChips(labels, pick) {
   const entries = Object.entries(labels ?? {});
@@ -207,6 +207,91 @@ export function labelChips(labels, pick) {
         : el('span', { class: 'chip', title: `label ${key}=${value}` }, `${key}=${value}`),
     ),
   );
+}
+
+const filterHint =
+  'key=value terms filter by label (key=* any value; quote a value with spaces); the other words are the exact name';
+
+/**
+ * The filter box of the jobs, models and datasets lists, the same syntax for all three (parseFilter), starting
+ * from the hash's `name` and `label`s (`params`). `change()` runs 300 ms after typing stops, or at once on
+ * Enter. Returns the box (`root`), its trimmed `text()`, `apply(query)` that adds its `name` and `label`s to a
+ * list's query, and `pick(key, value)` for labelChips: the label clicked joins the terms (once) and the list
+ * changes.
+ */
+export function filterBox(id, params, change) {
+  const input = el('input', {
+    type: 'search',
+    id,
+    value: formatFilter(params.get('name'), params.getAll('label')),
+    placeholder: 'team=vision or a name',
+    autocomplete: 'off',
+    spellcheck: 'false',
+    title: filterHint,
+    'aria-describedby': `${id}-hint`,
+  });
+  let typing = null;
+  input.addEventListener('input', () => {
+    clearTimeout(typing);
+    typing = setTimeout(change, 300);
+  });
+  input.addEventListener('keydown', (event) => {
+    if (event.key !== 'Enter') return;
+    clearTimeout(typing);
+    change();
+  });
+  return {
+    root: el(
+      'div',
+      {},
+      el('label', { for: id }, 'Filter'),
+      input,
+      el('span', { id: `${id}-hint`, class: 'visually-hidden' }, filterHint),
+    ),
+    text: () => input.value.trim(),
+    apply(query) {
+      const { name, labels } = parseFilter(input.value);
+      if (name) query.set('name', name);
+      for (const label of labels) query.append('label', label);
+      return query;
+    },
+    pick(key, value) {
+      if (parseFilter(input.value).labels.includes(`${key}=${value}`)) return;
+      input.value = [input.value.trim(), formatFilter(null, [`${key}=${value}`])].filter(Boolean).join(' ');
+      change();
+    },
+  };
+}
+
+/**
+ * The filter box's text as list filters: `key=value` terms are label selectors (`key="a b"` for a value with
+ * spaces, `key=*` for any value), the other words, joined by single spaces, the exact name (`"a=b"` quoted
+ * keeps an = in it).
+ */
+function parseFilter(text) {
+  const labels = [];
+  const words = [];
+  for (const [, key, quoted, value, word, bare] of text.matchAll(
+    /([A-Za-z0-9][-\w./]*)=(?:"([^"]*)"|(\S*))|"([^"]*)"|(\S+)/g,
+  )) {
+    if (key !== undefined) labels.push(quoted === undefined && value === '*' ? key : `${key}=${quoted ?? value}`);
+    else words.push(word ?? bare);
+  }
+  return { name: words.join(' ').trim(), labels };
+}
+
+/** The filter box's text for a name and label selectors (from the hash): parseFilter reads it back. */
+function formatFilter(name, labels) {
+  const terms = labels.map((label) => {
+    const at = label.indexOf('=');
+    if (at < 0) return `${label}=*`;
+    const value = label.slice(at + 1);
+    return `${label.slice(0, at)}=${/\s/.test(value) || value === '*' ? `"${value}"` : value}`;
+  });
+  // Quoted only when the words alone would read back as something else (labels, or other spacing).
+  const plain = name && parseFilter(name);
+  if (name) terms.push(plain.name === name && plain.labels.length === 0 ? name : `"${name}"`);
+  return terms.join(' ');
 }
 
 /**
