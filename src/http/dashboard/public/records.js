@@ -4,9 +4,22 @@
  * inputs and params; a dataset's samples and arrays), size and upload time; a model's row links to its jobs
  * and to a new job of it. A delete asks first; the server refuses it (409, its detail shown, the row kept)
  * while an unfinished job still holds the record. Paged as the jobs list: 25 a page, "Load more" while the
- * server gives a next cursor.
+ * server gives a next cursor. Filtered by the same box as the jobs list (`team=vision` a label, other words the
+ * exact name: the list's `?label=` and `?name=`; a label chip clicked adds its label), kept in the hash
+ * (`#/models?label=team%3Dvision`) so a reload or a shared link keeps it.
  */
-import { announce, api, arraysOf, el, errorBox, formatBytes, formatDate, labelChips, shortId } from './lib.js';
+import {
+  announce,
+  api,
+  arraysOf,
+  el,
+  errorBox,
+  filterBox,
+  formatBytes,
+  formatDate,
+  labelChips,
+  shortId,
+} from './lib.js';
 
 const pageSize = 25;
 
@@ -79,6 +92,7 @@ function renderList(view, { kind, title, what, headings, cells, links }) {
   const rows = new Map();
   const body = el('tbody');
   const colspan = headings.length + (links ? 6 : 5);
+  const search = filterBox('record-filter', new URLSearchParams(location.hash.split('?')[1] ?? ''), () => load(true));
   const table = el(
     'table',
     { class: 'records-table' },
@@ -112,6 +126,7 @@ function renderList(view, { kind, title, what, headings, cells, links }) {
       { class: 'toolbar' },
       el('h1', {}, title),
       el('span', { class: 'spacer' }),
+      search.root,
       el('a', { class: 'button', href: '#/new' }, `Upload a ${what}`),
     ),
     message,
@@ -127,7 +142,7 @@ function renderList(view, { kind, title, what, headings, cells, links }) {
         'td',
         { class: 'name-cell' },
         el('span', { class: record.name ? 'record-name' : 'record-name muted' }, record.name ?? 'unnamed'),
-        labelChips(record.labels),
+        labelChips(record.labels, search.pick),
       ),
       el('td', { class: 'mono nowrap', title: record.id }, shortId(record.id)),
       cells(record),
@@ -154,11 +169,17 @@ function renderList(view, { kind, title, what, headings, cells, links }) {
   }
 
   function showEmpty() {
+    const filtered = search.text();
     body.append(
       el(
         'tr',
         {},
-        el('td', { colspan, class: 'empty' }, `No ${kind} yet. `, el('a', { href: '#/new' }, `Upload a ${what}.`)),
+        el(
+          'td',
+          { colspan, class: 'empty' },
+          filtered ? `No ${kind} matching “${filtered}”.` : `No ${kind} yet. `,
+          filtered ? null : el('a', { href: '#/new' }, `Upload a ${what}.`),
+        ),
       ),
     );
   }
@@ -185,13 +206,15 @@ function renderList(view, { kind, title, what, headings, cells, links }) {
       rows.clear();
       body.replaceChildren();
       cursor = null;
+      const query = String(search.apply(new URLSearchParams()));
+      history.replaceState(null, '', `#/${kind}${query ? `?${query}` : ''}`);
     }
     message.replaceChildren();
     const current = generation;
     // One page at a time: a second click while one is on its way would fetch the same cursor twice.
     more.disabled = true;
     try {
-      const query = new URLSearchParams({ limit: String(pageSize) });
+      const query = search.apply(new URLSearchParams({ limit: String(pageSize) }));
       if (cursor) query.set('cursor', cursor);
       const page = await api(`/v1/${kind}?${query}`);
       if (current !== generation) return;
