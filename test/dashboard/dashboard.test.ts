@@ -5,8 +5,8 @@
  * read the report's charts, and run "try it" — its printed outputs must match stock tfjs in Node within
  * 1e-5. Screenshots land in test/artifacts/. Also: names and labels in the tables and on the job page, the
  * filter box (labels and names, kept in the hash), user-given strings shown as text; the models and datasets
- * pages (rows, links to a model's jobs and to a new job of it, deletes, the 409 of a record a job holds); the
- * dashboard's own API routes, and the key prompt.
+ * pages (rows, links to a model's jobs and to a new job of it, deletes, the 409 of a record a job holds, the
+ * jobs list's filter box); the dashboard's own API routes, and the key prompt.
  */
 import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
@@ -1067,6 +1067,99 @@ describe('the dashboard in chromium', () => {
       await context.close();
       await app.inject({ method: 'POST', url: `/v1/jobs/${heldJob}/cancel` });
       workers.quantize.resume();
+    }
+  });
+
+  it('filters the models and datasets pages as the jobs list: labels ANDed, an exact name, kept in the hash, chips that join', async () => {
+    const f4 = (values: number[]) => new Uint8Array(new Float32Array(values).buffer);
+    const upload = async (
+      kind: 'models' | 'datasets',
+      name: string,
+      labels: Record<string, string>,
+      content: Part[],
+    ) => {
+      const res = await app.inject({
+        method: 'POST',
+        url: `/v1/${kind}`,
+        ...multipart([{ field: 'name', data: name }, { field: 'labels', data: JSON.stringify(labels) }, ...content]),
+      });
+      expect(res.statusCode, res.body).toBe(201);
+      return res.json().id as string;
+    };
+    // Files and arrays of their own (stored ones would answer with their first name and labels), and a label key
+    // (`zoo`) no other test uses, so that what each filter finds is these three and nothing else.
+    const three = async (kind: 'models' | 'datasets', content: (i: number) => Promise<Part[]>) => ({
+      a: await upload(kind, 'filter-a', { zoo: 'cv', stage: 'prod' }, await content(0)),
+      b: await upload(kind, 'filter-b', { zoo: 'cv', stage: 'dev' }, await content(1)),
+      c: await upload(kind, 'filter c', { zoo: 'nlp' }, await content(2)),
+    });
+    const models = await three('models', async (i) => filesAsParts(await denseModel([12, 50 + i])));
+    const datasets = await three('datasets', async (i) => [
+      { field: 'x', filename: 'x.npy', data: npy('<f4', [3, 12], f4(new Array(36).fill(21 + i))) },
+    ]);
+
+    const context = await browser.newContext({ viewport: { width: 1280, height: 800 } });
+    const page = await context.newPage();
+    const pageErrors: string[] = [];
+    page.on('pageerror', (error) => pageErrors.push(error.message));
+    const shown = () =>
+      page.locator('tbody tr[data-record]').evaluateAll((rows) => rows.map((r) => (r as HTMLElement).dataset.record));
+    const hash = () => new URL(page.url()).hash;
+    const row = (id: string) => page.locator(`tr[data-record="${id}"]`);
+    // Each change re-lists after a pause in typing, the old rows shown until then: poll for what comes after.
+    const filterBy = async (text: string, expected: string[]) => {
+      await page.fill('#record-filter', text);
+      await expect.poll(shown).toEqual(expected);
+    };
+    try {
+      for (const [kind, { a, b, c }] of [
+        ['models', models],
+        ['datasets', datasets],
+      ] as const) {
+        await page.goto(`${baseUrl}/#/${kind}`);
+        await row(c).waitFor();
+        // A label: both cv records, newest first; two labels ANDed: the one that has both.
+        await filterBy('zoo=cv', [b, a]);
+        await expect.poll(hash).toBe(`#/${kind}?label=zoo%3Dcv`);
+        await filterBy('zoo=cv stage=prod', [a]);
+        await expect.poll(hash).toBe(`#/${kind}?label=zoo%3Dcv&label=stage%3Dprod`);
+        // A reload empties the list while the page is fetched: the same filter, box and rows, from the hash.
+        await page.reload();
+        await expect.poll(shown).toEqual([a]);
+        expect(await page.inputValue('#record-filter')).toBe('zoo=cv stage=prod');
+        expect(hash()).toBe(`#/${kind}?label=zoo%3Dcv&label=stage%3Dprod`);
+        // Other words are the exact name: "filter c" finds it, "filter" (a prefix of all three) finds none.
+        await filterBy('filter c', [c]);
+        await expect.poll(hash).toBe(`#/${kind}?name=filter+c`);
+        await filterBy('filter', []);
+        await expect.poll(() => page.locator('td.empty').textContent()).toBe(`No ${kind} matching “filter”.`);
+        await filterBy('zoo=* filter-b', [b]);
+        // A key the server refuses: its problem detail, no rows of the filter before.
+        await filterBy('zoo_=x', []);
+        await expect.poll(() => page.locator('.error-box').textContent()).toMatch(/not a label key/);
+        await page.fill('#record-filter', 'zoo=nobody');
+        await expect.poll(() => page.locator('td.empty').textContent()).toBe(`No ${kind} matching “zoo=nobody”.`);
+        expect(await page.locator('.error-box').count()).toBe(0);
+        // Cleared: the whole list and a bare hash again.
+        await page.fill('#record-filter', '');
+        await row(c).waitFor();
+        await expect.poll(hash).toBe(`#/${kind}`);
+        // A chip clicked joins the filter; a second chip of the same row, ANDed, still finds that row, and a
+        // reload keeps both.
+        await row(a).locator('button.chip', { hasText: 'stage=prod' }).click();
+        await expect.poll(shown).toEqual([a]);
+        await row(a).locator('button.chip', { hasText: 'zoo=cv' }).click();
+        await expect.poll(() => page.inputValue('#record-filter')).toBe('stage=prod zoo=cv');
+        await expect.poll(hash).toBe(`#/${kind}?label=stage%3Dprod&label=zoo%3Dcv`);
+        await expect.poll(shown).toEqual([a]);
+        await page.reload();
+        await expect.poll(shown).toEqual([a]);
+        expect(await page.inputValue('#record-filter')).toBe('stage=prod zoo=cv');
+      }
+      await page.screenshot({ path: join(artifacts, 'dashboard-datasets-filter.png'), animations: 'disabled' });
+      expect(pageErrors).toEqual([]);
+    } finally {
+      await context.close();
     }
   });
 
