@@ -7,7 +7,6 @@ import * as tf from '@tensorflow/tfjs';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { foldBatchNorm } from '../src/model/fold-batchnorm.js';
 import { readFileSetFromDir, readModel } from '../src/model/read.js';
-import { createRng } from '../src/quant/rng.js';
 import { writeTreeAtomically } from '../src/storage/tree.js';
 import {
   buildGraphModel,
@@ -20,6 +19,7 @@ import {
   loadStockGraph,
   loadStockLayers,
   saveLayersModel,
+  setSeededWeights,
 } from './fixtures/models.js';
 import { npy } from './model/dataset/npy-fixture.js';
 
@@ -160,16 +160,7 @@ describe('qaas quantize', () => {
         tf.layers.dense({ units: 2, name: 'dense' }),
       ],
     });
-    const rng = createRng(4);
-    model.setWeights(
-      model.weights.map((w) => {
-        const size = (w.shape as number[]).reduce((a, b) => a * b, 1);
-        return tf.tensor(
-          Float32Array.from({ length: size }, () => 0.5 + rng.next()),
-          w.shape as number[],
-        );
-      }),
-    );
+    setSeededWeights(model, 4, (next) => 0.5 + next());
     const source = await saveLayersModel(model, 256);
     model.dispose();
     await writeTreeAtomically(join(dir, 'conv-bn'), source);

@@ -10,8 +10,9 @@
  * The artifacts are the in-memory pipeline's (run.ts → quantize.ts → ptq.ts) byte for byte; report.json
  * differs only in `timings` (what was timed differs; `readMs` is streaming's own) and `model.backend`
  * (`none`: no tfjs backend ran). test/pipeline/stream.test.ts checks it. A job the streaming path cannot
- * run exactly — another kind, datasets, simulated activations, learned rounding — is refused with NotStreamable before anything is written;
- * `streamingBlocker` says so from the spec alone, and callers fall back to runJob.
+ * run exactly — another kind, datasets, simulated activations, learned rounding — is refused with
+ * NotStreamable before anything is written; `streamingBlocker` says so from the spec alone, and callers fall
+ * back to runJob.
  *
  * BatchNorm folding (foldBatchNorm, and its keepScale under ptq.equalize) is planned first from the small
  * tensors, read out of order before the rest (src/model/fold-batchnorm.ts: the BNs' weights and the biases
@@ -170,8 +171,9 @@ export async function streamQuantize(
 
   const plan = planTensors(quantized, spec);
   const work = new Map<string, TensorWork>();
+  const byName = new Map(quantized.weights.map((w) => [w.name, w]));
   for (const selected of plan.selected) {
-    const weight = quantized.weights.find((w) => w.name === selected.name)!;
+    const weight = byName.get(selected.name)!;
     const shape = quantizationShape(weight.shape, selected.role, selected.params.name);
     let target = selected;
     let warning: string | undefined;
@@ -283,7 +285,8 @@ async function writeArtifacts(
   const packedWeights: PackedWeight[] = [];
   const tensors: TensorReport[] = [];
   const warnings: string[] = [];
-  const totalWork = plan.selected.reduce((sum, t) => sum + count(quantized.weights.find((w) => w.name === t.name)!), 0);
+  // A method's view of a tensor (quantizationShape) has the tensor's element count.
+  const totalWork = [...work.values()].reduce((sum, { shape }) => sum + count({ shape }), 0);
   const uploaded = new Map(model.weights.map((w) => [w.name, w]));
   /** keepScale: γ' and the range ratios of each kernel folded so far. */
   const scales = new Map<string, KernelScale>();

@@ -71,6 +71,34 @@ afterAll(async () => {
 });
 
 /** Pixels of a canvas that are drawn (alpha > 0) and how many distinct colours they use. */
+/**
+ * A fresh 1280×800 page that collects uncaught page errors and, given `answer`, answers every dialog so,
+ * keeping its message.
+ */
+async function openPage(answer?: 'accept' | 'dismiss') {
+  const context = await browser.newContext({ viewport: { width: 1280, height: 800 } });
+  const page = await context.newPage();
+  const pageErrors: string[] = [];
+  page.on('pageerror', (error) => pageErrors.push(error.message));
+  const dialogs: string[] = [];
+  if (answer !== undefined) {
+    page.on('dialog', (dialog) => {
+      dialogs.push(dialog.message());
+      void dialog[answer]();
+    });
+  }
+  return { context, page, pageErrors, dialogs };
+}
+
+/** A models or datasets page's rows (records.js): one by id, and the ids shown, in order. */
+function recordRows(page: Page) {
+  return {
+    row: (id: string) => page.locator(`tr[data-record="${id}"]`),
+    shown: () =>
+      page.locator('tbody tr[data-record]').evaluateAll((rows) => rows.map((r) => (r as HTMLElement).dataset.record)),
+  };
+}
+
 async function inked(page: Page, selector: string): Promise<{ drawn: number; colours: number }> {
   return page.$eval(selector, (canvas) => {
     const c = canvas as HTMLCanvasElement;
@@ -192,10 +220,7 @@ describe('the dashboard in chromium', () => {
   });
 
   it('uploads, validates, creates a job, follows it by SSE, draws the report and runs the model', async () => {
-    const context = await browser.newContext({ viewport: { width: 1280, height: 800 } });
-    const page = await context.newPage();
-    const pageErrors: string[] = [];
-    page.on('pageerror', (error) => pageErrors.push(error.message));
+    const { context, page, pageErrors } = await openPage();
     const requests: string[] = [];
     page.on('request', (request) => requests.push(new URL(request.url()).pathname + new URL(request.url()).search));
 
@@ -565,10 +590,7 @@ describe('the dashboard in chromium', () => {
     // 3-bit weights leave every quantized layer below the healthy level: there are worst layers to show.
     expect(diagnosis.worst.length).toBeGreaterThanOrEqual(3);
 
-    const context = await browser.newContext({ viewport: { width: 1280, height: 800 } });
-    const page = await context.newPage();
-    const pageErrors: string[] = [];
-    page.on('pageerror', (error) => pageErrors.push(error.message));
+    const { context, page, pageErrors } = await openPage();
     await page.goto(`${baseUrl}/#/jobs/${jobId}`);
     await page.locator('#chart-diagnosis').waitFor({ timeout: 30_000 });
     const chart = await page.$eval('#chart-diagnosis', (canvas) => {
@@ -659,15 +681,7 @@ describe('the dashboard in chromium', () => {
     const unnamed = await submit({});
     const total = (await app.inject({ url: '/v1/jobs?limit=100' })).json().items.length;
 
-    const context = await browser.newContext({ viewport: { width: 1280, height: 800 } });
-    const page = await context.newPage();
-    const pageErrors: string[] = [];
-    page.on('pageerror', (error) => pageErrors.push(error.message));
-    const dialogs: string[] = [];
-    page.on('dialog', (dialog) => {
-      dialogs.push(dialog.message());
-      void dialog.dismiss();
-    });
+    const { context, page, pageErrors, dialogs } = await openPage('dismiss');
     const requests: string[] = [];
     page.on('request', (request) => requests.push(new URL(request.url()).pathname + new URL(request.url()).search));
     const jobRows = page.locator('tbody tr[data-job]');
@@ -849,18 +863,8 @@ describe('the dashboard in chromium', () => {
     const total = (await app.inject({ url: '/v1/models?limit=100' })).json().items.length;
     expect(total).toBeGreaterThanOrEqual(27);
 
-    const context = await browser.newContext({ viewport: { width: 1280, height: 800 } });
-    const page = await context.newPage();
-    const pageErrors: string[] = [];
-    page.on('pageerror', (error) => pageErrors.push(error.message));
-    const dialogs: string[] = [];
-    page.on('dialog', (dialog) => {
-      dialogs.push(dialog.message());
-      void dialog.accept();
-    });
-    const row = (id: string) => page.locator(`tr[data-record="${id}"]`);
-    const shownModels = () =>
-      page.locator('tbody tr[data-record]').evaluateAll((rows) => rows.map((r) => (r as HTMLElement).dataset.record));
+    const { context, page, pageErrors, dialogs } = await openPage('accept');
+    const { row, shown: shownModels } = recordRows(page);
     const cells = (id: string) => row(id).locator('td').allTextContents();
     try {
       await page.goto(`${baseUrl}/`);
@@ -993,16 +997,8 @@ describe('the dashboard in chromium', () => {
     const heldJob = submitted.json().id as string;
     const total = (await app.inject({ url: '/v1/datasets?limit=100' })).json().items.length;
 
-    const context = await browser.newContext({ viewport: { width: 1280, height: 800 } });
-    const page = await context.newPage();
-    const pageErrors: string[] = [];
-    page.on('pageerror', (error) => pageErrors.push(error.message));
-    const dialogs: string[] = [];
-    page.on('dialog', (dialog) => {
-      dialogs.push(dialog.message());
-      void dialog.accept();
-    });
-    const row = (id: string) => page.locator(`tr[data-record="${id}"]`);
+    const { context, page, pageErrors, dialogs } = await openPage('accept');
+    const { row } = recordRows(page);
     try {
       await page.goto(`${baseUrl}/`);
       await page.getByRole('link', { name: 'Datasets', exact: true }).click();
@@ -1098,14 +1094,9 @@ describe('the dashboard in chromium', () => {
       { field: 'x', filename: 'x.npy', data: npy('<f4', [3, 12], f4(new Array(36).fill(21 + i))) },
     ]);
 
-    const context = await browser.newContext({ viewport: { width: 1280, height: 800 } });
-    const page = await context.newPage();
-    const pageErrors: string[] = [];
-    page.on('pageerror', (error) => pageErrors.push(error.message));
-    const shown = () =>
-      page.locator('tbody tr[data-record]').evaluateAll((rows) => rows.map((r) => (r as HTMLElement).dataset.record));
+    const { context, page, pageErrors } = await openPage();
+    const { row, shown } = recordRows(page);
     const hash = () => new URL(page.url()).hash;
-    const row = (id: string) => page.locator(`tr[data-record="${id}"]`);
     // Each change re-lists after a pause in typing, the old rows shown until then: poll for what comes after.
     const filterBy = async (text: string, expected: string[]) => {
       await page.fill('#record-filter', text);

@@ -20,7 +20,7 @@ import { createRng } from '../../src/quant/rng.js';
 import { startWorkers, type Closable } from '../../src/service.js';
 import { artifactDir } from '../../src/storage/artifacts.js';
 import { listTree } from '../../src/storage/tree.js';
-import { saveLayersModel } from '../fixtures/models.js';
+import { saveLayersModel, setSeededWeights } from '../fixtures/models.js';
 import { npyOf } from '../model/dataset/npy-fixture.js';
 import { cleanup, filesAsParts, multipart, testConfig } from '../http/helpers.js';
 
@@ -43,7 +43,6 @@ afterAll(async () => {
 
 /** Three Dense layers with seeded weights, saved in 1 KiB shards so tensors span shards. */
 async function denseShardedModel(): Promise<FileSet> {
-  const rng = createRng(5);
   const model = tf.sequential({
     layers: [
       tf.layers.dense({ inputShape: [8], units: 32, activation: 'relu', name: 'd1' }),
@@ -52,15 +51,7 @@ async function denseShardedModel(): Promise<FileSet> {
     ],
   });
   try {
-    model.setWeights(
-      model.weights.map((w) => {
-        const size = (w.shape as number[]).reduce((a, b) => a * b, 1);
-        return tf.tensor(
-          Float32Array.from({ length: size }, () => (rng.next() - 0.5) * 0.4),
-          w.shape as number[],
-        );
-      }),
-    );
+    setSeededWeights(model, 5, (next) => (next() - 0.5) * 0.4);
     return await saveLayersModel(model, 1024);
   } finally {
     model.dispose();
@@ -69,7 +60,6 @@ async function denseShardedModel(): Promise<FileSet> {
 
 /** Conv2D + BatchNorm, then a Conv2D with ReLU + BatchNorm (not foldable), in 512-byte shards. */
 async function convBatchNormModel(): Promise<FileSet> {
-  const rng = createRng(6);
   const model = tf.sequential({
     layers: [
       tf.layers.conv2d({ inputShape: [5, 5, 3], filters: 6, kernelSize: 3, useBias: false, name: 'conv' }),
@@ -81,15 +71,7 @@ async function convBatchNormModel(): Promise<FileSet> {
     ],
   });
   try {
-    model.setWeights(
-      model.weights.map((w) => {
-        const size = (w.shape as number[]).reduce((a, b) => a * b, 1);
-        return tf.tensor(
-          Float32Array.from({ length: size }, () => 0.5 + rng.next()),
-          w.shape as number[],
-        );
-      }),
-    );
+    setSeededWeights(model, 6, (next) => 0.5 + next());
     return await saveLayersModel(model, 512);
   } finally {
     model.dispose();
